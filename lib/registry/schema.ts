@@ -1,0 +1,123 @@
+// The registry schema shared by the sidecar and the node library: Redis keys, record shapes and
+// their (de)serialisation. Keys stay compatible with ADR-0066: `mcp:session:{id}`, 30-day TTL.
+import { createHash } from "node:crypto";
+
+export const SESSION_KEY_PREFIX = "mcp:session:";
+export const NODE_KEY_PREFIX = "mcp:node:";
+/** Pub/sub channel on which every registry change is announced to all sidecars. */
+export const CHANGE_CHANNEL = "mcp:affinity:changes";
+export const DEFAULT_SESSION_TTL_MS = 30 * 24 * 3600 * 1000;
+export const DEFAULT_NODE_TTL_MS = 15_000;
+
+export type SessionSource = "node" | "edge";
+export type NodeState = "up" | "draining";
+
+/** One MCP session: which node (as Traefik knows it) holds its in-process state. */
+export interface SessionRecord {
+  /** Server URL exactly as configured in Traefik's service (empty when only the cookie is known). */
+  node: string;
+  /** Traefik's sticky cookie value for that server: first 16 hex of SHA-256(node URL). */
+  cookie: string;
+  /** Boot id of the node process that created the session, when known. */
+  boot: string | null;
+  /** Creation time, ms since the Unix epoch. */
+  created: number;
+  source: SessionSource;
+}
+
+/** A node's heartbeat: refreshed well within its TTL while the process lives. */
+export interface NodeRecord {
+  url: string;
+  cookie: string;
+  boot: string;
+  name: string;
+  state: NodeState;
+  /** Last heartbeat, ms since the Unix epoch. */
+  seen: number;
+}
+
+export type RegistryChange =
+  | { op: "session"; id: string; record: SessionRecord }
+  | { op: "close"; id: string }
+  | { op: "node"; cookie: string; record: NodeRecord | null };
+
+export const sessionKey = (id: string): string => SESSION_KEY_PREFIX + id;
+export const nodeKey = (cookie: string): string => NODE_KEY_PREFIX + cookie;
+
+/** Traefik's sticky cookie value for a server URL (pkg/server/service/loadbalancer/sticky.go). */
+export function cookieValueFor(serverUrl: string): string {
+  return createHash("sha256").update(serverUrl).digest("hex").slice(0, 16);
+}
+
+/** The 16-byte session hash used everywhere a session id must not appear in clear. */
+export function sessionHash(id: string): Buffer {
+  return createHash("sha256").update(id, "latin1").digest().subarray(0, 16);
+}
+
+export function sessionHashHex(id: string): string {
+  return sessionHash(id).toString("hex");
+}
+
+/** Short, log-safe tag for a session id (never log the id itself). */
+export const sessionTag = (id: string): string => sessionHashHex(id).slice(0, 12);
+
+const MAX_SESSION_ID_LENGTH = 1024;
+const SESSION_ID = /^[\x21-\x7e]+$/;
+export function isValidSessionId(id: unknown): id is string {
+  return typeof id === "string" && id.length > 0 && id.length <= MAX_SESSION_ID_LENGTH && SESSION_ID.test(id);
+}
+
+const COOKIE_VALUE = /^[0-9a-f]{16}$/;
+export const isCookieValue = (v: unknown): v is string => typeof v === "string" && COOKIE_VALUE.test(v);
+
+export class RegistrySchemaError extends Error {
+  readonly code = "ERR_REGISTRY_SCHEMA";
+}
+
+export function encodeSession(r: SessionRecord): string {
+  return JSON.stringify({ v: 1, node: r.node, cookie: r.cookie, boot: r.boot, created: r.created, source: r.source });
+}
+
+export function decodeSession(raw: string): SessionRecord {
+  let o: any;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    throw new RegistrySchemaError("session record is not JSON");
+  }
+  if (!o || typeof o !== "object") throw new RegistrySchemaError("session record is not an object");
+  if (typeof o.node !== "string") throw new RegistrySchemaError("session record has no node");
+  if (!isCookieValue(o.cookie)) throw new RegistrySchemaError("session record has no valid cookie");
+  if (o.source !== "node" && o.source !== "edge") throw new RegistrySchemaError("session record has no valid source");
+  return {
+    node: o.node,
+    cookie: o.cookie,
+    boot: typeof o.boot === "string" && o.boot ? o.boot : null,
+    created: Number.isFinite(o.created) ? o.created : 0,
+    source: o.source,
+  };
+}
+
+export function encodeNode(r: NodeRecord): string {
+  return JSON.stringify({ v: 1, ...r });
+}
+
+export function decodeNode(raw: string): NodeRecord {
+  let o: any;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    throw new RegistrySchemaError("node record is not JSON");
+  }
+  if (!o || typeof o.url !== "string" || !isCookieValue(o.cookie) || typeof o.boot !== "string" || !o.boot) {
+    throw new RegistrySchemaError("node record lacks url, cookie or boot");
+  }
+  return {
+    url: o.url,
+    cookie: o.cookie,
+    boot: o.boot,
+    name: typeof o.name === "string" ? o.name : "",
+    state: o.state === "draining" ? "draining" : "up",
+    seen: Number.isFinite(o.seen) ? o.seen : 0,
+  };
+}
