@@ -1,0 +1,209 @@
+// The only file that touches the http-wasm ABI. Everything else sees byte buffers and strings.
+// Imports: module `http_handler` (see http-wasm-host-go api/handler/wasm.go).
+
+@external("http_handler", "log")
+declare function _log(level: i32, buf: usize, len: u32): void;
+@external("http_handler", "log_enabled")
+declare function _log_enabled(level: i32): u32;
+@external("http_handler", "get_config")
+declare function _get_config(buf: usize, limit: u32): u32;
+@external("http_handler", "enable_features")
+declare function _enable_features(features: u32): u32;
+@external("http_handler", "get_method")
+declare function _get_method(buf: usize, limit: u32): u32;
+@external("http_handler", "get_header_values")
+declare function _get_header_values(kind: u32, name: usize, nameLen: u32, buf: usize, limit: u32): u64;
+@external("http_handler", "set_header_value")
+declare function _set_header_value(kind: u32, name: usize, nameLen: u32, value: usize, valueLen: u32): void;
+@external("http_handler", "add_header_value")
+declare function _add_header_value(kind: u32, name: usize, nameLen: u32, value: usize, valueLen: u32): void;
+@external("http_handler", "read_body")
+declare function _read_body(kind: u32, buf: usize, limit: u32): u64;
+@external("http_handler", "write_body")
+declare function _write_body(kind: u32, buf: usize, len: u32): void;
+@external("http_handler", "get_status_code")
+declare function _get_status_code(): u32;
+@external("http_handler", "set_status_code")
+declare function _set_status_code(code: u32): void;
+
+export const KIND_REQUEST: u32 = 0;
+export const KIND_RESPONSE: u32 = 1;
+export const FEATURE_BUFFER_RESPONSE: u32 = 2;
+
+export const LOG_DEBUG: i32 = -1;
+export const LOG_INFO: i32 = 0;
+export const LOG_WARN: i32 = 1;
+export const LOG_ERROR: i32 = 2;
+
+/** A growable byte buffer reused across requests: instance memory stays flat. */
+export class Bytes {
+  buf: Uint8Array;
+  len: i32 = 0;
+  constructor(capacity: i32) {
+    this.buf = new Uint8Array(capacity);
+  }
+  get ptr(): usize {
+    return this.buf.dataStart;
+  }
+  ensure(capacity: i32): void {
+    if (capacity <= this.buf.length) return;
+    let c = this.buf.length;
+    while (c < capacity) c <<= 1;
+    const n = new Uint8Array(c);
+    memory.copy(n.dataStart, this.buf.dataStart, <usize>this.len);
+    this.buf = n;
+  }
+  clear(): void {
+    this.len = 0;
+  }
+  @inline at(i: i32): u8 {
+    return load<u8>(this.buf.dataStart + <usize>i);
+  }
+  pushByte(b: u8): void {
+    this.ensure(this.len + 1);
+    store<u8>(this.buf.dataStart + <usize>this.len, b);
+    this.len++;
+  }
+  pushRange(src: usize, n: i32): void {
+    this.ensure(this.len + n);
+    memory.copy(this.buf.dataStart + <usize>this.len, src, <usize>n);
+    this.len += n;
+  }
+  pushBytes(other: Bytes, start: i32, end: i32): void {
+    this.pushRange(other.ptr + <usize>start, end - start);
+  }
+  /** Appends an ASCII string (all strings this plugin writes are ASCII). */
+  pushAscii(s: string): void {
+    const n = s.length;
+    this.ensure(this.len + n);
+    const base = this.buf.dataStart + <usize>this.len;
+    for (let i = 0; i < n; i++) store<u8>(base + <usize>i, <u8>s.charCodeAt(i));
+    this.len += n;
+  }
+  pushU64(v: u64): void {
+    if (v >= 10) this.pushU64(v / 10);
+    this.pushByte(<u8>(48 + <i32>(v % 10)));
+  }
+  /** Copy of bytes [start, end) as a Latin-1 string (byte-exact for ASCII). */
+  toAscii(start: i32, end: i32): string {
+    let s = "";
+    if (end <= start) return s;
+    // String.fromCharCodes would need an array; build via UTF16 buffer.
+    const out = new ArrayBuffer((end - start) << 1);
+    const o = changetype<usize>(out);
+    for (let i = start; i < end; i++) store<u16>(o + (<usize>(i - start) << 1), <u16>this.at(i));
+    return String.UTF16.decode(out);
+  }
+}
+
+// Scratch buffers shared by the ABI wrappers (one request at a time per instance).
+const scratch = new Bytes(4096);
+const nameBuf = new Bytes(64);
+
+function setName(name: string): void {
+  nameBuf.clear();
+  nameBuf.pushAscii(name);
+}
+
+export function logEnabled(level: i32): bool {
+  return _log_enabled(level) != 0;
+}
+
+export function log(level: i32, message: string): void {
+  if (_log_enabled(level) == 0) return;
+  const b = String.UTF8.encode(message);
+  _log(level, changetype<usize>(b), <u32>b.byteLength);
+}
+
+/** The guest configuration (JSON) as a string; empty when none was given. */
+export function getConfig(): string {
+  let n = _get_config(scratch.ptr, <u32>scratch.buf.length);
+  if (n > <u32>scratch.buf.length) {
+    scratch.ensure(<i32>n);
+    n = _get_config(scratch.ptr, <u32>scratch.buf.length);
+  }
+  return String.UTF8.decodeUnsafe(scratch.ptr, <usize>n);
+}
+
+export function enableFeatures(features: u32): u32 {
+  return _enable_features(features);
+}
+
+/** Request method, upper case as sent. */
+export function getMethod(): string {
+  let n = _get_method(scratch.ptr, <u32>scratch.buf.length);
+  if (n > <u32>scratch.buf.length) {
+    scratch.ensure(<i32>n);
+    n = _get_method(scratch.ptr, <u32>scratch.buf.length);
+  }
+  return String.UTF8.decodeUnsafe(scratch.ptr, <usize>n);
+}
+
+/**
+ * Reads every value of a header into `out` as NUL-terminated values; returns the count.
+ * The host writes nothing when the values do not fit: grow and ask again.
+ */
+export function headerValues(kind: u32, name: string, out: Bytes): i32 {
+  setName(name);
+  let r = _get_header_values(kind, nameBuf.ptr, <u32>nameBuf.len, out.ptr, <u32>out.buf.length);
+  let len = <i32>(r & 0xffffffff);
+  if (len > out.buf.length) {
+    out.len = 0;
+    out.ensure(len);
+    r = _get_header_values(kind, nameBuf.ptr, <u32>nameBuf.len, out.ptr, <u32>out.buf.length);
+    len = <i32>(r & 0xffffffff);
+    if (len > out.buf.length) len = 0; // changed under us: treat as absent
+  }
+  out.len = len;
+  return len == 0 ? 0 : <i32>(r >>> 32);
+}
+
+export function setHeader(kind: u32, name: string, value: Bytes): void {
+  setName(name);
+  _set_header_value(kind, nameBuf.ptr, <u32>nameBuf.len, value.ptr, <u32>value.len);
+}
+
+export function addHeader(kind: u32, name: string, value: Bytes): void {
+  setName(name);
+  _add_header_value(kind, nameBuf.ptr, <u32>nameBuf.len, value.ptr, <u32>value.len);
+}
+
+export function addHeaderAscii(kind: u32, name: string, value: string): void {
+  scratch.clear();
+  scratch.pushAscii(value);
+  addHeader(kind, name, scratch);
+}
+
+/**
+ * Reads the whole request body into `out`. Callers gate this on a small Content-Length: the body
+ * is read to its end because what is read must be written back whole (see writeRequestBody).
+ */
+export function readRequestBody(out: Bytes): void {
+  out.clear();
+  while (true) {
+    out.ensure(out.len + 1024);
+    const room = out.buf.length - out.len;
+    const r = _read_body(KIND_REQUEST, out.ptr + <usize>out.len, <u32>room);
+    out.len += <i32>(r & 0xffffffff);
+    if ((r >>> 32) != 0) return;
+  }
+}
+
+export function writeRequestBody(b: Bytes): void {
+  _write_body(KIND_REQUEST, b.ptr, <u32>b.len);
+}
+
+export function statusCode(): u32 {
+  return _get_status_code();
+}
+
+/** Answers the request from the plugin: headers first, then status (commits headers), then body. */
+export function respond(status: u32, reason: string, body: string, retryAfter: u32): void {
+  addHeaderAscii(KIND_RESPONSE, "Content-Type", "application/json");
+  addHeaderAscii(KIND_RESPONSE, "Mcp-Affinity", reason);
+  if (retryAfter > 0) addHeaderAscii(KIND_RESPONSE, "Retry-After", retryAfter.toString());
+  _set_status_code(status);
+  scratch.clear();
+  scratch.pushAscii(body);
+  _write_body(KIND_RESPONSE, scratch.ptr, <u32>scratch.len);
+}

@@ -1,0 +1,110 @@
+// WASI file calls (wasi_snapshot_preview1) for the shared view directory. No sockets: each
+// instance gets its own WASI fd table from the host, which is what keeps instances apart.
+
+@external("wasi_snapshot_preview1", "fd_prestat_get")
+declare function fd_prestat_get(fd: u32, buf: usize): u16;
+@external("wasi_snapshot_preview1", "fd_prestat_dir_name")
+declare function fd_prestat_dir_name(fd: u32, path: usize, len: u32): u16;
+@external("wasi_snapshot_preview1", "path_open")
+declare function path_open(dirfd: u32, dirflags: u32, path: usize, pathLen: u32, oflags: u16,
+  rightsBase: u64, rightsInheriting: u64, fdflags: u16, fdOut: usize): u16;
+@external("wasi_snapshot_preview1", "fd_read")
+declare function fd_read(fd: u32, iovs: usize, iovsLen: u32, nread: usize): u16;
+@external("wasi_snapshot_preview1", "fd_write")
+declare function fd_write(fd: u32, iovs: usize, iovsLen: u32, nwritten: usize): u16;
+@external("wasi_snapshot_preview1", "fd_close")
+declare function fd_close(fd: u32): u16;
+@external("wasi_snapshot_preview1", "path_create_directory")
+declare function path_create_directory(fd: u32, path: usize, pathLen: u32): u16;
+@external("wasi_snapshot_preview1", "clock_time_get")
+declare function clock_time_get(id: u32, precision: u64, time: usize): u16;
+
+import { Bytes } from "./abi";
+
+export const ERRNO_SUCCESS: u16 = 0;
+export const ERRNO_EXIST: u16 = 20;
+export const ERRNO_NOENT: u16 = 44;
+
+const O_CREAT: u16 = 1;
+const O_EXCL: u16 = 4;
+const O_TRUNC: u16 = 8;
+// fd_read | fd_seek | fd_tell | fd_filestat_get
+const RIGHTS_READ: u64 = (1 << 1) | (1 << 2) | (1 << 5) | (1 << 21);
+// fd_write | fd_seek | fd_tell | fd_filestat_get
+const RIGHTS_WRITE: u64 = (1 << 6) | (1 << 2) | (1 << 5) | (1 << 21);
+
+// One small static area for out-parameters and iovecs.
+const cell = memory.data(32);
+
+/** Wall clock in milliseconds (the only clock that is real inside Traefik's WASI). */
+export function nowMs(): u64 {
+  if (clock_time_get(0, 1000000, cell) != 0) return 0;
+  return load<u64>(cell) / 1000000;
+}
+
+/** Finds the preopened directory whose guest path is `dir`; -1 when it is not mounted. */
+export function findPreopen(dir: string): i32 {
+  let want = dir;
+  while (want.length > 1 && want.endsWith("/")) want = want.substring(0, want.length - 1);
+  for (let fd: u32 = 3; fd < 64; fd++) {
+    if (fd_prestat_get(fd, cell) != 0) break;
+    if (load<u8>(cell) != 0) continue; // not a directory
+    const n = load<u32>(cell, 4);
+    const name = new Uint8Array(n);
+    if (fd_prestat_dir_name(fd, name.dataStart, n) != 0) continue;
+    let got = String.UTF8.decodeUnsafe(name.dataStart, n);
+    while (got.length > 1 && got.endsWith("/")) got = got.substring(0, got.length - 1);
+    if (got == want) return <i32>fd;
+  }
+  return -1;
+}
+
+/** Opens `path` (relative to the preopened dirfd) for reading; returns fd or -errno. */
+export function openRead(dirfd: i32, path: Bytes): i32 {
+  const e = path_open(<u32>dirfd, 0, path.ptr, <u32>path.len, 0, RIGHTS_READ, 0, 0, cell);
+  return e == 0 ? load<i32>(cell) : -<i32>e;
+}
+
+/** Creates `path` for writing; with `exclusive` fails with -EEXIST if it exists. */
+export function openWrite(dirfd: i32, path: Bytes, exclusive: bool): i32 {
+  const flags: u16 = O_CREAT | (exclusive ? O_EXCL : O_TRUNC);
+  const e = path_open(<u32>dirfd, 0, path.ptr, <u32>path.len, flags, RIGHTS_WRITE, 0, 0, cell);
+  return e == 0 ? load<i32>(cell) : -<i32>e;
+}
+
+export function mkdir(dirfd: i32, path: string): void {
+  const b = String.UTF8.encode(path);
+  path_create_directory(<u32>dirfd, changetype<usize>(b), <u32>b.byteLength);
+}
+
+/** Reads the whole file into `out` (growing it); false on a read error. */
+export function readAll(fd: i32, out: Bytes): bool {
+  out.clear();
+  while (true) {
+    out.ensure(out.len + 512);
+    store<usize>(cell, out.ptr + <usize>out.len);
+    store<u32>(cell, <u32>(out.buf.length - out.len), sizeof<usize>());
+    if (fd_read(<u32>fd, cell, 1, cell + 16) != 0) return false;
+    const n = load<u32>(cell + 16);
+    if (n == 0) return true;
+    out.len += <i32>n;
+  }
+}
+
+/** Writes all of `data`; false on any error or short write that makes no progress. */
+export function writeAll(fd: i32, data: Bytes): bool {
+  let off = 0;
+  while (off < data.len) {
+    store<usize>(cell, data.ptr + <usize>off);
+    store<u32>(cell, <u32>(data.len - off), sizeof<usize>());
+    if (fd_write(<u32>fd, cell, 1, cell + 16) != 0) return false;
+    const n = <i32>load<u32>(cell + 16);
+    if (n <= 0) return false;
+    off += n;
+  }
+  return true;
+}
+
+export function close(fd: i32): void {
+  fd_close(<u32>fd);
+}
