@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+// Installs what the project needs beyond npm packages, each only when missing:
+//   --plugin   build plugin/build (AssemblyScript)
+//   --redis    redis-server from Debian's packages (apt-get; needs root)
+//   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
+//   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client)
+// Prints one line per step; exits 2 with a message naming what is missing when it cannot install.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const want = new Set(process.argv.slice(2).map((a) => a.replace(/^--/, "")));
+const PYTHON_MCP = "mcp==1.23.3";
+
+function fail(msg) {
+  console.error(`ensure-deps: ${msg}`);
+  process.exit(2);
+}
+const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: root, stdio: "inherit", ...opts });
+
+if (want.has("plugin")) {
+  run(process.execPath, [join(root, "scripts/build-plugin.mjs")]);
+}
+
+if (want.has("redis") && !has("redis-server") && !existsSync("/usr/bin/redis-server")) {
+  if (process.getuid?.() !== 0) fail("redis-server is missing: install Debian's redis-server package (needs root)");
+  console.log("ensure-deps: installing redis-server (apt-get)");
+  run("apt-get", ["update", "-qq"]);
+  run("apt-get", ["install", "-y", "-qq", "redis-server"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  // Debian starts a system redis on 6379; the project always starts its own on a free port.
+  spawnSync("sh", ["-c", "service redis-server stop >/dev/null 2>&1 || true"]);
+}
+
+if (want.has("traefik")) {
+  const out = execFileSync("bash", [join(root, "scripts/install-traefik.sh")], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  console.log(`ensure-deps: traefik at ${out.toString().trim()}`);
+}
+
+if (want.has("python")) {
+  const venvPy = join(root, ".venv", "bin", "python");
+  const ok = existsSync(venvPy) && spawnSync(venvPy, ["-c", "import mcp.client.streamable_http"], { stdio: "ignore" }).status === 0;
+  if (!ok) {
+    const py = has("python3") ? "python3" : has("python") ? "python" : fail("python3 is missing");
+    console.log(`ensure-deps: creating .venv with ${PYTHON_MCP}`);
+    if (!existsSync(venvPy)) run(py, ["-m", "venv", join(root, ".venv")]);
+    run(venvPy, ["-m", "pip", "install", "-q", "--disable-pip-version-check", PYTHON_MCP]);
+  }
+}
