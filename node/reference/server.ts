@@ -1,0 +1,143 @@
+// The reference MCP node: a stateful Streamable HTTP server on the node library, with tools that make
+// affinity visible (whoami, counter, notify), /graphql for round-robin traffic and /healthz.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { pino } from "pino";
+import { z } from "zod";
+import { createAffinity, mountMcp, type Affinity, type LoggerLike } from "../src/index.ts";
+import type { NodeConfig } from "./config.ts";
+
+export interface RunningNode {
+  /** Where the node listens (http://host:port). */
+  url: string;
+  port: number;
+  affinity: Affinity;
+  http: Server;
+  /** SIGTERM path: drain for the grace period, close sessions, remove the heartbeat, stop listening. */
+  shutdown(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function buildMcpServer(affinity: Affinity, name: string): McpServer {
+  const server = new McpServer({ name: "mcp-affinity-reference-node", version: "0.1.0" }, { capabilities: { logging: {} } });
+  // Per-session state held only in this process: a misroute shows as a counter reset.
+  let counter = 0;
+  server.registerTool("whoami", { description: "Node name and boot id of the node serving this session" }, async () => ({
+    content: [{ type: "text", text: JSON.stringify({ node: name, boot: affinity.bootId }) }],
+  }));
+  server.registerTool("counter", { description: "Increments this session's in-memory counter and returns it" }, async () => {
+    counter += 1;
+    return { content: [{ type: "text", text: String(counter) }] };
+  });
+  server.registerTool(
+    "notify",
+    {
+      description: "Sends `count` notifications, `intervalMs` apart, then returns. target=request: on this call's SSE stream (progress when a progress token is given, plus a log message); target=standalone: log messages on the session's GET stream",
+      inputSchema: {
+        count: z.number().int().min(0).max(10_000).default(3),
+        intervalMs: z.number().int().min(0).max(60_000).default(10),
+        target: z.enum(["request", "standalone"]).default("request"),
+      },
+    },
+    async ({ count, intervalMs, target }, extra) => {
+      const token = extra._meta?.progressToken;
+      for (let i = 1; i <= count; i++) {
+        if (i > 1 && intervalMs > 0) await sleep(intervalMs);
+        const message = { method: "notifications/message" as const, params: { level: "info" as const, logger: "notify", data: { i, count, node: name } } };
+        if (target === "standalone") {
+          await server.server.notification(message);
+          continue;
+        }
+        if (token !== undefined) {
+          await extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress: i, total: count, message: `${i}/${count}` } });
+        }
+        await extra.sendNotification(message);
+      }
+      return { content: [{ type: "text", text: JSON.stringify({ sent: count, node: name }) }] };
+    },
+  );
+  return server;
+}
+
+export async function startReferenceNode(cfg: NodeConfig, opts: { logger?: LoggerLike } = {}): Promise<RunningNode> {
+  const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node", node: cfg.name } }) as unknown as LoggerLike);
+  let affinity: Affinity | undefined;
+
+  const http = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/healthz") {
+      // Healthy through the drain grace: Traefik must keep routing the sessions still served here.
+      if (!affinity) return json(res, 503, { status: "starting" });
+      const ok = affinity.healthy;
+      return json(res, ok ? 200 : 503, { status: affinity.state, node: cfg.name, boot: affinity.bootId, sessions: affinity.sessionCount });
+    }
+    if (path === "/graphql") {
+      if (req.method !== "GET" && req.method !== "POST") {
+        res.setHeader("allow", "GET, POST");
+        return json(res, 405, { errors: [{ message: "method not allowed" }] });
+      }
+      req.resume();
+      req.on("end", () => json(res, 200, { node: cfg.name }));
+      return;
+    }
+    json(res, 404, { error: "not found" });
+  });
+  http.on("clientError", (_err, socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    http.once("error", reject);
+    http.listen(cfg.port, cfg.host, () => {
+      http.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (http.address() as AddressInfo).port;
+  const nodeUrl = cfg.port === 0 && cfg.nodeUrl.endsWith(":0") ? `http://127.0.0.1:${port}` : cfg.nodeUrl;
+
+  const a = createAffinity({
+    nodeUrl,
+    nodeName: cfg.name,
+    registry: cfg.redisUrl ? { redisUrl: cfg.redisUrl } : { sidecarUrl: cfg.sidecarUrl!, token: cfg.sidecarToken },
+    heartbeatMs: cfg.heartbeatMs,
+    drainGraceMs: cfg.drainGraceMs,
+    sessionTtlMs: cfg.sessionTtlMs,
+    logger: log,
+    onSessionClosed: cfg.failClose
+      ? () => {
+          throw Object.assign(new Error("local close failed (--fail-close)"), { code: "ERR_NODE_FAIL_CLOSE" });
+        }
+      : undefined,
+  });
+  affinity = a;
+  if (!(await a.ready())) log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
+  mountMcp(http, a, { createServer: () => buildMcpServer(a, cfg.name) });
+  log.info({ url: `http://${cfg.host}:${port}`, nodeUrl, cookie: a.cookie, failClose: cfg.failClose }, "reference node listening");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url: `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`,
+    port,
+    affinity: a,
+    http,
+    shutdown() {
+      stopping ??= (async () => {
+        await a.drain();
+        await a.stop();
+        await new Promise<void>((resolve) => {
+          http.close(() => resolve());
+          http.closeAllConnections();
+        });
+        log.info({}, "reference node stopped");
+      })();
+      return stopping;
+    },
+  };
+}

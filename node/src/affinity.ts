@@ -1,0 +1,607 @@
+// The node side of ADR-0066: register sessions before the initialize response leaves, answer
+// hasSession locally, clean the registry on close whatever happened locally, heartbeat with a boot id.
+import { randomBytes, randomUUID } from "node:crypto";
+import { pino } from "pino";
+import type { Registry as PromRegistry } from "prom-client";
+import { StreamableHTTPServerTransport, type StreamableHTTPServerTransportOptions } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import {
+  DEFAULT_SESSION_TTL_MS,
+  cookieValueFor,
+  isValidSessionId,
+  sessionTag,
+  type NodeRecord,
+  type NodeState,
+  type SessionRecord,
+} from "../../lib/registry/schema.ts";
+import { createBackend, RegistryError, type RedisBackend, type RegistryBackend, type RegistryOptions } from "./registry.ts";
+import { AffinityMetrics, type AffinityStats, type MissReason } from "./metrics.ts";
+
+/** The subset of pino's logger the library uses; any pino-compatible logger fits. */
+export interface LoggerLike {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child?(bindings: object): LoggerLike;
+}
+
+export interface AffinityOptions {
+  /** The node's server URL exactly as written in Traefik's service: the sticky cookie derives from it. */
+  nodeUrl: string;
+  /** Human name for logs, whoami and the heartbeat record (default: the URL's host). */
+  nodeName?: string;
+  registry: RegistryOptions;
+  /** Session record TTL (default 30 days, ADR-0066). */
+  sessionTtlMs?: number;
+  /** Heartbeat period; the node record lives 3x this long (default 5000). */
+  heartbeatMs?: number;
+  /** How long drain() keeps serving existing sessions (default 30000). */
+  drainGraceMs?: number;
+  /** Minimum time between TTL refreshes of one session (default sessionTtlMs / 30). */
+  refreshIntervalMs?: number;
+  /** Local sessions with no request for this long are closed (default sessionTtlMs: they expire in Redis too). */
+  idleTimeoutMs?: number;
+  /** Upper bound for one registry call (default 1000). */
+  registryTimeoutMs?: number;
+  logger?: LoggerLike;
+  /** A prom-client Registry to export the library's metrics into (names prefixed mcp_affinity_node_). */
+  metrics?: PromRegistry;
+  sessionIdGenerator?: () => string;
+  /** Application clean-up run during every local close; a throw is logged and counted, Redis is cleaned anyway. */
+  onSessionClosed?: (sessionId: string) => void | Promise<void>;
+}
+
+export type AffinityState = "up" | "draining" | "drained" | "stopped";
+
+/** Anything the SDK can connect a transport to: McpServer or the low-level Server. */
+export interface ConnectableServer {
+  connect(transport: StreamableHTTPServerTransport): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface SessionEntry {
+  transport: StreamableHTTPServerTransport;
+  server?: ConnectableServer;
+  created: number;
+  lastSeen: number;
+  lastRefresh: number;
+  registered: boolean;
+  /** In-flight requests (an open SSE stream counts): the idle sweep leaves such sessions alone. */
+  active: number;
+  refreshing: boolean;
+}
+
+export interface CloseResult {
+  /** closed: local close ran cleanly; failed: it threw; unknown: no such session in this process. */
+  local: "closed" | "failed" | "unknown";
+  registry: "deleted" | "failed";
+  error?: unknown;
+}
+
+export interface SessionCheck {
+  local: boolean;
+  reason?: MissReason;
+  /** Owner URL from the registry record, when one exists. */
+  owner?: string;
+}
+
+type TransportExtras = Omit<StreamableHTTPServerTransportOptions, "sessionIdGenerator" | "onsessioninitialized" | "onsessionclosed"> & {
+  onsessioninitialized?: (sessionId: string) => void | Promise<void>;
+  onsessionclosed?: (sessionId: string) => void | Promise<void>;
+};
+
+export class AffinityConfigError extends Error {
+  readonly code = "ERR_AFFINITY_CONFIG";
+}
+
+const MAX_MISS_CHECKS_IN_FLIGHT = 64;
+
+function positive(name: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isFinite(v) || v <= 0) throw new AffinityConfigError(`${name} must be a positive number of milliseconds`);
+  return v;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, op: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RegistryError(`registry ${op} timed out after ${ms} ms`, "ERR_AFFINITY_TIMEOUT")), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+const errInfo = (err: unknown) => ({
+  err: err instanceof Error ? err.message : String(err),
+  code: (err as { code?: unknown })?.code,
+});
+
+export class Affinity {
+  readonly nodeUrl: string;
+  readonly nodeName: string;
+  readonly cookie: string;
+  readonly bootId: string;
+  readonly sessionTtlMs: number;
+  readonly heartbeatMs: number;
+  readonly drainGraceMs: number;
+  readonly refreshIntervalMs: number;
+  readonly idleTimeoutMs: number;
+  readonly registryTimeoutMs: number;
+  readonly backend: RegistryBackend;
+  readonly log: LoggerLike;
+
+  private readonly sessions = new Map<string, SessionEntry>();
+  private readonly metrics: AffinityMetrics;
+  private readonly genId: () => string;
+  private readonly onSessionClosed?: (id: string) => void | Promise<void>;
+  private readonly missChecks = new Map<string, Promise<SessionCheck>>();
+  private _state: AffinityState = "up";
+  private heartbeatTimer?: NodeJS.Timeout;
+  private sweepTimer?: NodeJS.Timeout;
+  private drainPromise?: Promise<void>;
+  private stopPromise?: Promise<void>;
+  private drainDeadline = 0;
+  private lastConnError = 0;
+  // Not connected yet counts as down: the first 'ready' re-registers whatever arrived before it.
+  private connDown = true;
+
+  constructor(opts: AffinityOptions) {
+    if (!opts || typeof opts.nodeUrl !== "string" || !/^https?:\/\/[^\s]+$/.test(opts.nodeUrl)) {
+      throw new AffinityConfigError("nodeUrl must be the node's http(s) URL exactly as in Traefik's service");
+    }
+    this.nodeUrl = opts.nodeUrl;
+    this.cookie = cookieValueFor(opts.nodeUrl);
+    this.nodeName = opts.nodeName || new URL(opts.nodeUrl).host;
+    this.bootId = randomBytes(8).toString("hex");
+    this.sessionTtlMs = positive("sessionTtlMs", opts.sessionTtlMs, DEFAULT_SESSION_TTL_MS);
+    this.heartbeatMs = positive("heartbeatMs", opts.heartbeatMs, 5000);
+    this.drainGraceMs = opts.drainGraceMs === 0 ? 0 : positive("drainGraceMs", opts.drainGraceMs, 30_000);
+    this.refreshIntervalMs = positive("refreshIntervalMs", opts.refreshIntervalMs, Math.max(1, Math.floor(this.sessionTtlMs / 30)));
+    this.idleTimeoutMs = positive("idleTimeoutMs", opts.idleTimeoutMs, this.sessionTtlMs);
+    this.registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, 1000);
+    this.genId = opts.sessionIdGenerator ?? (() => randomUUID());
+    this.onSessionClosed = opts.onSessionClosed;
+    const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
+    this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;
+    this.metrics = new AffinityMetrics(opts.metrics, () => this.sessions.size, () => this._state);
+    this.backend = createBackend(opts.registry, {
+      timeoutMs: this.registryTimeoutMs,
+      onConnectionError: (err) => this.onConnectionError(err),
+    });
+    if (this.backend.kind === "redis") {
+      const redis = (this.backend as RedisBackend).redis;
+      // Redis came back (possibly empty): put every live session back without waiting for its next refresh.
+      redis.on("ready", () => {
+        if (!this.connDown) return;
+        this.connDown = false;
+        this.log.info({ sessions: this.sessions.size }, "registry reconnected, re-registering local sessions");
+        void this.heartbeat();
+        void this.reregisterAll();
+      });
+    } else {
+      this.connDown = false;
+      this.log.info({ registry: "sidecar" }, "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)");
+    }
+    void this.heartbeat();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+    this.heartbeatTimer.unref();
+    this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.idleTimeoutMs, 60_000));
+    this.sweepTimer.unref();
+    this.log.info({ url: this.nodeUrl, cookie: this.cookie, registry: this.backend.kind }, "affinity started");
+  }
+
+  /**
+   * Resolves true once the registry connection is up and the first heartbeat is written, false after
+   * timeoutMs (the node may serve anyway: registrations are retried once the registry is back).
+   */
+  async ready(timeoutMs = 3 * this.registryTimeoutMs): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    if (this.backend.kind === "redis") {
+      const redis = (this.backend as RedisBackend).redis;
+      while (redis.status !== "ready") {
+        if (Date.now() >= deadline) return false;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    return this.backend.hasNodes ? this.heartbeat() : true;
+  }
+
+  get state(): AffinityState {
+    return this._state;
+  }
+
+  /** True while draining and within the grace period, or up. False once the grace has passed. */
+  get healthy(): boolean {
+    return this._state === "up" || (this._state === "draining" && Date.now() < this.drainDeadline);
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  stats(): AffinityStats {
+    return this.metrics.snapshot({
+      url: this.nodeUrl,
+      cookie: this.cookie,
+      name: this.nodeName,
+      boot: this.bootId,
+      state: this._state,
+      sessions: this.sessions.size,
+    });
+  }
+
+  private onConnectionError(err: Error): void {
+    this.connDown = true;
+    this.metrics.registryError("connection");
+    const now = Date.now();
+    // ioredis retries every few hundred ms: one log line per 10 s is enough.
+    if (now - this.lastConnError > 10_000) {
+      this.lastConnError = now;
+      this.log.warn(errInfo(err), "registry connection error");
+    }
+  }
+
+  private sessionRecord(entry: SessionEntry): SessionRecord {
+    return { node: this.nodeUrl, cookie: this.cookie, boot: this.bootId, created: entry.created, source: "node" };
+  }
+
+  // ---- transports -------------------------------------------------------------------------
+
+  /**
+   * A stateful Streamable HTTP transport wired to this node's registry: the session is registered
+   * inside onsessioninitialized, which the SDK awaits before it builds the initialize response.
+   */
+  createTransport(extras: TransportExtras = {}, server?: ConnectableServer): StreamableHTTPServerTransport {
+    const { onsessioninitialized: userInit, onsessionclosed: userClosed, ...rest } = extras;
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      ...rest,
+      sessionIdGenerator: this.genId,
+      onsessioninitialized: async (id: string) => {
+        const now = Date.now();
+        const entry: SessionEntry = {
+          transport,
+          server: server ?? this.servers.get(transport),
+          created: now,
+          lastSeen: now,
+          lastRefresh: now,
+          registered: false,
+          active: 0,
+          refreshing: false,
+        };
+        this.sessions.set(id, entry);
+        if (this._state !== "up") this.log.warn({ session: sessionTag(id), state: this._state }, "new session while draining");
+        await this.register(id, entry);
+        await userInit?.(id);
+      },
+      onsessionclosed: async (id: string) => {
+        // A DELETE from the client: never throw back into the SDK, the outcome is logged and counted.
+        await this.closeSession(id);
+        try {
+          await userClosed?.(id);
+        } catch (err) {
+          this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "onsessionclosed hook failed");
+        }
+      },
+    });
+    // A server-side close (server.close(), transport.close()) ends the session too: clean up once.
+    transport.onclose = () => {
+      const id = transport.sessionId;
+      if (id !== undefined && this.sessions.get(id)?.transport === transport) void this.closeSession(id);
+    };
+    return transport;
+  }
+
+  private readonly servers = new WeakMap<StreamableHTTPServerTransport, ConnectableServer>();
+
+  /** Remembers which server a transport is connected to, so closeSession can close both. */
+  bindServer(transport: StreamableHTTPServerTransport, server: ConnectableServer): void {
+    this.servers.set(transport, server);
+    const id = transport.sessionId;
+    const entry = id === undefined ? undefined : this.sessions.get(id);
+    if (entry && entry.transport === transport) entry.server = server;
+  }
+
+  /** The transport serving a session in this process, if any. */
+  transportFor(id: string): StreamableHTTPServerTransport | undefined {
+    return this.sessions.get(id)?.transport;
+  }
+
+  // ---- registration and TTL refresh ---------------------------------------------------------
+
+  private async register(id: string, entry: SessionEntry): Promise<boolean> {
+    try {
+      await withTimeout(this.backend.putSession(id, this.sessionRecord(entry), this.sessionTtlMs), this.registryTimeoutMs, "register");
+      entry.registered = true;
+      entry.lastRefresh = Date.now();
+      this.metrics.registration("ok");
+      return true;
+    } catch (err) {
+      // Registry trouble never breaks the session: it works on this node, the edge falls back to cookies.
+      entry.registered = false;
+      entry.lastRefresh = Date.now();
+      this.metrics.registration("failed");
+      this.metrics.registryError("register");
+      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "session registration failed; session continues on this node");
+      return false;
+    }
+  }
+
+  private async reregisterAll(): Promise<void> {
+    const ids = [...this.sessions.keys()];
+    for (let i = 0; i < ids.length; i += 100) {
+      await Promise.all(
+        ids.slice(i, i + 100).map(async (id) => {
+          const entry = this.sessions.get(id);
+          if (entry) await this.register(id, entry);
+        }),
+      );
+    }
+  }
+
+  /**
+   * Marks a request for a local session: refreshes its registry TTL at most once per
+   * refreshIntervalMs (retries a failed registration sooner), in the background.
+   */
+  touch(id: string): boolean {
+    const entry = this.sessions.get(id);
+    if (!entry) return false;
+    const now = Date.now();
+    entry.lastSeen = now;
+    const due = entry.registered
+      ? now - entry.lastRefresh >= this.refreshIntervalMs
+      : now - entry.lastRefresh >= Math.min(this.refreshIntervalMs, 5000);
+    if (due && !entry.refreshing) void this.refresh(id, entry);
+    return true;
+  }
+
+  private async refresh(id: string, entry: SessionEntry): Promise<void> {
+    entry.refreshing = true;
+    try {
+      if (!entry.registered) {
+        await this.register(id, entry);
+        return;
+      }
+      const present = await withTimeout(
+        this.backend.touchSession(id, this.sessionRecord(entry), this.sessionTtlMs),
+        this.registryTimeoutMs,
+        "refresh",
+      );
+      entry.lastRefresh = Date.now();
+      if (present) {
+        this.metrics.refresh("ok");
+      } else {
+        // The record vanished (Redis restarted empty, evicted): put it back.
+        this.metrics.refresh("missing");
+        await this.register(id, entry);
+      }
+    } catch (err) {
+      // Retry after a short pause rather than a whole refresh interval.
+      entry.lastRefresh = Date.now() - this.refreshIntervalMs + Math.min(this.refreshIntervalMs, 5000);
+      this.metrics.refresh("failed");
+      this.metrics.registryError("refresh");
+      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "session TTL refresh failed");
+    } finally {
+      entry.refreshing = false;
+    }
+  }
+
+  /** Counts a request in flight for the idle sweep; call the returned function when it ends. */
+  enter(id: string): () => void {
+    const entry = this.sessions.get(id);
+    if (!entry) return () => {};
+    entry.active++;
+    let done = false;
+    return () => {
+      if (!done) {
+        done = true;
+        entry.active--;
+        entry.lastSeen = Date.now();
+      }
+    };
+  }
+
+  private sweepIdle(): void {
+    const cutoff = Date.now() - this.idleTimeoutMs;
+    for (const [id, entry] of this.sessions) {
+      if (entry.active === 0 && entry.lastSeen < cutoff) {
+        this.log.info({ session: sessionTag(id) }, "closing idle session");
+        void this.closeSession(id);
+      }
+    }
+  }
+
+  // ---- hasSession --------------------------------------------------------------------------
+
+  /**
+   * Local check only (no registry latency). A miss that the registry knows about is explained in
+   * the background: logged and counted as misroute, stale or unknown. See checkSession.
+   */
+  hasSession(id: string): boolean {
+    if (this.sessions.has(id)) return true;
+    void this.checkSession(id);
+    return false;
+  }
+
+  /** hasSession with the registry explanation awaited (each call counts one mismatch when not local). */
+  checkSession(id: string): Promise<SessionCheck> {
+    if (this.sessions.has(id)) return Promise.resolve({ local: true });
+    if (!isValidSessionId(id)) return Promise.resolve(this.countMiss(id, { local: false, reason: "unknown" }, "malformed id"));
+    const pending = this.missChecks.get(id);
+    if (pending) {
+      // Same id asked again while its lookup runs: share the lookup, count the request.
+      return pending.then((r) => this.countMiss(id, r, "repeat"));
+    }
+    if (this.missChecks.size >= MAX_MISS_CHECKS_IN_FLIGHT) {
+      return Promise.resolve(this.countMiss(id, { local: false, reason: "unchecked" }, "too many lookups in flight"));
+    }
+    const p = this.classify(id);
+    this.missChecks.set(id, p);
+    return p
+      .finally(() => this.missChecks.delete(id))
+      .then((r) => this.countMiss(id, r, r.reason === "unchecked" ? "registry error" : undefined));
+  }
+
+  private countMiss(id: string, r: SessionCheck & { detail?: string }, note?: string): SessionCheck {
+    const reason = r.reason ?? "unknown";
+    this.metrics.mismatch(reason);
+    const detail = r.detail ?? note;
+    this.log.warn(
+      { session: sessionTag(id), reason, owner: r.owner, ...(detail ? { detail } : {}) },
+      "session not served by this node",
+    );
+    return { local: false, reason, owner: r.owner };
+  }
+
+  private async classify(id: string): Promise<SessionCheck & { detail?: string }> {
+    let rec: SessionRecord | null;
+    try {
+      rec = await withTimeout(this.backend.getSession(id), this.registryTimeoutMs, "lookup");
+    } catch (err) {
+      this.metrics.registryError("lookup");
+      return { local: false, reason: "unchecked", detail: errInfo(err).err };
+    }
+    if (!rec) return { local: false, reason: "unknown" };
+    const owner = rec.node || undefined;
+    if (rec.cookie === this.cookie) {
+      // Ours by URL, yet not in this process: a previous boot's session, or one closed without cleanup.
+      return { local: false, reason: "stale", owner, detail: rec.boot === this.bootId ? "closed on this boot" : "previous boot" };
+    }
+    if (!this.backend.hasNodes) return { local: false, reason: "misroute", owner, detail: "owner liveness unknown (sidecar registry)" };
+    let node: NodeRecord | null;
+    try {
+      node = await withTimeout(this.backend.getNode(rec.cookie), this.registryTimeoutMs, "lookup");
+    } catch (err) {
+      this.metrics.registryError("lookup");
+      return { local: false, reason: "unchecked", owner, detail: errInfo(err).err };
+    }
+    if (!node) return { local: false, reason: "stale", owner, detail: "owner has no heartbeat" };
+    if (rec.boot !== null && node.boot !== rec.boot) return { local: false, reason: "stale", owner, detail: "owner rebooted" };
+    return { local: false, reason: "misroute", owner };
+  }
+
+  // ---- close -------------------------------------------------------------------------------
+
+  private readonly closing = new Map<string, Promise<CloseResult>>();
+
+  /**
+   * Closes a session: the local close (application hook, transport, server) is attempted, and the
+   * registry record is deleted and the close announced whatever that did, also for sessions this
+   * process never knew (they may belong to another node or a previous boot).
+   */
+  closeSession(id: string): Promise<CloseResult> {
+    const running = this.closing.get(id);
+    if (running) return running;
+    const p = this.doClose(id).finally(() => this.closing.delete(id));
+    this.closing.set(id, p);
+    return p;
+  }
+
+  private async doClose(id: string): Promise<CloseResult> {
+    const entry = this.sessions.get(id);
+    let local: CloseResult["local"] = entry ? "closed" : "unknown";
+    let error: unknown;
+    if (entry) {
+      // Out of the table first: the transport's onclose must not start a second close.
+      this.sessions.delete(id);
+      const steps: Array<() => unknown> = [];
+      if (this.onSessionClosed) steps.push(() => this.onSessionClosed!(id));
+      steps.push(() => entry.transport.close());
+      if (entry.server) steps.push(() => entry.server!.close());
+      for (const step of steps) {
+        try {
+          await step();
+        } catch (err) {
+          local = "failed";
+          error ??= err;
+        }
+      }
+      if (local === "failed") this.log.warn({ session: sessionTag(id), ...errInfo(error) }, "local session close failed; cleaning registry anyway");
+    }
+    let registry: CloseResult["registry"] = "deleted";
+    try {
+      await withTimeout(this.backend.deleteSession(id), this.registryTimeoutMs, "close");
+    } catch (err) {
+      registry = "failed";
+      this.metrics.registryError("close");
+      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "registry cleanup failed on close");
+    }
+    this.metrics.close(local);
+    this.log.info({ session: sessionTag(id), local, registry }, "session closed");
+    return error === undefined ? { local, registry } : { local, registry, error };
+  }
+
+  // ---- heartbeat, drain, stop --------------------------------------------------------------
+
+  private nodeRecord(): NodeRecord {
+    const state: NodeState = this._state === "up" ? "up" : "draining";
+    return { url: this.nodeUrl, cookie: this.cookie, boot: this.bootId, name: this.nodeName, state, seen: Date.now() };
+  }
+
+  /** Writes the heartbeat now (also runs every heartbeatMs). Never throws. */
+  async heartbeat(): Promise<boolean> {
+    if (!this.backend.hasNodes || this._state === "stopped") return false;
+    try {
+      await withTimeout(this.backend.putNode(this.nodeRecord(), 3 * this.heartbeatMs), this.registryTimeoutMs, "heartbeat");
+      this.metrics.heartbeat("ok");
+      return true;
+    } catch (err) {
+      this.metrics.heartbeat("failed");
+      this.metrics.registryError("heartbeat");
+      this.log.debug(errInfo(err), "heartbeat failed");
+      return false;
+    }
+  }
+
+  /**
+   * Marks the node draining (announced at once in its heartbeat), keeps serving existing sessions
+   * for drainGraceMs (less if none remain), then resolves: the caller stops and exits.
+   */
+  drain(): Promise<void> {
+    if (this.drainPromise) return this.drainPromise;
+    this._state = "draining";
+    this.drainDeadline = Date.now() + this.drainGraceMs;
+    this.log.info({ graceMs: this.drainGraceMs, sessions: this.sessions.size }, "draining");
+    void this.heartbeat();
+    this.drainPromise = new Promise<void>((resolve) => {
+      const check = () => {
+        if (this.sessions.size === 0 || Date.now() >= this.drainDeadline || this._state === "stopped") {
+          clearInterval(timer);
+          if (this._state === "draining") this._state = "drained";
+          this.log.info({ sessions: this.sessions.size }, "drain finished");
+          resolve();
+        }
+      };
+      const timer = setInterval(check, Math.min(100, Math.max(10, this.drainGraceMs)));
+      check();
+    });
+    return this.drainPromise;
+  }
+
+  /**
+   * Closes every local session (registry records deleted: they die with this process), removes the
+   * heartbeat record if it still carries this boot, and closes the registry connection.
+   */
+  stop(): Promise<void> {
+    this.stopPromise ??= (async () => {
+      clearInterval(this.heartbeatTimer);
+      clearInterval(this.sweepTimer);
+      const ids = [...this.sessions.keys()];
+      await Promise.all(ids.map((id) => this.closeSession(id)));
+      this._state = "stopped";
+      if (this.backend.hasNodes) {
+        try {
+          await withTimeout(this.backend.deleteNode(this.cookie, this.bootId), this.registryTimeoutMs, "heartbeat");
+        } catch (err) {
+          this.metrics.registryError("heartbeat");
+          this.log.warn(errInfo(err), "could not remove node record");
+        }
+      }
+      await this.backend.close();
+      this.log.info({ closedSessions: ids.length }, "affinity stopped");
+    })();
+    return this.stopPromise;
+  }
+}
+
+export function createAffinity(options: AffinityOptions): Affinity {
+  return new Affinity(options);
+}

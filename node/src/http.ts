@@ -1,0 +1,143 @@
+// Request routing for a stateful MCP endpoint: one SDK transport + server per session, the SDK's own
+// answers for everything it validates, and its exact 404 body for sessions this process does not hold.
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
+import { Server as NetServer } from "node:net";
+import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { sessionTag } from "../../lib/registry/schema.ts";
+import type { Affinity, AffinityOptions, ConnectableServer } from "./affinity.ts";
+
+/** Byte for byte what the SDK's transport answers for a session it does not know (HTTP 404). */
+export const SESSION_NOT_FOUND_BODY = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
+
+export function writeSessionNotFound(res: ServerResponse): void {
+  res.writeHead(404, { "content-type": "application/json", "content-length": Buffer.byteLength(SESSION_NOT_FOUND_BODY) });
+  res.end(SESSION_NOT_FOUND_BODY);
+}
+
+function writeJsonRpcError(res: ServerResponse, status: number, code: number, message: string): void {
+  const body = JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id: null });
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+export type TransportOptions = Parameters<Affinity["createTransport"]>[0];
+
+export interface McpHandlerOptions {
+  /** Builds the MCP server for one new session (McpServer or the SDK's low-level Server). */
+  createServer: () => ConnectableServer | Promise<ConnectableServer>;
+  /** Passed to every StreamableHTTPServerTransport (e.g. enableJsonResponse, eventStore, allowedHosts). */
+  transportOptions?: TransportOptions;
+}
+
+export type McpRequestHandler = (req: IncomingMessage, res: ServerResponse, parsedBody?: unknown) => Promise<void>;
+
+/** The Node http handler for the MCP endpoint (POST, GET and DELETE of Streamable HTTP). */
+export function createMcpHandler(affinity: Affinity, opts: McpHandlerOptions): McpRequestHandler {
+  return async (req, res, parsedBody) => {
+    try {
+      await route(affinity, opts, req, res, parsedBody);
+    } catch (err) {
+      affinity.log.error({ err: (err as Error)?.message, code: (err as { code?: unknown })?.code }, "mcp request failed");
+      if (!res.headersSent) writeJsonRpcError(res, 500, -32603, "Internal error");
+      else res.destroy();
+    }
+  };
+}
+
+async function route(affinity: Affinity, opts: McpHandlerOptions, req: IncomingMessage, res: ServerResponse, parsedBody: unknown) {
+  const header = req.headers["mcp-session-id"];
+  const sid = Array.isArray(header) ? header.join(",") : header;
+  if (sid !== undefined && sid !== "") {
+    const transport = affinity.transportFor(sid);
+    if (!transport) {
+      // hasSession logs and counts the mismatch in the background; the answer does not wait for Redis.
+      affinity.hasSession(sid);
+      writeSessionNotFound(res);
+      return;
+    }
+    affinity.touch(sid);
+    const leave = affinity.enter(sid);
+    try {
+      await transport.handleRequest(req, res, parsedBody);
+    } finally {
+      leave();
+    }
+    return;
+  }
+  if (req.method !== "POST") {
+    // No session: let a bare SDK transport give its own 400/405 answer.
+    const bare = affinity.createTransport(opts.transportOptions);
+    await bare.handleRequest(req, res, parsedBody);
+    await bare.close();
+    return;
+  }
+  // A POST without a session id: an initialize creates a session (registered before the answer).
+  const server = await opts.createServer();
+  const transport: StreamableHTTPServerTransport = affinity.createTransport(opts.transportOptions, server);
+  await server.connect(transport);
+  try {
+    await transport.handleRequest(req, res, parsedBody);
+  } finally {
+    if (transport.sessionId === undefined) {
+      // Not an initialize (the SDK answered 400): nothing to keep.
+      await server.close().catch(() => {});
+    } else if (!affinity.transportFor(transport.sessionId)) {
+      affinity.log.debug({ session: sessionTag(transport.sessionId) }, "session ended during its initialize");
+    }
+  }
+}
+
+/** Express-like app: anything with `all(path, handler)`. */
+export interface AppLike {
+  all(path: string, handler: (req: any, res: any) => unknown): unknown;
+}
+
+export interface MountOptions extends McpHandlerOptions {
+  /** Path of the MCP endpoint (default /mcp). */
+  path?: string;
+}
+
+export interface Mounted {
+  handler: McpRequestHandler;
+  /** Drains (grace period), then stops the affinity (sessions closed, heartbeat removed). */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Mounts the MCP endpoint on a node:http Server (other requests keep going to the server's
+ * existing 'request' listeners, or get 404) or on an Express-like app.
+ */
+export function mountMcp(target: HttpServer | AppLike, affinity: Affinity, opts: MountOptions): Mounted {
+  const path = opts.path ?? "/mcp";
+  const handler = createMcpHandler(affinity, opts);
+  // An Express app is a function with all() and listen(); an http(s).Server is a net.Server.
+  if (!(target instanceof NetServer) && typeof (target as AppLike).all === "function") {
+    (target as AppLike).all(path, (req: IncomingMessage & { body?: unknown }, res: ServerResponse) => handler(req, res, req.body));
+  } else {
+    const server = target as HttpServer;
+    const others = server.listeners("request") as Array<(req: IncomingMessage, res: ServerResponse) => void>;
+    server.removeAllListeners("request");
+    server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+      const q = req.url?.indexOf("?") ?? -1;
+      const pathname = q >= 0 ? req.url!.slice(0, q) : req.url;
+      if (pathname === path) {
+        void handler(req, res);
+        return;
+      }
+      if (others.length === 0) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+        return;
+      }
+      for (const l of others) l.call(server, req, res);
+    });
+  }
+  return {
+    handler,
+    async shutdown() {
+      await affinity.drain();
+      await affinity.stop();
+    },
+  };
+}
+
+export type { AffinityOptions };

@@ -1,0 +1,112 @@
+// Private helpers for the node-library tests: a throwaway redis-server, free ports, polling.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { Redis } from "ioredis";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 5000, everyMs = 20): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export interface TestRedis {
+  port: number;
+  url: string;
+  /** A client for assertions (separate from the library's). */
+  client: Redis;
+  /** Kills the server (SIGKILL: like a crash); start() brings a fresh, empty one back on the same port. */
+  kill(): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startRedis(port?: number): Promise<TestRedis> {
+  const p = port ?? (await freePort());
+  let proc: ChildProcess | undefined;
+  const launch = async () => {
+    proc = spawn("/usr/bin/redis-server", ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      stdio: "ignore",
+    });
+    const probe = new Redis({ port: p, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on("error", () => {});
+    try {
+      await waitFor(async () => {
+        if (probe.status !== "ready") {
+          probe.disconnect();
+          await probe.connect();
+        }
+        return (await probe.ping()) === "PONG";
+      }, `redis-server on port ${p}`);
+    } finally {
+      probe.disconnect();
+    }
+  };
+  const kill = async () => {
+    const c = proc;
+    proc = undefined;
+    if (!c || c.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once("exit", () => resolve());
+      c.kill("SIGKILL");
+    });
+  };
+  await launch();
+  const client = new Redis({ port: p, host: "127.0.0.1", maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 50, 500) });
+  client.on("error", () => {});
+  return {
+    port: p,
+    url: `redis://127.0.0.1:${p}`,
+    client,
+    kill,
+    start: launch,
+    async stop() {
+      client.disconnect();
+      await kill();
+    },
+  };
+}
+
+export interface LogEntry {
+  level: "debug" | "info" | "warn" | "error";
+  msg?: string;
+  [k: string]: unknown;
+}
+
+/** A pino-compatible logger that keeps every entry, for assertions on what was logged. */
+export function captureLogger(bindings: Record<string, unknown> = {}, sink: LogEntry[] = []) {
+  const at =
+    (level: LogEntry["level"]) =>
+    (obj: object, msg?: string): void => {
+      sink.push({ ...bindings, ...obj, level, msg });
+    };
+  return {
+    entries: sink,
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child(more: object) {
+      return captureLogger({ ...bindings, ...more }, sink);
+    },
+  };
+}
