@@ -454,6 +454,11 @@ export class HttpWasmHost {
       http_handler: this.hostFunctions(),
     };
     // Unknown modules (env, ...) fail to link, as wazero fails to instantiate them.
+    for (const imp of WebAssembly.Module.imports(mw.module)) {
+      const mod = (imports as Record<string, Record<string, unknown>>)[imp.module];
+      if (!mod) throw new Error(`wasm: error instantiating guest: module[${imp.module}] not instantiated`);
+      if (!(imp.name in mod)) throw new Error(`wasm: error instantiating guest: "${imp.name}" is not exported in module "${imp.module}"`);
+    }
     this.instance = new WebAssembly.Instance(mw.module, imports);
     const ex = this.instance.exports;
     this.memory = ex.memory as WebAssembly.Memory;
