@@ -55,6 +55,8 @@ function init(): void {
   view = new RegistryView(cfg.viewRefreshMs);
   view.dirfd = dirfd;
   events = new EventLog(dirfd, cfg.eventFlushMs, cfg.maxEventFiles);
+  // Start the flush clock now: a fresh instance batches its counts like any other.
+  events.lastFlush = nowMs();
 }
 
 /** Reads Mcp-Session-Id: ID_NONE, ID_INVALID, or ID_VALID with the id in idVals[0, len). */
