@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { pino } from "pino";
 import { z } from "zod";
-import { createAffinity, mountMcp, type Affinity, type LoggerLike } from "../src/index.ts";
+import { createAffinity, mountMcp, type Affinity, type AffinityOptions, type LoggerLike } from "../src/index.ts";
 import type { NodeConfig } from "./config.ts";
 
 export interface RunningNode {
@@ -67,7 +67,13 @@ export function buildMcpServer(affinity: Affinity, name: string): McpServer {
   return server;
 }
 
-export async function startReferenceNode(cfg: NodeConfig, opts: { logger?: LoggerLike } = {}): Promise<RunningNode> {
+export interface StartOptions {
+  logger?: LoggerLike;
+  /** Library options beyond the node's flags (tests: refreshIntervalMs, metrics, ...). */
+  affinity?: Partial<AffinityOptions>;
+}
+
+export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {}): Promise<RunningNode> {
   const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node", node: cfg.name } }) as unknown as LoggerLike);
   let affinity: Affinity | undefined;
 
@@ -115,6 +121,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: { logger?: Logge
           throw Object.assign(new Error("local close failed (--fail-close)"), { code: "ERR_NODE_FAIL_CLOSE" });
         }
       : undefined,
+    ...opts.affinity,
   });
   affinity = a;
   if (!(await a.ready())) log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");

@@ -110,3 +110,66 @@ export function captureLogger(bindings: Record<string, unknown> = {}, sink: LogE
     },
   };
 }
+
+// ---- reference node and MCP client ---------------------------------------------------------
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { NodeConfig } from "../../node/reference/config.ts";
+import { startReferenceNode, type RunningNode, type StartOptions } from "../../node/reference/server.ts";
+
+export function nodeConfig(over: Partial<NodeConfig>): NodeConfig {
+  return {
+    port: 0,
+    host: "127.0.0.1",
+    name: "node-test",
+    nodeUrl: "http://127.0.0.1:0",
+    drainGraceMs: 300,
+    heartbeatMs: 200,
+    failClose: false,
+    logLevel: "silent",
+    ...over,
+  };
+}
+
+/** Starts the reference node in this process; its log entries land in the returned `logs`. */
+export async function startNode(over: Partial<NodeConfig>, opts: StartOptions = {}): Promise<RunningNode & { logs: LogEntry[] }> {
+  const logger = captureLogger();
+  const node = await startReferenceNode(nodeConfig(over), { logger, ...opts });
+  return Object.assign(node, { logs: logger.entries });
+}
+
+export interface McpTestClient {
+  client: Client;
+  transport: StreamableHTTPClientTransport;
+  sid: string;
+  counter(): Promise<number>;
+  whoami(): Promise<{ node: string; boot: string }>;
+  close(): Promise<void>;
+}
+
+const textOf = (r: unknown): string => ((r as { content: Array<{ type: string; text: string }> }).content[0]!.text);
+
+export async function connectClient(baseUrl: string, fetchImpl?: typeof fetch): Promise<McpTestClient> {
+  const client = new Client({ name: "node-lib-test", version: "1.0.0" });
+  const transport = new StreamableHTTPClientTransport(new URL(`${baseUrl}/mcp`), fetchImpl ? { fetch: fetchImpl } : undefined);
+  await client.connect(transport);
+  return {
+    client,
+    transport,
+    sid: transport.sessionId!,
+    counter: async () => Number(textOf(await client.callTool({ name: "counter" }))),
+    whoami: async () => JSON.parse(textOf(await client.callTool({ name: "whoami" }))),
+    close: async () => {
+      await client.close().catch(() => {});
+    },
+  };
+}
+
+/** A raw request to the MCP endpoint, as a client would send it for an existing session. */
+export async function rawMcp(baseUrl: string, method: "POST" | "GET" | "DELETE", sid: string | undefined, body?: unknown) {
+  const headers: Record<string, string> = { accept: "application/json, text/event-stream", "mcp-protocol-version": "2025-06-18" };
+  if (sid !== undefined) headers["mcp-session-id"] = sid;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(`${baseUrl}/mcp`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, contentType: res.headers.get("content-type"), body: await res.text() };
+}
