@@ -17,6 +17,7 @@ if (!existsSync(asc)) {
 const run = (args) => execFileSync(asc, args, { cwd: root, stdio: "inherit" });
 run(["plugin/assembly/index.ts", "--target", "plugin"]);
 run(["plugin/passthrough/index.ts", "--target", "passthrough"]);
+run(["plugin/test/core-entry.ts", "--target", "core"]);
 
 const local = join(root, "plugin", "build", "local");
 mkdirSync(local, { recursive: true });

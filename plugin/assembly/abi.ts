@@ -140,13 +140,18 @@ export function getMethod(): string {
 }
 
 /**
- * Reads every value of a header into `out` as NUL-terminated values; returns the count.
- * The host writes nothing when the values do not fit: grow and ask again.
+ * Reads every value of a header into `out` as NUL-terminated values; returns the count, or -1
+ * when they take more than `maxLen` bytes. The host writes nothing when the values do not fit:
+ * grow and ask again.
  */
-export function headerValues(kind: u32, name: string, out: Bytes): i32 {
+export function headerValues(kind: u32, name: string, out: Bytes, maxLen: i32 = i32.MAX_VALUE): i32 {
   setName(name);
   let r = _get_header_values(kind, nameBuf.ptr, <u32>nameBuf.len, out.ptr, <u32>out.buf.length);
   let len = <i32>(r & 0xffffffff);
+  if (len > maxLen) {
+    out.len = 0;
+    return -1;
+  }
   if (len > out.buf.length) {
     out.len = 0;
     out.ensure(len);

@@ -61,7 +61,9 @@ function init(): void {
 
 /** Reads Mcp-Session-Id: ID_NONE, ID_INVALID, or ID_VALID with the id in idVals[0, len). */
 function readSessionId(): i32 {
-  const n = headerValues(KIND_REQUEST, "Mcp-Session-Id", idVals);
+  // Bounded read: an oversized id is refused without growing this instance's buffers.
+  const n = headerValues(KIND_REQUEST, "Mcp-Session-Id", idVals, cfg.maxSessionIdLength + 1);
+  if (n < 0) return ID_INVALID;
   if (n == 0) return ID_NONE;
   if (n > 1) return ID_INVALID; // duplicate headers: ambiguous, never guess
   const len = idVals.len - 1; // NUL-terminated
@@ -111,7 +113,8 @@ export function handle_request(): u64 {
   const d = decideRoute(input, decision);
 
   if (getMethod() == "DELETE") {
-    events.addLine("c", idVals, 0, idVals.len, hashHex, d.action == PASS && input.session != S_OWNER ? "" : view.ownerCookie);
+    const known = input.session == S_OWNER || input.session == S_LEARNED;
+    events.addLine("c", idVals, 0, idVals.len, hashHex, known ? view.ownerCookie : "");
   }
   let next: u64 = 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {
@@ -134,9 +137,21 @@ const R_REJECT_INDEX: i32 = 4;
 
 /** Fills input.view / input.session / input.ownerState / input.cookie from the view. */
 function classify(now: u64): void {
-  if (dirfd < 0 || !view.refresh(now, false)) {
+  if (dirfd < 0) {
     input.view = VIEW_ABSENT;
     input.session = S_UNUSABLE;
+    return;
+  }
+  if (!view.refresh(now, false)) {
+    // No usable view (sidecar never ran, or its meta is unreadable): what this Traefik learned
+    // itself still pins cookie-less clients; nothing else is known, so nothing is refused.
+    input.view = VIEW_ABSENT;
+    input.session = S_UNUSABLE;
+    if (view.lookupLearned(DIGEST) == LEARNED) {
+      input.view = VIEW_STALE;
+      input.session = S_LEARNED;
+      setCookieRelation();
+    }
     return;
   }
   let r = view.lookup(DIGEST);
@@ -149,6 +164,10 @@ function classify(now: u64): void {
   else if (r == LEARNED) input.session = S_LEARNED;
   else if (r == NOT_FOUND) input.session = S_UNKNOWN;
   else input.session = S_UNUSABLE;
+  setCookieRelation();
+}
+
+function setCookieRelation(): void {
   if (input.session == S_OWNER || input.session == S_LEARNED) {
     input.cookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == view.ownerCookie ? COOKIE_OWNER : COOKIE_OTHER;
   } else input.cookie = COOKIE_NONE;
@@ -218,7 +237,7 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   if (<u64>reqCtx != REQCTX_LEARN || isError != 0 || dirfd < 0) return;
   const status = statusCode();
   if (status < 200 || status > 299) return;
-  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", idVals) != 1) return;
+  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", idVals, cfg.maxSessionIdLength + 1) != 1) return;
   const len = idVals.len - 1;
   if (len <= 0 || len > cfg.maxSessionIdLength) return;
   for (let i = 0; i < len; i++) {
