@@ -3,7 +3,7 @@
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
 import { Server as NetServer } from "node:net";
 import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { sessionTag } from "../../lib/registry/schema.ts";
+import { isValidSessionId, sessionTag } from "../../lib/registry/schema.ts";
 import type { Affinity, AffinityOptions, ConnectableServer } from "./affinity.ts";
 
 /** Byte for byte what the SDK's transport answers for a session it does not know (HTTP 404). */
@@ -50,8 +50,15 @@ async function route(affinity: Affinity, opts: McpHandlerOptions, req: IncomingM
   if (sid !== undefined && sid !== "") {
     const transport = affinity.transportFor(sid);
     if (!transport) {
-      // hasSession logs and counts the mismatch in the background; the answer does not wait for Redis.
-      affinity.hasSession(sid);
+      if (req.method === "DELETE" && isValidSessionId(sid)) {
+        // ADR-0066: a close cleans the registry even when this process does not hold the session
+        // (another node's, or a previous boot's). Explain first, then delete.
+        await affinity.checkSession(sid);
+        await affinity.closeSession(sid);
+      } else {
+        // hasSession logs and counts the mismatch in the background; the answer does not wait for Redis.
+        affinity.hasSession(sid);
+      }
       writeSessionNotFound(res);
       return;
     }
