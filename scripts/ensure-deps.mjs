@@ -4,6 +4,7 @@
 //   --redis    redis-server from Debian's packages (apt-get; needs root)
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
 //   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client)
+//   --chromium Debian's chromium (apt-get; needs root) for the status-page test (playwright-core)
 // Prints one line per step; exits 2 with a message naming what is missing when it cannot install.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -48,4 +49,12 @@ if (want.has("python")) {
     if (!existsSync(venvPy)) run(py, ["-m", "venv", join(root, ".venv")]);
     run(venvPy, ["-m", "pip", "install", "-q", "--disable-pip-version-check", PYTHON_MCP]);
   }
+}
+
+if (want.has("chromium") && !existsSync("/usr/bin/chromium")) {
+  // playwright-core drives the system browser; Debian's package is the one we test with.
+  if (process.getuid?.() !== 0) fail("chromium is missing: install Debian's chromium package (needs root)");
+  console.log("ensure-deps: installing chromium (apt-get)");
+  run("apt-get", ["update", "-qq"]);
+  run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
 }
