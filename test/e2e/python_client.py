@@ -1,0 +1,97 @@
+"""The cookie-keeping MCP client of the end-to-end suite: the official Python `mcp` package over
+httpx, which keeps cookies (here: Traefik's Secure `_mcp_backend` sticky cookie over TLS).
+
+Runs N sessions at once, each `calls` counter calls, and prints one JSON document: per session the
+node that served it (whoami), the counter values, errors, and what the cookie jar did (how many
+requests carried the sticky cookie, how many responses set it). Session ids are printed only as a
+SHA-256 tag (they are secrets).
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import ssl
+import sys
+import time
+
+import httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
+
+COOKIE = "_mcp_backend"
+
+
+def tag(session_id):
+    return hashlib.sha256(session_id.encode("latin-1")).hexdigest()[:12] if session_id else None
+
+
+async def one_session(url, ctx, calls):
+    stats = {"requests": 0, "with_cookie": 0, "set_cookie": 0, "statuses": {}}
+
+    async def on_request(request):
+        stats["requests"] += 1
+        if f"{COOKIE}=" in request.headers.get("cookie", ""):
+            stats["with_cookie"] += 1
+
+    async def on_response(response):
+        stats["statuses"][str(response.status_code)] = stats["statuses"].get(str(response.status_code), 0) + 1
+        if any(v.startswith(f"{COOKIE}=") for v in response.headers.get_list("set-cookie")):
+            stats["set_cookie"] += 1
+
+    jar_seen = {}
+
+    def factory(headers=None, timeout=None, auth=None):
+        client = httpx.AsyncClient(
+            headers=headers,
+            timeout=timeout or httpx.Timeout(30.0),
+            auth=auth,
+            verify=ctx,
+            follow_redirects=True,
+            event_hooks={"request": [on_request], "response": [on_response]},
+        )
+        jar_seen["client"] = client
+        return client
+
+    out = {"session": None, "node": None, "boot": None, "values": [], "errors": []}
+    t0 = time.monotonic()
+    try:
+        async with streamablehttp_client(url, httpx_client_factory=factory) as (read, write, get_id):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                out["session"] = tag(get_id())
+                who = await session.call_tool("whoami", {})
+                info = json.loads(who.content[0].text)
+                out["node"], out["boot"] = info["node"], info["boot"]
+                for _ in range(calls):
+                    try:
+                        r = await session.call_tool("counter", {})
+                        if r.isError:
+                            out["errors"].append(r.content[0].text if r.content else "tool error")
+                        else:
+                            out["values"].append(int(r.content[0].text))
+                    except Exception as e:  # noqa: BLE001 - every failure is reported, not raised
+                        out["errors"].append(f"{type(e).__name__}: {e}")
+                client = jar_seen.get("client")
+                out["jar"] = sorted(c.name for c in client.cookies.jar) if client else []
+    except Exception as e:  # noqa: BLE001
+        out["errors"].append(f"{type(e).__name__}: {e}")
+    out["ms"] = round((time.monotonic() - t0) * 1000, 1)
+    out["http"] = stats
+    return out
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--cafile", help="trust this certificate (the stack's self-signed one)")
+    p.add_argument("--sessions", type=int, default=10)
+    p.add_argument("--calls", type=int, default=10)
+    a = p.parse_args()
+    ctx = ssl.create_default_context(cafile=a.cafile) if a.cafile else True
+    results = await asyncio.gather(*(one_session(a.url, ctx, a.calls) for _ in range(a.sessions)))
+    json.dump({"sessions": results}, sys.stdout)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

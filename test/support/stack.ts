@@ -1,0 +1,725 @@
+// A reusable local stack for end-to-end tests and `npm start`: redis-server (or the sidecar's
+// in-memory store), the sidecar, N reference MCP nodes and the real Traefik with the plugin, all on
+// loopback. Every part can be stopped, killed, paused (SIGSTOP: same process, same boot) and
+// restarted (new process, new boot id); each part logs into `.run/<name>/<part>.log`.
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { cookieValueFor } from "../../lib/registry/schema.ts";
+import { readMeta, type NodeViewState, type ViewMeta } from "../../lib/view/index.ts";
+import { freePort, redisCommand, startRedis, type TestRedis } from "./redis.ts";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** Guest path of the shared directory inside the Wasm plugin (traefik.yml mounts it there). */
+export const GUEST_VIEW_DIR = "/var/run/mcp-affinity";
+const PLUGIN_MODULE = "github.com/mcp-affinity/mcp-affinity";
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class StackError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/** Every child this process started and has not seen exit: killed on our own exit (no orphans). */
+const live = new Set<ChildProcess>();
+const extraPids = new Set<number>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const c of live) {
+      try {
+        // A paused child ignores SIGKILL only in theory; SIGCONT first keeps `ps` tidy.
+        c.kill("SIGCONT");
+        c.kill("SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+    for (const pid of extraPids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+  });
+}
+
+export interface ProcessSpec {
+  cmd: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  logFile: string;
+}
+
+/** One child process that can be started again with the same command line. */
+export class ManagedProcess {
+  child: ChildProcess | null = null;
+  private exited: Promise<number | null> = Promise.resolve(null);
+  private paused = false;
+  starts = 0;
+
+  constructor(
+    readonly name: string,
+    readonly spec: ProcessSpec,
+  ) {}
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+  get running(): boolean {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  start(): void {
+    if (this.running) throw new StackError(`${this.name} is already running`, "ERR_STACK_STATE");
+    installExitHook();
+    mkdirSync(dirname(this.spec.logFile), { recursive: true });
+    const fd = openSync(this.spec.logFile, "a");
+    writeSync(fd, `--- ${new Date().toISOString()} start #${++this.starts}: ${this.spec.cmd} ${this.spec.args.join(" ")}\n`);
+    const c = spawn(this.spec.cmd, this.spec.args, {
+      cwd: this.spec.cwd ?? ROOT,
+      env: { ...process.env, ...this.spec.env },
+      stdio: ["ignore", fd, fd],
+    });
+    closeSync(fd);
+    this.child = c;
+    this.paused = false;
+    live.add(c);
+    this.exited = new Promise((resolve) => {
+      c.once("exit", (code, signal) => {
+        live.delete(c);
+        try {
+          const f = openSync(this.spec.logFile, "a");
+          writeSync(f, `--- ${new Date().toISOString()} exit code=${code} signal=${signal}\n`);
+          closeSync(f);
+        } catch {
+          /* log dir removed */
+        }
+        resolve(code);
+      });
+      c.once("error", () => resolve(null));
+    });
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`. Resolves with the exit code (null when killed). */
+  async stop(graceMs = 5000): Promise<number | null> {
+    const c = this.child;
+    if (!c || !this.running) return c?.exitCode ?? null;
+    if (this.paused) this.resume();
+    c.kill("SIGTERM");
+    const timer = setTimeout(() => c.kill("SIGKILL"), graceMs);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+
+  /** SIGKILL: the process dies at once, nothing is cleaned up (a crash). */
+  async kill(): Promise<void> {
+    const c = this.child;
+    if (!c || !this.running) return;
+    c.kill("SIGKILL");
+    await this.exited;
+    this.paused = false;
+  }
+
+  /** SIGSTOP: the process stays, with its boot id and its sessions, but answers nothing. */
+  pause(): void {
+    if (!this.running) throw new StackError(`${this.name} is not running`, "ERR_STACK_STATE");
+    this.child!.kill("SIGSTOP");
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.running) return;
+    this.child!.kill("SIGCONT");
+    this.paused = false;
+  }
+
+  waitExit(): Promise<number | null> {
+    return this.exited;
+  }
+
+  log(): string {
+    try {
+      return readFileSync(this.spec.logFile, "utf8");
+    } catch {
+      return "";
+    }
+  }
+
+  /** The last lines of the log, for error messages. */
+  tail(lines = 20): string {
+    return this.log().split("\n").slice(-lines - 1).join("\n");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration rendering
+
+export interface StackPorts {
+  redis: number;
+  sidecar: number;
+  http: number;
+  https: number;
+  api: number;
+  nodes: number[];
+}
+
+/** Short windows so failure scenarios finish in seconds (docs/e2e.md lists them). */
+export interface StackTiming {
+  /** Node heartbeat period; its record lives 3x as long. */
+  heartbeatMs: number;
+  /** Node drain grace after SIGTERM. */
+  drainGraceMs: number;
+  /** Traefik's health check of the /mcp service. */
+  healthIntervalMs: number;
+  healthTimeoutMs: number;
+  /** Sidecar: a node down longer than this counts as gone. */
+  downToGoneMs: number;
+  /** Plugin: a view older than this is stale. */
+  staleAfterMs: number;
+}
+
+export const TEST_TIMING: StackTiming = {
+  heartbeatMs: 200,
+  drainGraceMs: 300,
+  healthIntervalMs: 500,
+  healthTimeoutMs: 400,
+  downToGoneMs: 4000,
+  staleAfterMs: 3000,
+};
+
+/** What `npm start` uses: the templates' own values, comfortable for a person at a terminal. */
+export const DEMO_TIMING: StackTiming = {
+  heartbeatMs: 2000,
+  drainGraceMs: 5000,
+  healthIntervalMs: 1000,
+  healthTimeoutMs: 1000,
+  downToGoneMs: 30_000,
+  staleAfterMs: 5000,
+};
+
+function renderTemplate(file: string, vars: Record<string, string>): string {
+  const text = readFileSync(file, "utf8");
+  return text.replace(/\$\{(\w+)\}/g, (_, k: string) => {
+    if (!(k in vars)) throw new StackError(`${file}: no value for \${${k}}`, "ERR_STACK_TEMPLATE");
+    return vars[k]!;
+  });
+}
+
+const msToDuration = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+
+export interface DynamicOptions {
+  /** false: the /mcp router without the middleware (plain Traefik sticky cookie). */
+  plugin: boolean;
+  /** Plugin settings overriding the template's (string values, as the file provider gives them). */
+  pluginSettings?: Record<string, string>;
+  healthIntervalMs: number;
+  healthTimeoutMs: number;
+  /** Appended to the file: forces a textual change for reload tests. */
+  comment?: string;
+}
+
+export interface RenderVars {
+  bind: string;
+  ports: StackPorts;
+  dir: string;
+  shared: string;
+  certFile: string;
+  keyFile: string;
+  logLevel: string;
+  nodeUrls: string[];
+}
+
+export function renderStatic(v: RenderVars): string {
+  return renderTemplate(join(ROOT, "traefik", "traefik.yml"), {
+    BIND: v.bind,
+    HTTP_PORT: String(v.ports.http),
+    HTTPS_PORT: String(v.ports.https),
+    API_PORT: String(v.ports.api),
+    DYNAMIC_FILE: join(v.dir, "dynamic.yml"),
+    LOG_LEVEL: v.logLevel,
+    SHARED_DIR: v.shared,
+  });
+}
+
+export function renderDynamic(v: RenderVars, o: DynamicOptions): string {
+  let text = renderTemplate(join(ROOT, "traefik", "dynamic.yml"), {
+    MCP_SERVERS: v.nodeUrls.map((u) => `          - url: "${u}"`).join("\n"),
+    TLS_CERT: v.certFile,
+    TLS_KEY: v.keyFile,
+  });
+  // Test-sized windows; the template keeps values a deployment would use.
+  text = text.replace(/^(\s+interval:\s*).*$/m, `$1${msToDuration(o.healthIntervalMs)}`);
+  text = text.replace(/^(\s+timeout:\s*).*$/m, `$1${msToDuration(o.healthTimeoutMs)}`);
+  if (!o.plugin) {
+    const before = text;
+    text = text.replace(/^\s+middlewares: \[mcp-affinity\]\n/m, "");
+    if (text === before) throw new StackError("traefik/dynamic.yml: cannot find the mcp router's middlewares line", "ERR_STACK_TEMPLATE");
+  }
+  for (const [k, val] of Object.entries(o.pluginSettings ?? {})) {
+    const re = new RegExp(`^(\\s{10})${k}:.*$`, "m");
+    const line = `${k}: ${JSON.stringify(val)}`;
+    if (re.test(text)) text = text.replace(re, `$1${line}`);
+    // A setting the template does not list: add it after viewDir, same indentation.
+    else text = text.replace(/^(\s{10})viewDir:.*$/m, (m, ind: string) => `${m}\n${ind}${line}`);
+  }
+  if (o.comment) text += `\n# ${o.comment}\n`;
+  return text;
+}
+
+/** A self-signed certificate for 127.0.0.1 and localhost (so the Secure cookie works end to end). */
+export function makeCertificate(dir: string): { certFile: string; keyFile: string } {
+  const certFile = join(dir, "tls-cert.pem");
+  const keyFile = join(dir, "tls-key.pem");
+  if (existsSync(certFile) && existsSync(keyFile)) return { certFile, keyFile };
+  try {
+    execFileSync(
+      "openssl",
+      [
+        "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-keyout", keyFile, "-out", certFile, "-days", "30", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+  } catch (err) {
+    throw new StackError(`openssl could not make a TLS certificate: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? err}`, "ERR_STACK_TLS");
+  }
+  return { certFile, keyFile };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+
+export function traefikBinary(): string {
+  try {
+    return execFileSync("bash", [join(ROOT, "scripts", "install-traefik.sh")], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+      .toString()
+      .trim();
+  } catch (err) {
+    throw new StackError(`no Traefik binary: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? err} (run: bash scripts/install-traefik.sh)`, "ERR_STACK_TRAEFIK");
+  }
+}
+
+/** The sidecar's entry: the npm bin when it exists, else its TypeScript main. */
+export function sidecarCommand(): { cmd: string; args: string[] } {
+  const bin = join(ROOT, "bin", "mcp-affinity-sidecar.js");
+  if (existsSync(bin)) return { cmd: process.execPath, args: [bin] };
+  for (const f of ["sidecar/src/main.ts", "sidecar/main.ts"]) {
+    if (existsSync(join(ROOT, f))) return { cmd: process.execPath, args: ["--import", "tsx", join(ROOT, f)] };
+  }
+  throw new StackError("the sidecar is not built yet: bin/mcp-affinity-sidecar.js is missing", "ERR_STACK_SIDECAR");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP helpers
+
+export async function httpGet(url: string, timeoutMs = 1000): Promise<{ status: number; text: string } | null> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    return { status: r.status, text: await r.text() };
+  } catch {
+    return null;
+  }
+}
+
+export async function waitUntil<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new StackError(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message ?? last}` : ""}`, "ERR_STACK_TIMEOUT");
+    await sleep(everyMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack
+
+export interface StackOptions {
+  /** Folder name under .run/ for configs, shared directory and logs. */
+  name: string;
+  nodes?: number;
+  /** true (default): a real redis-server; false: the sidecar's in-memory store (nodes register through it). */
+  redis?: boolean;
+  /** Use this Redis instead of starting one (npm start with MCPA_REDIS_URL). */
+  redisUrl?: string;
+  /** false: Traefik without the middleware on /mcp (plain sticky cookie). */
+  plugin?: boolean;
+  /** false: no sidecar process (the plugin then has no view: fail open). */
+  sidecar?: boolean;
+  ports?: Partial<StackPorts>;
+  timing?: Partial<StackTiming>;
+  pluginSettings?: Record<string, string>;
+  /** Extra flags for node i (e.g. ["--fail-close"]). */
+  nodeArgs?: (i: number) => string[];
+  bind?: string;
+  traefikLogLevel?: string;
+  /** Run directory (default .run/<name>); wiped at start. */
+  dir?: string;
+}
+
+export interface NodePart {
+  index: number;
+  name: string;
+  port: number;
+  /** Server URL exactly as in Traefik's service. */
+  url: string;
+  /** Traefik's sticky cookie value for it. */
+  cookie: string;
+  proc: ManagedProcess;
+  /** /healthz of the process, or null when it does not answer. */
+  health(timeoutMs?: number): Promise<{ status: string; node: string; boot: string; sessions: number } | null>;
+  /** Boot id of the running process. */
+  boot(): Promise<string>;
+  /** Starts the process (after kill or stop) and waits for /healthz. */
+  start(): Promise<void>;
+  /** Kill, then start: same URL, new process, new boot id. */
+  restart(): Promise<void>;
+  kill(): Promise<void>;
+  pause(): void;
+  resume(): void;
+}
+
+export interface Stack {
+  name: string;
+  dir: string;
+  shared: string;
+  ports: StackPorts;
+  timing: StackTiming;
+  /** http://127.0.0.1:<http>/mcp */
+  mcpUrl: string;
+  /** https://127.0.0.1:<https>/mcp (self-signed: trust caFile) */
+  mcpsUrl: string;
+  httpBase: string;
+  httpsBase: string;
+  caFile: string;
+  apiUrl: string;
+  traefikMetricsUrl: string;
+  sidecarUrl: string | null;
+  redisUrl: string | null;
+  redis: TestRedis | null;
+  sidecar: ManagedProcess | null;
+  nodes: NodePart[];
+  traefik: ManagedProcess;
+  plugin: boolean;
+  /** Rewrites dynamic.yml (Traefik's file provider picks it up). */
+  writeDynamic(o?: Partial<DynamicOptions>): void;
+  /** Starts the sidecar again after a kill and waits for /readyz. */
+  startSidecar(): Promise<void>;
+  /** The published view's meta, or null. */
+  viewMeta(): Promise<ViewMeta | null>;
+  /** State of node i's current incarnation in the view (by cookie; the newest id wins). */
+  viewNodeState(i: number): Promise<NodeViewState | null>;
+  waitViewNodeState(i: number, states: NodeViewState[], timeoutMs: number): Promise<NodeViewState>;
+  /** Traefik's health status of node i in the mcp service ("UP"/"DOWN"/null). */
+  traefikServerStatus(i: number): Promise<string | null>;
+  waitTraefikReady(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}): Promise<StackPorts> {
+  const seen = new Set<number>();
+  const pick = async (p?: number) => {
+    if (p !== undefined) return p;
+    for (;;) {
+      const q = await freePort();
+      if (!seen.has(q)) {
+        seen.add(q);
+        return q;
+      }
+    }
+  };
+  const nodes: number[] = [];
+  for (let i = 0; i < n; i++) nodes.push(await pick(fixed.nodes?.[i]));
+  return {
+    redis: await pick(fixed.redis),
+    sidecar: await pick(fixed.sidecar),
+    http: await pick(fixed.http),
+    https: await pick(fixed.https),
+    api: await pick(fixed.api),
+    nodes,
+  };
+}
+
+async function redisPid(port: number): Promise<number | null> {
+  try {
+    const info = await redisCommand(port, "INFO server");
+    const m = /process_id:(\d+)/.exec(info);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const nNodes = opts.nodes ?? 3;
+  const bind = opts.bind ?? "127.0.0.1";
+  const timing = { ...TEST_TIMING, ...opts.timing };
+  const usePlugin = opts.plugin ?? true;
+  const useSidecar = opts.sidecar ?? true;
+  const dir = resolve(opts.dir ?? join(ROOT, ".run", opts.name));
+  rmSync(dir, { recursive: true, force: true });
+  const shared = join(dir, "shared");
+  const logs = join(dir, "logs");
+  mkdirSync(shared, { recursive: true });
+  mkdirSync(logs, { recursive: true });
+
+  const ports = await allocatePorts(nNodes, opts.ports);
+  const nodeUrls = ports.nodes.map((p) => `http://${bind}:${p}`);
+  const { certFile, keyFile } = makeCertificate(dir);
+  const vars: RenderVars = { bind, ports, dir, shared, certFile, keyFile, logLevel: opts.traefikLogLevel ?? "INFO", nodeUrls };
+  const pluginSettings = { staleAfterMs: String(timing.staleAfterMs), ...opts.pluginSettings };
+  let dynamicOpts: DynamicOptions = { plugin: usePlugin, pluginSettings, healthIntervalMs: timing.healthIntervalMs, healthTimeoutMs: timing.healthTimeoutMs };
+  const dynamicFile = join(dir, "dynamic.yml");
+  const writeDynamic = (o: Partial<DynamicOptions> = {}) => {
+    dynamicOpts = { ...dynamicOpts, ...o };
+    // Write then rename: Traefik never reads half a file.
+    writeFileSync(dynamicFile + ".tmp", renderDynamic(vars, dynamicOpts));
+    renameSync(dynamicFile + ".tmp", dynamicFile);
+  };
+  writeFileSync(join(dir, "traefik.yml"), renderStatic(vars));
+  writeDynamic();
+  // Traefik loads local plugins from ./plugins-local/src/<moduleName>/ under its working directory.
+  const pluginDir = join(dir, "plugins-local", "src", PLUGIN_MODULE);
+  mkdirSync(dirname(pluginDir), { recursive: true });
+  const built = join(ROOT, "plugin", "build", "local");
+  if (!existsSync(join(built, "plugin.wasm"))) throw new StackError("plugin/build/local/plugin.wasm is missing: run `npm run build`", "ERR_STACK_PLUGIN");
+  symlinkSync(built, pluginDir);
+
+  const parts: { stop(): Promise<unknown> }[] = [];
+  const stopAll = async () => {
+    for (const p of parts.reverse()) await p.stop().catch(() => {});
+    parts.length = 0;
+  };
+
+  try {
+    // Redis
+    let redis: TestRedis | null = null;
+    let redisUrl: string | null = opts.redisUrl ?? null;
+    if (!redisUrl && opts.redis !== false) {
+      redis = await startRedis({ port: ports.redis });
+      redisUrl = redis.url;
+      const pid = await redisPid(redis.port);
+      if (pid) extraPids.add(pid);
+      const r = redis;
+      parts.push({ stop: () => r.close() });
+    }
+
+    // Sidecar
+    const apiUrl = `http://${bind}:${ports.api}`;
+    const sidecarUrl = useSidecar ? `http://${bind}:${ports.sidecar}` : null;
+    let sidecar: ManagedProcess | null = null;
+    const startSidecar = async () => {
+      if (!sidecar) throw new StackError("this stack has no sidecar", "ERR_STACK_STATE");
+      sidecar.start();
+      await waitUntil(
+        "the sidecar's /readyz",
+        async () => {
+          if (!sidecar!.running) throw new StackError(`the sidecar exited:\n${sidecar!.tail()}`, "ERR_STACK_SIDECAR");
+          return (await httpGet(`${sidecarUrl}/readyz`))?.status === 200;
+        },
+        20_000,
+      );
+    };
+    if (useSidecar) {
+      const { cmd, args } = sidecarCommand();
+      sidecar = new ManagedProcess("sidecar", {
+        cmd,
+        args: [...args, ...sidecarArgs({ bind, ports, shared, apiUrl, redisUrl, timing, nodeUrls })],
+        logFile: join(logs, "sidecar.log"),
+      });
+      const s = sidecar;
+      parts.push({ stop: () => s.stop() });
+      await startSidecar();
+    }
+
+    // Nodes
+    const nodes: NodePart[] = nodeUrls.map((url, i) => {
+      const port = ports.nodes[i]!;
+      const name = `node-${i + 1}`;
+      const registry = redisUrl ? ["--redis-url", redisUrl] : sidecarUrl ? ["--sidecar-url", sidecarUrl] : [];
+      const proc = new ManagedProcess(name, {
+        cmd: process.execPath,
+        args: [
+          "--import", "tsx", join(ROOT, "node", "reference", "main.ts"),
+          "--port", String(port), "--host", bind, "--name", name, "--node-url", url, ...registry,
+          "--heartbeat-ms", String(timing.heartbeatMs), "--drain-grace-ms", String(timing.drainGraceMs),
+          ...(opts.nodeArgs?.(i) ?? []),
+        ],
+        logFile: join(logs, `${name}.log`),
+      });
+      const health = async (timeoutMs = 500) => {
+        const r = await httpGet(`${url}/healthz`, timeoutMs);
+        if (!r || r.status !== 200) return null;
+        return JSON.parse(r.text);
+      };
+      const start = async () => {
+        proc.start();
+        await waitUntil(
+          `${name}'s /healthz`,
+          async () => {
+            if (!proc.running) throw new StackError(`${name} exited:\n${proc.tail()}`, "ERR_STACK_NODE");
+            return health();
+          },
+          20_000,
+        );
+      };
+      return {
+        index: i,
+        name,
+        port,
+        url,
+        cookie: cookieValueFor(url),
+        proc,
+        health,
+        async boot() {
+          const h = await health(2000);
+          if (!h) throw new StackError(`${name} does not answer /healthz`, "ERR_STACK_NODE");
+          return h.boot;
+        },
+        start,
+        async restart() {
+          await proc.kill();
+          await start();
+        },
+        kill: () => proc.kill(),
+        pause: () => proc.pause(),
+        resume: () => proc.resume(),
+      };
+    });
+    for (const n of nodes) parts.push({ stop: () => n.proc.stop(3000) });
+    // Start the nodes in parallel: each tsx start costs about a second of CPU.
+    await Promise.all(nodes.map((n) => n.start()));
+
+    // Traefik
+    const traefik = new ManagedProcess("traefik", {
+      cmd: traefikBinary(),
+      args: [`--configFile=${join(dir, "traefik.yml")}`],
+      cwd: dir,
+      logFile: join(logs, "traefik.log"),
+    });
+    parts.push({ stop: () => traefik.stop() });
+    traefik.start();
+
+    const serviceStatus = async (): Promise<Record<string, string> | null> => {
+      const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
+      if (!r || r.status !== 200) return null;
+      return (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
+    };
+    const waitTraefikReady = async (timeoutMs = 30_000) => {
+      await waitUntil(
+        "Traefik's routers and healthy servers",
+        async () => {
+          if (!traefik.running) throw new StackError(`Traefik exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
+          const st = await serviceStatus();
+          if (!st || nodeUrls.some((u) => st[u] !== "UP")) return false;
+          const router = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
+          if (!router || router.status !== 200 || JSON.parse(router.text).status !== "enabled") return false;
+          // The plugin compiles lazily on its first request: make that happen here, not in a test.
+          const probe = await httpGet(`http://${bind}:${ports.http}/mcp`, 5000);
+          return probe !== null && probe.status !== 500;
+        },
+        timeoutMs,
+        100,
+      );
+    };
+    await waitTraefikReady();
+
+    const viewMeta = () => readMeta(shared).catch(() => null);
+    const viewNodeState = async (i: number): Promise<NodeViewState | null> => {
+      const meta = await viewMeta();
+      if (!meta) return null;
+      const mine = meta.nodes.filter((n) => n.cookie === nodes[i]!.cookie);
+      if (mine.length === 0) return null;
+      return mine.reduce((a, b) => (b.id > a.id ? b : a)).state;
+    };
+
+    const stack: Stack = {
+      name: opts.name,
+      dir,
+      shared,
+      ports,
+      timing,
+      mcpUrl: `http://${bind}:${ports.http}/mcp`,
+      mcpsUrl: `https://${bind}:${ports.https}/mcp`,
+      httpBase: `http://${bind}:${ports.http}`,
+      httpsBase: `https://${bind}:${ports.https}`,
+      caFile: certFile,
+      apiUrl,
+      traefikMetricsUrl: `${apiUrl}/metrics`,
+      sidecarUrl,
+      redisUrl,
+      redis,
+      sidecar,
+      nodes,
+      traefik,
+      plugin: usePlugin,
+      writeDynamic,
+      startSidecar,
+      viewMeta,
+      viewNodeState,
+      waitViewNodeState: (i, states, timeoutMs) =>
+        waitUntil(`node ${i + 1} in state ${states.join("|")} in the view`, async () => {
+          const s = await viewNodeState(i);
+          return s && states.includes(s) ? s : null;
+        }, timeoutMs),
+      traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
+      waitTraefikReady,
+      stop: stopAll,
+    };
+    return stack;
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+interface SidecarArgInput {
+  bind: string;
+  ports: StackPorts;
+  shared: string;
+  apiUrl: string;
+  redisUrl: string | null;
+  timing: StackTiming;
+  nodeUrls: string[];
+}
+
+/** The sidecar's command line (flags from docs/sidecar.md). */
+function sidecarArgs(v: SidecarArgInput): string[] {
+  return [
+    "--listen", `${v.bind}:${v.ports.sidecar}`,
+    "--view-dir", v.shared,
+    "--traefik-api", v.apiUrl,
+    ...(v.redisUrl ? ["--redis-url", v.redisUrl] : ["--store", "memory"]),
+    "--node-gone-after-ms", String(v.timing.downToGoneMs),
+  ];
+}
+
+/** Removes .run/<name> (tests call it after a clean pass when asked to). */
+export function listRunDirs(): string[] {
+  const d = join(ROOT, ".run");
+  return existsSync(d) ? readdirSync(d) : [];
+}
