@@ -123,9 +123,10 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
       : undefined,
     ...opts.affinity,
   });
-  affinity = a;
-  if (!(await a.ready())) log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
   mountMcp(http, a, { createServer: () => buildMcpServer(a, cfg.name) });
+  if (!(await a.ready())) log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
+  // Healthy only from here: Traefik sends nothing before the endpoint is mounted and the heartbeat written.
+  affinity = a;
   log.info({ url: `http://${cfg.host}:${port}`, nodeUrl, cookie: a.cookie, failClose: cfg.failClose }, "reference node listening");
 
   let stopping: Promise<void> | undefined;
