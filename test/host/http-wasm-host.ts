@@ -132,12 +132,22 @@ export interface HostClock {
 /** The real wall clock plus an adjustable offset, shared by every instance that holds it. */
 export class OffsetClock implements HostClock {
   offsetMs = 0;
+  /** When set, time stands still at this wall-clock ms (plus offsetMs): see freeze(). */
+  frozenAtMs?: number;
   nowNs(): bigint {
+    if (this.frozenAtMs !== undefined) return BigInt(this.frozenAtMs + this.offsetMs) * 1_000_000n;
     const us = Math.floor((performance.timeOrigin + performance.now()) * 1000) + this.offsetMs * 1000;
     return BigInt(us) * 1000n;
   }
   nowMs(): number {
+    if (this.frozenAtMs !== undefined) return this.frozenAtMs + this.offsetMs;
     return Math.floor(performance.timeOrigin + performance.now()) + this.offsetMs;
+  }
+  /** Stops the clock (at now, or at a given ms): only advance() moves it afterwards. */
+  freeze(atMs = Math.floor(performance.timeOrigin + performance.now())): this {
+    this.frozenAtMs = atMs;
+    this.offsetMs = 0;
+    return this;
   }
   advance(ms: number): void {
     this.offsetMs += ms;
@@ -951,4 +961,37 @@ export class HostPool {
 /** A single instance created the way NewMiddleware creates its first one. */
 export function createHost(opts: HostOptions): HttpWasmHost {
   return new HostPool(opts, 1).instances[0]!;
+}
+
+/** Runs requests through a HostPool in a worker thread (see pool-worker.ts). */
+export async function runPoolInWorker(input: import("./pool-worker.ts").PoolWorkerInput): Promise<import("./pool-worker.ts").PoolWorkerResult> {
+  const { Worker } = await import("node:worker_threads");
+  const w = new Worker(new URL("./pool-worker.mjs", import.meta.url), { workerData: input });
+  try {
+    return await new Promise((resolve, reject) => {
+      w.once("message", resolve);
+      w.once("error", reject);
+      w.once("exit", (code) => reject(new Error(`pool worker exited with code ${code} before answering`)));
+    });
+  } finally {
+    await w.terminate();
+  }
+}
+
+/** Starts every worker, waits until all have built their pools, then releases them at once. */
+export async function runPoolsTogether(inputs: Omit<import("./pool-worker.ts").PoolWorkerInput, "gate">[]): Promise<import("./pool-worker.ts").PoolWorkerResult[]> {
+  const gate = new SharedArrayBuffer(8);
+  const g = new Int32Array(gate);
+  const results = inputs.map((i) => runPoolInWorker({ ...i, gate }));
+  let failed: unknown;
+  for (const r of results) r.catch((e) => (failed ??= e));
+  const deadline = Date.now() + 30_000;
+  while (Atomics.load(g, 1) < inputs.length) {
+    if (failed) throw failed;
+    if (Date.now() > deadline) throw new Error("pool workers did not get ready");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  Atomics.store(g, 0, 1);
+  Atomics.notify(g, 0);
+  return Promise.all(results);
 }
