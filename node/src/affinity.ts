@@ -169,6 +169,10 @@ export class Affinity {
     });
     if (this.backend.kind === "redis") {
       const redis = (this.backend as RedisBackend).redis;
+      // Any lost connection may come back as an empty Redis (restart without persistence).
+      redis.on("close", () => {
+        this.connDown = true;
+      });
       // Redis came back (possibly empty): put every live session back without waiting for its next refresh.
       redis.on("ready", () => {
         if (!this.connDown) return;

@@ -1,0 +1,74 @@
+// Redis stopped mid-session: sessions keep working on their node, new ones too; when Redis comes back
+// (empty), the node puts its sessions and heartbeat back without a restart.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { decodeNode, decodeSession, nodeKey, sessionKey } from "../../lib/registry/schema.ts";
+import { connectClient, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
+
+let redis: TestRedis;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+describe("Redis outage", () => {
+  it("sessions keep counting on their node, new sessions still start, and everything is re-registered on recovery", async () => {
+    const node = await startNode({ name: "outage", redisUrl: redis.url, heartbeatMs: 200 }, { affinity: { registryTimeoutMs: 300 } });
+    try {
+      const c1 = await connectClient(node.url);
+      expect(await c1.counter()).toBe(1);
+      expect(await c1.counter()).toBe(2);
+      expect(await redis.client.exists(sessionKey(c1.sid))).toBe(1);
+
+      await redis.kill();
+      const t0 = Date.now();
+      for (let i = 3; i <= 10; i++) expect(await c1.counter()).toBe(i);
+      // No request waited on the dead Redis.
+      expect(Date.now() - t0).toBeLessThan(2000);
+
+      // A new session while Redis is down: registration fails, is counted and logged, the session works.
+      const c2 = await connectClient(node.url);
+      expect(await c2.counter()).toBe(1);
+      expect(await c1.counter()).toBe(11);
+      const stats = node.affinity.stats();
+      expect(stats.registrations.failed).toBe(1);
+      expect(stats.registryErrors.register).toBe(1);
+      expect(node.logs.find((e) => e.msg === "session registration failed; session continues on this node")).toMatchObject({ level: "warn" });
+      // A lookup that cannot reach Redis is counted as unchecked, never guessed.
+      expect(await node.affinity.checkSession("not-a-session-here")).toEqual({ local: false, reason: "unchecked" });
+      await waitFor(() => node.affinity.stats().heartbeats.failed > 0, "heartbeat failures counted");
+
+      // Redis back, empty: sessions and heartbeat are written again without a restart.
+      await redis.start();
+      await waitFor(async () => (await redis.client.exists(sessionKey(c1.sid), sessionKey(c2.sid))) === 2, "both sessions re-registered", 8000, 50);
+      for (const sid of [c1.sid, c2.sid]) {
+        expect(decodeSession((await redis.client.get(sessionKey(sid)))!).boot).toBe(node.affinity.bootId);
+      }
+      const rec = decodeNode((await waitFor(() => redis.client.get(nodeKey(node.affinity.cookie)), "heartbeat back"))!);
+      expect(rec.boot).toBe(node.affinity.bootId);
+      expect(await c1.counter()).toBe(12);
+      expect(await c2.counter()).toBe(2);
+      await c1.transport.terminateSession();
+      expect(await redis.client.exists(sessionKey(c1.sid))).toBe(0);
+      await c2.close();
+    } finally {
+      await node.shutdown();
+    }
+  });
+
+  it("a node started while Redis is down serves at once and registers once Redis appears", async () => {
+    await redis.kill();
+    const node = await startNode({ name: "late-redis", redisUrl: redis.url, heartbeatMs: 200 }, { affinity: { registryTimeoutMs: 200 } });
+    try {
+      const c = await connectClient(node.url);
+      expect(await c.counter()).toBe(1);
+      await redis.start();
+      await waitFor(async () => (await redis.client.exists(sessionKey(c.sid))) === 1, "session registered after Redis came up", 8000, 50);
+      expect(await c.counter()).toBe(2);
+      await c.close();
+    } finally {
+      await node.shutdown();
+    }
+  });
+});
