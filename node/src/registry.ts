@@ -181,7 +181,8 @@ export class SidecarBackend implements RegistryBackend {
     } catch (err) {
       throw new RegistryError(`sidecar ${method} failed: ${(err as Error).message}`, "ERR_AFFINITY_SIDECAR", { cause: err });
     }
-    if (res.status >= 500 || res.status === 401 || res.status === 403 || (res.status >= 400 && res.status !== 404)) {
+    // 404 is an answer (no such session); every other 4xx/5xx is a registry error.
+    if (res.status >= 400 && res.status !== 404) {
       await res.body?.cancel();
       throw new RegistryError(`sidecar ${method} answered ${res.status}`, "ERR_AFFINITY_SIDECAR");
     }
