@@ -2,6 +2,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { Redis } from "ioredis";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { NodeConfig } from "../../node/reference/config.ts";
+import { startReferenceNode, type RunningNode, type StartOptions } from "../../node/reference/server.ts";
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -112,10 +116,6 @@ export function captureLogger(bindings: Record<string, unknown> = {}, sink: LogE
 }
 
 // ---- reference node and MCP client ---------------------------------------------------------
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import type { NodeConfig } from "../../node/reference/config.ts";
-import { startReferenceNode, type RunningNode, type StartOptions } from "../../node/reference/server.ts";
 
 export function nodeConfig(over: Partial<NodeConfig>): NodeConfig {
   return {
