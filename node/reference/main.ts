@@ -22,8 +22,12 @@ try {
   node = await startReferenceNode(cfg);
 } catch (err) {
   const e = err as NodeJS.ErrnoException;
-  if (e.code === "EADDRINUSE" || e.code === "EACCES" || e.code === "EADDRNOTAVAIL") {
+  if (e.code === "EADDRINUSE" || e.code === "EACCES") {
     process.stderr.write(`mcp-node: --port ${cfg.port} on ${cfg.host} cannot be used (${e.code})\n`);
+    process.exit(2);
+  }
+  if (e.code === "EADDRNOTAVAIL" || e.code === "ENOTFOUND" || e.code === "EAI_AGAIN") {
+    process.stderr.write(`mcp-node: --host ${cfg.host} cannot be bound (${e.code})\n`);
     process.exit(2);
   }
   if (e.code === "ERR_AFFINITY_CONFIG") {

@@ -74,7 +74,7 @@ export interface StartOptions {
 }
 
 export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {}): Promise<RunningNode> {
-  const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node", node: cfg.name } }) as unknown as LoggerLike);
+  const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node" } }) as unknown as LoggerLike);
   let affinity: Affinity | undefined;
 
   const http = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -124,10 +124,10 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
     ...opts.affinity,
   });
   mountMcp(http, a, { createServer: () => buildMcpServer(a, cfg.name) });
-  if (!(await a.ready())) log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
+  if (!(await a.ready())) a.log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
   // Healthy only from here: Traefik sends nothing before the endpoint is mounted and the heartbeat written.
   affinity = a;
-  log.info({ url: `http://${cfg.host}:${port}`, nodeUrl, cookie: a.cookie, failClose: cfg.failClose }, "reference node listening");
+  a.log.info({ url: `http://${cfg.host}:${port}`, nodeUrl, cookie: a.cookie, failClose: cfg.failClose }, "reference node listening");
 
   let stopping: Promise<void> | undefined;
   return {
@@ -143,7 +143,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
           http.close(() => resolve());
           http.closeAllConnections();
         });
-        log.info({}, "reference node stopped");
+        a.log.info({}, "reference node stopped");
       })();
       return stopping;
     },
