@@ -4,7 +4,16 @@
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]$/;
 
 /** textproto.CanonicalMIMEHeaderKey: names with a non-token byte are returned unchanged. */
+const canonicalCache = new Map<string, string>();
 export function canonicalHeaderKey(name: string): string {
+  let k = canonicalCache.get(name);
+  if (k === undefined) {
+    k = canonicalize(name);
+    if (canonicalCache.size < 10_000) canonicalCache.set(name, k);
+  }
+  return k;
+}
+function canonicalize(name: string): string {
   for (const c of name) if (!TOKEN.test(c)) return name;
   let upper = true;
   let out = "";
