@@ -120,7 +120,7 @@ async function main(): Promise<void> {
           throw new Error(`scenario "${s.name}" did not take its path: status ${first.response.status} ${first.trap?.message ?? ""} ${first.violations.join(", ")}`);
       }
       const ns = measureAll(hosts.flatMap((h) => [() => h.plugin.handle(s.req, next), () => h.pass.handle(s.req, next)]));
-      hosts.forEach((h, k) => ((results[s.name] ??= {})[String(h.size)] = { plugin: ns[2 * k]!, passthrough: ns[2 * k + 1]! }));
+      hosts.forEach((h, k) => ((results[s.name] ??= {})[String(h.size)] = { plugin: Math.round(ns[2 * k]!), passthrough: Math.round(ns[2 * k + 1]!) }));
     }
   } finally {
     for (const v of views) v.cleanup();
