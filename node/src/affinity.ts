@@ -185,7 +185,7 @@ export class Affinity {
       this.connDown = false;
       this.log.info({ registry: "sidecar" }, "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)");
     }
-    void this.heartbeat();
+    // The first heartbeat goes out on the first 'ready' (Redis); the sidecar mode has none.
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     this.heartbeatTimer.unref();
     this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.idleTimeoutMs, 60_000));
