@@ -380,10 +380,12 @@ class RequestState {
     this.method = init.method ?? "GET";
     this.uri = init.uri ?? "/mcp";
     this.protocol = init.protocol ?? "HTTP/1.1";
-    this.host = init.host ?? "localhost";
+    this.host = init.host ?? "";
     this.sourceAddr = init.sourceAddr ?? "127.0.0.1:40000";
     const h = new GoHeader();
     if (init.headers) for (const [k, vs] of GoHeader.from(init.headers).map) for (const v of vs) h.add(utf8ToBytes(k), utf8ToBytes(v));
+    // Go's server promotes the Host header to r.Host and removes it from the map.
+    if (!this.host) this.host = h.get("Host") ?? "localhost";
     h.del("Host");
     const data = init.body === undefined ? new Uint8Array(0) : enc(init.body);
     if (init.chunked) {
