@@ -1,0 +1,95 @@
+// Closed-loop load: `concurrency` workers, each sending `tools/call counter` on its own sessions one
+// after the other over keep-alive connections, for a fixed time. Every answer is checked: status 200
+// and the session's counter exactly one above the last one seen (a misrouted call resets it).
+import { Agent } from "undici";
+import { Samples } from "./stats.ts";
+import { callHeaders, counterBody, counterOf, type BenchSession } from "./mcp.ts";
+
+export interface LoadTarget {
+  name: string;
+  /** Origin for a session's calls (Traefik's, or the owner node's for the direct case). */
+  originOf: (s: BenchSession) => string;
+  /** Send the sticky cookie the session got at initialize. */
+  withCookie: boolean;
+}
+
+export interface LoadResult {
+  target: string;
+  seconds: number;
+  requests: number;
+  errors: number;
+  /** Answers whose counter did not continue the session's sequence (a request reached another node). */
+  discontinuities: number;
+  /** First few error descriptions. */
+  errorSamples: string[];
+  latencyUs: Samples;
+}
+
+export async function runLoad(
+  target: LoadTarget,
+  sessions: BenchSession[],
+  opts: { concurrency: number; warmupMs: number; durationMs: number },
+): Promise<LoadResult> {
+  const agent = new Agent({ connections: opts.concurrency, pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 600_000 });
+  const latency = new Samples();
+  const res: LoadResult = { target: target.name, seconds: 0, requests: 0, errors: 0, discontinuities: 0, errorSamples: [], latencyUs: latency };
+  let rpc = 1;
+  let measuring = false;
+  let stop = false;
+  const fail = (what: string) => {
+    if (!measuring) return;
+    res.errors++;
+    if (res.errorSamples.length < 5) res.errorSamples.push(what);
+  };
+
+  const worker = async (mine: BenchSession[]) => {
+    let k = 0;
+    while (!stop) {
+      const s = mine[k++ % mine.length]!;
+      const t0 = process.hrtime.bigint();
+      try {
+        const r = await agent.request({
+          origin: target.originOf(s),
+          path: "/mcp",
+          method: "POST",
+          headers: callHeaders(s, target.withCookie),
+          body: counterBody(rpc++),
+        });
+        const text = await r.body.text();
+        const us = Number(process.hrtime.bigint() - t0) / 1000;
+        if (r.statusCode !== 200) {
+          fail(`${r.statusCode} ${String(r.headers["mcp-affinity"] ?? "")} ${text.slice(0, 120)}`);
+          continue;
+        }
+        const c = counterOf(text);
+        if (c === null) {
+          fail(`no counter in ${text.slice(0, 120)}`);
+          continue;
+        }
+        if (c !== s.counter + 1 && measuring) res.discontinuities++;
+        s.counter = c;
+        if (measuring) {
+          latency.add(us);
+          res.requests++;
+        }
+      } catch (err) {
+        fail(`${(err as { code?: string }).code ?? ""} ${(err as Error).message}`);
+      }
+    }
+  };
+
+  const groups: BenchSession[][] = Array.from({ length: opts.concurrency }, () => []);
+  sessions.forEach((s, i) => groups[i % opts.concurrency]!.push(s));
+  if (groups.some((g) => g.length === 0)) throw new Error(`need at least ${opts.concurrency} sessions, have ${sessions.length}`);
+  const running = groups.map((g) => worker(g));
+  await new Promise((r) => setTimeout(r, opts.warmupMs));
+  measuring = true;
+  const t0 = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, opts.durationMs));
+  measuring = false;
+  res.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  stop = true;
+  await Promise.all(running);
+  await agent.close();
+  return res;
+}

@@ -1,0 +1,608 @@
+// `npm run bench`: what the plugin costs, side by side with plain Traefik, on loopback.
+//   (a) tools/call straight to the owner node
+//   (b) through Traefik with its sticky cookie only (the client sends the cookie it got)
+//   (c) through Traefik with the plugin and the sidecar, 1,000,000 sessions in the view; the client
+//       sends no cookie (the plugin pins by Mcp-Session-Id), plus (c') the same with the cookie.
+// Also: Traefik's RSS with N open SSE streams with and without the plugin, the time from a node's
+// registration to the session being in the view, and from a node restart to the first edge 404.
+// Flags: --json FILE, --sessions N, --concurrency N, --duration S, --rounds N, --streams N,
+//        --registrations N, --restarts N, --profile (CPU profile of Traefik during (c)),
+//        --no-sidecar (the plugin without a view: its fail-open path; skips what needs the view).
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, readdirSync, renameSync, watch, writeFileSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { randomBytes } from "node:crypto";
+import { Agent, request } from "undici";
+import { Redis } from "ioredis";
+import {
+  ManagedProcess,
+  httpGet,
+  makeCertificate,
+  renderDynamic,
+  renderStatic,
+  sleep,
+  startStack,
+  traefikBinary,
+  waitUntil,
+  type RenderVars,
+  type Stack,
+} from "../test/support/stack.ts";
+import { freePort } from "../test/support/redis.ts";
+import { encodeSession, sessionKey, type SessionRecord } from "../lib/registry/schema.ts";
+import { lookupSession, readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
+import { RedisBackend } from "../node/src/registry.ts";
+import { BenchError, callHeaders, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
+import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
+import { openStreams, rssBytes } from "./lib/sse.ts";
+import { Samples, median, percentile, summarize, type LatencySummary } from "./lib/stats.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+
+function usageError(setting: string, msg: string): never {
+  process.stderr.write(`traefik-bench: ${setting}: ${msg}\n`);
+  process.exit(2);
+}
+
+let flags: Record<string, string | boolean | undefined>;
+try {
+  flags = parseArgs({
+    args: process.argv.slice(2),
+    strict: true,
+    options: {
+      json: { type: "string" },
+      sessions: { type: "string" },
+      concurrency: { type: "string" },
+      "latency-concurrency": { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      rounds: { type: "string" },
+      streams: { type: "string" },
+      registrations: { type: "string" },
+      restarts: { type: "string" },
+      profile: { type: "boolean" },
+      keep: { type: "boolean" },
+      "no-sidecar": { type: "boolean" },
+      help: { type: "boolean" },
+    },
+  }).values;
+} catch (err) {
+  usageError("arguments", (err as Error).message.split("\n")[0]!);
+}
+if (flags.help) {
+  process.stdout.write(
+    "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
+      "                      [--rounds 2] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n",
+  );
+  process.exit(0);
+}
+function intFlag(name: string, def: number, min: number, max: number): number {
+  const raw = flags[name];
+  if (raw === undefined) return def;
+  if (typeof raw !== "string" || !/^\d+$/.test(raw)) usageError(`--${name}`, `must be a whole number, got ${JSON.stringify(raw)}`);
+  const n = Number(raw);
+  if (n < min || n > max) usageError(`--${name}`, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+const cfg = {
+  sessions: intFlag("sessions", 1_000_000, 0, 5_000_000),
+  concurrency: intFlag("concurrency", 16, 1, 256),
+  /** The latency pass: few requests in flight, so the figures show the path, not the queues. */
+  latencyConcurrency: intFlag("latency-concurrency", 1, 1, 256),
+  durationMs: intFlag("duration", 6, 1, 120) * 1000,
+  warmupMs: intFlag("warmup", 1, 0, 30) * 1000,
+  rounds: intFlag("rounds", 2, 1, 10),
+  streams: intFlag("streams", 1000, 0, 5000),
+  registrations: intFlag("registrations", 200, 0, 5000),
+  restarts: intFlag("restarts", 3, 0, 3),
+  profile: flags.profile === true,
+  keep: flags.keep === true,
+  /** No sidecar: the plugin has no view and fails open (its cheapest path); no 1M, no view timings. */
+  noSidecar: flags["no-sidecar"] === true,
+  json: typeof flags.json === "string" ? flags.json : undefined,
+};
+if (cfg.noSidecar) {
+  cfg.sessions = 0;
+  cfg.registrations = 0;
+  cfg.restarts = 0;
+}
+const SESSIONS_PER_WORKER = 4;
+
+const log = (msg: string) => process.stdout.write(`[bench ${((performance.now() / 1000) | 0).toString().padStart(3)}s] ${msg}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Plain Traefik: the same templates, without the middleware and without the plugin declared at all
+
+async function startPlainTraefik(stack: Stack, profile: boolean): Promise<{ proc: ManagedProcess; base: string; apiUrl: string }> {
+  const dir = join(stack.dir, "plain");
+  mkdirSync(join(dir, "logs"), { recursive: true });
+  const ports = { ...stack.ports, http: await freePort(), https: await freePort(), api: await freePort() };
+  const { certFile, keyFile } = makeCertificate(dir);
+  const vars: RenderVars = { bind: "127.0.0.1", ports, dir, shared: stack.shared, certFile, keyFile, logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
+  let stat = renderStatic(vars);
+  // Plain Traefik must not even compile the plugin: drop the experimental section.
+  stat = stat.replace(/^experimental:[\s\S]*$/m, "");
+  if (profile) stat = withDebugApi(stat);
+  writeFileSync(join(dir, "traefik.yml"), stat);
+  writeFileSync(join(dir, "dynamic.yml"), renderDynamic(vars, { plugin: false, healthIntervalMs: stack.timing.healthIntervalMs, healthTimeoutMs: stack.timing.healthTimeoutMs }));
+  const proc = new ManagedProcess("traefik-plain", { cmd: traefikBinary(), args: [`--configFile=${join(dir, "traefik.yml")}`], cwd: dir, logFile: join(dir, "logs", "traefik.log") });
+  proc.start();
+  const apiUrl = `http://127.0.0.1:${ports.api}`;
+  await waitUntil(
+    "plain Traefik's healthy servers",
+    async () => {
+      if (!proc.running) throw new BenchError(`plain Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
+      const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
+      if (!r || r.status !== 200) return false;
+      const st = (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
+      return stack.nodes.every((n) => st[n.url] === "UP");
+    },
+    30_000,
+    100,
+  );
+  return { proc, base: `http://127.0.0.1:${ports.http}`, apiUrl };
+}
+
+function withDebugApi(staticYaml: string): string {
+  const out = staticYaml.replace(/^(\s+)dashboard: false$/m, "$1dashboard: false\n$1debug: true");
+  if (out === staticYaml) throw new BenchError("traefik/traefik.yml: cannot find `dashboard: false` under api to add debug", "ERR_BENCH_TEMPLATE");
+  return out;
+}
+
+/** Restarts the stack's Traefik with the debug API (pprof) switched on. */
+async function enableProfiling(stack: Stack): Promise<void> {
+  const file = join(stack.dir, "traefik.yml");
+  writeFileSync(file, withDebugApi(readFileSync(file, "utf8")));
+  await stack.traefik.stop();
+  stack.traefik.start();
+  await stack.waitTraefikReady();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The view
+
+/** Sessions in the published view: the record counts of every shard of the current epoch. */
+async function viewSessionCount(shared: string): Promise<number> {
+  const meta = await readMeta(shared);
+  if (!meta) return 0;
+  const dir = viewPaths(shared).shards;
+  let total = 0;
+  const head = Buffer.alloc(16);
+  for (const name of readdirSync(dir)) {
+    if (!/^[0-9a-f]+$/.test(name)) continue;
+    const fh = await open(join(dir, name), "r").catch(() => null);
+    if (!fh) continue;
+    try {
+      const { bytesRead } = await fh.read(head, 0, 16, 0);
+      if (bytesRead === 16 && head.readUInt32LE(8) === meta.epoch) total += head.readUInt32LE(12);
+    } finally {
+      await fh.close();
+    }
+  }
+  return total;
+}
+
+/** Writes `count` session records to Redis, spread over the stack's nodes (their current boots). */
+async function fillRegistry(stack: Stack, count: number): Promise<number> {
+  const redis = new Redis(stack.redisUrl!, { maxRetriesPerRequest: 3 });
+  const boots = await Promise.all(stack.nodes.map((n) => n.boot()));
+  const recs: string[] = stack.nodes.map((n, i) => encodeSession({ node: n.url, cookie: n.cookie, boot: boots[i]!, created: Date.now(), source: "node" } satisfies SessionRecord));
+  const prefix = `bench-${randomBytes(6).toString("hex")}-`;
+  const t0 = performance.now();
+  const BATCH = 10_000;
+  for (let i = 0; i < count; i += BATCH) {
+    const p = redis.pipeline();
+    for (let j = i; j < Math.min(count, i + BATCH); j++) p.set(sessionKey(prefix + j), recs[j % recs.length]!, "PX", 3_600_000);
+    const res = await p.exec();
+    const bad = res?.find(([e]) => e);
+    if (bad) throw new BenchError(`Redis refused a session write: ${bad[0]!.message}`, "ERR_BENCH_REDIS");
+  }
+  await redis.quit();
+  return performance.now() - t0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration -> visible in the view
+
+async function measureRegistration(stack: Stack, n: number): Promise<{ samplesMs: number[]; putMs: number[]; missing: number }> {
+  const node = stack.nodes[0]!;
+  const boot = await node.boot();
+  const backend = new RedisBackend(stack.redisUrl!, { timeoutMs: 2000, onConnectionError: () => {} });
+  const shards = viewPaths(stack.shared).shards;
+  let wake: (() => void) | null = null;
+  // inotify on the shards directory: the sidecar renames a shard into place when it changes.
+  const watcher = watch(shards, () => wake?.());
+  const samplesMs: number[] = [];
+  const putMs: number[] = [];
+  let missing = 0;
+  try {
+    for (let i = 0; i < n; i++) {
+      const id = `bench-reg-${randomBytes(12).toString("hex")}`;
+      const hash = sessionHash(id);
+      const record: SessionRecord = { node: node.url, cookie: node.cookie, boot, created: Date.now(), source: "node" };
+      const t0 = performance.now();
+      await backend.putSession(id, record, 3_600_000);
+      putMs.push(performance.now() - t0);
+      const deadline = t0 + 2000;
+      let seen = false;
+      while (performance.now() < deadline) {
+        if (await lookupSession(stack.shared, hash)) {
+          seen = true;
+          break;
+        }
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, 1);
+          wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+        wake = null;
+      }
+      if (seen) samplesMs.push(performance.now() - t0);
+      else missing++;
+      await sleep(10 + (i % 7)); // registrations at irregular moments, not in lockstep with a publish timer
+    }
+  } finally {
+    watcher.close();
+    await backend.close();
+  }
+  return { samplesMs, putMs, missing };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node restart -> first edge 404
+
+interface RestartSample {
+  node: string;
+  /** From the kill to the first 404 the plugin gave (Mcp-Affinity: lost). */
+  edge404AfterKillMs: number | null;
+  /** From the new process answering /healthz to that 404. */
+  edge404AfterReadyMs: number | null;
+  /** From the kill to the new process answering /healthz. */
+  readyAfterKillMs: number;
+  /** Answers seen while polling, by "status affinity". */
+  answers: Record<string, number>;
+}
+
+async function measureRestart(stack: Stack, s: BenchSession, nodeIndex: number): Promise<RestartSample> {
+  const node = stack.nodes[nodeIndex]!;
+  const agent = new Agent({ connections: 2 });
+  const answers: Record<string, number> = {};
+  let edge404At: number | null = null;
+  let stop = false;
+  const t0 = performance.now();
+  let readyAt = 0;
+  const poll = (async () => {
+    let rpc = 1_000_000;
+    while (!stop && performance.now() - t0 < 30_000) {
+      try {
+        const r = await agent.request({ origin: stack.httpBase, path: "/mcp", method: "POST", headers: callHeaders(s, false), body: counterBody(rpc++), headersTimeout: 2000, bodyTimeout: 2000 });
+        await r.body.dump();
+        const key = `${r.statusCode} ${String(r.headers["mcp-affinity"] ?? "-")}`;
+        answers[key] = (answers[key] ?? 0) + 1;
+        if (r.statusCode === 404 && r.headers["mcp-affinity"] === "lost") {
+          edge404At = performance.now();
+          return;
+        }
+      } catch (err) {
+        const key = `error ${(err as { code?: string }).code ?? (err as Error).message}`;
+        answers[key] = (answers[key] ?? 0) + 1;
+      }
+      await sleep(2);
+    }
+  })();
+  await node.restart();
+  readyAt = performance.now();
+  await poll;
+  stop = true;
+  await agent.close();
+  return {
+    node: node.name,
+    edge404AfterKillMs: edge404At === null ? null : edge404At - t0,
+    edge404AfterReadyMs: edge404At === null ? null : edge404At - readyAt,
+    readyAfterKillMs: readyAt - t0,
+    answers,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profiling (Traefik's debug API serves net/http/pprof)
+
+async function captureProfile(apiUrl: string, seconds: number, outFile: string): Promise<string | null> {
+  try {
+    const r = await request(`${apiUrl}/debug/pprof/profile?seconds=${seconds}`, { headersTimeout: (seconds + 10) * 1000, bodyTimeout: (seconds + 10) * 1000 });
+    if (r.statusCode !== 200) {
+      await r.body.dump();
+      return null;
+    }
+    writeFileSync(outFile, Buffer.from(await r.body.arrayBuffer()));
+    return outFile;
+  } catch {
+    return null;
+  }
+}
+
+function pprofTop(profile: string, binary: string): string {
+  try {
+    return execFileSync("go", ["tool", "pprof", "-top", "-nodecount=35", binary, profile], { stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 }).toString();
+  } catch (err) {
+    return `go tool pprof failed: ${(err as Error).message}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+interface ModeFigures {
+  name: string;
+  label: string;
+  rps: number;
+  latencyUs: LatencySummary;
+  requests: number;
+  errors: number;
+  discontinuities: number;
+  errorSamples: string[];
+  rounds: Array<{ rps: number; p50: number; p99: number }>;
+}
+
+const fmt = (n: number | null | undefined, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? "n/a" : n.toFixed(digits));
+
+async function main(): Promise<void> {
+  const os = await import("node:os");
+  const results: Record<string, any> = { startedAt: new Date().toISOString(), config: cfg, machine: { cpus: os.cpus().length, node: process.version, loadAvgAtStart: os.loadavg() } };
+  // Everything shares the machine's cores: other work running now shows up as noise in every figure.
+  if (os.loadavg()[0]! > 0.5 * os.cpus().length) log(`warning: load average ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores: other work is running, figures will be noisy`);
+  log(`starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin`);
+  const stack = await startStack({ name: "bench", nodes: 3, plugin: true, sidecar: !cfg.noSidecar, traefikLogLevel: "ERROR" });
+  let plain: Awaited<ReturnType<typeof startPlainTraefik>> | null = null;
+  const cleanups: Array<() => Promise<unknown>> = [];
+  try {
+    if (cfg.profile) await enableProfiling(stack);
+    plain = await startPlainTraefik(stack, cfg.profile);
+    const plainProc = plain.proc;
+    cleanups.push(() => plainProc.stop());
+    log(`plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}`);
+    const cookieToUrl = new Map(stack.nodes.map((n) => [n.cookie, n.url]));
+
+    // 1,000,000 sessions: written to Redis as nodes would, loaded by a fresh sidecar (its start-up reconcile).
+    if (cfg.sessions > 0) {
+      log(`writing ${cfg.sessions} session records to Redis`);
+      const writeMs = await fillRegistry(stack, cfg.sessions);
+      log(`  written in ${(writeMs / 1000).toFixed(1)} s; restarting the sidecar so it loads them`);
+      const t0 = performance.now();
+      await stack.sidecar!.stop();
+      await stack.startSidecar();
+      await waitUntil("the view to hold every session", async () => (await viewSessionCount(stack.shared)) >= cfg.sessions, 180_000, 500);
+      const loadMs = performance.now() - t0;
+      log(`  the view holds them ${(loadMs / 1000).toFixed(1)} s after the sidecar's start`);
+      results.registry = { sessions: cfg.sessions, redisWriteMs: Math.round(writeMs), sidecarLoadToViewMs: Math.round(loadMs) };
+    }
+
+    // Real sessions on the nodes, initialized through plain Traefik (which hands out the sticky cookie).
+    const nLoad = cfg.concurrency * SESSIONS_PER_WORKER;
+    log(`initializing ${nLoad} load sessions and ${cfg.streams} stream sessions through Traefik`);
+    const initAgent = new Agent({ connections: 16 });
+    const all: BenchSession[] = [];
+    let next = 0;
+    const total = nLoad + cfg.streams;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < total) {
+          next++;
+          all.push(await initSession(initAgent, plain!.base, cookieToUrl));
+        }
+      }),
+    );
+    await initAgent.close();
+    const loadSessions = all.slice(0, nLoad);
+    const streamSessions = all.slice(nLoad);
+    const perNode = stack.nodes.map((n) => all.filter((s) => s.nodeUrl === n.url).length);
+    log(`  sessions per node: ${perNode.join(" / ")}`);
+    // The measured sessions must be in the view before (c) runs: the node registered each one.
+    if (!cfg.noSidecar) await waitUntil(
+      "the real sessions in the view",
+      async () => {
+        for (const s of all) if (!(await lookupSession(stack.shared, sessionHash(s.id)))) return false;
+        return true;
+      },
+      20_000,
+      100,
+    );
+    results.viewSessions = await viewSessionCount(stack.shared);
+
+    // SSE streams and Traefik's memory.
+    if (cfg.streams > 0) {
+      const sse: Record<string, unknown> = {};
+      for (const [name, base, pid, withCookie] of [
+        ["plain", plain.base, plain.proc.pid!, true],
+        ["plugin", stack.httpBase, stack.traefik.pid!, cfg.noSidecar],
+      ] as const) {
+        await sleep(1500);
+        const before = rssBytes(pid);
+        const st = await openStreams(base, streamSessions, withCookie);
+        await sleep(2000);
+        const after = rssBytes(pid);
+        await st.close();
+        const perStream = st.opened > 0 ? (after - before) / st.opened : NaN;
+        sse[name] = { opened: st.opened, failed: st.failed, failures: st.failures, rssBeforeBytes: before, rssWithStreamsBytes: after, perStreamBytes: Math.round(perStream) };
+        log(`  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB per stream`);
+        await sleep(1000);
+      }
+      results.sse = sse;
+    }
+
+    // Tool-call load, rounds of a, b, c, c' (order reversed every other round to cancel drift).
+    const targets: Array<LoadTarget & { label: string }> = [
+      { name: "a", label: "(a) straight to the node", originOf: (s) => s.nodeUrl, withCookie: false },
+      { name: "b", label: "(b) Traefik, sticky cookie only", originOf: () => plain!.base, withCookie: true },
+      ...(cfg.noSidecar ? [] : [{ name: "c", label: "(c) Traefik + plugin, no cookie (pinned by session id)", originOf: () => stack.httpBase, withCookie: false }]),
+      { name: "c2", label: "(c') Traefik + plugin, client sends the cookie", originOf: () => stack.httpBase, withCookie: true },
+    ];
+    let profileFile: string | null = null;
+    // Two passes: throughput at `concurrency` (every core busy: the plugin's CPU competes with the
+    // node's), latency at `latencyConcurrency` (nothing queues: the figures are the path itself).
+    const passes = [
+      { name: "throughput", concurrency: cfg.concurrency },
+      { name: "latency", concurrency: cfg.latencyConcurrency },
+    ];
+    const passResults: Record<string, ModeFigures[]> = {};
+    for (const pass of passes) {
+      const byMode = new Map<string, { samples: Samples; requests: number; seconds: number; errors: number; disc: number; errorSamples: string[]; rounds: ModeFigures["rounds"] }>();
+      for (const t of targets) byMode.set(t.name, { samples: new Samples(), requests: 0, seconds: 0, errors: 0, disc: 0, errorSamples: [], rounds: [] });
+      const sessionsForPass = loadSessions.slice(0, pass.concurrency * SESSIONS_PER_WORKER);
+      for (let round = 0; round < cfg.rounds; round++) {
+        const order = round % 2 === 0 ? targets : [...targets].reverse();
+        for (const t of order) {
+          const profiling =
+            cfg.profile && pass.name === "throughput" && round === 0 && t.name === (cfg.noSidecar ? "c2" : "c")
+              ? captureProfile(stack.apiUrl, Math.max(1, Math.floor(cfg.durationMs / 1000) - 1), join(stack.dir, "traefik-plugin.cpu.pprof"))
+              : null;
+          const r: LoadResult = await runLoad(t, sessionsForPass, { concurrency: pass.concurrency, warmupMs: cfg.warmupMs, durationMs: cfg.durationMs });
+          if (profiling) profileFile = await profiling;
+          const m = byMode.get(t.name)!;
+          m.samples.merge(r.latencyUs);
+          m.requests += r.requests;
+          m.seconds += r.seconds;
+          m.errors += r.errors;
+          m.disc += r.discontinuities;
+          m.errorSamples.push(...r.errorSamples.slice(0, 5 - m.errorSamples.length));
+          const v = r.latencyUs.sorted();
+          m.rounds.push({ rps: r.requests / r.seconds, p50: percentile(v, 50), p99: percentile(v, 99) });
+          log(`  ${pass.name} c=${pass.concurrency} round ${round + 1} ${t.name.padEnd(2)}: ${(r.requests / r.seconds).toFixed(0)} req/s, p50 ${percentile(v, 50).toFixed(0)} us, p99 ${percentile(v, 99).toFixed(0)} us, errors ${r.errors}, discontinuities ${r.discontinuities}${r.errorSamples.length ? ` (${r.errorSamples.join("; ")})` : ""}`);
+        }
+      }
+      passResults[pass.name] = targets.map((t) => {
+        const m = byMode.get(t.name)!;
+        return { name: t.name, label: t.label, rps: m.requests / m.seconds, latencyUs: summarize(m.samples), requests: m.requests, errors: m.errors, discontinuities: m.disc, errorSamples: m.errorSamples, rounds: m.rounds };
+      });
+    }
+    results.load = {
+      sessions: nLoad,
+      durationMsPerRound: cfg.durationMs,
+      rounds: cfg.rounds,
+      throughput: { concurrency: cfg.concurrency, modes: passResults.throughput },
+      latency: { concurrency: cfg.latencyConcurrency, modes: passResults.latency },
+    };
+    if (profileFile) {
+      const top = pprofTop(profileFile, traefikBinary());
+      writeFileSync(join(stack.dir, "traefik-plugin.cpu.txt"), top);
+      results.profile = { file: profileFile, top: top.split("\n").slice(0, 45) };
+    }
+
+    // Registration -> view.
+    if (cfg.registrations > 0) {
+      log(`registering ${cfg.registrations} sessions as a node does and timing their arrival in the view`);
+      const reg = await measureRegistration(stack, cfg.registrations);
+      const v = Float64Array.from(reg.samplesMs).sort();
+      results.registration = {
+        count: reg.samplesMs.length,
+        missing: reg.missing,
+        p50Ms: percentile(v, 50),
+        p99Ms: percentile(v, 99),
+        maxMs: v.length ? v[v.length - 1] : null,
+        redisWriteP50Ms: median(reg.putMs),
+      };
+    }
+
+    // Node restart -> first edge 404 (last: it ends the restarted nodes' sessions).
+    if (cfg.restarts > 0) {
+      log(`restarting ${cfg.restarts} node(s) and timing the first edge 404 for their sessions`);
+      const samples: RestartSample[] = [];
+      for (let i = 0; i < cfg.restarts; i++) {
+        const s = loadSessions.find((x) => x.nodeUrl === stack.nodes[i]!.url);
+        if (!s) continue;
+        const r = await measureRestart(stack, s, i);
+        samples.push(r);
+        log(`  ${r.node}: edge 404 ${fmt(r.edge404AfterKillMs, 1)} ms after the kill, ${fmt(r.edge404AfterReadyMs, 1)} ms after the new process was ready; answers ${JSON.stringify(r.answers)}`);
+        await stack.waitTraefikReady();
+      }
+      results.restart = { samples };
+    }
+
+    results.machine.loadAvgAtEnd = os.loadavg();
+    printReport(results, passResults.throughput!, passResults.latency!);
+    if (cfg.json) {
+      writeFileSync(cfg.json + ".tmp", JSON.stringify(results, null, 2) + "\n");
+      renameSync(cfg.json + ".tmp", cfg.json);
+      log(`JSON written to ${cfg.json}`);
+    }
+  } finally {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+    await stack.stop();
+  }
+}
+
+function printReport(results: Record<string, any>, thr: ModeFigures[], lat: ModeFigures[]): void {
+  const out: string[] = [];
+  const line = (s = "") => out.push(s);
+  const table = (title: string, modes: ModeFigures[]) => {
+    line();
+    line(title);
+    line(`${"mode".padEnd(56)} ${"req/s".padStart(8)} ${"p50 us".padStart(8)} ${"p99 us".padStart(8)} ${"p99.9 us".padStart(9)} ${"errors".padStart(7)} ${"misroutes".padStart(9)}`);
+    for (const m of modes) {
+      line(`${m.label.padEnd(56)} ${fmt(m.rps).padStart(8)} ${fmt(m.latencyUs.p50).padStart(8)} ${fmt(m.latencyUs.p99).padStart(8)} ${fmt(m.latencyUs.p999).padStart(9)} ${String(m.errors).padStart(7)} ${String(m.discontinuities).padStart(9)}`);
+    }
+  };
+  const per = `${cfg.rounds} x ${cfg.durationMs / 1000} s per mode, ${results.viewSessions ?? "?"} sessions in the view`;
+  table(`Tool calls on existing sessions, throughput pass: concurrency ${cfg.concurrency}, ${per}`, thr);
+  table(`Tool calls on existing sessions, latency pass: concurrency ${cfg.latencyConcurrency}, ${per}`, lat);
+  const targets: Array<{ what: string; value: string; target: string; ok: boolean | null }> = [];
+  const bT = thr.find((m) => m.name === "b")!;
+  const bL = lat.find((m) => m.name === "b")!;
+  for (const cName of ["c", "c2"]) {
+    const cT = thr.find((m) => m.name === cName);
+    const cL = lat.find((m) => m.name === cName);
+    if (!cT || !cL) continue;
+    const tag = cName === "c" ? "(c)" : "(c')";
+    const ratio = cT.rps / bT.rps;
+    const add50 = cL.latencyUs.p50 - bL.latencyUs.p50;
+    const add99 = cL.latencyUs.p99 - bL.latencyUs.p99;
+    targets.push({ what: `throughput ${tag}/(b)`, value: ratio.toFixed(3), target: ">= 0.9", ok: ratio >= 0.9 });
+    targets.push({ what: `added p50 ${tag}-(b), latency pass`, value: `${add50.toFixed(0)} us`, target: "<= 50 us", ok: add50 <= 50 });
+    targets.push({ what: `added p99 ${tag}-(b), latency pass`, value: `${add99.toFixed(0)} us`, target: "<= 250 us", ok: add99 <= 250 });
+    targets.push({ what: `added p99.9 ${tag}-(b), latency pass`, value: `${(cL.latencyUs.p999 - bL.latencyUs.p999).toFixed(0)} us`, target: "(reported)", ok: null });
+    targets.push({ what: `added p50 ${tag}-(b), throughput pass`, value: `${(cT.latencyUs.p50 - bT.latencyUs.p50).toFixed(0)} us`, target: "(reported)", ok: null });
+    targets.push({ what: `added p99 ${tag}-(b), throughput pass`, value: `${(cT.latencyUs.p99 - bT.latencyUs.p99).toFixed(0)} us`, target: "(reported)", ok: null });
+  }
+  if (results.sse) {
+    const p = results.sse.plain;
+    const q = results.sse.plugin;
+    line();
+    line(`Traefik RSS with ${cfg.streams} open SSE streams`);
+    line(`${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"per stream".padStart(11)}`);
+    for (const [n, v] of [["plain Traefik", p], ["Traefik + plugin", q]] as const) {
+      line(`${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)}`);
+    }
+    const extra = q.perStreamBytes - p.perStreamBytes;
+    targets.push({ what: "extra memory per SSE stream", value: `${(extra / 1024).toFixed(1)} KiB`, target: "<= 64 KiB", ok: extra <= 64 * 1024 });
+  }
+  if (results.registration) {
+    const r = results.registration;
+    line();
+    line(`Registration -> in the view: ${r.count} sessions, p50 ${fmt(r.p50Ms, 2)} ms, p99 ${fmt(r.p99Ms, 2)} ms, max ${fmt(r.maxMs, 2)} ms (Redis write p50 ${fmt(r.redisWriteP50Ms, 2)} ms), ${r.missing} not seen within 2 s`);
+    targets.push({ what: "registration visible p99", value: `${fmt(r.p99Ms, 2)} ms`, target: "<= 5 ms", ok: r.missing === 0 && r.p99Ms <= 5 });
+  }
+  if (results.restart) {
+    const s: RestartSample[] = results.restart.samples;
+    const k = s.map((x) => x.edge404AfterKillMs).filter((x): x is number => x !== null);
+    const rd = s.map((x) => x.edge404AfterReadyMs).filter((x): x is number => x !== null);
+    line(`Node restart -> first edge 404: ${s.length} restarts, median ${fmt(median(k), 0)} ms after the kill, ${fmt(median(rd), 0)} ms after the new process answered /healthz (each: ${s.map((x) => fmt(x.edge404AfterKillMs, 0)).join(", ")} ms)`);
+  }
+  if (results.registry) line(`1M setup: Redis write ${(results.registry.redisWriteMs / 1000).toFixed(1)} s, sidecar start to full view ${(results.registry.sidecarLoadToViewMs / 1000).toFixed(1)} s`);
+  line();
+  line("Targets");
+  for (const t of targets) line(`  ${t.what.padEnd(40)} ${t.value.padStart(10)}  ${t.target.padEnd(10)} ${t.ok === null ? "" : t.ok ? "met" : "MISSED"}`);
+  results.targets = targets;
+  process.stdout.write(out.join("\n") + "\n");
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`traefik-bench: ${(err as Error).message} (${(err as { code?: string }).code ?? "ERR_BENCH"})\n`);
+    process.exit(1);
+  },
+);
