@@ -121,3 +121,38 @@ export function decodeNode(raw: string): NodeRecord {
     seen: Number.isFinite(o.seen) ? o.seen : 0,
   };
 }
+
+/** Pub/sub payload of a RegistryChange (CHANGE_CHANNEL). */
+export function encodeChange(c: RegistryChange): string {
+  switch (c.op) {
+    case "session":
+      return JSON.stringify({ v: 1, op: "session", id: c.id, record: JSON.parse(encodeSession(c.record)) });
+    case "close":
+      return JSON.stringify({ v: 1, op: "close", id: c.id });
+    case "node":
+      return JSON.stringify({ v: 1, op: "node", cookie: c.cookie, record: c.record ? JSON.parse(encodeNode(c.record)) : null });
+  }
+}
+
+export function decodeChange(raw: string): RegistryChange {
+  let o: any;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    throw new RegistrySchemaError("change is not JSON");
+  }
+  if (!o || typeof o !== "object") throw new RegistrySchemaError("change is not an object");
+  switch (o.op) {
+    case "session":
+      if (!isValidSessionId(o.id)) throw new RegistrySchemaError("session change has no valid id");
+      return { op: "session", id: o.id, record: decodeSession(JSON.stringify(o.record)) };
+    case "close":
+      if (!isValidSessionId(o.id)) throw new RegistrySchemaError("close change has no valid id");
+      return { op: "close", id: o.id };
+    case "node":
+      if (!isCookieValue(o.cookie)) throw new RegistrySchemaError("node change has no valid cookie");
+      return { op: "node", cookie: o.cookie, record: o.record == null ? null : decodeNode(JSON.stringify(o.record)) };
+    default:
+      throw new RegistrySchemaError("change has an unknown op");
+  }
+}

@@ -1,0 +1,15 @@
+// The session registry: contract, stores and the factory that picks one from configuration.
+import { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
+import { RedisRegistry, type RedisRegistryOptions } from "./redis.ts";
+import type { Registry } from "./registry.ts";
+
+export * from "./schema.ts";
+export * from "./registry.ts";
+export { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
+export { RedisRegistry, describeRedis, type RedisRegistryOptions, type RedisConnectionConfig, type HostPort } from "./redis.ts";
+
+/** Redis when a url, sentinels or cluster nodes are configured; the in-memory store otherwise. */
+export function createRegistry(opts: RedisRegistryOptions & MemoryRegistryOptions): Registry {
+  if (opts.url || opts.sentinels?.length || opts.cluster?.length) return new RedisRegistry(opts);
+  return new MemoryRegistry(opts);
+}

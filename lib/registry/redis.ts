@@ -1,0 +1,412 @@
+// Redis registry (ioredis): one server, Sentinel or Cluster, chosen by configuration. Each write
+// and its PUBLISH on CHANGE_CHANNEL run in one Lua script: atomic, one round trip, and valid in
+// Cluster (PUBLISH takes no key, the script touches one key).
+import { EventEmitter } from "node:events";
+import { Redis, Cluster, type RedisOptions, type ClusterOptions } from "ioredis";
+import {
+  CHANGE_CHANNEL,
+  DEFAULT_NODE_TTL_MS,
+  DEFAULT_SESSION_TTL_MS,
+  NODE_KEY_PREFIX,
+  SESSION_KEY_PREFIX,
+  decodeChange,
+  decodeNode,
+  decodeSession,
+  encodeChange,
+  encodeNode,
+  encodeSession,
+  isCookieValue,
+  isValidSessionId,
+  nodeKey,
+  sessionKey,
+  type NodeRecord,
+  type RegistryChange,
+  type SessionRecord,
+} from "./schema.ts";
+import { RegistryError, type ChangeListener, type RegisterOptions, type Registry, type RegistryStatus, type ScanOptions } from "./registry.ts";
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface RedisConnectionConfig {
+  /** `redis://[user:password@]host:port[/db]` (or `rediss://`) for a single server. */
+  url?: string;
+  /** Sentinel addresses; with `sentinelName` (the monitored master's name). */
+  sentinels?: HostPort[];
+  sentinelName?: string;
+  sentinelPassword?: string;
+  /** Cluster seed nodes. */
+  cluster?: HostPort[];
+  username?: string;
+  password?: string;
+  tls?: boolean;
+}
+
+export interface RedisRegistryOptions extends RedisConnectionConfig {
+  sessionTtlMs?: number;
+  nodeTtlMs?: number;
+  /** Per-command timeout (ms). */
+  commandTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** Upper bound of the reconnect backoff (ms). */
+  maxBackoffMs?: number;
+  /** Every failed Redis operation, by operation name (for metrics and logs). */
+  onError?: (op: string, err: Error) => void;
+  /** A message on the change channel that is not a valid change. */
+  onBadChange?: (err: Error) => void;
+}
+
+// KEYS[1] key; ARGV: value, ttl ms, channel, change, nx ("1" = only if absent)
+const SET_AND_PUBLISH = `
+local ok
+if ARGV[5] == '1' then
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX')
+else
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if ok then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 1
+end
+return 0`;
+
+// KEYS[1] key; ARGV: channel, change
+const DEL_AND_PUBLISH = `
+local n = redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n`;
+
+type Client = Redis | Cluster;
+type ScriptClient = Client & {
+  mcpaSet(key: string, value: string, ttl: number, channel: string, change: string, nx: string): Promise<number>;
+  mcpaDel(key: string, channel: string, change: string): Promise<number>;
+};
+
+export function describeRedis(c: RedisConnectionConfig): string {
+  if (c.cluster?.length) return `cluster ${c.cluster.map((h) => `${h.host}:${h.port}`).join(",")}`;
+  if (c.sentinels?.length) return `sentinel ${c.sentinelName} via ${c.sentinels.map((h) => `${h.host}:${h.port}`).join(",")}`;
+  if (c.url) {
+    try {
+      const u = new URL(c.url);
+      return `${u.protocol}//${u.host}${u.pathname === "/" ? "" : u.pathname}`; // never the password
+    } catch {
+      return "redis (unparsable url)";
+    }
+  }
+  return "redis";
+}
+
+export class RedisRegistry implements Registry {
+  readonly kind = "redis" as const;
+  readonly sessionTtlMs: number;
+  readonly nodeTtlMs: number;
+  private readonly client: ScriptClient;
+  private sub: Client | null = null;
+  private subReady: Promise<void> | null = null;
+  private readonly listeners = new Set<ChangeListener>();
+  private readonly bus = new EventEmitter();
+  private readonly opts: RedisRegistryOptions;
+  private current: RegistryStatus = "connecting";
+  private closed = false;
+  private everReady = false;
+  private firstReady: Promise<void> | null = null;
+
+  constructor(opts: RedisRegistryOptions) {
+    this.opts = opts;
+    this.sessionTtlMs = opts.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
+    this.nodeTtlMs = opts.nodeTtlMs ?? DEFAULT_NODE_TTL_MS;
+    this.bus.setMaxListeners(0);
+    this.client = this.connect() as ScriptClient;
+    this.client.defineCommand("mcpaSet", { numberOfKeys: 1, lua: SET_AND_PUBLISH });
+    this.client.defineCommand("mcpaDel", { numberOfKeys: 1, lua: DEL_AND_PUBLISH });
+    this.watch(this.client);
+    this.client.on("ready", () => {
+      this.everReady = true;
+    });
+  }
+
+  private baseOptions(): RedisOptions {
+    const maxBackoff = this.opts.maxBackoffMs ?? 5000;
+    return {
+      // Fail fast while disconnected (callers retry; events stay on disk) instead of queueing.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      commandTimeout: this.opts.commandTimeoutMs ?? 2000,
+      connectTimeout: this.opts.connectTimeoutMs ?? 2000,
+      retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), maxBackoff),
+      username: this.opts.username,
+      password: this.opts.password,
+      tls: this.opts.tls ? {} : undefined,
+    };
+  }
+
+  private connect(): Client {
+    const o = this.opts;
+    const base = this.baseOptions();
+    if (o.cluster?.length) {
+      const copts: ClusterOptions = {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: base.retryStrategy,
+        redisOptions: { username: base.username, password: base.password, tls: base.tls, connectTimeout: base.connectTimeout, commandTimeout: base.commandTimeout, maxRetriesPerRequest: 1 },
+      };
+      return new Cluster(o.cluster, copts);
+    }
+    if (o.sentinels?.length) {
+      if (!o.sentinelName) throw new RegistryError("connect", "sentinel mode needs the master name", "ERR_REGISTRY_CONFIG");
+      return new Redis({
+        ...base,
+        sentinels: o.sentinels,
+        name: o.sentinelName,
+        sentinelPassword: o.sentinelPassword,
+        sentinelRetryStrategy: base.retryStrategy,
+      });
+    }
+    if (!o.url) throw new RegistryError("connect", "redis needs a url, sentinels or cluster nodes", "ERR_REGISTRY_CONFIG");
+    return new Redis(o.url, base);
+  }
+
+  private watch(c: Client): void {
+    // ioredis emits "error" on every failed (re)connect: without a listener it would crash the process.
+    c.on("error", (err: Error) => this.opts.onError?.("connect", err));
+    c.on("ready", () => this.recomputeStatus());
+    c.on("close", () => this.recomputeStatus());
+    c.on("end", () => this.recomputeStatus());
+    c.on("reconnecting", () => this.recomputeStatus());
+  }
+
+  private recomputeStatus(): void {
+    if (this.closed) return;
+    const ok = (c: Client | null) => c === null || c.status === "ready";
+    const next: RegistryStatus = ok(this.client) && ok(this.sub) ? "ready" : this.current === "connecting" ? "connecting" : "down";
+    if (next !== this.current) {
+      this.current = next;
+      this.bus.emit("status", next);
+    }
+  }
+
+  private fail(op: string, err: unknown): never {
+    const e = err as Error;
+    this.opts.onError?.(op, e);
+    if (e instanceof RegistryError) throw e;
+    throw new RegistryError(op, `redis ${op} failed: ${e?.message ?? e}`, "ERR_REGISTRY_UNAVAILABLE", { cause: e });
+  }
+
+  /**
+   * Until the first connection, a command waits for it (up to the connect timeout); after that,
+   * while Redis is down, commands fail at once (offline queue off).
+   */
+  private firstConnect(): Promise<void> {
+    if (this.everReady || this.client.status === "ready") return Promise.resolve();
+    this.firstReady ??= new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.client.off("ready", done);
+        resolve();
+      };
+      const timer = setTimeout(done, this.opts.connectTimeoutMs ?? 2000);
+      timer.unref?.();
+      this.client.on("ready", done);
+    }).finally(() => {
+      this.firstReady = null;
+    });
+    return this.firstReady;
+  }
+
+  private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new RegistryError(op, "registry is closed", "ERR_REGISTRY_CLOSED");
+    try {
+      await this.firstConnect();
+      return await fn();
+    } catch (err) {
+      this.fail(op, err);
+    }
+  }
+
+  async registerSession(id: string, record: SessionRecord, opts: RegisterOptions = {}): Promise<boolean> {
+    if (!isValidSessionId(id)) throw new RegistryError("register", "invalid session id", "ERR_REGISTRY_SCHEMA");
+    const value = encodeSession(record);
+    const change = encodeChange({ op: "session", id, record });
+    const ttl = opts.ttlMs ?? this.sessionTtlMs;
+    return this.run("register", async () => (await this.client.mcpaSet(sessionKey(id), value, ttl, CHANGE_CHANNEL, change, opts.ifAbsent ? "1" : "0")) === 1);
+  }
+
+  async lookupSession(id: string): Promise<SessionRecord | null> {
+    if (!isValidSessionId(id)) return null;
+    const raw = await this.run("lookup", () => this.client.get(sessionKey(id)));
+    return raw === null ? null : decodeSession(raw);
+  }
+
+  async closeSession(id: string): Promise<boolean> {
+    if (!isValidSessionId(id)) throw new RegistryError("close", "invalid session id", "ERR_REGISTRY_SCHEMA");
+    const change = encodeChange({ op: "close", id });
+    return this.run("close", async () => (await this.client.mcpaDel(sessionKey(id), CHANGE_CHANNEL, change)) > 0);
+  }
+
+  async touchSession(id: string, ttlMs?: number): Promise<boolean> {
+    if (!isValidSessionId(id)) return false;
+    return this.run("touch", async () => (await this.client.pexpire(sessionKey(id), ttlMs ?? this.sessionTtlMs)) === 1);
+  }
+
+  async heartbeat(record: NodeRecord, ttlMs?: number): Promise<void> {
+    if (!isCookieValue(record.cookie)) throw new RegistryError("heartbeat", "invalid node cookie", "ERR_REGISTRY_SCHEMA");
+    const change = encodeChange({ op: "node", cookie: record.cookie, record });
+    await this.run("heartbeat", () => this.client.mcpaSet(nodeKey(record.cookie), encodeNode(record), ttlMs ?? this.nodeTtlMs, CHANGE_CHANNEL, change, "0"));
+  }
+
+  async getNode(cookie: string): Promise<NodeRecord | null> {
+    if (!isCookieValue(cookie)) return null;
+    const raw = await this.run("node", () => this.client.get(nodeKey(cookie)));
+    return raw === null ? null : decodeNode(raw);
+  }
+
+  /** Node records of the given cookies in one round trip per Redis node (absent ones are null). */
+  async getNodes(cookies: string[]): Promise<Array<NodeRecord | null>> {
+    if (!cookies.length) return [];
+    const raws = await this.run("node", async () => {
+      const p = this.client.pipeline();
+      for (const c of cookies) p.get(nodeKey(c));
+      const res = (await p.exec()) ?? [];
+      return res.map(([err, v]) => {
+        if (err) throw err;
+        return v as string | null;
+      });
+    });
+    return raws.map((raw) => {
+      if (raw === null) return null;
+      try {
+        return decodeNode(raw);
+      } catch {
+        return null;
+      }
+    });
+  }
+
+  async removeNode(cookie: string): Promise<boolean> {
+    if (!isCookieValue(cookie)) return false;
+    const change = encodeChange({ op: "node", cookie, record: null });
+    return this.run("node", async () => (await this.client.mcpaDel(nodeKey(cookie), CHANGE_CHANNEL, change)) > 0);
+  }
+
+  private masters(): Redis[] {
+    return this.client instanceof Cluster ? this.client.nodes("master") : [this.client as Redis];
+  }
+
+  /** SCAN one prefix on every master, then read the values with one pipeline per batch. */
+  private async *scanPrefix(op: string, prefix: string, opts: ScanOptions): AsyncIterable<Array<[string, string]>> {
+    const count = opts.batch ?? 1000;
+    for (const node of this.masters()) {
+      let cursor = "0";
+      do {
+        const [next, keys] = await this.run(op, () => node.scan(cursor, "MATCH", prefix + "*", "COUNT", count));
+        cursor = next;
+        if (!keys.length) continue;
+        // GETs on the node that holds the keys: MGET would fail across slots in a Cluster.
+        const values = await this.run(op, async () => {
+          const p = node.pipeline();
+          for (const k of keys) p.get(k);
+          return (await p.exec()) ?? [];
+        });
+        const out: Array<[string, string]> = [];
+        values.forEach(([err, v], i) => {
+          if (!err && typeof v === "string") out.push([keys[i], v]);
+        });
+        if (out.length) yield out;
+      } while (cursor !== "0");
+    }
+  }
+
+  async listNodes(opts: ScanOptions = {}): Promise<NodeRecord[]> {
+    const out: NodeRecord[] = [];
+    for await (const batch of this.scanPrefix("nodes", NODE_KEY_PREFIX, opts)) {
+      for (const [key, raw] of batch) {
+        try {
+          out.push(decodeNode(raw));
+        } catch (err) {
+          opts.onInvalid?.(key, err as Error);
+        }
+      }
+    }
+    return out;
+  }
+
+  async *scanSessions(opts: ScanOptions = {}): AsyncIterable<Array<{ id: string; record: SessionRecord }>> {
+    for await (const batch of this.scanPrefix("scan", SESSION_KEY_PREFIX, opts)) {
+      const out: Array<{ id: string; record: SessionRecord }> = [];
+      for (const [key, raw] of batch) {
+        const id = key.slice(SESSION_KEY_PREFIX.length);
+        try {
+          if (!isValidSessionId(id)) throw new RegistryError("scan", "key does not hold a valid session id", "ERR_REGISTRY_SCHEMA");
+          out.push({ id, record: decodeSession(raw) });
+        } catch (err) {
+          opts.onInvalid?.(key, err as Error);
+        }
+      }
+      if (out.length) yield out;
+    }
+  }
+
+  async subscribe(listener: ChangeListener): Promise<() => Promise<void>> {
+    if (this.closed) throw new RegistryError("subscribe", "registry is closed", "ERR_REGISTRY_CLOSED");
+    this.listeners.add(listener);
+    if (!this.sub) {
+      // A dedicated connection: a subscribed connection cannot run other commands.
+      // The offline queue is on here: SUBSCRIBE waits for the connection instead of failing.
+      const sub =
+        this.client instanceof Cluster
+          ? this.client.duplicate(undefined, { enableOfflineQueue: true })
+          : (this.client as Redis).duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null });
+      this.sub = sub;
+      this.watch(sub);
+      sub.on("message", (channel: string, message: string) => {
+        if (channel !== CHANGE_CHANNEL) return;
+        let change: RegistryChange;
+        try {
+          change = decodeChange(message);
+        } catch (err) {
+          this.opts.onBadChange?.(err as Error);
+          return;
+        }
+        for (const l of this.listeners) l(change);
+      });
+      // ioredis resubscribes by itself after a reconnect (autoResubscribe).
+      this.subReady = sub.subscribe(CHANGE_CHANNEL).then(
+        () => this.recomputeStatus(),
+        (err: Error) => {
+          this.opts.onError?.("subscribe", err);
+        },
+      );
+    }
+    await this.subReady;
+    return async () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  status(): RegistryStatus {
+    return this.closed ? "closed" : this.current;
+  }
+
+  onStatus(listener: (s: RegistryStatus) => void): () => void {
+    this.bus.on("status", listener);
+    return () => this.bus.off("status", listener);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.current = "closed";
+    this.bus.emit("status", "closed");
+    this.listeners.clear();
+    for (const c of [this.sub, this.client]) {
+      if (!c) continue;
+      try {
+        if (c.status === "ready") await c.quit();
+        else c.disconnect();
+      } catch {
+        c.disconnect();
+      }
+    }
+  }
+}

@@ -1,0 +1,301 @@
+// One contract, every store: in-memory, Redis (single server), Redis Sentinel, Redis Cluster
+// (one node holding every slot). Redis runs are against a real redis-server.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Redis } from "ioredis";
+import {
+  CHANGE_CHANNEL,
+  MemoryRegistry,
+  RedisRegistry,
+  cookieValueFor,
+  createRegistry,
+  type NodeRecord,
+  type Registry,
+  type RegistryChange,
+  type SessionRecord,
+} from "../../lib/registry/index.ts";
+import { startRedis, startSentinel, type TestRedis, type TestSentinel } from "../support/redis.ts";
+
+const URL_A = "http://10.0.0.1:3000";
+const URL_B = "http://10.0.0.2:3000";
+const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({
+  node: URL_A,
+  cookie: cookieValueFor(URL_A),
+  boot: "boot-1",
+  created: 1_700_000_000_000,
+  source: "node",
+  ...over,
+});
+const nodeRec = (over: Partial<NodeRecord> = {}): NodeRecord => ({
+  url: URL_A,
+  cookie: cookieValueFor(URL_A),
+  boot: "boot-1",
+  name: "a",
+  state: "up",
+  seen: 1_700_000_000_000,
+  ...over,
+});
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await sleep(10);
+  }
+}
+
+let redis: TestRedis;
+let cluster: TestRedis;
+let sentinel: TestSentinel;
+let seq = 0;
+/** A fresh id per test so stores shared by the suite never collide. */
+const sid = (name: string) => `t${++seq}-${name}`;
+
+beforeAll(async () => {
+  [redis, cluster] = await Promise.all([startRedis(), startRedis({ cluster: true })]);
+  sentinel = await startSentinel(redis.port);
+});
+afterAll(async () => {
+  await sentinel?.close();
+  await Promise.all([redis?.close(), cluster?.close()]);
+});
+
+interface Store {
+  name: string;
+  make: (o?: { sessionTtlMs?: number; nodeTtlMs?: number }) => Registry;
+  /** A raw client to inspect keys (Redis stores only). */
+  raw?: () => Redis;
+  shared: boolean;
+}
+const stores: Store[] = [
+  { name: "memory", make: (o) => new MemoryRegistry(o), shared: false },
+  { name: "redis", make: (o) => createRegistry({ url: redis.url, ...o }), raw: () => new Redis(redis.url), shared: true },
+  {
+    name: "sentinel",
+    make: (o) => new RedisRegistry({ sentinels: [{ host: "127.0.0.1", port: sentinel.port }], sentinelName: sentinel.masterName, ...o }),
+    raw: () => new Redis(redis.url),
+    shared: true,
+  },
+  {
+    name: "cluster",
+    make: (o) => new RedisRegistry({ cluster: [{ host: "127.0.0.1", port: cluster.port }], ...o }),
+    raw: () => new Redis(cluster.url),
+    shared: true,
+  },
+];
+
+describe.each(stores)("registry contract: $name", (store) => {
+  const open: Registry[] = [];
+  const raws: Redis[] = [];
+  const make = (o?: { sessionTtlMs?: number; nodeTtlMs?: number }) => {
+    const r = store.make(o);
+    open.push(r);
+    return r;
+  };
+  const raw = () => {
+    const r = store.raw!();
+    raws.push(r);
+    return r;
+  };
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((r) => r.close()));
+    raws.splice(0).forEach((r) => r.disconnect());
+  });
+
+  it("registers, looks up and closes a session", async () => {
+    const reg = make();
+    const id = sid("a");
+    expect(await reg.lookupSession(id)).toBeNull();
+    expect(await reg.registerSession(id, rec())).toBe(true);
+    expect(await reg.lookupSession(id)).toEqual(rec());
+    expect(await reg.closeSession(id)).toBe(true);
+    expect(await reg.lookupSession(id)).toBeNull();
+    expect(await reg.closeSession(id)).toBe(false);
+  });
+
+  it("ifAbsent never overwrites an existing record; a plain register does", async () => {
+    const reg = make();
+    const id = sid("nx");
+    expect(await reg.registerSession(id, rec({ source: "node" }))).toBe(true);
+    expect(await reg.registerSession(id, rec({ source: "edge", node: "", boot: null }), { ifAbsent: true })).toBe(false);
+    expect((await reg.lookupSession(id))?.source).toBe("node");
+    expect(await reg.registerSession(id, rec({ node: URL_B, cookie: cookieValueFor(URL_B) }))).toBe(true);
+    expect((await reg.lookupSession(id))?.node).toBe(URL_B);
+  });
+
+  it("expires sessions after their TTL and touch extends it", async () => {
+    const reg = make({ sessionTtlMs: 300 });
+    const a = sid("ttl-a");
+    const b = sid("ttl-b");
+    await reg.registerSession(a, rec());
+    await reg.registerSession(b, rec());
+    await sleep(150);
+    expect(await reg.touchSession(b, 2000)).toBe(true);
+    await sleep(250);
+    expect(await reg.lookupSession(a)).toBeNull();
+    expect(await reg.lookupSession(b)).not.toBeNull();
+    expect(await reg.touchSession(a)).toBe(false);
+  });
+
+  it("keeps node heartbeats with a TTL, lists and removes them", async () => {
+    const reg = make({ nodeTtlMs: 300 });
+    const a = nodeRec();
+    const b = nodeRec({ url: URL_B, cookie: cookieValueFor(URL_B), boot: "boot-b", state: "draining" });
+    await reg.heartbeat(a);
+    await reg.heartbeat(b, 5000);
+    expect(await reg.getNode(a.cookie)).toEqual(a);
+    const listed = (await reg.listNodes()).filter((n) => n.cookie === a.cookie || n.cookie === b.cookie);
+    expect(listed.sort((x, y) => x.url.localeCompare(y.url))).toEqual([a, b]);
+    await sleep(400);
+    expect(await reg.getNode(a.cookie)).toBeNull();
+    expect(await reg.removeNode(b.cookie)).toBe(true);
+    expect(await reg.getNode(b.cookie)).toBeNull();
+  });
+
+  it("iterates every session for reconcile", async () => {
+    const reg = make();
+    const prefix = sid("scan");
+    const ids = Array.from({ length: 2500 }, (_, i) => `${prefix}-${i}`);
+    for (let i = 0; i < ids.length; i += 250) await Promise.all(ids.slice(i, i + 250).map((id) => reg.registerSession(id, rec())));
+    const seen = new Set<string>();
+    for await (const batch of reg.scanSessions({ batch: 500 })) {
+      for (const { id, record } of batch) {
+        if (id.startsWith(prefix + "-")) {
+          expect(record).toEqual(rec());
+          seen.add(id);
+        }
+      }
+    }
+    expect(seen.size).toBe(ids.length);
+  });
+
+  it("announces every write to subscribers, in order, and nothing for no-ops", async () => {
+    const reg = make();
+    const got: RegistryChange[] = [];
+    const unsub = await reg.subscribe((c) => got.push(c));
+    const id = sid("sub");
+    await reg.registerSession(id, rec());
+    await reg.registerSession(id, rec({ source: "edge" }), { ifAbsent: true }); // no write, no change
+    await reg.touchSession(id); // no change
+    await reg.heartbeat(nodeRec({ boot: id }));
+    await reg.closeSession(id);
+    await reg.removeNode(nodeRec().cookie);
+    await until(() => got.filter((c) => c.op !== "node" || c.record === null || c.record.boot === id).length >= 4);
+    const mine = got.filter((c) => (c.op === "node" ? c.record === null || c.record.boot === id : c.id === id));
+    expect(mine).toEqual([
+      { op: "session", id, record: rec() },
+      { op: "node", cookie: nodeRec().cookie, record: nodeRec({ boot: id }) },
+      { op: "close", id },
+      { op: "node", cookie: nodeRec().cookie, record: null },
+    ]);
+    await unsub();
+    const before = got.length;
+    await reg.registerSession(sid("after-unsub"), rec());
+    await sleep(50);
+    expect(got.length).toBe(before);
+  });
+
+  it("rejects invalid ids and use after close with a code", async () => {
+    const reg = make();
+    await expect(reg.registerSession("has space", rec())).rejects.toMatchObject({ code: "ERR_REGISTRY_SCHEMA" });
+    await reg.close();
+    await expect(reg.lookupSession("x")).rejects.toMatchObject({ code: "ERR_REGISTRY_CLOSED" });
+    expect(reg.status()).toBe("closed");
+  });
+
+  if (store.shared) {
+    it("keeps ADR-0066 keys: mcp:session:{id} with a 30-day TTL by default", async () => {
+      const reg = make();
+      const id = sid("adr");
+      await reg.registerSession(id, rec());
+      const r = raw();
+      const pttl = await r.pttl(`mcp:session:${id}`);
+      expect(pttl).toBeGreaterThan(30 * 24 * 3600 * 1000 - 60_000);
+      expect(pttl).toBeLessThanOrEqual(30 * 24 * 3600 * 1000);
+      expect(JSON.parse((await r.get(`mcp:session:${id}`))!)).toMatchObject({ node: URL_A, source: "node" });
+    });
+
+    it("a change written by one sidecar reaches another within milliseconds", async () => {
+      const a = make();
+      const b = make();
+      const got: Array<{ c: RegistryChange; at: number }> = [];
+      await b.subscribe((c) => got.push({ c, at: Date.now() }));
+      const id = sid("x");
+      const t0 = Date.now();
+      await a.registerSession(id, rec());
+      await until(() => got.some((g) => g.c.op === "session" && g.c.id === id));
+      expect(got.find((g) => g.c.op === "session" && g.c.id === id)!.at - t0).toBeLessThan(500);
+    });
+
+    it("skips foreign values in scans and bad messages on the channel", async () => {
+      const bad: string[] = [];
+      const badChanges: Error[] = [];
+      const reg = new RedisRegistry({
+        ...(store.name === "cluster" ? { cluster: [{ host: "127.0.0.1", port: cluster.port }] } : { url: redis.url }),
+        onBadChange: (e) => badChanges.push(e),
+      });
+      open.push(reg);
+      const r = raw();
+      const key = `mcp:session:${sid("garbage")}`;
+      await r.set(key, "not json");
+      const got: RegistryChange[] = [];
+      await reg.subscribe((c) => got.push(c));
+      await r.publish(CHANGE_CHANNEL, "{broken");
+      const id = sid("good");
+      await reg.registerSession(id, rec());
+      for await (const _ of reg.scanSessions({ onInvalid: (k) => bad.push(k) })) {
+        /* drain */
+      }
+      expect(bad).toContain(key);
+      await until(() => got.some((c) => c.op === "session" && c.id === id));
+      expect(badChanges.length).toBe(1);
+      await r.del(key);
+    });
+  }
+});
+
+describe("redis registry: outage", () => {
+  it("fails fast with a code while Redis is down, reports status, and resumes (subscription too) after", async () => {
+    const own = await startRedis();
+    const errors: string[] = [];
+    const reg = new RedisRegistry({ url: own.url, maxBackoffMs: 100, onError: (op) => errors.push(op) });
+    const statuses: string[] = [];
+    reg.onStatus((s) => statuses.push(s));
+    const got: RegistryChange[] = [];
+    try {
+      await reg.subscribe((c) => got.push(c));
+      await until(() => reg.status() === "ready");
+      await own.stop(true);
+      await until(() => reg.status() === "down");
+      const t0 = Date.now();
+      await expect(reg.registerSession("during-outage", rec())).rejects.toMatchObject({ code: "ERR_REGISTRY_UNAVAILABLE", op: "register" });
+      expect(Date.now() - t0).toBeLessThan(1000);
+      expect(errors).toContain("register");
+      await own.start();
+      await until(() => reg.status() === "ready", 5000);
+      expect(statuses).toEqual(expect.arrayContaining(["down", "ready"]));
+      await until(async () => {
+        await reg.registerSession("after-outage", rec()).catch(() => undefined);
+        return got.some((c) => c.op === "session" && c.id === "after-outage");
+      }, 5000);
+    } finally {
+      await reg.close();
+      await own.close();
+    }
+  });
+
+  it("can be created while Redis is down and connects once it is up", async () => {
+    const own = await startRedis();
+    await own.stop(true);
+    const reg = new RedisRegistry({ url: own.url, maxBackoffMs: 100 });
+    try {
+      await expect(reg.lookupSession("x")).rejects.toMatchObject({ code: "ERR_REGISTRY_UNAVAILABLE" });
+      expect(reg.status()).not.toBe("ready");
+      await own.start();
+      await until(() => reg.status() === "ready", 5000);
+      expect(await reg.registerSession("late", rec())).toBe(true);
+    } finally {
+      await reg.close();
+      await own.close();
+    }
+  });
+});
