@@ -91,7 +91,7 @@ describe("heartbeat and boot id", () => {
       await first.exited;
       const killedAt = Date.now();
       await waitFor(async () => (await redis.client.exists(nodeKey(cookie))) === 0, "node record expired", 3000);
-      expect(Date.now() - killedAt).toBeLessThan(1500);
+      expect(Date.now() - killedAt).toBeLessThan(2500);
       // The session record outlives its process: the registry sees it as stale from now on.
       expect(await redis.client.exists(sessionKey(c.sid))).toBe(1);
 

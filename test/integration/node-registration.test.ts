@@ -140,7 +140,7 @@ describe("unknown sessions get the SDK's own 404", () => {
 
 describe("TTL refresh", () => {
   it("refreshes at most once per interval, and puts a vanished record back", async () => {
-    const node = await startNode({ name: "reg-ttl", redisUrl: redis.url, sessionTtlMs: 600_000 }, { affinity: { refreshIntervalMs: 1500 } });
+    const node = await startNode({ name: "reg-ttl", redisUrl: redis.url, sessionTtlMs: 600_000 }, { affinity: { refreshIntervalMs: 2500 } });
     try {
       const c = await connectClient(node.url);
       const key = sessionKey(c.sid);
@@ -149,14 +149,14 @@ describe("TTL refresh", () => {
       // Inside the interval: no write, the lowered TTL stays.
       expect(await redis.client.pttl(key)).toBeLessThanOrEqual(20_000);
       expect(node.affinity.stats().refreshes.ok).toBe(0);
-      await new Promise((r) => setTimeout(r, 1600));
+      await new Promise((r) => setTimeout(r, 2600));
       await c.counter();
       await waitFor(async () => (await redis.client.pttl(key)) > 500_000, "TTL refreshed to the session TTL");
       await Promise.all([c.counter(), c.counter(), c.counter()]);
       expect(node.affinity.stats().refreshes.ok).toBe(1);
       // Record gone (e.g. Redis restarted empty): the next due refresh registers it again.
       await redis.client.del(key);
-      await new Promise((r) => setTimeout(r, 1600));
+      await new Promise((r) => setTimeout(r, 2600));
       await c.counter();
       const raw = await waitFor(() => redis.client.get(key), "record written again");
       expect(decodeSession(raw).boot).toBe(node.affinity.bootId);
