@@ -105,12 +105,18 @@ function setName(name: string): void {
   nameBuf.pushAscii(name);
 }
 
+/** The plugin's own threshold (setting logLevel); the host's logger filters on top of it. */
+let minLevel: i32 = LOG_INFO;
+export function setLogLevel(level: i32): void {
+  minLevel = level;
+}
+
 export function logEnabled(level: i32): bool {
-  return _log_enabled(level) != 0;
+  return level >= minLevel && _log_enabled(level) != 0;
 }
 
 export function log(level: i32, message: string): void {
-  if (_log_enabled(level) == 0) return;
+  if (!logEnabled(level)) return;
   const b = String.UTF8.encode(message);
   _log(level, changetype<usize>(b), <u32>b.byteLength);
 }

@@ -3,7 +3,7 @@ import "./abort";
 // and the event log. One instance serves one request at a time; state here is per instance.
 import {
   Bytes, KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_DEBUG,
-  log, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
+  log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
   readRequestBody, writeRequestBody, statusCode, respond,
 } from "./abi";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS } from "./config";
@@ -44,6 +44,7 @@ let clientCookie: string = "";
 function init(): void {
   ready = true;
   cfg = parseConfig(getConfig());
+  setLogLevel(cfg.error.length > 0 ? LOG_ERROR : cfg.logLevel);
   if (cfg.error.length > 0) {
     log(LOG_ERROR, cfg.error);
     return;

@@ -84,18 +84,19 @@ describe("learning from an initialize response", () => {
     expect(p.pool.logs.map((l) => l.message).join("\n")).not.toContain(id);
   });
 
-  test("learned session with a cookie naming another node is pinned to the learned node", () => {
+  test("learned session with a cookie naming another node is pinned to the learned node and the cookie repaired", () => {
     const p = newPlugin({ dir: t.dir });
     p.handle(mcp({ body: INIT_BODY }), initializeUpstream("learned-2", { setCookie: setCookieB }));
     clearEvents(t.dir);
     const ex = p.handle(mcp({ sessionId: "learned-2", cookie: `a=1; ${bk(COOKIE.a)}` }), okUpstream);
     clean(ex);
     expect(ex.forwarded!.cookies).toEqual([`${bk(COOKIE.b)}; a=1`]);
-    // docs/plugin.md: a session only in learned/ is counted `pin` or `pass`.
+    expect(ex.response.headers.values("Set-Cookie")).toEqual([`${bk(COOKIE.b)}; Path=/; HttpOnly; Secure; SameSite=Strict`]);
+    // docs/plugin.md: a session only in learned/ is counted `pass`, `pin` or `repair`.
     p.clock.advance(61_000);
     p.handle({ method: "GET", uri: "/mcp" });
     const d = readEvents(t.dir).all.decisions;
-    expect(d).toEqual({ pin: 1, sessionless: 1 });
+    expect(d).toEqual({ repair: 1, sessionless: 1 });
   });
 
   test("no view published yet: a learned session is still pinned (fail-open row), counted fail-open", () => {
