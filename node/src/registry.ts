@@ -5,6 +5,7 @@ import {
   CHANGE_CHANNEL,
   decodeNode,
   decodeSession,
+  encodeChange,
   encodeNode,
   encodeSession,
   nodeKey,
@@ -102,7 +103,7 @@ export class RedisBackend implements RegistryBackend {
       this.redis
         .multi()
         .set(sessionKey(id), encodeSession(record), "PX", ttlMs)
-        .publish(CHANGE_CHANNEL, JSON.stringify(change)),
+        .publish(CHANGE_CHANNEL, encodeChange(change)),
     );
   }
 
@@ -117,7 +118,7 @@ export class RedisBackend implements RegistryBackend {
 
   async deleteSession(id: string): Promise<void> {
     const change: RegistryChange = { op: "close", id };
-    await this.exec(this.redis.multi().del(sessionKey(id)).publish(CHANGE_CHANNEL, JSON.stringify(change)));
+    await this.exec(this.redis.multi().del(sessionKey(id)).publish(CHANGE_CHANNEL, encodeChange(change)));
   }
 
   async putNode(record: NodeRecord, ttlMs: number): Promise<void> {
@@ -126,7 +127,7 @@ export class RedisBackend implements RegistryBackend {
       this.redis
         .multi()
         .set(nodeKey(record.cookie), encodeNode(record), "PX", ttlMs)
-        .publish(CHANGE_CHANNEL, JSON.stringify(change)),
+        .publish(CHANGE_CHANNEL, encodeChange(change)),
     );
   }
 
@@ -137,7 +138,7 @@ export class RedisBackend implements RegistryBackend {
 
   async deleteNode(cookie: string, boot: string): Promise<void> {
     const change: RegistryChange = { op: "node", cookie, record: null };
-    await this.redis.eval(DELETE_NODE_IF_BOOT, 1, nodeKey(cookie), boot, CHANGE_CHANNEL, JSON.stringify(change));
+    await this.redis.eval(DELETE_NODE_IF_BOOT, 1, nodeKey(cookie), boot, CHANGE_CHANNEL, encodeChange(change));
   }
 
   async close(): Promise<void> {

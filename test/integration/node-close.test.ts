@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
-import { CHANGE_CHANNEL, cookieValueFor, encodeSession, sessionKey } from "../../lib/registry/schema.ts";
+import { CHANGE_CHANNEL, decodeChange, cookieValueFor, encodeSession, sessionKey } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
 import { connectClient, rawMcp, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
 
@@ -16,7 +16,7 @@ beforeAll(async () => {
   redis = await startRedis();
   sub = new Redis(redis.url);
   await sub.subscribe(CHANGE_CHANNEL);
-  sub.on("message", (_c, m) => changes.push(JSON.parse(m)));
+  sub.on("message", (_c, m) => changes.push(decodeChange(m)));
   failing = await startNode({ name: "close-failing", redisUrl: redis.url, failClose: true });
   healthy = await startNode({ name: "close-healthy", redisUrl: redis.url });
 });

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
-import { CHANGE_CHANNEL, cookieValueFor, decodeNode, decodeSession, nodeKey, sessionKey } from "../../lib/registry/schema.ts";
+import { CHANGE_CHANNEL, decodeChange, cookieValueFor, decodeNode, decodeSession, nodeKey, sessionKey } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
 import { ConfigError, parseNodeConfig } from "../../node/reference/config.ts";
 import { connectClient, freePort, rawMcp, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
@@ -67,7 +67,7 @@ describe("heartbeat and boot id", () => {
     const nodeChanges: any[] = [];
     await sub.subscribe(CHANGE_CHANNEL);
     sub.on("message", (_c, m) => {
-      const o = JSON.parse(m);
+      const o = decodeChange(m);
       if (o.op === "node" && o.cookie === cookie) nodeChanges.push(o);
     });
     try {

@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { CHANGE_CHANNEL, cookieValueFor, decodeSession, sessionKey } from "../../lib/registry/schema.ts";
+import { CHANGE_CHANNEL, decodeChange, cookieValueFor, decodeSession, sessionKey } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
 import { connectClient, rawMcp, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
 
@@ -23,7 +23,7 @@ describe("registration before the initialize response", () => {
     const sub = new Redis(redis.url);
     const changes: any[] = [];
     await sub.subscribe(CHANGE_CHANNEL);
-    sub.on("message", (_c, m) => changes.push(JSON.parse(m)));
+    sub.on("message", (_c, m) => changes.push(decodeChange(m)));
     try {
       // Writes stall for 400 ms: if the node answered before its registration completed, the record
       // could not be there yet when the headers arrive (reads are not paused).
