@@ -1,7 +1,7 @@
 // RegistryView: the sidecar's published view (docs/registry-view.md), read with WASI file calls.
 // Meta is cached per instance for viewRefreshMs; shards and learned files are read per lookup.
 import { Bytes } from "./abi";
-import { openRead, readAll, close, ERRNO_NOENT } from "./wasi";
+import { openRead, readAll, readMore, close, ERRNO_NOENT } from "./wasi";
 
 export const NODE_UP: u8 = 0;
 export const NODE_DRAINING: u8 = 1;
@@ -35,6 +35,7 @@ export class RegistryView {
   ownerRetry: u32 = 0;
 
   private path: Bytes = new Bytes(128);
+  private lastShardSize: i32 = 0;
   private file: Bytes = new Bytes(4096);
 
   constructor(public refreshMs: u64) {}
@@ -128,7 +129,7 @@ export class RegistryView {
     if (digits & 1) this.path.len--; // odd digit count: drop the last nibble
     const fd = openRead(this.dirfd, this.path);
     if (fd < 0) return -fd == <i32>ERRNO_NOENT ? this.lookupLearned(hash) : INCONSISTENT;
-    const ok = readAll(fd, this.file);
+    const ok = this.readShard(fd);
     close(fd);
     const b = this.file;
     if (!ok || b.len < 16) return INCONSISTENT;
@@ -150,6 +151,25 @@ export class RegistryView {
       else hi = mid - 1;
     }
     return this.lookupLearned(hash);
+  }
+
+  /** Reads a shard, stopping as soon as the header's record count is satisfied (saves a read). */
+  private readShard(fd: i32): bool {
+    const b = this.file;
+    b.clear();
+    b.ensure(this.lastShardSize + 1);
+    while (true) {
+      const n = readMore(fd, b);
+      if (n < 0) return false;
+      if (n == 0) return true;
+      if (b.len >= 16) {
+        const want = 16 + <i64>load<u32>(b.ptr, 12) * 24;
+        if (<i64>b.len >= want) {
+          this.lastShardSize = b.len;
+          return true;
+        }
+      }
+    }
   }
 
   private resolveOwner(id: u32): bool {

@@ -77,17 +77,24 @@ export function mkdir(dirfd: i32, path: string): void {
   path_create_directory(<u32>dirfd, changetype<usize>(b), <u32>b.byteLength);
 }
 
+/** Appends one read to `out` (growing it first); bytes read, or -1 on a read error. */
+export function readMore(fd: i32, out: Bytes): i32 {
+  out.ensure(out.len + 512);
+  store<usize>(cell, out.ptr + <usize>out.len);
+  store<u32>(cell, <u32>(out.buf.length - out.len), sizeof<usize>());
+  if (fd_read(<u32>fd, cell, 1, cell + 16) != 0) return -1;
+  const n = <i32>load<u32>(cell + 16);
+  out.len += n;
+  return n;
+}
+
 /** Reads the whole file into `out` (growing it); false on a read error. */
 export function readAll(fd: i32, out: Bytes): bool {
   out.clear();
   while (true) {
-    out.ensure(out.len + 512);
-    store<usize>(cell, out.ptr + <usize>out.len);
-    store<u32>(cell, <u32>(out.buf.length - out.len), sizeof<usize>());
-    if (fd_read(<u32>fd, cell, 1, cell + 16) != 0) return false;
-    const n = load<u32>(cell + 16);
+    const n = readMore(fd, out);
+    if (n < 0) return false;
     if (n == 0) return true;
-    out.len += <i32>n;
   }
 }
 
