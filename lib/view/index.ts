@@ -275,6 +275,36 @@ export function encodeShard(epoch: number, sessions: readonly ViewSession[]): Bu
   return buf;
 }
 
+/**
+ * Fast path for large views (the sidecar's mirror): hashes as 16-character latin1 strings, whose
+ * string order is their bytewise order. `entries` are [hash, node, closed]; sorted here.
+ */
+export function encodeShardEntries(epoch: number, entries: Array<[string, number, boolean]>): Buffer {
+  if (!isU32(epoch)) throw new ViewFormatError(`shard epoch ${epoch} is not a u32`);
+  entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const buf = Buffer.alloc(SHARD_HEADER_BYTES + entries.length * SHARD_RECORD_BYTES);
+  buf.write(SHARD_MAGIC, 0, "latin1");
+  buf.writeUInt32LE(SHARD_VERSION, 4);
+  buf.writeUInt32LE(epoch, 8);
+  buf.writeUInt32LE(entries.length, 12);
+  let off = SHARD_HEADER_BYTES;
+  for (const [hash, node, closed] of entries) {
+    if (hash.length !== HASH_BYTES || buf.write(hash, off, HASH_BYTES, "latin1") !== HASH_BYTES) {
+      throw new ViewFormatError("session hash is not 16 latin1 characters");
+    }
+    buf.writeUInt32LE(node, off + 16);
+    buf[off + 20] = closed ? 1 : 0;
+    off += SHARD_RECORD_BYTES;
+  }
+  return buf;
+}
+
+/** Writes an already encoded shard (see encodeShardEntries) atomically. */
+export async function writeShardBuffer(dir: string, prefix: string, buf: Buffer, opts: ViewIoOptions = {}): Promise<void> {
+  if (!/^[0-9a-f]{1,4}$/.test(prefix)) throw new ViewFormatError(`shard prefix ${JSON.stringify(prefix)} is not 1 to 4 hex digits`);
+  await atomicWrite(join(viewPaths(dir).shards, prefix), buf, opts);
+}
+
 export interface DecodedShard {
   epoch: number;
   sessions: Array<{ hash: Buffer; node: number; closed: boolean }>;

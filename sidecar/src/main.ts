@@ -1,0 +1,43 @@
+// CLI entry point: mcp-affinity-sidecar [--setting value ...] (see --help).
+import { ConfigError, helpText, parseConfig } from "./config.ts";
+import { SidecarError, startSidecar } from "./sidecar.ts";
+
+const NAME = "mcp-affinity-sidecar";
+
+export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(helpText());
+    return;
+  }
+  let sidecar;
+  try {
+    sidecar = await startSidecar(parseConfig(argv, env));
+  } catch (err) {
+    // A bad setting: one line naming it, exit code 2, no stack trace.
+    if (err instanceof ConfigError || (err instanceof SidecarError && err.setting)) {
+      process.stderr.write(`${NAME}: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`${NAME}: ${(err as Error)?.message ?? err}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    sidecar.log.info({ signal }, "stopping");
+    sidecar.close().then(
+      () => process.exit(0),
+      (err) => {
+        sidecar.log.error({ err: { message: err?.message } }, "stop failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+await main();

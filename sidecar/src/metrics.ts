@@ -1,0 +1,144 @@
+// Prometheus metrics (prom-client, one Registry per sidecar so several can live in one process).
+// Names: mcp_affinity_*, base units, counters end in _total; no session id in any label.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { DECISION_REASONS } from "../../lib/view/index.ts";
+import type { Mirror } from "./mirror.ts";
+
+export const PREFIX = "mcp_affinity_";
+
+export interface SidecarMetrics {
+  registry: Registry;
+  decisions: Counter<"reason">;
+  eventsDropped: Counter<string>;
+  eventFiles: Counter<"result">;
+  eventBadLines: Counter<string>;
+  eventLag: Histogram<string>;
+  eventPending: Gauge<string>;
+  registrations: Counter<"source">;
+  closes: Counter<"origin">;
+  redisErrors: Counter<"operation">;
+  dirErrors: Counter<"operation">;
+  viewPublishDuration: Histogram<"kind">;
+  viewPublishErrors: Counter<string>;
+  viewShardsWritten: Counter<string>;
+  reconciles: Counter<"result">;
+  reconcileDuration: Histogram<string>;
+  learnedDeleted: Counter<"reason">;
+  traefikErrors: Counter<string>;
+  apiRequests: Counter<"method" | "status">;
+}
+
+export interface MetricsSources {
+  mirror: Mirror;
+  /** Wall-clock ms of the last meta written, or null before the first one. */
+  lastPublished: () => number | null;
+  registryUp: () => boolean;
+  ready: () => boolean;
+}
+
+export function createMetrics(src: MetricsSources): SidecarMetrics {
+  const registry = new Registry();
+  const r = [registry];
+  collectDefaultMetrics({ register: registry, prefix: PREFIX });
+
+  const decisions = new Counter({ name: `${PREFIX}edge_decisions_total`, help: "Edge (plugin) decisions by reason, from the plugin's event batches", labelNames: ["reason"], registers: r });
+  // Pre-create the documented reasons so dashboards see zeros rather than gaps.
+  for (const reason of DECISION_REASONS) decisions.inc({ reason }, 0);
+  const m: SidecarMetrics = {
+    registry,
+    decisions,
+    eventsDropped: new Counter({ name: `${PREFIX}edge_event_batches_dropped_total`, help: "Event batches the plugin dropped because every probed slot was taken", registers: r }),
+    eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt)", labelNames: ["result"], registers: r }),
+    eventBadLines: new Counter({ name: `${PREFIX}event_bad_lines_total`, help: "Unreadable event lines skipped", registers: r }),
+    eventLag: new Histogram({ name: `${PREFIX}event_lag_seconds`, help: "Time from the plugin writing a batch to the sidecar applying it", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
+    eventPending: new Gauge({ name: `${PREFIX}event_files_pending`, help: "Event files waiting (incomplete, or held back by a failed apply)", registers: r }),
+    registrations: new Counter({ name: `${PREFIX}registrations_total`, help: "New session registrations seen by this sidecar, by source (node, edge); every sidecar sees every registration", labelNames: ["source"], registers: r }),
+    closes: new Counter({ name: `${PREFIX}closes_total`, help: "Session closes, by origin (edge: a DELETE seen by this Traefik, api: the sessions API, registry: seen from other writers)", labelNames: ["origin"], registers: r }),
+    redisErrors: new Counter({ name: `${PREFIX}redis_errors_total`, help: "Failed Redis operations, by operation", labelNames: ["operation"], registers: r }),
+    dirErrors: new Counter({ name: `${PREFIX}shared_dir_errors_total`, help: "Failed file operations in the shared directory, by operation", labelNames: ["operation"], registers: r }),
+    viewPublishDuration: new Histogram({ name: `${PREFIX}view_publish_duration_seconds`, help: "Time to publish the view, by kind (full, incremental, meta)", labelNames: ["kind"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r }),
+    viewPublishErrors: new Counter({ name: `${PREFIX}view_publish_errors_total`, help: "View publishes that failed (the previous view stays)", registers: r }),
+    viewShardsWritten: new Counter({ name: `${PREFIX}view_shards_written_total`, help: "Shard files written or removed", registers: r }),
+    reconciles: new Counter({ name: `${PREFIX}reconciles_total`, help: "Full resyncs with the registry, by result (ok, error)", labelNames: ["result"], registers: r }),
+    reconcileDuration: new Histogram({ name: `${PREFIX}reconcile_duration_seconds`, help: "Duration of a full resync", buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
+    learnedDeleted: new Counter({ name: `${PREFIX}learned_files_deleted_total`, help: "learned/ files deleted, by reason (published, expired, invalid)", labelNames: ["reason"], registers: r }),
+    traefikErrors: new Counter({ name: `${PREFIX}traefik_api_errors_total`, help: "Failed polls of the Traefik API", registers: r }),
+    apiRequests: new Counter({ name: `${PREFIX}api_requests_total`, help: "Sessions API requests, by method and status", labelNames: ["method", "status"], registers: r }),
+  };
+
+  new Gauge({
+    name: `${PREFIX}sessions`,
+    help: "Live sessions in the registry mirror, by node (server URL, or cookie when unknown) and node state",
+    labelNames: ["node", "state"],
+    registers: r,
+    collect() {
+      this.reset();
+      const agg = new Map<string, { node: string; state: string; n: number }>();
+      for (const o of src.mirror.owners.values()) {
+        if (o.live <= 0) continue;
+        const node = src.mirror.nodes.get(o.cookie)?.url || o.cookie;
+        const state = src.mirror.ownerState(o);
+        const k = node + "\0" + state;
+        const e = agg.get(k) ?? { node, state, n: 0 };
+        e.n += o.live;
+        agg.set(k, e);
+      }
+      for (const e of agg.values()) this.set({ node: e.node, state: e.state }, e.n);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}sessions_closed`,
+    help: "Closed sessions kept in the view as tombstones (edge answers 404)",
+    registers: r,
+    collect() {
+      this.set(src.mirror.closedCount);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}nodes`,
+    help: "Known nodes by state (up, draining, down, gone)",
+    labelNames: ["state"],
+    registers: r,
+    collect() {
+      const counts: Record<string, number> = { up: 0, draining: 0, down: 0, gone: 0 };
+      for (const n of src.mirror.nodes.values()) counts[n.state]++;
+      for (const [state, v] of Object.entries(counts)) this.set({ state }, v);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}node_state`,
+    help: "1 for each node's current state (node = server URL, or cookie when unknown)",
+    labelNames: ["node", "state"],
+    registers: r,
+    collect() {
+      this.reset();
+      for (const n of src.mirror.nodes.values()) this.set({ node: n.url || n.cookie, state: n.state }, 1);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}view_age_seconds`,
+    help: "Age of the published view's freshness stamp (-1 before the first publish)",
+    registers: r,
+    collect() {
+      const p = src.lastPublished();
+      this.set(p === null ? -1 : Math.max(0, (Date.now() - p) / 1000));
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}registry_up`,
+    help: "1 when the registry (Redis) connection is ready",
+    registers: r,
+    collect() {
+      this.set(src.registryUp() ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}ready`,
+    help: "1 once the first view is published and the registry synced",
+    registers: r,
+    collect() {
+      this.set(src.ready() ? 1 : 0);
+    },
+  });
+  return m;
+}

@@ -1,0 +1,172 @@
+// Publishes the mirror as the registry view (lib/view formats): changed shards only, then the
+// meta; the meta alone at least every metaInterval so the view stays fresh while we are healthy.
+import type { Logger } from "pino";
+import {
+  encodeShardEntries,
+  listShards,
+  removeShard,
+  writeMeta,
+  writeShardBuffer,
+  defaultViewFs,
+  viewPaths,
+  type ViewFs,
+} from "../../lib/view/index.ts";
+import type { Mirror } from "./mirror.ts";
+import type { SidecarMetrics } from "./metrics.ts";
+
+export interface PublisherOptions {
+  dir: string;
+  epoch: number;
+  fs?: ViewFs;
+  log: Logger;
+  metrics: SidecarMetrics;
+  /** Parallel file writes during a publish. */
+  concurrency?: number;
+}
+
+export interface PublishResult {
+  kind: "full" | "incremental" | "meta";
+  shards: number;
+  ms: number;
+  ok: boolean;
+}
+
+export class Publisher {
+  generation = 0;
+  lastPublished: number | null = null;
+  /** Shards being written right now (not yet in the published view). */
+  readonly inflight = new Set<number>();
+  private cold = true;
+  private running: Promise<PublishResult> | null = null;
+  private again = false;
+  private lastErrorLog = 0;
+  private readonly fs: ViewFs;
+
+  constructor(
+    private readonly mirror: Mirror,
+    private readonly opts: PublisherOptions,
+  ) {
+    this.fs = opts.fs ?? defaultViewFs;
+  }
+
+  get published(): boolean {
+    return this.lastPublished !== null;
+  }
+
+  /** True while the shard holding `key` has changes not yet on disk. */
+  pendingShards(): ReadonlySet<number> {
+    if (!this.inflight.size) return this.mirror.dirty;
+    return new Set([...this.mirror.dirty, ...this.inflight]);
+  }
+
+  /** Publishes now, or right after the publish in progress (coalesced). */
+  publish(): Promise<PublishResult> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      let r: PublishResult;
+      do {
+        this.again = false;
+        r = await this.publishOnce();
+      } while (this.again);
+      return r;
+    })().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private logError(msg: string, err: unknown): void {
+    // At most one error line per second: a full disk must not flood the log.
+    const now = Date.now();
+    if (now - this.lastErrorLog < 1000) return;
+    this.lastErrorLog = now;
+    this.opts.log.error({ err: { message: (err as Error)?.message, code: (err as any)?.code } }, msg);
+  }
+
+  private async publishOnce(): Promise<PublishResult> {
+    const t0 = performance.now();
+    const { dir, epoch, metrics } = this.opts;
+    const io = { fs: this.fs };
+    const m = this.mirror;
+    const kind: PublishResult["kind"] = this.cold ? "full" : m.dirty.size ? "incremental" : "meta";
+    let ok = true;
+    let existing: Set<string> | null = null;
+    const work: number[] = [];
+    try {
+      await this.fs.mkdir(viewPaths(dir).shards, { recursive: true });
+      if (this.cold) {
+        // Cold: every shard of this epoch, and away with files of another shardBits.
+        existing = new Set(await listShards(dir, io));
+        const width = m.shardBits / 4;
+        for (const name of existing) if (name.length !== width) await removeShard(dir, name, io);
+        for (let s = 0; s < m.shards.length; s++) work.push(s);
+        m.dirty.clear();
+      } else {
+        work.push(...m.dirty);
+        m.dirty.clear();
+      }
+    } catch (err) {
+      ok = false;
+      metrics.dirErrors.inc({ operation: "list" });
+      this.logError("cannot prepare the view directory", err);
+      // The cold publish is retried next time.
+      return this.finish(kind, 0, t0, false);
+    }
+    for (const s of work) this.inflight.add(s);
+    let written = 0;
+    let next = 0;
+    const worker = async () => {
+      while (next < work.length) {
+        const s = work[next++];
+        const prefix = m.prefixOf(s);
+        try {
+          if (m.shards[s].size) {
+            await writeShardBuffer(dir, prefix, encodeShardEntries(epoch, m.shardEntries(s)), io);
+            written++;
+          } else if (!existing || existing.has(prefix)) {
+            await removeShard(dir, prefix, io);
+            written++;
+          }
+        } catch (err) {
+          ok = false;
+          m.dirty.add(s); // retried on the next publish
+          metrics.dirErrors.inc({ operation: "write_shard" });
+          this.logError("cannot write a view shard; keeping the previous one", err);
+        } finally {
+          this.inflight.delete(s);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.opts.concurrency ?? 16, work.length) }, worker));
+    metrics.viewShardsWritten.inc(written);
+    // Shards that failed are back in the dirty set: later publishes retry just those.
+    this.cold = false;
+    // The meta goes last, so it never names owners that shards written before it lack.
+    this.generation++;
+    const published = Date.now();
+    try {
+      await writeMeta(dir, { epoch, generation: this.generation, published, shardBits: m.shardBits as 4 | 8 | 12 | 16, nodes: m.viewNodes() }, io);
+      this.lastPublished = published;
+    } catch (err) {
+      ok = false;
+      metrics.dirErrors.inc({ operation: "write_meta" });
+      this.logError("cannot write the view meta; the view will go stale (the plugin fails open)", err);
+    }
+    return this.finish(kind, written, t0, ok);
+  }
+
+  private finish(kind: PublishResult["kind"], shards: number, t0: number, ok: boolean): PublishResult {
+    const ms = performance.now() - t0;
+    this.opts.metrics.viewPublishDuration.observe({ kind }, ms / 1000);
+    if (!ok) this.opts.metrics.viewPublishErrors.inc();
+    return { kind, shards, ms, ok };
+  }
+
+  /** Waits for the publish in progress, if any. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running.catch(() => undefined);
+  }
+}

@@ -1,0 +1,490 @@
+// The sidecar service: mirrors the registry, tracks node liveness, publishes the registry view,
+// ingests the plugin's events and serves metrics, health and the sessions API.
+import { randomInt } from "node:crypto";
+import { stat } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { pino, type Logger } from "pino";
+import {
+  createRegistry,
+  describeRedis,
+  sessionTag,
+  type NodeRecord,
+  type Registry,
+  type RegistryChange,
+  type SessionRecord,
+} from "../../lib/registry/index.ts";
+import {
+  defaultViewFs,
+  deleteLearned,
+  drainEvents,
+  listLearned,
+  viewPaths,
+  type DrainResult,
+  type EventBatch,
+} from "../../lib/view/index.ts";
+import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
+import { createHttpServer } from "./http.ts";
+import { createMetrics, type SidecarMetrics } from "./metrics.ts";
+import { Mirror } from "./mirror.ts";
+import { Publisher, type PublishResult } from "./publisher.ts";
+import { readTraefikServers } from "./traefik.ts";
+
+export interface Sidecar {
+  /** Base URL of the HTTP interface. */
+  url: string;
+  port: number;
+  epoch: number;
+  config: SidecarConfig;
+  registry: Registry;
+  mirror: Mirror;
+  publisher: Publisher;
+  metrics: SidecarMetrics;
+  log: Logger;
+  ready(): boolean;
+  synced(): boolean;
+  /** Runs one drain of events/ now (tests). */
+  drainNow(): Promise<DrainResult>;
+  /** Publishes now (tests, bench). */
+  publishNow(): Promise<PublishResult>;
+  /** Runs a full resync now. */
+  reconcileNow(): Promise<boolean>;
+  /** Stops taking work, flushes events and the view, leaves the view in place. */
+  close(): Promise<void>;
+}
+
+export class SidecarError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly setting?: string,
+  ) {
+    super(message);
+  }
+}
+
+const hashKeyFromHex = (hex: string) => Buffer.from(hex, "hex").toString("latin1");
+
+export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime: SidecarRuntimeOptions = {}): Promise<Sidecar> {
+  const cfg = makeConfig(config);
+  const log =
+    runtime.logger ??
+    pino({ level: cfg.logLevel, base: { service: "mcp-affinity-sidecar" }, redact: { paths: ["*.password", "*.token", "*.apiToken"], censor: "***" } });
+  const fs = runtime.fs ?? defaultViewFs;
+  const epoch = runtime.epoch ?? randomInt(1, 0xffff_ffff);
+  const paths = viewPaths(cfg.dir);
+
+  // The shared directory must be usable: the plugin writes learned/ and events/ into it.
+  try {
+    for (const p of [paths.shards, paths.learned, paths.events]) await fs.mkdir(p, { recursive: true });
+  } catch (err: any) {
+    throw new SidecarError(`cannot create the shared directory ${cfg.dir}: ${err?.message}`, "ERR_SIDECAR_DIR", "--dir");
+  }
+
+  const mirror = new Mirror({
+    shardBits: cfg.shardBits,
+    nodeTtlMs: cfg.nodeTtlMs,
+    downLimitMs: cfg.downLimitMs,
+    tombstoneTtlMs: cfg.tombstoneTtlMs,
+    retryAfterSeconds: cfg.retryAfterSeconds,
+  });
+
+  let closing = false;
+  let synced = false;
+  let metrics: SidecarMetrics; // assigned below; the registry's error hook needs it
+  const lastLog = new Map<string, number>();
+  /** One line per kind per 5 s: an outage must not flood the log. */
+  const throttled = (kind: string, fn: () => void) => {
+    const now = Date.now();
+    if (now - (lastLog.get(kind) ?? 0) < 5000) return;
+    lastLog.set(kind, now);
+    fn();
+  };
+
+  const conn = {
+    url: cfg.redisUrl ?? undefined,
+    sentinels: cfg.redisSentinels ?? undefined,
+    sentinelName: cfg.redisSentinelName ?? undefined,
+    cluster: cfg.redisCluster ?? undefined,
+    password: cfg.redisPassword ?? undefined,
+  };
+  const registry = createRegistry({
+    ...conn,
+    sessionTtlMs: cfg.sessionTtlMs,
+    nodeTtlMs: cfg.nodeTtlMs,
+    onError: (op, err) => {
+      metrics?.redisErrors.inc({ operation: op });
+      if (!closing) throttled(`redis:${op}`, () => log.warn({ op, err: { message: err.message } }, "redis operation failed"));
+    },
+    onBadChange: (err) => throttled("badchange", () => log.warn({ err: { message: err.message } }, "unreadable message on the change channel (skipped)")),
+  });
+
+  let publisher: Publisher;
+  metrics = createMetrics({
+    mirror,
+    lastPublished: () => publisher?.lastPublished ?? null,
+    registryUp: () => registry.status() === "ready",
+    ready: () => isReady(),
+  });
+  publisher = new Publisher(mirror, { dir: cfg.dir, epoch, fs, log, metrics });
+  const isReady = () => publisher.published && synced && !closing;
+
+  // --- publishing ------------------------------------------------------------------------
+  let firstPublishAllowed = false;
+  let publishTimer: NodeJS.Timeout | null = null;
+  let lastMetaVersion = -1;
+  const publishSoon = (delayMs = 10) => {
+    if (closing || !firstPublishAllowed || publishTimer) return;
+    publishTimer = setTimeout(() => {
+      publishTimer = null;
+      void publishNow();
+    }, delayMs);
+  };
+  const publishNow = async (): Promise<PublishResult> => {
+    lastMetaVersion = mirror.metaVersion;
+    const r = await publisher.publish();
+    if (r.kind === "full") log.info({ epoch, shards: r.shards, sessions: mirror.liveCount, ms: Math.round(r.ms), ok: r.ok }, "view published");
+    return r;
+  };
+  const maybePublish = () => {
+    if (mirror.dirty.size || mirror.metaVersion !== lastMetaVersion) publishSoon();
+  };
+
+  // --- registry changes ------------------------------------------------------------------
+  const countNew = (kind: string, record: SessionRecord) => {
+    if (kind === "new") metrics.registrations.inc({ source: record.source });
+  };
+  const onChange = (c: RegistryChange) => {
+    if (closing) return;
+    switch (c.op) {
+      case "session":
+        countNew(mirror.applySession(c.id, c.record), c.record);
+        break;
+      case "close":
+        if (mirror.applyClose(c.id)) metrics.closes.inc({ origin: "registry" });
+        break;
+      case "node":
+        mirror.applyNode(c.cookie, c.record);
+        mirror.refreshStates();
+        break;
+    }
+    maybePublish();
+  };
+
+  // --- sync and reconcile ----------------------------------------------------------------
+  let subscribed = false;
+  let reconciling: Promise<boolean> | null = null;
+  const reconcile = (): Promise<boolean> => {
+    reconciling ??= (async () => {
+      const t0 = performance.now();
+      mirror.beginReconcile();
+      let completed = false;
+      let scanned = 0;
+      let invalid = 0;
+      try {
+        if (!subscribed) {
+          await registry.subscribe(onChange);
+          subscribed = true;
+        }
+        const onInvalid = () => void invalid++;
+        mirror.applyNodeListing(await registry.listNodes({ onInvalid }));
+        for await (const batch of registry.scanSessions({ batch: 1000, onInvalid })) {
+          if (closing) break;
+          for (const { id, record } of batch) mirror.applySession(id, record, true);
+          scanned += batch.length;
+        }
+        completed = !closing;
+      } catch (err: any) {
+        metrics.reconciles.inc({ result: "error" });
+        throttled("reconcile", () => log.warn({ err: { message: err?.message, code: err?.code } }, "registry sync failed; retrying"));
+      }
+      const dropped = mirror.endReconcile(completed);
+      if (completed) {
+        metrics.reconciles.inc({ result: "ok" });
+        metrics.reconcileDuration.observe((performance.now() - t0) / 1000);
+        if (!synced) log.info({ sessions: mirror.liveCount, nodes: mirror.nodes.size, ms: Math.round(performance.now() - t0), invalid }, "registry synced");
+        else log.debug({ scanned, dropped, invalid }, "reconciled");
+        synced = true;
+        firstPublishAllowed = true;
+        mirror.refreshStates();
+        maybePublish();
+      }
+      return completed;
+    })().finally(() => {
+      reconciling = null;
+    });
+    return reconciling;
+  };
+
+  // Sync until it works (Redis down at start: keep retrying with backoff).
+  let syncDelay = 100;
+  let syncTimer: NodeJS.Timeout | null = null;
+  const syncLoop = async () => {
+    syncTimer = null;
+    if (closing) return;
+    if (await reconcile()) {
+      syncDelay = 100;
+      return;
+    }
+    syncDelay = Math.min(syncDelay * 2, 5000);
+    syncTimer = setTimeout(syncLoop, syncDelay);
+  };
+  let wasDown = false;
+  registry.onStatus((s) => {
+    if (closing) return;
+    if (s === "down") {
+      wasDown = true;
+      mirror.setHeartbeatsTrusted(false);
+      log.warn({ redis: describeRedis(conn) }, "registry connection lost; keeping the last view fresh");
+    } else if (s === "ready") {
+      mirror.setHeartbeatsTrusted(true);
+      if (wasDown) {
+        wasDown = false;
+        log.info("registry connection back; resyncing");
+        if (!syncTimer) void syncLoop();
+      }
+    }
+  });
+
+  // --- events ----------------------------------------------------------------------------
+  const applyBatch = async (b: EventBatch): Promise<void> => {
+    for (const l of b.learned) {
+      const key = hashKeyFromHex(l.hash);
+      if (mirror.closedAt.has(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
+      const record: SessionRecord = { node: mirror.urlFor(l.cookie), cookie: l.cookie, boot: null, created: b.t || Date.now(), source: "edge" };
+      if (await registry.registerSession(l.id, record, { ifAbsent: true })) {
+        countNew(mirror.applySession(l.id, record, false, key), record);
+        log.debug({ session: sessionTag(l.id), cookie: l.cookie }, "session learned at the edge registered");
+      } else {
+        const existing = await registry.lookupSession(l.id);
+        if (existing) countNew(mirror.applySession(l.id, existing, false, key), existing);
+      }
+    }
+    for (const c of b.closed) {
+      await registry.closeSession(c.id);
+      mirror.applyClose(c.id, hashKeyFromHex(c.hash));
+      log.debug({ session: sessionTag(c.id) }, "session closed at the edge");
+    }
+    // Counted only once the whole batch is applied: a retried batch is never counted twice.
+    if (b.closed.length) metrics.closes.inc({ origin: "edge" }, b.closed.length);
+    for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
+    if (b.dropped) metrics.eventsDropped.inc(b.dropped);
+    if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
+    maybePublish();
+  };
+  let draining: Promise<DrainResult> | null = null;
+  const drainNow = (): Promise<DrainResult> => {
+    draining ??= drainEvents(cfg.dir, applyBatch, {
+      fs,
+      onCorrupt: (file, err) => throttled(`corrupt:${file}`, () => log.warn({ file, err: { message: err.message } }, "corrupt event file deleted")),
+      onBadLines: (file, n) => throttled("badlines", () => log.warn({ file, lines: n }, "unreadable event lines skipped")),
+      onError: (file, err: any) =>
+        throttled("apply", () => log.warn({ file, err: { message: err?.message, code: err?.code } }, "event batch not applied yet; kept for the next attempt")),
+    })
+      .then((r) => {
+        if (r.applied) metrics.eventFiles.inc({ result: "applied" }, r.applied);
+        if (r.corrupt) metrics.eventFiles.inc({ result: "corrupt" }, r.corrupt);
+        if (r.badLines) metrics.eventBadLines.inc(r.badLines);
+        metrics.eventPending.set(r.pending + r.failed);
+        return r;
+      })
+      .catch((err: any) => {
+        metrics.dirErrors.inc({ operation: "read_events" });
+        throttled("events", () => log.warn({ err: { message: err?.message, code: err?.code } }, "cannot read events/"));
+        return { applied: 0, corrupt: 0, pending: 0, failed: 0, badLines: 0, foreign: 0 };
+      })
+      .finally(() => {
+        draining = null;
+      });
+    return draining;
+  };
+
+  // --- learned/ cleanup and tombstones ---------------------------------------------------
+  const cleanupLearned = async () => {
+    if (mirror.expireTombstones()) maybePublish();
+    if (!publisher.published) return;
+    const pending = publisher.pendingShards();
+    const now = Date.now();
+    const invalid: string[] = [];
+    try {
+      for (const f of await listLearned(cfg.dir, { fs, withMtime: true, onInvalid: (n) => invalid.push(n) })) {
+        let reason: "published" | "expired" | null = null;
+        if (mirror.isPublished(hashKeyFromHex(f.hashHex), pending)) reason = "published";
+        else if (now - (f.mtimeMs ?? now) > cfg.learnedMaxAgeMs) reason = "expired";
+        if (reason) {
+          await deleteLearned(cfg.dir, f.hashHex, { fs });
+          metrics.learnedDeleted.inc({ reason });
+        }
+      }
+      for (const name of invalid) {
+        // The plugin may be mid-write; only a file that stays unreadable is removed.
+        const st = await stat(join(paths.learned, name)).catch(() => null);
+        if (st && now - st.mtimeMs > 5000) {
+          await deleteLearned(cfg.dir, name, { fs });
+          metrics.learnedDeleted.inc({ reason: "invalid" });
+          throttled("learned-invalid", () => log.warn({ file: name }, "unreadable learned/ file deleted"));
+        }
+      }
+    } catch (err: any) {
+      metrics.dirErrors.inc({ operation: "learned" });
+      throttled("learned", () => log.warn({ err: { message: err?.message, code: err?.code } }, "cannot clean learned/"));
+    }
+  };
+
+  // --- node liveness ---------------------------------------------------------------------
+  const pollNodes = async () => {
+    if (registry.status() !== "ready") return;
+    const cookies = [...mirror.nodes.values()].filter((n) => n.hb).map((n) => n.cookie);
+    if (!cookies.length) return;
+    try {
+      const getNodes = (registry as { getNodes?: (c: string[]) => Promise<Array<NodeRecord | null>> }).getNodes;
+      const recs = getNodes ? await getNodes.call(registry, cookies) : await Promise.all(cookies.map((c) => registry.getNode(c)));
+      recs.forEach((r, i) => r && mirror.applyNode(cookies[i], r));
+    } catch {
+      /* counted by the registry's error hook */
+    }
+    if (mirror.refreshStates()) maybePublish();
+  };
+  const pollTraefik = async () => {
+    if (!cfg.traefikApi) return;
+    try {
+      mirror.applyTraefik(await readTraefikServers(cfg.traefikApi, cfg.traefikServices), true);
+    } catch (err: any) {
+      metrics.traefikErrors.inc();
+      throttled("traefik", () => log.warn({ err: { message: err?.message } }, "cannot read Traefik's API; node states from heartbeats only"));
+    }
+    if (mirror.refreshStates()) maybePublish();
+  };
+
+  // --- timers ----------------------------------------------------------------------------
+  const timers: NodeJS.Timeout[] = [];
+  const every = (ms: number, fn: () => Promise<unknown> | void) => {
+    let running = false;
+    const t = setInterval(() => {
+      if (running || closing) return;
+      running = true;
+      Promise.resolve()
+        .then(fn)
+        .catch((err) => log.error({ err: { message: err?.message } }, "periodic task failed"))
+        .finally(() => {
+          running = false;
+        });
+    }, ms);
+    timers.push(t);
+  };
+  every(cfg.eventIntervalMs, drainNow);
+  every(cfg.metaIntervalMs, async () => {
+    if (!firstPublishAllowed) return;
+    mirror.refreshStates();
+    await publishNow();
+  });
+  every(Math.max(50, Math.min(250, Math.floor(cfg.nodeTtlMs / 4))), () => {
+    if (mirror.refreshStates()) maybePublish();
+  });
+  every(cfg.nodePollIntervalMs, pollNodes);
+  every(cfg.reconcileIntervalMs, async () => {
+    if (synced && registry.status() === "ready") await reconcile();
+  });
+  every(1000, cleanupLearned);
+  if (cfg.traefikApi) {
+    every(cfg.traefikPollIntervalMs, pollTraefik);
+    void pollTraefik();
+  }
+
+  // --- HTTP ------------------------------------------------------------------------------
+  const health = () => ({
+    registry: registry.kind,
+    registryStatus: registry.status(),
+    synced,
+    epoch,
+    viewAgeMs: publisher.lastPublished === null ? null : Date.now() - publisher.lastPublished,
+    sessions: mirror.liveCount,
+    nodes: mirror.nodes.size,
+  });
+  const server = createHttpServer({
+    log,
+    metrics,
+    registry,
+    mirror,
+    apiToken: cfg.apiToken,
+    health,
+    ready: isReady,
+    onRegistered: (id, record) => {
+      countNew(mirror.applySession(id, record), record);
+      maybePublish();
+    },
+    onClosed: (id) => {
+      mirror.applyClose(id);
+      metrics.closes.inc({ origin: "api" });
+      maybePublish();
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: any) =>
+      reject(new SidecarError(`cannot listen on ${cfg.host}:${cfg.port}: ${err?.message}`, err?.code === "EADDRINUSE" ? "ERR_SIDECAR_LISTEN" : "ERR_SIDECAR_LISTEN", "--port")),
+    );
+    server.listen(cfg.port, cfg.host, () => resolve());
+  }).catch(async (err) => {
+    closing = true;
+    timers.forEach(clearInterval);
+    await registry.close();
+    throw err;
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
+  log.info(
+    { url, dir: cfg.dir, epoch, registry: registry.kind === "redis" ? describeRedis(conn) : "memory", shardBits: cfg.shardBits },
+    "mcp-affinity sidecar started",
+  );
+
+  // First view: once synced, or after a short wait with what we know (Redis down at start).
+  void syncLoop();
+  const firstWait = setTimeout(() => {
+    firstPublishAllowed = true;
+    if (!publisher.published) void publishNow();
+  }, 1000);
+
+  let closed: Promise<void> | null = null;
+  const close = () =>
+    (closed ??= (async () => {
+      closing = true;
+      clearTimeout(firstWait);
+      if (syncTimer) clearTimeout(syncTimer);
+      if (publishTimer) clearTimeout(publishTimer);
+      timers.forEach(clearInterval);
+      const serverClosed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      setTimeout(() => server.closeAllConnections(), 1000).unref();
+      // Flush: events already written by the plugin go to the registry once more, then the view.
+      if (draining) await draining;
+      if (registry.status() === "ready") {
+        closing = false; // let the final drain apply
+        await Promise.race([drainNow(), new Promise((r) => setTimeout(r, 2000))]);
+        closing = true;
+      }
+      await publisher.idle();
+      if (publisher.published || firstPublishAllowed) await publisher.publish().catch(() => undefined);
+      if (reconciling) await Promise.race([reconciling, new Promise((r) => setTimeout(r, 1000))]);
+      await registry.close();
+      await serverClosed;
+      log.info({ epoch }, "mcp-affinity sidecar stopped; the last view stays in place");
+    })());
+
+  return {
+    url,
+    port,
+    epoch,
+    config: cfg,
+    registry,
+    mirror,
+    publisher,
+    metrics,
+    log,
+    ready: isReady,
+    synced: () => synced,
+    drainNow,
+    publishNow,
+    reconcileNow: reconcile,
+    close,
+  };
+}

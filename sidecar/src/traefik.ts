@@ -1,0 +1,43 @@
+// Node health as Traefik sees it, for nodes that do not run the library: the servers of the MCP
+// service(s) and their serverStatus, from Traefik's API (GET /api/http/services/<name>).
+export interface TraefikServer {
+  url: string;
+  up: boolean;
+}
+
+export class TraefikApiError extends Error {
+  readonly code = "ERR_TRAEFIK_API";
+}
+
+/** Reads every service; throws TraefikApiError when any cannot be read (then nothing is applied). */
+export async function readTraefikServers(api: string, services: string[], timeoutMs = 2000): Promise<TraefikServer[]> {
+  const base = api.replace(/\/+$/, "");
+  const out: TraefikServer[] = [];
+  for (const name of services) {
+    let res: Response;
+    try {
+      res = await fetch(`${base}/api/http/services/${encodeURIComponent(name)}`, { signal: AbortSignal.timeout(timeoutMs) });
+    } catch (err) {
+      throw new TraefikApiError(`Traefik API unreachable: ${(err as Error).message}`);
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel();
+      throw new TraefikApiError(`Traefik API answered ${res.status} for service ${name}`);
+    }
+    let body: any;
+    try {
+      body = await res.json();
+    } catch {
+      throw new TraefikApiError(`Traefik API sent no JSON for service ${name}`);
+    }
+    const servers: unknown = body?.loadBalancer?.servers;
+    if (!Array.isArray(servers)) throw new TraefikApiError(`service ${name} has no loadBalancer servers`);
+    const status: Record<string, string> = body?.serverStatus && typeof body.serverStatus === "object" ? body.serverStatus : {};
+    for (const s of servers) {
+      if (!s || typeof s.url !== "string") continue;
+      // No status entry (no health check configured): Traefik routes to it, so it is up.
+      out.push({ url: s.url, up: status[s.url] === undefined || status[s.url] === "UP" });
+    }
+  }
+  return out;
+}
