@@ -1,0 +1,350 @@
+// The sidecar against a real redis-server: mirror, view, events, liveness, metrics and the API.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createServer, type Server } from "node:http";
+import { mkdtemp, readdir, rm, writeFile, mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { pino } from "pino";
+import { Redis } from "ioredis";
+import {
+  RedisRegistry,
+  cookieValueFor,
+  sessionHash,
+  sessionHashHex,
+  type NodeRecord,
+  type SessionRecord,
+} from "../../lib/registry/index.ts";
+import { formatEventBatch, lookupSession, readMeta, writeLearned, type EventBatch } from "../../lib/view/index.ts";
+import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
+import type { SidecarConfig } from "../../sidecar/src/config.ts";
+import { startRedis, type TestRedis } from "../support/redis.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until<T>(fn: () => T | Promise<T>, ms = 3000, what = "condition"): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > end) throw new Error(`${what} not met within ${ms} ms`);
+    await sleep(10);
+  }
+}
+
+const URL_A = "http://10.1.0.1:3000";
+const URL_B = "http://10.1.0.2:3000";
+const COOKIE_A = cookieValueFor(URL_A);
+const COOKIE_B = cookieValueFor(URL_B);
+
+let redis: TestRedis;
+let raw: Redis;
+let writer: RedisRegistry; // plays the node library
+beforeAll(async () => {
+  redis = await startRedis();
+  raw = new Redis(redis.url);
+  writer = new RedisRegistry({ url: redis.url });
+});
+afterAll(async () => {
+  raw?.disconnect();
+  await writer?.close();
+  await redis?.close();
+});
+
+let dir: string;
+let sc: Sidecar | null = null;
+let logLines: string[] = [];
+const running: Sidecar[] = [];
+async function start(over: Partial<SidecarConfig> = {}): Promise<Sidecar> {
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(chunk.toString());
+      cb();
+    },
+  });
+  const s = await startSidecar(
+    {
+      dir,
+      port: 0,
+      redisUrl: redis.url,
+      metaIntervalMs: 200,
+      eventIntervalMs: 10,
+      nodeTtlMs: 400,
+      downLimitMs: 1200,
+      nodePollIntervalMs: 100,
+      ...over,
+    },
+    { logger: pino({ level: "debug" }, stream) },
+  );
+  running.push(s);
+  return s;
+}
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.close()));
+  sc = null;
+  await raw.flushall();
+  await rm(dir, { recursive: true, force: true });
+});
+const newDir = async () => {
+  dir = await mkdtemp(join(tmpdir(), "mcpa-sc-"));
+  logLines = [];
+};
+
+const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({ node: URL_A, cookie: COOKIE_A, boot: "A1", created: Date.now(), source: "node", ...over });
+const hb = (over: Partial<NodeRecord> = {}): NodeRecord => ({ url: URL_A, cookie: COOKIE_A, boot: "A1", name: "a", state: "up", seen: Date.now(), ...over });
+
+/** The owner state the view gives a session, as the plugin would resolve it. */
+async function viewOf(id: string): Promise<{ state: string; cookie: string; closed: boolean } | null> {
+  const meta = await readMeta(dir);
+  const hit = await lookupSession(dir, sessionHash(id));
+  if (!meta || !hit) return null;
+  const node = meta.nodes.find((n) => n.id === hit.node);
+  return node ? { state: node.state, cookie: node.cookie, closed: hit.closed } : null;
+}
+const metricsText = async (s: Sidecar) => (await fetch(`${s.url}/metrics`)).text();
+const metric = async (s: Sidecar, name: string, labels = ""): Promise<number> => {
+  const line = (await metricsText(s)).split("\n").find((l) => l.startsWith(`${name}${labels} `) || (labels === "" && l.startsWith(`${name} `)));
+  return line ? Number(line.split(" ").pop()) : NaN;
+};
+const ev = (over: Partial<EventBatch>): string => formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
+let slot = 0;
+async function putEvent(text: string): Promise<string> {
+  const name = `e-${slot++}.evt`;
+  await mkdir(join(dir, "events"), { recursive: true });
+  await writeFile(join(dir, "events", name), text);
+  return name;
+}
+
+describe("sidecar with Redis", () => {
+  it("publishes a fresh view, gets ready, and mirrors registrations, heartbeats and closes within ms", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready(), 3000, "ready");
+    const ready = await fetch(`${sc.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect((await fetch(`${sc.url}/healthz`)).status).toBe(200);
+    const m1 = (await readMeta(dir))!;
+    expect(m1.epoch).toBe(sc.epoch);
+    expect(m1.shardBits).toBe(12);
+    // The freshness stamp keeps moving while nothing changes.
+    await until(async () => (await readMeta(dir))!.published > m1.published, 1000, "meta refresh");
+
+    await writer.heartbeat(hb());
+    const t0 = Date.now();
+    await writer.registerSession("sess-1", rec());
+    const v = await until(() => viewOf("sess-1"), 2000, "session in view");
+    expect(Date.now() - t0).toBeLessThan(500);
+    expect(v).toEqual({ state: "up", cookie: COOKIE_A, closed: false });
+
+    await writer.heartbeat(hb({ state: "draining", seen: Date.now() }));
+    await until(async () => (await viewOf("sess-1"))?.state === "draining", 2000, "draining");
+
+    await writer.closeSession("sess-1");
+    await until(async () => (await viewOf("sess-1"))?.closed === true, 2000, "tombstone");
+    expect(await metric(sc, "mcp_affinity_registrations_total", '{source="node"}')).toBe(1);
+    expect(await metric(sc, "mcp_affinity_closes_total", '{origin="registry"}')).toBe(1);
+  });
+
+  it("tells down from gone: stale heartbeat = down, then gone after the limit; a new boot retires the old one", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready());
+    await writer.heartbeat(hb({ boot: "A1" }));
+    await writer.registerSession("old-boot", rec({ boot: "A1" }));
+    await writer.registerSession("edge-learned", rec({ boot: null, source: "edge" }));
+    await until(async () => (await viewOf("old-boot"))?.state === "up");
+    // Heartbeats stop (the node hangs): down after the node TTL, gone after the down limit.
+    await until(async () => (await viewOf("old-boot"))?.state === "down", 2000, "down");
+    expect((await viewOf("edge-learned"))?.state).toBe("down");
+    await until(async () => (await viewOf("old-boot"))?.state === "gone", 3000, "gone");
+    // The node comes back with a new boot: the old incarnation stays gone, boot-less sessions follow the node.
+    await writer.heartbeat(hb({ boot: "A2", seen: Date.now() }));
+    await writer.registerSession("new-boot", rec({ boot: "A2" }));
+    await until(async () => (await viewOf("new-boot"))?.state === "up", 2000, "new boot up");
+    expect((await viewOf("old-boot"))?.state).toBe("gone");
+    expect((await viewOf("edge-learned"))?.state).toBe("up");
+    // A clean shutdown removes the record: gone at once.
+    await writer.removeNode(COOKIE_A);
+    await until(async () => (await viewOf("new-boot"))?.state === "gone", 1000, "removed");
+  });
+
+  it("retires a boot whose sessions predate the node's current heartbeat, even when learned by a scan", async () => {
+    await newDir();
+    await writer.heartbeat(hb({ boot: "A2", seen: Date.now() }), 60_000);
+    await writer.registerSession("from-a1", rec({ boot: "A1", created: Date.now() - 60_000 }));
+    await writer.registerSession("from-a2", rec({ boot: "A2" }));
+    sc = await start();
+    await until(() => sc!.ready());
+    await until(() => viewOf("from-a1"));
+    expect((await viewOf("from-a1"))?.state).toBe("gone");
+    expect((await viewOf("from-a2"))?.state).toBe("up");
+  });
+
+  it("ingests plugin events: learned -> edge record, close -> record deleted, decisions -> metrics", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready());
+    await writer.heartbeat(hb(), 60_000);
+    // The plugin writes learned/<hash> and an l event while holding the initialize response.
+    await writeLearned(dir, sessionHashHex("edge-1"), COOKIE_B);
+    await putEvent(
+      ev({
+        learned: [{ id: "edge-1", hash: sessionHashHex("edge-1"), cookie: COOKIE_B }],
+        decisions: { pin: 3, pass: 5, "fail-open": 1 },
+        dropped: 2,
+      }),
+    );
+    const r = await until(() => writer.lookupSession("edge-1"), 2000, "edge record");
+    expect(r).toMatchObject({ cookie: COOKIE_B, source: "edge", boot: null });
+    await until(async () => (await viewOf("edge-1"))?.cookie === COOKIE_B, 2000, "edge session in view");
+    // The learned file goes once the session is in the published view.
+    await until(async () => (await readdir(join(dir, "learned"))).length === 0, 3000, "learned file deleted");
+    expect(await readdir(join(dir, "events"))).toEqual([]);
+    expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(3);
+    expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="fail-open"}')).toBe(1);
+    expect(await metric(sc, "mcp_affinity_edge_event_batches_dropped_total")).toBe(2);
+    expect(await metric(sc, "mcp_affinity_registrations_total", '{source="edge"}')).toBe(1);
+
+    // A learn never overwrites the node's own record.
+    await writer.registerSession("node-owned", rec());
+    await until(() => viewOf("node-owned"));
+    await putEvent(ev({ learned: [{ id: "node-owned", hash: sessionHashHex("node-owned"), cookie: COOKIE_B }] }));
+    await until(async () => (await readdir(join(dir, "events"))).length === 0);
+    expect((await writer.lookupSession("node-owned"))?.cookie).toBe(COOKIE_A);
+
+    // A DELETE seen at the edge: the record goes whatever the node did, and the view says closed.
+    await putEvent(ev({ closed: [{ id: "node-owned", hash: sessionHashHex("node-owned"), cookie: COOKIE_A }] }));
+    await until(async () => (await writer.lookupSession("node-owned")) === null, 2000, "record deleted");
+    await until(async () => (await viewOf("node-owned"))?.closed === true, 2000, "closed in view");
+    expect(await metric(sc, "mcp_affinity_closes_total", '{origin="edge"}')).toBe(1);
+    // A late learn of a closed session does not bring it back.
+    await putEvent(ev({ learned: [{ id: "node-owned", hash: sessionHashHex("node-owned"), cookie: COOKIE_A }] }));
+    await until(async () => (await readdir(join(dir, "events"))).length === 0);
+    expect(await writer.lookupSession("node-owned")).toBeNull();
+  });
+
+  it("loses no event and counts none twice across a restart", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready());
+    await putEvent(ev({ decisions: { pin: 2 } }));
+    await until(async () => (await metric(sc!, "mcp_affinity_edge_decisions_total", '{reason="pin"}')) === 2);
+    await sc.close();
+    // Written while no sidecar runs.
+    await putEvent(ev({ decisions: { pin: 7 }, learned: [{ id: "while-down", hash: sessionHashHex("while-down"), cookie: COOKIE_A }] }));
+    const again = await start();
+    await until(() => again.ready());
+    await until(async () => (await readdir(join(dir, "events"))).length === 0, 3000, "drained");
+    expect(await metric(again, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(7);
+    expect(await writer.lookupSession("while-down")).not.toBeNull();
+  });
+
+  it("repairs what pub/sub missed with a reconcile", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready());
+    // Written behind the sidecar's back (no PUBLISH).
+    await raw.set("mcp:session:silent", JSON.stringify(rec()), "PX", 60_000);
+    await sleep(100);
+    expect(await viewOf("silent")).toBeNull();
+    await sc.reconcileNow();
+    await until(() => viewOf("silent"), 2000, "silent session in view");
+    await raw.del("mcp:session:silent");
+    await sc.reconcileNow();
+    await until(async () => (await lookupSession(dir, sessionHash("silent"))) === null, 2000, "dropped");
+  });
+
+  it("serves the sessions API behind a bearer token", async () => {
+    await newDir();
+    sc = await start({ apiToken: "0123456789abcdef-token" });
+    await until(() => sc!.ready());
+    const base = `${sc.url}/v1/sessions/${encodeURIComponent("api-1")}`;
+    const auth = { authorization: "Bearer 0123456789abcdef-token", "content-type": "application/json" };
+    expect((await fetch(base)).status).toBe(401);
+    expect((await fetch(base, { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
+    const put = await fetch(base, { method: "PUT", headers: auth, body: JSON.stringify({ node: URL_B, boot: "B1" }) });
+    expect(put.status).toBe(200);
+    expect(await put.json()).toEqual({ cookie: COOKIE_B });
+    const stored = await writer.lookupSession("api-1");
+    expect(stored).toMatchObject({ node: URL_B, cookie: COOKIE_B, boot: "B1", source: "node" });
+    await until(async () => (await viewOf("api-1"))?.cookie === COOKIE_B);
+    const got = await fetch(base, { headers: auth });
+    expect(got.status).toBe(200);
+    expect(await got.json()).toMatchObject({ node: URL_B, cookie: COOKIE_B, boot: "B1", source: "node" });
+    expect((await fetch(base, { method: "PUT", headers: auth, body: "{}" })).status).toBe(400);
+    expect((await fetch(`${sc.url}/v1/sessions/${encodeURIComponent("bad id")}`, { headers: auth })).status).toBe(400);
+    const del = await fetch(base, { method: "DELETE", headers: auth });
+    expect(await del.json()).toEqual({ closed: true });
+    expect((await fetch(base, { headers: auth })).status).toBe(404);
+    expect(await writer.lookupSession("api-1")).toBeNull();
+    // Metrics and health are open (they carry no session data).
+    expect((await fetch(`${sc.url}/metrics`)).status).toBe(200);
+  });
+
+  it("takes node health from Traefik's API for nodes without the library", async () => {
+    await newDir();
+    let status: Record<string, string> = { [URL_A]: "UP", [URL_B]: "UP" };
+    let servers = [URL_A, URL_B];
+    const traefik: Server = createServer((req, res) => {
+      if (req.url !== "/api/http/services/mcp%40file") {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ name: "mcp@file", loadBalancer: { servers: servers.map((url) => ({ url })) }, serverStatus: status }));
+    });
+    await new Promise<void>((r) => traefik.listen(0, "127.0.0.1", () => r()));
+    try {
+      const api = `http://127.0.0.1:${(traefik.address() as { port: number }).port}`;
+      sc = await start({ traefikApi: api, traefikServices: ["mcp@file"], traefikPollIntervalMs: 50 });
+      await until(() => sc!.ready());
+      await writer.registerSession("t-a", rec({ boot: null }));
+      await writer.registerSession("t-b", rec({ node: URL_B, cookie: COOKIE_B, boot: null }));
+      await until(async () => (await viewOf("t-a"))?.state === "up" && (await viewOf("t-b"))?.state === "up");
+      status = { [URL_A]: "DOWN", [URL_B]: "UP" };
+      await until(async () => (await viewOf("t-a"))?.state === "down", 2000, "down from Traefik");
+      servers = [URL_A];
+      await until(async () => (await viewOf("t-b"))?.state === "gone", 2000, "removed from Traefik");
+      const nodes = await (await fetch(`${sc.url}/v1/nodes`)).json();
+      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, state: "down", traefik: "down", sessions: 1 });
+      expect(await metric(sc, "mcp_affinity_nodes", '{state="down"}')).toBe(1);
+    } finally {
+      await new Promise((r) => traefik.close(r));
+    }
+  });
+
+  it("exports the documented metrics and never a session id in metrics, logs or shared files", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready());
+    const secret = "Secret-Session-Id-1234567890";
+    await writer.heartbeat(hb(), 60_000);
+    await writer.registerSession(secret, rec());
+    await putEvent(ev({ closed: [{ id: secret, hash: sessionHashHex(secret), cookie: COOKIE_A }], decisions: { lost: 1 } }));
+    await until(async () => (await viewOf(secret))?.closed === true);
+    const text = await metricsText(sc);
+    for (const name of [
+      "mcp_affinity_edge_decisions_total",
+      "mcp_affinity_sessions",
+      "mcp_affinity_registrations_total",
+      "mcp_affinity_closes_total",
+      "mcp_affinity_nodes",
+      "mcp_affinity_view_age_seconds",
+      "mcp_affinity_view_publish_duration_seconds",
+      "mcp_affinity_redis_errors_total",
+      "mcp_affinity_event_lag_seconds",
+    ]) {
+      expect(text, name).toContain(`# TYPE ${name} `);
+    }
+    expect(await metric(sc, "mcp_affinity_view_age_seconds")).toBeLessThan(1);
+    expect(text).not.toContain(secret);
+    await sc.close();
+    expect(logLines.length).toBeGreaterThan(3);
+    expect(logLines.join("")).not.toContain(secret);
+    expect(logLines.join("")).toContain(sessionHashHex(secret).slice(0, 12)); // the log-safe tag
+    const files = await readdir(dir, { recursive: true });
+    for (const f of files) {
+      const content = await import("node:fs/promises").then((fs) => fs.readFile(join(dir, f)).catch(() => Buffer.alloc(0)));
+      expect(content.includes(secret), f).toBe(false);
+    }
+  });
+});
