@@ -1,0 +1,265 @@
+// Failure behaviour of the sidecar, each with the real Redis: Redis down at start, Redis down
+// later and back, corrupt and foreign files, unreadable event lines, a full disk; and the CLI.
+import { afterEach, describe, expect, it } from "vitest";
+import { spawn } from "node:child_process";
+import { mkdtemp, readdir, rm, writeFile, mkdir, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { pino } from "pino";
+import { RedisRegistry, cookieValueFor, sessionHash, sessionHashHex, type SessionRecord } from "../../lib/registry/index.ts";
+import { defaultViewFs, formatEventBatch, lookupSession, readMeta, type EventBatch, type ViewFs } from "../../lib/view/index.ts";
+import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
+import type { SidecarConfig } from "../../sidecar/src/config.ts";
+import { freePort, startRedis, type TestRedis } from "../support/redis.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until<T>(fn: () => T | Promise<T>, ms = 3000, what = "condition"): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > end) throw new Error(`${what} not met within ${ms} ms`);
+    await sleep(10);
+  }
+}
+const URL_A = "http://10.2.0.1:3000";
+const COOKIE_A = cookieValueFor(URL_A);
+const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({ node: URL_A, cookie: COOKIE_A, boot: "A1", created: Date.now(), source: "node", ...over });
+const ev = (over: Partial<EventBatch>): string => formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
+
+let dir: string;
+let logLines: string[];
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function start(over: Partial<SidecarConfig>, fs?: ViewFs): Promise<Sidecar> {
+  dir ??= await mkdtemp(join(tmpdir(), "mcpa-scf-"));
+  const stream = new Writable({
+    write(chunk, _e, cb) {
+      logLines.push(chunk.toString());
+      cb();
+    },
+  });
+  const s = await startSidecar(
+    { dir, port: 0, metaIntervalMs: 100, eventIntervalMs: 10, nodeTtlMs: 300, downLimitMs: 600, nodePollIntervalMs: 50, ...over },
+    { logger: pino({ level: "debug" }, stream), fs },
+  );
+  cleanup.push(() => s.close());
+  return s;
+}
+async function fresh(): Promise<void> {
+  dir = await mkdtemp(join(tmpdir(), "mcpa-scf-"));
+  logLines = [];
+}
+async function redisFor(): Promise<{ redis: TestRedis; writer: RedisRegistry }> {
+  const redis = await startRedis();
+  const writer = new RedisRegistry({ url: redis.url, maxBackoffMs: 100, connectTimeoutMs: 500 });
+  cleanup.push(() => redis.close());
+  cleanup.push(() => writer.close());
+  return { redis, writer };
+}
+const metric = async (s: Sidecar, name: string, labels = ""): Promise<number> => {
+  const text = await (await fetch(`${s.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name}${labels} `));
+  return line ? Number(line.split(" ").pop()) : 0;
+};
+let slot = 100;
+async function putEvent(text: string, name = `e-${slot++}.evt`): Promise<string> {
+  await mkdir(join(dir, "events"), { recursive: true });
+  await writeFile(join(dir, "events", name), text);
+  return name;
+}
+const events = () => readdir(join(dir, "events"));
+
+describe("sidecar failure behaviour", () => {
+  it("Redis down at start: publishes an empty view, is not ready, keeps retrying, syncs once Redis is up", async () => {
+    await fresh();
+    const { redis, writer } = await redisFor();
+    await writer.registerSession("before", rec());
+    await redis.stop(true); // data is gone; what matters is the sidecar's behaviour
+    const sc = await start({ redisUrl: redis.url });
+    const meta = await until(() => readMeta(dir), 3000, "empty view published");
+    expect(meta.epoch).toBe(sc.epoch);
+    expect((await fetch(`${sc.url}/readyz`)).status).toBe(503);
+    expect((await fetch(`${sc.url}/healthz`)).status).toBe(200);
+    expect(sc.ready()).toBe(false);
+    await redis.start();
+    await until(() => writer.registerSession("after", rec()).then(() => true, () => false), 5000, "writer reconnected");
+    await until(() => sc.ready(), 8000, "ready after Redis came up");
+    await until(() => lookupSession(dir, sessionHash("after")), 3000, "synced session in view");
+    expect((await fetch(`${sc.url}/readyz`)).status).toBe(200);
+  });
+
+  it("Redis down later: keeps the view fresh and nodes up, counts errors, keeps events, resyncs on reconnect", async () => {
+    await fresh();
+    const { redis, writer } = await redisFor();
+    const sc = await start({ redisUrl: redis.url });
+    await until(() => sc.ready(), 3000);
+    await writer.heartbeat({ url: URL_A, cookie: COOKIE_A, boot: "A1", name: "a", state: "up", seen: Date.now() }, 60_000);
+    await writer.registerSession("kept", rec());
+    await until(() => lookupSession(dir, sessionHash("kept")));
+
+    await redis.stop(true);
+    await until(() => sc.registry.status() === "down", 3000, "registry down");
+    // An event that needs Redis arrives during the outage.
+    const learned = { id: "learned-in-outage", hash: sessionHashHex("learned-in-outage"), cookie: COOKIE_A };
+    await putEvent(ev({ learned: [learned], decisions: { pin: 4 } }));
+    const m1 = (await readMeta(dir))!;
+    await sleep(800); // longer than nodeTtl + downLimit: heartbeats must not age while Redis is away
+    const m2 = (await readMeta(dir))!;
+    expect(m2.published).toBeGreaterThan(m1.published);
+    expect(Date.now() - m2.published).toBeLessThan(500);
+    expect(m2.nodes.find((n) => n.cookie === COOKIE_A)?.state).toBe("up");
+    expect(await lookupSession(dir, sessionHash("kept"))).not.toBeNull();
+    expect(await events()).toHaveLength(1); // kept, not lost
+    expect(await metric(sc, "mcp_affinity_redis_errors_total", '{operation="register"}')).toBeGreaterThan(0);
+    expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(0); // not counted until applied
+    expect(sc.ready()).toBe(true);
+
+    await redis.start(); // empty: everything the sidecar knows must be rebuilt from what is written now
+    await until(() => sc.registry.status() === "ready", 8000, "reconnected");
+    await until(async () => (await events()).length === 0, 5000, "pending event applied");
+    expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(4);
+    expect(await writer.lookupSession("learned-in-outage")).toMatchObject({ source: "edge", cookie: COOKIE_A });
+    // The resync drops what the (restarted, empty) Redis no longer has, without a restart.
+    await until(async () => (await lookupSession(dir, sessionHash("kept"))) === null, 5000, "resynced");
+    await writer.registerSession("new-after", rec());
+    await until(() => lookupSession(dir, sessionHash("new-after")), 3000, "live changes again");
+  });
+
+  it("counts, logs and deletes corrupt event files; ignores foreign files; applies the good ones", async () => {
+    await fresh();
+    const { redis, writer } = await redisFor();
+    const sc = await start({ redisUrl: redis.url });
+    await until(() => sc.ready());
+    await putEvent("this is not an event batch\nend\n", "e-1.evt");
+    await putEvent(Buffer.from([0xff, 0x00, 0x13, 0x37]).toString("latin1") + "\nend\n", "e-2.evt");
+    await writeFile(join(dir, "events", "notes.txt"), "someone else's file");
+    await putEvent(ev({ learned: [{ id: "good", hash: sessionHashHex("good"), cookie: COOKIE_A }], decisions: { pass: 1 } }), "e-3.evt");
+    await until(async () => (await events()).length === 1, 3000);
+    expect(await events()).toEqual(["notes.txt"]);
+    expect(await metric(sc, "mcp_affinity_event_files_total", '{result="corrupt"}')).toBe(2);
+    expect(await metric(sc, "mcp_affinity_event_files_total", '{result="applied"}')).toBe(1);
+    expect(await writer.lookupSession("good")).not.toBeNull();
+    expect(logLines.some((l) => l.includes("corrupt event file deleted"))).toBe(true);
+    // Foreign files in view/ and learned/ do not disturb publishing either.
+    await writeFile(join(dir, "view", "shards", "README"), "x");
+    await writeFile(join(dir, "learned", "zzzz"), "x");
+    const g = (await readMeta(dir))!.generation;
+    await until(async () => (await readMeta(dir))!.generation > g + 1);
+    expect(await lookupSession(dir, sessionHash("good"))).not.toBeNull();
+  });
+
+  it("skips and counts an unreadable event line, applying the rest of its batch", async () => {
+    await fresh();
+    const { redis, writer } = await redisFor();
+    const sc = await start({ redisUrl: redis.url });
+    await until(() => sc.ready());
+    const good = ev({
+      learned: [{ id: "line-ok", hash: sessionHashHex("line-ok"), cookie: COOKIE_A }],
+      decisions: { pin: 2, unknown: 1 },
+    });
+    await putEvent(good.replace("d unknown 1\n", "d unknown 1\nl broken-line-without-fields\n"));
+    await until(async () => (await events()).length === 0);
+    expect(await metric(sc, "mcp_affinity_event_bad_lines_total")).toBe(1);
+    expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(2);
+    expect(await writer.lookupSession("line-ok")).not.toBeNull();
+  });
+
+  it("a full disk: publish errors are logged and counted, the previous view stays, recovery is automatic", async () => {
+    await fresh();
+    const { redis, writer } = await redisFor();
+    let full = false;
+    const enospc = () => Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+    const fs: ViewFs = {
+      ...defaultViewFs,
+      writeFile: async (p, d) => {
+        if (full) throw enospc();
+        return defaultViewFs.writeFile(p, d);
+      },
+    };
+    const sc = await start({ redisUrl: redis.url }, fs);
+    await until(() => sc.ready());
+    await writer.registerSession("before-full", rec());
+    await until(() => lookupSession(dir, sessionHash("before-full")));
+    const before = (await readMeta(dir))!;
+    full = true;
+    await writer.registerSession("during-full", rec());
+    await sleep(400);
+    expect(await metric(sc, "mcp_affinity_view_publish_errors_total")).toBeGreaterThan(0);
+    expect(await metric(sc, "mcp_affinity_shared_dir_errors_total", '{operation="write_meta"}')).toBeGreaterThan(0);
+    expect(logLines.some((l) => l.includes("ENOSPC"))).toBe(true);
+    expect(await readMeta(dir)).toEqual(before); // intact, going stale: the plugin fails open
+    expect(await lookupSession(dir, sessionHash("before-full"))).not.toBeNull();
+    expect((await readdir(join(dir, "view", "shards"))).filter((f) => f.startsWith("."))).toEqual([]);
+    full = false;
+    await until(() => lookupSession(dir, sessionHash("during-full")), 3000, "shard retried after recovery");
+    expect((await readMeta(dir))!.published).toBeGreaterThan(before.published);
+  });
+});
+
+function runCli(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, ["bin/mcp-affinity-sidecar.js", ...args], {
+    cwd: join(import.meta.dirname, "../.."),
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  return { child, exited, out: () => stdout, err: () => stderr };
+}
+
+describe("sidecar CLI", () => {
+  it("--help lists every setting with its environment variable", async () => {
+    dir = await mkdtemp(join(tmpdir(), "mcpa-cli-"));
+    const r = runCli(["--help"]);
+    expect(await r.exited).toBe(0);
+    for (const s of ["--dir", "MCP_AFFINITY_DIR", "--redis-url", "MCP_AFFINITY_REDIS_URL", "--api-token", "--shard-bits", "--down-limit", "--traefik-api"]) {
+      expect(r.out()).toContain(s);
+    }
+  });
+
+  it("a bad setting gives one line naming it and exit code 2", async () => {
+    dir = await mkdtemp(join(tmpdir(), "mcpa-cli-"));
+    for (const [args, env, name] of [
+      [["--shard-bits", "10"], {}, "--shard-bits"],
+      [[], { MCP_AFFINITY_NODE_TTL: "soon" }, "MCP_AFFINITY_NODE_TTL"],
+      [["--host", "0.0.0.0"], {}, "--api-token"],
+      [["--redis-url", "http://x"], {}, "--redis-url"],
+      [["--nope"], {}, "--nope"],
+    ] as Array<[string[], Record<string, string>, string]>) {
+      const r = runCli([...args, "--dir", dir], env);
+      expect(await r.exited, name).toBe(2);
+      const lines = r.err().trim().split("\n");
+      expect(lines, r.err()).toHaveLength(1);
+      expect(lines[0]).toContain(name);
+      expect(r.err()).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it("SIGTERM: flushes events, leaves the last view in place, exits 0", async () => {
+    await fresh();
+    const port = await freePort();
+    const r = runCli(["--dir", dir, "--port", String(port), "--event-interval", "60s", "--meta-interval", "200ms"]);
+    cleanup.push(async () => {
+      if (r.child.exitCode === null) r.child.kill("SIGKILL");
+    });
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.status === 200, 8000, "CLI ready");
+    // The drain interval is long: only the shutdown flush can apply this batch.
+    await putEvent(ev({ decisions: { pin: 1 } }));
+    r.child.kill("SIGTERM");
+    expect(await r.exited).toBe(0);
+    expect(await events()).toEqual([]);
+    const meta = await readMeta(dir);
+    expect(meta).not.toBeNull();
+    expect(r.out()).toContain("the last view stays in place");
+    expect(await readFile(join(dir, "view", "meta"), "latin1")).toContain("MCPAVIEW 1");
+  });
+});
