@@ -302,15 +302,16 @@ export class RedisRegistry implements Registry {
         const [next, keys] = await this.run(op, () => node.scan(cursor, "MATCH", prefix + "*", "COUNT", count));
         cursor = next;
         if (!keys.length) continue;
-        // GETs on the node that holds the keys: MGET would fail across slots in a Cluster.
-        const values = await this.run(op, async () => {
+        // One MGET per batch; in a Cluster, GETs on the node that holds the keys (MGET fails across slots).
+        const values: Array<string | null> = await this.run(op, async () => {
+          if (!(this.client instanceof Cluster)) return node.mget(keys);
           const p = node.pipeline();
           for (const k of keys) p.get(k);
-          return (await p.exec()) ?? [];
+          return ((await p.exec()) ?? []).map(([err, v]) => (err || typeof v !== "string" ? null : v));
         });
         const out: Array<[string, string]> = [];
-        values.forEach(([err, v], i) => {
-          if (!err && typeof v === "string") out.push([keys[i], v]);
+        values.forEach((v, i) => {
+          if (typeof v === "string") out.push([keys[i], v]);
         });
         if (out.length) yield out;
       } while (cursor !== "0");

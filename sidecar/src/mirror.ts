@@ -3,6 +3,10 @@
 // every change, so neither a scrape nor a publish ever walks the keyspace.
 import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
 import type { NodeViewState, ViewNode } from "../../lib/view/index.ts";
+import * as crypto from "node:crypto";
+
+const oneShotHash = (crypto as unknown as { hash?: (alg: string, data: string, enc: "buffer") => Buffer }).hash;
+const ASCII = /^[\x21-\x7e]*$/;
 
 /**
  * An owner is what the view calls a node id: one (cookie, boot) pair; boot null = "whatever boot
@@ -86,7 +90,11 @@ export class Mirror {
 
   // --- hashes and shards -------------------------------------------------------------------
 
+  /** The session hash as a 16-character latin1 string (the mirror's key). */
   static key(id: string): string {
+    // crypto.hash (Node >= 20.12) skips the Hash object: a full reconcile hashes every id.
+    // Its UTF-8 input equals the schema's latin1 for session ids (visible ASCII).
+    if (oneShotHash && ASCII.test(id)) return oneShotHash("sha256", id, "buffer").toString("latin1", 0, 16);
     return sessionHash(id).toString("latin1");
   }
   shardOf(key: string): number {

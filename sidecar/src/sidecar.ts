@@ -127,7 +127,9 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     ready: () => isReady(),
   });
   publisher = new Publisher(mirror, { dir: cfg.dir, epoch, fs, log, metrics });
-  const isReady = () => publisher.published && synced && !closing;
+  /** Set once a view published after the first sync is on disk (an earlier, empty view does not count). */
+  let syncedViewPublished = false;
+  const isReady = () => syncedViewPublished && !closing;
 
   // --- publishing ------------------------------------------------------------------------
   let firstPublishAllowed = false;
@@ -142,7 +144,9 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   };
   const publishNow = async (): Promise<PublishResult> => {
     lastMetaVersion = mirror.metaVersion;
+    const wasSynced = synced;
     const r = await publisher.publish();
+    if (wasSynced && r.ok) syncedViewPublished = true;
     if (r.kind === "full") log.info({ epoch, shards: r.shards, sessions: mirror.liveCount, ms: Math.round(r.ms), ok: r.ok }, "view published");
     return r;
   };

@@ -1,0 +1,178 @@
+// The sidecar's registry mirror (what the view is built from): keys, owners, tombstones,
+// reconcile and node states, with a fake clock.
+import { describe, expect, it } from "vitest";
+import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
+import { decodeShard, encodeShard, encodeShardEntries } from "../../lib/view/index.ts";
+import { Mirror } from "../../sidecar/src/mirror.ts";
+
+const URL_A = "http://10.3.0.1:3000";
+const A = cookieValueFor(URL_A);
+const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({ node: URL_A, cookie: A, boot: "A1", created: 1000, source: "node", ...over });
+const hb = (over: Partial<NodeRecord> = {}): NodeRecord => ({ url: URL_A, cookie: A, boot: "A1", name: "a", state: "up", seen: 1000, ...over });
+
+function mirror(over: Partial<ConstructorParameters<typeof Mirror>[0]> = {}) {
+  const clock = { now: 10_000 };
+  const m = new Mirror({ shardBits: 8, nodeTtlMs: 100, downLimitMs: 500, tombstoneTtlMs: 1000, retryAfterSeconds: 7, now: () => clock.now, ...over });
+  return { m, clock };
+}
+const state = (m: Mirror, id: string) => {
+  const e = m.lookup(Mirror.key(id));
+  return e ? { state: m.ownerState(e.owner), closed: e.closed, owner: e.owner.id } : null;
+};
+
+describe("mirror keys and shards", () => {
+  it("keys are the schema's session hash, and shards match the view's prefixes", () => {
+    const { m } = mirror({ shardBits: 12 });
+    for (const id of ["a", "Session-123", "x".repeat(300)]) {
+      const key = Mirror.key(id);
+      expect(Buffer.from(key, "latin1").equals(sessionHash(id))).toBe(true);
+      expect(m.prefixOf(m.shardOf(key))).toBe(sessionHash(id).toString("hex").slice(0, 3));
+    }
+  });
+  it("the fast shard encoder writes the same bytes as encodeShard", () => {
+    const ids = Array.from({ length: 50 }, (_, i) => `s${i}`);
+    const entries = ids.map((id, i) => [Mirror.key(id), i + 1, i % 3 === 0] as [string, number, boolean]);
+    const a = encodeShardEntries(9, [...entries]);
+    const b = encodeShard(9, ids.map((id, i) => ({ hash: sessionHash(id), node: i + 1, closed: i % 3 === 0 })));
+    expect(a.equals(b)).toBe(true);
+    expect(decodeShard(a).sessions).toHaveLength(50);
+  });
+});
+
+describe("mirror sessions", () => {
+  it("counts per owner, marks shards dirty, tombstones closes, and drops unreferenced owners", () => {
+    const { m, clock } = mirror();
+    expect(m.applySession("s1", rec())).toBe("new");
+    expect(m.applySession("s1", rec())).toBe("same");
+    expect(m.applySession("s2", rec({ boot: null }))).toBe("new");
+    expect(m.liveCount).toBe(2);
+    expect(m.dirty.size).toBeGreaterThan(0);
+    const owners = m.viewNodes();
+    expect(owners).toHaveLength(2); // (A, A1) and (A, unknown boot)
+    m.dirty.clear();
+    expect(m.applyClose("s1")).toBe(true);
+    expect(m.applyClose("s1")).toBe(false); // an echo is not a second close
+    expect(state(m, "s1")).toMatchObject({ closed: true });
+    expect(m.liveCount).toBe(1);
+    expect(m.closedCount).toBe(1);
+    expect(m.dirty.size).toBe(1);
+    // The tombstone keeps its owner in the table until it expires.
+    expect(m.viewNodes()).toHaveLength(2);
+    clock.now += 1001;
+    expect(m.expireTombstones()).toBe(1);
+    expect(state(m, "s1")).toBeNull();
+    expect(m.viewNodes()).toHaveLength(1);
+    // Ids are never reused within an epoch.
+    m.applySession("s3", rec({ boot: "A9" }));
+    expect(Math.max(...m.viewNodes().map((n) => n.id))).toBe(3);
+  });
+  it("a re-registration moves a session to its new owner", () => {
+    const { m } = mirror();
+    m.applySession("s", rec());
+    const before = state(m, "s")!.owner;
+    expect(m.applySession("s", rec({ node: "http://10.3.0.2:3000", cookie: cookieValueFor("http://10.3.0.2:3000") }))).toBe("changed");
+    expect(state(m, "s")!.owner).not.toBe(before);
+    expect(m.owners.has(before)).toBe(false);
+    expect(m.liveCount).toBe(1);
+  });
+  it("reconcile drops live entries the scan missed, keeps tombstones, and never lets a scan undo a newer change", () => {
+    const { m } = mirror();
+    m.applySession("kept", rec());
+    m.applySession("vanished", rec());
+    m.applySession("closed-during", rec());
+    m.beginReconcile();
+    m.applySession("kept", rec(), true);
+    m.applyClose("closed-during"); // a live change during the scan...
+    expect(m.applySession("closed-during", rec(), true)).toBe("same"); // ...which the (older) scan result must not undo
+    m.applySession("moved", rec({ boot: "A2" })); // live change
+    expect(m.applySession("moved", rec({ boot: "A1" }), true)).toBe("same");
+    expect(m.endReconcile(true)).toBe(1);
+    expect(state(m, "vanished")).toBeNull();
+    expect(state(m, "kept")).not.toBeNull();
+    expect(state(m, "closed-during")?.closed).toBe(true);
+    expect(m.lookup(Mirror.key("moved"))?.owner.boot).toBe("A2");
+    // An incomplete reconcile drops nothing.
+    m.beginReconcile();
+    expect(m.endReconcile(false)).toBe(0);
+    expect(state(m, "kept")).not.toBeNull();
+  });
+});
+
+describe("mirror node states", () => {
+  it("up -> down (stale heartbeat) -> gone (past the limit); draining; removal; retry hint", () => {
+    const { m, clock } = mirror();
+    m.applySession("s", rec());
+    m.applyNode(A, hb({ seen: clock.now }));
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("up");
+    m.applyNode(A, hb({ seen: clock.now + 1, state: "draining" }));
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("draining");
+    clock.now += 150;
+    expect(m.refreshStates()).toBe(true);
+    expect(state(m, "s")?.state).toBe("down");
+    expect(m.viewNodes()[0].retryAfterSeconds).toBe(7);
+    clock.now += 600;
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("gone");
+    m.applyNode(A, hb({ seen: clock.now }));
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("up"); // same boot answering again
+    m.applyNode(A, null);
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("gone");
+  });
+  it("heartbeats do not age while the registry is unreachable", () => {
+    const { m, clock } = mirror();
+    m.applySession("s", rec());
+    m.applyNode(A, hb({ seen: clock.now }));
+    m.setHeartbeatsTrusted(false);
+    clock.now += 10_000;
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("up");
+    m.setHeartbeatsTrusted(true);
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("up"); // a fresh window after the outage
+    clock.now += 150;
+    m.refreshStates();
+    expect(state(m, "s")?.state).toBe("down");
+  });
+  it("a new boot retires the old incarnation; a late old heartbeat does not bring it back", () => {
+    const { m, clock } = mirror();
+    m.applyNode(A, hb({ boot: "A1", seen: 1000 }));
+    m.applySession("old", rec({ boot: "A1" }));
+    m.applySession("nob", rec({ boot: null }));
+    m.applyNode(A, hb({ boot: "A2", seen: 2000 }));
+    m.applySession("new", rec({ boot: "A2", created: 2500 }));
+    m.applyNode(A, hb({ boot: "A1", seen: 1500 })); // delayed message from the old process
+    clock.now += 1;
+    m.refreshStates();
+    expect(state(m, "old")?.state).toBe("gone");
+    expect(state(m, "new")?.state).toBe("up");
+    expect(state(m, "nob")?.state).toBe("up");
+    // A session of a boot we never saw, newer than the last heartbeat: provisional, not gone.
+    m.applySession("future", rec({ boot: "A3", created: 9999 }));
+    expect(state(m, "future")?.state).toBe("up");
+    // One older than the current heartbeat: that boot is over.
+    m.applySession("stale", rec({ boot: "A0", created: 500 }));
+    expect(state(m, "stale")?.state).toBe("gone");
+  });
+  it("Traefik's view: down, removed (gone), and a heartbeat wins over a removal", () => {
+    const { m } = mirror();
+    const B = "http://10.3.0.2:3000";
+    m.applySession("a", rec({ boot: null }));
+    m.applySession("b", rec({ node: B, cookie: cookieValueFor(B), boot: null }));
+    m.applyTraefik([{ url: URL_A, up: false }, { url: B, up: true }], true);
+    m.refreshStates();
+    expect(state(m, "a")?.state).toBe("down");
+    expect(state(m, "b")?.state).toBe("up");
+    m.applyTraefik([{ url: URL_A, up: true }], true);
+    m.refreshStates();
+    expect(state(m, "b")?.state).toBe("gone");
+    expect(state(m, "a")?.state).toBe("up");
+    m.applyNode(cookieValueFor(B), hb({ url: B, cookie: cookieValueFor(B), seen: 20_000 }));
+    m.refreshStates();
+    expect(state(m, "b")?.state).toBe("up");
+    expect(m.urlFor(cookieValueFor(B))).toBe(B);
+  });
+});
