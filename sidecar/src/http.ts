@@ -13,6 +13,7 @@ import {
 } from "../../lib/registry/index.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { Mirror } from "./mirror.ts";
+import { statusFile } from "../ui/index.ts";
 
 export interface HttpDeps {
   log: Logger;
@@ -150,6 +151,12 @@ export function createHttpServer(d: HttpDeps): Server {
         const body = await d.metrics.registry.metrics();
         res.writeHead(200, { "content-type": d.metrics.registry.contentType });
         res.end(body);
+        return;
+      }
+      const page = req.method === "GET" ? statusFile(path) : null;
+      if (page) {
+        res.writeHead(200, page.headers);
+        res.end(page.body);
         return;
       }
       if (path === "/healthz") {
