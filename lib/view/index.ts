@@ -596,12 +596,17 @@ export function parseEventBatch(text: string, opts: ParseEventOptions = {}): Eve
   return b;
 }
 
-/** The text the plugin writes for a batch: header, t, l*, c*, d* (non-zero), x (when non-zero), end. */
+/**
+ * The text the plugin writes for a batch: header, t, l*, c*, d* (non-zero, in DECISION_REASONS
+ * order), x (when non-zero), end. (The plugin may interleave l and c lines in the order it saw them.)
+ */
 export function formatEventBatch(b: EventBatch): string {
   const lines = [EVENT_MAGIC, `t ${b.t}`];
   for (const l of b.learned) lines.push(`l ${l.id} ${l.hash} ${l.cookie}`);
   for (const c of b.closed) lines.push(`c ${c.id} ${c.hash} ${c.cookie ?? "-"}`);
-  for (const [reason, n] of Object.entries(b.decisions)) if (n > 0) lines.push(`d ${reason} ${n}`);
+  // The plugin writes reasons in DECISION_REASONS order; any other reason follows.
+  const reasons = [...DECISION_REASONS.filter((r) => r in b.decisions), ...Object.keys(b.decisions).filter((r) => !(DECISION_REASONS as readonly string[]).includes(r))];
+  for (const reason of reasons) if (b.decisions[reason] > 0) lines.push(`d ${reason} ${b.decisions[reason]}`);
   if (b.dropped > 0) lines.push(`x ${b.dropped}`);
   lines.push("end");
   return lines.join("\n") + "\n";

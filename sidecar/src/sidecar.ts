@@ -277,6 +277,15 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     maybePublish();
   };
   let draining: Promise<DrainResult> | null = null;
+  // After a failed apply (registry down), pending files are not re-read every tick: back off to 1 s.
+  let drainBackoffMs = 0;
+  let drainNotBefore = 0;
+  const drainTick = async () => {
+    if (drainBackoffMs && Date.now() < drainNotBefore && registry.status() !== "ready") return;
+    const r = await drainNow();
+    drainBackoffMs = r.failed ? Math.min(Math.max(drainBackoffMs * 2, cfg.eventIntervalMs * 2), 1000) : 0;
+    drainNotBefore = Date.now() + drainBackoffMs;
+  };
   const drainNow = (): Promise<DrainResult> => {
     draining ??= drainEvents(cfg.dir, applyBatch, {
       fs,
@@ -376,7 +385,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     }, ms);
     timers.push(t);
   };
-  every(cfg.eventIntervalMs, drainNow);
+  every(cfg.eventIntervalMs, drainTick);
   every(cfg.metaIntervalMs, async () => {
     if (!firstPublishAllowed) return;
     mirror.refreshStates();

@@ -11,12 +11,20 @@ export class TraefikApiError extends Error {
 
 /** Reads every service; throws TraefikApiError when any cannot be read (then nothing is applied). */
 export async function readTraefikServers(api: string, services: string[], timeoutMs = 2000): Promise<TraefikServer[]> {
-  const base = api.replace(/\/+$/, "");
+  // Credentials in the URL (basic auth on Traefik's API) go into a header: fetch refuses them in URLs.
+  const u = new URL(api);
+  const headers: Record<string, string> = {};
+  if (u.username || u.password) {
+    headers.authorization = "Basic " + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString("base64");
+    u.username = "";
+    u.password = "";
+  }
+  const base = u.toString().replace(/\/+$/, "");
   const out: TraefikServer[] = [];
   for (const name of services) {
     let res: Response;
     try {
-      res = await fetch(`${base}/api/http/services/${encodeURIComponent(name)}`, { signal: AbortSignal.timeout(timeoutMs) });
+      res = await fetch(`${base}/api/http/services/${encodeURIComponent(name)}`, { headers, signal: AbortSignal.timeout(timeoutMs) });
     } catch (err) {
       throw new TraefikApiError(`Traefik API unreachable: ${(err as Error).message}`);
     }

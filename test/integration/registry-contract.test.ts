@@ -286,7 +286,7 @@ describe("redis registry: outage", () => {
   it("can be created while Redis is down and connects once it is up", async () => {
     const own = await startRedis();
     await own.stop(true);
-    const reg = new RedisRegistry({ url: own.url, maxBackoffMs: 100 });
+    const reg = new RedisRegistry({ url: own.url, maxBackoffMs: 100, connectTimeoutMs: 300 });
     try {
       await expect(reg.lookupSession("x")).rejects.toMatchObject({ code: "ERR_REGISTRY_UNAVAILABLE" });
       expect(reg.status()).not.toBe("ready");

@@ -285,6 +285,10 @@ describe("sidecar with Redis", () => {
     let status: Record<string, string> = { [URL_A]: "UP", [URL_B]: "UP" };
     let servers = [URL_A, URL_B];
     const traefik: Server = createServer((req, res) => {
+      if (req.headers.authorization !== "Basic " + Buffer.from("admin:s3cret").toString("base64")) {
+        res.writeHead(401).end();
+        return;
+      }
       if (req.url !== "/api/http/services/mcp%40file") {
         res.writeHead(404).end();
         return;
@@ -294,7 +298,7 @@ describe("sidecar with Redis", () => {
     });
     await new Promise<void>((r) => traefik.listen(0, "127.0.0.1", () => r()));
     try {
-      const api = `http://127.0.0.1:${(traefik.address() as { port: number }).port}`;
+      const api = `http://admin:s3cret@127.0.0.1:${(traefik.address() as { port: number }).port}`; // basic auth on the API
       sc = await start({ traefikApi: api, traefikServices: ["mcp@file"], traefikPollIntervalMs: 50 });
       await until(() => sc!.ready());
       await writer.registerSession("t-a", rec({ boot: null }));
@@ -307,6 +311,7 @@ describe("sidecar with Redis", () => {
       const nodes = await (await fetch(`${sc.url}/v1/nodes`)).json();
       expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, state: "down", traefik: "down", sessions: 1 });
       expect(await metric(sc, "mcp_affinity_nodes", '{state="down"}')).toBe(1);
+      expect(await metric(sc, "mcp_affinity_traefik_api_errors_total")).toBe(0);
     } finally {
       await new Promise((r) => traefik.close(r));
     }

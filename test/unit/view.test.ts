@@ -255,7 +255,7 @@ describe("event batches", () => {
     const hC = sessionHash("sess-C").toString("hex");
     expect(text).toBe(
       `MCPAEV 1\nt 1700000000000\nl sess-A ${hA} 0123456789abcdef\nc sess-B ${hB} -\n` +
-        `c sess-C ${hC} fedcba9876543210\nd pin 3\nd pass 10\nx 2\nend\n`,
+        `c sess-C ${hC} fedcba9876543210\nd pass 10\nd pin 3\nx 2\nend\n`,
     );
     expect(parseEventBatch(text)).toEqual(batch());
   });
