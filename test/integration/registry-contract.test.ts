@@ -123,21 +123,21 @@ describe.each(stores)("registry contract: $name", (store) => {
   });
 
   it("expires sessions after their TTL and touch extends it", async () => {
-    const reg = make({ sessionTtlMs: 300 });
+    const reg = make({ sessionTtlMs: 200 });
     const a = sid("ttl-a");
     const b = sid("ttl-b");
     await reg.registerSession(a, rec());
     await reg.registerSession(b, rec());
-    await sleep(150);
+    await sleep(100);
     expect(await reg.touchSession(b, 2000)).toBe(true);
-    await sleep(250);
+    await sleep(150);
     expect(await reg.lookupSession(a)).toBeNull();
     expect(await reg.lookupSession(b)).not.toBeNull();
     expect(await reg.touchSession(a)).toBe(false);
   });
 
   it("keeps node heartbeats with a TTL, lists and removes them", async () => {
-    const reg = make({ nodeTtlMs: 300 });
+    const reg = make({ nodeTtlMs: 200 });
     const a = nodeRec();
     const b = nodeRec({ url: URL_B, cookie: cookieValueFor(URL_B), boot: "boot-b", state: "draining" });
     await reg.heartbeat(a);
@@ -145,7 +145,7 @@ describe.each(stores)("registry contract: $name", (store) => {
     expect(await reg.getNode(a.cookie)).toEqual(a);
     const listed = (await reg.listNodes()).filter((n) => n.cookie === a.cookie || n.cookie === b.cookie);
     expect(listed.sort((x, y) => x.url.localeCompare(y.url))).toEqual([a, b]);
-    await sleep(400);
+    await sleep(250);
     expect(await reg.getNode(a.cookie)).toBeNull();
     expect(await reg.removeNode(b.cookie)).toBe(true);
     expect(await reg.getNode(b.cookie)).toBeNull();
