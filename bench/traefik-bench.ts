@@ -6,10 +6,12 @@
 // Also: Traefik's RSS with N open SSE streams with and without the plugin, the time from a node's
 // registration to the session being in the view, and from a node restart to the first edge 404.
 // Flags: --json FILE, --sessions N, --concurrency N, --duration S, --rounds N, --streams N,
-//        --registrations N, --restarts N, --profile (CPU profile of Traefik during (c)),
-//        --no-sidecar (the plugin without a view: its fail-open path; skips what needs the view).
+//        --registrations N, --restarts N, --latency-concurrency N, --profile (CPU profile of
+//        Traefik during (c)), --plugin-wasm FILE (another plugin build for (c)), --no-sidecar (the
+//        plugin without a view: its fail-open path; skips what needs the view).
+// Logs, configs and profiles stay in .run/bench/.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync, renameSync, watch, writeFileSync } from "node:fs";
+import { copyFileSync, rmSync, mkdirSync, readFileSync, readdirSync, renameSync, watch, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -18,6 +20,7 @@ import { Agent, request } from "undici";
 import { Redis } from "ioredis";
 import {
   ManagedProcess,
+  ROOT,
   httpGet,
   makeCertificate,
   renderDynamic,
@@ -63,8 +66,8 @@ try {
       registrations: { type: "string" },
       restarts: { type: "string" },
       profile: { type: "boolean" },
-      keep: { type: "boolean" },
       "no-sidecar": { type: "boolean" },
+      "plugin-wasm": { type: "string" },
       help: { type: "boolean" },
     },
   }).values;
@@ -74,7 +77,8 @@ try {
 if (flags.help) {
   process.stdout.write(
     "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
-      "                      [--rounds 2] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n",
+      "                      [--rounds 2] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
+      "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n",
   );
   process.exit(0);
 }
@@ -98,9 +102,10 @@ const cfg = {
   registrations: intFlag("registrations", 200, 0, 5000),
   restarts: intFlag("restarts", 3, 0, 3),
   profile: flags.profile === true,
-  keep: flags.keep === true,
   /** No sidecar: the plugin has no view and fails open (its cheapest path); no 1M, no view timings. */
   noSidecar: flags["no-sidecar"] === true,
+  /** Another build of plugin.wasm for (c) (e.g. to compare memory per stream of two builds). */
+  pluginWasm: typeof flags["plugin-wasm"] === "string" ? flags["plugin-wasm"] : undefined,
   json: typeof flags.json === "string" ? flags.json : undefined,
 };
 if (cfg.noSidecar) {
@@ -115,7 +120,7 @@ const log = (msg: string) => process.stdout.write(`[bench ${((performance.now() 
 // ---------------------------------------------------------------------------------------------
 // Plain Traefik: the same templates, without the middleware and without the plugin declared at all
 
-async function startPlainTraefik(stack: Stack, profile: boolean): Promise<{ proc: ManagedProcess; base: string; apiUrl: string }> {
+async function startPlainTraefik(stack: Stack): Promise<{ proc: ManagedProcess; base: string; apiUrl: string }> {
   const dir = join(stack.dir, "plain");
   mkdirSync(join(dir, "logs"), { recursive: true });
   const ports = { ...stack.ports, http: await freePort(), https: await freePort(), api: await freePort() };
@@ -124,7 +129,7 @@ async function startPlainTraefik(stack: Stack, profile: boolean): Promise<{ proc
   let stat = renderStatic(vars);
   // Plain Traefik must not even compile the plugin: drop the experimental section.
   stat = stat.replace(/^experimental:[\s\S]*$/m, "");
-  if (profile) stat = withDebugApi(stat);
+  stat = withDebugApi(stat);
   writeFileSync(join(dir, "traefik.yml"), stat);
   writeFileSync(join(dir, "dynamic.yml"), renderDynamic(vars, { plugin: false, healthIntervalMs: stack.timing.healthIntervalMs, healthTimeoutMs: stack.timing.healthTimeoutMs }));
   const proc = new ManagedProcess("traefik-plain", { cmd: traefikBinary(), args: [`--configFile=${join(dir, "traefik.yml")}`], cwd: dir, logFile: join(dir, "logs", "traefik.log") });
@@ -151,13 +156,32 @@ function withDebugApi(staticYaml: string): string {
   return out;
 }
 
-/** Restarts the stack's Traefik with the debug API (pprof) switched on. */
-async function enableProfiling(stack: Stack): Promise<void> {
+/**
+ * Restarts the stack's Traefik with the debug API (pprof, forced GC for heap figures) switched on,
+ * and with another plugin build when one is given (to compare builds: --plugin-wasm FILE).
+ */
+async function preparePluginTraefik(stack: Stack, pluginWasm: string | undefined): Promise<void> {
   const file = join(stack.dir, "traefik.yml");
   writeFileSync(file, withDebugApi(readFileSync(file, "utf8")));
+  if (pluginWasm) {
+    const dir = join(stack.dir, "plugins-local", "src", "github.com", "mcp-affinity", "mcp-affinity");
+    rmSync(dir, { recursive: true, force: true }); // the stack's symlink to plugin/build/local
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(join(ROOT, "plugin", ".traefik.yml"), join(dir, ".traefik.yml"));
+    copyFileSync(pluginWasm, join(dir, "plugin.wasm"));
+  }
   await stack.traefik.stop();
   stack.traefik.start();
   await stack.waitTraefikReady();
+}
+
+/** Go heap in use after a forced collection (the debug API's heap profile with gc=1 forces one). */
+async function liveHeapBytes(apiUrl: string): Promise<number> {
+  const hp = await request(`${apiUrl}/debug/pprof/heap?gc=1`);
+  await hp.body.dump();
+  const m = await httpGet(`${apiUrl}/metrics`, 3000);
+  const v = m ? /^go_memstats_heap_alloc_bytes (\S+)$/m.exec(m.text) : null;
+  return v ? Number(v[1]) : NaN;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,9 +349,9 @@ async function captureProfile(apiUrl: string, seconds: number, outFile: string):
   }
 }
 
-function pprofTop(profile: string, binary: string): string {
+function pprofTop(profile: string, binary: string, extra: string[] = ["-nodecount=35"]): string {
   try {
-    return execFileSync("go", ["tool", "pprof", "-top", "-nodecount=35", binary, profile], { stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 }).toString();
+    return execFileSync("go", ["tool", "pprof", "-top", ...extra, binary, profile], { stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 }).toString();
   } catch (err) {
     return `go tool pprof failed: ${(err as Error).message}`;
   }
@@ -360,8 +384,8 @@ async function main(): Promise<void> {
   let plain: Awaited<ReturnType<typeof startPlainTraefik>> | null = null;
   const cleanups: Array<() => Promise<unknown>> = [];
   try {
-    if (cfg.profile) await enableProfiling(stack);
-    plain = await startPlainTraefik(stack, cfg.profile);
+    await preparePluginTraefik(stack, cfg.pluginWasm);
+    plain = await startPlainTraefik(stack);
     const plainProc = plain.proc;
     cleanups.push(() => plainProc.stop());
     log(`plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}`);
@@ -416,19 +440,41 @@ async function main(): Promise<void> {
     // SSE streams and Traefik's memory.
     if (cfg.streams > 0) {
       const sse: Record<string, unknown> = {};
-      for (const [name, base, pid, withCookie] of [
-        ["plain", plain.base, plain.proc.pid!, true],
-        ["plugin", stack.httpBase, stack.traefik.pid!, cfg.noSidecar],
+      for (const [name, base, pid, apiUrl, withCookie] of [
+        ["plain", plain.base, plain.proc.pid!, plain.apiUrl, true],
+        ["plugin", stack.httpBase, stack.traefik.pid!, stack.apiUrl, cfg.noSidecar],
       ] as const) {
         await sleep(1500);
+        const heapBefore = await liveHeapBytes(apiUrl);
         const before = rssBytes(pid);
         const st = await openStreams(base, streamSessions, withCookie);
         await sleep(2000);
         const after = rssBytes(pid);
+        const heapAfter = await liveHeapBytes(apiUrl);
+        let heapTop: string[] | undefined;
+        if (name === "plugin") {
+          // What the plugin's streams hold, by allocation site (wazero memory, call stacks, ...).
+          const file = join(stack.dir, "traefik-plugin-streams.heap.pprof");
+          const hp = await request(`${apiUrl}/debug/pprof/heap`);
+          writeFileSync(file, Buffer.from(await hp.body.arrayBuffer()));
+          heapTop = pprofTop(file, traefikBinary(), ["-sample_index=inuse_space", "-nodecount=12"]).split("\n").filter((l) => /^\s+[\d.]+[kMG]?B/.test(l));
+        }
         await st.close();
         const perStream = st.opened > 0 ? (after - before) / st.opened : NaN;
-        sse[name] = { opened: st.opened, failed: st.failed, failures: st.failures, rssBeforeBytes: before, rssWithStreamsBytes: after, perStreamBytes: Math.round(perStream) };
-        log(`  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB per stream`);
+        const heapPerStream = st.opened > 0 ? (heapAfter - heapBefore) / st.opened : NaN;
+        sse[name] = {
+          opened: st.opened,
+          failed: st.failed,
+          failures: st.failures,
+          rssBeforeBytes: before,
+          rssWithStreamsBytes: after,
+          perStreamBytes: Math.round(perStream),
+          liveHeapBeforeBytes: heapBefore,
+          liveHeapWithStreamsBytes: heapAfter,
+          liveHeapPerStreamBytes: Math.round(heapPerStream),
+          heapTop,
+        };
+        log(`  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB RSS and ${(heapPerStream / 1024).toFixed(1)} KiB live Go heap per stream`);
         await sleep(1000);
       }
       results.sse = sse;
@@ -489,7 +535,13 @@ async function main(): Promise<void> {
     if (profileFile) {
       const top = pprofTop(profileFile, traefikBinary());
       writeFileSync(join(stack.dir, "traefik-plugin.cpu.txt"), top);
-      results.profile = { file: profileFile, top: top.split("\n").slice(0, 45) };
+      // The plugin's own cost: samples under wazero frames (guest code, the host functions it calls,
+      // instantiating new instances); `next` (the proxy) runs outside them.
+      const focused = pprofTop(profileFile, traefikBinary(), ["-focus=tetratelabs/wazero", "-nodecount=25"]);
+      writeFileSync(join(stack.dir, "traefik-plugin.cpu.wazero.txt"), focused);
+      const share = /accounting for \S+, ([\d.]+)% of (\S+) total/.exec(focused);
+      results.profile = { file: profileFile, pluginSharePercent: share ? Number(share[1]) : null, totalSampled: share?.[2] ?? null, top: top.split("\n").slice(0, 45), wazeroTop: focused.split("\n").slice(0, 35) };
+      log(`  CPU profile of Traefik during (c): ${share ? `${share[1]}% of ${share[2]} sampled` : "?"} under wazero (the plugin); see ${join(stack.dir, "traefik-plugin.cpu.txt")}`);
     }
 
     // Registration -> view.
@@ -572,12 +624,17 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
     const q = results.sse.plugin;
     line();
     line(`Traefik RSS with ${cfg.streams} open SSE streams`);
-    line(`${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"per stream".padStart(11)}`);
+    line(`${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"RSS/stream".padStart(11)} ${"Go live heap/stream".padStart(20)}`);
     for (const [n, v] of [["plain Traefik", p], ["Traefik + plugin", q]] as const) {
-      line(`${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)}`);
+      line(`${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)} ${((v.liveHeapPerStreamBytes / 1024).toFixed(1) + " KiB").padStart(20)}`);
     }
     const extra = q.perStreamBytes - p.perStreamBytes;
-    targets.push({ what: "extra memory per SSE stream", value: `${(extra / 1024).toFixed(1)} KiB`, target: "<= 64 KiB", ok: extra <= 64 * 1024 });
+    targets.push({ what: "extra memory per SSE stream (RSS)", value: `${(extra / 1024).toFixed(1)} KiB`, target: "<= 64 KiB", ok: extra <= 64 * 1024 });
+    targets.push({ what: "extra Go live heap per SSE stream", value: `${((q.liveHeapPerStreamBytes - p.liveHeapPerStreamBytes) / 1024).toFixed(1)} KiB`, target: "(reported)", ok: null });
+    if (q.heapTop?.length) {
+      line("  Traefik + plugin heap in use with the streams open (go tool pprof -top):");
+      for (const l of q.heapTop.slice(0, 8)) line(`  ${l}`);
+    }
   }
   if (results.registration) {
     const r = results.registration;
