@@ -7,8 +7,9 @@
 // registration to the session being in the view, and from a node restart to the first edge 404.
 // Flags: --json FILE, --sessions N, --concurrency N, --duration S, --rounds N, --streams N,
 //        --registrations N, --restarts N, --latency-concurrency N, --profile (CPU profile of
-//        Traefik during (c)), --plugin-wasm FILE (another plugin build for (c)), --no-sidecar (the
-//        plugin without a view: its fail-open path; skips what needs the view).
+//        Traefik during (c)), --plugin-wasm FILE (another plugin build for (c)), --sidecar-main FILE
+//        (another sidecar entry, run with tsx), --no-sidecar (the plugin without a view: its
+//        fail-open path; skips what needs the view).
 // Logs, configs and profiles stay in .run/bench/.
 import { execFileSync } from "node:child_process";
 import { copyFileSync, rmSync, mkdirSync, readFileSync, readdirSync, renameSync, watch, writeFileSync } from "node:fs";
@@ -68,6 +69,7 @@ try {
       profile: { type: "boolean" },
       "no-sidecar": { type: "boolean" },
       "plugin-wasm": { type: "string" },
+      "sidecar-main": { type: "string" },
       help: { type: "boolean" },
     },
   }).values;
@@ -78,7 +80,8 @@ if (flags.help) {
   process.stdout.write(
     "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
       "                      [--rounds 2] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
-      "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n",
+      "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n" +
+      "                      [--sidecar-main FILE.ts]\n",
   );
   process.exit(0);
 }
@@ -106,6 +109,8 @@ const cfg = {
   noSidecar: flags["no-sidecar"] === true,
   /** Another build of plugin.wasm for (c) (e.g. to compare memory per stream of two builds). */
   pluginWasm: typeof flags["plugin-wasm"] === "string" ? flags["plugin-wasm"] : undefined,
+  /** Another sidecar entry (a TypeScript main run with tsx), to compare sidecar changes. */
+  sidecarMain: typeof flags["sidecar-main"] === "string" ? flags["sidecar-main"] : undefined,
   json: typeof flags.json === "string" ? flags.json : undefined,
 };
 if (cfg.noSidecar) {
@@ -185,6 +190,48 @@ async function liveHeapBytes(apiUrl: string): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The sidecar, as its CLI (bin/mcp-affinity-sidecar.js) runs in a deployment
+
+async function startBenchSidecar(stack: Stack): Promise<{ proc: ManagedProcess; url: string; restart(): Promise<void> }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = new ManagedProcess("sidecar", {
+    cmd: process.execPath,
+    args: [
+      ...(cfg.sidecarMain ? ["--import", "tsx", cfg.sidecarMain] : [join(ROOT, "bin", "mcp-affinity-sidecar.js")]),
+      `--dir=${stack.shared}`,
+      `--port=${port}`,
+      `--redis-url=${stack.redisUrl}`,
+      `--traefik-api=${stack.apiUrl}`,
+      "--traefik-services=mcp@file",
+      "--log-level=warn",
+    ],
+    logFile: join(stack.dir, "logs", "bench-sidecar.log"),
+  });
+  const start = async () => {
+    proc.start();
+    await waitUntil(
+      "the sidecar's /readyz",
+      async () => {
+        if (!proc.running) throw new BenchError(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
+        return (await httpGet(`${url}/readyz`))?.status === 200;
+      },
+      180_000,
+      200,
+    );
+  };
+  await start();
+  return {
+    proc,
+    url,
+    async restart() {
+      await proc.stop();
+      await start();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // The view
 
 /** Sessions in the published view: the record counts of every shard of the current epoch. */
@@ -234,6 +281,8 @@ async function measureRegistration(stack: Stack, n: number): Promise<{ samplesMs
   const node = stack.nodes[0]!;
   const boot = await node.boot();
   const backend = new RedisBackend(stack.redisUrl!, { timeoutMs: 2000, onConnectionError: () => {} });
+  // The node library's backend queues nothing while disconnected: wait for its connection first.
+  if (backend.redis.status !== "ready") await new Promise((r) => backend.redis.once("ready", r));
   const shards = viewPaths(stack.shared).shards;
   let wake: (() => void) | null = null;
   // inotify on the shards directory: the sidecar renames a shard into place when it changes.
@@ -380,7 +429,10 @@ async function main(): Promise<void> {
   // Everything shares the machine's cores: other work running now shows up as noise in every figure.
   if (os.loadavg()[0]! > 0.5 * os.cpus().length) log(`warning: load average ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores: other work is running, figures will be noisy`);
   log(`starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin`);
-  const stack = await startStack({ name: "bench", nodes: 3, plugin: true, sidecar: !cfg.noSidecar, traefikLogLevel: "ERROR" });
+  // The stack without its own sidecar: the bench runs the sidecar's CLI itself, with the settings a
+  // deployment would use (defaults, plus Traefik's API for server health).
+  const stack = await startStack({ name: "bench", nodes: 3, plugin: true, sidecar: false, traefikLogLevel: "ERROR" });
+  const sidecar = cfg.noSidecar ? null : await startBenchSidecar(stack);
   let plain: Awaited<ReturnType<typeof startPlainTraefik>> | null = null;
   const cleanups: Array<() => Promise<unknown>> = [];
   try {
@@ -397,8 +449,7 @@ async function main(): Promise<void> {
       const writeMs = await fillRegistry(stack, cfg.sessions);
       log(`  written in ${(writeMs / 1000).toFixed(1)} s; restarting the sidecar so it loads them`);
       const t0 = performance.now();
-      await stack.sidecar!.stop();
-      await stack.startSidecar();
+      await sidecar!.restart();
       await waitUntil("the view to hold every session", async () => (await viewSessionCount(stack.shared)) >= cfg.sessions, 180_000, 500);
       const loadMs = performance.now() - t0;
       log(`  the view holds them ${(loadMs / 1000).toFixed(1)} s after the sidecar's start`);
@@ -583,6 +634,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => {});
+    await sidecar?.proc.stop().catch(() => {});
     await stack.stop();
   }
 }
