@@ -186,8 +186,9 @@ describe("sidecar failure behaviour", () => {
     await until(() => sc.ready());
     await writer.registerSession("before-full", rec());
     await until(() => lookupSession(dir, sessionHash("before-full")));
-    const before = (await readMeta(dir))!;
     full = true;
+    await sc.publisher.idle(); // a write already past the seam may still land: read after it
+    const before = (await readMeta(dir))!;
     await writer.registerSession("during-full", rec());
     await sleep(400);
     expect(await metric(sc, "mcp_affinity_view_publish_errors_total")).toBeGreaterThan(0);
