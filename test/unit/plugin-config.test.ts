@@ -1,32 +1,29 @@
 // Plugin settings (docs/plugin.md): every setting in string form (file provider, labels) and typed
 // form (Kubernetes CRD), bad values and unknown keys (one error line naming it, then fail open).
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import type { Exchange } from "../host/http-wasm-host.ts";
 import {
   COOKIE,
   INIT_BODY,
-  clearEvents,
-  cookieValueFor,
   forwardedBackends,
   initializeUpstream,
   learnedFiles,
-  makeViewDir,
   mcp,
   newPlugin,
   okUpstream,
-  publish,
   republishMeta,
-  type TempDir,
   type ViewSpec,
+  useView,
+  bk,
+  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
-const GONE = cookieValueFor("http://10.0.0.5:3000");
 const SPEC: ViewSpec = {
   nodes: [
     { id: 1, cookie: COOKIE.a, state: "up" },
     { id: 2, cookie: COOKIE.b, state: "up" },
     { id: 3, cookie: COOKIE.c, state: "down" },
-    { id: 5, cookie: GONE, state: "gone" },
+    { id: 5, cookie: GONE_COOKIE, state: "gone" },
   ],
   sessions: [
     { id: "s-up", node: 1 },
@@ -34,18 +31,8 @@ const SPEC: ViewSpec = {
     { id: "s-gone", node: 5 },
   ],
 };
-const bk = (c: string) => `_mcp_backend=${c}`;
 
-let t: TempDir;
-beforeAll(async () => {
-  t = makeViewDir();
-  await publish(t.dir, SPEC);
-});
-afterAll(() => t.cleanup());
-beforeEach(async () => {
-  clearEvents(t.dir);
-  await republishMeta(t.dir, SPEC);
-});
+const t = useView(SPEC);
 
 const plugin = (config: Record<string, unknown> | string, extra: Parameters<typeof newPlugin>[0] = {}) => newPlugin({ dir: t.dir, config, ...extra });
 const errors = (p: ReturnType<typeof newPlugin>) => p.pool.logs.filter((l) => l.level === 2);

@@ -1,6 +1,6 @@
 // The request-phase decision table of docs/plugin.md, row by row and policy by policy, through the
 // built plugin.wasm on the fake http-wasm host, with views published by lib/view.
-import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { beforeEach, describe, expect, test } from "vitest";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { encodeMeta, sessionHash, shardPrefix, viewPaths, writeShard } from "../../lib/view/index.ts";
@@ -9,7 +9,6 @@ import {
   COOKIE,
   EPOCH,
   clearEvents,
-  cookieValueFor,
   forwardedBackends,
   makeViewDir,
   mcp,
@@ -22,16 +21,18 @@ import {
   type McpReq,
   type TempDir,
   type ViewSpec,
+  useView,
+  bk,
+  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
-const GONE = cookieValueFor("http://10.0.0.5:3000");
 const SPEC: ViewSpec = {
   nodes: [
     { id: 1, cookie: COOKIE.a, state: "up" },
     { id: 2, cookie: COOKIE.b, state: "draining" },
     { id: 3, cookie: COOKIE.c, state: "down" },
     { id: 4, cookie: COOKIE.d, state: "down", retryAfterSeconds: 42 },
-    { id: 5, cookie: GONE, state: "gone" },
+    { id: 5, cookie: GONE_COOKIE, state: "gone" },
   ],
   sessions: [
     { id: "s-up", node: 1 },
@@ -42,18 +43,8 @@ const SPEC: ViewSpec = {
     { id: "s-closed", node: 1, closed: true },
   ],
 };
-const bk = (c: string) => `_mcp_backend=${c}`;
 
-let t: TempDir;
-beforeAll(async () => {
-  t = makeViewDir();
-  await publish(t.dir, SPEC);
-});
-afterAll(() => t.cleanup());
-beforeEach(async () => {
-  clearEvents(t.dir);
-  await republishMeta(t.dir, SPEC); // fresh `published` for every test
-});
+const t = useView(SPEC);
 
 /** One request on a fresh instance; returns the exchange and the `d` reason it was counted under. */
 function run(req: McpReq, config: Record<string, unknown> = {}, dir = t.dir): { ex: Exchange; reason: string } {
@@ -248,7 +239,7 @@ describe("owner down (same boot)", () => {
 
 describe("owner gone or session closed: 404 -32001 Session not found", () => {
   test.each(["s-gone", "s-closed"])("%s", (id) => {
-    for (const cookie of [undefined, bk(COOKIE.a), bk(GONE)]) {
+    for (const cookie of [undefined, bk(COOKIE.a), bk(GONE_COOKIE)]) {
       const { ex, reason } = run({ sessionId: id, cookie });
       expectAnswer(ex, 404, "lost", -32001, "Session not found");
       expect(ex.response.header("Retry-After")).toBeUndefined();

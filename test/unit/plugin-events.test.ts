@@ -1,6 +1,6 @@
 // Events the plugin writes for the sidecar (docs/registry-view.md, events/): closes, decision
 // counts, many instances writing at once (in one thread and in parallel threads), and the bound.
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { viewPaths } from "../../lib/view/index.ts";
@@ -14,16 +14,16 @@ import {
   eventFileNames,
   forwardedBackends,
   initializeUpstream,
-  makeViewDir,
   mcp,
   newPlugin,
   okUpstream,
-  publish,
   readEvents,
   republishMeta,
   sessionHashHex,
-  type TempDir,
   type ViewSpec,
+  useView,
+  bk,
+  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
 const SPEC: ViewSpec = {
@@ -36,14 +36,8 @@ const SPEC: ViewSpec = {
     { id: "s-gone", node: 2 },
   ],
 };
-const bk = (c: string) => `_mcp_backend=${c}`;
 
-let t: TempDir;
-beforeEach(async () => {
-  t = makeViewDir();
-  await publish(t.dir, SPEC);
-});
-afterEach(() => t.cleanup());
+const t = useView(SPEC, "per-test");
 
 describe("close (DELETE)", () => {
   test("DELETE of a live session is routed to the owner and writes a c event at once", () => {

@@ -1,6 +1,6 @@
 // Response phase (learning from initialize responses: invariant 2, cookie-less affinity) and what
 // is never buffered, through the built plugin.wasm on the fake http-wasm host.
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { createHash } from "node:crypto";
 import { readdirSync } from "node:fs";
 import type { Exchange, NextHandler } from "../host/http-wasm-host.ts";
@@ -18,8 +18,10 @@ import {
   okUpstream,
   publish,
   readEvents,
-  type TempDir,
   type ViewSpec,
+  useView,
+  bk,
+  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
 const SPEC: ViewSpec = {
@@ -29,16 +31,10 @@ const SPEC: ViewSpec = {
   ],
   sessions: [{ id: "known", node: 1 }],
 };
-const bk = (c: string) => `_mcp_backend=${c}`;
 const hash16 = (id: string) => createHash("sha256").update(id).digest().subarray(0, 16).toString("hex");
 const setCookieB = `${bk(COOKIE.b)}; Path=/; HttpOnly; Secure; SameSite=Strict`;
 
-let t: TempDir;
-beforeEach(async () => {
-  t = makeViewDir();
-  await publish(t.dir, SPEC);
-});
-afterEach(() => t.cleanup());
+const t = useView(SPEC, "per-test");
 
 function clean(ex: Exchange): void {
   expect(ex.trap).toBeUndefined();

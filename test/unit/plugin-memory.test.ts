@@ -1,28 +1,26 @@
 // Memory stays flat: every open SSE stream pins one instance in Traefik, so an instance's linear
 // memory must not grow with the number of requests it has served.
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import type { HostRequestInit, NextHandler } from "../host/http-wasm-host.ts";
 import {
   COOKIE,
   INIT_BODY,
   clearEvents,
-  cookieValueFor,
   initializeUpstream,
-  makeViewDir,
   mcp,
   newPlugin,
   okUpstream,
-  publish,
-  type TempDir,
   type ViewSpec,
+  useView,
+  bk,
+  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
-const GONE = cookieValueFor("http://10.0.0.5:3000");
 const SPEC: ViewSpec = {
   nodes: [
     { id: 1, cookie: COOKIE.a, state: "up" },
     { id: 3, cookie: COOKIE.c, state: "down" },
-    { id: 5, cookie: GONE, state: "gone" },
+    { id: 5, cookie: GONE_COOKIE, state: "gone" },
   ],
   sessions: [
     { id: "s-up", node: 1 },
@@ -30,7 +28,6 @@ const SPEC: ViewSpec = {
     { id: "s-gone", node: 5 },
   ],
 };
-const bk = (c: string) => `_mcp_backend=${c}`;
 
 // The mix, by kind: [request, upstream, expected status].
 const KINDS: [string, (i: number) => HostRequestInit, NextHandler | undefined, number][] = [
@@ -44,12 +41,7 @@ const KINDS: [string, (i: number) => HostRequestInit, NextHandler | undefined, n
   ["invalid", () => mcp({ sessionId: "bad id" }), undefined, 400],
 ];
 
-let t: TempDir;
-beforeAll(async () => {
-  t = makeViewDir();
-  await publish(t.dir, { ...SPEC, published: Date.now() + 3_600_000 }); // stays fresh for the run
-});
-afterAll(() => t.cleanup());
+const t = useView({ ...SPEC, published: Date.now() + 3_600_000 });
 
 test("100,000 requests through one instance leave its memory size unchanged after a 1,000-request warm-up", () => {
   const p = newPlugin({ dir: t.dir, config: { staleAfterMs: 3_600_000 } });

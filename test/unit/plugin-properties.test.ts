@@ -9,7 +9,6 @@ import { utf8ToBytes, type Exchange, type HostRequestInit } from "../host/http-w
 import {
   COOKIE,
   INIT_BODY,
-  cookieValueFor,
   initializeUpstream,
   learnedFiles,
   makeViewDir,
@@ -21,16 +20,18 @@ import {
   type PluginHandle,
   type TempDir,
   type ViewSpec,
+  useView,
+  bk,
+  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
 const NAME = "_mcp_backend";
-const GONE = cookieValueFor("http://10.0.0.5:3000");
 const SPEC: ViewSpec = {
   nodes: [
     { id: 1, cookie: COOKIE.a, state: "up" },
     { id: 2, cookie: COOKIE.b, state: "draining" },
     { id: 3, cookie: COOKIE.c, state: "down" },
-    { id: 5, cookie: GONE, state: "gone" },
+    { id: 5, cookie: GONE_COOKIE, state: "gone" },
   ],
   sessions: [
     { id: "s-up", node: 1 },
@@ -113,7 +114,7 @@ const idsArb = fc.oneof(
   { weight: 1, arbitrary: fc.tuple(idArb, idArb).map(([a, b]) => [a, b]) },
   { weight: 1, arbitrary: fc.constantFrom("s-up", "s-gone").map((x) => [x, x]) },
 );
-const backendValue = fc.constantFrom(COOKIE.a, COOKIE.b, COOKIE.c, COOKIE.d, GONE, "", "zz", `"${COOKIE.a}"`, `"${COOKIE.b}"`, `${COOKIE.a}\r\n`, COOKIE.a.toUpperCase());
+const backendValue = fc.constantFrom(COOKIE.a, COOKIE.b, COOKIE.c, COOKIE.d, GONE_COOKIE, "", "zz", `"${COOKIE.a}"`, `"${COOKIE.b}"`, `${COOKIE.a}\r\n`, COOKIE.a.toUpperCase());
 const pairArb = fc.oneof(
   { weight: 4, arbitrary: backendValue.map((v) => `${NAME}=${v}`) },
   { weight: 3, arbitrary: fc.tuple(fc.constantFrom("theme", "sid", "a", "lang", "_ga", "x"), anyText).map(([k, v]) => `${k}=${v}`) },
