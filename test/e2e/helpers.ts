@@ -2,6 +2,7 @@
 // raw HTTP requests through Traefik, and the Python `mcp` client (httpx, keeps cookies).
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -9,6 +10,8 @@ import { Agent, request as undiciRequest } from "undici";
 import { ROOT } from "../support/stack.ts";
 
 export const LATEST_PROTOCOL = "2025-06-18";
+/** A call whose answer was cut on the way back would otherwise wait the SDK's 60 s. */
+export const CALL_TIMEOUT_MS = 8000;
 
 /** Counts every HTTP exchange the SDK client makes (status, or -1 for a network error). */
 export interface HttpTally {
@@ -70,7 +73,7 @@ export async function connectSdk(url: string, tally: HttpTally = newTally(), opt
     sessionId,
     errors,
     async call(name, args = {}) {
-      const r = (await client.callTool({ name, arguments: args })) as { content?: Array<{ type: string; text?: string }>; isError?: boolean };
+      const r = (await client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS })) as { content?: Array<{ type: string; text?: string }>; isError?: boolean };
       if (r.isError) throw new Error(`tool ${name} failed: ${r.content?.[0]?.text}`);
       return r.content?.[0]?.text ?? "";
     },
@@ -94,7 +97,7 @@ export interface CounterLoadResult {
   callsPerSession: number;
   calls: number;
   failedCalls: number;
-  /** Successful calls whose value was not the previous one + 1 (state of another session/node). */
+  /** Successful calls whose value was not the previous one + 1 (+ failed calls in between that may have run). */
   discontinuities: number;
   /** Sessions with at least one failed or discontinuous call. */
   brokenSessions: number;
@@ -104,6 +107,10 @@ export interface CounterLoadResult {
   latencyMs: { p50: number; p99: number; max: number };
   failureRate: number;
   wallMs: number;
+  startMs: number;
+  endMs: number;
+  /** The first few error messages, for diagnosis. */
+  errorSamples: string[];
 }
 
 /**
@@ -117,6 +124,10 @@ export async function counterLoad(url: string, sessions: number, calls: number):
   let discontinuities = 0;
   let brokenSessions = 0;
   let failedHandshakes = 0;
+  const errorSamples: string[] = [];
+  const note = (err: unknown) => {
+    if (errorSamples.length < 5) errorSamples.push(`${new Date().toISOString()} ${(err as Error)?.message ?? err}`.slice(0, 300));
+  };
   const t0 = Date.now();
   await Promise.all(
     Array.from({ length: sessions }, async () => {
@@ -124,8 +135,9 @@ export async function counterLoad(url: string, sessions: number, calls: number):
       for (let attempt = 0; attempt < 10 && !s; attempt++) {
         try {
           s = await connectSdk(url, http);
-        } catch {
+        } catch (err) {
           failedHandshakes++;
+          note(err);
         }
       }
       if (!s) {
@@ -134,20 +146,25 @@ export async function counterLoad(url: string, sessions: number, calls: number):
         return;
       }
       let last = 0;
+      // A call that failed may still have run on the node (its answer was lost on the way back).
+      let maybeRan = 0;
       let broken = false;
       for (let i = 0; i < calls; i++) {
         const c0 = performance.now();
         try {
           const v = Number(await s.call("counter"));
           lat.push(performance.now() - c0);
-          if (v !== last + 1) {
+          if (v < last + 1 || v > last + 1 + maybeRan) {
             discontinuities++;
             broken = true;
           }
           last = v;
-        } catch {
+          maybeRan = 0;
+        } catch (err) {
           failedCalls++;
+          maybeRan++;
           broken = true;
+          note(err);
         }
       }
       if (broken) brokenSessions++;
@@ -167,6 +184,9 @@ export async function counterLoad(url: string, sessions: number, calls: number):
     latencyMs: { p50: round(percentile(lat, 50)), p99: round(percentile(lat, 99)), max: round(percentile(lat, 100)) },
     failureRate: (failedCalls + discontinuities) / total,
     wallMs: Date.now() - t0,
+    startMs: t0,
+    endMs: Date.now(),
+    errorSamples,
   };
 }
 
@@ -182,6 +202,8 @@ export interface RawResponse {
 }
 
 const dispatcher = new Agent({ connections: 64, pipelining: 1 });
+// Open streams each hold a connection: they get their own pool, without a cap.
+const streamDispatcher = new Agent({ pipelining: 1 });
 
 export async function raw(
   url: string,
@@ -255,10 +277,10 @@ export async function rawInitialize(base: string): Promise<{ sessionId: string; 
 
 let rpcId = 100;
 /** tools/call over raw HTTP with a session id and optional Cookie header. */
-export async function rawCall(base: string, sessionId: string, tool: string, extra: { cookie?: string; headers?: Record<string, string> } = {}): Promise<RawResponse & { text?: string }> {
+export async function rawCall(base: string, sessionId: string, tool: string, extra: { cookie?: string; headers?: Record<string, string>; args?: Record<string, unknown>; timeoutMs?: number } = {}): Promise<RawResponse & { text?: string }> {
   const headers: Record<string, string> = { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL, ...extra.headers };
   if (extra.cookie !== undefined) headers.cookie = extra.cookie;
-  const r = await raw(`${base}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: ++rpcId, method: "tools/call", params: { name: tool, arguments: {} } }) });
+  const r = await raw(`${base}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: ++rpcId, method: "tools/call", params: { name: tool, arguments: extra.args ?? {} } }), timeoutMs: extra.timeoutMs });
   let text: string | undefined;
   if (r.status === 200) text = jsonRpcOf(r.body)?.result?.content?.[0]?.text;
   return { ...r, text };
@@ -286,4 +308,111 @@ export function pythonClient(args: string[], timeoutMs = 60_000): Promise<any> {
 /** Prints a measurement line the lead can copy into the closing note. */
 export function report(scenario: string, data: Record<string, unknown>): void {
   console.log(`[e2e] ${scenario}: ${JSON.stringify(data)}`);
+}
+
+/**
+ * Sends bytes as they are over a plain TCP connection (for requests no HTTP client would build:
+ * CR/LF in header values, thousands of cookies) and parses the status line and headers.
+ */
+export function rawSocket(port: number, request: string | Buffer, timeoutMs = 5000): Promise<{ status: number; head: string; body: string; closedWithoutAnswer: boolean }> {
+  return new Promise((resolve) => {
+    const sock = connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    const done = () => {
+      clearTimeout(timer);
+      const text = Buffer.concat(chunks).toString("latin1");
+      const sep = text.indexOf("\r\n\r\n");
+      const head = sep >= 0 ? text.slice(0, sep) : text;
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
+      let body = sep >= 0 ? text.slice(sep + 4) : "";
+      if (/^transfer-encoding:\s*chunked/im.test(head)) body = dechunk(body);
+      resolve({ status: m ? Number(m[1]) : 0, head, body, closedWithoutAnswer: !m });
+    };
+    const timer = setTimeout(() => sock.destroy(), timeoutMs);
+    sock.on("data", (d) => chunks.push(d));
+    sock.on("close", done);
+    sock.on("error", () => {});
+    sock.on("connect", () => sock.write(request));
+  });
+}
+
+export interface SseStream {
+  status: number;
+  headers: Record<string, string | string[]>;
+  /** JSON-RPC messages received so far. */
+  messages: any[];
+  /** Resolves when `n` messages have arrived (rejects after timeoutMs). */
+  waitFor(n: number, timeoutMs: number): Promise<void>;
+  close(): void;
+}
+
+/** Opens the standalone GET stream of a session (resolves once the response headers are in). */
+export async function openSse(base: string, sessionId: string, extraHeaders: Record<string, string> = {}): Promise<SseStream> {
+  const ac = new AbortController();
+  const r = await undiciRequest(`${base}/mcp`, {
+    method: "GET",
+    headers: { accept: "text/event-stream", "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL, ...extraHeaders },
+    dispatcher: streamDispatcher,
+    signal: ac.signal,
+    bodyTimeout: 0,
+  });
+  const messages: any[] = [];
+  const waiters: Array<() => void> = [];
+  let buf = "";
+  r.body.setEncoding("utf8");
+  r.body.on("data", (chunk: string) => {
+    buf += chunk;
+    let sep: number;
+    while ((sep = buf.indexOf("\n\n")) >= 0) {
+      const event = buf.slice(0, sep);
+      buf = buf.slice(sep + 2);
+      const data = event
+        .split("\n")
+        .filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).trim())
+        .join("\n");
+      if (data) {
+        try {
+          messages.push(JSON.parse(data));
+        } catch {
+          messages.push({ unparsable: data });
+        }
+      }
+    }
+    for (const w of waiters.splice(0)) w();
+  });
+  r.body.on("error", () => {});
+  return {
+    status: r.statusCode,
+    headers: r.headers as Record<string, string | string[]>,
+    messages,
+    waitFor(n, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const deadline = setTimeout(() => reject(new Error(`SSE: ${messages.length}/${n} messages after ${timeoutMs} ms`)), timeoutMs);
+        const check = () => {
+          if (messages.length >= n) {
+            clearTimeout(deadline);
+            resolve();
+          } else waiters.push(check);
+        };
+        check();
+      });
+    },
+    close() {
+      ac.abort();
+    },
+  };
+}
+
+function dechunk(body: string): string {
+  let out = "";
+  let rest = body;
+  for (;;) {
+    const eol = rest.indexOf("\r\n");
+    if (eol < 0) return out;
+    const size = parseInt(rest.slice(0, eol), 16);
+    if (!Number.isFinite(size) || size === 0) return out;
+    out += rest.slice(eol + 2, eol + 2 + size);
+    rest = rest.slice(eol + 2 + size + 2);
+  }
 }

@@ -14,6 +14,7 @@ import json
 import ssl
 import sys
 import time
+from datetime import timedelta
 
 import httpx
 from mcp import ClientSession
@@ -56,8 +57,9 @@ async def one_session(url, ctx, calls):
     out = {"session": None, "node": None, "boot": None, "values": [], "errors": []}
     t0 = time.monotonic()
     try:
-        async with streamablehttp_client(url, httpx_client_factory=factory) as (read, write, get_id):
-            async with ClientSession(read, write) as session:
+        # Short timeouts: an answer lost on the way back must fail the call, not hang the suite.
+        async with streamablehttp_client(url, timeout=8, sse_read_timeout=8, httpx_client_factory=factory) as (read, write, get_id):
+            async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=8)) as session:
                 await session.initialize()
                 out["session"] = tag(get_id())
                 who = await session.call_tool("whoami", {})

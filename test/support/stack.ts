@@ -8,7 +8,9 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cookieValueFor } from "../../lib/registry/schema.ts";
 import { readMeta, type NodeViewState, type ViewMeta } from "../../lib/view/index.ts";
-import { freePort, redisCommand, startRedis, type TestRedis } from "./redis.ts";
+import { REDIS_SERVER, freePort, redisCommand, startRedis, type TestRedis } from "./redis.ts";
+
+export const REDIS_SERVER_PATH = REDIS_SERVER;
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** Guest path of the shared directory inside the Wasm plugin (traefik.yml mounts it there). */
@@ -69,7 +71,10 @@ export class ManagedProcess {
   child: ChildProcess | null = null;
   private exited: Promise<number | null> = Promise.resolve(null);
   private paused = false;
+  private expected = false;
   starts = 0;
+  /** Called when the process exits without stop() or kill() asking for it. */
+  onUnexpectedExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | null = null;
 
   constructor(
     readonly name: string,
@@ -100,6 +105,7 @@ export class ManagedProcess {
     closeSync(fd);
     this.child = c;
     this.paused = false;
+    this.expected = false;
     live.add(c);
     this.exited = new Promise((resolve) => {
       c.once("exit", (code, signal) => {
@@ -112,6 +118,7 @@ export class ManagedProcess {
           /* log dir removed */
         }
         resolve(code);
+        if (!this.expected && this.child === c) this.onUnexpectedExit?.(code, signal);
       });
       c.once("error", () => resolve(null));
     });
@@ -121,6 +128,7 @@ export class ManagedProcess {
   async stop(graceMs = 5000): Promise<number | null> {
     const c = this.child;
     if (!c || !this.running) return c?.exitCode ?? null;
+    this.expected = true;
     if (this.paused) this.resume();
     c.kill("SIGTERM");
     const timer = setTimeout(() => c.kill("SIGKILL"), graceMs);
@@ -133,6 +141,7 @@ export class ManagedProcess {
   async kill(): Promise<void> {
     const c = this.child;
     if (!c || !this.running) return;
+    this.expected = true;
     c.kill("SIGKILL");
     await this.exited;
     this.paused = false;
@@ -190,8 +199,15 @@ export interface StackTiming {
   /** Traefik's health check of the /mcp service. */
   healthIntervalMs: number;
   healthTimeoutMs: number;
-  /** Sidecar: a node down longer than this counts as gone. */
+  /** Sidecar: a node whose heartbeat is older than this is down (--node-ttl). */
+  nodeTtlMs: number;
+  /** Sidecar: a node down longer than this counts as gone (--down-limit). */
   downToGoneMs: number;
+  /** Sidecar: the view's freshness stamp is rewritten this often (--meta-interval). */
+  metaIntervalMs: number;
+  /** Sidecar: Traefik API poll (--traefik-poll-interval) and node record re-read (--node-poll-interval). */
+  traefikPollMs: number;
+  nodePollMs: number;
   /** Plugin: a view older than this is stale. */
   staleAfterMs: number;
 }
@@ -199,19 +215,29 @@ export interface StackTiming {
 export const TEST_TIMING: StackTiming = {
   heartbeatMs: 200,
   drainGraceMs: 300,
-  healthIntervalMs: 500,
-  healthTimeoutMs: 400,
-  downToGoneMs: 4000,
+  // A health check that times out marks the server DOWN at once (Traefik has no failure
+  // threshold): under a saturated 2-core machine a short timeout breaks sessions spuriously.
+  healthIntervalMs: 1000,
+  healthTimeoutMs: 2000,
+  nodeTtlMs: 1000,
+  downToGoneMs: 5000,
+  metaIntervalMs: 500,
+  traefikPollMs: 500,
+  nodePollMs: 250,
   staleAfterMs: 3000,
 };
 
 /** What `npm start` uses: the templates' own values, comfortable for a person at a terminal. */
 export const DEMO_TIMING: StackTiming = {
   heartbeatMs: 2000,
-  drainGraceMs: 5000,
+  drainGraceMs: 1000,
   healthIntervalMs: 1000,
   healthTimeoutMs: 1000,
+  nodeTtlMs: 6000,
   downToGoneMs: 30_000,
+  metaIntervalMs: 1000,
+  traefikPollMs: 2000,
+  nodePollMs: 2000,
   staleAfterMs: 5000,
 };
 
@@ -248,7 +274,7 @@ export interface RenderVars {
 }
 
 export function renderStatic(v: RenderVars): string {
-  return renderTemplate(join(ROOT, "traefik", "traefik.yml"), {
+  const text = renderTemplate(join(ROOT, "traefik", "traefik.yml"), {
     BIND: v.bind,
     HTTP_PORT: String(v.ports.http),
     HTTPS_PORT: String(v.ports.https),
@@ -257,6 +283,8 @@ export function renderStatic(v: RenderVars): string {
     LOG_LEVEL: v.logLevel,
     SHARED_DIR: v.shared,
   });
+  // Access log into the run's logs: which node answered what, and how long it took.
+  return `${text}\naccessLog:\n  filePath: "${join(v.dir, "logs", "access.log")}"\n  format: json\n  fields:\n    headers:\n      defaultMode: drop\n`;
 }
 
 export function renderDynamic(v: RenderVars, o: DynamicOptions): string {
@@ -379,6 +407,8 @@ export interface StackOptions {
   traefikLogLevel?: string;
   /** Run directory (default .run/<name>); wiped at start. */
   dir?: string;
+  /** Local plugin folder (.traefik.yml + plugin.wasm); default plugin/build/local. */
+  pluginDir?: string;
 }
 
 export interface NodePart {
@@ -437,7 +467,39 @@ export interface Stack {
   /** Traefik's health status of node i in the mcp service ("UP"/"DOWN"/null). */
   traefikServerStatus(i: number): Promise<string | null>;
   waitTraefikReady(timeoutMs?: number): Promise<void>;
+  /** Traefik's access log lines (JSON), parsed. */
+  accessLog(): AccessLogRow[];
+  /**
+   * /mcp requests whose upstream response Traefik's proxy cut (see proxyCuts) that started in
+   * [fromMs, toMs].
+   */
+  proxyCuts(fromMs: number, toMs?: number): AccessLogRow[];
   stop(): Promise<void>;
+}
+
+export interface AccessLogRow {
+  StartUTC: string;
+  RequestMethod: string;
+  RouterName?: string;
+  ServiceURL?: string;
+  DownstreamStatus: number;
+  DownstreamContentSize: number;
+  OriginStatus?: number;
+  Duration: number;
+  [k: string]: unknown;
+}
+
+/**
+ * A request Traefik handed to a node (ServiceURL set) that never got its origin fields (status 0),
+ * yet went out as an empty 200: the proxy's body copy from the node failed after the headers were
+ * forwarded ("httputil: ReverseProxy read error during body copy: use of closed network
+ * connection"). Go's HTTP/1 server drains and closes the inbound request body when the response
+ * headers are written, and the transport's last read of that body then fails and tears down the
+ * upstream connection (golang/go#40747). It happens with the plugin off too; an SSE answer to a
+ * POST is where it shows (the client waits for an event that never comes).
+ */
+export function isProxyCut(r: AccessLogRow): boolean {
+  return (r.RouterName ?? "").includes("mcp") && !!r.ServiceURL && (r.OriginStatus ?? 0) === 0 && r.DownstreamStatus === 200 && r.DownstreamContentSize === 0 && r.RequestMethod === "POST";
 }
 
 async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}): Promise<StackPorts> {
@@ -505,7 +567,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   // Traefik loads local plugins from ./plugins-local/src/<moduleName>/ under its working directory.
   const pluginDir = join(dir, "plugins-local", "src", PLUGIN_MODULE);
   mkdirSync(dirname(pluginDir), { recursive: true });
-  const built = join(ROOT, "plugin", "build", "local");
+  const built = opts.pluginDir ?? join(ROOT, "plugin", "build", "local");
   if (!existsSync(join(built, "plugin.wasm"))) throw new StackError("plugin/build/local/plugin.wasm is missing: run `npm run build`", "ERR_STACK_PLUGIN");
   symlinkSync(built, pluginDir);
 
@@ -610,7 +672,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         resume: () => proc.resume(),
       };
     });
-    for (const n of nodes) parts.push({ stop: () => n.proc.stop(3000) });
+    parts.push({ stop: () => Promise.all(nodes.map((n) => n.proc.stop(timing.drainGraceMs + 2000))) });
     // Start the nodes in parallel: each tsx start costs about a second of CPU.
     await Promise.all(nodes.map((n) => n.start()));
 
@@ -621,7 +683,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       cwd: dir,
       logFile: join(logs, "traefik.log"),
     });
-    parts.push({ stop: () => traefik.stop() });
+    // Traefik waits up to its graceTimeOut (10 s) for open SSE streams; the stack does not.
+    parts.push({ stop: () => traefik.stop(3000) });
     traefik.start();
 
     const serviceStatus = async (): Promise<Record<string, string> | null> => {
@@ -648,6 +711,24 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     };
     await waitTraefikReady();
 
+    const accessLog = (): AccessLogRow[] => {
+      let text = "";
+      try {
+        text = readFileSync(join(logs, "access.log"), "utf8");
+      } catch {
+        return [];
+      }
+      const rows: AccessLogRow[] = [];
+      for (const line of text.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        try {
+          rows.push(JSON.parse(line));
+        } catch {
+          /* a line being written */
+        }
+      }
+      return rows;
+    };
     const viewMeta = () => readMeta(shared).catch(() => null);
     const viewNodeState = async (i: number): Promise<NodeViewState | null> => {
       const meta = await viewMeta();
@@ -688,6 +769,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         }, timeoutMs),
       traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
       waitTraefikReady,
+      accessLog,
+      proxyCuts: (fromMs, toMs = Date.now()) =>
+        accessLog().filter((r) => {
+          const t = Date.parse(r.StartUTC);
+          return isProxyCut(r) && t >= fromMs && t <= toMs;
+        }),
       stop: stopAll,
     };
     return stack;
@@ -710,11 +797,17 @@ interface SidecarArgInput {
 /** The sidecar's command line (flags from docs/sidecar.md). */
 function sidecarArgs(v: SidecarArgInput): string[] {
   return [
-    "--listen", `${v.bind}:${v.ports.sidecar}`,
-    "--view-dir", v.shared,
+    "--dir", v.shared,
+    "--host", v.bind,
+    "--port", String(v.ports.sidecar),
+    ...(v.redisUrl ? ["--redis-url", v.redisUrl] : []),
+    "--node-ttl", `${v.timing.nodeTtlMs}ms`,
+    "--down-limit", `${v.timing.downToGoneMs}ms`,
+    "--meta-interval", `${v.timing.metaIntervalMs}ms`,
     "--traefik-api", v.apiUrl,
-    ...(v.redisUrl ? ["--redis-url", v.redisUrl] : ["--store", "memory"]),
-    "--node-gone-after-ms", String(v.timing.downToGoneMs),
+    "--traefik-services", "mcp@file",
+    "--traefik-poll-interval", `${v.timing.traefikPollMs}ms`,
+    "--node-poll-interval", `${v.timing.nodePollMs}ms`,
   ];
 }
 

@@ -1,0 +1,221 @@
+// `npm start`: the whole local stack on loopback — Redis (or the sidecar's in-memory store), the
+// sidecar, three reference MCP nodes and Traefik with the plugin — until Ctrl-C.
+import { createServer } from "node:net";
+import { existsSync } from "node:fs";
+import { relative } from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { DEMO_TIMING, REDIS_SERVER_PATH, ROOT, StackError, startStack, type Stack, type StackPorts } from "../test/support/stack.ts";
+
+const USAGE = `npm start — the local mcp-affinity stack (all on 127.0.0.1)
+
+Environment (defaults in brackets):
+  MCPA_HTTP_PORT      Traefik plain HTTP entrypoint          [8080]
+  MCPA_HTTPS_PORT     Traefik TLS entrypoint                 [8443]
+  MCPA_API_PORT       Traefik API, ping and metrics          [8081]
+  MCPA_SIDECAR_PORT   sidecar: metrics, status, sessions API [8090]
+  MCPA_NODE_PORTS     the reference nodes, comma-separated   [8101,8102,8103]
+  MCPA_REDIS_PORT     the redis-server the stack starts      [6390]
+  MCPA_REDIS_URL      use this Redis instead of starting one
+  MCPA_STORE          redis | memory (memory: the sidecar's in-memory store) [redis when redis-server exists]
+`;
+
+class SettingError extends Error {
+  readonly code = "ERR_STACK_CONFIG";
+}
+
+function portSetting(name: string, dflt: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return dflt;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 65535) throw new SettingError(`${name} must be a port number (1-65535), got "${raw}"`);
+  return Number(raw);
+}
+
+function readSettings(): { ports: StackPorts; store: "redis" | "memory"; redisUrl?: string } {
+  const nodesRaw = process.env.MCPA_NODE_PORTS || "8101,8102,8103";
+  const nodes = nodesRaw.split(",").map((p) => p.trim());
+  if (nodes.length < 1 || nodes.length > 16 || nodes.some((p) => !/^\d+$/.test(p) || Number(p) < 1 || Number(p) > 65535)) {
+    throw new SettingError(`MCPA_NODE_PORTS must be 1 to 16 comma-separated port numbers, got "${nodesRaw}"`);
+  }
+  const ports: StackPorts = {
+    http: portSetting("MCPA_HTTP_PORT", 8080),
+    https: portSetting("MCPA_HTTPS_PORT", 8443),
+    api: portSetting("MCPA_API_PORT", 8081),
+    sidecar: portSetting("MCPA_SIDECAR_PORT", 8090),
+    redis: portSetting("MCPA_REDIS_PORT", 6390),
+    nodes: nodes.map(Number),
+  };
+  const storeRaw = process.env.MCPA_STORE;
+  if (storeRaw && storeRaw !== "redis" && storeRaw !== "memory") throw new SettingError(`MCPA_STORE must be redis or memory, got "${storeRaw}"`);
+  const redisUrl = process.env.MCPA_REDIS_URL || undefined;
+  if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) throw new SettingError(`MCPA_REDIS_URL must start with redis:// or rediss://, got "${redisUrl}"`);
+  if (redisUrl && storeRaw === "memory") throw new SettingError("MCPA_REDIS_URL and MCPA_STORE=memory exclude each other");
+  let store: "redis" | "memory" = storeRaw === "memory" ? "memory" : "redis";
+  if (!storeRaw && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
+    console.log(`npm start: no redis-server at ${REDIS_SERVER_PATH}: using the sidecar's in-memory store`);
+    store = "memory";
+  }
+  if (storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
+    throw new SettingError(`MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER_PATH}: install it, or set MCPA_REDIS_URL`);
+  }
+  // Every port the stack listens on must be distinct.
+  const named: Array<[string, number]> = [
+    ["MCPA_HTTP_PORT", ports.http],
+    ["MCPA_HTTPS_PORT", ports.https],
+    ["MCPA_API_PORT", ports.api],
+    ["MCPA_SIDECAR_PORT", ports.sidecar],
+    ...ports.nodes.map((p): [string, number] => ["MCPA_NODE_PORTS", p]),
+    ...(store === "redis" && !redisUrl ? [["MCPA_REDIS_PORT", ports.redis] as [string, number]] : []),
+  ];
+  const seen = new Map<number, string>();
+  for (const [name, p] of named) {
+    if (seen.has(p)) throw new SettingError(`${name}: port ${p} is also used by ${seen.get(p)}`);
+    seen.set(p, name);
+  }
+  return { ports, store, redisUrl };
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
+async function selfCheck(url: string): Promise<string> {
+  const client = new Client({ name: "npm-start-self-check", version: "0.1.0" });
+  const transport = new StreamableHTTPClientTransport(new URL(url));
+  await client.connect(transport);
+  const values: string[] = [];
+  let node = "?";
+  try {
+    const who = (await client.callTool({ name: "whoami", arguments: {} })) as { content: Array<{ text: string }> };
+    node = JSON.parse(who.content[0]!.text).node;
+    for (let i = 0; i < 3; i++) {
+      const r = (await client.callTool({ name: "counter", arguments: {} })) as { content: Array<{ text: string }> };
+      values.push(r.content[0]!.text);
+    }
+  } finally {
+    await transport.terminateSession().catch(() => {});
+    await client.close().catch(() => {});
+  }
+  if (values.join(",") !== "1,2,3") throw new StackError(`self-check: counter gave ${values.join(",")} instead of 1,2,3`, "ERR_STACK_SELF_CHECK");
+  return `initialize, whoami and 3 counter calls through Traefik without cookies: served by ${node}, counter 1,2,3`;
+}
+
+function printBanner(s: Stack, store: string, check: string): void {
+  const rel = (p: string) => relative(process.cwd(), p) || ".";
+  const lines = [
+    "",
+    "mcp-affinity local stack is up",
+    "",
+    `  MCP endpoint          ${s.mcpUrl}`,
+    `  MCP endpoint (TLS)    ${s.mcpsUrl}   (self-signed; certificate: ${rel(s.caFile)})`,
+    `  Sidecar metrics       ${s.sidecarUrl}/metrics`,
+    `  Sidecar status        ${s.sidecarUrl}/   (also /readyz, /healthz)`,
+    `  Traefik metrics       ${s.traefikMetricsUrl}`,
+    `  Traefik status        ${s.apiUrl}/api/http/services/mcp@file`,
+    `  Nodes                 ${s.nodes.map((n) => `${n.name} ${n.url}`).join(", ")}`,
+    `  Registry              ${store}`,
+    `  Shared view directory ${rel(s.shared)}`,
+    `  Logs                  ${rel(s.dir)}/logs/`,
+    "",
+    `  Self-check: ${check}`,
+    "",
+    "Try:  npx @modelcontextprotocol/inspector   (Streamable HTTP, URL above)",
+    "Press Ctrl-C to stop everything.",
+    "",
+  ];
+  console.log(lines.join("\n"));
+}
+
+async function main(): Promise<void> {
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  let settings: ReturnType<typeof readSettings>;
+  try {
+    settings = readSettings();
+  } catch (err) {
+    if (err instanceof SettingError) {
+      console.error(`npm start: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const { ports, store, redisUrl } = settings;
+  const toCheck: Array<[string, number]> = [
+    ["MCPA_HTTP_PORT", ports.http],
+    ["MCPA_HTTPS_PORT", ports.https],
+    ["MCPA_API_PORT", ports.api],
+    ["MCPA_SIDECAR_PORT", ports.sidecar],
+    ...ports.nodes.map((p): [string, number] => ["MCPA_NODE_PORTS", p]),
+    ...(store === "redis" && !redisUrl ? [["MCPA_REDIS_PORT", ports.redis] as [string, number]] : []),
+  ];
+  for (const [name, p] of toCheck) {
+    if (!(await portFree(p))) {
+      console.error(`npm start: port ${p} (${name}) is already in use on 127.0.0.1: stop what uses it or set ${name}`);
+      process.exit(2);
+    }
+  }
+
+  console.log("npm start: starting Redis, the sidecar, 3 reference nodes and Traefik ...");
+  let stack: Stack | null = null;
+  let stopping = false;
+  const shutdown = async (why: string, code: number) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\nnpm start: ${why}: stopping Traefik, the nodes, the sidecar and Redis ...`);
+    await stack?.stop();
+    console.log("npm start: stopped.");
+    process.exit(code);
+  };
+  let signals = 0;
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(sig, () => {
+      // A second Ctrl-C: do not wait for graceful stops (the exit hook kills every child).
+      if (++signals > 1) process.exit(130);
+      void shutdown(sig, 0);
+    });
+  }
+
+  try {
+    stack = await startStack({
+      name: "stack",
+      ports,
+      redis: store === "redis",
+      redisUrl,
+      timing: DEMO_TIMING,
+      pluginSettings: { staleAfterMs: String(DEMO_TIMING.staleAfterMs) },
+    });
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    console.error(`npm start: ${e.message}${e.code ? ` (${e.code})` : ""}`);
+    console.error(`npm start: logs are in ${relative(process.cwd(), `${ROOT}/.run/stack/logs`)}/`);
+    process.exit(1);
+  }
+  if (stopping) return;
+  const s = stack;
+  const parts = [s.traefik, s.sidecar, ...s.nodes.map((n) => n.proc)].filter((p) => p !== null);
+  for (const p of parts) {
+    p.onUnexpectedExit = (code, signal) => {
+      console.error(`npm start: ${p.name} exited unexpectedly (code ${code}, signal ${signal}); last log lines:\n${p.tail(10)}`);
+      void shutdown(`${p.name} died`, 1);
+    };
+  }
+  const storeText = store === "memory" ? "in-memory store inside the sidecar" : redisUrl ? redisUrl : `${s.redisUrl} (redis-server started by the stack)`;
+  let check: string;
+  try {
+    check = await selfCheck(s.mcpUrl);
+  } catch (err) {
+    check = `FAILED: ${(err as Error).message}`;
+  }
+  printBanner(s, storeText, check);
+}
+
+main().catch((err) => {
+  console.error(`npm start: ${(err as Error).message}`);
+  process.exit(1);
+});
