@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
 import { lookupSession } from "../../lib/view/index.ts";
-import { httpGet, sleep, startStack, waitUntil, type Stack } from "../support/stack.ts";
+import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type Stack } from "../support/stack.ts";
 import {
   connectSdk,
   counterLoad,
@@ -75,7 +75,10 @@ function pct(n: number, d: number): string {
 
 describe("end to end through Traefik: affinity, input, streams, reload", () => {
   it("1. cookie-less affinity: 50 TypeScript SDK sessions x 20 counter calls, plugin on vs plain sticky", async () => {
+    // A fresh stack: these are the first sessions of every node incarnation, as after a deploy.
+    const watch = watchViewConsistency(stack.shared);
     const on = await counterLoad(stack.mcpUrl, 50, 20);
+    const consistency = await watch.stop();
     stack.writeDynamic({ plugin: false });
     await waitMiddleware(false);
     let off: CounterLoadResult;
@@ -109,13 +112,17 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     const onX = explain(on.failedCalls + on.failedHandshakes, on.startMs, on.endMs);
     const offX = explain(off.failedCalls + off.failedHandshakes, off.startMs, off.endMs);
     console.log(`  answers cut by Traefik's proxy (not the plugin; golang/go#40747): plugin on ${onX.cuts}, plugin off ${offX.cuts}\n`);
-    report("1 plugin-on", { ...on, proxyCuts: onX.cuts });
+    report("1 plugin-on", { ...on, proxyCuts: onX.cuts, viewChecks: consistency.checks, viewInconsistent: consistency.inconsistent.length, viewInconsistentSamples: consistency.inconsistent.slice(0, 3) });
     report("1 plugin-off", { ...off, proxyCuts: offX.cuts });
     // Every failure with the plugin is one of Traefik's cut answers; none is a misroute or an edge answer.
     expect(onX.unexplained).toBe(0);
     expect(on.discontinuities).toBe(0);
     expect(on.http.byStatus["404"] ?? 0).toBe(0);
     expect(on.failedCalls + on.failedHandshakes).toBeLessThanOrEqual(on.calls / 200);
+    // The view never names an owner its meta lacks: the plugin would fail open (pass untouched) on
+    // such a lookup, and a cookie-less request right after initialize could land on another node.
+    expect(consistency.checks).toBeGreaterThan(10);
+    expect(consistency.inconsistent).toEqual([]);
     // The same load does detect misroutes: without the plugin a cookie-less client is round-robined.
     expect(off.failureRate).toBeGreaterThan(0.3);
   });

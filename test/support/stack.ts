@@ -7,7 +7,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cookieValueFor } from "../../lib/registry/schema.ts";
-import { readMeta, type NodeViewState, type ViewMeta } from "../../lib/view/index.ts";
+import { decodeMeta, decodeShard, readMeta, type NodeViewState, type ViewMeta } from "../../lib/view/index.ts";
 import { REDIS_SERVER, freePort, redisCommand, startRedis, type TestRedis } from "./redis.ts";
 
 export const REDIS_SERVER_PATH = REDIS_SERVER;
@@ -815,4 +815,51 @@ function sidecarArgs(v: SidecarArgInput): string[] {
 export function listRunDirs(): string[] {
   const d = join(ROOT, ".run");
   return existsSync(d) ? readdirSync(d) : [];
+}
+
+export interface ViewConsistency {
+  checks: number;
+  /** Observations where a shard named an owner id the meta did not list, or another epoch. */
+  inconsistent: string[];
+}
+
+/**
+ * Polls the shared directory as the plugin reads it (meta, then shards) and records every moment a
+ * shard references an owner the meta does not list: the plugin treats that as an unusable view.
+ */
+export function watchViewConsistency(shared: string, everyMs = 2): { stop(): Promise<ViewConsistency> } {
+  let stopped = false;
+  const out: ViewConsistency = { checks: 0, inconsistent: [] };
+  const loop = (async () => {
+    while (!stopped) {
+      try {
+        const meta = decodeMeta(readFileSync(join(shared, "view", "meta"), "utf8"));
+        const ids = new Set(meta.nodes.map((n) => n.id));
+        for (const f of readdirSync(join(shared, "view", "shards"))) {
+          if (f.startsWith(".")) continue;
+          let shard;
+          try {
+            shard = decodeShard(readFileSync(join(shared, "view", "shards", f)));
+          } catch {
+            continue; // replaced between listing and reading
+          }
+          if (shard.epoch !== meta.epoch) out.inconsistent.push(`${new Date().toISOString()} shard ${f}: epoch ${shard.epoch} != meta ${meta.epoch}`);
+          for (const r of shard.sessions) {
+            if (!ids.has(r.node)) out.inconsistent.push(`${new Date().toISOString()} shard ${f}: owner id ${r.node} not in meta generation ${meta.generation} (ids: ${[...ids].join(",") || "none"})`);
+          }
+        }
+        out.checks++;
+      } catch {
+        /* no view yet */
+      }
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return out;
+    },
+  };
 }
