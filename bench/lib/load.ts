@@ -28,7 +28,7 @@ export interface LoadResult {
 export async function runLoad(
   target: LoadTarget,
   sessions: BenchSession[],
-  opts: { concurrency: number; warmupMs: number; durationMs: number },
+  opts: { concurrency: number; warmupMs: number; durationMs: number; onWindowStart?: () => void; onWindowEnd?: () => void },
 ): Promise<LoadResult> {
   const agent = new Agent({ connections: opts.concurrency, pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 600_000 });
   const latency = new Samples();
@@ -83,10 +83,12 @@ export async function runLoad(
   if (groups.some((g) => g.length === 0)) throw new Error(`need at least ${opts.concurrency} sessions, have ${sessions.length}`);
   const running = groups.map((g) => worker(g));
   await new Promise((r) => setTimeout(r, opts.warmupMs));
+  opts.onWindowStart?.();
   measuring = true;
   const t0 = process.hrtime.bigint();
   await new Promise((r) => setTimeout(r, opts.durationMs));
   measuring = false;
+  opts.onWindowEnd?.();
   res.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   stop = true;
   await Promise.all(running);
