@@ -1,0 +1,161 @@
+// The sidecar's status page in headless Chromium (Debian's package, driven by playwright-core),
+// against a running stack: Redis, the sidecar, three reference nodes, Traefik with the plugin.
+// The page must show live figures: nodes and states, sessions per node, the decisions chart, the
+// view age; a screenshot is kept under .run/.
+import { existsSync, mkdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT, sleep, startStack, waitUntil, type Stack } from "../support/stack.ts";
+import { connectSdk, type SdkSession } from "./helpers.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+let stack: Stack;
+let browser: Browser;
+let page: Page;
+const sessions: SdkSession[] = [];
+const pageErrors: string[] = [];
+
+interface NodeRow {
+  node: string;
+  state: string;
+  sessions: number;
+}
+const nodeRows = (p: Page): Promise<NodeRow[]> =>
+  p.$$eval("#nodes tbody tr[data-node]", (trs) =>
+    trs.map((tr) => ({ node: (tr as HTMLElement).dataset.node!, state: (tr as HTMLElement).dataset.state!, sessions: Number((tr as HTMLElement).dataset.sessions) })),
+  );
+
+/** Session requests through Traefik without cookies: the plugin pins each one by its session id. */
+async function traffic(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) for (const s of sessions) await s.call("counter");
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run node scripts/ensure-deps.mjs --chromium`);
+  stack = await startStack({ name: "e2e-status", nodes: 3 });
+  for (let i = 0; i < 6; i++) sessions.push(await connectSdk(stack.mcpUrl));
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error") pageErrors.push(m.text());
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  for (const s of sessions) await s.end().catch(() => {});
+  await stack?.stop();
+});
+
+describe("status page", () => {
+  it("is served by the sidecar with a script, and no build step", async () => {
+    const res = await fetch(`${stack.sidecarUrl}/status`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/html/);
+    expect(res.headers.get("content-security-policy")).toContain("script-src 'self'");
+    expect(await res.text()).toContain('<script src="status.js">');
+    const js = await fetch(`${stack.sidecarUrl}/status.js`);
+    expect(js.status).toBe(200);
+    expect(js.headers.get("content-type")).toMatch(/javascript/);
+  });
+
+  it("shows the nodes, their states, sessions per node and the view age", async () => {
+    await page.goto(`${stack.sidecarUrl}/status`);
+    const rows = await waitUntil(
+      "three up nodes holding the six sessions on the page",
+      async () => {
+        const r = await nodeRows(page);
+        return r.length === 3 && r.every((x) => x.state === "up") && r.reduce((a, x) => a + x.sessions, 0) === sessions.length ? r : null;
+      },
+      15_000,
+      200,
+    );
+    expect(rows.map((r) => r.node).sort()).toEqual(stack.nodes.map((n) => n.url).sort());
+    expect(await page.textContent("#sessions-total")).toBe(String(sessions.length));
+    const age = Number(await page.getAttribute("#view-age", "data-seconds"));
+    expect(age).toBeGreaterThanOrEqual(0);
+    expect(age).toBeLessThan(stack.timing.staleAfterMs / 1000);
+    expect(await page.textContent("#ready")).toBe("ready");
+    expect(await page.textContent("#registry")).toBe("registry up");
+  });
+
+  it("draws edge decisions over time from live traffic", async () => {
+    // Keep cookie-less traffic flowing while the page polls: the plugin pins every call and
+    // reports its counts to the sidecar about once a second.
+    let stop = false;
+    const load = (async () => {
+      while (!stop) {
+        await traffic(1);
+        await sleep(50);
+      }
+    })();
+    try {
+      await waitUntil(
+        "pin decisions in the table and at least three chart points",
+        async () => {
+          const points = Number(await page.getAttribute("#decisions", "data-points"));
+          const pinned = await page.$eval('#decision-totals tr[data-reason="pin"] td:nth-child(2)', (td) => Number(td.textContent!.replace(/\D/g, ""))).catch(() => 0);
+          return points >= 3 && pinned > 0;
+        },
+        20_000,
+        250,
+      );
+    } finally {
+      stop = true;
+      await load;
+    }
+    // The chart has ink where the pin rate is drawn (not just axes).
+    const painted = await page.$eval("#decisions", (c) => {
+      const canvas = c as HTMLCanvasElement;
+      const d = canvas.getContext("2d")!.getImageData(60, 10, canvas.width - 70, canvas.height - 40).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i + 3]! > 0 && !(d[i] === d[i + 1] && d[i + 1] === d[i + 2])) n++;
+      return n;
+    });
+    expect(painted).toBeGreaterThan(100);
+    expect(await page.textContent("#legend")).toContain("pin");
+  });
+
+  it("follows changes live: new sessions and a node that goes down", async () => {
+    const before = Number((await page.textContent("#sessions-total"))!.replace(/\D/g, ""));
+    for (let i = 0; i < 3; i++) sessions.push(await connectSdk(stack.mcpUrl));
+    await waitUntil("the new sessions on the page", async () => Number((await page.textContent("#sessions-total"))!.replace(/\D/g, "")) === before + 3, 10_000, 200);
+
+    const victim = stack.nodes[2]!;
+    victim.pause(); // same process, same boot, answers nothing: Traefik's health check marks it DOWN
+    try {
+      await waitUntil(
+        `${victim.url} shown down`,
+        async () => (await nodeRows(page)).find((r) => r.node === victim.url && (r.state === "down" || r.state === "gone")),
+        20_000,
+        250,
+      );
+    } finally {
+      victim.resume();
+    }
+    await waitUntil(`${victim.url} shown up again`, async () => (await nodeRows(page)).find((r) => r.node === victim.url && r.state === "up"), 20_000, 250);
+  });
+
+  it("takes a screenshot and saw no script errors", async () => {
+    const dir = join(ROOT, ".run", "e2e-status");
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, "status-page.png");
+    await page.screenshot({ path: file, fullPage: true });
+    expect(statSync(file).size).toBeGreaterThan(10_000);
+    expect(await page.isVisible("#error")).toBe(false);
+    expect(pageErrors).toEqual([]);
+  });
+});
