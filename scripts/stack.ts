@@ -113,7 +113,7 @@ function printBanner(s: Stack, store: string, check: string): void {
     `  MCP endpoint          ${s.mcpUrl}`,
     `  MCP endpoint (TLS)    ${s.mcpsUrl}   (self-signed; certificate: ${rel(s.caFile)})`,
     `  Sidecar metrics       ${s.sidecarUrl}/metrics`,
-    `  Sidecar status        ${s.sidecarUrl}/   (also /readyz, /healthz)`,
+    `  Sidecar status page   ${s.sidecarUrl}/status   (also /readyz, /healthz, /v1/nodes)`,
     `  Traefik metrics       ${s.traefikMetricsUrl}`,
     `  Traefik status        ${s.apiUrl}/api/http/services/mcp@file`,
     `  Nodes                 ${s.nodes.map((n) => `${n.name} ${n.url}`).join(", ")}`,
@@ -123,7 +123,9 @@ function printBanner(s: Stack, store: string, check: string): void {
     "",
     `  Self-check: ${check}`,
     "",
-    "Try:  npx @modelcontextprotocol/inspector   (Streamable HTTP, URL above)",
+    "Point any MCP client (Streamable HTTP) at the MCP endpoint, or try it by hand:",
+    `  curl -si ${s.mcpUrl} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\`,
+    `    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'`,
     "Press Ctrl-C to stop everything.",
     "",
   ];
@@ -173,10 +175,17 @@ async function main(): Promise<void> {
     process.exit(code);
   };
   let signals = 0;
+  let firstSignalAt = 0;
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.on(sig, () => {
-      // A second Ctrl-C: do not wait for graceful stops (the exit hook kills every child).
-      if (++signals > 1) process.exit(130);
+      signals++;
+      if (!firstSignalAt) firstSignalAt = Date.now();
+      // Ctrl-C reaches us from the terminal and again from npm, at once: only a second Ctrl-C a
+      // moment later means "do not wait" (the exit hook then kills every child).
+      else if (Date.now() - firstSignalAt > 1000) {
+        console.error("npm start: stopping now");
+        process.exit(130);
+      }
       void shutdown(sig, 0);
     });
   }
@@ -201,6 +210,8 @@ async function main(): Promise<void> {
   const parts = [s.traefik, s.sidecar, ...s.nodes.map((n) => n.proc)].filter((p) => p !== null);
   for (const p of parts) {
     p.onUnexpectedExit = (code, signal) => {
+      // Ctrl-C in a terminal reaches every process of the group: their exit is then expected.
+      if (stopping || signals > 0) return;
       console.error(`npm start: ${p.name} exited unexpectedly (code ${code}, signal ${signal}); last log lines:\n${p.tail(10)}`);
       void shutdown(`${p.name} died`, 1);
     };
