@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
 import { lookupSession, readMeta } from "../../lib/view/index.ts";
 import { redisCommand } from "../support/redis.ts";
-import { httpGet, sleep, startStack, waitUntil, type NodePart, type Stack } from "../support/stack.ts";
+import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type NodePart, type Stack } from "../support/stack.ts";
 import {
   connectSdk,
   header,
@@ -282,9 +282,11 @@ describe("end to end through Traefik: failures", () => {
     const pendingEvents = eventFiles();
     const bornWhileDown = fresh.born.length;
     const restartT = Date.now();
+    const watch = watchViewConsistency(stack.shared);
     await stack.startSidecar();
     const readyMs = Date.now() - restartT;
     await sleep(1000);
+    const consistency = await watch.stop();
     const loadStats = await load.stop();
     const freshStats = await fresh.stop();
     const t1 = Date.now();
@@ -314,6 +316,9 @@ describe("end to end through Traefik: failures", () => {
       sidecarReadyMs: readyMs,
       failOpenDecisionsIngested: failOpen,
       proxyCuts: x.cuts,
+      viewChecksAroundRestart: consistency.checks,
+      viewInconsistentAroundRestart: consistency.inconsistent.length,
+      viewInconsistentSamples: consistency.inconsistent.slice(0, 2),
       errors: [...loadStats.errors, ...freshStats.errors],
     });
     expect(viewAgeMs).toBeGreaterThan(stack.timing.staleAfterMs);

@@ -1,0 +1,118 @@
+// The README's main job: `scripts/stack.ts` (what `npm start` runs after its install step) brings
+// the stack up, prints the URLs, answers through Traefik, and stops every process on SIGTERM.
+// Run on free ports so it never collides with a stack someone has open; one run on the sidecar's
+// in-memory store (the path taken when redis-server is missing).
+import { spawn, spawnSync } from "node:child_process";
+import { describe, expect, it } from "vitest";
+import { freePort } from "../support/redis.ts";
+import { ROOT } from "../support/stack.ts";
+import { connectSdk, report } from "./helpers.ts";
+
+function pidsAlive(pids: number[]): number[] {
+  return pids.filter((p) => {
+    try {
+      process.kill(p, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Child pids of `pid` (the stack's parts), from /proc. */
+function childrenOf(pid: number): number[] {
+  const r = spawnSync("ps", ["-o", "pid=", "--ppid", String(pid)], { encoding: "utf8" });
+  return r.stdout
+    .split("\n")
+    .map((l) => Number(l.trim()))
+    .filter((n) => n > 0);
+}
+
+async function runStack(env: Record<string, string>) {
+  const ports = await Promise.all(Array.from({ length: 8 }, () => freePort()));
+  const vars = {
+    MCPA_HTTP_PORT: String(ports[0]),
+    MCPA_HTTPS_PORT: String(ports[1]),
+    MCPA_API_PORT: String(ports[2]),
+    MCPA_SIDECAR_PORT: String(ports[3]),
+    MCPA_NODE_PORTS: `${ports[4]},${ports[5]},${ports[6]}`,
+    MCPA_REDIS_PORT: String(ports[7]),
+    ...env,
+  };
+  const child = spawn(process.execPath, ["--import", "tsx", "scripts/stack.ts"], { cwd: ROOT, env: { ...process.env, ...vars }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (out += d));
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const t0 = Date.now();
+  await new Promise<void>((resolve, reject) => {
+    const timer = setInterval(() => {
+      if (out.includes("Press Ctrl-C")) {
+        clearInterval(timer);
+        resolve();
+      } else if (child.exitCode !== null || Date.now() - t0 > 90_000) {
+        clearInterval(timer);
+        reject(new Error(`the stack did not come up:\n${out}`));
+      }
+    }, 100);
+  });
+  return { child, out: () => out, exited, vars, upMs: Date.now() - t0 };
+}
+
+describe("npm start (scripts/stack.ts)", () => {
+  it("brings the stack up on Redis, prints the URLs, serves MCP, and stops every part on SIGTERM", async () => {
+    const s = await runStack({});
+    const out = s.out();
+    const mcpUrl = `http://127.0.0.1:${s.vars.MCPA_HTTP_PORT}/mcp`;
+    expect(out).toContain(`MCP endpoint          ${mcpUrl}`);
+    expect(out).toContain(`http://127.0.0.1:${s.vars.MCPA_SIDECAR_PORT}/metrics`);
+    expect(out).toContain(`http://127.0.0.1:${s.vars.MCPA_API_PORT}/metrics`);
+    expect(out).toContain("redis-server started by the stack");
+    expect(out).toMatch(/Self-check: initialize, whoami and 3 counter calls .* counter 1,2,3/);
+    const metrics = await fetch(`http://127.0.0.1:${s.vars.MCPA_SIDECAR_PORT}/metrics`).then((r) => r.text());
+    expect(metrics).toContain("mcp_affinity_");
+    const c = await connectSdk(mcpUrl);
+    expect(await c.call("counter")).toBe("1");
+    expect(await c.call("counter")).toBe("2");
+    await c.end();
+
+    const parts = childrenOf(s.child.pid!);
+    expect(parts.length).toBeGreaterThanOrEqual(6); // redis, sidecar, 3 nodes, traefik
+    const t0 = Date.now();
+    s.child.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+    const stopMs = Date.now() - t0;
+    expect(s.out()).toContain("npm start: stopped.");
+    expect(pidsAlive(parts)).toEqual([]);
+    report("npm start (redis)", { upMs: s.upMs, stopMs, parts: parts.length });
+  });
+
+  it("runs on the sidecar's in-memory store (MCPA_STORE=memory)", async () => {
+    const s = await runStack({ MCPA_STORE: "memory" });
+    expect(s.out()).toContain("in-memory store inside the sidecar");
+    expect(s.out()).toMatch(/Self-check: .* counter 1,2,3/);
+    const c = await connectSdk(`http://127.0.0.1:${s.vars.MCPA_HTTP_PORT}/mcp`);
+    for (let i = 1; i <= 5; i++) expect(await c.call("counter")).toBe(String(i));
+    await c.end();
+    const parts = childrenOf(s.child.pid!);
+    expect(parts.length).toBeGreaterThanOrEqual(5); // sidecar, 3 nodes, traefik
+    s.child.kill("SIGINT");
+    expect(await s.exited).toBe(0);
+    expect(pidsAlive(parts)).toEqual([]);
+    report("npm start (memory)", { upMs: s.upMs, parts: parts.length });
+  });
+
+  it("a bad setting: one line naming it, exit code 2", () => {
+    for (const [k, v, needle] of [
+      ["MCPA_HTTP_PORT", "80x", "MCPA_HTTP_PORT must be a port number"],
+      ["MCPA_NODE_PORTS", "1,2,x", "MCPA_NODE_PORTS must be"],
+      ["MCPA_STORE", "disk", "MCPA_STORE must be redis or memory"],
+    ] as const) {
+      const r = spawnSync(process.execPath, ["--import", "tsx", "scripts/stack.ts"], { cwd: ROOT, env: { ...process.env, [k]: v }, encoding: "utf8", timeout: 30_000 });
+      expect(r.status, k).toBe(2);
+      expect(r.stderr.trim().split("\n"), k).toHaveLength(1);
+      expect(r.stderr, k).toContain(needle);
+      expect(r.stderr, k).not.toMatch(/\n\s+at /);
+    }
+  });
+});
