@@ -157,6 +157,8 @@ function classify(now: u64): void {
   }
   let r = view.lookup(DIGEST);
   if (r == INCONSISTENT && view.refresh(now, true)) r = view.lookup(DIGEST);
+  // Still inconsistent (a shard mid-rewrite): what this Traefik learned itself still pins.
+  if (r == INCONSISTENT && view.lookupLearned(DIGEST) == LEARNED) r = LEARNED;
   input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
   if (r == FOUND) {
     input.session = S_OWNER;

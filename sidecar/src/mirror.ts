@@ -256,21 +256,31 @@ export class Mirror {
     this.reconcileStart = this.now();
   }
 
-  /** Ends a full scan: live entries the scan did not see (and no change touched) are dropped. */
-  endReconcile(completed: boolean): number {
+  /**
+   * Ends a full scan: live entries the scan did not see (and no change touched) are dropped.
+   * With `spareUnseen` (the first scan after a registry outage: Redis may have come back empty
+   * while nodes are still re-registering) they are kept and marked seen, so only the next scan
+   * drops what is still missing then.
+   */
+  endReconcile(completed: boolean, spareUnseen = false): number {
     this.reconciling = false;
     if (!completed) return 0;
     let n = 0;
     const stale = this.gen ^ 1;
     for (let s = 0; s < this.shards.length; s++) {
       for (const [key, v] of this.shards[s]) {
-        if (!closedOf(v) && genOf(v) === stale) {
-          this.dropEntry(s, key, v);
-          n++;
-        }
+        if (closedOf(v) || genOf(v) !== stale) continue;
+        if (spareUnseen) this.shards[s].set(key, v ^ 2); // current generation: not a view change
+        else this.dropEntry(s, key, v);
+        n++;
       }
     }
     return n;
+  }
+
+  /** Continues owner ids above those of a view left by a previous process (same epoch). */
+  reserveOwnerIds(maxUsed: number): void {
+    this.nextOwnerId = Math.max(this.nextOwnerId, maxUsed + 1);
   }
 
   // --- nodes -------------------------------------------------------------------------------

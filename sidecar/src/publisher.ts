@@ -10,6 +10,8 @@ import {
   defaultViewFs,
   viewPaths,
   type ViewFs,
+  type ViewMeta,
+  type ViewNode,
 } from "../../lib/view/index.ts";
 import type { Mirror } from "./mirror.ts";
 import type { SidecarMetrics } from "./metrics.ts";
@@ -41,12 +43,36 @@ export class Publisher {
   private again = false;
   private lastErrorLog = 0;
   private readonly fs: ViewFs;
+  /** The node table of the meta on disk: every owner id a shard on disk may name. */
+  private onDisk = new Map<number, ViewNode>();
 
   constructor(
     private readonly mirror: Mirror,
     private readonly opts: PublisherOptions,
   ) {
     this.fs = opts.fs ?? defaultViewFs;
+  }
+
+  /**
+   * Takes over the view a previous process left (same epoch): its owners stay listed until the
+   * shards naming them are rewritten. A carried-over `down` is listed as `up`: that process's
+   * liveness is old news, and a pin is harmless where a 503 would not be.
+   */
+  adopt(meta: ViewMeta): void {
+    this.onDisk = new Map(meta.nodes.map((n) => [n.id, n.state === "down" ? { ...n, state: "up" as const, retryAfterSeconds: 0 } : n]));
+  }
+
+  /** Writes the meta, listing `nodes` plus, when `keepOnDisk`, every owner the meta on disk lists. */
+  private async writeNodeTable(nodes: ViewNode[], keepOnDisk: boolean): Promise<void> {
+    const table = new Map(nodes.map((n) => [n.id, n]));
+    if (keepOnDisk) for (const [id, n] of this.onDisk) if (!table.has(id)) table.set(id, n);
+    const list = [...table.values()].sort((a, b) => a.id - b.id);
+    const published = Date.now();
+    this.generation++;
+    const m = this.mirror;
+    await writeMeta(this.opts.dir, { epoch: this.opts.epoch, generation: this.generation, published, shardBits: m.shardBits as 4 | 8 | 12 | 16, nodes: list }, { fs: this.fs });
+    this.onDisk = table;
+    this.lastPublished = published;
   }
 
   get published(): boolean {
@@ -115,6 +141,23 @@ export class Publisher {
       // The cold publish is retried next time.
       return this.finish(kind, 0, t0, false);
     }
+    // Owners go into the meta before any shard names them, and leave it only after no shard on
+    // disk does: a reader never finds a shard naming an owner its meta lacks.
+    // Shards are encoded now, in the same tick as the node table: changes that land while the
+    // files are written mark their shard dirty again and go out with the next publish.
+    const encoded = new Map<number, Buffer | null>();
+    for (const s of work) encoded.set(s, m.shards[s].size ? encodeShardEntries(epoch, m.shardEntries(s)) : null);
+    const before = m.viewNodes();
+    if (before.some((n) => !this.onDisk.has(n.id))) {
+      try {
+        await this.writeNodeTable(before, true);
+      } catch (err) {
+        metrics.dirErrors.inc({ operation: "write_meta" });
+        this.logError("cannot write the view meta; the view will go stale (the plugin fails open)", err);
+        for (const s of work) m.dirty.add(s);
+        return this.finish(kind, 0, t0, false);
+      }
+    }
     for (const s of work) this.inflight.add(s);
     let written = 0;
     let next = 0;
@@ -123,8 +166,9 @@ export class Publisher {
         const s = work[next++];
         const prefix = m.prefixOf(s);
         try {
-          if (m.shards[s].size) {
-            await writeShardBuffer(dir, prefix, encodeShardEntries(epoch, m.shardEntries(s)), io);
+          const buf = encoded.get(s);
+          if (buf) {
+            await writeShardBuffer(dir, prefix, buf, io);
             written++;
           } else if (!existing || existing.has(prefix)) {
             await removeShard(dir, prefix, io);
@@ -144,12 +188,9 @@ export class Publisher {
     metrics.viewShardsWritten.inc(written);
     // Shards that failed are back in the dirty set: later publishes retry just those.
     this.cold = false;
-    // The meta goes last, so it never names owners that shards written before it lack.
-    this.generation++;
-    const published = Date.now();
+    // Shards still dirty (failed, or changed meanwhile) may name owners the mirror dropped: keep those listed.
     try {
-      await writeMeta(dir, { epoch, generation: this.generation, published, shardBits: m.shardBits as 4 | 8 | 12 | 16, nodes: m.viewNodes() }, io);
-      this.lastPublished = published;
+      await this.writeNodeTable(m.viewNodes(), m.dirty.size > 0 || !ok);
     } catch (err) {
       ok = false;
       metrics.dirErrors.inc({ operation: "write_meta" });

@@ -19,6 +19,7 @@ import {
   deleteLearned,
   drainEvents,
   listLearned,
+  readMeta,
   viewPaths,
   type DrainResult,
   type EventBatch,
@@ -71,8 +72,12 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     runtime.logger ??
     pino({ level: cfg.logLevel, base: { service: "mcp-affinity-sidecar" }, redact: { paths: ["*.password", "*.token", "*.apiToken"], censor: "***" } });
   const fs = runtime.fs ?? defaultViewFs;
-  const epoch = runtime.epoch ?? randomInt(1, 0xffff_ffff);
   const paths = viewPaths(cfg.dir);
+  // A view left by a previous process is taken over (its epoch and owner ids) rather than replaced:
+  // a new epoch would make every shard disagree with the meta until all were rewritten.
+  const previous = runtime.epoch === undefined ? await readMeta(cfg.dir, { fs }).catch(() => null) : null;
+  const adopt = previous && previous.shardBits === cfg.shardBits ? previous : null;
+  const epoch = runtime.epoch ?? adopt?.epoch ?? randomInt(1, 0xffff_ffff);
 
   // The shared directory must be usable: the plugin writes learned/ and events/ into it.
   try {
@@ -127,6 +132,10 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     ready: () => isReady(),
   });
   publisher = new Publisher(mirror, { dir: cfg.dir, epoch, fs, log, metrics });
+  if (adopt) {
+    mirror.reserveOwnerIds(adopt.nodes.reduce((max, n) => Math.max(max, n.id), 0));
+    publisher.adopt(adopt);
+  }
   /** Set once a view published after the first sync is on disk (an earlier, empty view does not count). */
   let syncedViewPublished = false;
   const isReady = () => syncedViewPublished && !closing;
@@ -178,6 +187,8 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   // --- sync and reconcile ----------------------------------------------------------------
   let subscribed = false;
   let reconciling: Promise<boolean> | null = null;
+  /** The next scan follows a registry outage: it must not drop what it does not see yet. */
+  let afterOutage = false;
   const reconcile = (): Promise<boolean> => {
     reconciling ??= (async () => {
       const t0 = performance.now();
@@ -202,12 +213,14 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
         metrics.reconciles.inc({ result: "error" });
         throttled("reconcile", () => log.warn({ err: { message: err?.message, code: err?.code } }, "registry sync failed; retrying"));
       }
-      const dropped = mirror.endReconcile(completed);
+      const spare = afterOutage;
+      const dropped = mirror.endReconcile(completed, spare);
+      if (completed) afterOutage = false;
       if (completed) {
         metrics.reconciles.inc({ result: "ok" });
         metrics.reconcileDuration.observe((performance.now() - t0) / 1000);
         if (!synced) log.info({ sessions: mirror.liveCount, nodes: mirror.nodes.size, ms: Math.round(performance.now() - t0), invalid }, "registry synced");
-        else log.debug({ scanned, dropped, invalid }, "reconciled");
+        else log.debug({ scanned, [spare ? "spared" : "dropped"]: dropped, invalid }, "reconciled");
         synced = true;
         firstPublishAllowed = true;
         mirror.refreshStates();
@@ -244,6 +257,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
       mirror.setHeartbeatsTrusted(true);
       if (wasDown) {
         wasDown = false;
+        afterOutage = true;
         log.info("registry connection back; resyncing");
         if (!syncTimer) void syncLoop();
       }

@@ -120,12 +120,19 @@ describe("sidecar failure behaviour", () => {
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(0); // not counted until applied
     expect(sc.ready()).toBe(true);
 
+    const resyncs = await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}');
     await redis.start(); // empty: everything the sidecar knows must be rebuilt from what is written now
     await until(() => sc.registry.status() === "ready", 8000, "reconnected");
     await until(async () => (await events()).length === 0, 5000, "pending event applied");
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(4);
     expect(await writer.lookupSession("learned-in-outage")).toMatchObject({ source: "edge", cookie: COOKIE_A });
-    // The resync drops what the (restarted, empty) Redis no longer has, without a restart.
+    // The first resync after the outage spares what the (restarted, empty) Redis does not have
+    // yet: nodes re-register their sessions on reconnect, and dropping them first misroutes.
+    await until(async () => (await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}')) > resyncs, 5000, "resync after the outage");
+    await sleep(300); // a publish, had the resync dropped anything
+    expect(await lookupSession(dir, sessionHash("kept"))).not.toBeNull();
+    // The next one drops what is still missing, without a restart.
+    await sc.reconcileNow();
     await until(async () => (await lookupSession(dir, sessionHash("kept"))) === null, 5000, "resynced");
     await writer.registerSession("new-after", rec());
     await until(() => lookupSession(dir, sessionHash("new-after")), 3000, "live changes again");

@@ -95,6 +95,19 @@ describe("learning from an initialize response", () => {
     expect(d).toEqual({ repair: 1, sessionless: 1 });
   });
 
+  test("a shard naming an owner its meta lacks (mid-rewrite): a learned session is still pinned, an unlearned one passes", async () => {
+    await publish(t.dir, { nodes: SPEC.nodes, sessions: [...SPEC.sessions, { id: "orphan", node: 99 }, { id: "orphan-2", node: 99 }] });
+    const p = newPlugin({ dir: t.dir });
+    p.handle(mcp({ body: INIT_BODY }), initializeUpstream("orphan", { setCookie: setCookieB }));
+    const pinned = p.handle(mcp({ sessionId: "orphan" }), okUpstream);
+    clean(pinned);
+    expect(pinned.forwarded!.cookies).toEqual([bk(COOKIE.b)]);
+    const passed = p.handle(mcp({ sessionId: "orphan-2" }), okUpstream);
+    clean(passed);
+    expect(passed.headerWrites).toEqual([]);
+    expect(passed.response.status).toBe(200);
+  });
+
   test("no view published yet: a learned session is still pinned (fail-open row), counted fail-open", () => {
     const empty = makeViewDir();
     try {
