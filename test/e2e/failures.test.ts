@@ -455,9 +455,12 @@ describe("end to end through Traefik: failures", () => {
     await waitUntil(
       "an edge 404 once the node counts as gone",
       async () => {
+        // The edge's own 404 (Mcp-Affinity: lost). Until the view says gone, a request that Traefik's
+        // health check has already re-picked onto another node may get that node's 404 instead.
         const r = await rawCall(base(), probe, "counter", { timeoutMs: 500 }).catch(() => null);
-        if (r?.status === 404) lostAfter = Date.now() - g0;
-        return r?.status === 404 ? r : null;
+        const edgeLost = r?.status === 404 && header(r, "mcp-affinity") === "lost";
+        if (edgeLost) lostAfter = Date.now() - g0;
+        return edgeLost ? r : null;
       },
       stack.timing.downToGoneMs + 15_000,
       200,
