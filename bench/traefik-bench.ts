@@ -548,49 +548,6 @@ async function main(): Promise<void> {
     );
     results.viewSessions = await viewSessionCount(SHARED);
 
-    // SSE streams and Traefik's memory.
-    if (cfg.streams > 0) {
-      const sse: Record<string, unknown> = {};
-      for (const [name, base, pid, apiUrl, withCookie] of [
-        ["plain", plain.base, plain.proc.pid!, plain.apiUrl, true],
-        ["plugin", stack.httpBase, stack.traefik.pid!, stack.apiUrl, cfg.noSidecar],
-      ] as const) {
-        await sleep(1500);
-        const heapBefore = await liveHeapBytes(apiUrl);
-        const before = rssBytes(pid);
-        const st = await openStreams(base, streamSessions, withCookie);
-        await sleep(2000);
-        const after = rssBytes(pid);
-        const heapAfter = await liveHeapBytes(apiUrl);
-        let heapTop: string[] | undefined;
-        if (name === "plugin") {
-          // What the plugin's streams hold, by allocation site (wazero memory, call stacks, ...).
-          const file = join(stack.dir, "traefik-plugin-streams.heap.pprof");
-          const hp = await request(`${apiUrl}/debug/pprof/heap`);
-          writeFileSync(file, Buffer.from(await hp.body.arrayBuffer()));
-          heapTop = pprofTop(file, traefikBinary(), ["-sample_index=inuse_space", "-nodecount=12"]).split("\n").filter((l) => /^\s+[\d.]+[kMG]?B/.test(l));
-        }
-        await st.close();
-        const perStream = st.opened > 0 ? (after - before) / st.opened : NaN;
-        const heapPerStream = st.opened > 0 ? (heapAfter - heapBefore) / st.opened : NaN;
-        sse[name] = {
-          opened: st.opened,
-          failed: st.failed,
-          failures: st.failures,
-          rssBeforeBytes: before,
-          rssWithStreamsBytes: after,
-          perStreamBytes: Math.round(perStream),
-          liveHeapBeforeBytes: heapBefore,
-          liveHeapWithStreamsBytes: heapAfter,
-          liveHeapPerStreamBytes: Math.round(heapPerStream),
-          heapTop,
-        };
-        log(`  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB RSS and ${(heapPerStream / 1024).toFixed(1)} KiB live Go heap per stream`);
-        await sleep(1000);
-      }
-      results.sse = sse;
-    }
-
     // Tool-call load, rounds of a, b, c, c' (order reversed every other round to cancel drift).
     const targets: Array<LoadTarget & { label: string }> = [
       { name: "a", label: "(a) straight to the node", originOf: (s) => s.nodeUrl, withCookie: false },
@@ -694,6 +651,50 @@ async function main(): Promise<void> {
             Object.entries(sum.share).map(([k, v]) => `${k} ${v.toFixed(1)}% (${usPerRequest(v).toFixed(1)} us)`).join(", "),
         );
       }
+    }
+
+    // SSE streams and Traefik's memory, after the load: 1,000 streams leave 1,000 plugin instances
+    // and a larger heap behind, which would slow the load phases that followed.
+    if (cfg.streams > 0) {
+      const sse: Record<string, unknown> = {};
+      for (const [name, base, pid, apiUrl, withCookie] of [
+        ["plain", plain.base, plain.proc.pid!, plain.apiUrl, true],
+        ["plugin", stack.httpBase, stack.traefik.pid!, stack.apiUrl, cfg.noSidecar],
+      ] as const) {
+        await sleep(1500);
+        const heapBefore = await liveHeapBytes(apiUrl);
+        const before = rssBytes(pid);
+        const st = await openStreams(base, streamSessions, withCookie);
+        await sleep(2000);
+        const after = rssBytes(pid);
+        const heapAfter = await liveHeapBytes(apiUrl);
+        let heapTop: string[] | undefined;
+        if (name === "plugin") {
+          // What the plugin's streams hold, by allocation site (wazero memory, call stacks, ...).
+          const file = join(stack.dir, "traefik-plugin-streams.heap.pprof");
+          const hp = await request(`${apiUrl}/debug/pprof/heap`);
+          writeFileSync(file, Buffer.from(await hp.body.arrayBuffer()));
+          heapTop = pprofTop(file, traefikBinary(), ["-sample_index=inuse_space", "-nodecount=12"]).split("\n").filter((l) => /^\s+[\d.]+[kMG]?B/.test(l));
+        }
+        await st.close();
+        const perStream = st.opened > 0 ? (after - before) / st.opened : NaN;
+        const heapPerStream = st.opened > 0 ? (heapAfter - heapBefore) / st.opened : NaN;
+        sse[name] = {
+          opened: st.opened,
+          failed: st.failed,
+          failures: st.failures,
+          rssBeforeBytes: before,
+          rssWithStreamsBytes: after,
+          perStreamBytes: Math.round(perStream),
+          liveHeapBeforeBytes: heapBefore,
+          liveHeapWithStreamsBytes: heapAfter,
+          liveHeapPerStreamBytes: Math.round(heapPerStream),
+          heapTop,
+        };
+        log(`  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB RSS and ${(heapPerStream / 1024).toFixed(1)} KiB live Go heap per stream`);
+        await sleep(1000);
+      }
+      results.sse = sse;
     }
 
     // Registration -> view.
