@@ -47,16 +47,21 @@ async function traffic(): Promise<number> {
   return r.filter((status) => status === 200).length;
 }
 
+/** Initializes that failed: each may still have left a registered session behind. */
+let failedInits = 0;
 /** A new SDK session; retried, since Traefik may cut an answer (see traffic()). */
 async function newSession(): Promise<SdkSession> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await connectSdk(stack.mcpUrl);
     } catch (err) {
+      failedInits++;
       if (attempt >= 3) throw err;
     }
   }
 }
+/** The live sessions the page must show: ours, plus any an interrupted initialize left behind. */
+const expectedSessions = (n: number) => n >= sessions.length && n <= sessions.length + failedInits;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run node scripts/ensure-deps.mjs --chromium`);
@@ -94,13 +99,13 @@ describe("status page", () => {
       "three up nodes holding the six sessions on the page",
       async () => {
         const r = await nodeRows(page);
-        return r.length === 3 && r.every((x) => x.state === "up") && r.reduce((a, x) => a + x.sessions, 0) === sessions.length ? r : null;
+        return r.length === 3 && r.every((x) => x.state === "up") && expectedSessions(r.reduce((a, x) => a + x.sessions, 0)) ? r : null;
       },
       15_000,
       200,
     );
     expect(rows.map((r) => r.node).sort()).toEqual(stack.nodes.map((n) => n.url).sort());
-    expect(await page.textContent("#sessions-total")).toBe(String(sessions.length));
+    expect(expectedSessions(Number((await page.textContent("#sessions-total"))!.replace(/\D/g, "")))).toBe(true);
     const age = Number(await page.getAttribute("#view-age", "data-seconds"));
     expect(age).toBeGreaterThanOrEqual(0);
     expect(age).toBeLessThan(stack.timing.staleAfterMs / 1000);
@@ -148,9 +153,8 @@ describe("status page", () => {
   });
 
   it("follows changes live: new sessions and a node that goes down", async () => {
-    const before = Number((await page.textContent("#sessions-total"))!.replace(/\D/g, ""));
     for (let i = 0; i < 3; i++) sessions.push(await newSession());
-    await waitUntil("the new sessions on the page", async () => Number((await page.textContent("#sessions-total"))!.replace(/\D/g, "")) === before + 3, 10_000, 200);
+    await waitUntil("the new sessions on the page", async () => expectedSessions(Number((await page.textContent("#sessions-total"))!.replace(/\D/g, ""))), 10_000, 200);
 
     const victim = stack.nodes[2]!;
     victim.pause(); // same process, same boot, answers nothing: Traefik's health check marks it DOWN
