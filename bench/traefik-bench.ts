@@ -492,10 +492,11 @@ async function main(): Promise<void> {
   const stack = await startStack({ name: "bench", nodes: 3, plugin: true, sidecar: false, traefikLogLevel: "ERROR", pluginSettings: { staleAfterMs: "5000" } });
   SHARED = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-bench-") : join(stack.dir, "shared");
   results.sharedDir = SHARED;
-  const sidecar = cfg.noSidecar ? null : await startBenchSidecar(stack);
+  let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
   let plain: Awaited<ReturnType<typeof startPlainTraefik>> | null = null;
   const cleanups: Array<() => Promise<unknown>> = [];
   try {
+    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack);
     await preparePluginTraefik(stack, cfg.pluginWasm);
     plain = await startPlainTraefik(stack);
     const plainProc = plain.proc;
