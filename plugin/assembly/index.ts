@@ -27,8 +27,8 @@ const REQCTX_LEARN: u64 = 1;
 
 let ready = false;
 let cfg: Config = new Config();
-let view: RegistryView = new RegistryView(100);
-let events: EventLog = new EventLog(-1, 1000, 4096);
+const view = new RegistryView(100);
+const events = new EventLog(-1, 1000, 4096);
 let dirfd: i32 = -1;
 
 const idVals = new Bytes(512);
@@ -53,9 +53,13 @@ function init(): void {
   if (dirfd < 0) {
     log(LOG_ERROR, "mcp-affinity: viewDir " + cfg.viewDir + " is not mounted into the plugin (add it to the plugin's settings.mounts); failing open");
   }
-  view = new RegistryView(cfg.viewRefreshMs);
+  // Configure the module-level objects in place: a second allocation would grow memory past its
+  // first page, and every open SSE stream holds one instance.
+  view.refreshMs = cfg.viewRefreshMs;
   view.dirfd = dirfd;
-  events = new EventLog(dirfd, cfg.eventFlushMs, cfg.maxEventFiles);
+  events.dirfd = dirfd;
+  events.flushMs = cfg.eventFlushMs;
+  events.slots = cfg.maxEventFiles;
   // Start the flush clock now: a fresh instance batches its counts like any other.
   events.lastFlush = nowMs();
 }

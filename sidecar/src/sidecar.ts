@@ -144,7 +144,9 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   let firstPublishAllowed = false;
   let publishTimer: NodeJS.Timeout | null = null;
   let lastMetaVersion = -1;
-  const publishSoon = (delayMs = 10) => {
+  // Changes of one tick go out together; a publish in progress coalesces the rest (Publisher).
+  // No longer delay: the time from a registration to the view is what the edge waits on.
+  const publishSoon = (delayMs = 0) => {
     if (closing || !firstPublishAllowed || publishTimer) return;
     publishTimer = setTimeout(() => {
       publishTimer = null;

@@ -75,6 +75,8 @@ test("100,000 requests through one instance leave its memory size unchanged afte
   const before = host.memoryBytes;
   for (let n = 0; n < 100_000; n++) one();
   expect(host.memoryBytes).toBe(before);
+  // One 64 KiB page per instance: every open SSE stream holds an instance in Traefik.
+  expect(host.memoryBytes).toBe(65_536);
   expect(host.requests).toBe(101_000);
   expect(seen.get("initialize")).toBe(1010);
   for (const [k] of KINDS) expect(seen.get(k), k).toBeGreaterThan(10_000);
