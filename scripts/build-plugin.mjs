@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const asc = join(root, "node_modules", ".bin", "asc");
 if (!existsSync(asc)) {
-  console.error("build-plugin: AssemblyScript is not installed: run `npm ci` first");
+  console.error("build-plugin: AssemblyScript is not installed: run `npm install` first");
   process.exit(2);
 }
 const run = (args) => execFileSync(asc, args, { cwd: root, stdio: "inherit" });
