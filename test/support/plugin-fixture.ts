@@ -104,6 +104,25 @@ export async function republishMeta(dir: string, spec: ViewSpec): Promise<void> 
 
 /** A node that is gone in the test views (no test node URL maps to it). */
 export const GONE_COOKIE = cookieValueFor("http://10.0.0.5:3000");
+/** A cluster with a node in every state, and a session on each (plus a closed one). */
+export const CLUSTER_VIEW: ViewSpec = {
+  nodes: [
+    { id: 1, cookie: COOKIE.a, state: "up" },
+    { id: 2, cookie: COOKIE.b, state: "draining" },
+    { id: 3, cookie: COOKIE.c, state: "down" },
+    { id: 4, cookie: COOKIE.d, state: "down", retryAfterSeconds: 42 },
+    { id: 5, cookie: GONE_COOKIE, state: "gone" },
+  ],
+  sessions: [
+    { id: "s-up", node: 1 },
+    { id: "s-drain", node: 2 },
+    { id: "s-down", node: 3 },
+    { id: "s-down-hint", node: 4 },
+    { id: "s-gone", node: 5 },
+    { id: "s-closed", node: 1, closed: true },
+  ],
+};
+
 /** `_mcp_backend=<value>` as a Cookie pair. */
 export const bk = (value: string): string => `_mcp_backend=${value}`;
 

@@ -12,25 +12,12 @@ import {
   newPlugin,
   okUpstream,
   republishMeta,
-  type ViewSpec,
   useView,
+  CLUSTER_VIEW,
   bk,
-  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
-const SPEC: ViewSpec = {
-  nodes: [
-    { id: 1, cookie: COOKIE.a, state: "up" },
-    { id: 2, cookie: COOKIE.b, state: "up" },
-    { id: 3, cookie: COOKIE.c, state: "down" },
-    { id: 5, cookie: GONE_COOKIE, state: "gone" },
-  ],
-  sessions: [
-    { id: "s-up", node: 1 },
-    { id: "s-down", node: 3 },
-    { id: "s-gone", node: 5 },
-  ],
-};
+const SPEC = CLUSTER_VIEW;
 
 const t = useView(SPEC);
 

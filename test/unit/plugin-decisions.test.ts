@@ -20,29 +20,13 @@ import {
   republishMeta,
   type McpReq,
   type TempDir,
-  type ViewSpec,
   useView,
+  CLUSTER_VIEW,
   bk,
   GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
-const SPEC: ViewSpec = {
-  nodes: [
-    { id: 1, cookie: COOKIE.a, state: "up" },
-    { id: 2, cookie: COOKIE.b, state: "draining" },
-    { id: 3, cookie: COOKIE.c, state: "down" },
-    { id: 4, cookie: COOKIE.d, state: "down", retryAfterSeconds: 42 },
-    { id: 5, cookie: GONE_COOKIE, state: "gone" },
-  ],
-  sessions: [
-    { id: "s-up", node: 1 },
-    { id: "s-drain", node: 2 },
-    { id: "s-down", node: 3 },
-    { id: "s-down-hint", node: 4 },
-    { id: "s-gone", node: 5 },
-    { id: "s-closed", node: 1, closed: true },
-  ],
-};
+const SPEC = CLUSTER_VIEW;
 
 const t = useView(SPEC);
 

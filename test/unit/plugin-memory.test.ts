@@ -10,24 +10,12 @@ import {
   mcp,
   newPlugin,
   okUpstream,
-  type ViewSpec,
   useView,
+  CLUSTER_VIEW,
   bk,
-  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
-const SPEC: ViewSpec = {
-  nodes: [
-    { id: 1, cookie: COOKIE.a, state: "up" },
-    { id: 3, cookie: COOKIE.c, state: "down" },
-    { id: 5, cookie: GONE_COOKIE, state: "gone" },
-  ],
-  sessions: [
-    { id: "s-up", node: 1 },
-    { id: "s-down", node: 3 },
-    { id: "s-gone", node: 5 },
-  ],
-};
+const SPEC = CLUSTER_VIEW;
 
 // The mix, by kind: [request, upstream, expected status].
 const KINDS: [string, (i: number) => HostRequestInit, NextHandler | undefined, number][] = [

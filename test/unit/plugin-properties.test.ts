@@ -19,28 +19,14 @@ import {
   republishMeta,
   type PluginHandle,
   type TempDir,
-  type ViewSpec,
   useView,
+  CLUSTER_VIEW,
   bk,
   GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 
 const NAME = "_mcp_backend";
-const SPEC: ViewSpec = {
-  nodes: [
-    { id: 1, cookie: COOKIE.a, state: "up" },
-    { id: 2, cookie: COOKIE.b, state: "draining" },
-    { id: 3, cookie: COOKIE.c, state: "down" },
-    { id: 5, cookie: GONE_COOKIE, state: "gone" },
-  ],
-  sessions: [
-    { id: "s-up", node: 1 },
-    { id: "s-drain", node: 2 },
-    { id: "s-down", node: 3 },
-    { id: "s-gone", node: 5 },
-    { id: "s-closed", node: 1, closed: true },
-  ],
-};
+const SPEC = CLUSTER_VIEW;
 const hash16 = (id: string) => createHash("sha256").update(id, "latin1").digest().subarray(0, 16).toString("hex");
 
 // ------------------------------------------------------------------ the model (docs/plugin.md)
