@@ -12,17 +12,8 @@ import { defaultViewFs, formatEventBatch, lookupSession, readMeta, type EventBat
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { freePort, startRedis, type TestRedis } from "../support/redis.ts";
+import { sleep, until } from "../support/wait.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until<T>(fn: () => T | Promise<T>, ms = 3000, what = "condition"): Promise<NonNullable<T>> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > end) throw new Error(`${what} not met within ${ms} ms`);
-    await sleep(10);
-  }
-}
 const URL_A = "http://10.2.0.1:3000";
 const COOKIE_A = cookieValueFor(URL_A);
 const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({ node: URL_A, cookie: COOKIE_A, boot: "A1", created: Date.now(), source: "node", ...over });

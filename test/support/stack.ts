@@ -9,6 +9,9 @@ import { fileURLToPath } from "node:url";
 import { cookieValueFor } from "../../lib/registry/schema.ts";
 import { decodeMeta, decodeShard, readMeta, type NodeViewState, type ViewMeta } from "../../lib/view/index.ts";
 import { REDIS_SERVER, freePort, redisCommand, startRedis, type TestRedis } from "./redis.ts";
+import { sleep } from "./wait.ts";
+
+export { sleep };
 
 export const REDIS_SERVER_PATH = REDIS_SERVER;
 
@@ -17,7 +20,6 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
 export const GUEST_VIEW_DIR = "/var/run/mcp-affinity";
 const PLUGIN_MODULE = "github.com/mcp-affinity/mcp-affinity";
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class StackError extends Error {
   constructor(
