@@ -35,6 +35,9 @@ export interface NodeInfo {
   /** The node deleted its own record (clean shutdown). */
   hbRemoved: boolean;
   traefik: TraefikState | null;
+  /** When Traefik's state was last polled, and when this node last proved it serves (a new session). */
+  traefikAt: number;
+  servedAt: number;
   downSince: number | null;
   state: NodeViewState;
   /** Boots this sidecar has seen in this node's heartbeats (or proven over): any but the current one is gone. */
@@ -186,6 +189,7 @@ export class Mirror {
       if (closed !== undefined && closed >= this.reconcileStart) return "same";
     }
     this.noteBoot(record);
+    if (!fromScan) this.noteServed(record);
     const o = this.ownerFor(record.cookie, record.boot);
     if (old !== undefined) {
       if (ownerOf(old) === o.id && !closedOf(old)) {
@@ -288,7 +292,7 @@ export class Mirror {
   private node(cookie: string): NodeInfo {
     let n = this.nodes.get(cookie);
     if (!n) {
-      n = { cookie, url: "", name: "", hb: null, hbRemoved: false, traefik: null, downSince: null, state: "up", hbBootsSeen: new Set() };
+      n = { cookie, url: "", name: "", hb: null, hbRemoved: false, traefik: null, traefikAt: 0, servedAt: 0, downSince: null, state: "up", hbBootsSeen: new Set() };
       this.nodes.set(cookie, n);
       this.metaVersion++;
     }
@@ -357,6 +361,7 @@ export class Mirror {
       const n = this.node(cookie);
       n.url = n.url || s.url;
       n.traefik = s.up ? "up" : "down";
+      n.traefikAt = this.now();
     }
     if (complete) {
       for (const n of this.nodes.values()) if (n.traefik !== null && !seen.has(n.cookie)) n.traefik = "removed";
@@ -372,15 +377,28 @@ export class Mirror {
     this.heartbeatsTrusted = trusted;
   }
 
+  /**
+   * A session that reaches us live (not from a scan) was just created on its node: the node serves,
+   * whatever an older poll of Traefik said (a restarted node is back in Traefik before our next poll).
+   */
+  private noteServed(r: SessionRecord): void {
+    const n = this.nodes.get(r.cookie);
+    if (!n || (r.boot && n.hb && n.hb.boot !== r.boot)) return;
+    const now = this.now();
+    n.servedAt = now;
+    if (n.state === "down" && this.computeNodeState(n, now) !== "down") this.refreshStates();
+  }
+
   private computeNodeState(n: NodeInfo, now: number): NodeViewState {
     let s: NodeViewState;
+    const traefikDown = n.traefik === "down" && n.servedAt <= n.traefikAt;
     if (n.hb) {
       const live = !this.heartbeatsTrusted || now - n.hb.heardAt <= this.opts.nodeTtlMs;
       if (!live) s = n.traefik === "up" ? "up" : "down";
-      else s = n.traefik === "down" ? "down" : n.hb.state;
+      else s = traefikDown ? "down" : n.hb.state;
     } else if (n.hbRemoved) {
       s = "gone";
-    } else if (n.traefik === "down") {
+    } else if (traefikDown) {
       s = "down";
     } else if (n.traefik === "removed") {
       s = "gone";

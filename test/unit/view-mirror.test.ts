@@ -122,6 +122,25 @@ describe("mirror node states", () => {
     m.refreshStates();
     expect(state(m, "s")?.state).toBe("gone");
   });
+  it("a session created after Traefik's last DOWN poll proves the node serves; the next DOWN poll wins again", () => {
+    const { m, clock } = mirror();
+    m.applyNode(A, hb({ boot: "A2", seen: clock.now }));
+    m.applyTraefik([{ url: URL_A, up: false }], true); // polled while the node restarted
+    m.refreshStates();
+    m.applySession("old", rec({ boot: "A2" }), true); // a scan proves nothing new
+    expect(state(m, "old")?.state).toBe("down");
+    clock.now += 10;
+    m.applySession("fresh", rec({ boot: "A2", created: clock.now })); // Traefik already routed an initialize to it
+    expect(state(m, "fresh")?.state).toBe("up");
+    expect(state(m, "old")?.state).toBe("up");
+    clock.now += 10;
+    m.applyTraefik([{ url: URL_A, up: false }], true); // Traefik still says DOWN after that: believe it
+    m.refreshStates();
+    expect(state(m, "fresh")?.state).toBe("down");
+    m.applySession("other-boot", rec({ boot: "A1", created: clock.now })); // another boot proves nothing for A2
+    m.refreshStates();
+    expect(state(m, "fresh")?.state).toBe("down");
+  });
   it("heartbeats do not age while the registry is unreachable", () => {
     const { m, clock } = mirror();
     m.applySession("s", rec());
