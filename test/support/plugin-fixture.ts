@@ -2,7 +2,6 @@
 // lib/view (the one Node module that owns the formats), a plugin pool on the fake http-wasm host,
 // and MCP-shaped requests and upstream responses.
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
-import { afterAll, afterEach, beforeAll, beforeEach } from "vitest";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -125,35 +124,6 @@ export const CLUSTER_VIEW: ViewSpec = {
 
 /** `_mcp_backend=<value>` as a Cookie pair. */
 export const bk = (value: string): string => `_mcp_backend=${value}`;
-
-/**
- * A temp shared directory with `spec` published, for one test file. `shared`: one directory for
- * the file, events cleared and the meta re-stamped before each test; `per-test`: a new directory
- * for every test.
- */
-export function useView(spec: ViewSpec, mode: "shared" | "per-test" = "shared"): { readonly dir: string } {
-  let t: TempDir | undefined;
-  const make = async () => {
-    t = makeViewDir();
-    await publish(t.dir, spec);
-  };
-  if (mode === "shared") {
-    beforeAll(make);
-    afterAll(() => t?.cleanup());
-    beforeEach(async () => {
-      clearEvents(t!.dir);
-      await republishMeta(t!.dir, spec);
-    });
-  } else {
-    beforeEach(make);
-    afterEach(() => t?.cleanup());
-  }
-  return {
-    get dir() {
-      return t!.dir;
-    },
-  };
-}
 
 export function learnedFiles(dir: string): Map<string, string> {
   const p = viewPaths(dir).learned;

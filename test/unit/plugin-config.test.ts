@@ -12,10 +12,10 @@ import {
   newPlugin,
   okUpstream,
   republishMeta,
-  useView,
   CLUSTER_VIEW,
   bk,
 } from "../support/plugin-fixture.ts";
+import { useView } from "../support/use-view.ts";
 
 const SPEC = CLUSTER_VIEW;
 

@@ -20,11 +20,11 @@ import {
   republishMeta,
   type McpReq,
   type TempDir,
-  useView,
   CLUSTER_VIEW,
   bk,
   GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
+import { useView } from "../support/use-view.ts";
 
 const SPEC = CLUSTER_VIEW;
 

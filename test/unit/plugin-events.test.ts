@@ -21,10 +21,10 @@ import {
   republishMeta,
   sessionHashHex,
   type ViewSpec,
-  useView,
   bk,
   GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
+import { useView } from "../support/use-view.ts";
 
 const SPEC: ViewSpec = {
   nodes: [

@@ -19,10 +19,10 @@ import {
   publish,
   readEvents,
   type ViewSpec,
-  useView,
   bk,
   GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
+import { useView } from "../support/use-view.ts";
 
 const SPEC: ViewSpec = {
   nodes: [

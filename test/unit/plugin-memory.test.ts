@@ -10,10 +10,10 @@ import {
   mcp,
   newPlugin,
   okUpstream,
-  useView,
   CLUSTER_VIEW,
   bk,
 } from "../support/plugin-fixture.ts";
+import { useView } from "../support/use-view.ts";
 
 const SPEC = CLUSTER_VIEW;
 

@@ -19,11 +19,11 @@ import {
   republishMeta,
   type PluginHandle,
   type TempDir,
-  useView,
   CLUSTER_VIEW,
   bk,
   GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
+import { useView } from "../support/use-view.ts";
 
 const NAME = "_mcp_backend";
 const SPEC = CLUSTER_VIEW;
