@@ -244,6 +244,16 @@ export function shardPrefix(hash: Buffer, shardBits: number): string {
 
 const compareHash = (a: Buffer, b: Buffer): number => Buffer.compare(a, b);
 
+
+/** A shard buffer of `count` records with its header written (records zeroed). */
+function allocShard(epoch: number, count: number): Buffer {
+  const buf = Buffer.alloc(SHARD_HEADER_BYTES + count * SHARD_RECORD_BYTES);
+  buf.write(SHARD_MAGIC, 0, "latin1");
+  buf.writeUInt32LE(SHARD_VERSION, 4);
+  buf.writeUInt32LE(epoch, 8);
+  buf.writeUInt32LE(count, 12);
+  return buf;
+}
 /** Sorts (bytewise by hash), drops duplicate hashes (the later entry wins) and encodes. */
 export function encodeShard(epoch: number, sessions: readonly ViewSession[]): Buffer {
   if (!isU32(epoch)) throw new ViewFormatError(`shard epoch ${epoch} is not a u32`);
@@ -259,11 +269,7 @@ export function encodeShard(epoch: number, sessions: readonly ViewSession[]): Bu
     if (last && last.hash.equals(s.hash)) unique[unique.length - 1] = s;
     else unique.push(s);
   }
-  const buf = Buffer.alloc(SHARD_HEADER_BYTES + unique.length * SHARD_RECORD_BYTES);
-  buf.write(SHARD_MAGIC, 0, "latin1");
-  buf.writeUInt32LE(SHARD_VERSION, 4);
-  buf.writeUInt32LE(epoch, 8);
-  buf.writeUInt32LE(unique.length, 12);
+  const buf = allocShard(epoch, unique.length);
   let off = SHARD_HEADER_BYTES;
   for (const s of unique) {
     s.hash.copy(buf, off);
@@ -282,11 +288,7 @@ export function encodeShard(epoch: number, sessions: readonly ViewSession[]): Bu
 export function encodeShardEntries(epoch: number, entries: Array<[string, number, boolean]>): Buffer {
   if (!isU32(epoch)) throw new ViewFormatError(`shard epoch ${epoch} is not a u32`);
   entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const buf = Buffer.alloc(SHARD_HEADER_BYTES + entries.length * SHARD_RECORD_BYTES);
-  buf.write(SHARD_MAGIC, 0, "latin1");
-  buf.writeUInt32LE(SHARD_VERSION, 4);
-  buf.writeUInt32LE(epoch, 8);
-  buf.writeUInt32LE(entries.length, 12);
+  const buf = allocShard(epoch, entries.length);
   let off = SHARD_HEADER_BYTES;
   for (const [hash, node, closed] of entries) {
     if (hash.length !== HASH_BYTES || buf.write(hash, off, HASH_BYTES, "latin1") !== HASH_BYTES) {
