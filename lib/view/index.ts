@@ -244,7 +244,6 @@ export function shardPrefix(hash: Buffer, shardBits: number): string {
 
 const compareHash = (a: Buffer, b: Buffer): number => Buffer.compare(a, b);
 
-
 /** A shard buffer of `count` records with its header written (records zeroed). */
 function allocShard(epoch: number, count: number): Buffer {
   const buf = Buffer.alloc(SHARD_HEADER_BYTES + count * SHARD_RECORD_BYTES);
