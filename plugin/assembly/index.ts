@@ -62,6 +62,7 @@ function init(): void {
   events.slots = cfg.maxEventFiles;
   // Start the flush clock now: a fresh instance batches its counts like any other.
   events.lastFlush = nowMs();
+  __collect(); // what parsing the configuration left behind
 }
 
 /** Reads Mcp-Session-Id: ID_NONE, ID_INVALID, or ID_VALID with the id in idVals[0, len). */
@@ -235,9 +236,20 @@ function isInitialize(b: Bytes): bool {
   return false;
 }
 
+// Every open SSE stream holds an instance, so an instance must stay within its first 64 KiB page.
+// The incremental GC only starts a cycle once allocations reach a threshold relative to the heap,
+// and the allocator grows memory when free space runs out first: collect the little garbage a
+// request leaves (a few short strings) before it can add up.
+const COLLECT_EVERY: i32 = 16;
+let sinceCollect: i32 = 0;
+
 function finish(reason: i32, now: u64): void {
   events.count(reason);
   events.maybeFlush(now);
+  if (++sinceCollect >= COLLECT_EVERY) {
+    sinceCollect = 0;
+    __collect();
+  }
 }
 
 export function handle_response(reqCtx: u32, isError: u32): void {
