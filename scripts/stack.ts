@@ -31,7 +31,7 @@ function portSetting(name: string, dflt: number): number {
   return Number(raw);
 }
 
-function readSettings(): { ports: StackPorts; store: "redis" | "memory"; redisUrl?: string } {
+function readSettings(): { ports: StackPorts; store: "redis" | "memory"; redisUrl?: string; listens: Array<[string, number]> } {
   const nodesRaw = process.env.MCPA_NODE_PORTS || "8101,8102,8103";
   const nodes = nodesRaw.split(",").map((p) => p.trim());
   if (nodes.length < 1 || nodes.length > 16 || nodes.some((p) => !/^\d+$/.test(p) || Number(p) < 1 || Number(p) > 65535)) {
@@ -58,8 +58,8 @@ function readSettings(): { ports: StackPorts; store: "redis" | "memory"; redisUr
   if (storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
     throw new SettingError(`MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER_PATH}: install it, or set MCPA_REDIS_URL`);
   }
-  // Every port the stack listens on must be distinct.
-  const named: Array<[string, number]> = [
+  // Every port the stack listens on, by the setting that names it: distinct, and free at start.
+  const listens: Array<[string, number]> = [
     ["MCPA_HTTP_PORT", ports.http],
     ["MCPA_HTTPS_PORT", ports.https],
     ["MCPA_API_PORT", ports.api],
@@ -68,11 +68,11 @@ function readSettings(): { ports: StackPorts; store: "redis" | "memory"; redisUr
     ...(store === "redis" && !redisUrl ? [["MCPA_REDIS_PORT", ports.redis] as [string, number]] : []),
   ];
   const seen = new Map<number, string>();
-  for (const [name, p] of named) {
+  for (const [name, p] of listens) {
     if (seen.has(p)) throw new SettingError(`${name}: port ${p} is also used by ${seen.get(p)}`);
     seen.set(p, name);
   }
-  return { ports, store, redisUrl };
+  return { ports, store, redisUrl, listens };
 }
 
 function portFree(port: number): Promise<boolean> {
@@ -147,16 +147,8 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const { ports, store, redisUrl } = settings;
-  const toCheck: Array<[string, number]> = [
-    ["MCPA_HTTP_PORT", ports.http],
-    ["MCPA_HTTPS_PORT", ports.https],
-    ["MCPA_API_PORT", ports.api],
-    ["MCPA_SIDECAR_PORT", ports.sidecar],
-    ...ports.nodes.map((p): [string, number] => ["MCPA_NODE_PORTS", p]),
-    ...(store === "redis" && !redisUrl ? [["MCPA_REDIS_PORT", ports.redis] as [string, number]] : []),
-  ];
-  for (const [name, p] of toCheck) {
+  const { ports, store, redisUrl, listens } = settings;
+  for (const [name, p] of listens) {
     if (!(await portFree(p))) {
       console.error(`npm start: port ${p} (${name}) is already in use on 127.0.0.1: stop what uses it or set ${name}`);
       process.exit(2);

@@ -15,7 +15,7 @@ import { EventLog } from "./events";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_CLOSED, S_LEARNED, S_UNKNOWN, COOKIE_NONE, COOKIE_OWNER,
-  COOKIE_OTHER, PASS, PIN, PIN_REPAIR, ANSWER_400, ANSWER_404, ANSWER_503, REASONS,
+  COOKIE_OTHER, PIN, PIN_REPAIR, ANSWER_404, ANSWER_503, REASONS, R_SESSIONLESS, R_INVALID, R_REJECT,
 } from "./core";
 
 const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
@@ -65,10 +65,10 @@ function init(): void {
   __collect(); // what parsing the configuration left behind
 }
 
-/** Reads Mcp-Session-Id: ID_NONE, ID_INVALID, or ID_VALID with the id in idVals[0, len). */
-function readSessionId(): i32 {
+/** Reads Mcp-Session-Id (request or response): ID_NONE, ID_INVALID, or ID_VALID with the id in idVals[0, len). */
+function readSessionId(kind: u32): i32 {
   // Bounded read: an oversized id is refused without growing this instance's buffers.
-  const n = headerValues(KIND_REQUEST, "Mcp-Session-Id", idVals, cfg.maxSessionIdLength + 1);
+  const n = headerValues(kind, "Mcp-Session-Id", idVals, cfg.maxSessionIdLength + 1);
   if (n < 0) return ID_INVALID;
   if (n == 0) return ID_NONE;
   if (n > 1) return ID_INVALID; // duplicate headers: ambiguous, never guess
@@ -98,16 +98,16 @@ export function handle_request(): u64 {
   if (!ready) init();
   if (cfg.error.length > 0) return 1;
   const now = nowMs();
-  const id = readSessionId();
+  const id = readSessionId(KIND_REQUEST);
   input.id = id;
   if (id == ID_NONE) {
     const ctx = cfg.learnSessions && dirfd >= 0 ? maybeInitialize() : 0;
-    finish(R_SESSIONLESS_INDEX, now);
+    finish(R_SESSIONLESS, now);
     return (ctx << 32) | 1;
   }
   if (id == ID_INVALID) {
     respond(400, "invalid", BODY_400, 0);
-    finish(decideRoute(input, decision).reason, now);
+    finish(R_INVALID, now);
     return 0;
   }
 
@@ -128,7 +128,7 @@ export function handle_request(): u64 {
     setHeader(KIND_REQUEST, "Cookie", scratch);
     if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(view.ownerCookie));
   } else if (d.action == ANSWER_404) {
-    respond(404, REASONS[d.reason], d.reason == R_REJECT_INDEX ? BODY_REJECT : BODY_404, 0);
+    respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
     next = 0;
   } else if (d.action == ANSWER_503) {
     respond(503, "unavailable", BODY_503, view.ownerRetry > 0 ? view.ownerRetry : cfg.retryAfterSeconds);
@@ -138,8 +138,6 @@ export function handle_request(): u64 {
   return next;
 }
 
-const R_SESSIONLESS_INDEX: i32 = 0;
-const R_REJECT_INDEX: i32 = 4;
 
 /** Fills input.view / input.session / input.ownerState / input.cookie from the view. */
 function classify(now: u64): void {
@@ -256,14 +254,7 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   if (<u64>reqCtx != REQCTX_LEARN || isError != 0 || dirfd < 0) return;
   const status = statusCode();
   if (status < 200 || status > 299) return;
-  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", idVals, cfg.maxSessionIdLength + 1) != 1) return;
-  const len = idVals.len - 1;
-  if (len <= 0 || len > cfg.maxSessionIdLength) return;
-  for (let i = 0; i < len; i++) {
-    const c = idVals.at(i);
-    if (c < 0x21 || c > 0x7e) return;
-  }
-  idVals.len = len;
+  if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
   // The balancer's Set-Cookie names the node it picked; without one it kept the client's cookie.
   let owner = clientCookie;
   const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals);

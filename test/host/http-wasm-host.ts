@@ -219,7 +219,10 @@ interface GoReader {
   /** Read into at most `max` bytes: [bytes, eof]. */
   read(max: number): [Uint8Array, boolean];
 }
-/** net/http server body: a Content-Length body returns io.EOF together with its last bytes. */
+/**
+ * A body over bytes. net/http's server body (eofWithData) returns io.EOF together with its last
+ * bytes; bytes.Reader / bytes.Buffer return the data without error, then (0, EOF).
+ */
 class ServerBody implements GoReader {
   pos = 0;
   constructor(
@@ -253,25 +256,9 @@ class BufferingRequestBody implements GoReader {
     return this.buffer.reduce((a, b) => a + b.length, 0);
   }
 }
-class BytesBody implements GoReader {
-  pos = 0;
-  constructor(readonly data: Uint8Array) {}
-  read(max: number): [Uint8Array, boolean] {
-    // bytes.Reader / bytes.Buffer: data without error, then (0, EOF).
-    const rest = this.data.length - this.pos;
-    if (rest === 0) return [new Uint8Array(0), true];
-    const n = Math.min(max, rest);
-    const out = this.data.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return [out, false];
-  }
-  remaining(): Uint8Array {
-    const out = this.data.subarray(this.pos);
-    this.pos = this.data.length;
-    return out;
-  }
-}
-type RequestBody = ServerBody | BufferingRequestBody | BytesBody;
+/** bytes.Reader / bytes.Buffer over `data`. */
+const bytesBody = (data: Uint8Array) => new ServerBody(data, false);
+type RequestBody = ServerBody | BufferingRequestBody;
 
 function drain(r: RequestBody): Uint8Array {
   if (r instanceof BufferingRequestBody) throw new Error("unreachable");
@@ -370,7 +357,7 @@ class RequestState {
   client: ClientWriter;
   requestBodyReader?: RequestBody;
   requestBodyWriter?: Uint8Array[];
-  responseBodyReader?: BytesBody;
+  responseBodyReader?: ServerBody;
   responseBodyWriterSet = false;
   exchange: Exchange;
 
@@ -820,7 +807,7 @@ export class HttpWasmHost {
           if (!s.responseBodyReader) {
             // ResponseBodyReader type-asserts the buffering writer: without it Go panics.
             if (!(s.w instanceof BufferingWriter)) throw new HostPanic("interface conversion: http.ResponseWriter is not *wasm.bufferingResponseWriter");
-            s.responseBodyReader = new BytesBody(concat(s.w.body.length ? s.w.body : [new Uint8Array(0)]));
+            s.responseBodyReader = bytesBody(concat(s.w.body.length ? s.w.body : [new Uint8Array(0)]));
           }
           r = s.responseBodyReader;
         } else throw new HostPanic(`unsupported body kind: ${kind}`);
@@ -843,11 +830,11 @@ export class HttpWasmHost {
           const s = this.mustBeforeNext("write", "request body");
           if (!s.requestBodyWriter) {
             s.requestBodyWriter = [];
-            s.body = new BytesBody(new Uint8Array(0)); // RequestBodyWriter resets r.Body
+            s.body = bytesBody(new Uint8Array(0)); // RequestBodyWriter resets r.Body
           }
           const b = len >>> 0 ? Uint8Array.from(this.mustRead("body", buf, len)) : new Uint8Array(0);
           s.requestBodyWriter.push(b);
-          s.body = new BytesBody(concat(s.requestBodyWriter));
+          s.body = bytesBody(concat(s.requestBodyWriter));
         } else if (kind === BODY_RESPONSE) {
           const s = this.mustBeforeNextOrFeature(FEATURE_BUFFER_RESPONSE, "write", "response body");
           const b = len >>> 0 ? Uint8Array.from(this.mustRead("body", buf, len)) : new Uint8Array(0);
@@ -897,7 +884,7 @@ export class HttpWasmHost {
   private runNext(s: RequestState, ex: Exchange, next: NextHandler | undefined): void {
     // handleNext: restore a buffered request body, then serve.
     if (s.body instanceof BufferingRequestBody) {
-      s.body = s.body.bufferedLength() === 0 ? (s.body.delegate as ServerBody) : new BytesBody(concat(s.body.buffer));
+      s.body = s.body.bufferedLength() === 0 ? (s.body.delegate as ServerBody) : bytesBody(concat(s.body.buffer));
     }
     const body = drain(s.body);
     if (s.contentLength >= 0 && body.length !== s.contentLength)
