@@ -49,6 +49,25 @@ async function sessionOn(node: NodePart): Promise<string> {
   return sid;
 }
 
+/**
+ * A session on `node` whose first counter call answered 1. Traefik itself now and then cuts an
+ * answer (an empty 200, golang/go#40747, with or without the plugin); such a session's counter is
+ * unknown, so it is set aside for a new one, and only when the access log shows the cut.
+ */
+async function countedSessionOn(node: NodePart): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    const sid = await sessionOn(node);
+    const t0 = Date.now();
+    const r = await rawCall(base(), sid, "counter");
+    if (r.status === 200 && r.body === "" && attempt < 3) {
+      await sleep(200); // the access log line
+      if (stack.proxyCuts(t0 - 50, Date.now()).length > 0) continue;
+    }
+    expect(r.text).toBe("1");
+    return sid;
+  }
+}
+
 /** What the published view says about a session: its owner incarnation's state, or closed. */
 async function viewSession(sid: string): Promise<{ state: string; nodeId: number } | "closed" | null> {
   const r = await lookupSession(stack.shared, sessionHash(sid));
@@ -121,12 +140,13 @@ function runLoad(sessions: SdkSession[]) {
   };
 }
 
-/** New SDK sessions, one after another, each with a few counter calls (sessions born during an outage). */
+/** New SDK sessions, two at a time, each with a few counter calls (sessions born during an outage). */
 function runNewSessions(calls = 3) {
   let stop = false;
   const born: string[] = [];
   const stats = { sessions: 0, failed: 0, errors: [] as string[] };
-  const loop = (async () => {
+  // Two loops: one call stuck on an answer Traefik cut (8 s timeout) must not starve the window.
+  const loop = Promise.all([0, 1].map(async () => {
     while (!stop) {
       try {
         const s = await connectSdk(stack.mcpUrl);
@@ -143,7 +163,7 @@ function runNewSessions(calls = 3) {
       }
       await sleep(50);
     }
-  })();
+  }));
   return {
     stats,
     born,
@@ -339,12 +359,9 @@ describe("end to end through Traefik: failures", () => {
 
   it("4. node restarted (same URL, new boot): its old sessions get the edge 404, the new process sees none of them; a new initialize works", async () => {
     const [n1, n2, n3] = stack.nodes as [NodePart, NodePart, NodePart];
-    const old1 = [await sessionOn(n1), await sessionOn(n1), await sessionOn(n1)];
-    const others = [await sessionOn(n2), await sessionOn(n3)];
-    for (const sid of [...old1, ...others]) {
-      expect((await rawCall(base(), sid, "counter")).text).toBe("1");
-      await waitViewState(sid, "up", 5000);
-    }
+    const old1 = [await countedSessionOn(n1), await countedSessionOn(n1), await countedSessionOn(n1)];
+    const others = [await countedSessionOn(n2), await countedSessionOn(n3)];
+    for (const sid of [...old1, ...others]) await waitViewState(sid, "up", 5000);
     const bootBefore = await n1.boot();
     const t0 = Date.now();
     await n1.restart();
@@ -392,15 +409,12 @@ describe("end to end through Traefik: failures", () => {
 
   it("5. node stopped: 503 + Retry-After while down, others untouched; back with the same boot its sessions continue; once gone, 404", async () => {
     const [n1, n2, n3] = stack.nodes as [NodePart, NodePart, NodePart];
-    const down = [await sessionOn(n2), await sessionOn(n2)];
+    const down = [await countedSessionOn(n2), await countedSessionOn(n2)];
     // Probes go to their own session: a probe sent before the edge knows the node is down waits in
     // the stopped process's socket and runs when it resumes.
-    const probe = await sessionOn(n2);
-    const others = [await sessionOn(n1), await sessionOn(n3)];
-    for (const sid of [...down, probe, ...others]) {
-      expect((await rawCall(base(), sid, "counter")).text).toBe("1");
-      await waitViewState(sid, "up", 5000);
-    }
+    const probe = await countedSessionOn(n2);
+    const others = [await countedSessionOn(n1), await countedSessionOn(n3)];
+    for (const sid of [...down, probe, ...others]) await waitViewState(sid, "up", 5000);
     const boot = await n2.boot();
 
     // Down for now (SIGSTOP: same process, same boot, answers nothing).
