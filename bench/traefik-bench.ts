@@ -39,6 +39,7 @@ import { RedisBackend } from "../node/src/registry.ts";
 import { BenchError, callHeaders, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
+import { preparePluginTraefik, startBenchSidecar, startExtraTraefik, type ExtraTraefik } from "./lib/traefik.ts";
 import { Samples, median, percentile, summarize, type LatencySummary } from "./lib/stats.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -126,88 +127,6 @@ let SHARED = "";
 
 const log = (msg: string) => process.stdout.write(`[bench ${((performance.now() / 1000) | 0).toString().padStart(3)}s] ${msg}\n`);
 
-// ---------------------------------------------------------------------------------------------
-// Plain Traefik: the same templates, without the middleware and without the plugin declared at all
-
-async function startPlainTraefik(stack: Stack): Promise<{ proc: ManagedProcess; base: string; apiUrl: string }> {
-  const dir = join(stack.dir, "plain");
-  mkdirSync(join(dir, "logs"), { recursive: true });
-  const ports = { ...stack.ports, http: await freePort(), https: await freePort(), api: await freePort() };
-  const { certFile, keyFile } = makeCertificate(dir);
-  const vars: RenderVars = { bind: "127.0.0.1", ports, dir, shared: SHARED, certFile, keyFile, logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
-  writeFileSync(join(dir, "traefik.yml"), benchStatic(vars, false));
-  writeFileSync(join(dir, "dynamic.yml"), renderDynamic(vars, { plugin: false, healthIntervalMs: stack.timing.healthIntervalMs, healthTimeoutMs: stack.timing.healthTimeoutMs }));
-  const proc = new ManagedProcess("traefik-plain", { cmd: traefikBinary(), args: [`--configFile=${join(dir, "traefik.yml")}`], cwd: dir, logFile: join(dir, "logs", "traefik.log") });
-  proc.start();
-  const apiUrl = `http://127.0.0.1:${ports.api}`;
-  await waitUntil(
-    "plain Traefik's healthy servers",
-    async () => {
-      if (!proc.running) throw new BenchError(`plain Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
-      const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
-      if (!r || r.status !== 200) return false;
-      const st = (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
-      return stack.nodes.every((n) => st[n.url] === "UP");
-    },
-    30_000,
-    100,
-  );
-  return { proc, base: `http://127.0.0.1:${ports.http}`, apiUrl };
-}
-
-/**
- * The static configuration both Traefiks run: traefik/traefik.yml rendered as it is (no extras such
- * as the test stack's access log, which would cost one side more than the other), plus the debug
- * API (pprof, forced GC for heap figures). Without the plugin, the experimental section goes: plain
- * Traefik must not even compile the plugin.
- */
-function benchStatic(vars: RenderVars, withPlugin: boolean): string {
-  const values: Record<string, string> = {
-    BIND: vars.bind,
-    HTTP_PORT: String(vars.ports.http),
-    HTTPS_PORT: String(vars.ports.https),
-    API_PORT: String(vars.ports.api),
-    DYNAMIC_FILE: join(vars.dir, "dynamic.yml"),
-    LOG_LEVEL: vars.logLevel,
-    SHARED_DIR: vars.shared,
-  };
-  let text = readFileSync(join(ROOT, "traefik", "traefik.yml"), "utf8").replace(/\$\{(\w+)\}/g, (_, k: string) => {
-    if (!(k in values)) throw new BenchError(`traefik/traefik.yml: no value for \${${k}}`, "ERR_BENCH_TEMPLATE");
-    return values[k]!;
-  });
-  if (!withPlugin) {
-    const before = text;
-    text = text.replace(/^experimental:[\s\S]*$/m, "");
-    if (text === before) throw new BenchError("traefik/traefik.yml: no experimental section to remove", "ERR_BENCH_TEMPLATE");
-  }
-  return withDebugApi(text);
-}
-
-function withDebugApi(staticYaml: string): string {
-  const out = staticYaml.replace(/^(\s+)dashboard: false$/m, "$1dashboard: false\n$1debug: true");
-  if (out === staticYaml) throw new BenchError("traefik/traefik.yml: cannot find `dashboard: false` under api to add debug", "ERR_BENCH_TEMPLATE");
-  return out;
-}
-
-/**
- * Restarts the stack's Traefik with the debug API (pprof, forced GC for heap figures) switched on,
- * and with another plugin build when one is given (to compare builds: --plugin-wasm FILE).
- */
-async function preparePluginTraefik(stack: Stack, pluginWasm: string | undefined): Promise<void> {
-  const vars: RenderVars = { bind: "127.0.0.1", ports: stack.ports, dir: stack.dir, shared: SHARED, certFile: "", keyFile: "", logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
-  writeFileSync(join(stack.dir, "traefik.yml"), benchStatic(vars, true));
-  if (pluginWasm) {
-    const dir = join(stack.dir, "plugins-local", "src", "github.com", "mcp-affinity", "mcp-affinity");
-    rmSync(dir, { recursive: true, force: true }); // the stack's symlink to plugin/build/local
-    mkdirSync(dir, { recursive: true });
-    copyFileSync(join(ROOT, "plugin", ".traefik.yml"), join(dir, ".traefik.yml"));
-    copyFileSync(pluginWasm, join(dir, "plugin.wasm"));
-  }
-  await stack.traefik.stop();
-  stack.traefik.start();
-  await stack.waitTraefikReady();
-}
-
 /** Go heap in use after a forced collection (the debug API's heap profile with gc=1 forces one). */
 async function liveHeapBytes(apiUrl: string): Promise<number> {
   const hp = await request(`${apiUrl}/debug/pprof/heap?gc=1`);
@@ -215,48 +134,6 @@ async function liveHeapBytes(apiUrl: string): Promise<number> {
   const m = await httpGet(`${apiUrl}/metrics`, 3000);
   const v = m ? /^go_memstats_heap_alloc_bytes (\S+)$/m.exec(m.text) : null;
   return v ? Number(v[1]) : NaN;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The sidecar, as its CLI (bin/mcp-affinity-sidecar.js) runs in a deployment
-
-async function startBenchSidecar(stack: Stack): Promise<{ proc: ManagedProcess; url: string; restart(): Promise<void> }> {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const proc = new ManagedProcess("sidecar", {
-    cmd: process.execPath,
-    args: [
-      ...(cfg.sidecarMain ? ["--import", "tsx", cfg.sidecarMain] : [join(ROOT, "bin", "mcp-affinity-sidecar.js")]),
-      `--dir=${SHARED}`,
-      `--port=${port}`,
-      `--redis-url=${stack.redisUrl}`,
-      `--traefik-api=${stack.apiUrl}`,
-      "--traefik-services=mcp@file",
-      "--log-level=warn",
-    ],
-    logFile: join(stack.dir, "logs", "bench-sidecar.log"),
-  });
-  const start = async () => {
-    proc.start();
-    await waitUntil(
-      "the sidecar's /readyz",
-      async () => {
-        if (!proc.running) throw new BenchError(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
-        return (await httpGet(`${url}/readyz`))?.status === 200;
-      },
-      180_000,
-      200,
-    );
-  };
-  await start();
-  return {
-    proc,
-    url,
-    async restart() {
-      await proc.stop();
-      await start();
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,12 +370,12 @@ async function main(): Promise<void> {
   SHARED = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-bench-") : join(stack.dir, "shared");
   results.sharedDir = SHARED;
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
-  let plain: Awaited<ReturnType<typeof startPlainTraefik>> | null = null;
+  let plain: ExtraTraefik | null = null;
   const cleanups: Array<() => Promise<unknown>> = [];
   try {
-    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack);
-    await preparePluginTraefik(stack, cfg.pluginWasm);
-    plain = await startPlainTraefik(stack);
+    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack, SHARED, cfg.sidecarMain);
+    await preparePluginTraefik(stack, SHARED, cfg.pluginWasm);
+    plain = await startExtraTraefik(stack, SHARED, "plain");
     const plainProc = plain.proc;
     cleanups.push(() => plainProc.stop());
     log(`plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}`);

@@ -1,6 +1,6 @@
 // mountMcp on the two targets the docs show: an Express app (with a JSON body parser in front) and a
 // plain node:http Server whose other routes must keep working.
-import { createServer, type Server } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
 import { connect, type AddressInfo, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -139,7 +139,7 @@ describe("mountMcp keeps idle connections open longer than the proxy", () => {
   });
 
   it("an idle keep-alive connection outlives Node's 5 s default on the mounted server (and not on a plain one)", async () => {
-    const handler = (_req: unknown, res: { writeHead(s: number, h: object): { end(b: string): void } }) => res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+    const handler: RequestListener = (_req, res) => res.writeHead(200, { "content-type": "text/plain" }).end("ok");
     const plain = createServer(handler);
     const mounted = createServer(handler);
     const affinity = createAffinity({ nodeUrl: "http://127.0.0.1:1", registry: { redisUrl: redis.url }, logger: captureLogger(), drainGraceMs: 0 });
