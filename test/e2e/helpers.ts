@@ -10,7 +10,7 @@ import { Agent, request as undiciRequest } from "undici";
 import { ROOT } from "../support/stack.ts";
 
 export const LATEST_PROTOCOL = "2025-06-18";
-/** A call whose answer was cut on the way back would otherwise wait the SDK's 60 s. */
+/** A call that gets no answer fails within this time instead of the SDK's 60 s. */
 export const CALL_TIMEOUT_MS = 8000;
 
 /** Counts every HTTP exchange the SDK client makes (status, or -1 for a network error). */
@@ -101,7 +101,7 @@ export interface CounterLoadResult {
   discontinuities: number;
   /** Sessions with at least one failed or discontinuous call. */
   brokenSessions: number;
-  /** Initialize handshakes (initialize + initialized) that failed and were retried. */
+  /** Initialize handshakes (initialize + initialized) that failed (and were tried again, so that plain Traefik's misroutes can be measured). */
   failedHandshakes: number;
   http: HttpTally;
   latencyMs: { p50: number; p99: number; max: number };
