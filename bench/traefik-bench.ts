@@ -79,7 +79,7 @@ try {
 if (flags.help) {
   process.stdout.write(
     "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
-      "                      [--rounds 2] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
+      "                      [--rounds 3] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
       "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n" +
       "                      [--sidecar-main FILE.ts]\n",
   );
@@ -100,7 +100,7 @@ const cfg = {
   latencyConcurrency: intFlag("latency-concurrency", 1, 1, 256),
   durationMs: intFlag("duration", 6, 1, 120) * 1000,
   warmupMs: intFlag("warmup", 1, 0, 30) * 1000,
-  rounds: intFlag("rounds", 2, 1, 10),
+  rounds: intFlag("rounds", 3, 1, 10),
   streams: intFlag("streams", 1000, 0, 5000),
   registrations: intFlag("registrations", 200, 0, 5000),
   restarts: intFlag("restarts", 3, 0, 3),
@@ -349,7 +349,7 @@ interface ModeFigures {
   errors: number;
   discontinuities: number;
   errorSamples: string[];
-  rounds: Array<{ rps: number; p50: number; p99: number }>;
+  rounds: Array<{ rps: number; p50: number; p99: number; p999: number; traefikCpuUs: number | null; nodesCpuUs: number }>;
   /** CPU time per request of the Traefik serving this mode (none for the direct case). */
   traefikCpuUsPerRequest: number | null;
   /** CPU time per request of the three nodes. */
@@ -442,8 +442,8 @@ async function main(): Promise<void> {
     ];
     const passResults: Record<string, ModeFigures[]> = {};
     for (const pass of passes) {
-      const byMode = new Map<string, { samples: Samples; requests: number; seconds: number; errors: number; disc: number; errorSamples: string[]; rounds: ModeFigures["rounds"]; traefikCpu: number; nodesCpu: number }>();
-      for (const t of targets) byMode.set(t.name, { samples: new Samples(), requests: 0, seconds: 0, errors: 0, disc: 0, errorSamples: [], rounds: [], traefikCpu: 0, nodesCpu: 0 });
+      const byMode = new Map<string, { samples: Samples; requests: number; seconds: number; errors: number; disc: number; errorSamples: string[]; rounds: ModeFigures["rounds"] }>();
+      for (const t of targets) byMode.set(t.name, { samples: new Samples(), requests: 0, seconds: 0, errors: 0, disc: 0, errorSamples: [], rounds: [] });
       const sessionsForPass = loadSessions.slice(0, pass.concurrency * SESSIONS_PER_WORKER);
       for (let round = 0; round < cfg.rounds; round++) {
         const order = round % 2 === 0 ? targets : [...targets].reverse();
@@ -485,26 +485,34 @@ async function main(): Promise<void> {
           m.disc += r.discontinuities;
           m.errorSamples.push(...r.errorSamples.slice(0, 5 - m.errorSamples.length));
           const v = r.latencyUs.sorted();
-          m.rounds.push({ rps: r.requests / r.seconds, p50: percentile(v, 50), p99: percentile(v, 99) });
-          m.traefikCpu += cpu1.traefik - cpu0.traefik;
-          m.nodesCpu += cpu1.nodes - cpu0.nodes;
+          m.rounds.push({
+            rps: r.requests / r.seconds,
+            p50: percentile(v, 50),
+            p99: percentile(v, 99),
+            p999: percentile(v, 99.9),
+            traefikCpuUs: t.name === "a" ? null : (cpu1.traefik - cpu0.traefik) / r.requests,
+            nodesCpuUs: (cpu1.nodes - cpu0.nodes) / r.requests,
+          });
           log(`  ${pass.name} c=${pass.concurrency} round ${round + 1} ${t.name.padEnd(2)}: ${(r.requests / r.seconds).toFixed(0)} req/s, p50 ${percentile(v, 50).toFixed(0)} us, p99 ${percentile(v, 99).toFixed(0)} us, errors ${r.errors}, discontinuities ${r.discontinuities}${r.errorSamples.length ? ` (${r.errorSamples.join("; ")})` : ""}`);
         }
       }
+      // Every figure is the median of the rounds' own figures: one noisy round cannot decide a ratio.
       passResults[pass.name] = targets.map((t) => {
         const m = byMode.get(t.name)!;
+        const med = (k: "rps" | "p50" | "p99" | "p999" | "nodesCpuUs") => median(m.rounds.map((x) => x[k]));
+        const pooled = summarize(m.samples);
         return {
           name: t.name,
           label: t.label,
-          rps: m.requests / m.seconds,
-          latencyUs: summarize(m.samples),
+          rps: med("rps"),
+          latencyUs: { ...pooled, p50: med("p50"), p99: med("p99"), p999: med("p999") },
           requests: m.requests,
           errors: m.errors,
           discontinuities: m.disc,
           errorSamples: m.errorSamples,
           rounds: m.rounds,
-          traefikCpuUsPerRequest: t.name === "a" ? null : m.traefikCpu / m.requests,
-          nodesCpuUsPerRequest: m.nodesCpu / m.requests,
+          traefikCpuUsPerRequest: t.name === "a" ? null : median(m.rounds.map((x) => x.traefikCpuUs!)),
+          nodesCpuUsPerRequest: med("nodesCpuUs"),
         };
       });
     }
@@ -631,7 +639,7 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
       line(`${m.label.padEnd(56)} ${fmt(m.rps).padStart(8)} ${fmt(m.latencyUs.p50).padStart(8)} ${fmt(m.latencyUs.p99).padStart(8)} ${fmt(m.latencyUs.p999).padStart(9)} ${String(m.errors).padStart(7)} ${String(m.discontinuities).padStart(9)} ${fmt(m.traefikCpuUsPerRequest).padStart(19)}`);
     }
   };
-  const per = `${cfg.rounds} x ${cfg.durationMs / 1000} s per mode, ${results.viewSessions ?? "?"} sessions in the view`;
+  const per = `medians of ${cfg.rounds} alternating rounds x ${cfg.durationMs / 1000} s per mode (p99.9 of each round), ${results.viewSessions ?? "?"} sessions in the view`;
   table(`Tool calls on existing sessions, throughput pass: concurrency ${cfg.concurrency}, ${per}`, thr);
   table(`Tool calls on existing sessions, latency pass: concurrency ${cfg.latencyConcurrency}, ${per}`, lat);
   const targets: Array<{ what: string; value: string; target: string; ok: boolean | null }> = [];
