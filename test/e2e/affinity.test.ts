@@ -22,6 +22,7 @@ import {
   rawSocket,
   report,
   setCookies,
+  sidecarMetric,
   stickyCookieOf,
   type CounterLoadResult,
   type SdkSession,
@@ -205,6 +206,8 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
   it("10. requests without a session id pass untouched (initialize, a sessionless 2026-07-28 POST, GET)", async () => {
     const base = stack.httpBase;
     const direct = stack.nodes[0]!.url;
+    const bodies = async () => ({ buffered: await sidecarMetric(stack, "mcp_affinity_edge_post_bodies_total", 'body="buffered"'), streamed: await sidecarMetric(stack, "mcp_affinity_edge_post_bodies_total", 'body="streamed"') });
+    const before = await bodies();
     // An initialize: answered by a node, learned by the edge, with Traefik's own sticky cookie.
     const init = await raw(`${base}/mcp`, { method: "POST", headers: MCP_HEADERS, body: initializeBody() });
     expect(init.status).toBe(200);
@@ -242,7 +245,32 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
       expect(viaEdge.body, c.name).toBe(atNode.body);
       expect(header(viaEdge, "mcp-affinity"), c.name).toBeUndefined();
     }
-    report("10 sessionless", { initialize: init.status, bigInitialize: bigInit.status, bigInitializeBytes: Buffer.byteLength(big), ...seen });
+    // An initialize just under maxBufferedBodyBytes (64 KiB), method last: the plugin copies it into
+    // Traefik's memory in 4 KiB pieces, finds the initialize in the last one and learns the session.
+    const near = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 8,
+      params: { protocolVersion: LATEST_PROTOCOL, capabilities: {}, clientInfo: { name: "é—✓".repeat(3000) + "x".repeat(41_000), version: "1" } },
+      method: "initialize",
+    });
+    expect(Buffer.byteLength(near)).toBeGreaterThan(65_000);
+    expect(Buffer.byteLength(near)).toBeLessThanOrEqual(65_536);
+    const nearInit = await raw(`${base}/mcp`, { method: "POST", headers: MCP_HEADERS, body: near });
+    expect(nearInit.status).toBe(200);
+    expect(jsonRpcOf(nearInit.body).id).toBe(8);
+    // Every POST with a body is counted by how it went on: the initializes up to 64 KiB and the
+    // small sessionless POSTs buffered; the 80 KB initialize and the 300 KB call streamed.
+    // An instance writes its counts when it serves a request a second or more after its last batch.
+    const after = await waitUntil("the plugin's body counts at the sidecar", async () => {
+      await raw(`${base}/mcp`, { method: "GET", headers: { accept: "text/event-stream" } });
+      const b = await bodies();
+      return b.streamed - before.streamed >= 2 && b.buffered - before.buffered >= 4 ? b : null;
+    }, 10_000, 250);
+    expect(after.streamed - before.streamed).toBe(2);
+    // initialize, 64 KB initialize, tools/list, empty-id tools/list (plus counts of earlier scenarios
+    // an instance had not flushed yet: an instance reports when it serves its next request)
+    expect(after.buffered - before.buffered).toBeGreaterThanOrEqual(4);
+    report("10 sessionless", { initialize: init.status, bigInitialize: bigInit.status, bigInitializeBytes: Buffer.byteLength(big), nearInitializeBytes: Buffer.byteLength(near), bodiesBuffered: after.buffered - before.buffered, bodiesStreamed: after.streamed - before.streamed, ...seen });
   });
 
   it("11. bad input through Traefik: clear 4xx JSON-RPC answers or a pass, never a 500; Traefik healthy afterwards", async () => {

@@ -17,6 +17,7 @@ import {
   raw,
   rawCall,
   report,
+  sidecarMetric,
   stickyCookieOf,
   type SdkSession,
 } from "./helpers.ts";
@@ -86,17 +87,7 @@ async function redisHas(sid: string): Promise<boolean> {
   return (await redisCommand(stack.redis!.port, `EXISTS ${sessionKey(sid)}`)) === ":1";
 }
 
-async function metric(name: string, labels = ""): Promise<number> {
-  const r = await httpGet(`${stack.sidecarUrl}/metrics`);
-  if (!r) return NaN;
-  // Sum of every series of the metric (or of those carrying `labels`).
-  let sum = 0;
-  for (const line of r.text.split("\n")) {
-    const series = line.startsWith(`${name}{`) || line.startsWith(`${name} `);
-    if (series && (!labels || line.includes(labels))) sum += Number(line.split(" ").pop());
-  }
-  return sum;
-}
+const metric = (name: string, labels = ""): Promise<number> => sidecarMetric(stack, name, labels);
 
 /** Sessions calling `counter` in a loop until stopped; counts failures and discontinuities. */
 function runLoad(sessions: SdkSession[]) {
