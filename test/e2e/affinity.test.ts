@@ -105,6 +105,7 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     // With the plugin not one call fails: no misroute, no edge answer, no answer lost on the way.
     expect(on.failedCalls).toBe(0);
     expect(on.failedHandshakes).toBe(0);
+    expect(on.http.failed).toBe(0);
     expect(on.discontinuities).toBe(0);
     expect(on.http.byStatus["404"] ?? 0).toBe(0);
     // The view never names an owner its meta lacks: the plugin would fail open (pass untouched) on
