@@ -261,7 +261,7 @@ describe("end to end through Traefik: failures", () => {
     report("6 delete-fail-close", { deleteStatus: del.status, redisGoneMs, tombstoneInViewMs: Date.now() - t0 - redisGoneMs + tombstoneMs, afterStatus: after.status });
   });
 
-  it("8. sidecar killed during load: no failed request caused by the plugin (fail open); restarted, it resumes", async () => {
+  it("8. sidecar killed during load: no failed request (fail open); restarted, it resumes", async () => {
     const sessions = await Promise.all(Array.from({ length: 9 }, () => connectSdk(stack.mcpUrl)));
     const load = runLoad(sessions);
     const fresh = runNewSessions();
