@@ -158,7 +158,13 @@ export class Affinity {
     this.refreshIntervalMs = positive("refreshIntervalMs", opts.refreshIntervalMs, Math.max(1, Math.floor(this.sessionTtlMs / 30)));
     this.idleTimeoutMs = positive("idleTimeoutMs", opts.idleTimeoutMs, this.sessionTtlMs);
     this.registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, 1000);
-    this.genId = opts.sessionIdGenerator ?? (() => randomUUID());
+    const gen = opts.sessionIdGenerator ?? (() => randomUUID());
+    // The one session-id rule: an id the edge or the registry would refuse is never handed out.
+    this.genId = () => {
+      const id = gen();
+      if (!isValidSessionId(id)) throw Object.assign(new Error("sessionIdGenerator returned an id outside the session-id rule (1-1024 visible ASCII characters)"), { code: "ERR_AFFINITY_CONFIG" });
+      return id;
+    };
     this.onSessionClosed = opts.onSessionClosed;
     const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
     this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;

@@ -186,17 +186,20 @@ export function addHeaderAscii(kind: u32, name: string, value: string): void {
 }
 
 /**
- * Reads the whole request body into `out`. Callers gate this on a small Content-Length: the body
- * is read to its end because what is read must be written back whole (see writeRequestBody).
+ * Reads the whole request body into `out`, at most `limit` bytes (callers gate this on a
+ * Content-Length within `limit`): false when the body is longer. The body is read to its end
+ * because what is read must be written back whole (see writeRequestBody).
  */
-export function readRequestBody(out: Bytes): void {
+export function readRequestBody(out: Bytes, limit: i32): bool {
   out.clear();
+  // One byte of room past the limit tells "exactly limit" from "longer".
+  out.ensure(limit + 1);
   while (true) {
-    out.ensure(out.len + 1024);
-    const room = out.buf.length - out.len;
+    const room = min<i32>(out.buf.length, limit + 1) - out.len;
+    if (room <= 0) return false;
     const r = _read_body(KIND_REQUEST, out.ptr + <usize>out.len, <u32>room);
     out.len += <i32>(r & 0xffffffff);
-    if ((r >>> 32) != 0) return;
+    if ((r >>> 32) != 0) return out.len <= limit;
   }
 }
 

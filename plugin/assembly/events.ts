@@ -1,6 +1,8 @@
 // Events for the sidecar (docs/registry-view.md): learned sessions, closes, decision counts.
 // Each batch is one file created O_EXCL in a bounded ring of slots, written with one write.
-import { Bytes } from "./abi";
+// Two channels with their own slots: batches carrying learns/closes (s-<slot>.evt) never compete
+// with decision counts (e-<slot>.evt), which any client can drive in volume.
+import { Bytes, log, LOG_ERROR } from "./abi";
 import { openWrite, writeAll, close, mkdir, ERRNO_EXIST, ERRNO_NOENT } from "./wasi";
 import { REASONS, REASON_COUNT } from "./core";
 
@@ -10,7 +12,13 @@ const MAX_PENDING_BYTES: i32 = 6144; // a batch stays under the documented 8 KiB
 export class EventLog {
   counts: StaticArray<u32> = new StaticArray<u32>(REASON_COUNT);
   pendingCounts: u32 = 0;
+  /** Learn/close lines lost because the session channel had no free slot (reported as `x`). */
   dropped: u32 = 0;
+  /** Learn/close lines queued in `lines`. */
+  lineCount: u32 = 0;
+  /** Slots of the session channel (setting maxSessionEventFiles). */
+  sessionSlots: u32 = 4096;
+  private lossLogged: bool = false;
   lastFlush: u64 = 0;
   seq: u32 = 0;
   /** Pending `l`/`c` lines (session ids in clear: only ever written into events/). */
@@ -29,9 +37,10 @@ export class EventLog {
   addLine(kind: string, id: Bytes, idStart: i32, idEnd: i32, hashHex: Bytes, cookie: string): void {
     const need = 4 + (idEnd - idStart) + hashHex.len + cookie.length;
     if (this.lines.len + need > MAX_PENDING_BYTES) {
-      this.dropped++;
+      this.lose(1);
       return;
     }
+    this.lineCount++;
     this.lines.pushAscii(kind);
     this.lines.pushByte(32);
     this.lines.pushBytes(id, idStart, idEnd);
@@ -75,25 +84,35 @@ export class EventLog {
       o.pushByte(10);
     }
     o.pushAscii("end\n");
-    if (this.writeSlot(now)) {
+    const session = this.lines.len > 0;
+    if (session ? this.writeSlot(now, "events/s-", this.sessionSlots) : this.writeSlot(now, "events/e-", this.slots)) {
       for (let r = 0; r < REASON_COUNT; r++) unchecked(this.counts[r] = 0);
       this.pendingCounts = 0;
       this.dropped = 0;
-      this.lines.clear();
-    } else {
-      // Every probed slot is taken (sidecar not consuming): keep the counts, drop the lines.
-      if (this.lines.len > 0) this.dropped++;
-      this.lines.clear();
+      this.lossLogged = false;
+    } else if (session) {
+      // Every probed slot is taken (sidecar not consuming): keep the counts, count the lost lines.
+      this.lose(this.lineCount);
     }
+    this.lines.clear();
+    this.lineCount = 0;
   }
 
-  private writeSlot(now: u64): bool {
+  /** Counts lost learn/close lines (reported in the next batch) and says so once per outage. */
+  private lose(n: u32): void {
+    this.dropped += n;
+    if (this.lossLogged) return;
+    this.lossLogged = true;
+    log(LOG_ERROR, "mcp-affinity: no free slot in events/ for session events (is the sidecar consuming?); learned sessions and closes are lost and counted");
+  }
+
+  private writeSlot(now: u64, prefix: string, slots: u32): bool {
     this.seq++;
-    const start = <u32>((now * 2654435761 + <u64>this.seq * 40503) % <u64>this.slots);
+    const start = <u32>((now * 2654435761 + <u64>this.seq * 40503) % <u64>slots);
     for (let p: u32 = 0; p < PROBES; p++) {
-      const slot = (start + p) % this.slots;
+      const slot = (start + p) % slots;
       this.path.clear();
-      this.path.pushAscii("events/e-");
+      this.path.pushAscii(prefix);
       this.path.pushU64(slot);
       this.path.pushAscii(".evt");
       let fd = openWrite(this.dirfd, this.path, true);

@@ -6,7 +6,7 @@ import {
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
   readRequestBody, writeRequestBody, statusCode, respond,
 } from "./abi";
-import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS } from "./config";
+import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
 import { findCookie, foundStart, foundEnd, rangeEquals, buildPinnedCookie } from "./cookie";
@@ -21,9 +21,12 @@ import {
 const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
 const BODY_503 = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":null}';
 const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
+const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie header too large"},"id":null}';
 const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
 const REQCTX_LEARN: u64 = 1;
+/** A request pinned to (or passed to) the owner the edge holds: its response may report a death. */
+const REQCTX_OWNER: u64 = 2;
 
 let ready = false;
 let cfg: Config = new Config();
@@ -34,12 +37,15 @@ let dirfd: i32 = -1;
 const idVals = new Bytes(512);
 const cookieVals = new Bytes(1024);
 const scratch = new Bytes(1024);
-const body = new Bytes(1024);
+// Sized once for the largest body the plugin reads: reading never grows the instance.
+const body = new Bytes(MAX_READ_BYTES + 1);
 const hashHex = new Bytes(32);
 const input = new RouteInput();
 const decision = new Decision();
 // Per request: the client's own sticky cookie value, for learning on the response.
 let clientCookie: string = "";
+// Per request: the owner's cookie when the edge holds the session (for reading the response).
+let heldOwner: string = "";
 
 function init(): void {
   ready = true;
@@ -60,6 +66,8 @@ function init(): void {
   events.dirfd = dirfd;
   events.flushMs = cfg.eventFlushMs;
   events.slots = cfg.maxEventFiles;
+  events.sessionSlots = cfg.maxSessionEventFiles;
+  view.learnedDigits = cfg.learnedDigits;
   // Start the flush clock now: a fresh instance batches its counts like any other.
   events.lastFlush = nowMs();
   __collect(); // what parsing the configuration left behind
@@ -89,9 +97,12 @@ function hashSessionId(): void {
   pushHex(hashHex, DIGEST, 16);
 }
 
-function readClientCookie(): void {
-  headerValues(KIND_REQUEST, "Cookie", cookieVals);
-  clientCookie = findCookie(cookieVals, cfg.cookieName) ? cookieVals.toAscii(foundStart, foundEnd) : "";
+/** False when the Cookie lines exceed maxCookieBytes: they are not read (bounded read). */
+function readClientCookie(): bool {
+  clientCookie = "";
+  if (headerValues(KIND_REQUEST, "Cookie", cookieVals, cfg.maxCookieBytes) < 0) return false;
+  if (findCookie(cookieVals, cfg.cookieName)) clientCookie = cookieVals.toAscii(foundStart, foundEnd);
+  return true;
 }
 
 export function handle_request(): u64 {
@@ -112,17 +123,21 @@ export function handle_request(): u64 {
   }
 
   hashSessionId();
-  readClientCookie();
+  if (!readClientCookie()) {
+    respond(431, "invalid", BODY_431, 0);
+    finish(R_INVALID, now);
+    return 0;
+  }
   classify(now);
   input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
   const d = decideRoute(input, decision);
 
-  if (getMethod() == "DELETE") {
-    const known = input.session == S_OWNER || input.session == S_LEARNED;
-    events.addLine("c", idVals, 0, idVals.len, hashHex, known ? view.ownerCookie : "");
-  }
-  let next: u64 = 1;
+  const held = holdsSession();
+  const closing = held && getMethod() == "DELETE";
+  if (closing) noteClose();
+  // The response of a held session may tell that the owner lost it (not a DELETE: it closes anyway).
+  let next: u64 = held && !closing ? (REQCTX_OWNER << 32) | 1 : 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {
     buildPinnedCookie(cookieVals, cfg.cookieName, view.ownerCookie, scratch);
     setHeader(KIND_REQUEST, "Cookie", scratch);
@@ -173,6 +188,18 @@ function classify(now: u64): void {
   setCookieRelation();
 }
 
+/** The edge knows this session's owner (view or learned/): closes and deaths are worth an event. */
+function holdsSession(): bool {
+  const held = input.session == S_OWNER || input.session == S_LEARNED;
+  heldOwner = held ? view.ownerCookie : "";
+  return held;
+}
+
+/** A DELETE for a session the edge holds; forged ids (unknown to the edge) cost no event. */
+function noteClose(): void {
+  events.addLine("c", idVals, 0, idVals.len, hashHex, heldOwner);
+}
+
 function setCookieRelation(): void {
   if (input.session == S_OWNER || input.session == S_LEARNED) {
     input.cookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == view.ownerCookie ? COOKIE_OWNER : COOKIE_OTHER;
@@ -210,9 +237,10 @@ function maybeInitialize(): u64 {
     len = len * 10 + <i64>(c - 48);
   }
   if (len <= 0 || len > <i64>cfg.maxInitializeBodyBytes) return 0;
-  readRequestBody(body);
+  const whole = readRequestBody(body, cfg.maxInitializeBodyBytes);
   writeRequestBody(body);
-  if (!isInitialize(body)) return 0;
+  if (!whole || !isInitialize(body)) return 0;
+  // Cookie lines too large to read: the balancer's Set-Cookie still names the owner.
   readClientCookie();
   enableFeatures(FEATURE_BUFFER_RESPONSE);
   return REQCTX_LEARN;
@@ -251,7 +279,12 @@ function finish(reason: i32, now: u64): void {
 }
 
 export function handle_response(reqCtx: u32, isError: u32): void {
-  if (<u64>reqCtx != REQCTX_LEARN || isError != 0 || dirfd < 0) return;
+  if (isError != 0 || dirfd < 0) return;
+  if (<u64>reqCtx == REQCTX_OWNER) {
+    suspectDeath();
+    return;
+  }
+  if (<u64>reqCtx != REQCTX_LEARN) return;
   const status = statusCode();
   if (status < 200 || status > 299) return;
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
@@ -272,6 +305,42 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   events.flush(nowMs());
 }
 
+/**
+ * A response for a session the edge holds that may be the owner's 404 (the spec's answer for a
+ * terminated session: a restarted server, an expired session). http-wasm cannot read the status
+ * of an unbuffered response, and responses of sessions are never buffered (SSE), so the plugin
+ * reads headers only: a response without Mcp-Session-Id that is not an SSE stream is reported
+ * as a `v` event, and the sidecar asks the owner itself (a ping in that session) before it
+ * records a death. A response from another node (Traefik re-picked: its Set-Cookie names
+ * another server) says nothing about the session and is not reported.
+ */
+function suspectDeath(): void {
+  if (heldOwner.length == 0) return;
+  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", scratch, 64) != 0) return;
+  if (headerValues(KIND_RESPONSE, "Content-Type", scratch, 256) > 0 && startsWithIgnoreCase(scratch, "text/event-stream")) return;
+  const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals, cfg.maxCookieBytes);
+  if (n < 0 || (n > 0 && findCookie(cookieVals, cfg.cookieName) && cookieVals.toAscii(foundStart, foundEnd) != heldOwner)) return;
+  // One report per session per instance and 10 s: a client repeating a failing request costs one check.
+  const now = nowMs();
+  if (now - lastSuspectAt < 10000 && lastSuspect == hashHex.toAscii(0, 32)) return;
+  lastSuspect = hashHex.toAscii(0, 32);
+  lastSuspectAt = now;
+  events.addLine("v", idVals, 0, idVals.len, hashHex, heldOwner);
+  events.flush(now);
+}
+let lastSuspect: string = "";
+let lastSuspectAt: u64 = 0;
+
+function startsWithIgnoreCase(b: Bytes, prefix: string): bool {
+  if (b.len < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) {
+    let c = b.at(i);
+    if (c >= 65 && c <= 90) c += 32;
+    if (c != <u8>prefix.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
 function isCookieValue(s: string): bool {
   if (s.length != 16) return false;
   for (let i = 0; i < 16; i++) {
@@ -281,10 +350,11 @@ function isCookieValue(s: string): bool {
   return true;
 }
 
+/** learned/<first learnedDigits hex of the hash>: `<32 hex hash> <cookie>\n`; a bounded set of names. */
 function writeLearned(owner: string): void {
   scratch.clear();
   scratch.pushAscii("learned/");
-  scratch.pushBytes(hashHex, 0, hashHex.len);
+  scratch.pushBytes(hashHex, 0, cfg.learnedDigits);
   let fd = openWrite(dirfd, scratch, false);
   if (fd == -<i32>ERRNO_NOENT) {
     mkdir(dirfd, "learned");
@@ -295,6 +365,8 @@ function writeLearned(owner: string): void {
     return;
   }
   body.clear();
+  body.pushBytes(hashHex, 0, hashHex.len);
+  body.pushByte(32);
   body.pushAscii(owner);
   body.pushByte(10);
   writeAll(fd, body);

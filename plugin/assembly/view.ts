@@ -33,6 +33,8 @@ export class RegistryView {
   ownerCookie: string = "";
   ownerState: u8 = NODE_UP;
   ownerRetry: u32 = 0;
+  /** learned/ file names are this many leading hex digits of the session hash (maxLearnedFiles). */
+  learnedDigits: i32 = 3;
 
   private path: Bytes = new Bytes(128);
   private lastShardSize: i32 = 0;
@@ -184,17 +186,24 @@ export class RegistryView {
     return false;
   }
 
-  /** learned/<32 hex>: written by this Traefik's plugin instances on initialize responses. */
+  /**
+   * learned/<hash prefix>: `<32 hex hash> <cookie>\n`, written by this Traefik's plugin instances
+   * on initialize responses. The file is one of a bounded set; it answers only for its own hash.
+   */
   lookupLearned(hash: usize): i32 {
     this.path.clear();
     this.path.pushAscii("learned/");
-    pushHex(this.path, hash, 16);
+    pushHex(this.path, hash, (this.learnedDigits + 1) >> 1);
+    if (this.learnedDigits & 1) this.path.len--;
     const fd = openRead(this.dirfd, this.path);
     if (fd < 0) return NOT_FOUND;
     const ok = readAll(fd, this.file);
     close(fd);
-    if (!ok || this.file.len < 16 || !isHex16(this.file)) return NOT_FOUND;
-    this.ownerCookie = this.file.toAscii(0, 16);
+    if (!ok || this.file.len < 49 || this.file.at(32) != 32 || !sameHashHex(this.file, hash)) return NOT_FOUND;
+    this.path.clear();
+    this.path.pushBytes(this.file, 33, 49);
+    if (!isHex16(this.path)) return NOT_FOUND;
+    this.ownerCookie = this.file.toAscii(33, 49);
     this.ownerState = NODE_UP;
     this.ownerRetry = 0;
     return LEARNED;
@@ -207,6 +216,15 @@ export function pushHex(out: Bytes, src: usize, n: i32): void {
     out.pushByte(<u8>HEX.charCodeAt(v >> 4));
     out.pushByte(<u8>HEX.charCodeAt(v & 15));
   }
+}
+
+/** True when b[0, 32) is the lowercase hex of the 16 bytes at `hash`. */
+function sameHashHex(b: Bytes, hash: usize): bool {
+  for (let i = 0; i < 16; i++) {
+    const v = load<u8>(hash + <usize>i);
+    if (b.at(i << 1) != <u8>HEX.charCodeAt(v >> 4) || b.at((i << 1) + 1) != <u8>HEX.charCodeAt(v & 15)) return false;
+  }
+  return true;
 }
 
 function isHex16(b: Bytes): bool {

@@ -33,6 +33,7 @@ export interface SidecarConfig {
   traefikPollIntervalMs: number;
   tombstoneTtlMs: number;
   learnedMaxAgeMs: number;
+  mcpPath: string;
   logLevel: LogLevel;
 }
 
@@ -140,6 +141,7 @@ const SPECS: Spec[] = [
   { key: "traefikServices", flag: "traefik-services", env: "TRAEFIK_SERVICES", def: "", help: "Traefik service names of the MCP servers, comma-separated (e.g. mcp@file)", parse: (v) => v.split(",").map((s) => s.trim()).filter(Boolean) },
   { key: "traefikPollIntervalMs", flag: "traefik-poll-interval", env: "TRAEFIK_POLL_INTERVAL", def: "2s", help: "how often the Traefik API is polled", parse: duration(50, 600_000) },
   { key: "tombstoneTtlMs", flag: "tombstone-ttl", env: "TOMBSTONE_TTL", def: "10m", help: "how long a closed session stays in the view as closed (edge 404)", parse: duration(0) },
+  { key: "mcpPath", flag: "mcp-path", env: "MCP_PATH", def: "/mcp", help: "MCP endpoint path on the nodes (to confirm with the owner a session the edge saw die)", parse: (v, n) => (v.startsWith("/") ? v : fail(n, "must start with /")) },
   { key: "learnedMaxAgeMs", flag: "learned-max-age", env: "LEARNED_MAX_AGE", def: "10m", help: "learned/ files older than this are deleted even when not in the view", parse: duration(1000) },
   { key: "logLevel", flag: "log-level", env: "LOG_LEVEL", def: "info", help: "trace, debug, info, warn, error, fatal or silent", parse: (v, n) => (["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(v) ? v : fail(n, `unknown level "${v}"`)) },
 ];

@@ -14,6 +14,9 @@ export interface SidecarMetrics {
   eventBadLines: Counter<string>;
   eventLag: Histogram<string>;
   eventPending: Gauge<string>;
+  eventQuarantine: Gauge<string>;
+  deathChecks: Counter<"result">;
+  learnedFiles: Gauge<string>;
   registrations: Counter<"source">;
   closes: Counter<"origin">;
   redisErrors: Counter<"operation">;
@@ -47,8 +50,11 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
   const m: SidecarMetrics = {
     registry,
     decisions,
-    eventsDropped: new Counter({ name: `${PREFIX}edge_event_batches_dropped_total`, help: "Event batches the plugin dropped because every probed slot was taken", registers: r }),
-    eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt)", labelNames: ["result"], registers: r }),
+    eventsDropped: new Counter({ name: `${PREFIX}edge_session_events_lost_total`, help: "Learn and close events the plugin could not write (no free slot in events/ for session batches)", registers: r }),
+    eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt, quarantined)", labelNames: ["result"], registers: r }),
+    eventQuarantine: new Gauge({ name: `${PREFIX}event_quarantine_files`, help: "Event batches kept in events-quarantine/ (could not be applied; bounded)", registers: r }),
+    deathChecks: new Counter({ name: `${PREFIX}death_checks_total`, help: "Sessions the edge saw answered without a session (possible 404), checked with their owner, by result (dead, alive, error, skipped)", labelNames: ["result"], registers: r }),
+    learnedFiles: new Gauge({ name: `${PREFIX}learned_files`, help: "Files in learned/ (bounded by the plugin's maxLearnedFiles)", registers: r }),
     eventBadLines: new Counter({ name: `${PREFIX}event_bad_lines_total`, help: "Unreadable event lines skipped", registers: r }),
     eventLag: new Histogram({ name: `${PREFIX}event_lag_seconds`, help: "Time from the plugin writing a batch to the sidecar applying it", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
     eventPending: new Gauge({ name: `${PREFIX}event_files_pending`, help: "Event files waiting (incomplete, or held back by a failed apply)", registers: r }),

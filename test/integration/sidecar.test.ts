@@ -20,6 +20,8 @@ import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 import { sleep, until } from "../support/wait.ts";
+import { startPythonServer } from "../support/python-server.ts";
+import { connectClient } from "./node-redis-helper.ts";
 
 
 const URL_A = "http://10.1.0.1:3000";
@@ -33,6 +35,7 @@ let writer: RedisRegistry; // plays the node library
 beforeAll(async () => {
   redis = await startRedis();
   raw = new Redis(redis.url);
+  raw.on("error", () => undefined); // Redis is stopped on purpose in one test
   writer = new RedisRegistry({ url: redis.url });
 });
 afterAll(async () => {
@@ -99,7 +102,7 @@ const metric = async (s: Sidecar, name: string, labels = ""): Promise<number> =>
 const ev = (over: Partial<EventBatch>): string => formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
 let slot = 0;
 async function putEvent(text: string): Promise<string> {
-  const name = `e-${slot++}.evt`;
+  const name = `s-${slot++}.evt`;
   await mkdir(join(dir, "events"), { recursive: true });
   await writeFile(join(dir, "events", name), text);
   return name;
@@ -192,7 +195,7 @@ describe("sidecar with Redis", () => {
     expect(await readdir(join(dir, "events"))).toEqual([]);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(3);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="fail-open"}')).toBe(1);
-    expect(await metric(sc, "mcp_affinity_edge_event_batches_dropped_total")).toBe(2);
+    expect(await metric(sc, "mcp_affinity_edge_session_events_lost_total")).toBe(2);
     expect(await metric(sc, "mcp_affinity_registrations_total", '{source="edge"}')).toBe(1);
 
     // A learn never overwrites the node's own record.
@@ -211,6 +214,65 @@ describe("sidecar with Redis", () => {
     await putEvent(ev({ learned: [{ id: "node-owned", hash: sessionHashHex("node-owned"), cookie: COOKIE_A }] }));
     await until(async () => (await readdir(join(dir, "events"))).length === 0);
     expect(await writer.lookupSession("node-owned")).toBeNull();
+  });
+
+  it("moves a batch Redis refuses for good to events-quarantine/ and goes on; Redis down keeps the batch", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready());
+    await writer.heartbeat(hb(), 60_000);
+    // A key of the wrong type: every read of it fails with a Redis error reply (permanent).
+    await raw.rpush("mcp:session:poisoned", "x");
+    await putEvent(ev({ t: Date.now() - 10, learned: [{ id: "poisoned", hash: sessionHashHex("poisoned"), cookie: COOKIE_A }] }));
+    await putEvent(ev({ learned: [{ id: "after-poison", hash: sessionHashHex("after-poison"), cookie: COOKIE_A }] }));
+    await until(() => writer.lookupSession("after-poison"), 3000, "the batch after the poisoned one applied");
+    await until(async () => (await readdir(join(dir, "events-quarantine"))).length === 1, 3000, "quarantined");
+    expect(await readdir(join(dir, "events"))).toEqual([]);
+    await until(async () => (await metric(sc!, "mcp_affinity_event_files_total", '{result="quarantined"}')) === 1, 3000, "counted");
+    await until(async () => (await metric(sc!, "mcp_affinity_event_quarantine_files")) === 1, 3000, "gauge");
+
+    // Transient: Redis down. The batch waits (counted pending) and is applied once Redis is back.
+    await redis.stop();
+    await putEvent(ev({ learned: [{ id: "while-down", hash: sessionHashHex("while-down"), cookie: COOKIE_A }] }));
+    await until(async () => (await metric(sc!, "mcp_affinity_event_files_pending")) >= 1, 5000, "pending while Redis is down");
+    expect((await readdir(join(dir, "events"))).length).toBe(1);
+    await redis.start();
+    await until(() => writer.lookupSession("while-down").catch(() => null), 10_000, "applied after Redis came back");
+    expect(await metric(sc, "mcp_affinity_event_files_total", '{result="quarantined"}')).toBe(1);
+  });
+
+  it("confirms a death the edge suspected with the owner itself (a real Python MCP server): 404 -> record deleted, tombstone; a live session stays", async () => {
+    await newDir();
+    const py = await startPythonServer({ name: "py-death" });
+    try {
+      sc = await start();
+      await until(() => sc!.ready());
+      const cookie = cookieValueFor(py.url);
+      // The sidecar learns the node's URL from a heartbeat or Traefik's API; a heartbeat here.
+      await writer.heartbeat(hb({ url: py.url, cookie, boot: "py" }), 60_000);
+      const live = await connectClient(py.url);
+      const dead = await connectClient(py.url);
+      for (const c of [live, dead]) await putEvent(ev({ learned: [{ id: c.sid, hash: sessionHashHex(c.sid), cookie }] }));
+      await until(() => writer.lookupSession(dead.sid), 3000, "learned");
+      await until(() => writer.lookupSession(live.sid), 3000, "learned");
+      await dead.transport.terminateSession(); // DELETE at the node: the node no longer holds it
+      await putEvent(ev({ suspects: [live, dead].map((c) => ({ id: c.sid, hash: sessionHashHex(c.sid), cookie })) }));
+      await until(async () => (await writer.lookupSession(dead.sid)) === null, 5000, "dead session's record deleted");
+      await until(async () => (await viewOf(dead.sid))?.closed === true, 3000, "tombstone in the view");
+      await until(async () => (await metric(sc!, "mcp_affinity_death_checks_total", '{result="alive"}')) === 1, 3000, "live one checked");
+      expect(await writer.lookupSession(live.sid)).not.toBeNull();
+      expect(await live.counter()).toBe(1); // the check (a ping) did not disturb the live session
+      expect(await metric(sc, "mcp_affinity_death_checks_total", '{result="dead"}')).toBe(1);
+      expect(await metric(sc, "mcp_affinity_closes_total", '{origin="owner-404"}')).toBe(1);
+      // Reported again within the recheck period: not checked twice.
+      await putEvent(ev({ suspects: [{ id: live.sid, hash: sessionHashHex(live.sid), cookie }] }));
+      await until(async () => (await readdir(join(dir, "events"))).length === 0);
+      await sleep(200);
+      expect(await metric(sc, "mcp_affinity_death_checks_total", '{result="alive"}')).toBe(1);
+      await live.close();
+    } finally {
+      await py.stop();
+    }
   });
 
   it("loses no event and counts none twice across a restart", async () => {
