@@ -74,7 +74,7 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
 
   new Gauge({
     name: `${PREFIX}sessions`,
-    help: "Live sessions in the registry mirror, by node (server URL, or cookie when unknown) and node state",
+    help: "Live sessions in the registry mirror (not those of gone nodes), by node (server URL, or cookie when unknown) and node state",
     labelNames: ["node", "state"],
     registers: r,
     collect() {
@@ -82,8 +82,10 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
       const agg = new Map<string, { node: string; state: string; n: number }>();
       for (const o of src.mirror.owners.values()) {
         if (o.live <= 0) continue;
-        const node = src.mirror.nodes.get(o.cookie)?.url || o.cookie;
         const state = src.mirror.ownerState(o);
+        // Sessions of a gone incarnation are dead (the edge answers 404): not live.
+        if (state === "gone") continue;
+        const node = src.mirror.nodes.get(o.cookie)?.url || o.cookie;
         const k = node + "\0" + state;
         const e = agg.get(k) ?? { node, state, n: 0 };
         e.n += o.live;

@@ -4,9 +4,10 @@
 // MCPA_FLOOD_MS sets the flood's length (default 30 s); every phase is bounded in time.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Pool } from "undici";
+import { rssBytes } from "../../bench/lib/sse.ts";
 import { redisCommand } from "../support/redis.ts";
 import { CALL_ID_HEADER, isProxyCut, sleep, startStack, waitUntil, type AccessLogRow, type Stack } from "../support/stack.ts";
 import { MCP_HEADERS, LATEST_PROTOCOL, connectSdk, initializeBody, rawCall, rawInitialize, report, type SdkSession } from "./helpers.ts";
@@ -22,11 +23,7 @@ const BIG_BODY = initializeBody(7).slice(0, -1) + ',"pad":"' + "b".repeat(BIG) +
 const SESSION_SLOTS = 1024;
 const LEARNED_FILES = 4096;
 
-const rssKiB = (pid: number | undefined): number => {
-  if (!pid) return 0;
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) : 0;
-};
+const rssKiB = (pid: number | undefined): number => (pid ? rssBytes(pid) / 1024 : 0);
 const mib = (kib: number) => Math.round(kib / 102.4) / 10;
 
 async function redisCalls(stack: Stack): Promise<number> {

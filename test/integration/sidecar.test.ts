@@ -362,7 +362,10 @@ describe("sidecar with Redis", () => {
       servers = [URL_A];
       await until(async () => (await viewOf("t-b"))?.state === "gone", 2000, "removed from Traefik");
       const nodes = await (await fetch(`${sc.url}/v1/nodes`)).json();
-      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, state: "down", traefik: "down", sessions: 1 });
+      // A node without a heartbeat is named by Traefik's server URL; a gone node's sessions are not live.
+      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, name: URL_A, state: "down", traefik: "down", sessions: 1 });
+      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_B)).toMatchObject({ name: URL_B, state: "gone", sessions: 0 });
+      expect(await metric(sc, "mcp_affinity_sessions", `{node="${URL_B}",state="gone"}`)).toBeNaN();
       expect(await metric(sc, "mcp_affinity_nodes", '{state="down"}')).toBe(1);
       expect(await metric(sc, "mcp_affinity_traefik_api_errors_total")).toBe(0);
     } finally {
