@@ -537,6 +537,8 @@ export interface EventBatch {
   closed: Array<{ id: string; hash: string; cookie: string | null }>;
   /** Sessions whose owner may have answered 404 (`v` lines): to be checked with the owner. */
   suspects?: Array<{ id: string; hash: string; cookie: string }>;
+  /** Sessions the edge saw active (`a` lines): their edge-learned records live on. */
+  active?: Array<{ id: string; hash: string }>;
   decisions: Record<string, number>;
   dropped: number;
   /** Lines skipped by a lenient parse (never written). */
@@ -582,6 +584,14 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
         if (cookie !== "-" && !COOKIE.test(cookie)) return "c line has no valid cookie";
         b.closed.push({ id, hash, cookie: cookie === "-" ? null : cookie });
       }
+      return null;
+    }
+    case "a": {
+      if (f.length !== 3) return "a line needs 2 fields";
+      const [, id, hash] = f;
+      if (!isValidSessionId(id)) return "a line has no valid session id";
+      if (!HEX32.test(hash) || schemaSessionHash(id).toString("hex") !== hash) return "a line hash does not match its session id";
+      (b.active ??= []).push({ id, hash });
       return null;
     }
     case "d": {
@@ -640,6 +650,7 @@ export function formatEventBatch(b: EventBatch): string {
   for (const l of b.learned) lines.push(`l ${l.id} ${l.hash} ${l.cookie}`);
   for (const c of b.closed) lines.push(`c ${c.id} ${c.hash} ${c.cookie ?? "-"}`);
   for (const v of b.suspects ?? []) lines.push(`v ${v.id} ${v.hash} ${v.cookie}`);
+  for (const a of b.active ?? []) lines.push(`a ${a.id} ${a.hash}`);
   // The plugin writes reasons in DECISION_REASONS order; any other reason follows.
   const reasons = [...DECISION_REASONS.filter((r) => r in b.decisions), ...Object.keys(b.decisions).filter((r) => !(DECISION_REASONS as readonly string[]).includes(r))];
   for (const reason of reasons) if (b.decisions[reason] > 0) lines.push(`d ${reason} ${b.decisions[reason]}`);

@@ -7,6 +7,10 @@ import { openWrite, writeAll, close, mkdir, ERRNO_EXIST, ERRNO_NOENT } from "./w
 import { REASONS, REASON_COUNT } from "./core";
 
 const PROBES: u32 = 16;
+const MAX_TOUCH_BYTES: i32 = 1024;
+const TOUCH_SLOTS: i32 = 16;
+/** A session's activity is reported at most this often per instance. */
+const TOUCH_EVERY_MS: u64 = 60000;
 const MAX_PENDING_BYTES: i32 = 6144; // a batch stays under the documented 8 KiB
 
 export class EventLog {
@@ -23,6 +27,11 @@ export class EventLog {
   seq: u32 = 0;
   /** Pending `l`/`c` lines (session ids in clear: only ever written into events/). */
   lines: Bytes = new Bytes(512);
+  /** Pending `a` lines (activity of held sessions; best effort: overflow is dropped). */
+  touches: Bytes = new Bytes(128);
+  private touchKeys: StaticArray<u64> = new StaticArray<u64>(TOUCH_SLOTS);
+  private touchAt: StaticArray<u64> = new StaticArray<u64>(TOUCH_SLOTS);
+  private touchNext: i32 = 0;
   private out: Bytes = new Bytes(1024);
   private path: Bytes = new Bytes(64);
 
@@ -51,6 +60,27 @@ export class EventLog {
     this.lines.pushByte(10);
   }
 
+  /**
+   * Notes that a held session was used (`key`: the first 8 bytes of its hash): an `a` line at most
+   * once per TOUCH_EVERY_MS per instance, sent with the next batch of counts.
+   */
+  touch(key: u64, id: Bytes, idLen: i32, hashHex: Bytes, now: u64): void {
+    for (let i = 0; i < TOUCH_SLOTS; i++) {
+      if (unchecked(this.touchKeys[i]) == key && now - unchecked(this.touchAt[i]) < TOUCH_EVERY_MS) return;
+    }
+    if (this.touches.len + 4 + idLen + hashHex.len > MAX_TOUCH_BYTES) return;
+    const slot = this.touchNext;
+    this.touchNext = (slot + 1) % TOUCH_SLOTS;
+    unchecked(this.touchKeys[slot] = key);
+    unchecked(this.touchAt[slot] = now);
+    this.touches.pushAscii("a ");
+    this.touches.pushBytes(id, 0, idLen);
+    this.touches.pushByte(32);
+    this.touches.pushBytes(hashHex, 0, hashHex.len);
+    this.touches.pushByte(10);
+    this.pendingCounts++;
+  }
+
   /** Writes a batch when lines are pending, or counts are and flushMs has passed. */
   maybeFlush(now: u64): void {
     if (this.lines.len == 0) {
@@ -69,6 +99,7 @@ export class EventLog {
     o.pushU64(now);
     o.pushByte(10);
     o.pushBytes(this.lines, 0, this.lines.len);
+    o.pushBytes(this.touches, 0, this.touches.len);
     for (let r = 0; r < REASON_COUNT; r++) {
       const n = unchecked(this.counts[r]);
       if (n == 0) continue;
@@ -90,6 +121,7 @@ export class EventLog {
       this.pendingCounts = 0;
       this.dropped = 0;
       this.lossLogged = false;
+      this.touches.clear();
     } else if (session) {
       // Every probed slot is taken (sidecar not consuming): keep the counts, count the lost lines.
       this.lose(this.lineCount);

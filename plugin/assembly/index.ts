@@ -136,6 +136,7 @@ export function handle_request(): u64 {
   const held = holdsSession();
   const closing = held && getMethod() == "DELETE";
   if (closing) noteClose();
+  else if (held) events.touch(load<u64>(DIGEST), idVals, idVals.len, hashHex, now);
   // The response of a held session may tell that the owner lost it (not a DELETE: it closes anyway).
   let next: u64 = held && !closing ? (REQCTX_OWNER << 32) | 1 : 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {

@@ -16,6 +16,7 @@ export interface SidecarMetrics {
   eventPending: Gauge<string>;
   eventQuarantine: Gauge<string>;
   deathChecks: Counter<"result">;
+  edgeTouches: Counter<"result">;
   learnedFiles: Gauge<string>;
   registrations: Counter<"source">;
   closes: Counter<"origin">;
@@ -54,6 +55,7 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
     eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt, quarantined)", labelNames: ["result"], registers: r }),
     eventQuarantine: new Gauge({ name: `${PREFIX}event_quarantine_files`, help: "Event batches kept in events-quarantine/ (could not be applied; bounded)", registers: r }),
     deathChecks: new Counter({ name: `${PREFIX}death_checks_total`, help: "Sessions the edge saw answered without a session (possible 404), checked with their owner, by result (dead, alive, error, skipped)", labelNames: ["result"], registers: r }),
+    edgeTouches: new Counter({ name: `${PREFIX}edge_session_touches_total`, help: "Activity of edge-learned sessions written to Redis (TTL renewed), by result (renewed, skipped: not an edge record or gone, dropped: queue full, error)", labelNames: ["result"], registers: r }),
     learnedFiles: new Gauge({ name: `${PREFIX}learned_files`, help: "Files in learned/ (bounded by the plugin's maxLearnedFiles)", registers: r }),
     eventBadLines: new Counter({ name: `${PREFIX}event_bad_lines_total`, help: "Unreadable event lines skipped", registers: r }),
     eventLag: new Histogram({ name: `${PREFIX}event_lag_seconds`, help: "Time from the plugin writing a batch to the sidecar applying it", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),

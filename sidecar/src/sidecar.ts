@@ -29,6 +29,7 @@ import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./co
 import { createHttpServer } from "./http.ts";
 import { createMetrics, type SidecarMetrics } from "./metrics.ts";
 import { DeathChecker } from "./deaths.ts";
+import { EdgeTouches } from "./touches.ts";
 import { Mirror } from "./mirror.ts";
 import { Publisher, type PublishResult } from "./publisher.ts";
 import { readTraefikServers } from "./traefik.ts";
@@ -295,12 +296,17 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
       maybePublish();
     },
   });
+  const touches = new EdgeTouches({
+    touch: (id) => registry.touchEdgeSession(id, Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs), cfg.sessionTtlMs),
+    onResult: (result, n) => metrics.edgeTouches.inc({ result }, n),
+  });
   const applyBatch = async (b: EventBatch): Promise<void> => {
     for (const l of b.learned) {
       const key = hashKeyFromHex(l.hash);
       if (mirror.closedAt.has(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
       const record: SessionRecord = { node: mirror.urlFor(l.cookie), cookie: l.cookie, boot: null, created: b.t || Date.now(), source: "edge" };
-      if (await registry.registerSession(l.id, record, { ifAbsent: true })) {
+      // Nothing but activity tells the edge such a session still lives: a short TTL, renewed by use.
+      if (await registry.registerSession(l.id, record, { ifAbsent: true, ttlMs: Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs) })) {
         countNew(mirror.applySession(l.id, record, false, key), record);
         log.debug({ session: sessionTag(l.id), cookie: l.cookie }, "session learned at the edge registered");
       } else {
@@ -316,6 +322,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     // Counted only once the whole batch is applied: a retried batch is never counted twice.
     if (b.closed.length) metrics.closes.inc({ origin: "edge" }, b.closed.length);
     for (const v of b.suspects ?? []) deaths.suspect(v.id, v.hash, v.cookie);
+    for (const a of b.active ?? []) if (mirror.lookup(hashKeyFromHex(a.hash))) touches.add(a.id);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
     if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
@@ -457,6 +464,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     if (synced && registry.status() === "ready") await reconcile();
   });
   every(1000, cleanupLearned);
+  every(cfg.edgeTouchIntervalMs, () => (registry.status() === "ready" ? touches.flush() : undefined));
   if (cfg.traefikApi) {
     every(cfg.traefikPollIntervalMs, pollTraefik);
     void pollTraefik();

@@ -267,6 +267,7 @@ describe.each(["python", "reference"] as const)("hostile traffic, %s nodes", (no
       realFailures: real.failures.length,
       answersCutByTraefikProxy: proxyCuts,
       redisCommandsPerForgedRequest: Math.round(perForged * 1000) / 1000,
+      redisCommands: { baseline5s: c1 - c0, forged5s: c2 - c1 },
       forgedInProbe: forged,
       sessionEventsLost: lost,
       quarantined,

@@ -275,6 +275,30 @@ describe("sidecar with Redis", () => {
     }
   });
 
+  it("edge-learned records live by activity: a short TTL renewed by a events (one command per session and interval), node records untouched", async () => {
+    await newDir();
+    sc = await start({ edgeSessionTtlMs: 60_000, edgeTouchIntervalMs: 200 });
+    await until(() => sc!.ready());
+    await writer.heartbeat(hb(), 60_000);
+    await putEvent(ev({ learned: [{ id: "edge-active", hash: sessionHashHex("edge-active"), cookie: COOKIE_A }] }));
+    await until(() => writer.lookupSession("edge-active"), 3000, "edge record");
+    const ttl0 = await raw.pttl("mcp:session:edge-active");
+    expect(ttl0).toBeGreaterThan(50_000);
+    expect(ttl0).toBeLessThanOrEqual(60_000);
+    await writer.registerSession("node-own", rec());
+    await until(() => viewOf("node-own"));
+    const nodeTtl0 = await raw.pttl("mcp:session:node-own");
+    await sleep(1500);
+    const before = await raw.pttl("mcp:session:edge-active");
+    const hash = (id: string) => sessionHashHex(id);
+    await putEvent(ev({ active: [{ id: "edge-active", hash: hash("edge-active") }, { id: "node-own", hash: hash("node-own") }, { id: "edge-active", hash: hash("edge-active") }] }));
+    await until(async () => (await metric(sc!, "mcp_affinity_edge_session_touches_total", '{result="renewed"}')) === 1, 3000, "renewed");
+    expect(await raw.pttl("mcp:session:edge-active")).toBeGreaterThan(before + 1000);
+    expect(await metric(sc, "mcp_affinity_edge_session_touches_total", '{result="skipped"}')).toBe(1); // the node's record
+    expect(await raw.pttl("mcp:session:node-own")).toBeLessThanOrEqual(nodeTtl0);
+    expect(await raw.pttl("mcp:session:node-own")).toBeGreaterThan(60_000);
+  });
+
   it("loses no event and counts none twice across a restart", async () => {
     await newDir();
     sc = await start();

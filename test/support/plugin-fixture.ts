@@ -156,6 +156,7 @@ export function readEvents(dir: string): { files: string[]; batches: EventBatch[
     all.learned.push(...b.learned);
     all.closed.push(...b.closed);
     if (b.suspects) (all.suspects ??= []).push(...b.suspects);
+    if (b.active) (all.active ??= []).push(...b.active);
     for (const [k, v] of Object.entries(b.decisions)) all.decisions[k] = (all.decisions[k] ?? 0) + v;
     all.dropped += b.dropped;
   }

@@ -249,3 +249,24 @@ describe("deaths seen at the edge", () => {
     expect(readEvents(t.dir).all.suspects ?? []).toEqual([]);
   });
 });
+
+describe("activity of held sessions", () => {
+  test("a request of a held session is reported (a line) once a minute per instance, with the counts; unknown and closing sessions are not", async () => {
+    const p = newPlugin({ dir: t.dir, config: { eventFlushMs: 1000 }, clock: new OffsetClock().freeze() });
+    for (let i = 0; i < 5; i++) p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    p.handle(mcp({ sessionId: "never-seen" }), okUpstream);
+    p.handle(mcp({ sessionId: "close-3", method: "DELETE" }), () => ({ status: 200 }));
+    await advanceFresh(p, 1001);
+    p.handle({ method: "GET", uri: "/mcp" });
+    expect(readEvents(t.dir).all.active).toEqual([{ id: "s-up", hash: sessionHashHex("s-up") }]);
+    expect(sessionFiles(t.dir).length).toBe(1); // the close; activity rides the count batches
+    clearEvents(t.dir);
+    await advanceFresh(p, 30_000);
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    await advanceFresh(p, 30_001);
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    await advanceFresh(p, 1001);
+    p.handle({ method: "GET", uri: "/mcp" });
+    expect(readEvents(t.dir).all.active).toEqual([{ id: "s-up", hash: sessionHashHex("s-up") }]);
+  });
+});
