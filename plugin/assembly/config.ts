@@ -21,7 +21,7 @@ export class Config {
   maxSessionIdLength: i32 = 256;
   learnSessions: bool = true;
   maxInitializeBodyBytes: i32 = 2048;
-  maxCookieBytes: i32 = 2048;
+  maxCookieBytes: i32 = 4096;
   eventFlushMs: u64 = 1000;
   maxEventFiles: u32 = 4096;
   maxSessionEventFiles: u32 = 4096;
@@ -163,8 +163,10 @@ function isCookieAttr(s: string): bool {
   return true;
 }
 
-/** The largest header value or body the plugin reads: what fits its first memory page. */
+/** The largest initialize body the plugin reads (its buffer is allocated once at this size). */
 export const MAX_READ_BYTES: i32 = 2048;
+/** The largest Cookie lines the plugin reads: what fits its first memory page (read and rewritten). */
+export const MAX_COOKIE_READ_BYTES: i32 = 4096;
 
 /** learned/ names are the first `digits` hex digits of the hash: n must be a power of 16. */
 function hexDigitsFor(n: u32): i32 {
@@ -228,7 +230,7 @@ function applyOne(c: Config, key: string, v: Scalar): string {
     else if (key == "maxSessionIdLength") { lo = 16; hi = 1024; }
     // Read into the instance's first memory page: larger inputs pass untouched or get a 431.
     else if (key == "maxInitializeBodyBytes") { lo = 256; hi = MAX_READ_BYTES; }
-    else if (key == "maxCookieBytes") { lo = 64; hi = MAX_READ_BYTES; }
+    else if (key == "maxCookieBytes") { lo = 64; hi = MAX_COOKIE_READ_BYTES; }
     else if (key == "eventFlushMs") { lo = 100; hi = 60000; }
     else if (key == "maxEventFiles" || key == "maxSessionEventFiles") { lo = 16; hi = 65536; }
     else if (key == "maxLearnedFiles") { lo = 16; hi = 65536; }

@@ -25,6 +25,8 @@ const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie head
 const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
 const REQCTX_LEARN: u64 = 1;
+/** Cookie lines read on an initialize (with its body in memory). */
+const INITIALIZE_COOKIE_BYTES: i32 = 2048;
 /** A request pinned to (or passed to) the owner the edge holds: its response may report a death. */
 const REQCTX_OWNER: u64 = 2;
 
@@ -97,10 +99,10 @@ function hashSessionId(): void {
   pushHex(hashHex, DIGEST, 16);
 }
 
-/** False when the Cookie lines exceed maxCookieBytes: they are not read (bounded read). */
-function readClientCookie(): bool {
+/** False when the Cookie lines exceed `limit` (maxCookieBytes): they are not read (bounded read). */
+function readClientCookie(limit: i32): bool {
   clientCookie = "";
-  if (headerValues(KIND_REQUEST, "Cookie", cookieVals, cfg.maxCookieBytes) < 0) return false;
+  if (headerValues(KIND_REQUEST, "Cookie", cookieVals, limit) < 0) return false;
   if (findCookie(cookieVals, cfg.cookieName)) clientCookie = cookieVals.toAscii(foundStart, foundEnd);
   return true;
 }
@@ -123,7 +125,7 @@ export function handle_request(): u64 {
   }
 
   hashSessionId();
-  if (!readClientCookie()) {
+  if (!readClientCookie(cfg.maxCookieBytes)) {
     respond(431, "invalid", BODY_431, 0);
     finish(R_INVALID, now);
     return 0;
@@ -241,8 +243,9 @@ function maybeInitialize(): u64 {
   const whole = readRequestBody(body, cfg.maxInitializeBodyBytes);
   writeRequestBody(body);
   if (!whole || !isInitialize(body)) return 0;
-  // Cookie lines too large to read: the balancer's Set-Cookie still names the owner.
-  readClientCookie();
+  // The initialize body is held in memory too: a smaller bound here keeps both within the first
+  // page. Cookie lines too large to read: the balancer's Set-Cookie still names the owner.
+  readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES));
   enableFeatures(FEATURE_BUFFER_RESPONSE);
   return REQCTX_LEARN;
 }

@@ -77,8 +77,8 @@ test("1 MiB Cookie lines, session ids and initialize bodies never grow an instan
   const bigCookie = "a=" + "c".repeat(MiB);
   const bigId = "i".repeat(MiB);
   const bigBody = INIT_BODY.slice(0, -1) + ',"pad":"' + "b".repeat(MiB) + '"}';
-  // The largest inputs the plugin does read: a body and Cookie lines at their bounds (2048 bytes).
-  const edgeCookie = `${bk(COOKIE.b)}; x=` + "c".repeat(2048 - 2 - bk(COOKIE.b).length - 5);
+  // The largest inputs the plugin does read: a body and Cookie lines at their bounds (2048 and 4096 bytes).
+  const edgeCookie = `${bk(COOKIE.b)}; x=` + "c".repeat(4096 - 1 - bk(COOKIE.b).length - 4);
   const edgeBody = INIT_BODY.slice(0, -1) + ',"pad":"' + "b".repeat(2048 - INIT_BODY.length - 9) + '"}';
   expect(edgeBody.length).toBe(2048);
   const outcomes = new Map<string, number>();
@@ -88,6 +88,7 @@ test("1 MiB Cookie lines, session ids and initialize bodies never grow an instan
       ["id", () => host.handle(mcp({ sessionId: bigId }), okUpstream)],
       ["body", () => host.handle(mcp({ body: bigBody, cookie: bigCookie }), initializeUpstream(`big-${i}`))],
       ["edge-body", () => host.handle(mcp({ body: edgeBody, cookie: edgeCookie }), initializeUpstream(`edge-${i}`))],
+      ["edge-body-cookie", () => host.handle(mcp({ body: edgeBody, cookie: edgeCookie.slice(0, 2047) }), initializeUpstream(`edgec-${i}`, { setCookie: null }))],
       ["edge-cookie", () => host.handle(mcp({ sessionId: "s-up", cookie: edgeCookie }), okUpstream)],
       ["init-cookie", () => host.handle(mcp({ body: INIT_BODY, cookie: bigCookie }), initializeUpstream(`ic-${i}`))],
     ];
@@ -107,6 +108,8 @@ test("1 MiB Cookie lines, session ids and initialize bodies never grow an instan
     "body 200": 400,
     "edge-body 200 learned": 400,
     "edge-cookie 200": 400,
+    // Both at an initialize's bounds (2048-byte body, 2048 bytes of Cookie lines), no Set-Cookie: learned from the client's cookie.
+    "edge-body-cookie 200 learned": 400,
     // Cookie lines too large on an initialize: learned from the balancer's Set-Cookie alone.
     "init-cookie 200 learned": 400,
   });
