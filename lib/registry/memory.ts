@@ -102,6 +102,20 @@ export class MemoryRegistry implements Registry {
     return true;
   }
 
+  async touchEdgeSession(id: string, ttlMs: number, maxAgeMs: number): Promise<boolean> {
+    this.check("touch");
+    const r = this.live(this.sessions, id);
+    if (!r || r.source !== "edge") return false;
+    const now = this.now();
+    const ttl = Math.min(ttlMs, r.created + maxAgeMs - now);
+    if (ttl <= 0) {
+      this.sessions.delete(id);
+      return false;
+    }
+    this.sessions.set(id, { value: r, expires: now + ttl });
+    return true;
+  }
+
   async heartbeat(record: NodeRecord, ttlMs?: number): Promise<void> {
     this.check("heartbeat");
     if (!isCookieValue(record.cookie)) throw new RegistryError("heartbeat", "invalid node cookie", "ERR_REGISTRY_SCHEMA");

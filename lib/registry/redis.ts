@@ -78,10 +78,20 @@ local n = redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n`;
 
+// KEYS[1] key; ARGV: ttl ms, max age ms, now ms. Only records with source "edge" (encodeSession).
+const TOUCH_EDGE = `
+local v = redis.call('GET', KEYS[1])
+if not v or not string.find(v, '"source":"edge"', 1, true) then return 0 end
+local created = tonumber(string.match(v, '"created":(%d+)')) or 0
+local ttl = math.min(tonumber(ARGV[1]), created + tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if ttl <= 0 then redis.call('DEL', KEYS[1]) return 0 end
+return redis.call('PEXPIRE', KEYS[1], ttl)`;
+
 type Client = Redis | Cluster;
 type ScriptClient = Client & {
   mcpaSet(key: string, value: string, ttl: number, channel: string, change: string, nx: string): Promise<number>;
   mcpaDel(key: string, channel: string, change: string): Promise<number>;
+  mcpaTouchEdge(key: string, ttl: number, maxAge: number, now: number): Promise<number>;
 };
 
 export function describeRedis(c: RedisConnectionConfig): string {
@@ -121,6 +131,7 @@ export class RedisRegistry implements Registry {
     this.client = this.connect() as ScriptClient;
     this.client.defineCommand("mcpaSet", { numberOfKeys: 1, lua: SET_AND_PUBLISH });
     this.client.defineCommand("mcpaDel", { numberOfKeys: 1, lua: DEL_AND_PUBLISH });
+    this.client.defineCommand("mcpaTouchEdge", { numberOfKeys: 1, lua: TOUCH_EDGE });
     this.watch(this.client);
     this.client.on("ready", () => {
       this.everReady = true;
@@ -247,6 +258,11 @@ export class RedisRegistry implements Registry {
   async touchSession(id: string, ttlMs?: number): Promise<boolean> {
     if (!isValidSessionId(id)) return false;
     return this.run("touch", async () => (await this.client.pexpire(sessionKey(id), ttlMs ?? this.sessionTtlMs)) === 1);
+  }
+
+  async touchEdgeSession(id: string, ttlMs: number, maxAgeMs: number): Promise<boolean> {
+    if (!isValidSessionId(id)) return false;
+    return this.run("touch", async () => (await this.client.mcpaTouchEdge(sessionKey(id), ttlMs, maxAgeMs, Date.now())) === 1);
   }
 
   async heartbeat(record: NodeRecord, ttlMs?: number): Promise<void> {

@@ -33,6 +33,11 @@ export interface Registry {
   closeSession(id: string): Promise<boolean>;
   /** Refreshes the TTL without rewriting (not announced: nothing changed). */
   touchSession(id: string, ttlMs?: number): Promise<boolean>;
+  /**
+   * Refreshes an edge-learned record's TTL to `ttlMs`, never past its creation + `maxAgeMs`; a
+   * node's own record is left alone (its node refreshes it). One command; not announced.
+   */
+  touchEdgeSession(id: string, ttlMs: number, maxAgeMs: number): Promise<boolean>;
 
   /** Writes `mcp:node:{cookie}` with the node TTL (a heartbeat). */
   heartbeat(record: NodeRecord, ttlMs?: number): Promise<void>;

@@ -61,10 +61,15 @@ export function sessionHashHex(id: string): string {
 /** Short, log-safe tag for a session id (never log the id itself). */
 export const sessionTag = (id: string): string => sessionHashHex(id).slice(0, 12);
 
-const MAX_SESSION_ID_LENGTH = 1024;
+/**
+ * The one session-id rule (docs/registry-view.md): 1 to SESSION_ID_MAX_LENGTH visible ASCII
+ * characters (0x21-0x7E), as the spec allows. The plugin's maxSessionIdLength cannot exceed it,
+ * the event parser, the registry and the node library all check ids with isValidSessionId.
+ */
+export const SESSION_ID_MAX_LENGTH = 1024;
 const SESSION_ID = /^[\x21-\x7e]+$/;
 export function isValidSessionId(id: unknown): id is string {
-  return typeof id === "string" && id.length > 0 && id.length <= MAX_SESSION_ID_LENGTH && SESSION_ID.test(id);
+  return typeof id === "string" && id.length > 0 && id.length <= SESSION_ID_MAX_LENGTH && SESSION_ID.test(id);
 }
 
 const COOKIE_VALUE = /^[0-9a-f]{16}$/;

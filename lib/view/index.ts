@@ -3,7 +3,7 @@
 // reads the same bytes, so the layouts here must match that document exactly.
 import * as nodeFs from "node:fs/promises";
 import { join } from "node:path";
-import { sessionHash as schemaSessionHash } from "../registry/schema.ts";
+import { isValidSessionId, sessionHash as schemaSessionHash } from "../registry/schema.ts";
 
 export type NodeViewState = "up" | "draining" | "down" | "gone";
 export interface ViewNode {
@@ -48,8 +48,6 @@ export const EVENT_MAGIC = "MCPAEV 1";
 export const EVENT_INCOMPLETE_GRACE_MS = 5_000;
 /** The plugin writes at most 8 KiB per batch; anything far bigger is not ours. */
 export const EVENT_MAX_BYTES = 1024 * 1024;
-/** Session ids the plugin may report (its maxSessionIdLength goes up to 4096). */
-export const EVENT_MAX_SESSION_ID = 4096;
 /**
  * How the plugin passed a POST body on: `buffered` (copied into Traefik's memory first: the answer
  * cannot be cut by golang/go#40747) or `streamed` (chunked, or above maxBufferedBodyBytes).
@@ -468,28 +466,52 @@ export async function lookupSession(dir: string, hash: Buffer, opts: ViewIoOptio
 }
 
 // ---------------------------------------------------------------------------------------------
-// learned/<32 hex>
+// learned/<hash prefix>
 
-export async function writeLearned(dir: string, hashHex: string, cookie: string, opts: ViewIoOptions = {}): Promise<void> {
+/** Default plugin setting maxLearnedFiles (16^3): learned/ file names are 3 hex digits. */
+export const LEARNED_DEFAULT_DIGITS = 3;
+const LEARNED_NAME = /^[0-9a-f]{1,4}$/;
+
+/** The learned/ file name of a session hash: its first `digits` hex digits (plugin: maxLearnedFiles = 16^digits). */
+export function learnedName(hashHex: string, digits = LEARNED_DEFAULT_DIGITS): string {
   if (!HEX32.test(hashHex)) throw new ViewFormatError("learned hash is not 32 lowercase hex digits");
+  if (!Number.isInteger(digits) || digits < 1 || digits > 4) throw new ViewFormatError("learned name digits must be 1 to 4");
+  return hashHex.slice(0, digits);
+}
+
+/** Parses a learned/ file: `<32 hex hash> <cookie>\n`; null when partial or foreign. */
+function decodeLearned(text: string): { hashHex: string; cookie: string } | null {
+  if (text.length !== 50 || text[32] !== " " || text[49] !== "\n") return null;
+  const hashHex = text.slice(0, 32);
+  const cookie = text.slice(33, 49);
+  return HEX32.test(hashHex) && COOKIE.test(cookie) ? { hashHex, cookie } : null;
+}
+
+export async function writeLearned(dir: string, hashHex: string, cookie: string, opts: ViewIoOptions & { digits?: number } = {}): Promise<void> {
+  const name = learnedName(hashHex, opts.digits);
   if (!COOKIE.test(cookie)) throw new ViewFormatError("learned cookie is not 16 hex digits");
   const fs = opts.fs ?? defaultViewFs;
   const p = viewPaths(dir);
   await fs.mkdir(p.learned, { recursive: true });
-  await atomicWrite(join(p.learned, hashHex), cookie + "\n", opts);
+  await atomicWrite(join(p.learned, name), `${hashHex} ${cookie}\n`, opts);
 }
 
 export interface ListLearnedOptions extends ViewIoOptions {
-  /** Called for a learned-looking file whose content is not `<cookie>\n` (partial or foreign). */
+  /** Called for a learned-looking file whose content is not `<hash> <cookie>\n` (partial or foreign). */
   onInvalid?: (name: string) => void;
   /** Include each file's mtime (needs one stat per file). */
   withMtime?: boolean;
 }
 
-export async function listLearned(
-  dir: string,
-  opts: ListLearnedOptions = {},
-): Promise<Array<{ hashHex: string; cookie: string; mtimeMs?: number }>> {
+export interface LearnedEntry {
+  /** File name in learned/ (a hash prefix). */
+  name: string;
+  hashHex: string;
+  cookie: string;
+  mtimeMs?: number;
+}
+
+export async function listLearned(dir: string, opts: ListLearnedOptions = {}): Promise<LearnedEntry[]> {
   const fs = opts.fs ?? defaultViewFs;
   const p = viewPaths(dir);
   let names: string[];
@@ -499,9 +521,9 @@ export async function listLearned(
     if (err?.code === "ENOENT") return [];
     throw err;
   }
-  const out: Array<{ hashHex: string; cookie: string; mtimeMs?: number }> = [];
+  const out: LearnedEntry[] = [];
   for (const name of names) {
-    if (!HEX32.test(name)) continue; // temporaries and foreign files
+    if (!LEARNED_NAME.test(name)) continue; // temporaries and foreign files
     let text: string;
     let mtimeMs: number | undefined;
     try {
@@ -511,22 +533,33 @@ export async function listLearned(
       if (err?.code === "ENOENT") continue; // deleted meanwhile
       throw err;
     }
-    const cookie = text.endsWith("\n") ? text.slice(0, -1) : "";
-    if (!COOKIE.test(cookie)) {
+    const e = decodeLearned(text);
+    if (!e || !e.hashHex.startsWith(name)) {
       opts.onInvalid?.(name);
       continue;
     }
-    out.push(mtimeMs === undefined ? { hashHex: name, cookie } : { hashHex: name, cookie, mtimeMs });
+    out.push(mtimeMs === undefined ? { name, ...e } : { name, ...e, mtimeMs });
   }
   return out;
 }
 
-export async function deleteLearned(dir: string, hashHex: string, opts: ViewIoOptions = {}): Promise<void> {
-  if (!HEX32.test(hashHex)) throw new ViewFormatError("learned hash is not 32 lowercase hex digits");
+/**
+ * Deletes learned/<name>; with `hashHex`, only while the file still holds that session (the
+ * plugin may have replaced it with a newer session of the same prefix meanwhile).
+ */
+export async function deleteLearned(dir: string, name: string, opts: ViewIoOptions & { hashHex?: string } = {}): Promise<void> {
+  if (!LEARNED_NAME.test(name)) throw new ViewFormatError("learned name is not 1 to 4 lowercase hex digits");
   const fs = opts.fs ?? defaultViewFs;
-  await fs.unlink(join(viewPaths(dir).learned, hashHex)).catch((err: any) => {
+  const path = join(viewPaths(dir).learned, name);
+  try {
+    if (opts.hashHex !== undefined) {
+      const e = decodeLearned((await fs.readFile(path)).toString("latin1"));
+      if (e?.hashHex !== opts.hashHex) return;
+    }
+    await fs.unlink(path);
+  } catch (err: any) {
     if (err?.code !== "ENOENT") throw err;
-  });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,6 +569,10 @@ export interface EventBatch {
   t: number;
   learned: Array<{ id: string; hash: string; cookie: string }>;
   closed: Array<{ id: string; hash: string; cookie: string | null }>;
+  /** Sessions whose owner may have answered 404 (`v` lines): to be checked with the owner. */
+  suspects?: Array<{ id: string; hash: string; cookie: string }>;
+  /** Sessions the edge saw active (`a` lines): their edge-learned records live on. */
+  active?: Array<{ id: string; hash: string }>;
   decisions: Record<string, number>;
   dropped: number;
   /** POSTs with a body by how the plugin passed the body on (`b` lines): buffered, streamed. */
@@ -548,10 +585,7 @@ export class EventFormatError extends Error {
   readonly code = "ERR_EVENT_FORMAT";
 }
 
-const SESSION_ID = /^[\x21-\x7e]+$/;
 const REASON = /^[a-z][a-z-]{0,31}$/;
-const isSessionId = (s: string | undefined): s is string =>
-  s !== undefined && s.length > 0 && s.length <= EVENT_MAX_SESSION_ID && SESSION_ID.test(s);
 function count(s: string | undefined): number | null {
   if (s === undefined || !DEC.test(s)) return null;
   const n = Number(s);
@@ -571,19 +605,29 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       return null;
     }
     case "l":
-    case "c": {
+    case "c":
+    case "v": {
       if (f.length !== 4) return `${f[0]} line needs 3 fields`;
       const [, id, hash, cookie] = f;
-      if (!isSessionId(id)) return `${f[0]} line has no valid session id`;
+      if (!isValidSessionId(id)) return `${f[0]} line has no valid session id`;
       if (!HEX32.test(hash)) return `${f[0]} line has no valid hash`;
       if (schemaSessionHash(id).toString("hex") !== hash) return `${f[0]} line hash does not match its session id`;
-      if (f[0] === "l") {
-        if (!COOKIE.test(cookie)) return "l line has no valid cookie";
-        b.learned.push({ id, hash, cookie });
+      if (f[0] === "l" || f[0] === "v") {
+        if (!COOKIE.test(cookie)) return `${f[0]} line has no valid cookie`;
+        if (f[0] === "l") b.learned.push({ id, hash, cookie });
+        else (b.suspects ??= []).push({ id, hash, cookie });
       } else {
         if (cookie !== "-" && !COOKIE.test(cookie)) return "c line has no valid cookie";
         b.closed.push({ id, hash, cookie: cookie === "-" ? null : cookie });
       }
+      return null;
+    }
+    case "a": {
+      if (f.length !== 3) return "a line needs 2 fields";
+      const [, id, hash] = f;
+      if (!isValidSessionId(id)) return "a line has no valid session id";
+      if (!HEX32.test(hash) || schemaSessionHash(id).toString("hex") !== hash) return "a line hash does not match its session id";
+      (b.active ??= []).push({ id, hash });
       return null;
     }
     case "d": {
@@ -648,6 +692,8 @@ export function formatEventBatch(b: EventBatch): string {
   const lines = [EVENT_MAGIC, `t ${b.t}`];
   for (const l of b.learned) lines.push(`l ${l.id} ${l.hash} ${l.cookie}`);
   for (const c of b.closed) lines.push(`c ${c.id} ${c.hash} ${c.cookie ?? "-"}`);
+  for (const v of b.suspects ?? []) lines.push(`v ${v.id} ${v.hash} ${v.cookie}`);
+  for (const a of b.active ?? []) lines.push(`a ${a.id} ${a.hash}`);
   // The plugin writes reasons in DECISION_REASONS order; any other reason follows.
   const reasons = [...DECISION_REASONS.filter((r) => r in b.decisions), ...Object.keys(b.decisions).filter((r) => !(DECISION_REASONS as readonly string[]).includes(r))];
   for (const reason of reasons) if (b.decisions[reason] > 0) lines.push(`d ${reason} ${b.decisions[reason]}`);
@@ -661,7 +707,7 @@ export interface DrainOptions extends ViewIoOptions {
   now?: () => number;
   /** How long a file without `end` may stay before it counts as corrupt (default 5 s). */
   incompleteGraceMs?: number;
-  /** At most this many files per drain (the rest wait for the next one). */
+  /** At most this many count files (e-*) per drain (the rest wait for the next one). Session files (s-*) are all read. */
   maxFiles?: number;
   /** Called for each corrupt file (before it is deleted). */
   onCorrupt?: (file: string, err: Error) => void;
@@ -669,6 +715,15 @@ export interface DrainOptions extends ViewIoOptions {
   onBadLines?: (file: string, count: number) => void;
   /** Called when apply() or a delete fails; the file stays for the next drain. */
   onError?: (file: string, err: Error) => void;
+  /**
+   * Says whether an apply() failure is permanent (retrying cannot help: the batch is moved to
+   * events-quarantine/ and the next batches go on) or transient (the batch and all later ones wait).
+   */
+  isPermanent?: (err: Error) => boolean;
+  /** Called for each batch moved aside. */
+  onQuarantine?: (file: string, err: Error) => void;
+  /** At most this many files kept in events-quarantine/ (oldest removed first; default 64). */
+  maxQuarantine?: number;
 }
 
 export interface DrainResult {
@@ -677,18 +732,29 @@ export interface DrainResult {
   pending: number;
   /** Batches whose apply failed: kept for the next drain. */
   failed: number;
+  /** Batches whose apply failed for a permanent reason: moved to events-quarantine/. */
+  quarantined: number;
   badLines: number;
-  /** Names in events/ that are not e-<slot>.evt (ignored, never deleted). */
+  /** Names in events/ that are not e-<slot>.evt or s-<slot>.evt (ignored, never deleted). */
   foreign: number;
 }
 
-const EVENT_FILE = /^e-[0-9]{1,10}\.evt$/;
+/** Session batches (learns, closes: order matters) and count batches (decision counts, lost counts). */
+const EVENT_FILE = /^([es])-[0-9]{1,10}\.evt$/;
+export const QUARANTINE_DIR = "events-quarantine";
+export const DEFAULT_MAX_QUARANTINE = 64;
+/** A batch's `t` is taken just before its file is created: an incomplete file's own `t` is at most this much before its mtime. */
+const CREATE_SLACK_MS = 1000;
+
+type ReadBatch = { file: string; b: EventBatch; mtimeMs: number };
 
 /**
- * One pass over events/: applies complete batches oldest first (by their `t`), then deletes each
- * applied file. Incomplete files wait out the grace period; corrupt files are counted and deleted.
- * When an apply fails, that file and every later one stay for the next drain (order preserved:
- * a close must never be applied before the learn it follows).
+ * One pass over events/. Session batches (s-*) are all read and applied strictly in the order
+ * they were written (their `t`, then mtime and name), whatever the backlog; a batch written after
+ * a file still being written waits for it. Count batches (e-*) follow, up to maxFiles, in any
+ * order. Applied files are deleted; corrupt files counted and deleted. A transient apply failure
+ * keeps that batch and every later session batch for the next drain (a close must never be
+ * applied before the learn it follows); a permanent one moves the batch to events-quarantine/.
  */
 export async function drainEvents(
   dir: string,
@@ -698,7 +764,7 @@ export async function drainEvents(
   const fs = opts.fs ?? defaultViewFs;
   const now = opts.now ?? Date.now;
   const grace = opts.incompleteGraceMs ?? EVENT_INCOMPLETE_GRACE_MS;
-  const r: DrainResult = { applied: 0, corrupt: 0, pending: 0, failed: 0, badLines: 0, foreign: 0 };
+  const r: DrainResult = { applied: 0, corrupt: 0, pending: 0, failed: 0, quarantined: 0, badLines: 0, foreign: 0 };
   const evDir = viewPaths(dir).events;
   let names: string[];
   try {
@@ -707,20 +773,22 @@ export async function drainEvents(
     if (err?.code === "ENOENT") return r;
     throw err;
   }
-  const files = names.filter((n) => {
-    if (EVENT_FILE.test(n)) return true;
-    if (!n.startsWith(".")) r.foreign++;
-    return false;
-  });
+  const sessionFiles: string[] = [];
+  const countFiles: string[] = [];
+  for (const n of names) {
+    const m = EVENT_FILE.exec(n);
+    if (m) (m[1] === "s" ? sessionFiles : countFiles).push(n);
+    else if (!n.startsWith(".")) r.foreign++;
+  }
   const limit = opts.maxFiles ?? 1000;
-  if (files.length > limit) r.pending += files.length - limit;
-  const batches: Array<{ file: string; b: EventBatch; mtimeMs: number }> = [];
+  if (countFiles.length > limit) r.pending += countFiles.length - limit;
   const corrupt = async (file: string, err: Error) => {
     r.corrupt++;
     opts.onCorrupt?.(file, err);
     await fs.unlink(join(evDir, file)).catch(() => undefined);
   };
-  for (const file of files.slice(0, limit)) {
+  /** Reads and parses; returns the batch, "incomplete" (with its mtime) or null (gone, corrupt, foreign). */
+  const read = async (file: string): Promise<ReadBatch | { incomplete: number } | null> => {
     const path = join(evDir, file);
     let st: { mtimeMs: number; size: number };
     let buf: Buffer;
@@ -728,42 +796,31 @@ export async function drainEvents(
       st = await fs.stat(path);
       if (st.size > EVENT_MAX_BYTES) {
         await corrupt(file, new EventFormatError(`event file is ${st.size} bytes`));
-        continue;
+        return null;
       }
       buf = await fs.readFile(path);
     } catch (err: any) {
-      if (err?.code === "ENOENT") continue;
+      if (err?.code === "ENOENT") return null;
       if (err?.code === "EISDIR") {
         r.foreign++;
-        continue;
+        return null;
       }
       throw err;
     }
     const text = buf.toString("latin1");
-    const complete = text.endsWith("\nend\n");
-    if (!complete) {
-      if (now() - st.mtimeMs < grace) r.pending++;
-      else await corrupt(file, new EventFormatError("event batch has no end line (after grace period)"));
-      continue;
+    if (!text.endsWith("\nend\n")) {
+      if (now() - st.mtimeMs < grace) return { incomplete: st.mtimeMs };
+      await corrupt(file, new EventFormatError("event batch has no end line (after grace period)"));
+      return null;
     }
     try {
-      const b = parseEventBatch(text, { lenient: true });
-      batches.push({ file, b, mtimeMs: st.mtimeMs });
+      return { file, b: parseEventBatch(text, { lenient: true }), mtimeMs: st.mtimeMs };
     } catch (err) {
       await corrupt(file, err as Error);
+      return null;
     }
-  }
-  batches.sort((a, b) => a.b.t - b.b.t || a.mtimeMs - b.mtimeMs || (a.file < b.file ? -1 : 1));
-  for (let i = 0; i < batches.length; i++) {
-    const { file, b } = batches[i];
-    try {
-      await apply(b, file);
-    } catch (err) {
-      r.failed++;
-      r.pending += batches.length - i - 1;
-      opts.onError?.(file, err as Error);
-      break;
-    }
+  };
+  const done = async (file: string, b: EventBatch) => {
     if (b.badLines) {
       r.badLines += b.badLines;
       opts.onBadLines?.(file, b.badLines);
@@ -774,6 +831,78 @@ export async function drainEvents(
     } catch (err: any) {
       if (err?.code !== "ENOENT") opts.onError?.(file, err);
     }
+  };
+
+  /** Applies one batch: "stop" on a transient failure (it and what follows wait for the next pass). */
+  const applyOne = async (file: string, b: EventBatch): Promise<"done" | "stop"> => {
+    try {
+      await apply(b, file);
+    } catch (err) {
+      if (!opts.isPermanent?.(err as Error)) {
+        r.failed++;
+        opts.onError?.(file, err as Error);
+        return "stop";
+      }
+      await quarantine(dir, file, err as Error, opts);
+      r.quarantined++;
+      return "done";
+    }
+    await done(file, b);
+    return "done";
+  };
+
+  // Session batches: strict write order.
+  const batches: ReadBatch[] = [];
+  let holdFrom = Infinity;
+  for (const file of sessionFiles) {
+    const x = await read(file);
+    if (!x) continue;
+    if ("incomplete" in x) {
+      r.pending++;
+      holdFrom = Math.min(holdFrom, x.incomplete - CREATE_SLACK_MS);
+    } else batches.push(x);
+  }
+  batches.sort((a, b) => a.b.t - b.b.t || a.mtimeMs - b.mtimeMs || (a.file < b.file ? -1 : 1));
+  for (let i = 0; i < batches.length; i++) {
+    const { file, b } = batches[i];
+    if (b.t >= holdFrom) {
+      r.pending += batches.length - i;
+      break;
+    }
+    const outcome = await applyOne(file, b);
+    if (outcome === "stop") {
+      r.pending += batches.length - i - 1;
+      break;
+    }
+  }
+
+  // Count batches: order does not matter; a transient failure stops this pass.
+  for (const file of countFiles.slice(0, limit)) {
+    const x = await read(file);
+    if (!x) continue;
+    if ("incomplete" in x) {
+      r.pending++;
+      continue;
+    }
+    if ((await applyOne(file, x.b)) === "stop") break;
   }
   return r;
+}
+
+/** Moves a batch that can never be applied to events-quarantine/ (kept for inspection, bounded). */
+async function quarantine(dir: string, file: string, err: Error, opts: DrainOptions): Promise<void> {
+  const fs = opts.fs ?? defaultViewFs;
+  const qDir = join(dir, QUARANTINE_DIR);
+  const max = opts.maxQuarantine ?? DEFAULT_MAX_QUARANTINE;
+  opts.onQuarantine?.(file, err);
+  try {
+    await fs.mkdir(qDir, { recursive: true });
+    // Names sort by time: the oldest go first when the folder is full.
+    const kept = (await fs.readdir(qDir)).filter((n) => /^q-\d+-/.test(n)).sort();
+    for (const old of kept.slice(0, Math.max(0, kept.length - max + 1))) await fs.unlink(join(qDir, old)).catch(() => undefined);
+    await fs.rename(join(dir, "events", file), join(qDir, `q-${String(Date.now()).padStart(15, "0")}-${file}`));
+  } catch {
+    // Cannot keep it: drop it rather than block every later batch.
+    await fs.unlink(join(dir, "events", file)).catch(() => undefined);
+  }
 }

@@ -12,9 +12,13 @@ export interface NodeConfig {
   drainGraceMs: number;
   heartbeatMs: number;
   sessionTtlMs?: number;
+  /** Close sessions idle this long (default DEFAULT_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number;
   failClose: boolean;
   logLevel: string;
 }
+
+export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 
 export class ConfigError extends Error {
   readonly code = "ERR_NODE_CONFIG";
@@ -38,6 +42,7 @@ export const USAGE = `Usage: tsx node/reference/main.ts [options]
   --drain-grace-ms <n>  MCP_NODE_DRAIN_GRACE_MS  serve existing sessions this long after SIGTERM (default 10000)
   --heartbeat-ms <n>    MCP_NODE_HEARTBEAT_MS    heartbeat period (default 5000)
   --session-ttl-ms <n>  MCP_NODE_SESSION_TTL_MS  session record TTL (default 30 days)
+  --idle-timeout-ms <n> MCP_NODE_IDLE_TIMEOUT_MS close sessions idle this long (default 1800000: 30 minutes)
   --fail-close          MCP_NODE_FAIL_CLOSE=1    make every local session close throw (tests)
   --log-level <level>   MCP_NODE_LOG_LEVEL       pino level (default info)
   --help
@@ -84,6 +89,7 @@ export function parseNodeConfig(argv: string[], env: NodeJS.ProcessEnv): NodeCon
         "drain-grace-ms": { type: "string" },
         "heartbeat-ms": { type: "string" },
         "session-ttl-ms": { type: "string" },
+        "idle-timeout-ms": { type: "string" },
         "fail-close": { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean" },
@@ -120,6 +126,7 @@ export function parseNodeConfig(argv: string[], env: NodeJS.ProcessEnv): NodeCon
   const graceS = pick("drain-grace-ms", "MCP_NODE_DRAIN_GRACE_MS");
   const hbS = pick("heartbeat-ms", "MCP_NODE_HEARTBEAT_MS");
   const ttlS = pick("session-ttl-ms", "MCP_NODE_SESSION_TTL_MS");
+  const idleS = pick("idle-timeout-ms", "MCP_NODE_IDLE_TIMEOUT_MS");
   const levelS = pick("log-level", "MCP_NODE_LOG_LEVEL");
   if (levelS && !LEVELS.includes(levelS.raw)) throw new ConfigError(levelS.setting, `${levelS.setting} must be one of ${LEVELS.join(", ")}`);
   const failEnv = env.MCP_NODE_FAIL_CLOSE;
@@ -137,6 +144,8 @@ export function parseNodeConfig(argv: string[], env: NodeJS.ProcessEnv): NodeCon
     drainGraceMs: graceS ? int(graceS.setting, graceS.raw, 0, 3_600_000) : 10_000,
     heartbeatMs: hbS ? int(hbS.setting, hbS.raw, 50, 600_000) : 5000,
     sessionTtlMs: ttlS ? int(ttlS.setting, ttlS.raw, 1000, 365 * 24 * 3600 * 1000) : undefined,
+    // Sessions a client abandoned without DELETE hold memory until closed: half an hour of silence is enough.
+    idleTimeoutMs: idleS ? int(idleS.setting, idleS.raw, 1000, 365 * 24 * 3600 * 1000) : DEFAULT_IDLE_TIMEOUT_MS,
     failClose: values["fail-close"] === true || failEnv === "1" || failEnv === "true",
     logLevel: levelS?.raw ?? "info",
   };

@@ -6,7 +6,7 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { pino } from "pino";
 import { z } from "zod";
 import { createAffinity, mountMcp, type Affinity, type AffinityOptions, type LoggerLike } from "../src/index.ts";
-import type { NodeConfig } from "./config.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS, type NodeConfig } from "./config.ts";
 
 export interface RunningNode {
   /** Where the node listens (http://host:port). */
@@ -115,6 +115,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
     heartbeatMs: cfg.heartbeatMs,
     drainGraceMs: cfg.drainGraceMs,
     sessionTtlMs: cfg.sessionTtlMs,
+    idleTimeoutMs: cfg.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
     logger: log,
     onSessionClosed: cfg.failClose
       ? () => {

@@ -165,7 +165,13 @@ export class Affinity {
     this.registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, 1000);
     // Ids carry a routing token (owner cookie + boot tag) so every Traefik replica routes them at once.
     const tag = bootTag(this.bootId);
-    this.genId = opts.sessionIdGenerator ?? (() => mintSessionId(this.cookie, tag));
+    const gen = opts.sessionIdGenerator ?? (() => mintSessionId(this.cookie, tag));
+    // The one session-id rule: an id the edge or the registry would refuse is never handed out.
+    this.genId = () => {
+      const id = gen();
+      if (!isValidSessionId(id)) throw Object.assign(new Error("sessionIdGenerator returned an id outside the session-id rule (1-1024 visible ASCII characters)"), { code: "ERR_AFFINITY_CONFIG" });
+      return id;
+    };
     this.onSessionClosed = opts.onSessionClosed;
     const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
     this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;

@@ -52,9 +52,10 @@ async function route(affinity: Affinity, opts: McpHandlerOptions, req: IncomingM
     if (!transport) {
       if (req.method === "DELETE" && isValidSessionId(sid)) {
         // ADR-0066: a close cleans the registry even when this process does not hold the session
-        // (another node's, or a previous boot's). Explain first, then delete.
-        await affinity.checkSession(sid);
-        await affinity.closeSession(sid);
+        // (another node's, or a previous boot's). Explain first, then delete, unless the registry
+        // positively has no record: a forged id then costs one lookup, no write.
+        const check = await affinity.checkSession(sid);
+        if (check.reason !== "unknown") await affinity.closeSession(sid);
       } else {
         // hasSession logs and counts the mismatch in the background; the answer does not wait for Redis.
         affinity.hasSession(sid);

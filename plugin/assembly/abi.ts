@@ -97,7 +97,8 @@ export class Bytes {
 }
 
 // Scratch buffers shared by the ABI wrappers (one request at a time per instance).
-const scratch = new Bytes(4096);
+// Small: method, configuration (grown once at start when larger), headers and bodies the plugin writes.
+const scratch = new Bytes(512);
 const nameBuf = new Bytes(64);
 
 function setName(name: string): void {

@@ -9,7 +9,7 @@
 // (docs/architecture.md, "Buffered request bodies").
 import { Bytes, KIND_REQUEST, headerValues, readRequestChunk, writeRequestBody } from "./abi";
 
-/** The buffer every body is copied through: allocated once, never grown (one 64 KiB page per instance). */
+/** About the size of the pieces a body is copied in (the caller's buffer: allocated once, never grown). */
 export const CHUNK_BYTES: i32 = 4096;
 
 /**

@@ -24,8 +24,13 @@ export class Config {
   wrapSessionIds: bool = true;
   maxInitializeBodyBytes: i32 = 65536;
   maxBufferedBodyBytes: i32 = 65536;
+  maxCookieBytes: i32 = 4096;
   eventFlushMs: u64 = 1000;
   maxEventFiles: u32 = 4096;
+  maxSessionEventFiles: u32 = 4096;
+  /** learned/ holds at most this many files: 16^learnedDigits (names are hash prefixes). */
+  maxLearnedFiles: u32 = 4096;
+  learnedDigits: i32 = 3;
   logLevel: i32 = 0; // http-wasm levels: -1 debug, 0 info, 1 warn, 2 error, 3 none
   /** Empty when valid; otherwise one line naming the bad setting. */
   error: string = "";
@@ -161,6 +166,20 @@ function isCookieAttr(s: string): bool {
   return true;
 }
 
+/** The largest Cookie lines the plugin reads: what fits its first memory page (read and rewritten). */
+export const MAX_COOKIE_READ_BYTES: i32 = 4096;
+
+/** learned/ names are the first `digits` hex digits of the hash: n must be a power of 16. */
+function hexDigitsFor(n: u32): i32 {
+  let digits = 0;
+  let v: u32 = 1;
+  while (v < n) {
+    v <<= 4;
+    digits++;
+  }
+  return v == n ? digits : -1;
+}
+
 function bad(name: string, why: string): string {
   return "mcp-affinity: invalid setting " + name + ": " + why + "; the plugin passes every request untouched until it is fixed";
 }
@@ -209,11 +228,15 @@ function applyOne(c: Config, key: string, v: Scalar): string {
     if (key == "retryAfterSeconds") { lo = 1; hi = 3600; }
     else if (key == "staleAfterMs") { lo = 100; hi = 3600000; }
     else if (key == "viewRefreshMs") { lo = 0; hi = 10000; }
-    else if (key == "maxSessionIdLength") { lo = 16; hi = 4096; }
+    // SESSION_ID_MAX_LENGTH (lib/registry/schema.ts): the one session-id rule.
+    else if (key == "maxSessionIdLength") { lo = 16; hi = 1024; }
     else if (key == "maxInitializeBodyBytes") { lo = 256; hi = 1048576; }
     else if (key == "maxBufferedBodyBytes") { lo = 0; hi = 16777216; }
+    // Read into the instance's first memory page: larger Cookie lines get a 431.
+    else if (key == "maxCookieBytes") { lo = 64; hi = MAX_COOKIE_READ_BYTES; }
     else if (key == "eventFlushMs") { lo = 100; hi = 60000; }
-    else if (key == "maxEventFiles") { lo = 16; hi = 65536; }
+    else if (key == "maxEventFiles" || key == "maxSessionEventFiles") { lo = 16; hi = 65536; }
+    else if (key == "maxLearnedFiles") { lo = 16; hi = 65536; }
     else return bad(key, "unknown setting");
     const n = parseUint(t, lo, hi);
     if (n < 0) return bad(key, "must be a whole number from " + lo.toString() + " to " + hi.toString());
@@ -223,7 +246,15 @@ function applyOne(c: Config, key: string, v: Scalar): string {
     else if (key == "maxSessionIdLength") c.maxSessionIdLength = <i32>n;
     else if (key == "maxInitializeBodyBytes") c.maxInitializeBodyBytes = <i32>n;
     else if (key == "maxBufferedBodyBytes") c.maxBufferedBodyBytes = <i32>n;
+    else if (key == "maxCookieBytes") c.maxCookieBytes = <i32>n;
     else if (key == "eventFlushMs") c.eventFlushMs = <u64>n;
+    else if (key == "maxSessionEventFiles") c.maxSessionEventFiles = <u32>n;
+    else if (key == "maxLearnedFiles") {
+      const digits = hexDigitsFor(<u32>n);
+      if (digits < 0) return bad(key, "must be 16, 256, 4096 or 65536");
+      c.maxLearnedFiles = <u32>n;
+      c.learnedDigits = digits;
+    }
     else c.maxEventFiles = <u32>n;
   }
   return "";

@@ -1,6 +1,8 @@
 // Events for the sidecar (docs/registry-view.md): learned sessions, closes, decision counts.
 // Each batch is one file created O_EXCL in a bounded ring of slots, written with one write.
-import { Bytes } from "./abi";
+// Two channels with their own slots: batches carrying learns/closes (s-<slot>.evt) never compete
+// with decision counts (e-<slot>.evt), which any client can drive in volume.
+import { Bytes, log, LOG_ERROR } from "./abi";
 import { openWrite, writeAll, close, mkdir, ERRNO_EXIST, ERRNO_NOENT } from "./wasi";
 import { REASONS, REASON_COUNT } from "./core";
 
@@ -11,6 +13,11 @@ const PROBES: u32 = 16;
 export const BODY_BUFFERED: i32 = 0;
 export const BODY_STREAMED: i32 = 1;
 const BODY_KINDS: StaticArray<string> = ["buffered", "streamed"];
+
+const MAX_TOUCH_BYTES: i32 = 1024;
+const TOUCH_SLOTS: i32 = 16;
+/** A session's activity is reported at most this often per instance. */
+const TOUCH_EVERY_MS: u64 = 60000;
 const MAX_PENDING_BYTES: i32 = 6144; // a batch stays under the documented 8 KiB
 
 /** One `<tag><name> <count>` line per non-zero count. */
@@ -31,11 +38,22 @@ export class EventLog {
   /** POSTs with a body, by how the body went on: [buffered, streamed]. */
   bodies: StaticArray<u32> = new StaticArray<u32>(2);
   pendingCounts: u32 = 0;
+  /** Learn/close lines lost because the session channel had no free slot (reported as `x`). */
   dropped: u32 = 0;
+  /** Learn/close lines queued in `lines`. */
+  lineCount: u32 = 0;
+  /** Slots of the session channel (setting maxSessionEventFiles). */
+  sessionSlots: u32 = 4096;
+  private lossLogged: bool = false;
   lastFlush: u64 = 0;
   seq: u32 = 0;
   /** Pending `l`/`c` lines (session ids in clear: only ever written into events/). */
   lines: Bytes = new Bytes(512);
+  /** Pending `a` lines (activity of held sessions; best effort: overflow is dropped). */
+  touches: Bytes = new Bytes(128);
+  private touchKeys: StaticArray<u64> = new StaticArray<u64>(TOUCH_SLOTS);
+  private touchAt: StaticArray<u64> = new StaticArray<u64>(TOUCH_SLOTS);
+  private touchNext: i32 = 0;
   private out: Bytes = new Bytes(1024);
   private path: Bytes = new Bytes(64);
 
@@ -55,9 +73,10 @@ export class EventLog {
   addLine(kind: string, id: Bytes, idStart: i32, idEnd: i32, hashHex: Bytes, cookie: string): void {
     const need = 4 + (idEnd - idStart) + hashHex.len + cookie.length;
     if (this.lines.len + need > MAX_PENDING_BYTES) {
-      this.dropped++;
+      this.lose(1);
       return;
     }
+    this.lineCount++;
     this.lines.pushAscii(kind);
     this.lines.pushByte(32);
     this.lines.pushBytes(id, idStart, idEnd);
@@ -66,6 +85,27 @@ export class EventLog {
     this.lines.pushByte(32);
     this.lines.pushAscii(cookie.length > 0 ? cookie : "-");
     this.lines.pushByte(10);
+  }
+
+  /**
+   * Notes that a held session was used (`key`: the first 8 bytes of its hash): an `a` line at most
+   * once per TOUCH_EVERY_MS per instance, sent with the next batch of counts.
+   */
+  touch(key: u64, id: Bytes, idLen: i32, hashHex: Bytes, now: u64): void {
+    for (let i = 0; i < TOUCH_SLOTS; i++) {
+      if (unchecked(this.touchKeys[i]) == key && now - unchecked(this.touchAt[i]) < TOUCH_EVERY_MS) return;
+    }
+    if (this.touches.len + 4 + idLen + hashHex.len > MAX_TOUCH_BYTES) return;
+    const slot = this.touchNext;
+    this.touchNext = (slot + 1) % TOUCH_SLOTS;
+    unchecked(this.touchKeys[slot] = key);
+    unchecked(this.touchAt[slot] = now);
+    this.touches.pushAscii("a ");
+    this.touches.pushBytes(id, 0, idLen);
+    this.touches.pushByte(32);
+    this.touches.pushBytes(hashHex, 0, hashHex.len);
+    this.touches.pushByte(10);
+    this.pendingCounts++;
   }
 
   /** Writes a batch when lines are pending, or counts are and flushMs has passed. */
@@ -86,6 +126,7 @@ export class EventLog {
     o.pushU64(now);
     o.pushByte(10);
     o.pushBytes(this.lines, 0, this.lines.len);
+    o.pushBytes(this.touches, 0, this.touches.len);
     pushCounts(o, "d ", REASONS, this.counts);
     pushCounts(o, "b ", BODY_KINDS, this.bodies);
     if (this.dropped > 0) {
@@ -94,27 +135,38 @@ export class EventLog {
       o.pushByte(10);
     }
     o.pushAscii("end\n");
-    if (this.writeSlot(now)) {
+    const session = this.lines.len > 0;
+    if (session ? this.writeSlot(now, "events/s-", this.sessionSlots) : this.writeSlot(now, "events/e-", this.slots)) {
       for (let r = 0; r < REASON_COUNT; r++) unchecked(this.counts[r] = 0);
       unchecked(this.bodies[0] = 0);
       unchecked(this.bodies[1] = 0);
       this.pendingCounts = 0;
       this.dropped = 0;
-      this.lines.clear();
-    } else {
-      // Every probed slot is taken (sidecar not consuming): keep the counts, drop the lines.
-      if (this.lines.len > 0) this.dropped++;
-      this.lines.clear();
+      this.lossLogged = false;
+      this.touches.clear();
+    } else if (session) {
+      // Every probed slot is taken (sidecar not consuming): keep the counts, count the lost lines.
+      this.lose(this.lineCount);
     }
+    this.lines.clear();
+    this.lineCount = 0;
   }
 
-  private writeSlot(now: u64): bool {
+  /** Counts lost learn/close lines (reported in the next batch) and says so once per outage. */
+  private lose(n: u32): void {
+    this.dropped += n;
+    if (this.lossLogged) return;
+    this.lossLogged = true;
+    log(LOG_ERROR, "mcp-affinity: no free slot in events/ for session events (is the sidecar consuming?); learned sessions and closes are lost and counted");
+  }
+
+  private writeSlot(now: u64, prefix: string, slots: u32): bool {
     this.seq++;
-    const start = <u32>((now * 2654435761 + <u64>this.seq * 40503) % <u64>this.slots);
+    const start = <u32>((now * 2654435761 + <u64>this.seq * 40503) % <u64>slots);
     for (let p: u32 = 0; p < PROBES; p++) {
-      const slot = (start + p) % this.slots;
+      const slot = (start + p) % slots;
       this.path.clear();
-      this.path.pushAscii("events/e-");
+      this.path.pushAscii(prefix);
       this.path.pushU64(slot);
       this.path.pushAscii(".evt");
       let fd = openWrite(this.dirfd, this.path, true);

@@ -6,7 +6,7 @@ import {
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
   statusCode, respond,
 } from "./abi";
-import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS } from "./config";
+import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
 import { findCookie, foundStart, foundEnd, buildPinnedCookie } from "./cookie";
@@ -24,11 +24,17 @@ import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRA
 const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
 const BODY_503 = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":null}';
 const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
+const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie header too large"},"id":null}';
 const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
 // handle_response's job for a request (the upper word of handle_request's result).
 const REQCTX_LEARN: u64 = 1; // an initialize: learn (and wrap) the session it creates
-const REQCTX_REWRAP: u64 = 2; // a POST of a wrapped session: show the client its wrapped id again
+/** A request pinned to (or passed to) the owner the edge holds: its response may report a death. */
+const REQCTX_OWNER: u64 = 2;
+/** A POST of a wrapped session (held answer): show the client its wrapped id again; also OWNER. */
+const REQCTX_REWRAP: u64 = 3;
+/** Cookie lines read on an initialize (with its body in memory). */
+const INITIALIZE_COOKIE_BYTES: i32 = 2048;
 
 let ready = false;
 let cfg: Config = new Config();
@@ -37,19 +43,24 @@ const events = new EventLog(-1, 1000, 4096);
 let dirfd: i32 = -1;
 
 const idVals = new Bytes(512);
-const cookieVals = new Bytes(1024);
-const scratch = new Bytes(1024);
+// Sized once for the largest Cookie lines the plugin reads (and the pinned line it writes from
+// them): growing them later would leave the old blocks behind and push the instance past a page.
+const cookieVals = new Bytes(MAX_COOKIE_READ_BYTES + 1);
+// Also the piece buffer request bodies are copied through (after the Cookie line went out).
+const scratch = new Bytes(MAX_COOKIE_READ_BYTES + 64);
+// Repair Set-Cookie values and learned/ contents.
 const body = new Bytes(1024);
 const hashHex = new Bytes(32);
 // The client-facing id of a wrapped session (idVals is reused by the response phase).
 const clientId = new Bytes(320);
 const token = new SessionToken();
-const chunk = new Bytes(CHUNK_BYTES);
 const initMatcher = new InitializeMatcher();
 const input = new RouteInput();
 const decision = new Decision();
 // Per request: the client's own sticky cookie value, for learning on the response.
 let clientCookie: string = "";
+// Per request: the owner's cookie when the edge holds the session (for reading the response).
+let heldOwner: string = "";
 
 function init(): void {
   ready = true;
@@ -70,6 +81,8 @@ function init(): void {
   events.dirfd = dirfd;
   events.flushMs = cfg.eventFlushMs;
   events.slots = cfg.maxEventFiles;
+  events.sessionSlots = cfg.maxSessionEventFiles;
+  view.learnedDigits = cfg.learnedDigits;
   // Start the flush clock now: a fresh instance batches its counts like any other.
   events.lastFlush = nowMs();
   __collect(); // what parsing the configuration left behind
@@ -99,9 +112,12 @@ function hashSessionId(): void {
   pushHex(hashHex, DIGEST, 16);
 }
 
-function readClientCookie(): void {
-  headerValues(KIND_REQUEST, "Cookie", cookieVals);
-  clientCookie = findCookie(cookieVals, cfg.cookieName) ? cookieVals.toAscii(foundStart, foundEnd) : "";
+/** False when the Cookie lines exceed `limit` (maxCookieBytes): they are not read (bounded read). */
+function readClientCookie(limit: i32): bool {
+  clientCookie = "";
+  if (headerValues(KIND_REQUEST, "Cookie", cookieVals, limit) < 0) return false;
+  if (findCookie(cookieVals, cfg.cookieName)) clientCookie = cookieVals.toAscii(foundStart, foundEnd);
+  return true;
 }
 
 export function handle_request(): u64 {
@@ -126,9 +142,15 @@ export function handle_request(): u64 {
   }
 
   hashSessionId();
-  readClientCookie();
+  if (!readClientCookie(cfg.maxCookieBytes)) {
+    respond(431, "invalid", BODY_431, 0);
+    finish(R_INVALID, now);
+    return 0;
+  }
   classify(now);
+  // classifyToken reuses the view's lookup fields: keep what the session's own record said.
   const ownerCookie = view.ownerCookie;
+  const ownerRetry = view.ownerRetry;
   classifyToken(now);
   input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
@@ -136,11 +158,12 @@ export function handle_request(): u64 {
   const target = d.target == TARGET_TOKEN ? token.cookie : ownerCookie;
   const method = getMethod();
 
-  if (method == "DELETE") {
-    const known = input.session == S_OWNER || input.session == S_LEARNED;
-    events.addLine("c", idVals, 0, idVals.len, hashHex, known ? target : "");
-  }
-  let next: u64 = 1;
+  const held = holdsSession(ownerCookie);
+  const closing = held && method == "DELETE";
+  if (closing) noteClose();
+  else if (held) events.touch(load<u64>(DIGEST), idVals, idVals.len, hashHex, now);
+  // The response of a held session may tell that the owner lost it (not a DELETE: it closes anyway).
+  let next: u64 = held && !closing ? (REQCTX_OWNER << 32) | 1 : 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {
     buildPinnedCookie(cookieVals, cfg.cookieName, target, scratch);
     setHeader(KIND_REQUEST, "Cookie", scratch);
@@ -149,7 +172,8 @@ export function handle_request(): u64 {
     respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
     next = 0;
   } else if (d.action == ANSWER_503) {
-    respond(503, "unavailable", BODY_503, view.ownerRetry > 0 ? view.ownerRetry : cfg.retryAfterSeconds);
+    const retry = d.target == TARGET_TOKEN ? view.ownerRetry : ownerRetry;
+    respond(503, "unavailable", BODY_503, retry > 0 ? retry : cfg.retryAfterSeconds);
     next = 0;
   }
   if (next != 0 && token.kind == TOKEN_WRAPPED) {
@@ -222,6 +246,18 @@ function classify(now: u64): void {
   setCookieRelation();
 }
 
+/** The edge knows this session's owner (view or learned/): closes and deaths are worth an event. */
+function holdsSession(owner: string): bool {
+  const held = input.session == S_OWNER || input.session == S_LEARNED;
+  heldOwner = held ? owner : "";
+  return held;
+}
+
+/** A DELETE for a session the edge holds; forged ids (unknown to the edge) cost no event. */
+function noteClose(): void {
+  events.addLine("c", idVals, 0, idVals.len, hashHex, heldOwner);
+}
+
 function setCookieRelation(): void {
   if (input.session == S_OWNER || input.session == S_LEARNED) {
     input.cookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == view.ownerCookie ? COOKIE_OWNER : COOKIE_OTHER;
@@ -262,7 +298,7 @@ function passBody(inspect: bool): bool {
   }
   initMatcher.reset();
   const matcher = inspect && len <= <i64>cfg.maxInitializeBodyBytes ? initMatcher : null;
-  copyRequestBody(chunk, matcher);
+  copyRequestBody(scratch, matcher);
   // A long copy leaves garbage in proportion to its pieces; collect it now rather than let the
   // allocator grow this instance past its first page before the periodic collection.
   if (len > <i64>(16 * CHUNK_BYTES)) __collect();
@@ -272,7 +308,8 @@ function passBody(inspect: bool): bool {
 
 /** An initialize: hold this one response until the session it creates is learned. */
 function learnInitialize(): u64 {
-  readClientCookie();
+  // Cookie lines too large to read: the balancer's Set-Cookie still names the owner.
+  readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES));
   enableFeatures(FEATURE_BUFFER_RESPONSE);
   return REQCTX_LEARN;
 }
@@ -294,11 +331,13 @@ function finish(reason: i32, now: u64): void {
 }
 
 export function handle_response(reqCtx: u32, isError: u32): void {
-  if (<u64>reqCtx == REQCTX_REWRAP) {
-    if (isError == 0) rewrapResponseId();
+  if (isError != 0 || dirfd < 0) return;
+  if (<u64>reqCtx == REQCTX_OWNER || <u64>reqCtx == REQCTX_REWRAP) {
+    suspectDeath();
+    if (<u64>reqCtx == REQCTX_REWRAP) rewrapResponseId();
     return;
   }
-  if (<u64>reqCtx != REQCTX_LEARN || isError != 0 || dirfd < 0) return;
+  if (<u64>reqCtx != REQCTX_LEARN) return;
   const status = statusCode();
   if (status < 200 || status > 299) return;
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
@@ -349,6 +388,42 @@ function rewrapResponseId(): void {
   setHeader(KIND_RESPONSE, "Mcp-Session-Id", clientId);
 }
 
+/**
+ * A response for a session the edge holds that may be the owner's 404 (the spec's answer for a
+ * terminated session: a restarted server, an expired session). http-wasm cannot read the status
+ * of an unbuffered response, and responses of sessions are never buffered (SSE), so the plugin
+ * reads headers only: a response without Mcp-Session-Id that is not an SSE stream is reported
+ * as a `v` event, and the sidecar asks the owner itself (a ping in that session) before it
+ * records a death. A response from another node (Traefik re-picked: its Set-Cookie names
+ * another server) says nothing about the session and is not reported.
+ */
+function suspectDeath(): void {
+  if (heldOwner.length == 0) return;
+  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", scratch, 64) != 0) return;
+  if (headerValues(KIND_RESPONSE, "Content-Type", scratch, 256) > 0 && startsWithIgnoreCase(scratch, "text/event-stream")) return;
+  const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals, cfg.maxCookieBytes);
+  if (n < 0 || (n > 0 && findCookie(cookieVals, cfg.cookieName) && cookieVals.toAscii(foundStart, foundEnd) != heldOwner)) return;
+  // One report per session per instance and 10 s: a client repeating a failing request costs one check.
+  const now = nowMs();
+  if (now - lastSuspectAt < 10000 && lastSuspect == hashHex.toAscii(0, 32)) return;
+  lastSuspect = hashHex.toAscii(0, 32);
+  lastSuspectAt = now;
+  events.addLine("v", idVals, 0, idVals.len, hashHex, heldOwner);
+  events.flush(now);
+}
+let lastSuspect: string = "";
+let lastSuspectAt: u64 = 0;
+
+function startsWithIgnoreCase(b: Bytes, prefix: string): bool {
+  if (b.len < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) {
+    let c = b.at(i);
+    if (c >= 65 && c <= 90) c += 32;
+    if (c != <u8>prefix.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
 function isCookieValue(s: string): bool {
   if (s.length != 16) return false;
   for (let i = 0; i < 16; i++) {
@@ -358,10 +433,11 @@ function isCookieValue(s: string): bool {
   return true;
 }
 
+/** learned/<first learnedDigits hex of the hash>: `<32 hex hash> <cookie>\n`; a bounded set of names. */
 function writeLearned(owner: string): void {
   scratch.clear();
   scratch.pushAscii("learned/");
-  scratch.pushBytes(hashHex, 0, hashHex.len);
+  scratch.pushBytes(hashHex, 0, cfg.learnedDigits);
   let fd = openWrite(dirfd, scratch, false);
   if (fd == -<i32>ERRNO_NOENT) {
     mkdir(dirfd, "learned");
@@ -372,6 +448,8 @@ function writeLearned(owner: string): void {
     return;
   }
   body.clear();
+  body.pushBytes(hashHex, 0, hashHex.len);
+  body.pushByte(32);
   body.pushAscii(owner);
   body.pushByte(10);
   writeAll(fd, body);

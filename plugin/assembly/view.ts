@@ -40,6 +40,8 @@ export class RegistryView {
   ownerCookie: string = "";
   ownerState: u8 = NODE_UP;
   ownerRetry: u32 = 0;
+  /** learned/ file names are this many leading hex digits of the session hash (maxLearnedFiles). */
+  learnedDigits: i32 = 3;
 
   private path: Bytes = new Bytes(128);
   private lastShardSize: i32 = 0;
@@ -232,17 +234,24 @@ export class RegistryView {
     return UNKNOWN_BOOT_TAG;
   }
 
-  /** learned/<32 hex>: written by this Traefik's plugin instances on initialize responses. */
+  /**
+   * learned/<hash prefix>: `<32 hex hash> <cookie>\n`, written by this Traefik's plugin instances
+   * on initialize responses. The file is one of a bounded set; it answers only for its own hash.
+   */
   lookupLearned(hash: usize): i32 {
     this.path.clear();
     this.path.pushAscii("learned/");
-    pushHex(this.path, hash, 16);
+    pushHex(this.path, hash, (this.learnedDigits + 1) >> 1);
+    if (this.learnedDigits & 1) this.path.len--;
     const fd = openRead(this.dirfd, this.path);
     if (fd < 0) return NOT_FOUND;
     const ok = readAll(fd, this.file);
     close(fd);
-    if (!ok || this.file.len < 16 || !isHex16(this.file)) return NOT_FOUND;
-    this.ownerCookie = this.file.toAscii(0, 16);
+    if (!ok || this.file.len < 49 || this.file.at(32) != 32 || !sameHashHex(this.file, hash)) return NOT_FOUND;
+    this.path.clear();
+    this.path.pushBytes(this.file, 33, 49);
+    if (!isHex16(this.path)) return NOT_FOUND;
+    this.ownerCookie = this.file.toAscii(33, 49);
     this.ownerState = NODE_UP;
     this.ownerRetry = 0;
     return LEARNED;
@@ -270,6 +279,15 @@ function isHexString(s: string, n: i32): bool {
   for (let i = 0; i < n; i++) {
     const c = s.charCodeAt(i);
     if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
+
+/** True when b[0, 32) is the lowercase hex of the 16 bytes at `hash`. */
+function sameHashHex(b: Bytes, hash: usize): bool {
+  for (let i = 0; i < 16; i++) {
+    const v = load<u8>(hash + <usize>i);
+    if (b.at(i << 1) != <u8>HEX.charCodeAt(v >> 4) || b.at((i << 1) + 1) != <u8>HEX.charCodeAt(v & 15)) return false;
   }
   return true;
 }

@@ -33,6 +33,9 @@ export interface SidecarConfig {
   traefikPollIntervalMs: number;
   tombstoneTtlMs: number;
   learnedMaxAgeMs: number;
+  mcpPath: string;
+  edgeSessionTtlMs: number;
+  edgeTouchIntervalMs: number;
   logLevel: LogLevel;
 }
 
@@ -140,6 +143,9 @@ const SPECS: Spec[] = [
   { key: "traefikServices", flag: "traefik-services", env: "TRAEFIK_SERVICES", def: "", help: "Traefik service names of the MCP servers, comma-separated (e.g. mcp@file)", parse: (v) => v.split(",").map((s) => s.trim()).filter(Boolean) },
   { key: "traefikPollIntervalMs", flag: "traefik-poll-interval", env: "TRAEFIK_POLL_INTERVAL", def: "2s", help: "how often the Traefik API is polled", parse: duration(50, 600_000) },
   { key: "tombstoneTtlMs", flag: "tombstone-ttl", env: "TOMBSTONE_TTL", def: "10m", help: "how long a closed session stays in the view as closed (edge 404)", parse: duration(0) },
+  { key: "edgeSessionTtlMs", flag: "edge-session-ttl", env: "EDGE_SESSION_TTL", def: "1d", help: "TTL of records learned at the edge (servers without the node library), renewed while the session is active, never past --session-ttl after creation", parse: duration(60_000) },
+  { key: "edgeTouchIntervalMs", flag: "edge-touch-interval", env: "EDGE_TOUCH_INTERVAL", def: "1m", help: "activity of edge-learned sessions is written to Redis at most this often (one command per active session)", parse: duration(100, 3_600_000) },
+  { key: "mcpPath", flag: "mcp-path", env: "MCP_PATH", def: "/mcp", help: "MCP endpoint path on the nodes (to confirm with the owner a session the edge saw die)", parse: (v, n) => (v.startsWith("/") ? v : fail(n, "must start with /")) },
   { key: "learnedMaxAgeMs", flag: "learned-max-age", env: "LEARNED_MAX_AGE", def: "10m", help: "learned/ files older than this are deleted even when not in the view", parse: duration(1000) },
   { key: "logLevel", flag: "log-level", env: "LOG_LEVEL", def: "info", help: "trace, debug, info, warn, error, fatal or silent", parse: (v, n) => (["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(v) ? v : fail(n, `unknown level "${v}"`)) },
 ];

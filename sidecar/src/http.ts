@@ -184,11 +184,11 @@ export function createHttpServer(d: HttpDeps): Server {
           const nodes = [...d.mirror.nodes.values()].map((n) => ({
             url: n.url,
             cookie: n.cookie,
-            name: n.name,
+            name: d.mirror.nodeName(n),
             state: n.state,
             boot: n.hb?.boot ?? null,
             traefik: n.traefik,
-            sessions: [...d.mirror.owners.values()].filter((o) => o.cookie === n.cookie).reduce((a, o) => a + o.live, 0),
+            sessions: d.mirror.liveSessionsOf(n.cookie),
           }));
           send(res, 200, { nodes });
           return;

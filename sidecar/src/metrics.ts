@@ -15,6 +15,10 @@ export interface SidecarMetrics {
   eventBadLines: Counter<string>;
   eventLag: Histogram<string>;
   eventPending: Gauge<string>;
+  eventQuarantine: Gauge<string>;
+  deathChecks: Counter<"result">;
+  edgeTouches: Counter<"result">;
+  learnedFiles: Gauge<string>;
   registrations: Counter<"source">;
   closes: Counter<"origin">;
   redisErrors: Counter<"operation">;
@@ -56,8 +60,12 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
     registry,
     decisions,
     postBodies,
-    eventsDropped: new Counter({ name: `${PREFIX}edge_event_batches_dropped_total`, help: "Event batches the plugin dropped because every probed slot was taken", registers: r }),
-    eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt)", labelNames: ["result"], registers: r }),
+    eventsDropped: new Counter({ name: `${PREFIX}edge_session_events_lost_total`, help: "Learn and close events the plugin could not write (no free slot in events/ for session batches)", registers: r }),
+    eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt, quarantined)", labelNames: ["result"], registers: r }),
+    eventQuarantine: new Gauge({ name: `${PREFIX}event_quarantine_files`, help: "Event batches kept in events-quarantine/ (could not be applied; bounded)", registers: r }),
+    deathChecks: new Counter({ name: `${PREFIX}death_checks_total`, help: "Sessions the edge saw answered without a session (possible 404), checked with their owner, by result (dead, alive, error, skipped)", labelNames: ["result"], registers: r }),
+    edgeTouches: new Counter({ name: `${PREFIX}edge_session_touches_total`, help: "Activity of edge-learned sessions written to Redis (TTL renewed), by result (renewed, skipped: not an edge record or gone, dropped: queue full, error)", labelNames: ["result"], registers: r }),
+    learnedFiles: new Gauge({ name: `${PREFIX}learned_files`, help: "Files in learned/ (bounded by the plugin's maxLearnedFiles)", registers: r }),
     eventBadLines: new Counter({ name: `${PREFIX}event_bad_lines_total`, help: "Unreadable event lines skipped", registers: r }),
     eventLag: new Histogram({ name: `${PREFIX}event_lag_seconds`, help: "Time from the plugin writing a batch to the sidecar applying it", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
     eventPending: new Gauge({ name: `${PREFIX}event_files_pending`, help: "Event files waiting (incomplete, or held back by a failed apply)", registers: r }),
@@ -77,7 +85,7 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
 
   new Gauge({
     name: `${PREFIX}sessions`,
-    help: "Live sessions in the registry mirror, by node (server URL, or cookie when unknown) and node state",
+    help: "Live sessions in the registry mirror (not those of gone nodes), by node (server URL, or cookie when unknown) and node state",
     labelNames: ["node", "state"],
     registers: r,
     collect() {
@@ -85,8 +93,10 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
       const agg = new Map<string, { node: string; state: string; n: number }>();
       for (const o of src.mirror.owners.values()) {
         if (o.live <= 0) continue;
-        const node = src.mirror.nodes.get(o.cookie)?.url || o.cookie;
         const state = src.mirror.ownerState(o);
+        // Sessions of a gone incarnation are dead (the edge answers 404): not live.
+        if (state === "gone") continue;
+        const node = src.mirror.nodes.get(o.cookie)?.url || o.cookie;
         const k = node + "\0" + state;
         const e = agg.get(k) ?? { node, state, n: 0 };
         e.n += o.live;

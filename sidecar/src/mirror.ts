@@ -468,6 +468,18 @@ export class Mirror {
     return out;
   }
 
+  /** What to call a node: its heartbeat name, else Traefik's server URL, else its cookie. */
+  nodeName(n: NodeInfo): string {
+    return n.name || n.url || n.cookie;
+  }
+
+  /** Sessions of a node that can still be served: those of gone incarnations do not count. */
+  liveSessionsOf(cookie: string): number {
+    let n = 0;
+    for (const o of this.owners.values()) if (o.cookie === cookie && this.ownerState(o) !== "gone") n += o.live;
+    return n;
+  }
+
   /** Server URL for a cookie when known (for edge-learned records). */
   urlFor(cookie: string): string {
     return this.nodes.get(cookie)?.url ?? "";

@@ -18,6 +18,7 @@ import {
   defaultViewFs,
   deleteLearned,
   drainEvents,
+  QUARANTINE_DIR,
   listLearned,
   readMeta,
   viewPaths,
@@ -27,6 +28,8 @@ import {
 import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
 import { createHttpServer } from "./http.ts";
 import { createMetrics, type SidecarMetrics } from "./metrics.ts";
+import { DeathChecker } from "./deaths.ts";
+import { EdgeTouches } from "./touches.ts";
 import { Mirror } from "./mirror.ts";
 import { Publisher, type PublishResult } from "./publisher.ts";
 import { readTraefikServers } from "./traefik.ts";
@@ -65,6 +68,20 @@ export class SidecarError extends Error {
 }
 
 const hashKeyFromHex = (hex: string) => Buffer.from(hex, "hex").toString("latin1");
+
+// Redis replies that say "not now" rather than "never" (ioredis ReplyError messages).
+const TRANSIENT_REPLY = /^(OOM|LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|MOVED|ASK)\b/;
+/**
+ * A batch that fails for a permanent reason (a record the registry refuses, a Redis error reply
+ * about the data) would block every later batch forever: it is moved aside instead. Connection
+ * trouble (Redis down) is transient: the batch is retried.
+ */
+export function isPermanentApplyError(err: Error): boolean {
+  const e = err as Error & { code?: string; cause?: unknown };
+  if (e.code === "ERR_REGISTRY_SCHEMA" || e.code === "ERR_EVENT_FORMAT" || e.code === "ERR_VIEW_FORMAT") return true;
+  const cause = e.cause as (Error & { name?: string }) | undefined;
+  return cause?.name === "ReplyError" && !TRANSIENT_REPLY.test(cause.message);
+}
 
 export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime: SidecarRuntimeOptions = {}): Promise<Sidecar> {
   const cfg = makeConfig(config);
@@ -267,12 +284,29 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   });
 
   // --- events ----------------------------------------------------------------------------
+  const deaths = new DeathChecker({
+    urlFor: (cookie) => mirror.urlFor(cookie),
+    path: cfg.mcpPath,
+    log,
+    onResult: (result) => metrics.deathChecks.inc({ result }),
+    onDead: async (id, hash) => {
+      await registry.closeSession(id);
+      if (mirror.applyClose(id, hashKeyFromHex(hash))) metrics.closes.inc({ origin: "owner-404" });
+      log.info({ session: sessionTag(id) }, "session gone on its node (404): closed at the edge");
+      maybePublish();
+    },
+  });
+  const touches = new EdgeTouches({
+    touch: (id) => registry.touchEdgeSession(id, Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs), cfg.sessionTtlMs),
+    onResult: (result, n) => metrics.edgeTouches.inc({ result }, n),
+  });
   const applyBatch = async (b: EventBatch): Promise<void> => {
     for (const l of b.learned) {
       const key = hashKeyFromHex(l.hash);
       if (mirror.closedAt.has(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
       const record: SessionRecord = { node: mirror.urlFor(l.cookie), cookie: l.cookie, boot: null, created: b.t || Date.now(), source: "edge" };
-      if (await registry.registerSession(l.id, record, { ifAbsent: true })) {
+      // Nothing but activity tells the edge such a session still lives: a short TTL, renewed by use.
+      if (await registry.registerSession(l.id, record, { ifAbsent: true, ttlMs: Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs) })) {
         countNew(mirror.applySession(l.id, record, false, key), record);
         log.debug({ session: sessionTag(l.id), cookie: l.cookie }, "session learned at the edge registered");
       } else {
@@ -287,6 +321,8 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     }
     // Counted only once the whole batch is applied: a retried batch is never counted twice.
     if (b.closed.length) metrics.closes.inc({ origin: "edge" }, b.closed.length);
+    for (const v of b.suspects ?? []) deaths.suspect(v.id, v.hash, v.cookie);
+    for (const a of b.active ?? []) if (mirror.lookup(hashKeyFromHex(a.hash))) touches.add(a.id);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
     for (const [body, n] of Object.entries(b.bodies ?? {})) metrics.postBodies.inc({ body }, n);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
@@ -306,6 +342,11 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   const drainNow = (): Promise<DrainResult> => {
     draining ??= drainEvents(cfg.dir, applyBatch, {
       fs,
+      isPermanent: isPermanentApplyError,
+      onQuarantine: (file, err: any) => {
+        metrics.eventFiles.inc({ result: "quarantined" });
+        log.error({ file, err: { message: err?.message, code: err?.code } }, "event batch cannot be applied; moved to events-quarantine/");
+      },
       onCorrupt: (file, err) => throttled(`corrupt:${file}`, () => log.warn({ file, err: { message: err.message } }, "corrupt event file deleted")),
       onBadLines: (file, n) => throttled("badlines", () => log.warn({ file, lines: n }, "unreadable event lines skipped")),
       onError: (file, err: any) =>
@@ -313,6 +354,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     })
       .then((r) => {
         if (r.applied) metrics.eventFiles.inc({ result: "applied" }, r.applied);
+        void countQuarantine();
         if (r.corrupt) metrics.eventFiles.inc({ result: "corrupt" }, r.corrupt);
         if (r.badLines) metrics.eventBadLines.inc(r.badLines);
         metrics.eventPending.set(r.pending + r.failed);
@@ -321,12 +363,17 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
       .catch((err: any) => {
         metrics.dirErrors.inc({ operation: "read_events" });
         throttled("events", () => log.warn({ err: { message: err?.message, code: err?.code } }, "cannot read events/"));
-        return { applied: 0, corrupt: 0, pending: 0, failed: 0, badLines: 0, foreign: 0 };
+        return { applied: 0, corrupt: 0, pending: 0, failed: 0, quarantined: 0, badLines: 0, foreign: 0 };
       })
       .finally(() => {
         draining = null;
       });
     return draining;
+  };
+
+  const countQuarantine = async () => {
+    const names = await fs.readdir(join(cfg.dir, QUARANTINE_DIR)).catch(() => [] as string[]);
+    metrics.eventQuarantine.set(names.filter((n) => n.startsWith("q-")).length);
   };
 
   // --- learned/ cleanup and tombstones ---------------------------------------------------
@@ -337,12 +384,14 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     const now = Date.now();
     const invalid: string[] = [];
     try {
-      for (const f of await listLearned(cfg.dir, { fs, withMtime: true, onInvalid: (n) => invalid.push(n) })) {
+      const entries = await listLearned(cfg.dir, { fs, withMtime: true, onInvalid: (n) => invalid.push(n) });
+      metrics.learnedFiles.set(entries.length + invalid.length);
+      for (const f of entries) {
         let reason: "published" | "expired" | null = null;
         if (mirror.isPublished(hashKeyFromHex(f.hashHex), pending)) reason = "published";
         else if (now - (f.mtimeMs ?? now) > cfg.learnedMaxAgeMs) reason = "expired";
         if (reason) {
-          await deleteLearned(cfg.dir, f.hashHex, { fs });
+          await deleteLearned(cfg.dir, f.name, { fs, hashHex: f.hashHex });
           metrics.learnedDeleted.inc({ reason });
         }
       }
@@ -416,6 +465,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     if (synced && registry.status() === "ready") await reconcile();
   });
   every(1000, cleanupLearned);
+  every(cfg.edgeTouchIntervalMs, () => (registry.status() === "ready" ? touches.flush() : undefined));
   if (cfg.traefikApi) {
     every(cfg.traefikPollIntervalMs, pollTraefik);
     void pollTraefik();
@@ -478,6 +528,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   const close = () =>
     (closed ??= (async () => {
       closing = true;
+      deaths.close();
       clearTimeout(firstWait);
       if (syncTimer) clearTimeout(syncTimer);
       if (publishTimer) clearTimeout(publishTimer);

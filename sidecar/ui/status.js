@@ -13,7 +13,7 @@ const M = {
   nodeState: "mcp_affinity_node_state",
   decisions: "mcp_affinity_edge_decisions_total",
   redisErrors: "mcp_affinity_redis_errors_total",
-  eventsDropped: "mcp_affinity_edge_event_batches_dropped_total",
+  eventsDropped: "mcp_affinity_edge_session_events_lost_total",
   eventFilesPending: "mcp_affinity_event_files_pending",
 };
 const POLL_MS = 2000;

@@ -142,8 +142,9 @@ func TestLearning(t *testing.T) {
 
 			states, hashes := readDirs(t, []string{dir}, clientID)
 			st, hash := states[dir], hashes[clientID]
-			if !released || !equalLines(learnedAtRelease, []string{hash}) {
-				t.Errorf("learned/ held %q when the response was released (released %v), want [%s]", learnedAtRelease, released, hash)
+			// learned/ names are the hash's first digits (bounded set, docs/registry-view.md).
+			if !released || len(learnedAtRelease) != 1 || !strings.HasPrefix(hash, learnedAtRelease[0]) {
+				t.Errorf("learned/ held %q when the response was released (released %v), want one name that prefixes %s", learnedAtRelease, released, hash)
 			}
 			if len(st.LearnedFiles) != 1 || st.LearnedFiles[hash] != c.of(t, "b") || len(st.InvalidLearned) != 0 {
 				t.Errorf("learned/ = %v (invalid %v), want {%s: b}", st.LearnedFiles, st.InvalidLearned, hash)

@@ -332,12 +332,21 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
       jsonRpc400(r, name);
     }
 
-    // Hundreds of cookies around a valid session: pinned to the owner, other cookies kept.
-    const many = Array.from({ length: 400 }, (_, i) => `c${i}=v${i}`).join("; ");
-    const manyCookies = await rawCall(base, sessionId, "counter", { cookie: `${many}; _mcp_backend=${stack.nodes.find((n) => n !== owner)!.cookie}` });
-    results["400 cookies"] = manyCookies.status;
+    // Hundreds of cookies around a valid session, within maxCookieBytes (4 KiB): pinned to the
+    // owner, other cookies kept. Beyond it the plugin does not read them: 431 with a JSON-RPC body.
+    const other = stack.nodes.find((n) => n !== owner)!.cookie;
+    const many = Array.from({ length: 300 }, (_, i) => `c${i}=v${i}`).join("; ");
+    expect(many.length).toBeLessThan(4096 - 40);
+    const manyCookies = await rawCall(base, sessionId, "counter", { cookie: `${many}; _mcp_backend=${other}` });
+    results["300 cookies"] = manyCookies.status;
     expect(manyCookies.status).toBe(200);
     expect(manyCookies.text).toBe("1");
+    const tooMany = Array.from({ length: 400 }, (_, i) => `c${i}=v${i}`).join("; ");
+    const tooManyCookies = await rawCall(base, sessionId, "counter", { cookie: `${tooMany}; _mcp_backend=${other}` });
+    results["400 cookies"] = tooManyCookies.status;
+    expect(tooManyCookies.status).toBe(431);
+    expect(tooManyCookies.headers["content-type"]).toBe("application/json");
+    expect(jsonRpcOf(tooManyCookies.body).error.code).toBe(-32600);
     // Thousands of tiny cookie lines.
     const lines = Array.from({ length: 300 }, (_, i) => `Cookie: k${i}=${i}\r\n`).join("");
     const callBody = JSON.stringify({ jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "counter", arguments: {} } });

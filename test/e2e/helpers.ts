@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { Agent, request as undiciRequest } from "undici";
-import { ROOT, httpGet, type Stack } from "../support/stack.ts";
+import { CALL_ID_HEADER, ROOT, httpGet, type Stack } from "../support/stack.ts";
 
 export const LATEST_PROTOCOL = "2025-06-18";
 /** A call that gets no answer fails within this time instead of the SDK's 60 s. */
@@ -22,9 +22,18 @@ export interface HttpTally {
 
 export const newTally = (): HttpTally => ({ requests: 0, failed: 0, byStatus: {} });
 
-function countingFetch(tally: HttpTally): typeof fetch {
+let callIds = 0;
+
+function countingFetch(tally: HttpTally, onCallId?: (id: number, method: string) => void): typeof fetch {
   return async (input, init) => {
     tally.requests++;
+    if (onCallId) {
+      const id = ++callIds;
+      const headers = new Headers(init?.headers);
+      headers.set(CALL_ID_HEADER, String(id));
+      init = { ...init, headers };
+      onCallId(id, init.method ?? "GET");
+    }
     try {
       const r = await fetch(input, init);
       tally.byStatus[r.status] = (tally.byStatus[r.status] ?? 0) + 1;
@@ -52,11 +61,15 @@ export interface SdkSession {
   errors: Error[];
 }
 
-export async function connectSdk(url: string, tally: HttpTally = newTally(), opts: { onNotification?: (n: unknown) => void } = {}): Promise<SdkSession> {
+export async function connectSdk(
+  url: string,
+  tally: HttpTally = newTally(),
+  opts: { onNotification?: (n: unknown) => void; onCallId?: (id: number, method: string) => void } = {},
+): Promise<SdkSession> {
   const client = new Client({ name: "mcp-affinity-e2e", version: "0.1.0" });
   const errors: Error[] = [];
   const transport = new StreamableHTTPClientTransport(new URL(url), {
-    fetch: countingFetch(tally),
+    fetch: countingFetch(tally, opts.onCallId),
     // The standalone GET stream must not spin reconnecting during outage scenarios.
     reconnectionOptions: { maxRetries: 0, initialReconnectionDelay: 1000, maxReconnectionDelay: 1000, reconnectionDelayGrowFactor: 1 },
   });

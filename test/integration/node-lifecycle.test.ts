@@ -186,6 +186,7 @@ describe("configuration errors", () => {
       [[...base, "--heartbeat-ms", "5"], {}, "--heartbeat-ms"],
       [[...base, "--node-url", "not a url"], {}, "--node-url"],
       [[...base, "--log-level", "loud"], {}, "--log-level"],
+      [[...base, "--idle-timeout-ms", "10"], {}, "--idle-timeout-ms"],
       [[...base, "--frobnicate"], {}, "--frobnicate"],
       [["--port", "7100"], { MCP_NODE_SIDECAR_URL: "ftp://x" }, "MCP_NODE_SIDECAR_URL"],
       [base, { MCP_NODE_FAIL_CLOSE: "maybe" }, "MCP_NODE_FAIL_CLOSE"],
@@ -206,5 +207,9 @@ describe("configuration errors", () => {
     // Flags win over the environment; defaults follow the port.
     const cfg = parseNodeConfig(["--port", "7100", "--redis-url", redis.url], { MCP_NODE_PORT: "7200", MCP_NODE_FAIL_CLOSE: "1" })!;
     expect(cfg).toMatchObject({ port: 7100, nodeUrl: "http://127.0.0.1:7100", name: "node-7100", failClose: true, heartbeatMs: 5000 });
+    // Abandoned sessions do not live for the record TTL (30 days): idle expiry defaults to 30 minutes.
+    expect(cfg.idleTimeoutMs).toBe(30 * 60 * 1000);
+    expect(parseNodeConfig(["--port", "7100", "--redis-url", redis.url, "--idle-timeout-ms", "60000"], {})!.idleTimeoutMs).toBe(60_000);
+    expect(parseNodeConfig(["--port", "7100", "--redis-url", redis.url], { MCP_NODE_IDLE_TIMEOUT_MS: "5000" })!.idleTimeoutMs).toBe(5000);
   });
 });

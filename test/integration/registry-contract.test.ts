@@ -136,6 +136,26 @@ describe.each(stores)("registry contract: $name", (store) => {
     expect(await reg.touchSession(a)).toBe(false);
   });
 
+  it("renews edge records only, never past their maximum age", async () => {
+    const reg = make({ sessionTtlMs: 60_000 });
+    const edge = sid("edge-touch");
+    const old = sid("edge-old");
+    const node = sid("node-touch");
+    await reg.registerSession(edge, rec({ source: "edge", created: Date.now() }), { ttlMs: 150 });
+    await reg.registerSession(old, rec({ source: "edge", created: Date.now() - 10_000 }), { ttlMs: 150 });
+    await reg.registerSession(node, rec(), { ttlMs: 150 });
+    await sleep(50);
+    expect(await reg.touchEdgeSession(edge, 2000, 60_000)).toBe(true);
+    expect(await reg.touchEdgeSession(node, 2000, 60_000)).toBe(false); // a node's record: its node renews it
+    // Created 10 s ago, maximum age 10.25 s: renewed only up to that age (about 200 ms more).
+    expect(await reg.touchEdgeSession(old, 2000, 10_250)).toBe(true);
+    await sleep(400);
+    expect(await reg.lookupSession(edge)).not.toBeNull();
+    expect(await reg.lookupSession(node)).toBeNull();
+    expect(await reg.lookupSession(old)).toBeNull();
+    expect(await reg.touchEdgeSession(old, 2000, 60_000)).toBe(false);
+  });
+
   it("keeps node heartbeats with a TTL, lists and removes them", async () => {
     const reg = make({ nodeTtlMs: 200 });
     const a = nodeRec();

@@ -20,6 +20,8 @@ import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 import { sleep, until } from "../support/wait.ts";
+import { startPythonServer } from "../support/python-server.ts";
+import { connectClient } from "./node-redis-helper.ts";
 
 
 const URL_A = "http://10.1.0.1:3000";
@@ -33,6 +35,7 @@ let writer: RedisRegistry; // plays the node library
 beforeAll(async () => {
   redis = await startRedis();
   raw = new Redis(redis.url);
+  raw.on("error", () => undefined); // Redis is stopped on purpose in one test
   writer = new RedisRegistry({ url: redis.url });
 });
 afterAll(async () => {
@@ -99,7 +102,7 @@ const metric = async (s: Sidecar, name: string, labels = ""): Promise<number> =>
 const ev = (over: Partial<EventBatch>): string => formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
 let slot = 0;
 async function putEvent(text: string): Promise<string> {
-  const name = `e-${slot++}.evt`;
+  const name = `s-${slot++}.evt`;
   await mkdir(join(dir, "events"), { recursive: true });
   await writeFile(join(dir, "events", name), text);
   return name;
@@ -193,7 +196,7 @@ describe("sidecar with Redis", () => {
     expect(await readdir(join(dir, "events"))).toEqual([]);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(3);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="fail-open"}')).toBe(1);
-    expect(await metric(sc, "mcp_affinity_edge_event_batches_dropped_total")).toBe(2);
+    expect(await metric(sc, "mcp_affinity_edge_session_events_lost_total")).toBe(2);
     expect(await metric(sc, "mcp_affinity_edge_post_bodies_total", '{body="buffered"}')).toBe(7);
     expect(await metric(sc, "mcp_affinity_edge_post_bodies_total", '{body="streamed"}')).toBe(1);
     expect(await metric(sc, "mcp_affinity_registrations_total", '{source="edge"}')).toBe(1);
@@ -214,6 +217,89 @@ describe("sidecar with Redis", () => {
     await putEvent(ev({ learned: [{ id: "node-owned", hash: sessionHashHex("node-owned"), cookie: COOKIE_A }] }));
     await until(async () => (await readdir(join(dir, "events"))).length === 0);
     expect(await writer.lookupSession("node-owned")).toBeNull();
+  });
+
+  it("moves a batch Redis refuses for good to events-quarantine/ and goes on; Redis down keeps the batch", async () => {
+    await newDir();
+    sc = await start();
+    await until(() => sc!.ready());
+    await writer.heartbeat(hb(), 60_000);
+    // A key of the wrong type: every read of it fails with a Redis error reply (permanent).
+    await raw.rpush("mcp:session:poisoned", "x");
+    await putEvent(ev({ t: Date.now() - 10, learned: [{ id: "poisoned", hash: sessionHashHex("poisoned"), cookie: COOKIE_A }] }));
+    await putEvent(ev({ learned: [{ id: "after-poison", hash: sessionHashHex("after-poison"), cookie: COOKIE_A }] }));
+    await until(() => writer.lookupSession("after-poison"), 3000, "the batch after the poisoned one applied");
+    await until(async () => (await readdir(join(dir, "events-quarantine"))).length === 1, 3000, "quarantined");
+    expect(await readdir(join(dir, "events"))).toEqual([]);
+    await until(async () => (await metric(sc!, "mcp_affinity_event_files_total", '{result="quarantined"}')) === 1, 3000, "counted");
+    await until(async () => (await metric(sc!, "mcp_affinity_event_quarantine_files")) === 1, 3000, "gauge");
+
+    // Transient: Redis down. The batch waits (counted pending) and is applied once Redis is back.
+    await redis.stop();
+    await putEvent(ev({ learned: [{ id: "while-down", hash: sessionHashHex("while-down"), cookie: COOKIE_A }] }));
+    await until(async () => (await metric(sc!, "mcp_affinity_event_files_pending")) >= 1, 5000, "pending while Redis is down");
+    expect((await readdir(join(dir, "events"))).length).toBe(1);
+    await redis.start();
+    await until(() => writer.lookupSession("while-down").catch(() => null), 10_000, "applied after Redis came back");
+    expect(await metric(sc, "mcp_affinity_event_files_total", '{result="quarantined"}')).toBe(1);
+  });
+
+  it("confirms a death the edge suspected with the owner itself (a real Python MCP server): 404 -> record deleted, tombstone; a live session stays", async () => {
+    await newDir();
+    const py = await startPythonServer({ name: "py-death" });
+    try {
+      sc = await start();
+      await until(() => sc!.ready());
+      const cookie = cookieValueFor(py.url);
+      // The sidecar learns the node's URL from a heartbeat or Traefik's API; a heartbeat here.
+      await writer.heartbeat(hb({ url: py.url, cookie, boot: "py" }), 60_000);
+      const live = await connectClient(py.url);
+      const dead = await connectClient(py.url);
+      for (const c of [live, dead]) await putEvent(ev({ learned: [{ id: c.sid, hash: sessionHashHex(c.sid), cookie }] }));
+      await until(() => writer.lookupSession(dead.sid), 3000, "learned");
+      await until(() => writer.lookupSession(live.sid), 3000, "learned");
+      await dead.transport.terminateSession(); // DELETE at the node: the node no longer holds it
+      await putEvent(ev({ suspects: [live, dead].map((c) => ({ id: c.sid, hash: sessionHashHex(c.sid), cookie })) }));
+      await until(async () => (await writer.lookupSession(dead.sid)) === null, 5000, "dead session's record deleted");
+      await until(async () => (await viewOf(dead.sid))?.closed === true, 3000, "tombstone in the view");
+      await until(async () => (await metric(sc!, "mcp_affinity_death_checks_total", '{result="alive"}')) === 1, 3000, "live one checked");
+      expect(await writer.lookupSession(live.sid)).not.toBeNull();
+      expect(await live.counter()).toBe(1); // the check (a ping) did not disturb the live session
+      expect(await metric(sc, "mcp_affinity_death_checks_total", '{result="dead"}')).toBe(1);
+      expect(await metric(sc, "mcp_affinity_closes_total", '{origin="owner-404"}')).toBe(1);
+      // Reported again within the recheck period: not checked twice.
+      await putEvent(ev({ suspects: [{ id: live.sid, hash: sessionHashHex(live.sid), cookie }] }));
+      await until(async () => (await readdir(join(dir, "events"))).length === 0);
+      await sleep(200);
+      expect(await metric(sc, "mcp_affinity_death_checks_total", '{result="alive"}')).toBe(1);
+      await live.close();
+    } finally {
+      await py.stop();
+    }
+  });
+
+  it("edge-learned records live by activity: a short TTL renewed by a events (one command per session and interval), node records untouched", async () => {
+    await newDir();
+    sc = await start({ edgeSessionTtlMs: 60_000, edgeTouchIntervalMs: 200 });
+    await until(() => sc!.ready());
+    await writer.heartbeat(hb(), 60_000);
+    await putEvent(ev({ learned: [{ id: "edge-active", hash: sessionHashHex("edge-active"), cookie: COOKIE_A }] }));
+    await until(() => writer.lookupSession("edge-active"), 3000, "edge record");
+    const ttl0 = await raw.pttl("mcp:session:edge-active");
+    expect(ttl0).toBeGreaterThan(50_000);
+    expect(ttl0).toBeLessThanOrEqual(60_000);
+    await writer.registerSession("node-own", rec());
+    await until(() => viewOf("node-own"));
+    const nodeTtl0 = await raw.pttl("mcp:session:node-own");
+    await sleep(1500);
+    const before = await raw.pttl("mcp:session:edge-active");
+    const hash = (id: string) => sessionHashHex(id);
+    await putEvent(ev({ active: [{ id: "edge-active", hash: hash("edge-active") }, { id: "node-own", hash: hash("node-own") }, { id: "edge-active", hash: hash("edge-active") }] }));
+    await until(async () => (await metric(sc!, "mcp_affinity_edge_session_touches_total", '{result="renewed"}')) === 1, 3000, "renewed");
+    expect(await raw.pttl("mcp:session:edge-active")).toBeGreaterThan(before + 1000);
+    expect(await metric(sc, "mcp_affinity_edge_session_touches_total", '{result="skipped"}')).toBe(1); // the node's record
+    expect(await raw.pttl("mcp:session:node-own")).toBeLessThanOrEqual(nodeTtl0);
+    expect(await raw.pttl("mcp:session:node-own")).toBeGreaterThan(60_000);
   });
 
   it("loses no event and counts none twice across a restart", async () => {
@@ -303,7 +389,10 @@ describe("sidecar with Redis", () => {
       servers = [URL_A];
       await until(async () => (await viewOf("t-b"))?.state === "gone", 2000, "removed from Traefik");
       const nodes = await (await fetch(`${sc.url}/v1/nodes`)).json();
-      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, state: "down", traefik: "down", sessions: 1 });
+      // A node without a heartbeat is named by Traefik's server URL; a gone node's sessions are not live.
+      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, name: URL_A, state: "down", traefik: "down", sessions: 1 });
+      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_B)).toMatchObject({ name: URL_B, state: "gone", sessions: 0 });
+      expect(await metric(sc, "mcp_affinity_sessions", `{node="${URL_B}",state="gone"}`)).toBeNaN();
       expect(await metric(sc, "mcp_affinity_nodes", '{state="down"}')).toBe(1);
       expect(await metric(sc, "mcp_affinity_traefik_api_errors_total")).toBe(0);
     } finally {

@@ -129,12 +129,23 @@ export const CLUSTER_VIEW: ViewSpec = {
 /** `_mcp_backend=<value>` as a Cookie pair. */
 export const bk = (value: string): string => `_mcp_backend=${value}`;
 
+/** learned/ by session hash: hash -> the cookie line (`<cookie>\n`); every file must be well formed and named by its hash's prefix. */
 export function learnedFiles(dir: string): Map<string, string> {
   const p = viewPaths(dir).learned;
   const out = new Map<string, string>();
   if (!existsSync(p)) return out;
-  for (const n of readdirSync(p)) out.set(n, readFileSync(join(p, n), "latin1"));
+  for (const n of readdirSync(p)) {
+    const text = readFileSync(join(p, n), "latin1");
+    const m = /^([0-9a-f]{32}) ([0-9a-f]{16}\n)$/.exec(text);
+    if (!m || !m[1]!.startsWith(n)) throw new Error(`learned/${n} is malformed: ${JSON.stringify(text)}`);
+    out.set(m[1]!, m[2]!);
+  }
   return out;
+}
+/** Names in learned/ (hash prefixes). */
+export function learnedNames(dir: string): string[] {
+  const p = viewPaths(dir).learned;
+  return existsSync(p) ? readdirSync(p).sort() : [];
 }
 export function eventFileNames(dir: string): string[] {
   const p = viewPaths(dir).events;
@@ -148,6 +159,8 @@ export function readEvents(dir: string): { files: string[]; batches: EventBatch[
   for (const b of batches) {
     all.learned.push(...b.learned);
     all.closed.push(...b.closed);
+    if (b.suspects) (all.suspects ??= []).push(...b.suspects);
+    if (b.active) (all.active ??= []).push(...b.active);
     for (const [k, v] of Object.entries(b.decisions)) all.decisions[k] = (all.decisions[k] ?? 0) + v;
     all.dropped += b.dropped;
     for (const [k, v] of Object.entries(b.bodies ?? {})) all.bodies![k] = (all.bodies![k] ?? 0) + v;
@@ -232,10 +245,20 @@ export function initializeUpstream(sessionId: string, opts: { setCookie?: string
     };
   };
 }
-export const okUpstream: NextHandler = (): UpstreamResponse => ({
-  status: 200,
+/** A node answering a request of its session; like the SDK servers, it echoes Mcp-Session-Id. */
+export const okUpstream: NextHandler = (req): UpstreamResponse => {
+  const sid = req.headers.get("Mcp-Session-Id");
+  return {
+    status: 200,
+    headers: sid === undefined ? [["Content-Type", "application/json"]] : [["Content-Type", "application/json"], ["Mcp-Session-Id", sid]],
+    body: '{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}',
+  };
+};
+/** The owner's answer for a session it does not hold (restarted, expired): the spec's 404. */
+export const sessionNotFoundUpstream: NextHandler = (): UpstreamResponse => ({
+  status: 404,
   headers: [["Content-Type", "application/json"]],
-  body: '{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}',
+  body: '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}',
 });
 
 /** The `_mcp_backend` values in the Cookie lines the upstream received, in order. */

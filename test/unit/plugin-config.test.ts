@@ -1,6 +1,9 @@
 // Plugin settings (docs/plugin.md): every setting in string form (file provider, labels) and typed
 // form (Kubernetes CRD), bad values and unknown keys (one error line naming it, then fail open).
 import { describe, expect, test } from "vitest";
+import { rmSync } from "node:fs";
+import { SESSION_ID_MAX_LENGTH } from "../../lib/registry/schema.ts";
+import { viewPaths } from "../../lib/view/index.ts";
 import type { Exchange } from "../host/http-wasm-host.ts";
 import {
   COOKIE,
@@ -14,6 +17,7 @@ import {
   republishMeta,
   CLUSTER_VIEW,
   bk,
+  learnedNames,
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 
@@ -58,8 +62,11 @@ describe("defaults", () => {
       learnSessions: "true",
       maxInitializeBodyBytes: "65536",
       maxBufferedBodyBytes: "65536",
+      maxCookieBytes: "4096",
       eventFlushMs: "1000",
       maxEventFiles: "4096",
+      maxSessionEventFiles: "4096",
+      maxLearnedFiles: "4096",
       logLevel: "info",
     };
     const typed = Object.fromEntries(
@@ -166,10 +173,34 @@ describe("each setting, string and typed", () => {
     expect(p.handle(mcp({ sessionId: "z".repeat(16) }), okUpstream).nextCalled).toBe(true);
   });
 
-  test.each([4096, "4096"])("maxSessionIdLength=%o admits ids up to 4096", (v) => {
+  test.each([SESSION_ID_MAX_LENGTH, String(SESSION_ID_MAX_LENGTH)])("maxSessionIdLength=%o (the session-id rule's maximum) admits ids up to it", (v) => {
     const p = plugin({ maxSessionIdLength: v });
-    expect(p.handle(mcp({ sessionId: "z".repeat(4096) }), okUpstream).nextCalled).toBe(true);
-    expect(p.handle(mcp({ sessionId: "z".repeat(4097) })).response.status).toBe(400);
+    expect(p.handle(mcp({ sessionId: "z".repeat(SESSION_ID_MAX_LENGTH) }), okUpstream).nextCalled).toBe(true);
+    expect(p.handle(mcp({ sessionId: "z".repeat(SESSION_ID_MAX_LENGTH + 1) })).response.status).toBe(400);
+  });
+
+  test.each([256, "256"])("maxCookieBytes=%o: Cookie lines beyond it get 431 on a session request, untouched without a session", (v) => {
+    const p = plugin({ maxCookieBytes: v });
+    const big = "x=" + "y".repeat(300);
+    const ex = p.handle(mcp({ sessionId: "s-up", cookie: big }));
+    expect(ex.response.status).toBe(431);
+    expect(ex.response.json()).toEqual({ jsonrpc: "2.0", error: { code: -32600, message: "Cookie header too large" }, id: null });
+    expect(p.handle(mcp({ sessionId: "s-up", cookie: "x=" + "y".repeat(200) }), okUpstream).forwarded!.cookies[0]).toMatch(/^_mcp_backend=/);
+    expect(p.handle(mcp({ method: "GET", cookie: big }), okUpstream).headerWrites).toEqual([]);
+  });
+
+  test.each([16, "256", 65536])("maxLearnedFiles=%o names learned/ files by that many hash prefixes", (v) => {
+    rmSync(viewPaths(t.dir).learned, { recursive: true, force: true });
+    const p = plugin({ maxLearnedFiles: v });
+    for (let i = 0; i < 40; i++) p.handle(mcp({ body: INIT_BODY }), initializeUpstream(`lf-${i}`));
+    const digits = Math.log2(Number(v)) / 4;
+    const names = learnedNames(t.dir);
+    for (const n of names) expect(n).toMatch(new RegExp(`^[0-9a-f]{${digits}}$`));
+    expect(names.length).toBeLessThanOrEqual(Number(v));
+    // The newest session of each prefix is the one kept.
+    const kept = learnedFiles(t.dir);
+    expect(kept.size).toBe(names.length);
+    rmSync(viewPaths(t.dir).learned, { recursive: true, force: true });
   });
 
   test.each(["debug"])("logLevel=%s lets debug lines through (Traefik's logger enables every level)", (v) => {
@@ -222,13 +253,19 @@ describe("bad settings: one error line naming the setting, then fail open", () =
     ["viewRefreshMs", -1],
     ["viewRefreshMs", "10001"],
     ["maxSessionIdLength", 15],
-    ["maxSessionIdLength", "4097"],
+    ["maxSessionIdLength", String(SESSION_ID_MAX_LENGTH + 1)],
+    ["maxCookieBytes", 63],
+    ["maxCookieBytes", "4097"],
+    ["maxSessionEventFiles", 15],
+    ["maxLearnedFiles", 4095],
+    ["maxLearnedFiles", "100"],
     ["learnSessions", "maybe"],
     ["maxInitializeBodyBytes", 255],
     ["maxInitializeBodyBytes", "1048577"],
     ["maxBufferedBodyBytes", "16777217"],
     ["maxBufferedBodyBytes", -1],
     ["maxBufferedBodyBytes", "64k"],
+    ["maxCookieBytes", "63"],
     ["eventFlushMs", 99],
     ["eventFlushMs", "60001"],
     ["maxEventFiles", 15],

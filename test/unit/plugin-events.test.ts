@@ -26,16 +26,22 @@ import {
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 
+// Sessions the edge knows: closes are reported only for those.
+const KNOWN = [
+  ...Array.from({ length: 400 }, (_, i) => `close-${i}`),
+  ...[0, 1, 2].flatMap((w) => Array.from({ length: 120 }, (_, i) => `w${w}-${i}`)),
+  ...Array.from({ length: 100 }, (_, i) => `bound-${i}`),
+  ...Array.from({ length: 60 }, (_, i) => `${"L".repeat(250)}-${i}`),
+];
 const SPEC: ViewSpec = {
   nodes: [
     { id: 1, cookie: COOKIE.a, state: "up" },
     { id: 2, cookie: COOKIE.b, state: "gone" },
   ],
-  sessions: [
-    { id: "s-up", node: 1 },
-    { id: "s-gone", node: 2 },
-  ],
+  sessions: [{ id: "s-up", node: 1 }, { id: "s-gone", node: 2 }, ...KNOWN.map((id) => ({ id, node: 1 }))],
 };
+const sessionFiles = (dir: string) => eventFileNames(dir).filter((f) => f.startsWith("s-"));
+const countFiles = (dir: string) => eventFileNames(dir).filter((f) => f.startsWith("e-"));
 
 const t = useView(SPEC, "per-test");
 
@@ -49,12 +55,22 @@ describe("close (DELETE)", () => {
     expect(readEvents(t.dir).all.closed).toEqual([{ id: "s-up", hash: sessionHashHex("s-up"), cookie: COOKIE.a }]);
   });
 
-  test("DELETE of a session unknown to the view: passes, c event without a cookie", () => {
+  test("DELETE of a session unknown to the edge (a forged id): passes, no event", () => {
     const p = newPlugin({ dir: t.dir });
     const ex = p.handle(mcp({ method: "DELETE", sessionId: "nobody-knows" }), () => ({ status: 404 }));
     expect(ex.nextCalled).toBe(true);
     expect(ex.headerWrites).toEqual([]);
-    expect(readEvents(t.dir).all.closed).toEqual([{ id: "nobody-knows", hash: sessionHashHex("nobody-knows"), cookie: null }]);
+    expect(readEvents(t.dir).all.closed).toEqual([]);
+    expect(sessionFiles(t.dir)).toEqual([]);
+  });
+
+  test("a flood of forged DELETEs writes no session batch and at most one count batch per eventFlushMs", () => {
+    const p = newPlugin({ dir: t.dir, instances: 4, clock: new OffsetClock().freeze() });
+    for (let i = 0; i < 2000; i++) p.handle(mcp({ method: "DELETE", sessionId: `forged-${i}` }), () => ({ status: 404 }), i % 4);
+    expect(sessionFiles(t.dir)).toEqual([]);
+    // A fresh instance writes its first counts at once, then every eventFlushMs.
+    expect(countFiles(t.dir).length).toBeLessThanOrEqual(4);
+    expect(readEvents(t.dir).all.closed).toEqual([]);
   });
 
   test("DELETE of a lost session is answered 404 and still reported", () => {
@@ -162,13 +178,13 @@ describe("many instances at once", () => {
 });
 
 describe("bounded disk", () => {
-  test("maxEventFiles bounds pending files; dropped batches are reported once the sidecar consumes; counts survive", () => {
-    const p = newPlugin({ dir: t.dir, config: { maxEventFiles: "16" } });
+  test("maxSessionEventFiles bounds pending session batches; lost closes are counted and reported once the sidecar consumes; counts survive", () => {
+    const p = newPlugin({ dir: t.dir, config: { maxSessionEventFiles: "16" } });
     for (let i = 0; i < 100; i++) p.handle(mcp({ method: "DELETE", sessionId: `bound-${i}` }), () => ({ status: 200 }));
     const files = eventFileNames(t.dir);
     expect(files.length).toBe(16);
     for (const f of files) {
-      expect(f).toMatch(/^e-([0-9]|1[0-5])\.evt$/);
+      expect(f).toMatch(/^s-([0-9]|1[0-5])\.evt$/);
       expect(statSync(join(viewPaths(t.dir).events, f)).size).toBeLessThanOrEqual(8192);
     }
     const first = readEvents(t.dir);
@@ -182,12 +198,75 @@ describe("bounded disk", () => {
     expect(sum(first.all.decisions) + sum(second.all.decisions)).toBe(101);
   });
 
-  test("typed maxEventFiles works too, and every event file stays under 8 KiB", () => {
-    const p = newPlugin({ dir: t.dir, config: { maxEventFiles: 20 } });
+  test("typed maxSessionEventFiles works too, and every event file stays under 8 KiB", () => {
+    const p = newPlugin({ dir: t.dir, config: { maxSessionEventFiles: 20 } });
     const long = "L".repeat(250);
     for (let i = 0; i < 60; i++) p.handle(mcp({ method: "DELETE", sessionId: `${long}-${i}` }), () => ({ status: 200 }));
     const files = eventFileNames(t.dir);
     expect(files.length).toBe(20);
     for (const f of files) expect(readFileSync(join(viewPaths(t.dir).events, f)).length).toBeLessThanOrEqual(8192);
+  });
+});
+
+describe("separate channels", () => {
+  test("count batches filling every e- slot never stop a learn or a close (s- slots)", () => {
+    const p = newPlugin({ dir: t.dir, instances: 2, config: { maxEventFiles: 16, eventFlushMs: 100, wrapSessionIds: false } });
+    // Fill the count channel: every instance flushes counts every 100 ms.
+    for (let i = 0; i < 200; i++) {
+      p.clock.advance(101);
+      p.handle(mcp({ sessionId: `unknown-${i}` }), okUpstream, i % 2);
+    }
+    expect(countFiles(t.dir)).toHaveLength(16);
+    p.handle(mcp({ body: INIT_BODY }), initializeUpstream("while-full", { setCookie: `${bk(COOKIE.a)}; Path=/` }), 0);
+    p.handle(mcp({ method: "DELETE", sessionId: "close-7" }), () => ({ status: 200 }), 1);
+    const { all } = readEvents(t.dir);
+    expect(all.learned.map((l) => l.id)).toEqual(["while-full"]);
+    expect(all.closed.map((c) => c.id)).toEqual(["close-7"]);
+    expect(all.dropped).toBe(0);
+    expect(sessionFiles(t.dir)).toHaveLength(2);
+  });
+});
+
+describe("deaths seen at the edge", () => {
+  const notFound = () => ({ status: 404, headers: [["Content-Type", "application/json"]] as [string, string][], body: "{}" });
+  test("the owner answering a held session without Mcp-Session-Id (a 404) is reported as v, once per 10 s", () => {
+    const p = newPlugin({ dir: t.dir, clock: new OffsetClock().freeze() });
+    p.handle(mcp({ sessionId: "s-up", cookie: bk(COOKIE.a) }), notFound);
+    p.handle(mcp({ sessionId: "s-up", cookie: bk(COOKIE.a) }), notFound);
+    expect(readEvents(t.dir).all.suspects).toEqual([{ id: "s-up", hash: sessionHashHex("s-up"), cookie: COOKIE.a }]);
+    p.clock.advance(10_001);
+    p.handle(mcp({ sessionId: "s-up" }), notFound);
+    expect(readEvents(t.dir).all.suspects).toHaveLength(2);
+  });
+
+  test("not reported: answers carrying the session, SSE streams, another node's answer, unknown sessions, DELETEs", () => {
+    const p = newPlugin({ dir: t.dir });
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    p.handle(mcp({ sessionId: "s-up", method: "GET" }), () => ({ status: 200, headers: [["Content-Type", "text/event-stream"]], body: "event: message\n\n" }));
+    p.handle(mcp({ sessionId: "s-up" }), () => ({ status: 404, headers: [["Content-Type", "application/json"], ["Set-Cookie", `${bk(COOKIE.b)}; Path=/`]], body: "{}" }));
+    p.handle(mcp({ sessionId: "never-seen" }), notFound);
+    p.handle(mcp({ sessionId: "close-1", method: "DELETE" }), () => ({ status: 200 }));
+    expect(readEvents(t.dir).all.suspects ?? []).toEqual([]);
+  });
+});
+
+describe("activity of held sessions", () => {
+  test("a request of a held session is reported (a line) once a minute per instance, with the counts; unknown and closing sessions are not", async () => {
+    const p = newPlugin({ dir: t.dir, config: { eventFlushMs: 1000 }, clock: new OffsetClock().freeze() });
+    for (let i = 0; i < 5; i++) p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    p.handle(mcp({ sessionId: "never-seen" }), okUpstream);
+    p.handle(mcp({ sessionId: "close-3", method: "DELETE" }), () => ({ status: 200 }));
+    await advanceFresh(p, 1001);
+    p.handle({ method: "GET", uri: "/mcp" });
+    expect(readEvents(t.dir).all.active).toEqual([{ id: "s-up", hash: sessionHashHex("s-up") }]);
+    expect(sessionFiles(t.dir).length).toBe(1); // the close; activity rides the count batches
+    clearEvents(t.dir);
+    await advanceFresh(p, 30_000);
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    await advanceFresh(p, 30_001);
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    await advanceFresh(p, 1001);
+    p.handle({ method: "GET", uri: "/mcp" });
+    expect(readEvents(t.dir).all.active).toEqual([{ id: "s-up", hash: sessionHashHex("s-up") }]);
   });
 });

@@ -67,6 +67,8 @@ function model(ids: string[], cookieLines: string[], stale: boolean): Outcome {
   if (ids.length === 0 || (ids.length === 1 && ids[0] === "")) return { kind: "untouched", reason: "sessionless" };
   const id = ids[0]!;
   if (ids.length > 1 || id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) return { kind: "answer", status: 400, affinity: "invalid", reason: "invalid" };
+  // Bounded read: Cookie lines beyond maxCookieBytes (default 4096, a NUL after each line) are not read.
+  if (cookieLines.reduce((n, l) => n + l.length + 1, 0) > 4096) return { kind: "answer", status: 431, affinity: "invalid", reason: "invalid" };
   const s = SPEC.sessions.find((x) => x.id === id);
   if (!s) return { kind: "untouched", reason: stale ? "fail-open" : "unknown" };
   const node = SPEC.nodes.find((n) => n.id === s.node)!;

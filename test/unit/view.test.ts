@@ -6,7 +6,10 @@ import {
   decodeMeta,
   decodeShard,
   defaultViewFs,
+  deleteLearned,
   drainEvents,
+  learnedName,
+  QUARANTINE_DIR,
   encodeMeta,
   encodeShard,
   formatEventBatch,
@@ -234,16 +237,28 @@ describe("learned/", () => {
   it("round-trips and skips temporaries, foreign and partial files", async () => {
     const hex = sessionHash("L1").toString("hex");
     await writeLearned(dir, hex, "0123456789abcdef");
-    expect(await readFile(join(dir, "learned", hex), "latin1")).toBe("0123456789abcdef\n");
+    expect(await readFile(join(dir, "learned", hex.slice(0, 3)), "latin1")).toBe(`${hex} 0123456789abcdef\n`);
     await writeFile(join(dir, "learned", "README"), "foreign");
     await writeFile(join(dir, "learned", ".x.tmp-1"), "0123456789abcdef\n");
-    const partial = sessionHash("L2").toString("hex");
+    const partial = sessionHash("L2").toString("hex").slice(0, 3);
     await writeFile(join(dir, "learned", partial), "0123");
     const invalid: string[] = [];
-    expect(await listLearned(dir, { onInvalid: (n) => invalid.push(n) })).toEqual([{ hashHex: hex, cookie: "0123456789abcdef" }]);
+    expect(await listLearned(dir, { onInvalid: (n) => invalid.push(n) })).toEqual([{ name: hex.slice(0, 3), hashHex: hex, cookie: "0123456789abcdef" }]);
     expect(invalid).toEqual([partial]);
     await expect(writeLearned(dir, "xyz", "0123456789abcdef")).rejects.toThrow();
     expect(await listLearned(join(dir, "missing"))).toEqual([]);
+  });
+  it("deletes a file only while it holds the session it was listed for", async () => {
+    const a = sessionHash("L1").toString("hex");
+    await writeLearned(dir, a, "0123456789abcdef", { digits: 1 });
+    const name = learnedName(a, 1);
+    // Another session of the same prefix replaced it meanwhile: kept.
+    const other = name + "f".repeat(31);
+    await writeFile(join(dir, "learned", name), `${other} 0123456789abcdef\n`);
+    await deleteLearned(dir, name, { hashHex: a });
+    expect((await listLearned(dir)).map((e) => e.hashHex)).toEqual([other]);
+    await deleteLearned(dir, name, { hashHex: other });
+    expect(await listLearned(dir)).toEqual([]);
   });
 });
 
@@ -313,9 +328,9 @@ describe("drainEvents", () => {
       await utimes(join(evDir(), name), t, t);
     }
   };
-  it("applies complete batches oldest first, deletes them, and leaves young incomplete ones", async () => {
-    await put("e-2.evt", formatEventBatch(batch({ t: 200 })));
-    await put("e-1.evt", formatEventBatch(batch({ t: 100 })));
+  it("applies complete session batches oldest first, deletes them, and leaves young incomplete ones", async () => {
+    await put("s-2.evt", formatEventBatch(batch({ t: 200 })));
+    await put("s-1.evt", formatEventBatch(batch({ t: 100 })));
     await put("e-3.evt", "MCPAEV 1\nt 300\nd pin 1\n"); // being written
     await put("README", "foreign");
     const seen: number[] = [];
@@ -336,9 +351,9 @@ describe("drainEvents", () => {
     expect(corrupt.sort()).toEqual(["e-1.evt", "e-2.evt"]);
     expect(await readdir(evDir())).toEqual([]);
   });
-  it("keeps a batch whose apply fails, and every later one, for the next drain", async () => {
-    await put("e-1.evt", formatEventBatch(batch({ t: 1 })));
-    await put("e-2.evt", formatEventBatch(batch({ t: 2 })));
+  it("keeps a session batch whose apply fails, and every later one, for the next drain", async () => {
+    await put("s-1.evt", formatEventBatch(batch({ t: 1 })));
+    await put("s-2.evt", formatEventBatch(batch({ t: 2 })));
     const errors: string[] = [];
     const r = await drainEvents(
       dir,
@@ -348,8 +363,8 @@ describe("drainEvents", () => {
       { onError: (f) => errors.push(f) },
     );
     expect(r).toMatchObject({ applied: 0, failed: 1, pending: 1 });
-    expect(errors).toEqual(["e-1.evt"]);
-    expect((await readdir(evDir())).sort()).toEqual(["e-1.evt", "e-2.evt"]);
+    expect(errors).toEqual(["s-1.evt"]);
+    expect((await readdir(evDir())).sort()).toEqual(["s-1.evt", "s-2.evt"]);
     const seen: number[] = [];
     const r2 = await drainEvents(dir, async (b) => {
       seen.push(b.t);
@@ -366,6 +381,71 @@ describe("drainEvents", () => {
     expect(r).toMatchObject({ applied: 1, badLines: 1, corrupt: 0 });
     expect(got[0].learned[0].id).toBe("sess-A");
     expect(got[0].decisions).toEqual({ pin: 3 });
+  });
+  it("applies learns and closes in write order whatever the backlog (1,200 files, names not in time order)", async () => {
+    // Slot numbers are unrelated to time; readdir order is alphabetical (s-0, s-1, s-10, ...).
+    const n = 1200;
+    const order: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const slot = (i * 7919) % 4096;
+      const id = `o-${Math.floor(i / 2)}`;
+      const hash = sessionHash(id).toString("hex");
+      const b: EventBatch =
+        i % 2 === 0
+          ? { t: 1_000 + i, learned: [{ id, hash, cookie: "0123456789abcdef" }], closed: [], decisions: {}, dropped: 0 }
+          : { t: 1_000 + i, learned: [], closed: [{ id, hash, cookie: "0123456789abcdef" }], decisions: {}, dropped: 0 };
+      await put(`s-${slot}.evt`, formatEventBatch(b));
+      order.push(1_000 + i);
+    }
+    const seen: number[] = [];
+    const state = new Map<string, string>();
+    const r = await drainEvents(dir, async (b) => {
+      seen.push(b.t);
+      for (const l of b.learned) state.set(l.id, "learned");
+      for (const c of b.closed) {
+        expect(state.get(c.id), `close of ${c.id} before its learn`).toBe("learned");
+        state.set(c.id, "closed");
+      }
+    });
+    expect(r).toMatchObject({ applied: n, pending: 0, failed: 0 });
+    expect(seen).toEqual(order);
+  });
+  it("a session batch still being written holds back the batches written after it", async () => {
+    const now = Date.now();
+    await put("s-1.evt", formatEventBatch(batch({ t: now - 60_000 })));
+    await put("s-2.evt", "MCPAEV 1\nt 0\n"); // mid-write, mtime now
+    await put("s-3.evt", formatEventBatch(batch({ t: now })));
+    const seen: number[] = [];
+    const r = await drainEvents(dir, async (b) => void seen.push(b.t));
+    expect(seen).toEqual([now - 60_000]);
+    expect(r).toMatchObject({ applied: 1, pending: 2 });
+  });
+  it("a batch failing for a permanent reason is moved to events-quarantine/ (bounded) and the next ones go on", async () => {
+    for (let i = 1; i <= 5; i++) await put(`s-${i}.evt`, formatEventBatch(batch({ t: i })));
+    await put("s-9.evt", formatEventBatch(batch({ t: 9 })));
+    const quarantined: string[] = [];
+    const seen: number[] = [];
+    const r = await drainEvents(
+      dir,
+      async (b) => {
+        if (b.t <= 5) throw Object.assign(new Error("refused"), { code: "ERR_REGISTRY_SCHEMA" });
+        seen.push(b.t);
+      },
+      { isPermanent: (e: any) => e.code === "ERR_REGISTRY_SCHEMA", onQuarantine: (f) => quarantined.push(f), maxQuarantine: 3 },
+    );
+    expect(seen).toEqual([9]);
+    expect(r).toMatchObject({ applied: 1, quarantined: 5, failed: 0, pending: 0 });
+    expect(quarantined).toEqual(["s-1.evt", "s-2.evt", "s-3.evt", "s-4.evt", "s-5.evt"]);
+    const kept = (await readdir(join(dir, QUARANTINE_DIR))).sort();
+    expect(kept).toHaveLength(3);
+    expect(kept.map((k) => k.replace(/^q-\d+-/, ""))).toEqual(["s-3.evt", "s-4.evt", "s-5.evt"]);
+    expect(await readdir(evDir())).toEqual([]);
+  });
+  it("count batches are read at most maxFiles per drain; session batches are all read", async () => {
+    for (let i = 0; i < 30; i++) await put(`e-${i}.evt`, formatEventBatch(batch({ t: i, learned: [] })));
+    for (let i = 0; i < 30; i++) await put(`s-${i}.evt`, formatEventBatch(batch({ t: 100 + i })));
+    const r = await drainEvents(dir, async () => undefined, { maxFiles: 10 });
+    expect(r).toMatchObject({ applied: 40, pending: 20 });
   });
   it("is a no-op without an events directory", async () => {
     expect(await drainEvents(dir, async () => undefined)).toMatchObject({ applied: 0, corrupt: 0, pending: 0 });
