@@ -2,7 +2,7 @@
 // Each batch is one file created O_EXCL in a bounded ring of slots, written with one write.
 import { Bytes } from "./abi";
 import { openWrite, writeAll, close, mkdir, ERRNO_EXIST, ERRNO_NOENT } from "./wasi";
-import { REASONS, REASON_COUNT } from "./core";
+import { REASONS, REASON_COUNT, isFrequentReason } from "./core";
 
 const PROBES: u32 = 16;
 const MAX_PENDING_BYTES: i32 = 6144; // a batch stays under the documented 8 KiB
@@ -10,6 +10,8 @@ const MAX_PENDING_BYTES: i32 = 6144; // a batch stays under the documented 8 KiB
 export class EventLog {
   counts: StaticArray<u32> = new StaticArray<u32>(REASON_COUNT);
   pendingCounts: u32 = 0;
+  /** A rare decision is pending: the next maybeFlush writes at once. */
+  urgent: bool = false;
   dropped: u32 = 0;
   lastFlush: u64 = 0;
   seq: u32 = 0;
@@ -23,6 +25,7 @@ export class EventLog {
   count(reason: i32): void {
     unchecked(this.counts[reason] += 1);
     this.pendingCounts++;
+    if (!isFrequentReason(reason)) this.urgent = true;
   }
 
   /** Queues an `l` or `c` line; a line that would overflow the batch is dropped and counted. */
@@ -42,9 +45,9 @@ export class EventLog {
     this.lines.pushByte(10);
   }
 
-  /** Writes a batch when lines are pending, or counts are and flushMs has passed. */
+  /** Writes a batch when lines or a rare decision are pending, or counts are and flushMs has passed. */
   maybeFlush(now: u64): void {
-    if (this.lines.len == 0) {
+    if (this.lines.len == 0 && !this.urgent) {
       if (this.pendingCounts == 0 && this.dropped == 0) return;
       if (now >= this.lastFlush && now - this.lastFlush < this.flushMs) return;
     }
@@ -78,6 +81,7 @@ export class EventLog {
     if (this.writeSlot(now)) {
       for (let r = 0; r < REASON_COUNT; r++) unchecked(this.counts[r] = 0);
       this.pendingCounts = 0;
+      this.urgent = false;
       this.dropped = 0;
       this.lines.clear();
     } else {

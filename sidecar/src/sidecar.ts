@@ -282,11 +282,11 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     }
     for (const c of b.closed) {
       await registry.closeSession(c.id);
-      mirror.applyClose(c.id, hashKeyFromHex(c.hash));
+      // One close, one count: the node's own close reaches this mirror through the registry too,
+      // and a retried batch finds the session closed already.
+      if (mirror.applyClose(c.id, hashKeyFromHex(c.hash))) metrics.closes.inc({ origin: "edge" });
       log.debug({ session: sessionTag(c.id) }, "session closed at the edge");
     }
-    // Counted only once the whole batch is applied: a retried batch is never counted twice.
-    if (b.closed.length) metrics.closes.inc({ origin: "edge" }, b.closed.length);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
     if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
@@ -443,8 +443,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
       maybePublish();
     },
     onClosed: (id) => {
-      mirror.applyClose(id);
-      metrics.closes.inc({ origin: "api" });
+      if (mirror.applyClose(id)) metrics.closes.inc({ origin: "api" });
       maybePublish();
     },
   });

@@ -130,6 +130,23 @@ describe("decision counts", () => {
   });
 });
 
+describe("rare decisions", () => {
+  test("lost and invalid are written with the request itself, frequent counts ride along", () => {
+    // Frozen clock: nothing but the rare decision can trigger a write.
+    const p = newPlugin({ dir: t.dir, config: { eventFlushMs: 60000 }, clock: new OffsetClock().freeze() });
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    const first = eventFileNames(t.dir).length;
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    expect(eventFileNames(t.dir).length).toBe(first);
+    expect(p.handle(mcp({ sessionId: "s-gone" })).response.status).toBe(404);
+    expect(eventFileNames(t.dir).length).toBe(first + 1);
+    expect(p.handle(mcp({ sessionId: "bad id" })).response.status).toBe(400);
+    expect(eventFileNames(t.dir).length).toBe(first + 2);
+    const { all } = readEvents(t.dir);
+    expect(all.decisions).toMatchObject({ lost: 1, invalid: 1, pin: 2 });
+  });
+});
+
 describe("many instances at once", () => {
   test("8 instances interleaved in one millisecond: every close lands exactly once", () => {
     // Same wall-clock millisecond for all: the clock-derived slots collide and O_EXCL must resolve it.
