@@ -5,11 +5,14 @@
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
 //   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client)
 //   --chromium Debian's chromium (apt-get; needs root) for the status-page test (playwright-core)
+//   --promtool, --kubeconform  pinned Go tools for the ops checks (scripts/go-tools.mjs)
+//   --k8s-schemas  offline schemas for kubeconform (scripts/k8s-schemas.mjs; after --python)
 // Prints one line per step; exits 2 with a message naming what is missing when it cannot install.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { goTool } from "./go-tools.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const want = new Set(process.argv.slice(2).map((a) => a.replace(/^--/, "")));
@@ -57,4 +60,13 @@ if (want.has("chromium") && !existsSync("/usr/bin/chromium")) {
   console.log("ensure-deps: installing chromium (apt-get)");
   run("apt-get", ["update", "-qq"]);
   run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+}
+
+for (const tool of ["promtool", "kubeconform"]) {
+  if (want.has(tool)) console.log(`ensure-deps: ${tool} at ${goTool(tool)}`);
+}
+
+if (want.has("k8s-schemas")) {
+  const { k8sSchemas } = await import("./k8s-schemas.mjs");
+  console.log(`ensure-deps: Kubernetes schemas at ${k8sSchemas()}`);
 }

@@ -40,6 +40,9 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
   const registry = new Registry();
   const r = [registry];
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
+  // Gauges named like counters (`promtool check metrics` refuses them); the same figures are the
+  // sums of nodejs_active_{handles,requests,resources} by type.
+  for (const kind of ["handles", "requests", "resources"]) registry.removeSingleMetric(`${PREFIX}nodejs_active_${kind}_total`);
 
   const decisions = new Counter({ name: `${PREFIX}edge_decisions_total`, help: "Edge (plugin) decisions by reason, from the plugin's event batches", labelNames: ["reason"], registers: r });
   // Pre-create the documented reasons so dashboards see zeros rather than gaps.
