@@ -119,6 +119,16 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
     },
   });
   new Gauge({
+    name: `${PREFIX}node_info`,
+    help: "1 per known node: its name from its heartbeat (node = server URL, or cookie when unknown)",
+    labelNames: ["node", "name"],
+    registers: r,
+    collect() {
+      this.reset();
+      for (const n of src.mirror.nodes.values()) if (n.name) this.set({ node: n.url || n.cookie, name: n.name }, 1);
+    },
+  });
+  new Gauge({
     name: `${PREFIX}view_age_seconds`,
     help: "Age of the published view's freshness stamp (-1 before the first publish)",
     registers: r,
