@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Installs what the project needs beyond npm packages, each only when missing:
-//   --plugin   build plugin/build (AssemblyScript)
+//   --plugin   build plugin/build (AssemblyScript) when a source is newer than it
 //   --redis    redis-server from Debian's packages (apt-get; needs root)
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
 //   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client)
@@ -9,7 +9,7 @@
 //   --k8s-schemas  offline schemas for kubeconform (scripts/k8s-schemas.mjs; after --python)
 // Prints one line per step; exits 2 with a message naming what is missing when it cannot install.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { goTool } from "./go-tools.mjs";
@@ -25,8 +25,20 @@ function fail(msg) {
 const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: root, stdio: "inherit", ...opts });
 
+/** Newest modification time of the files under `dir` (recursively), or of the file itself. */
+function newest(path) {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.mtimeMs;
+  return readdirSync(path).reduce((m, f) => Math.max(m, newest(join(path, f))), st.mtimeMs);
+}
+
 if (want.has("plugin")) {
-  run(process.execPath, [join(root, "scripts/build-plugin.mjs")]);
+  // Built only when a source is newer than the built plugin (npm start and the bench call this).
+  const built = join(root, "plugin", "build", "local", "plugin.wasm");
+  const sources = ["plugin/assembly", "plugin/passthrough", "plugin/test", "plugin/.traefik.yml", "asconfig.json", "package-lock.json"].map((p) => join(root, p));
+  const fresh = existsSync(built) && newest(built) > Math.max(...sources.filter(existsSync).map(newest));
+  if (fresh) console.log("ensure-deps: plugin/build is up to date");
+  else run(process.execPath, [join(root, "scripts/build-plugin.mjs")]);
 }
 
 if (want.has("redis") && !has("redis-server") && !existsSync("/usr/bin/redis-server")) {

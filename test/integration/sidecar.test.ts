@@ -203,7 +203,7 @@ describe("sidecar with Redis", () => {
     expect((await writer.lookupSession("node-owned"))?.cookie).toBe(COOKIE_A);
 
     // A DELETE seen at the edge: the record goes whatever the node did, and the view says closed.
-    const closesTotal = async () => (await Promise.all(["edge", "registry", "api"].map((o) => metric(sc, "mcp_affinity_closes_total", `{origin="${o}"}`)))).reduce((a, b) => a + (b || 0), 0);
+    const closesTotal = async () => (await Promise.all(["edge", "registry", "api"].map((o) => metric(sc!, "mcp_affinity_closes_total", `{origin="${o}"}`)))).reduce((a, b) => a + (b || 0), 0);
     const closesBefore = await closesTotal();
     await putEvent(ev({ closed: [{ id: "node-owned", hash: sessionHashHex("node-owned"), cookie: COOKIE_A }] }));
     await until(async () => (await writer.lookupSession("node-owned")) === null, 2000, "record deleted");
