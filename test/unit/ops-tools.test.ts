@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { goTool } from "../../scripts/go-tools.mjs";
 import { k8sSchemas, schemaLocations } from "../../scripts/k8s-schemas.mjs";
+import { Registry } from "prom-client";
+import { AffinityMetrics } from "../../node/src/metrics.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import { ROOT } from "../support/stack.ts";
 
@@ -124,6 +126,18 @@ describe("promtool", () => {
       // The linter is real: a gauge named like a counter is refused.
       expect(run(promtool, ["check", "metrics"], "# HELP x_total a gauge\n# TYPE x_total gauge\nx_total 1\n").status).not.toBe(0);
     });
+  });
+});
+
+describe("the node library's metrics", () => {
+  it("pass promtool check metrics", async () => {
+    const registry = new Registry();
+    new AffinityMetrics(registry, () => 3, () => "up");
+    const text = await registry.metrics();
+    expect(text).toContain("mcp_affinity_node_registrations_total");
+    const r = run(promtool, ["check", "metrics"], text);
+    expect(r.out).toBe("");
+    expect(r.status).toBe(0);
   });
 });
 
