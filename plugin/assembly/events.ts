@@ -12,6 +12,8 @@ export class EventLog {
   pendingCounts: u32 = 0;
   /** A rare decision is pending: the next maybeFlush writes at once. */
   urgent: bool = false;
+  /** The last write found every slot taken: rare decisions wait for flushMs too, until one succeeds. */
+  full: bool = false;
   dropped: u32 = 0;
   lastFlush: u64 = 0;
   seq: u32 = 0;
@@ -47,7 +49,7 @@ export class EventLog {
 
   /** Writes a batch when lines or a rare decision are pending, or counts are and flushMs has passed. */
   maybeFlush(now: u64): void {
-    if (this.lines.len == 0 && !this.urgent) {
+    if (this.lines.len == 0 && (!this.urgent || this.full)) {
       if (this.pendingCounts == 0 && this.dropped == 0) return;
       if (now >= this.lastFlush && now - this.lastFlush < this.flushMs) return;
     }
@@ -82,12 +84,15 @@ export class EventLog {
       for (let r = 0; r < REASON_COUNT; r++) unchecked(this.counts[r] = 0);
       this.pendingCounts = 0;
       this.urgent = false;
+      this.full = false;
       this.dropped = 0;
       this.lines.clear();
     } else {
-      // Every probed slot is taken (sidecar not consuming): keep the counts, drop the lines.
+      // Every probed slot is taken (sidecar not consuming): keep the counts, drop the lines, and
+      // retry on the flushMs schedule rather than probing again on every rare decision.
       if (this.lines.len > 0) this.dropped++;
       this.lines.clear();
+      this.full = true;
     }
   }
 

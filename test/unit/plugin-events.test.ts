@@ -199,6 +199,21 @@ describe("bounded disk", () => {
     expect(sum(first.all.decisions) + sum(second.all.decisions)).toBe(101);
   });
 
+  test("with every slot taken, rare decisions wait for the flush interval and none is lost", () => {
+    const p = newPlugin({ dir: t.dir, config: { maxEventFiles: "16" }, clock: new OffsetClock().freeze() });
+    for (let i = 0; i < 16; i++) p.handle(mcp({ method: "DELETE", sessionId: `fill-${i}` }), () => ({ status: 200 }));
+    expect(eventFileNames(t.dir)).toHaveLength(16);
+    const before = readEvents(t.dir).all.decisions;
+    for (let i = 0; i < 50; i++) expect(p.handle(mcp({ sessionId: "bad id" })).response.status).toBe(400);
+    expect(eventFileNames(t.dir)).toHaveLength(16);
+    clearEvents(t.dir); // the sidecar catches up
+    p.handle(mcp({ sessionId: "bad id" })); // within the interval: still waiting
+    expect(eventFileNames(t.dir)).toHaveLength(0);
+    p.clock.advance(1_000);
+    p.handle(mcp({ sessionId: "bad id" }));
+    expect((before.invalid ?? 0) + readEvents(t.dir).all.decisions.invalid!).toBe(52);
+  });
+
   test("typed maxEventFiles works too, and every event file stays under 8 KiB", () => {
     const p = newPlugin({ dir: t.dir, config: { maxEventFiles: 20 } });
     const long = "L".repeat(250);
