@@ -10,6 +10,8 @@ import { httpGet, sleep, startStack, waitUntil, type Stack } from "../support/st
 import { header, LATEST_PROTOCOL, MCP_HEADERS, raw, rawCall, rawInitialize, report } from "./helpers.ts";
 
 let stack: Stack;
+/** A session closed through Traefik: the edge answers 404 for it. */
+let closedSession = "";
 
 beforeAll(async () => {
   stack = await startStack({ name: "e2e-metrics", nodes: 2 });
@@ -38,9 +40,10 @@ function sumOf(text: string, name: string, ...fragments: string[]): number {
 const sidecarMetric = async (name: string, ...fragments: string[]) => sumOf(await scrape(`${stack.sidecarUrl}/metrics`), name, ...fragments);
 
 describe("edge decisions and closes on /metrics", () => {
-  it("a DELETE counts one close; N edge 404s count exactly N lost within 2 s, then sit idle uncounted no more", async () => {
+  it("a DELETE counts one close; N edge 404s count exactly N lost within 2 s, with the instance idle after them", async () => {
     const closesBefore = await sidecarMetric("mcp_affinity_closes_total");
     const { sessionId } = await rawInitialize(stack.httpBase);
+    closedSession = sessionId;
     const headers = { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL };
     expect((await rawCall(stack.httpBase, sessionId, "counter")).text).toBe("1");
     const del = await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers });
@@ -85,5 +88,27 @@ describe("the scrapes", () => {
     const text = await scrape(stack.traefikMetricsUrl);
     // McpAffinityPluginSilent selects service=~"mcp@file|..." (ops/prometheus-alerts.yml).
     expect(sumOf(text, "traefik_service_requests_total", 'service="mcp@file"')).toBeGreaterThan(0);
+  });
+});
+
+describe("a plugin with a bad setting", () => {
+  it("passes everything and reports nothing while Traefik counts the requests (what McpAffinityPluginSilent compares)", async () => {
+    const headers = { ...MCP_HEADERS, "mcp-session-id": closedSession, "mcp-protocol-version": LATEST_PROTOCOL };
+    const post = () => raw(`${stack.httpBase}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }) });
+    expect(header(await post(), "mcp-affinity")).toBe("lost");
+    // eventFlushMs below its range: the plugin logs the setting once and passes every request.
+    stack.writeDynamic({ pluginSettings: { staleAfterMs: String(stack.timing.staleAfterMs), eventFlushMs: "5" } });
+    await waitUntil("Traefik to load the middleware with the bad setting", async () => header(await post(), "mcp-affinity") === undefined, 15_000, 200);
+    await sleep(1500); // batches of the old instances
+    const decisionsBefore = await sidecarMetric("mcp_affinity_edge_decisions_total");
+    const servedBefore = sumOf(await scrape(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"');
+    const N = 30;
+    for (let i = 0; i < N; i++) expect((await post()).status).toBe(404); // the node's own 404 now
+    await sleep(1500);
+    const served = sumOf(await scrape(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"') - servedBefore;
+    expect(served).toBeGreaterThanOrEqual(N);
+    const decisions = (await sidecarMetric("mcp_affinity_edge_decisions_total")) - decisionsBefore;
+    expect(decisions).toBe(0);
+    report("metrics plugin-silent", { traefikServed: served, decisions });
   });
 });
