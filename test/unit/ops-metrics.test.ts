@@ -65,8 +65,8 @@ function dashboardExprs(d: { panels: Panel[]; templating?: { list: Array<{ query
   return out;
 }
 
-/** Traefik's metrics the alerts use besides the sidecar's. */
-const TRAEFIK_SERIES = ["traefik_service_requests_total"];
+/** Series the alerts use besides the sidecar's: Traefik's own, and Prometheus's `up`. */
+const TRAEFIK_SERIES = ["traefik_service_requests_total", "up"];
 
 let sidecar: Sidecar;
 let dir: string;
