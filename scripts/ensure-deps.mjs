@@ -35,7 +35,7 @@ function newest(path) {
 if (want.has("plugin")) {
   // Built only when a source is newer than the built plugin (npm start and the bench call this).
   const built = join(root, "plugin", "build", "local", "plugin.wasm");
-  const sources = ["plugin/assembly", "plugin/passthrough", "plugin/test", "plugin/.traefik.yml", "asconfig.json", "package-lock.json"].map((p) => join(root, p));
+  const sources = ["plugin/assembly", "plugin/passthrough", "plugin/test", "plugin/.traefik.yml", "asconfig.json", "package-lock.json", "scripts/build-plugin.mjs"].map((p) => join(root, p));
   const fresh = existsSync(built) && newest(built) > Math.max(...sources.filter(existsSync).map(newest));
   if (fresh) console.log("ensure-deps: plugin/build is up to date");
   else run(process.execPath, [join(root, "scripts/build-plugin.mjs")]);
