@@ -12,6 +12,14 @@ export interface ViewNode {
   state: NodeViewState;
   retryAfterSeconds?: number;
 }
+/** One incarnation of a node (`boot` line): what a session id's routing token is checked against. */
+export interface ViewBoot {
+  cookie: string;
+  /** lib/token bootTag(boot id), or UNKNOWN_BOOT_TAG for a node whose boot is not known. */
+  bootTag: string;
+  state: NodeViewState;
+  retryAfterSeconds?: number;
+}
 export interface ViewSession {
   hash: Buffer /* 16 bytes */;
   node: number;
@@ -24,6 +32,8 @@ export interface ViewMeta {
   published: number;
   shardBits: ShardBits;
   nodes: ViewNode[];
+  /** Node incarnations for routing tokens (absent in views written before tokens existed). */
+  boots?: ViewBoot[];
 }
 
 export const META_MAGIC = "MCPAVIEW 1";
@@ -40,6 +50,11 @@ export const EVENT_INCOMPLETE_GRACE_MS = 5_000;
 export const EVENT_MAX_BYTES = 1024 * 1024;
 /** Session ids the plugin may report (its maxSessionIdLength goes up to 4096). */
 export const EVENT_MAX_SESSION_ID = 4096;
+/**
+ * How the plugin passed a POST body on: `buffered` (copied into Traefik's memory first: the answer
+ * cannot be cut by golang/go#40747) or `streamed` (chunked, or above maxBufferedBodyBytes).
+ */
+export const BODY_KINDS = ["buffered", "streamed"] as const;
 export const DECISION_REASONS = [
   "sessionless",
   "pass",
@@ -96,6 +111,7 @@ export const viewPaths = (dir: string) => ({
 
 const HEX32 = /^[0-9a-f]{32}$/;
 const COOKIE = /^[0-9a-f]{16}$/;
+const BOOT_TAG = /^[0-9a-f]{8}$/;
 const U32_MAX = 0xffff_ffff;
 const isU32 = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= U32_MAX;
 const isShardBits = (n: unknown): n is ShardBits => n === 4 || n === 8 || n === 12 || n === 16;
@@ -145,6 +161,14 @@ export function encodeMeta(meta: ViewMeta): string {
     if (!isU32(retry)) throw new ViewFormatError(`node ${n.id} retryAfterSeconds is not a u32`);
     lines.push(`node ${n.id} ${n.cookie} ${n.state} ${retry}`);
   }
+  for (const b of meta.boots ?? []) {
+    if (!COOKIE.test(b.cookie)) throw new ViewFormatError(`boot ${b.bootTag} cookie is not 16 hex digits`);
+    if (!BOOT_TAG.test(b.bootTag)) throw new ViewFormatError(`boot tag of ${b.cookie} is not 8 hex digits`);
+    if (!STATES.has(b.state)) throw new ViewFormatError(`boot ${b.cookie} ${b.bootTag} state ${b.state} is unknown`);
+    const retry = b.retryAfterSeconds ?? 0;
+    if (!isU32(retry)) throw new ViewFormatError(`boot ${b.cookie} ${b.bootTag} retryAfterSeconds is not a u32`);
+    lines.push(`boot ${b.cookie} ${b.bootTag} ${b.state} ${retry}`);
+  }
   lines.push("end");
   const text = lines.join("\n") + "\n";
   if (text.length > META_MAX_BYTES) throw new ViewFormatError(`meta is ${text.length} bytes, over ${META_MAX_BYTES}`);
@@ -171,6 +195,7 @@ export function decodeMeta(text: string): ViewMeta {
   let published: number | undefined;
   let shardBits: number | undefined;
   const nodes: ViewNode[] = [];
+  const boots: ViewBoot[] = [];
   for (let i = 1; i < lines.length - 1; i++) {
     const f = lines[i].split(" ");
     switch (f[0]) {
@@ -197,6 +222,15 @@ export function decodeMeta(text: string): ViewMeta {
         nodes.push({ id, cookie: f[2], state: f[3] as NodeViewState, retryAfterSeconds: retry });
         break;
       }
+      case "boot": {
+        if (f.length !== 5) throw new ViewFormatError(`meta line ${i + 1}: boot needs 4 fields`);
+        if (!COOKIE.test(f[1])) throw new ViewFormatError(`meta line ${i + 1}: bad cookie`);
+        if (!BOOT_TAG.test(f[2])) throw new ViewFormatError(`meta line ${i + 1}: bad boot tag`);
+        if (!STATES.has(f[3])) throw new ViewFormatError(`meta line ${i + 1}: bad state`);
+        const retry = decInt(f[4], "retryAfterSeconds");
+        boots.push({ cookie: f[1], bootTag: f[2], state: f[3] as NodeViewState, retryAfterSeconds: retry });
+        break;
+      }
       default:
         throw new ViewFormatError(`meta line ${i + 1}: unknown key`);
     }
@@ -205,7 +239,7 @@ export function decodeMeta(text: string): ViewMeta {
     throw new ViewFormatError("meta lacks epoch, generation, published or shardBits");
   }
   if (!isShardBits(shardBits)) throw new ViewFormatError("meta shardBits is not 4, 8, 12 or 16");
-  return { epoch, generation, published, shardBits, nodes };
+  return { epoch, generation, published, shardBits, nodes, boots };
 }
 
 export async function writeMeta(dir: string, meta: ViewMeta, opts: ViewIoOptions = {}): Promise<void> {
@@ -504,6 +538,8 @@ export interface EventBatch {
   closed: Array<{ id: string; hash: string; cookie: string | null }>;
   decisions: Record<string, number>;
   dropped: number;
+  /** POSTs with a body by how the plugin passed the body on (`b` lines): buffered, streamed. */
+  bodies?: Record<string, number>;
   /** Lines skipped by a lenient parse (never written). */
   badLines?: number;
 }
@@ -556,6 +592,13 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       b.decisions[f[1]] = (b.decisions[f[1]] ?? 0) + n;
       return null;
     }
+    case "b": {
+      const n = count(f[2]);
+      if (f.length !== 3 || !(BODY_KINDS as readonly string[]).includes(f[1]!) || n === null) return "bad b line";
+      b.bodies ??= {};
+      b.bodies[f[1]!] = (b.bodies[f[1]!] ?? 0) + n;
+      return null;
+    }
     case "x": {
       const n = count(f[1]);
       if (f.length !== 2 || n === null) return "bad x line";
@@ -599,7 +642,7 @@ export function parseEventBatch(text: string, opts: ParseEventOptions = {}): Eve
 
 /**
  * The text the plugin writes for a batch: header, t, l*, c*, d* (non-zero, in DECISION_REASONS
- * order), x (when non-zero), end. (The plugin may interleave l and c lines in the order it saw them.)
+ * order), b (non-zero), x (when non-zero), end. (The plugin may interleave l and c lines in the order it saw them.)
  */
 export function formatEventBatch(b: EventBatch): string {
   const lines = [EVENT_MAGIC, `t ${b.t}`];
@@ -608,6 +651,7 @@ export function formatEventBatch(b: EventBatch): string {
   // The plugin writes reasons in DECISION_REASONS order; any other reason follows.
   const reasons = [...DECISION_REASONS.filter((r) => r in b.decisions), ...Object.keys(b.decisions).filter((r) => !(DECISION_REASONS as readonly string[]).includes(r))];
   for (const reason of reasons) if (b.decisions[reason] > 0) lines.push(`d ${reason} ${b.decisions[reason]}`);
+  for (const kind of BODY_KINDS) if ((b.bodies?.[kind] ?? 0) > 0) lines.push(`b ${kind} ${b.bodies![kind]}`);
   if (b.dropped > 0) lines.push(`x ${b.dropped}`);
   lines.push("end");
   return lines.join("\n") + "\n";

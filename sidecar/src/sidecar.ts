@@ -288,6 +288,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
       log.debug({ session: sessionTag(c.id) }, "session closed at the edge");
     }
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
+    for (const [body, n] of Object.entries(b.bodies ?? {})) metrics.postBodies.inc({ body }, n);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
     if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
     maybePublish();
