@@ -118,6 +118,15 @@ if (cfg.noSidecar) {
   cfg.registrations = 0;
   cfg.restarts = 0;
 }
+for (const [flag, file] of [["--plugin-wasm", cfg.pluginWasm], ["--sidecar-main", cfg.sidecarMain]] as const) {
+  if (file !== undefined && !existsSync(file)) usageError(flag, `no such file ${JSON.stringify(file)}`);
+}
+// Flags are checked above, before the builds: --help and a typo cost nothing.
+try {
+  execFileSync(process.execPath, [join(ROOT, "scripts", "ensure-deps.mjs"), "--plugin", "--traefik", "--redis"], { stdio: "inherit" });
+} catch (err) {
+  process.exit((err as { status?: number }).status ?? 1); // ensure-deps named what is missing
+}
 const SESSIONS_PER_WORKER = 4;
 /**
  * The directory shared by the sidecar and the plugin: a tmpfs when the machine has /dev/shm, as in

@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 // Installs what the project needs beyond npm packages, each only when missing:
-//   --plugin   build plugin/build (AssemblyScript)
+//   --plugin   build plugin/build (AssemblyScript) when a source is newer than it
 //   --redis    redis-server from Debian's packages (apt-get; needs root)
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
 //   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client, the Python MCP test server)
 //   --chromium Debian's chromium (apt-get; needs root) for the status-page test (playwright-core)
+//   --promtool, --kubeconform  pinned Go tools for the ops checks (scripts/go-tools.mjs)
+//   --k8s-schemas  offline schemas for kubeconform (scripts/k8s-schemas.mjs; after --python)
 // Prints one line per step; exits 2 with a message naming what is missing when it cannot install.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { goTool } from "./go-tools.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const want = new Set(process.argv.slice(2).map((a) => a.replace(/^--/, "")));
@@ -24,8 +27,20 @@ function fail(msg) {
 const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: root, stdio: "inherit", ...opts });
 
+/** Newest modification time of the files under `dir` (recursively), or of the file itself. */
+function newest(path) {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.mtimeMs;
+  return readdirSync(path).reduce((m, f) => Math.max(m, newest(join(path, f))), st.mtimeMs);
+}
+
 if (want.has("plugin")) {
-  run(process.execPath, [join(root, "scripts/build-plugin.mjs")]);
+  // Built only when a source is newer than the built plugin (npm start and the bench call this).
+  const built = join(root, "plugin", "build", "local", "plugin.wasm");
+  const sources = ["plugin/assembly", "plugin/passthrough", "plugin/test", "plugin/.traefik.yml", "asconfig.json", "package-lock.json", "scripts/build-plugin.mjs"].map((p) => join(root, p));
+  const fresh = existsSync(built) && newest(built) > Math.max(...sources.filter(existsSync).map(newest));
+  if (fresh) console.log("ensure-deps: plugin/build is up to date");
+  else run(process.execPath, [join(root, "scripts/build-plugin.mjs")]);
 }
 
 if (want.has("redis") && !has("redis-server") && !existsSync("/usr/bin/redis-server")) {
@@ -59,4 +74,13 @@ if (want.has("chromium") && !existsSync("/usr/bin/chromium")) {
   console.log("ensure-deps: installing chromium (apt-get)");
   run("apt-get", ["update", "-qq"]);
   run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+}
+
+for (const tool of ["promtool", "kubeconform"]) {
+  if (want.has(tool)) console.log(`ensure-deps: ${tool} at ${goTool(tool)}`);
+}
+
+if (want.has("k8s-schemas")) {
+  const { k8sSchemas } = await import("./k8s-schemas.mjs");
+  console.log(`ensure-deps: Kubernetes schemas at ${k8sSchemas()}`);
 }

@@ -1,8 +1,10 @@
 // `npm start`: the whole local stack on loopback — Redis (or the sidecar's in-memory store), the
-// sidecar, three reference MCP nodes and Traefik with the plugin — until Ctrl-C.
+// sidecar, the reference MCP nodes (one per MCPA_NODE_PORTS entry) and Traefik with the plugin —
+// until Ctrl-C. Settings are checked before anything is built (scripts/prepare-stack.mjs).
+import { spawnSync } from "node:child_process";
 import { createServer } from "node:net";
 import { existsSync } from "node:fs";
-import { relative } from "node:path";
+import { join, relative } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { DEMO_TIMING, REDIS_SERVER_PATH, ROOT, StackError, startStack, type Stack, type StackPorts } from "../test/support/stack.ts";
@@ -31,7 +33,8 @@ function portSetting(name: string, dflt: number): number {
   return Number(raw);
 }
 
-function readSettings(): { ports: StackPorts; store: "redis" | "memory"; redisUrl?: string; listens: Array<[string, number]> } {
+/** The stack's settings from MCPA_*; `installed`: also require what the builds install (redis-server). */
+function readSettings(installed = true): { ports: StackPorts; store: "redis" | "memory"; redisUrl?: string; listens: Array<[string, number]> } {
   const nodesRaw = process.env.MCPA_NODE_PORTS || "8101,8102,8103";
   const nodes = nodesRaw.split(",").map((p) => p.trim());
   if (nodes.length < 1 || nodes.length > 16 || nodes.some((p) => !/^\d+$/.test(p) || Number(p) < 1 || Number(p) > 65535)) {
@@ -51,11 +54,8 @@ function readSettings(): { ports: StackPorts; store: "redis" | "memory"; redisUr
   if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) throw new SettingError(`MCPA_REDIS_URL must start with redis:// or rediss://, got "${redisUrl}"`);
   if (redisUrl && storeRaw === "memory") throw new SettingError("MCPA_REDIS_URL and MCPA_STORE=memory exclude each other");
   let store: "redis" | "memory" = storeRaw === "memory" ? "memory" : "redis";
-  if (!storeRaw && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
-    console.log(`npm start: no redis-server at ${REDIS_SERVER_PATH}: using the sidecar's in-memory store`);
-    store = "memory";
-  }
-  if (storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
+  if (!storeRaw && !redisUrl && !existsSync(REDIS_SERVER_PATH)) store = "memory";
+  if (installed && storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
     throw new SettingError(`MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER_PATH}: install it, or set MCPA_REDIS_URL`);
   }
   // Every port the stack listens on, by the setting that names it: distinct, and free at start.
@@ -137,17 +137,24 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  let settings: ReturnType<typeof readSettings>;
-  try {
-    settings = readSettings();
-  } catch (err) {
-    if (err instanceof SettingError) {
-      console.error(`npm start: ${err.message}`);
-      process.exit(2);
+  const settings = (installed: boolean): ReturnType<typeof readSettings> => {
+    try {
+      return readSettings(installed);
+    } catch (err) {
+      if (err instanceof SettingError) {
+        console.error(`npm start: ${err.message}`);
+        process.exit(2);
+      }
+      throw err;
     }
-    throw err;
-  }
-  const { ports, store, redisUrl, listens } = settings;
+  };
+  // Settings first: a typo costs no plugin or Traefik build. The builds may install
+  // redis-server (root), so the store is decided after them.
+  settings(false);
+  const prepared = spawnSync(process.execPath, [join(ROOT, "scripts", "prepare-stack.mjs")], { stdio: "inherit" });
+  if (prepared.status !== 0) process.exit(prepared.status ?? 1);
+  const { ports, store, redisUrl, listens } = settings(true);
+  if (store === "memory" && !process.env.MCPA_STORE) console.log(`npm start: no redis-server at ${REDIS_SERVER_PATH}: using the sidecar's in-memory store`);
   for (const [name, p] of listens) {
     if (!(await portFree(p))) {
       console.error(`npm start: port ${p} (${name}) is already in use on 127.0.0.1: stop what uses it or set ${name}`);
@@ -155,7 +162,7 @@ async function main(): Promise<void> {
     }
   }
 
-  console.log("npm start: starting Redis, the sidecar, 3 reference nodes and Traefik ...");
+  console.log(`npm start: starting ${store === "memory" ? "" : "Redis, "}the sidecar, ${ports.nodes.length} reference node${ports.nodes.length === 1 ? "" : "s"} and Traefik ...`);
   let stack: Stack | null = null;
   let stopping = false;
   const shutdown = async (why: string, code: number) => {
@@ -185,6 +192,7 @@ async function main(): Promise<void> {
   try {
     stack = await startStack({
       name: "stack",
+      nodes: ports.nodes.length,
       ports,
       redis: store === "redis",
       redisUrl,

@@ -56,6 +56,12 @@ export const REASONS: StaticArray<string> = [
 ];
 export const REASON_COUNT: i32 = 10;
 
+/** High-volume reasons, batched per instance; every other decision is written to events/ at once
+ *  (rare, alert-worthy, and lost with the instance if it waited: the host drops idle instances). */
+export function isFrequentReason(r: i32): bool {
+  return r == R_SESSIONLESS || r == R_PASS || r == R_PIN || r == R_UNKNOWN || r == R_FAIL_OPEN;
+}
+
 export class RouteInput {
   id: i32 = ID_NONE;
   view: i32 = VIEW_ABSENT;

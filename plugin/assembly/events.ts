@@ -4,7 +4,7 @@
 // with decision counts (e-<slot>.evt), which any client can drive in volume.
 import { Bytes, log, LOG_ERROR } from "./abi";
 import { openWrite, writeAll, close, mkdir, ERRNO_EXIST, ERRNO_NOENT } from "./wasi";
-import { REASONS, REASON_COUNT } from "./core";
+import { REASONS, REASON_COUNT, isFrequentReason } from "./core";
 
 const PROBES: u32 = 16;
 
@@ -38,6 +38,10 @@ export class EventLog {
   /** POSTs with a body, by how the body went on: [buffered, streamed]. */
   bodies: StaticArray<u32> = new StaticArray<u32>(2);
   pendingCounts: u32 = 0;
+  /** A rare decision is pending: the next maybeFlush writes at once. */
+  urgent: bool = false;
+  /** The last write found every slot taken: rare decisions wait for flushMs too, until one succeeds. */
+  full: bool = false;
   /** Learn/close lines lost because the session channel had no free slot (reported as `x`). */
   dropped: u32 = 0;
   /** Learn/close lines queued in `lines`. */
@@ -62,6 +66,7 @@ export class EventLog {
   count(reason: i32): void {
     unchecked(this.counts[reason] += 1);
     this.pendingCounts++;
+    if (!isFrequentReason(reason)) this.urgent = true;
   }
 
   countBody(kind: i32): void {
@@ -108,9 +113,9 @@ export class EventLog {
     this.pendingCounts++;
   }
 
-  /** Writes a batch when lines are pending, or counts are and flushMs has passed. */
+  /** Writes a batch when lines or a rare decision are pending, or counts are and flushMs has passed. */
   maybeFlush(now: u64): void {
-    if (this.lines.len == 0) {
+    if (this.lines.len == 0 && (!this.urgent || this.full)) {
       if (this.pendingCounts == 0 && this.dropped == 0) return;
       if (now >= this.lastFlush && now - this.lastFlush < this.flushMs) return;
     }
@@ -141,12 +146,18 @@ export class EventLog {
       unchecked(this.bodies[0] = 0);
       unchecked(this.bodies[1] = 0);
       this.pendingCounts = 0;
+      this.urgent = false;
+      this.full = false;
       this.dropped = 0;
       this.lossLogged = false;
       this.touches.clear();
     } else if (session) {
       // Every probed slot is taken (sidecar not consuming): keep the counts, count the lost lines.
       this.lose(this.lineCount);
+    } else {
+      // Every count slot is taken: keep the counts and retry on the flushMs schedule rather than
+      // probing again on every rare decision.
+      this.full = true;
     }
     this.lines.clear();
     this.lineCount = 0;

@@ -146,14 +146,20 @@ export function createHttpServer(d: HttpDeps): Server {
 
   return createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
+    // HEAD answers like GET without a body (node's server leaves the body out).
+    const read = req.method === "GET" || req.method === "HEAD";
     (async () => {
-      if (path === "/metrics" && req.method === "GET") {
+      if ((path === "/metrics" || statusFile(path)) && !read) {
+        send(res, 405, { error: "method not allowed" }, { allow: "GET, HEAD" });
+        return;
+      }
+      if (path === "/metrics") {
         const body = await d.metrics.registry.metrics();
         res.writeHead(200, { "content-type": d.metrics.registry.contentType });
         res.end(body);
         return;
       }
-      const page = req.method === "GET" ? statusFile(path) : null;
+      const page = statusFile(path);
       if (page) {
         res.writeHead(200, page.headers);
         res.end(page.body);

@@ -45,6 +45,9 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
   const registry = new Registry();
   const r = [registry];
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
+  // Gauges named like counters (`promtool check metrics` refuses them); the same figures are the
+  // sums of nodejs_active_{handles,requests,resources} by type.
+  for (const kind of ["handles", "requests", "resources"]) registry.removeSingleMetric(`${PREFIX}nodejs_active_${kind}_total`);
 
   const decisions = new Counter({ name: `${PREFIX}edge_decisions_total`, help: "Edge (plugin) decisions by reason, from the plugin's event batches", labelNames: ["reason"], registers: r });
   // Pre-create the documented reasons so dashboards see zeros rather than gaps.
@@ -70,7 +73,7 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
     eventLag: new Histogram({ name: `${PREFIX}event_lag_seconds`, help: "Time from the plugin writing a batch to the sidecar applying it", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
     eventPending: new Gauge({ name: `${PREFIX}event_files_pending`, help: "Event files waiting (incomplete, or held back by a failed apply)", registers: r }),
     registrations: new Counter({ name: `${PREFIX}registrations_total`, help: "New session registrations seen by this sidecar, by source (node, edge); every sidecar sees every registration", labelNames: ["source"], registers: r }),
-    closes: new Counter({ name: `${PREFIX}closes_total`, help: "Session closes, by origin (edge: a DELETE seen by this Traefik, api: the sessions API, registry: seen from other writers)", labelNames: ["origin"], registers: r }),
+    closes: new Counter({ name: `${PREFIX}closes_total`, help: "Sessions this sidecar saw closed, each once, by the path that told it first (edge: a DELETE seen by this Traefik, api: the sessions API, registry: other writers); every sidecar sees every close", labelNames: ["origin"], registers: r }),
     redisErrors: new Counter({ name: `${PREFIX}redis_errors_total`, help: "Failed Redis operations, by operation", labelNames: ["operation"], registers: r }),
     dirErrors: new Counter({ name: `${PREFIX}shared_dir_errors_total`, help: "Failed file operations in the shared directory, by operation", labelNames: ["operation"], registers: r }),
     viewPublishDuration: new Histogram({ name: `${PREFIX}view_publish_duration_seconds`, help: "Time to publish the view, by kind (full, incremental, meta)", labelNames: ["kind"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r }),
@@ -132,6 +135,16 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
     collect() {
       this.reset();
       for (const n of src.mirror.nodes.values()) this.set({ node: n.url || n.cookie, state: n.state }, 1);
+    },
+  });
+  new Gauge({
+    name: `${PREFIX}node_info`,
+    help: "1 per known node: its name from its heartbeat (node = server URL, or cookie when unknown)",
+    labelNames: ["node", "name"],
+    registers: r,
+    collect() {
+      this.reset();
+      for (const n of src.mirror.nodes.values()) if (n.name) this.set({ node: n.url || n.cookie, name: n.name }, 1);
     },
   });
   new Gauge({

@@ -316,11 +316,12 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     }
     for (const c of b.closed) {
       await registry.closeSession(c.id);
-      mirror.applyClose(c.id, hashKeyFromHex(c.hash));
+      // One close, one count: the node's own close reaches this mirror through the registry too,
+      // and a retried batch finds the session closed already.
+      if (mirror.applyClose(c.id, hashKeyFromHex(c.hash))) metrics.closes.inc({ origin: "edge" });
       log.debug({ session: sessionTag(c.id) }, "session closed at the edge");
     }
     // Counted only once the whole batch is applied: a retried batch is never counted twice.
-    if (b.closed.length) metrics.closes.inc({ origin: "edge" }, b.closed.length);
     for (const v of b.suspects ?? []) deaths.suspect(v.id, v.hash, v.cookie);
     for (const a of b.active ?? []) if (mirror.lookup(hashKeyFromHex(a.hash))) touches.add(a.id);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
@@ -494,8 +495,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
       maybePublish();
     },
     onClosed: (id) => {
-      mirror.applyClose(id);
-      metrics.closes.inc({ origin: "api" });
+      if (mirror.applyClose(id)) metrics.closes.inc({ origin: "api" });
       maybePublish();
     },
   });

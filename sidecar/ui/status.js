@@ -11,6 +11,7 @@ const M = {
   sessions: "mcp_affinity_sessions",
   sessionsClosed: "mcp_affinity_sessions_closed",
   nodeState: "mcp_affinity_node_state",
+  nodeInfo: "mcp_affinity_node_info",
   decisions: "mcp_affinity_edge_decisions_total",
   redisErrors: "mcp_affinity_redis_errors_total",
   eventsDropped: "mcp_affinity_edge_session_events_lost_total",
@@ -87,6 +88,7 @@ function renderNodes(m) {
     n.sessions += s.value;
     nodes.set(s.labels.node, n);
   }
+  const names = new Map(samples(m, M.nodeInfo).map((s) => [s.labels.node, s.labels.name]));
   const tbody = $("nodes").tBodies[0];
   tbody.textContent = "";
   const order = { up: 0, draining: 1, down: 2, gone: 3 };
@@ -103,7 +105,20 @@ function renderNodes(m) {
     tr.dataset.node = node;
     tr.dataset.state = n.state;
     tr.dataset.sessions = String(n.sessions);
-    tr.insertCell().textContent = node;
+    // The node's name first, its server URL (what Traefik and the metrics call it) below.
+    const name = names.get(node) || "";
+    tr.dataset.name = name;
+    const cell = tr.insertCell();
+    cell.className = "node";
+    const b = document.createElement("div");
+    b.textContent = name || node;
+    cell.appendChild(b);
+    if (name) {
+      const u = document.createElement("div");
+      u.className = "muted url";
+      u.textContent = node;
+      cell.appendChild(u);
+    }
     const st = document.createElement("span");
     st.className = "state " + n.state;
     st.textContent = n.state;
@@ -157,8 +172,15 @@ function drawChart() {
   const canvas = $("decisions");
   canvas.dataset.points = String(history.length);
   const ctx = canvas.getContext("2d");
-  const W = canvas.width;
-  const H = canvas.height;
+  // Draw at the size the canvas is shown (a phone is not 1200 px wide), in device pixels.
+  const dpr = window.devicePixelRatio || 1;
+  const W = canvas.clientWidth || canvas.width;
+  const H = canvas.clientHeight || canvas.height;
+  if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(H * dpr)) {
+    canvas.width = Math.round(W * dpr);
+    canvas.height = Math.round(H * dpr);
+  }
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const pad = { l: 48, r: 8, t: 8, b: 20 };
   ctx.clearRect(0, 0, W, H);
   const reasons = REASONS.filter((r) => history.some((h) => h.rates[r] > 0));
@@ -245,10 +267,17 @@ async function poll() {
     setText("updated", new Date(now).toLocaleTimeString());
     $("updated").dataset.ts = String(now);
     $("error").style.display = "none";
+    document.body.classList.remove("stale");
   } catch (err) {
+    // Nothing shown may look current: the pills say unknown, the figures are greyed out as of
+    // the last successful read.
     const e = $("error");
-    e.textContent = `Cannot read the sidecar's metrics: ${err && err.message ? err.message : err}`;
+    const since = $("updated").dataset.ts ? ` Figures below are from ${$("updated").textContent}.` : "";
+    e.textContent = `Cannot read the sidecar's metrics: ${err && err.message ? err.message : err}.${since}`;
     e.style.display = "block";
+    document.body.classList.add("stale");
+    setText("ready", "ready: unknown", "pill unknown");
+    setText("registry", "registry: unknown", "pill unknown");
   } finally {
     setTimeout(poll, POLL_MS);
   }

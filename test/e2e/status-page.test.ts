@@ -29,12 +29,13 @@ const pageErrors: string[] = [];
 
 interface NodeRow {
   node: string;
+  name: string;
   state: string;
   sessions: number;
 }
 const nodeRows = (p: Page): Promise<NodeRow[]> =>
   p.$$eval("#nodes tbody tr[data-node]", (trs) =>
-    trs.map((tr) => ({ node: (tr as HTMLElement).dataset.node!, state: (tr as HTMLElement).dataset.state!, sessions: Number((tr as HTMLElement).dataset.sessions) })),
+    trs.map((tr) => ({ node: (tr as HTMLElement).dataset.node!, name: (tr as HTMLElement).dataset.name!, state: (tr as HTMLElement).dataset.state!, sessions: Number((tr as HTMLElement).dataset.sessions) })),
   );
 
 /** Calls through Traefik that did not get their answer: each fails the test. */
@@ -84,6 +85,15 @@ describe("status page", () => {
     const js = await fetch(`${stack.sidecarUrl}/status.js`);
     expect(js.status).toBe(200);
     expect(js.headers.get("content-type")).toMatch(/javascript/);
+    // HEAD answers as GET does, without a body; other methods are refused by name.
+    for (const path of ["/status", "/status.js", "/metrics"]) {
+      const head = await fetch(`${stack.sidecarUrl}${path}`, { method: "HEAD" });
+      expect(head.status, path).toBe(200);
+      expect(await head.text(), path).toBe("");
+      const post = await fetch(`${stack.sidecarUrl}${path}`, { method: "POST" });
+      expect(post.status, path).toBe(405);
+      expect(post.headers.get("allow"), path).toBe("GET, HEAD");
+    }
   });
 
   it("shows the nodes, their states, sessions per node and the view age", async () => {
@@ -98,6 +108,11 @@ describe("status page", () => {
       200,
     );
     expect(rows.map((r) => r.node).sort()).toEqual(stack.nodes.map((n) => n.url).sort());
+    // Shown by name (from the node's heartbeat), the URL beneath it.
+    for (const n of stack.nodes) {
+      expect(rows.find((r) => r.node === n.url)!.name).toBe(n.name);
+      expect(await page.textContent(`#nodes tr[data-node="${n.url}"] td.node`)).toBe(`${n.name}${n.url}`);
+    }
     expect(expectedSessions(Number((await page.textContent("#sessions-total"))!.replace(/\D/g, "")))).toBe(true);
     const age = Number(await page.getAttribute("#view-age", "data-seconds"));
     expect(age).toBeGreaterThanOrEqual(0);
@@ -173,5 +188,52 @@ describe("status page", () => {
     expect(statSync(file).size).toBeGreaterThan(10_000);
     expect(await page.isVisible("#error")).toBe(false);
     expect(pageErrors).toEqual([]);
+  });
+
+  it("is readable at phone width: nothing wider than the screen", async () => {
+    const phone = await browser.newPage({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true });
+    try {
+      await phone.goto(`${stack.sidecarUrl}/status`);
+      await waitUntil("nodes on the phone page", async () => (await nodeRows(phone)).length === 3, 10_000, 200);
+      const widths = await phone.evaluate(() => ({
+        page: document.documentElement.scrollWidth,
+        widest: Math.max(...[...document.querySelectorAll("section, table, canvas, header")].map((e) => e.getBoundingClientRect().right)),
+        tileFont: parseFloat(getComputedStyle(document.querySelector(".tile .v")!).fontSize),
+      }));
+      expect(widths.page).toBeLessThanOrEqual(360);
+      expect(widths.widest).toBeLessThanOrEqual(360);
+      expect(widths.tileFont).toBeGreaterThanOrEqual(16);
+      const dir = join(ROOT, ".run", "e2e-status");
+      await phone.screenshot({ path: join(dir, "status-page-phone.png"), fullPage: true });
+    } finally {
+      await phone.close();
+    }
+  });
+
+  it("when /metrics cannot be read: a banner, no green pill, the old figures greyed out; then back", async () => {
+    await waitUntil("the page current", async () => (await page.textContent("#ready")) === "ready", 10_000, 200);
+    await stack.sidecar!.kill();
+    try {
+      await waitUntil("the error banner", () => page.isVisible("#error"), 10_000, 200);
+      expect(await page.textContent("#error")).toMatch(/^Cannot read the sidecar's metrics: .*Figures below are from /);
+      expect(await page.textContent("#ready")).toBe("ready: unknown");
+      expect(await page.textContent("#registry")).toBe("registry: unknown");
+      const look = await page.evaluate(() => ({
+        pills: [...document.querySelectorAll("header .pill")].map((p) => getComputedStyle(p).backgroundColor),
+        ok: getComputedStyle(document.documentElement).getPropertyValue("--ok").trim(),
+        mainOpacity: Number(getComputedStyle(document.querySelector("main")!).opacity),
+        mainFilter: getComputedStyle(document.querySelector("main")!).filter,
+      }));
+      expect(look.pills).toHaveLength(2);
+      for (const bg of look.pills) expect(bg).not.toBe("rgb(31, 138, 76)"); // --ok
+      expect(look.ok).toBe("#1f8a4c");
+      expect(look.mainOpacity).toBeLessThan(1);
+      expect(look.mainFilter).toContain("grayscale");
+      await page.screenshot({ path: join(ROOT, ".run", "e2e-status", "status-page-unreachable.png"), fullPage: true });
+    } finally {
+      await stack.startSidecar();
+    }
+    await waitUntil("the page current again", async () => (await page.textContent("#ready")) === "ready" && !(await page.isVisible("#error")), 15_000, 200);
+    expect(await page.evaluate(() => document.body.classList.contains("stale"))).toBe(false);
   });
 });

@@ -146,6 +146,23 @@ describe("decision counts", () => {
   });
 });
 
+describe("rare decisions", () => {
+  test("lost and invalid are written with the request itself, frequent counts ride along", () => {
+    // Frozen clock: nothing but the rare decision can trigger a write.
+    const p = newPlugin({ dir: t.dir, config: { eventFlushMs: 60000 }, clock: new OffsetClock().freeze() });
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    const first = eventFileNames(t.dir).length;
+    p.handle(mcp({ sessionId: "s-up" }), okUpstream);
+    expect(eventFileNames(t.dir).length).toBe(first);
+    expect(p.handle(mcp({ sessionId: "s-gone" })).response.status).toBe(404);
+    expect(eventFileNames(t.dir).length).toBe(first + 1);
+    expect(p.handle(mcp({ sessionId: "bad id" })).response.status).toBe(400);
+    expect(eventFileNames(t.dir).length).toBe(first + 2);
+    const { all } = readEvents(t.dir);
+    expect(all.decisions).toMatchObject({ lost: 1, invalid: 1, pin: 2 });
+  });
+});
+
 describe("many instances at once", () => {
   test("8 instances interleaved in one millisecond: every close lands exactly once", () => {
     // Same wall-clock millisecond for all: the clock-derived slots collide and O_EXCL must resolve it.
@@ -196,6 +213,23 @@ describe("bounded disk", () => {
     expect(second.all.dropped).toBe(84);
     const sum = (d: Record<string, number>) => Object.values(d).reduce((a, b) => a + b, 0);
     expect(sum(first.all.decisions) + sum(second.all.decisions)).toBe(101);
+  });
+
+  test("with every slot taken, rare decisions wait for the flush interval and none is lost", () => {
+    const p = newPlugin({ dir: t.dir, config: { maxEventFiles: "16" }, clock: new OffsetClock().freeze() });
+    // Rare decisions are written with their request: 16 of them take every slot.
+    for (let i = 0; i < 16; i++) p.handle(mcp({ sessionId: "bad id" }));
+    expect(eventFileNames(t.dir)).toHaveLength(16);
+    const before = readEvents(t.dir).all.decisions;
+    for (let i = 0; i < 50; i++) expect(p.handle(mcp({ sessionId: "bad id" })).response.status).toBe(400);
+    expect(eventFileNames(t.dir)).toHaveLength(16);
+    clearEvents(t.dir); // the sidecar catches up
+    p.handle(mcp({ sessionId: "bad id" })); // within the interval: still waiting
+    expect(eventFileNames(t.dir)).toHaveLength(0);
+    p.clock.advance(1_000);
+    p.handle(mcp({ sessionId: "bad id" }));
+    expect(before.invalid).toBe(16);
+    expect(before.invalid! + readEvents(t.dir).all.decisions.invalid!).toBe(16 + 52);
   });
 
   test("typed maxSessionEventFiles works too, and every event file stays under 8 KiB", () => {

@@ -1,0 +1,2 @@
+export declare const GO_TOOLS: Record<"promtool" | "kubeconform", string>;
+export declare function goTool(name: "promtool" | "kubeconform"): string;
