@@ -4,6 +4,7 @@
 //   --redis    redis-server from Debian's packages (apt-get; needs root)
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
 //   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client)
+//   --clients  the Go and Rust SDK test clients (scripts/build-clients.mjs)
 //   --chromium Debian's chromium (apt-get; needs root) for the status-page test (playwright-core)
 // Prints one line per step; exits 2 with a message naming what is missing when it cannot install.
 import { execFileSync, spawnSync } from "node:child_process";
@@ -57,4 +58,9 @@ if (want.has("chromium") && !existsSync("/usr/bin/chromium")) {
   console.log("ensure-deps: installing chromium (apt-get)");
   run("apt-get", ["update", "-qq"]);
   run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+}
+
+if (want.has("clients")) {
+  run(process.execPath, [join(root, "scripts/build-clients.mjs")], { stdio: ["ignore", "ignore", "inherit"] });
+  console.log("ensure-deps: Go and Rust SDK test clients built");
 }

@@ -4,8 +4,9 @@ import "./abort";
 import {
   Bytes, KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_DEBUG,
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
-  readRequestBody, writeRequestBody, statusCode, respond,
+  readRequestBody, writeRequestBody, statusCode, respond, readRequestBodyUpTo,
 } from "./abi";
+import { findRequestId, idStart, idEnd } from "./jsonrpc";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
@@ -19,7 +20,8 @@ import {
 } from "./core";
 
 const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
-const BODY_503 = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":null}';
+const BODY_503_HEAD = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":';
+const BODY_503 = BODY_503_HEAD + "null}";
 const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
 const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
@@ -131,13 +133,23 @@ export function handle_request(): u64 {
     respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
     next = 0;
   } else if (d.action == ANSWER_503) {
-    respond(503, "unavailable", BODY_503, view.ownerRetry > 0 ? view.ownerRetry : cfg.retryAfterSeconds);
+    respond(503, "unavailable", unavailableBody(), view.ownerRetry > 0 ? view.ownerRetry : cfg.retryAfterSeconds);
     next = 0;
   }
   finish(d.reason, now);
   return next;
 }
 
+
+// The 503 carries the request's JSON-RPC id, so the client can match the error to its request.
+// Only a small POST body is read, into a buffer of fixed size: this path is rare, the rest never reads bodies.
+const ID_BODY_MAX: i32 = 4096;
+const rpcBody = new Bytes(ID_BODY_MAX + 1);
+
+function unavailableBody(): string {
+  if (getMethod() != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX) || !findRequestId(rpcBody)) return BODY_503;
+  return BODY_503_HEAD + rpcBody.toAscii(idStart, idEnd) + "}";
+}
 
 /** Fills input.view / input.session / input.ownerState / input.cookie from the view. */
 function classify(now: u64): void {
