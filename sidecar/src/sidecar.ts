@@ -29,6 +29,7 @@ import { createHttpServer } from "./http.ts";
 import { createMetrics, type SidecarMetrics } from "./metrics.ts";
 import { Mirror } from "./mirror.ts";
 import { Publisher, type PublishResult } from "./publisher.ts";
+import { probeNode } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
 
 export interface Sidecar {
@@ -92,6 +93,8 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     downLimitMs: cfg.downLimitMs,
     tombstoneTtlMs: cfg.tombstoneTtlMs,
     retryAfterSeconds: cfg.retryAfterSeconds,
+    // A few missed rounds (a busy event loop) keep the last result; a stopped prober loses its say.
+    probeValidMs: cfg.probePath === "off" ? 0 : 4 * cfg.probeIntervalMs + cfg.probeTimeoutMs,
   });
 
   let closing = false;
@@ -385,6 +388,24 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     if (mirror.refreshStates()) maybePublish();
   };
 
+  // One probe per node at a time; each result is applied (and published) as soon as it comes.
+  const probing = new Set<string>();
+  const probeNodes = () => {
+    for (const { cookie, url } of mirror.probeTargets()) {
+      if (probing.has(cookie)) continue;
+      probing.add(cookie);
+      void probeNode(url, cfg.probePath, cfg.probeTimeoutMs).then((result) => {
+        probing.delete(cookie);
+        if (closing) return;
+        metrics.probes.inc({ result });
+        const before = mirror.nodes.get(cookie)?.state;
+        if (mirror.applyProbe(cookie, result)) maybePublish();
+        const after = mirror.nodes.get(cookie)?.state;
+        if (before !== after) log.info({ node: mirror.nodes.get(cookie)?.name || url, probe: result, from: before, to: after }, "node state changed");
+      });
+    }
+  };
+
   // --- timers ----------------------------------------------------------------------------
   const timers: NodeJS.Timeout[] = [];
   const every = (ms: number, fn: () => Promise<unknown> | void) => {
@@ -415,6 +436,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     if (synced && registry.status() === "ready") await reconcile();
   });
   every(1000, cleanupLearned);
+  if (cfg.probePath !== "off") every(cfg.probeIntervalMs, probeNodes);
   if (cfg.traefikApi) {
     every(cfg.traefikPollIntervalMs, pollTraefik);
     void pollTraefik();
