@@ -12,6 +12,11 @@ export interface ViewNode {
   state: NodeViewState;
   retryAfterSeconds?: number;
 }
+/** A server of the MCP service with its liveness (every node, with sessions or not): where new sessions may go. */
+export interface ViewServer {
+  cookie: string;
+  state: NodeViewState;
+}
 export interface ViewSession {
   hash: Buffer /* 16 bytes */;
   node: number;
@@ -24,6 +29,7 @@ export interface ViewMeta {
   published: number;
   shardBits: ShardBits;
   nodes: ViewNode[];
+  servers?: ViewServer[];
 }
 
 export const META_MAGIC = "MCPAVIEW 1";
@@ -145,6 +151,11 @@ export function encodeMeta(meta: ViewMeta): string {
     if (!isU32(retry)) throw new ViewFormatError(`node ${n.id} retryAfterSeconds is not a u32`);
     lines.push(`node ${n.id} ${n.cookie} ${n.state} ${retry}`);
   }
+  for (const sv of meta.servers ?? []) {
+    if (!COOKIE.test(sv.cookie)) throw new ViewFormatError(`server cookie ${sv.cookie} is not 16 hex digits`);
+    if (!STATES.has(sv.state)) throw new ViewFormatError(`server ${sv.cookie} state ${sv.state} is unknown`);
+    lines.push(`server ${sv.cookie} ${sv.state}`);
+  }
   lines.push("end");
   const text = lines.join("\n") + "\n";
   if (text.length > META_MAX_BYTES) throw new ViewFormatError(`meta is ${text.length} bytes, over ${META_MAX_BYTES}`);
@@ -171,6 +182,7 @@ export function decodeMeta(text: string): ViewMeta {
   let published: number | undefined;
   let shardBits: number | undefined;
   const nodes: ViewNode[] = [];
+  const servers: ViewServer[] = [];
   for (let i = 1; i < lines.length - 1; i++) {
     const f = lines[i].split(" ");
     switch (f[0]) {
@@ -197,6 +209,13 @@ export function decodeMeta(text: string): ViewMeta {
         nodes.push({ id, cookie: f[2], state: f[3] as NodeViewState, retryAfterSeconds: retry });
         break;
       }
+      case "server": {
+        if (f.length !== 3) throw new ViewFormatError(`meta line ${i + 1}: server needs 2 fields`);
+        if (!COOKIE.test(f[1])) throw new ViewFormatError(`meta line ${i + 1}: bad cookie`);
+        if (!STATES.has(f[2])) throw new ViewFormatError(`meta line ${i + 1}: bad state`);
+        servers.push({ cookie: f[1], state: f[2] as NodeViewState });
+        break;
+      }
       default:
         throw new ViewFormatError(`meta line ${i + 1}: unknown key`);
     }
@@ -205,7 +224,7 @@ export function decodeMeta(text: string): ViewMeta {
     throw new ViewFormatError("meta lacks epoch, generation, published or shardBits");
   }
   if (!isShardBits(shardBits)) throw new ViewFormatError("meta shardBits is not 4, 8, 12 or 16");
-  return { epoch, generation, published, shardBits, nodes };
+  return { epoch, generation, published, shardBits, nodes, servers };
 }
 
 export async function writeMeta(dir: string, meta: ViewMeta, opts: ViewIoOptions = {}): Promise<void> {

@@ -13,6 +13,7 @@ import { sha256, DIGEST } from "./sha256";
 import { findCookie, foundStart, foundEnd, rangeEquals, buildPinnedCookie } from "./cookie";
 import { RegistryView, pushHex, FOUND, CLOSED, LEARNED, NOT_FOUND, INCONSISTENT } from "./view";
 import { EventLog } from "./events";
+import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_CLOSED, S_LEARNED, S_UNKNOWN, COOKIE_NONE, COOKIE_OWNER,
@@ -64,6 +65,7 @@ function init(): void {
   events.slots = cfg.maxEventFiles;
   // Start the flush clock now: a fresh instance batches its counts like any other.
   events.lastFlush = nowMs();
+  seedSteering(events.lastFlush);
   __collect(); // what parsing the configuration left behind
 }
 
@@ -103,7 +105,7 @@ export function handle_request(): u64 {
   const id = readSessionId(KIND_REQUEST);
   input.id = id;
   if (id == ID_NONE) {
-    const ctx = cfg.learnSessions && dirfd >= 0 ? maybeInitialize() : 0;
+    const ctx = dirfd >= 0 ? maybeInitialize(now) : 0;
     finish(R_SESSIONLESS, now);
     return (ctx << 32) | 1;
   }
@@ -211,7 +213,7 @@ function repairCookie(owner: string): Bytes {
  * A POST without a session id may be an initialize. Its body is small: read it, put it back
  * unchanged, and hold this one response until the session it creates is learned.
  */
-function maybeInitialize(): u64 {
+function maybeInitialize(now: u64): u64 {
   if (getMethod() != "POST") return 0;
   const n = headerValues(KIND_REQUEST, "Content-Length", scratch);
   if (n != 1) return 0;
@@ -226,8 +228,24 @@ function maybeInitialize(): u64 {
   writeRequestBody(body);
   if (!isInitialize(body)) return 0;
   readClientCookie();
+  steerInitialize(now);
+  if (!cfg.learnSessions) return 0;
   enableFeatures(FEATURE_BUFFER_RESPONSE);
   return REQCTX_LEARN;
+}
+
+/**
+ * A new session goes to an up server: the Cookie names one (Traefik obeys it), and a
+ * cookie-keeping client is told the same. Only on a fresh view; otherwise Traefik picks.
+ */
+function steerInitialize(now: u64): void {
+  if (!view.refresh(now, false) || view.isStale(now, cfg.staleAfterMs)) return;
+  const pick = steerNewSession(view, clientCookie);
+  if (pick.length == 0) return;
+  buildPinnedCookie(cookieVals, cfg.cookieName, pick, scratch);
+  setHeader(KIND_REQUEST, "Cookie", scratch);
+  addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(pick));
+  clientCookie = pick;
 }
 
 /** True when the JSON body has "method" : "initialize" (whitespace allowed around the colon). */

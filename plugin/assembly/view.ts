@@ -29,6 +29,9 @@ export class RegistryView {
   nodeCookies: string[] = [];
   nodeStates: u8[] = [];
   nodeRetry: u32[] = [];
+  // Every server of the service with its state (`server` lines): where new sessions may go.
+  serverCookies: string[] = [];
+  serverStates: u8[] = [];
   // Result of the last lookup.
   ownerCookie: string = "";
   ownerState: u8 = NODE_UP;
@@ -74,6 +77,8 @@ export class RegistryView {
     this.nodeCookies.length = 0;
     this.nodeStates.length = 0;
     this.nodeRetry.length = 0;
+    this.serverCookies.length = 0;
+    this.serverStates.length = 0;
     let line = 0;
     let i = 0;
     let sawEnd = false;
@@ -108,6 +113,11 @@ export class RegistryView {
         this.nodeCookies.push(parts[2]);
         this.nodeStates.push(state);
         this.nodeRetry.push(<u32>min<i64>(retry, 86400));
+      } else if (key == "server" && parts.length == 3) {
+        const st = serverState(parts[2]);
+        if (parts[1].length != 16 || st == 255) return false;
+        this.serverCookies.push(parts[1]);
+        this.serverStates.push(st);
       }
       // other keys (generation, future ones) are informational
     }
@@ -207,6 +217,14 @@ export function pushHex(out: Bytes, src: usize, n: i32): void {
     out.pushByte(<u8>HEX.charCodeAt(v >> 4));
     out.pushByte(<u8>HEX.charCodeAt(v & 15));
   }
+}
+
+function serverState(st: string): u8 {
+  if (st == "up") return NODE_UP;
+  if (st == "draining") return NODE_DRAINING;
+  if (st == "down") return NODE_DOWN;
+  if (st == "gone") return NODE_GONE;
+  return 255;
 }
 
 function isHex16(b: Bytes): bool {

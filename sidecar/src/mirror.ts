@@ -2,7 +2,7 @@
 // owners they point at (node incarnations), node liveness, and per-owner counts kept up to date on
 // every change, so neither a scrape nor a publish ever walks the keyspace.
 import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
-import type { NodeViewState, ViewNode } from "../../lib/view/index.ts";
+import type { NodeViewState, ViewNode, ViewServer } from "../../lib/view/index.ts";
 import * as crypto from "node:crypto";
 import type { ProbeResult } from "./probe.ts";
 
@@ -494,6 +494,13 @@ export class Mirror {
       out.push({ id: o.id, cookie: o.cookie, state, retryAfterSeconds: state === "down" ? this.opts.retryAfterSeconds : 0 });
     }
     return out.sort((a, b) => a.id - b.id);
+  }
+
+  /** Every node this sidecar knows with its state: where the edge may place new sessions. */
+  viewServers(): ViewServer[] {
+    const out: ViewServer[] = [];
+    for (const n of this.nodes.values()) out.push({ cookie: n.cookie, state: n.state });
+    return out.sort((a, b) => (a.cookie < b.cookie ? -1 : a.cookie > b.cookie ? 1 : 0));
   }
 
   /** Server URL for a cookie when known (for edge-learned records). */

@@ -79,7 +79,20 @@ describe("view/meta", () => {
         { id: 1, cookie: "0123456789abcdef", state: "up", retryAfterSeconds: 0 },
         { id: 2, cookie: "fedcba9876543210", state: "down", retryAfterSeconds: 9 },
       ],
+      servers: [],
     });
+  });
+  it("lists the servers (where new sessions may go) after the owners", async () => {
+    const servers = [
+      { cookie: "0123456789abcdef", state: "up" as const },
+      { cookie: "00000000000000aa", state: "draining" as const },
+    ];
+    await writeMeta(dir, meta({ servers }));
+    const text = await readFile(join(dir, "view", "meta"), "latin1");
+    expect(text.endsWith("node 2 fedcba9876543210 down 9\nserver 0123456789abcdef up\nserver 00000000000000aa draining\nend\n")).toBe(true);
+    expect((await readMeta(dir))!.servers).toEqual(servers);
+    expect(() => encodeMeta(meta({ servers: [{ cookie: "nothex", state: "up" }] }))).toThrow(/cookie/);
+    expect(() => decodeMeta(text.replace("server 0123456789abcdef up", "server 0123456789abcdef asleep"))).toThrow(/state/);
   });
   it("is null when missing, truncated (no end) or foreign", async () => {
     expect(await readMeta(dir)).toBeNull();
