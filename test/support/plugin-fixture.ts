@@ -16,7 +16,7 @@ import {
   type NodeViewState,
   type ShardBits,
   type ViewMeta,
-  type ViewServer,
+  type ViewBoot,
 } from "../../lib/view/index.ts";
 import { HostPool, OffsetClock, type Exchange, type HostOptions, type HostRequestInit, type NextHandler, type UpstreamResponse } from "../host/http-wasm-host.ts";
 
@@ -76,8 +76,8 @@ export interface ViewSpec {
   shardBits?: ShardBits;
   nodes: TestNode[];
   sessions: TestSession[];
-  /** The service's servers and their states (`server` lines: where new sessions may go). */
-  servers?: ViewServer[];
+  /** Node incarnations for routing tokens (`boot` lines). */
+  boots?: ViewBoot[];
 }
 export const EPOCH = 777;
 
@@ -88,7 +88,7 @@ export function metaOf(spec: ViewSpec): ViewMeta {
     published: spec.published ?? Date.now(),
     shardBits: spec.shardBits ?? 12,
     nodes: spec.nodes.map((n) => ({ id: n.id, cookie: n.cookie, state: n.state, retryAfterSeconds: n.retryAfterSeconds ?? 0 })),
-    servers: spec.servers,
+    boots: spec.boots ?? [],
   };
 }
 export async function publish(dir: string, spec: ViewSpec): Promise<ViewMeta> {
