@@ -34,6 +34,7 @@ export interface SidecarConfig {
   probePath: string;
   probeIntervalMs: number;
   probeTimeoutMs: number;
+  probeFailures: number;
   tombstoneTtlMs: number;
   learnedMaxAgeMs: number;
   logLevel: LogLevel;
@@ -144,7 +145,8 @@ const SPECS: Spec[] = [
   { key: "traefikPollIntervalMs", flag: "traefik-poll-interval", env: "TRAEFIK_POLL_INTERVAL", def: "2s", help: "how often the Traefik API is polled", parse: duration(50, 600_000) },
   { key: "probePath", flag: "probe-path", env: "PROBE_PATH", def: "/healthz", help: "health path the sidecar probes on every node (\"off\" = no probing: liveness from heartbeats and Traefik's API)", parse: (v, n) => (v === "off" || v.startsWith("/") ? v : fail(n, `"${v}" must start with / (or be off)`)) },
   { key: "probeIntervalMs", flag: "probe-interval", env: "PROBE_INTERVAL", def: "250ms", help: "how often each node is probed (a recovery is seen within one interval)", parse: duration(50, 60_000) },
-  { key: "probeTimeoutMs", flag: "probe-timeout", env: "PROBE_TIMEOUT", def: "1s", help: "a probe not answered within this marks the node down (503 until --down-limit)", parse: duration(50, 60_000) },
+  { key: "probeTimeoutMs", flag: "probe-timeout", env: "PROBE_TIMEOUT", def: "1s", help: "a probe not answered within this has failed (see --probe-failures)", parse: duration(50, 60_000) },
+  { key: "probeFailures", flag: "probe-failures", env: "PROBE_FAILURES", def: "2", help: "failed probes in a row (timeouts or unhealthy answers) before a node is down; a refused connection counts at once", parse: int(1, 100) },
   { key: "tombstoneTtlMs", flag: "tombstone-ttl", env: "TOMBSTONE_TTL", def: "10m", help: "how long a closed session stays in the view as closed (edge 404)", parse: duration(0) },
   { key: "learnedMaxAgeMs", flag: "learned-max-age", env: "LEARNED_MAX_AGE", def: "10m", help: "learned/ files older than this are deleted even when not in the view", parse: duration(1000) },
   { key: "logLevel", flag: "log-level", env: "LOG_LEVEL", def: "info", help: "trace, debug, info, warn, error, fatal or silent", parse: (v, n) => (["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(v) ? v : fail(n, `unknown level "${v}"`)) },

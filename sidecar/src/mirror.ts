@@ -47,6 +47,8 @@ export interface NodeInfo {
   /** The sidecar's own probe of the node: last result and when it came. */
   probe: ProbeResult | null;
   probedAt: number;
+  /** Probes in a row that got no healthy answer (timeout or unhealthy). */
+  probeFailures: number;
   /** The boot that was current when a probe was refused (that process is over). */
   refusedBoot: string | null;
 }
@@ -59,6 +61,8 @@ export interface MirrorOptions {
   retryAfterSeconds: number;
   /** A probe result older than this no longer counts (the prober stopped or fell behind). */
   probeValidMs?: number;
+  /** Failed probes in a row before a node counts as down (a busy machine must not fake a stall). */
+  probeFailuresToDown?: number;
   now?: () => number;
 }
 
@@ -306,7 +310,7 @@ export class Mirror {
     if (!n) {
       n = {
         cookie, url: "", name: "", hb: null, hbRemoved: false, traefik: null, traefikAt: 0, servedAt: 0, downSince: null, state: "up",
-        hbBootsSeen: new Set(), probe: null, probedAt: 0, refusedBoot: null,
+        hbBootsSeen: new Set(), probe: null, probedAt: 0, probeFailures: 0, refusedBoot: null,
       };
       this.nodes.set(cookie, n);
       this.metaVersion++;
@@ -394,6 +398,7 @@ export class Mirror {
     if (!n) return false;
     n.probe = result;
     n.probedAt = this.now();
+    n.probeFailures = result === "timeout" || result === "unhealthy" ? n.probeFailures + 1 : 0;
     if (result === "refused") {
       if (n.hb && n.refusedBoot !== n.hb.boot) {
         n.refusedBoot = n.hb.boot;
@@ -438,7 +443,9 @@ export class Mirror {
     if (!n.probe || !valid || now - n.probedAt > valid) return null;
     if (n.probe === "ok") return "up";
     if (n.probe === "refused") return "refused";
-    // A session created after the failed probe proves the node serves (it answered since).
+    // One failure is no verdict (heartbeats decide meanwhile); a session created after the failed
+    // probe proves the node serves (it answered since).
+    if (n.probeFailures < (this.opts.probeFailuresToDown ?? 2)) return null;
     return n.servedAt > n.probedAt ? "up" : "down";
   }
 

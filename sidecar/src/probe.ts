@@ -8,7 +8,19 @@ import { request as requestTls } from "node:https";
 /** ok: 2xx; unhealthy: any other status; timeout: no answer in time; refused: nothing listens. */
 export type ProbeResult = "ok" | "unhealthy" | "timeout" | "refused";
 
-export function probeNode(nodeUrl: string, path: string, timeoutMs: number): Promise<ProbeResult> {
+/**
+ * A probe that times out may keep its request open (`late`): a stopped process answers it the
+ * moment it resumes, which tells the recovery sooner than any new probe (that one queues behind
+ * everything the process received meanwhile).
+ */
+export interface LateAnswer {
+  /** How long the request may stay open after its timeout. */
+  maxMs: number;
+  /** The answer that came after the timeout, or null when none came in maxMs (or the connection failed). */
+  onAnswer(result: ProbeResult | null): void;
+}
+
+export function probeNode(nodeUrl: string, path: string, timeoutMs: number, late?: LateAnswer): Promise<ProbeResult> {
   return new Promise((resolve) => {
     let u: URL;
     try {
@@ -17,11 +29,25 @@ export function probeNode(nodeUrl: string, path: string, timeoutMs: number): Pro
       return resolve("unhealthy");
     }
     let settled = false;
+    let lingering = false;
+    let lateTimer: NodeJS.Timeout | undefined;
+    const finishLate = (r: ProbeResult | null) => {
+      if (!lingering) return;
+      lingering = false;
+      clearTimeout(lateTimer);
+      req.destroy();
+      late!.onAnswer(r);
+    };
     const done = (r: ProbeResult) => {
-      if (settled) return;
+      if (settled) return finishLate(r === "ok" || r === "unhealthy" ? r : null);
       settled = true;
       clearTimeout(timer);
-      req.destroy();
+      if (r === "timeout" && late) {
+        lingering = true;
+        lateTimer = setTimeout(() => finishLate(null), late.maxMs);
+      } else {
+        req.destroy();
+      }
       resolve(r);
     };
     // A fresh connection each time (agent: false): an idle keep-alive connection to a stopped

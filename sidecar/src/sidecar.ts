@@ -29,7 +29,7 @@ import { createHttpServer } from "./http.ts";
 import { createMetrics, type SidecarMetrics } from "./metrics.ts";
 import { Mirror } from "./mirror.ts";
 import { Publisher, type PublishResult } from "./publisher.ts";
-import { probeNode } from "./probe.ts";
+import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
 
 export interface Sidecar {
@@ -94,7 +94,8 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     tombstoneTtlMs: cfg.tombstoneTtlMs,
     retryAfterSeconds: cfg.retryAfterSeconds,
     // A few missed rounds (a busy event loop) keep the last result; a stopped prober loses its say.
-    probeValidMs: cfg.probePath === "off" ? 0 : 4 * cfg.probeIntervalMs + cfg.probeTimeoutMs,
+    probeValidMs: cfg.probePath === "off" ? 0 : 4 * cfg.probeIntervalMs + cfg.probeFailures * cfg.probeTimeoutMs,
+    probeFailuresToDown: cfg.probeFailures,
   });
 
   let closing = false;
@@ -389,19 +390,35 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   };
 
   // One probe per node at a time; each result is applied (and published) as soon as it comes.
+  // At most one timed-out probe per node stays open for a late answer (the first one sent: a
+  // resumed process answers its connections in order).
   const probing = new Set<string>();
+  const lingering = new Set<string>();
+  const applyProbe = (cookie: string, url: string, result: ProbeResult, late = false) => {
+    if (closing) return;
+    metrics.probes.inc({ result: late ? `late-${result}` : result });
+    const before = mirror.nodes.get(cookie)?.state;
+    if (mirror.applyProbe(cookie, result)) maybePublish();
+    const after = mirror.nodes.get(cookie)?.state;
+    if (before !== after) log.info({ node: mirror.nodes.get(cookie)?.name || url, probe: result, late, from: before, to: after }, "node state changed");
+  };
   const probeNodes = () => {
     for (const { cookie, url } of mirror.probeTargets()) {
       if (probing.has(cookie)) continue;
       probing.add(cookie);
-      void probeNode(url, cfg.probePath, cfg.probeTimeoutMs).then((result) => {
+      const late = lingering.has(cookie)
+        ? undefined
+        : {
+            maxMs: cfg.downLimitMs,
+            onAnswer: (r: ProbeResult | null) => {
+              lingering.delete(cookie);
+              if (r) applyProbe(cookie, url, r, true);
+            },
+          };
+      void probeNode(url, cfg.probePath, cfg.probeTimeoutMs, late).then((result) => {
         probing.delete(cookie);
-        if (closing) return;
-        metrics.probes.inc({ result });
-        const before = mirror.nodes.get(cookie)?.state;
-        if (mirror.applyProbe(cookie, result)) maybePublish();
-        const after = mirror.nodes.get(cookie)?.state;
-        if (before !== after) log.info({ node: mirror.nodes.get(cookie)?.name || url, probe: result, from: before, to: after }, "node state changed");
+        if (result === "timeout" && late) lingering.add(cookie);
+        applyProbe(cookie, url, result);
       });
     }
   };

@@ -31,4 +31,22 @@ describe("probeNode", () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(190);
     silent.close();
   });
+  it("a timed-out probe kept open reports the late answer (a resumed process), once", async () => {
+    let delay = 300;
+    const srv = createServer((_req, res) => setTimeout(() => res.writeHead(200).end(), delay));
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    const answers: Array<string | null> = [];
+    let answered!: () => void;
+    const got = new Promise<void>((r) => (answered = r));
+    expect(await probeNode(url, "/healthz", 100, { maxMs: 2000, onAnswer: (r) => (answers.push(r), answered()) })).toBe("timeout");
+    await got;
+    expect(answers).toEqual(["ok"]);
+    // No answer within maxMs: null.
+    delay = 5000;
+    const none = new Promise<string | null>((r) => void probeNode(url, "/healthz", 100, { maxMs: 200, onAnswer: r }));
+    expect(await none).toBeNull();
+    srv.closeAllConnections();
+    srv.close();
+  });
 });

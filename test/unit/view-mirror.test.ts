@@ -205,11 +205,14 @@ describe("mirror node states from the sidecar's own probe", () => {
     m.applySession("s1", rec());
     m.applyProbe(A, "ok");
     expect(state(m, "s1")!.state).toBe("up");
+    m.applyProbe(A, "timeout");
+    expect(state(m, "s1")!.state, "one failed probe is no verdict").toBe("up");
     expect(m.applyProbe(A, "timeout")).toBe(true);
     expect(state(m, "s1")!.state).toBe("down");
     clock.now += 300;
     m.applyProbe(A, "ok"); // resumed: the same boot, its sessions intact
     expect(state(m, "s1")!.state).toBe("up");
+    m.applyProbe(A, "timeout");
     m.applyProbe(A, "timeout");
     clock.now += 501;
     m.applyProbe(A, "timeout");
@@ -236,6 +239,7 @@ describe("mirror node states from the sidecar's own probe", () => {
     m.applyNode(A, hb());
     m.applySession("s1", rec());
     m.applyProbe(A, "unhealthy");
+    m.applyProbe(A, "unhealthy");
     expect(state(m, "s1")!.state).toBe("down");
     clock.now += 2001;
     m.applyNode(A, hb({ seen: 1500 })); // the heartbeat is fresh; the probe is not
@@ -247,6 +251,7 @@ describe("mirror node states from the sidecar's own probe", () => {
     const { m } = probed();
     m.applyTraefik([{ url: URL_A, up: true }], true);
     m.applySession("e1", rec({ boot: null, source: "edge" }));
+    m.applyProbe(A, "timeout");
     m.applyProbe(A, "timeout");
     expect(state(m, "e1")!.state).toBe("down");
     m.applyProbe(A, "refused");

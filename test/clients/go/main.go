@@ -1,6 +1,8 @@
 // The Go SDK client of the end-to-end suite: runs sessions through the official
 // github.com/modelcontextprotocol/go-sdk Streamable HTTP client and prints one JSON line per
-// operation (initialize, whoami, counter calls), with times in ms since the program started.
+// operation (initialize, whoami, counter calls): "at" is the wall clock (ms since the Unix epoch)
+// when the operation started, "ms" its duration. With --reinit, a session the server reports
+// missing (the SDK's ErrSessionMissing: a 404) is replaced by a new one, as an application would.
 // Session ids are secrets: only a SHA-256 tag is printed.
 package main
 
@@ -31,7 +33,13 @@ var (
 
 func since() float64 { return float64(time.Since(start).Microseconds()) / 1000 }
 
+// Wall clock of a time from since(), for lining events up with other processes.
+func at(t float64) float64 { return float64(start.UnixMicro())/1000 + t }
+
 func emit(ev map[string]any) {
+	if t, ok := ev["t"].(float64); ok {
+		ev["at"] = at(t)
+	}
 	outMu.Lock()
 	defer outMu.Unlock()
 	_ = enc.Encode(ev)
@@ -62,7 +70,13 @@ func errText(err error) string {
 	return err.Error()
 }
 
-func runSession(ctx context.Context, hc *http.Client, url string, s, calls int, pause, timeout time.Duration) {
+type session struct {
+	cs   *mcp.ClientSession
+	node string
+}
+
+// open initializes a session and asks which node serves it (whoami); events are printed.
+func open(ctx context.Context, hc *http.Client, url string, s int, timeout time.Duration) *session {
 	client := mcp.NewClient(&mcp.Implementation{Name: "mcp-affinity-e2e-go", Version: "0.1.0"}, nil)
 	t0 := since()
 	ictx, cancel := context.WithTimeout(ctx, timeout)
@@ -70,9 +84,8 @@ func runSession(ctx context.Context, hc *http.Client, url string, s, calls int, 
 	cancel()
 	if err != nil {
 		emit(map[string]any{"ev": "init", "s": s, "t": t0, "ms": since() - t0, "error": errText(err)})
-		return
+		return nil
 	}
-	defer cs.Close()
 	emit(map[string]any{"ev": "init", "s": s, "t": t0, "ms": since() - t0, "session": tag(cs.ID())})
 	t0 = since()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
@@ -80,7 +93,8 @@ func runSession(ctx context.Context, hc *http.Client, url string, s, calls int, 
 	cancel()
 	if err != nil {
 		emit(map[string]any{"ev": "whoami", "s": s, "t": t0, "ms": since() - t0, "error": errText(err)})
-		return
+		cs.Close()
+		return nil
 	}
 	var info struct {
 		Node string `json:"node"`
@@ -88,18 +102,28 @@ func runSession(ctx context.Context, hc *http.Client, url string, s, calls int, 
 	}
 	_ = json.Unmarshal([]byte(text(who)), &info)
 	emit(map[string]any{"ev": "whoami", "s": s, "t": t0, "ms": since() - t0, "node": info.Node, "boot": info.Boot, "session": tag(cs.ID())})
+	return &session{cs: cs, node: info.Node}
+}
+
+func runSession(ctx context.Context, hc *http.Client, url string, s, calls int, pause, timeout time.Duration, reinit bool) {
+	cur := open(ctx, hc, url, s, timeout)
+	if cur == nil {
+		return
+	}
+	defer func() { cur.cs.Close() }()
 	for n := 1; n <= calls; n++ {
 		if n > 1 && pause > 0 {
 			time.Sleep(pause)
 		}
-		t0 = since()
+		t0 := since()
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "counter"})
+		res, err := cur.cs.CallTool(cctx, &mcp.CallToolParams{Name: "counter"})
 		cancel()
-		ev := map[string]any{"ev": "call", "s": s, "n": n, "t": t0, "ms": since() - t0, "session": tag(cs.ID())}
+		ev := map[string]any{"ev": "call", "s": s, "n": n, "t": t0, "ms": since() - t0, "session": tag(cur.cs.ID()), "node": cur.node}
 		switch {
 		case err != nil:
 			ev["error"] = errText(err)
+			ev["missing"] = errors.Is(err, mcp.ErrSessionMissing)
 		case res.IsError:
 			ev["error"] = "tool error: " + text(res)
 		default:
@@ -110,6 +134,14 @@ func runSession(ctx context.Context, hc *http.Client, url string, s, calls int, 
 			}
 		}
 		emit(ev)
+		if err != nil && reinit && errors.Is(err, mcp.ErrSessionMissing) {
+			cur.cs.Close()
+			next := open(ctx, hc, url, s, timeout)
+			if next == nil {
+				return
+			}
+			cur = next
+		}
 	}
 }
 
@@ -120,6 +152,7 @@ func main() {
 	calls := flag.Int("calls", 10, "counter calls per session")
 	pauseMs := flag.Int("pause-ms", 0, "pause between calls")
 	timeoutMs := flag.Int("timeout-ms", 8000, "bound of each operation (a hang shows as a timeout)")
+	reinit := flag.Bool("reinit", false, "replace a session the server reports missing (404) by a new one")
 	flag.Parse()
 	if *url == "" {
 		fmt.Fprintln(os.Stderr, "--url is required")
@@ -143,7 +176,7 @@ func main() {
 		wg.Add(1)
 		go func(s int) {
 			defer wg.Done()
-			runSession(context.Background(), hc, *url, s, *calls, time.Duration(*pauseMs)*time.Millisecond, time.Duration(*timeoutMs)*time.Millisecond)
+			runSession(context.Background(), hc, *url, s, *calls, time.Duration(*pauseMs)*time.Millisecond, time.Duration(*timeoutMs)*time.Millisecond, *reinit)
 		}(s)
 	}
 	wg.Wait()

@@ -1,9 +1,10 @@
 //! The Rust SDK client of the end-to-end suite: runs sessions through the official `rmcp`
 //! Streamable HTTP client (reqwest backend, default transport settings) and prints one JSON line
-//! per operation (initialize, whoami, counter calls), with times in ms since the program started.
+//! per operation (initialize, whoami, counter calls): "at" is the wall clock (ms since the Unix
+//! epoch) when the operation started, "ms" its duration.
 //! rmcp re-initializes on a 404 by itself: that shows here as a counter starting again at 1.
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -43,8 +44,15 @@ fn parse_args() -> Result<Args, String> {
 fn emit(start: Instant, mut ev: Value, t0: f64) {
     let now = start.elapsed().as_secs_f64() * 1000.0;
     ev["t"] = json!(t0);
+    ev["at"] = json!(epoch_ms_at(start) + t0);
     ev["ms"] = json!(now - t0);
     println!("{ev}");
+}
+
+/// Wall clock (ms since the Unix epoch) of `start`.
+fn epoch_ms_at(start: Instant) -> f64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+    now - start.elapsed().as_secs_f64() * 1000.0
 }
 
 fn text(res: &rmcp::model::CallToolResult) -> String {
@@ -62,9 +70,11 @@ async fn run_session(start: Instant, http: reqwest::Client, a: Arc<Args>, s: usi
     };
     emit(start, json!({"ev": "init", "s": s}), t0);
     let t0 = ms();
+    let node;
     match tokio::time::timeout(a.timeout, client.call_tool(CallToolRequestParams::new("whoami"))).await {
         Ok(Ok(r)) => {
             let info: Value = serde_json::from_str(&text(&r)).unwrap_or(Value::Null);
+            node = info["node"].clone();
             emit(start, json!({"ev": "whoami", "s": s, "node": info["node"], "boot": info["boot"]}), t0);
         }
         Ok(Err(e)) => return emit(start, json!({"ev": "whoami", "s": s, "error": e.to_string()}), t0),
@@ -88,6 +98,7 @@ async fn run_session(start: Instant, http: reqwest::Client, a: Arc<Args>, s: usi
         ev["ev"] = json!("call");
         ev["s"] = json!(s);
         ev["n"] = json!(n);
+        ev["node"] = node.clone();
         emit(start, ev, t0);
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.cancel()).await;
