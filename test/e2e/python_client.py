@@ -103,6 +103,7 @@ def is_missing(e):
 async def events_session(url, ctx, s, calls, pause_s, reinit):
     """--events mode: one JSON line per operation ("at": wall clock ms), like the Go and Rust clients."""
     n = 1
+    setup_retried = False
     while n <= calls:
         at = time.time() * 1000
         who = None
@@ -140,6 +141,11 @@ async def events_session(url, ctx, s, calls, pause_s, reinit):
                 # Every call made: an error while the SDK tears the session down is not one of ours.
                 print(f"session {s}: teardown: {describe(e)}", file=sys.stderr)
                 return
+            if who is None and n == 1 and not setup_retried:
+                # Setup (initialize + whoami) failed before any call: reported, then tried once more.
+                setup_retried = True
+                emit({"ev": "setup-retry", "s": s, "at": at, "ms": time.time() * 1000 - at, "error": describe(e)})
+                continue
             if who is not None:
                 # The SDK ended the whole session on a call's error (e.g. an HTTP 502): that call failed.
                 emit({"ev": "call", "s": s, "n": n - 1, "at": at, "ms": time.time() * 1000 - at, "node": who["node"], "error": describe(e)})
