@@ -39,6 +39,7 @@ import { RedisBackend } from "../node/src/registry.ts";
 import { BenchError, callHeaders, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
+import { preparePluginTraefik, startBenchSidecar, startExtraTraefik, type ExtraTraefik } from "./lib/traefik.ts";
 import { Samples, median, percentile, summarize, type LatencySummary } from "./lib/stats.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ try {
 if (flags.help) {
   process.stdout.write(
     "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
-      "                      [--rounds 2] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
+      "                      [--rounds 3] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
       "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n" +
       "                      [--sidecar-main FILE.ts]\n",
   );
@@ -99,7 +100,7 @@ const cfg = {
   latencyConcurrency: intFlag("latency-concurrency", 1, 1, 256),
   durationMs: intFlag("duration", 6, 1, 120) * 1000,
   warmupMs: intFlag("warmup", 1, 0, 30) * 1000,
-  rounds: intFlag("rounds", 2, 1, 10),
+  rounds: intFlag("rounds", 3, 1, 10),
   streams: intFlag("streams", 1000, 0, 5000),
   registrations: intFlag("registrations", 200, 0, 5000),
   restarts: intFlag("restarts", 3, 0, 3),
@@ -126,88 +127,6 @@ let SHARED = "";
 
 const log = (msg: string) => process.stdout.write(`[bench ${((performance.now() / 1000) | 0).toString().padStart(3)}s] ${msg}\n`);
 
-// ---------------------------------------------------------------------------------------------
-// Plain Traefik: the same templates, without the middleware and without the plugin declared at all
-
-async function startPlainTraefik(stack: Stack): Promise<{ proc: ManagedProcess; base: string; apiUrl: string }> {
-  const dir = join(stack.dir, "plain");
-  mkdirSync(join(dir, "logs"), { recursive: true });
-  const ports = { ...stack.ports, http: await freePort(), https: await freePort(), api: await freePort() };
-  const { certFile, keyFile } = makeCertificate(dir);
-  const vars: RenderVars = { bind: "127.0.0.1", ports, dir, shared: SHARED, certFile, keyFile, logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
-  writeFileSync(join(dir, "traefik.yml"), benchStatic(vars, false));
-  writeFileSync(join(dir, "dynamic.yml"), renderDynamic(vars, { plugin: false, healthIntervalMs: stack.timing.healthIntervalMs, healthTimeoutMs: stack.timing.healthTimeoutMs }));
-  const proc = new ManagedProcess("traefik-plain", { cmd: traefikBinary(), args: [`--configFile=${join(dir, "traefik.yml")}`], cwd: dir, logFile: join(dir, "logs", "traefik.log") });
-  proc.start();
-  const apiUrl = `http://127.0.0.1:${ports.api}`;
-  await waitUntil(
-    "plain Traefik's healthy servers",
-    async () => {
-      if (!proc.running) throw new BenchError(`plain Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
-      const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
-      if (!r || r.status !== 200) return false;
-      const st = (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
-      return stack.nodes.every((n) => st[n.url] === "UP");
-    },
-    30_000,
-    100,
-  );
-  return { proc, base: `http://127.0.0.1:${ports.http}`, apiUrl };
-}
-
-/**
- * The static configuration both Traefiks run: traefik/traefik.yml rendered as it is (no extras such
- * as the test stack's access log, which would cost one side more than the other), plus the debug
- * API (pprof, forced GC for heap figures). Without the plugin, the experimental section goes: plain
- * Traefik must not even compile the plugin.
- */
-function benchStatic(vars: RenderVars, withPlugin: boolean): string {
-  const values: Record<string, string> = {
-    BIND: vars.bind,
-    HTTP_PORT: String(vars.ports.http),
-    HTTPS_PORT: String(vars.ports.https),
-    API_PORT: String(vars.ports.api),
-    DYNAMIC_FILE: join(vars.dir, "dynamic.yml"),
-    LOG_LEVEL: vars.logLevel,
-    SHARED_DIR: vars.shared,
-  };
-  let text = readFileSync(join(ROOT, "traefik", "traefik.yml"), "utf8").replace(/\$\{(\w+)\}/g, (_, k: string) => {
-    if (!(k in values)) throw new BenchError(`traefik/traefik.yml: no value for \${${k}}`, "ERR_BENCH_TEMPLATE");
-    return values[k]!;
-  });
-  if (!withPlugin) {
-    const before = text;
-    text = text.replace(/^experimental:[\s\S]*$/m, "");
-    if (text === before) throw new BenchError("traefik/traefik.yml: no experimental section to remove", "ERR_BENCH_TEMPLATE");
-  }
-  return withDebugApi(text);
-}
-
-function withDebugApi(staticYaml: string): string {
-  const out = staticYaml.replace(/^(\s+)dashboard: false$/m, "$1dashboard: false\n$1debug: true");
-  if (out === staticYaml) throw new BenchError("traefik/traefik.yml: cannot find `dashboard: false` under api to add debug", "ERR_BENCH_TEMPLATE");
-  return out;
-}
-
-/**
- * Restarts the stack's Traefik with the debug API (pprof, forced GC for heap figures) switched on,
- * and with another plugin build when one is given (to compare builds: --plugin-wasm FILE).
- */
-async function preparePluginTraefik(stack: Stack, pluginWasm: string | undefined): Promise<void> {
-  const vars: RenderVars = { bind: "127.0.0.1", ports: stack.ports, dir: stack.dir, shared: SHARED, certFile: "", keyFile: "", logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
-  writeFileSync(join(stack.dir, "traefik.yml"), benchStatic(vars, true));
-  if (pluginWasm) {
-    const dir = join(stack.dir, "plugins-local", "src", "github.com", "mcp-affinity", "mcp-affinity");
-    rmSync(dir, { recursive: true, force: true }); // the stack's symlink to plugin/build/local
-    mkdirSync(dir, { recursive: true });
-    copyFileSync(join(ROOT, "plugin", ".traefik.yml"), join(dir, ".traefik.yml"));
-    copyFileSync(pluginWasm, join(dir, "plugin.wasm"));
-  }
-  await stack.traefik.stop();
-  stack.traefik.start();
-  await stack.waitTraefikReady();
-}
-
 /** Go heap in use after a forced collection (the debug API's heap profile with gc=1 forces one). */
 async function liveHeapBytes(apiUrl: string): Promise<number> {
   const hp = await request(`${apiUrl}/debug/pprof/heap?gc=1`);
@@ -215,48 +134,6 @@ async function liveHeapBytes(apiUrl: string): Promise<number> {
   const m = await httpGet(`${apiUrl}/metrics`, 3000);
   const v = m ? /^go_memstats_heap_alloc_bytes (\S+)$/m.exec(m.text) : null;
   return v ? Number(v[1]) : NaN;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The sidecar, as its CLI (bin/mcp-affinity-sidecar.js) runs in a deployment
-
-async function startBenchSidecar(stack: Stack): Promise<{ proc: ManagedProcess; url: string; restart(): Promise<void> }> {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const proc = new ManagedProcess("sidecar", {
-    cmd: process.execPath,
-    args: [
-      ...(cfg.sidecarMain ? ["--import", "tsx", cfg.sidecarMain] : [join(ROOT, "bin", "mcp-affinity-sidecar.js")]),
-      `--dir=${SHARED}`,
-      `--port=${port}`,
-      `--redis-url=${stack.redisUrl}`,
-      `--traefik-api=${stack.apiUrl}`,
-      "--traefik-services=mcp@file",
-      "--log-level=warn",
-    ],
-    logFile: join(stack.dir, "logs", "bench-sidecar.log"),
-  });
-  const start = async () => {
-    proc.start();
-    await waitUntil(
-      "the sidecar's /readyz",
-      async () => {
-        if (!proc.running) throw new BenchError(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
-        return (await httpGet(`${url}/readyz`))?.status === 200;
-      },
-      180_000,
-      200,
-    );
-  };
-  await start();
-  return {
-    proc,
-    url,
-    async restart() {
-      await proc.stop();
-      await start();
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,7 +349,7 @@ interface ModeFigures {
   errors: number;
   discontinuities: number;
   errorSamples: string[];
-  rounds: Array<{ rps: number; p50: number; p99: number }>;
+  rounds: Array<{ rps: number; p50: number; p99: number; p999: number; traefikCpuUs: number | null; nodesCpuUs: number }>;
   /** CPU time per request of the Traefik serving this mode (none for the direct case). */
   traefikCpuUsPerRequest: number | null;
   /** CPU time per request of the three nodes. */
@@ -493,12 +370,12 @@ async function main(): Promise<void> {
   SHARED = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-bench-") : join(stack.dir, "shared");
   results.sharedDir = SHARED;
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
-  let plain: Awaited<ReturnType<typeof startPlainTraefik>> | null = null;
+  let plain: ExtraTraefik | null = null;
   const cleanups: Array<() => Promise<unknown>> = [];
   try {
-    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack);
-    await preparePluginTraefik(stack, cfg.pluginWasm);
-    plain = await startPlainTraefik(stack);
+    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack, SHARED, cfg.sidecarMain);
+    await preparePluginTraefik(stack, SHARED, cfg.pluginWasm);
+    plain = await startExtraTraefik(stack, SHARED, "plain");
     const plainProc = plain.proc;
     cleanups.push(() => plainProc.stop());
     log(`plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}`);
@@ -565,8 +442,8 @@ async function main(): Promise<void> {
     ];
     const passResults: Record<string, ModeFigures[]> = {};
     for (const pass of passes) {
-      const byMode = new Map<string, { samples: Samples; requests: number; seconds: number; errors: number; disc: number; errorSamples: string[]; rounds: ModeFigures["rounds"]; traefikCpu: number; nodesCpu: number }>();
-      for (const t of targets) byMode.set(t.name, { samples: new Samples(), requests: 0, seconds: 0, errors: 0, disc: 0, errorSamples: [], rounds: [], traefikCpu: 0, nodesCpu: 0 });
+      const byMode = new Map<string, { samples: Samples; requests: number; seconds: number; errors: number; disc: number; errorSamples: string[]; rounds: ModeFigures["rounds"] }>();
+      for (const t of targets) byMode.set(t.name, { samples: new Samples(), requests: 0, seconds: 0, errors: 0, disc: 0, errorSamples: [], rounds: [] });
       const sessionsForPass = loadSessions.slice(0, pass.concurrency * SESSIONS_PER_WORKER);
       for (let round = 0; round < cfg.rounds; round++) {
         const order = round % 2 === 0 ? targets : [...targets].reverse();
@@ -608,26 +485,34 @@ async function main(): Promise<void> {
           m.disc += r.discontinuities;
           m.errorSamples.push(...r.errorSamples.slice(0, 5 - m.errorSamples.length));
           const v = r.latencyUs.sorted();
-          m.rounds.push({ rps: r.requests / r.seconds, p50: percentile(v, 50), p99: percentile(v, 99) });
-          m.traefikCpu += cpu1.traefik - cpu0.traefik;
-          m.nodesCpu += cpu1.nodes - cpu0.nodes;
+          m.rounds.push({
+            rps: r.requests / r.seconds,
+            p50: percentile(v, 50),
+            p99: percentile(v, 99),
+            p999: percentile(v, 99.9),
+            traefikCpuUs: t.name === "a" ? null : (cpu1.traefik - cpu0.traefik) / r.requests,
+            nodesCpuUs: (cpu1.nodes - cpu0.nodes) / r.requests,
+          });
           log(`  ${pass.name} c=${pass.concurrency} round ${round + 1} ${t.name.padEnd(2)}: ${(r.requests / r.seconds).toFixed(0)} req/s, p50 ${percentile(v, 50).toFixed(0)} us, p99 ${percentile(v, 99).toFixed(0)} us, errors ${r.errors}, discontinuities ${r.discontinuities}${r.errorSamples.length ? ` (${r.errorSamples.join("; ")})` : ""}`);
         }
       }
+      // Every figure is the median of the rounds' own figures: one noisy round cannot decide a ratio.
       passResults[pass.name] = targets.map((t) => {
         const m = byMode.get(t.name)!;
+        const med = (k: "rps" | "p50" | "p99" | "p999" | "nodesCpuUs") => median(m.rounds.map((x) => x[k]));
+        const pooled = summarize(m.samples);
         return {
           name: t.name,
           label: t.label,
-          rps: m.requests / m.seconds,
-          latencyUs: summarize(m.samples),
+          rps: med("rps"),
+          latencyUs: { ...pooled, p50: med("p50"), p99: med("p99"), p999: med("p999") },
           requests: m.requests,
           errors: m.errors,
           discontinuities: m.disc,
           errorSamples: m.errorSamples,
           rounds: m.rounds,
-          traefikCpuUsPerRequest: t.name === "a" ? null : m.traefikCpu / m.requests,
-          nodesCpuUsPerRequest: m.nodesCpu / m.requests,
+          traefikCpuUsPerRequest: t.name === "a" ? null : median(m.rounds.map((x) => x.traefikCpuUs!)),
+          nodesCpuUsPerRequest: med("nodesCpuUs"),
         };
       });
     }
@@ -754,7 +639,7 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
       line(`${m.label.padEnd(56)} ${fmt(m.rps).padStart(8)} ${fmt(m.latencyUs.p50).padStart(8)} ${fmt(m.latencyUs.p99).padStart(8)} ${fmt(m.latencyUs.p999).padStart(9)} ${String(m.errors).padStart(7)} ${String(m.discontinuities).padStart(9)} ${fmt(m.traefikCpuUsPerRequest).padStart(19)}`);
     }
   };
-  const per = `${cfg.rounds} x ${cfg.durationMs / 1000} s per mode, ${results.viewSessions ?? "?"} sessions in the view`;
+  const per = `medians of ${cfg.rounds} alternating rounds x ${cfg.durationMs / 1000} s per mode (p99.9 of each round), ${results.viewSessions ?? "?"} sessions in the view`;
   table(`Tool calls on existing sessions, throughput pass: concurrency ${cfg.concurrency}, ${per}`, thr);
   table(`Tool calls on existing sessions, latency pass: concurrency ${cfg.latencyConcurrency}, ${per}`, lat);
   const targets: Array<{ what: string; value: string; target: string; ok: boolean | null }> = [];

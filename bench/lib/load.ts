@@ -18,6 +18,11 @@ export interface LoadResult {
   seconds: number;
   requests: number;
   errors: number;
+  /**
+   * Calls without a complete answer: a 200 whose body holds no answer (an SSE stream that ended
+   * empty), or a connection that ended before the answer (a cut answer). Counted in `errors` too.
+   */
+  cuts: number;
   /** Answers whose counter did not continue the session's sequence (a request reached another node). */
   discontinuities: number;
   /** First few error descriptions. */
@@ -28,18 +33,33 @@ export interface LoadResult {
 export async function runLoad(
   target: LoadTarget,
   sessions: BenchSession[],
-  opts: { concurrency: number; warmupMs: number; durationMs: number; onWindowStart?: () => void; onWindowEnd?: () => void },
+  opts: {
+    concurrency: number;
+    warmupMs: number;
+    /** The measured window; with `calls`, an upper bound for it. */
+    durationMs: number;
+    /** End the window after this many measured calls (answered or failed). */
+    calls?: number;
+    onWindowStart?: () => void;
+    onWindowEnd?: () => void;
+  },
 ): Promise<LoadResult> {
   const agent = new Agent({ connections: opts.concurrency, pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 600_000 });
   const latency = new Samples();
-  const res: LoadResult = { target: target.name, seconds: 0, requests: 0, errors: 0, discontinuities: 0, errorSamples: [], latencyUs: latency };
+  const res: LoadResult = { target: target.name, seconds: 0, requests: 0, errors: 0, cuts: 0, discontinuities: 0, errorSamples: [], latencyUs: latency };
   let rpc = 1;
   let measuring = false;
   let stop = false;
-  const fail = (what: string) => {
+  let endWindow: (() => void) | null = null;
+  const counted = () => {
+    if (opts.calls !== undefined && res.requests + res.errors >= opts.calls) endWindow?.();
+  };
+  const fail = (what: string, cut: boolean) => {
     if (!measuring) return;
     res.errors++;
+    if (cut) res.cuts++;
     if (res.errorSamples.length < 5) res.errorSamples.push(what);
+    counted();
   };
 
   const worker = async (mine: BenchSession[]) => {
@@ -54,16 +74,19 @@ export async function runLoad(
           method: "POST",
           headers: callHeaders(s, target.withCookie),
           body: counterBody(rpc++),
+          // A cut answer may leave the connection open without an end: do not wait for ever.
+          headersTimeout: 15_000,
+          bodyTimeout: 15_000,
         });
         const text = await r.body.text();
         const us = Number(process.hrtime.bigint() - t0) / 1000;
         if (r.statusCode !== 200) {
-          fail(`${r.statusCode} ${String(r.headers["mcp-affinity"] ?? "")} ${text.slice(0, 120)}`);
+          fail(`${r.statusCode} ${String(r.headers["mcp-affinity"] ?? "")} ${text.slice(0, 120)}`, false);
           continue;
         }
         const c = counterOf(text);
         if (c === null) {
-          fail(`no counter in ${text.slice(0, 120)}`);
+          fail(`no counter in ${JSON.stringify(text.slice(0, 120))}`, true);
           continue;
         }
         if (c !== s.counter + 1 && measuring) res.discontinuities++;
@@ -71,9 +94,10 @@ export async function runLoad(
         if (measuring) {
           latency.add(us);
           res.requests++;
+          counted();
         }
       } catch (err) {
-        fail(`${(err as { code?: string }).code ?? ""} ${(err as Error).message}`);
+        fail(`${(err as { code?: string }).code ?? ""} ${(err as Error).message}`, true);
       }
     }
   };
@@ -86,7 +110,13 @@ export async function runLoad(
   opts.onWindowStart?.();
   measuring = true;
   const t0 = process.hrtime.bigint();
-  await new Promise((r) => setTimeout(r, opts.durationMs));
+  await new Promise<void>((r) => {
+    const timer = setTimeout(r, opts.durationMs);
+    endWindow = () => {
+      clearTimeout(timer);
+      r();
+    };
+  });
   measuring = false;
   opts.onWindowEnd?.();
   res.seconds = Number(process.hrtime.bigint() - t0) / 1e9;

@@ -50,6 +50,11 @@ export const EVENT_INCOMPLETE_GRACE_MS = 5_000;
 export const EVENT_MAX_BYTES = 1024 * 1024;
 /** Session ids the plugin may report (its maxSessionIdLength goes up to 4096). */
 export const EVENT_MAX_SESSION_ID = 4096;
+/**
+ * How the plugin passed a POST body on: `buffered` (copied into Traefik's memory first: the answer
+ * cannot be cut by golang/go#40747) or `streamed` (chunked, or above maxBufferedBodyBytes).
+ */
+export const BODY_KINDS = ["buffered", "streamed"] as const;
 export const DECISION_REASONS = [
   "sessionless",
   "pass",
@@ -533,6 +538,8 @@ export interface EventBatch {
   closed: Array<{ id: string; hash: string; cookie: string | null }>;
   decisions: Record<string, number>;
   dropped: number;
+  /** POSTs with a body by how the plugin passed the body on (`b` lines): buffered, streamed. */
+  bodies?: Record<string, number>;
   /** Lines skipped by a lenient parse (never written). */
   badLines?: number;
 }
@@ -585,6 +592,13 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       b.decisions[f[1]] = (b.decisions[f[1]] ?? 0) + n;
       return null;
     }
+    case "b": {
+      const n = count(f[2]);
+      if (f.length !== 3 || !(BODY_KINDS as readonly string[]).includes(f[1]!) || n === null) return "bad b line";
+      b.bodies ??= {};
+      b.bodies[f[1]!] = (b.bodies[f[1]!] ?? 0) + n;
+      return null;
+    }
     case "x": {
       const n = count(f[1]);
       if (f.length !== 2 || n === null) return "bad x line";
@@ -628,7 +642,7 @@ export function parseEventBatch(text: string, opts: ParseEventOptions = {}): Eve
 
 /**
  * The text the plugin writes for a batch: header, t, l*, c*, d* (non-zero, in DECISION_REASONS
- * order), x (when non-zero), end. (The plugin may interleave l and c lines in the order it saw them.)
+ * order), b (non-zero), x (when non-zero), end. (The plugin may interleave l and c lines in the order it saw them.)
  */
 export function formatEventBatch(b: EventBatch): string {
   const lines = [EVENT_MAGIC, `t ${b.t}`];
@@ -637,6 +651,7 @@ export function formatEventBatch(b: EventBatch): string {
   // The plugin writes reasons in DECISION_REASONS order; any other reason follows.
   const reasons = [...DECISION_REASONS.filter((r) => r in b.decisions), ...Object.keys(b.decisions).filter((r) => !(DECISION_REASONS as readonly string[]).includes(r))];
   for (const reason of reasons) if (b.decisions[reason] > 0) lines.push(`d ${reason} ${b.decisions[reason]}`);
+  for (const kind of BODY_KINDS) if ((b.bodies?.[kind] ?? 0) > 0) lines.push(`b ${kind} ${b.bodies![kind]}`);
   if (b.dropped > 0) lines.push(`x ${b.dropped}`);
   lines.push("end");
   return lines.join("\n") + "\n";

@@ -76,9 +76,6 @@ export interface StartOptions {
 /** How long a stopping node keeps answering after its sessions are closed (see shutdown). */
 const SHUTDOWN_LINGER_MS = 500;
 
-/** Longer than Traefik's default idle timeout for backend connections (serversTransport, 90 s). */
-const PROXY_KEEP_ALIVE_MS = 120_000;
-
 export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {}): Promise<RunningNode> {
   const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node" } }) as unknown as LoggerLike);
   let affinity: Affinity | undefined;
@@ -103,11 +100,6 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
     json(res, 404, { error: "not found" });
   });
   http.on("clientError", (_err, socket) => socket.destroy());
-  // Behind a proxy the node should not be the first to close an idle keep-alive connection:
-  // Node's default (5 s) is far below Traefik's idle timeout for backend connections (90 s), which
-  // lets Traefik pick a connection the node is closing at that moment.
-  http.keepAliveTimeout = PROXY_KEEP_ALIVE_MS;
-  http.headersTimeout = PROXY_KEEP_ALIVE_MS + 5_000;
 
   await new Promise<void>((resolve, reject) => {
     http.once("error", reject);

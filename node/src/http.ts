@@ -152,6 +152,41 @@ export interface AppLike {
 export interface MountOptions extends McpHandlerOptions {
   /** Path of the MCP endpoint (default /mcp). */
   path?: string;
+  /** How long the proxy in front keeps an idle connection to this node (default Traefik's 90 s). */
+  proxyIdleTimeoutMs?: number;
+}
+
+/** Traefik's default idle timeout for its connections to servers (serversTransport idleConnTimeout). */
+export const PROXY_IDLE_TIMEOUT_MS = 90_000;
+
+interface KeepAliveSettings {
+  keepAliveTimeout: number;
+  headersTimeout: number;
+}
+const keptOpen = new WeakSet<object>();
+
+/**
+ * Behind a proxy the node must not be the first to close an idle keep-alive connection: the proxy
+ * may send the next request on it at the moment the node closes it, and that request fails
+ * (Node's default is 5 s, Traefik keeps idle connections to servers for 90 s). Raises, never
+ * lowers, the server's keepAliveTimeout to 30 s beyond the proxy's, and headersTimeout above that.
+ */
+export function keepIdleConnectionsOpen(server: KeepAliveSettings, proxyIdleTimeoutMs = PROXY_IDLE_TIMEOUT_MS): void {
+  checkProxyIdle(proxyIdleTimeoutMs);
+  const keepAlive = proxyIdleTimeoutMs + 30_000;
+  if (server.keepAliveTimeout < keepAlive) server.keepAliveTimeout = keepAlive;
+  if (server.headersTimeout < server.keepAliveTimeout + 5_000) server.headersTimeout = server.keepAliveTimeout + 5_000;
+  keptOpen.add(server);
+}
+
+function checkProxyIdle(ms: number): void {
+  if (!Number.isSafeInteger(ms) || ms < 0) throw new RangeError(`proxyIdleTimeoutMs must be a whole number of milliseconds >= 0, got ${ms}`);
+}
+
+/** The server a request came through, when it has keep-alive settings (http and https servers). */
+function serverOf(req: IncomingMessage): KeepAliveSettings | null {
+  const server = (req.socket as { server?: unknown } | undefined)?.server as Partial<KeepAliveSettings> | undefined;
+  return server && typeof server.keepAliveTimeout === "number" && typeof server.headersTimeout === "number" ? (server as KeepAliveSettings) : null;
 }
 
 export interface Mounted {
@@ -166,12 +201,22 @@ export interface Mounted {
  */
 export function mountMcp(target: HttpServer | AppLike, affinity: Affinity, opts: MountOptions): Mounted {
   const path = opts.path ?? "/mcp";
-  const handler = createMcpHandler(affinity, opts);
+  const proxyIdle = opts.proxyIdleTimeoutMs ?? PROXY_IDLE_TIMEOUT_MS;
+  checkProxyIdle(proxyIdle);
+  const mcpHandler = createMcpHandler(affinity, opts);
+  // Whatever server an app ends up behind (app.listen, http.createServer(app), https): its idle
+  // connections are kept open longer than the proxy's from the first MCP request on.
+  const handler: McpRequestHandler = (req, res, parsedBody) => {
+    const server = serverOf(req);
+    if (server && !keptOpen.has(server)) keepIdleConnectionsOpen(server, proxyIdle);
+    return mcpHandler(req, res, parsedBody);
+  };
   // An Express app is a function with all() and listen(); an http(s).Server is a net.Server.
   if (!(target instanceof NetServer) && typeof (target as AppLike).all === "function") {
     (target as AppLike).all(path, (req: IncomingMessage & { body?: unknown }, res: ServerResponse) => handler(req, res, req.body));
   } else {
     const server = target as HttpServer;
+    keepIdleConnectionsOpen(server, proxyIdle);
     const others = server.listeners("request") as Array<(req: IncomingMessage, res: ServerResponse) => void>;
     server.removeAllListeners("request");
     server.on("request", (req: IncomingMessage, res: ServerResponse) => {

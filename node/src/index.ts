@@ -1,7 +1,7 @@
 // Public entry of the node library: see docs/node-library.md.
 export { Affinity, AffinityConfigError, createAffinity } from "./affinity.ts";
 export type { AffinityOptions, AffinityState, CloseResult, ConnectableServer, LoggerLike, SessionCheck } from "./affinity.ts";
-export { createMcpHandler, mountMcp, SESSION_NOT_FOUND_BODY, writeSessionNotFound } from "./http.ts";
+export { createMcpHandler, keepIdleConnectionsOpen, mountMcp, PROXY_IDLE_TIMEOUT_MS, SESSION_NOT_FOUND_BODY, writeSessionNotFound } from "./http.ts";
 export type { AppLike, McpHandlerOptions, McpRequestHandler, Mounted, MountOptions, TransportOptions } from "./http.ts";
 export { RegistryError } from "./registry.ts";
 export type { RegistryBackend, RegistryOptions } from "./registry.ts";

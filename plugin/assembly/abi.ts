@@ -186,18 +186,13 @@ export function addHeaderAscii(kind: u32, name: string, value: string): void {
 }
 
 /**
- * Reads the whole request body into `out`. Callers gate this on a small Content-Length: the body
- * is read to its end because what is read must be written back whole (see writeRequestBody).
+ * Reads the next piece of the request body into `out`, at most its capacity (never grown);
+ * true once the body has ended. The host keeps its reader across calls.
  */
-export function readRequestBody(out: Bytes): void {
-  out.clear();
-  while (true) {
-    out.ensure(out.len + 1024);
-    const room = out.buf.length - out.len;
-    const r = _read_body(KIND_REQUEST, out.ptr + <usize>out.len, <u32>room);
-    out.len += <i32>(r & 0xffffffff);
-    if ((r >>> 32) != 0) return;
-  }
+export function readRequestChunk(out: Bytes): bool {
+  const r = _read_body(KIND_REQUEST, out.ptr, <u32>out.buf.length);
+  out.len = <i32>(r & 0xffffffff);
+  return (r >>> 32) != 0;
 }
 
 /**
@@ -216,6 +211,10 @@ export function readRequestBodyUpTo(out: Bytes, max: i32): bool {
   }
 }
 
+/**
+ * Appends `b` to the request body the next handler gets. The first call replaces the body with an
+ * empty in-memory one; later calls append to it (the host keeps its writer across calls).
+ */
 export function writeRequestBody(b: Bytes): void {
   _write_body(KIND_REQUEST, b.ptr, <u32>b.len);
 }

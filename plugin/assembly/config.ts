@@ -23,6 +23,7 @@ export class Config {
   /** Wrap ids of servers that do not mint routing tokens into the plugin's own token format. */
   wrapSessionIds: bool = true;
   maxInitializeBodyBytes: i32 = 65536;
+  maxBufferedBodyBytes: i32 = 65536;
   eventFlushMs: u64 = 1000;
   maxEventFiles: u32 = 4096;
   logLevel: i32 = 0; // http-wasm levels: -1 debug, 0 info, 1 warn, 2 error, 3 none
@@ -210,6 +211,7 @@ function applyOne(c: Config, key: string, v: Scalar): string {
     else if (key == "viewRefreshMs") { lo = 0; hi = 10000; }
     else if (key == "maxSessionIdLength") { lo = 16; hi = 4096; }
     else if (key == "maxInitializeBodyBytes") { lo = 256; hi = 1048576; }
+    else if (key == "maxBufferedBodyBytes") { lo = 0; hi = 16777216; }
     else if (key == "eventFlushMs") { lo = 100; hi = 60000; }
     else if (key == "maxEventFiles") { lo = 16; hi = 65536; }
     else return bad(key, "unknown setting");
@@ -220,6 +222,7 @@ function applyOne(c: Config, key: string, v: Scalar): string {
     else if (key == "viewRefreshMs") c.viewRefreshMs = <u64>n;
     else if (key == "maxSessionIdLength") c.maxSessionIdLength = <i32>n;
     else if (key == "maxInitializeBodyBytes") c.maxInitializeBodyBytes = <i32>n;
+    else if (key == "maxBufferedBodyBytes") c.maxBufferedBodyBytes = <i32>n;
     else if (key == "eventFlushMs") c.eventFlushMs = <u64>n;
     else c.maxEventFiles = <u32>n;
   }

@@ -5,10 +5,31 @@ import { openWrite, writeAll, close, mkdir, ERRNO_EXIST, ERRNO_NOENT } from "./w
 import { REASONS, REASON_COUNT } from "./core";
 
 const PROBES: u32 = 16;
+
+// How a POST body went to the node: copied into memory first, or streamed as it came (chunked, or
+// larger than maxBufferedBodyBytes). Index into BODY_KINDS; `b` lines of a batch.
+export const BODY_BUFFERED: i32 = 0;
+export const BODY_STREAMED: i32 = 1;
+const BODY_KINDS: StaticArray<string> = ["buffered", "streamed"];
 const MAX_PENDING_BYTES: i32 = 6144; // a batch stays under the documented 8 KiB
+
+/** One `<tag><name> <count>` line per non-zero count. */
+function pushCounts(o: Bytes, tag: string, names: StaticArray<string>, counts: StaticArray<u32>): void {
+  for (let i = 0; i < counts.length; i++) {
+    const n = unchecked(counts[i]);
+    if (n == 0) continue;
+    o.pushAscii(tag);
+    o.pushAscii(names[i]);
+    o.pushByte(32);
+    o.pushU64(n);
+    o.pushByte(10);
+  }
+}
 
 export class EventLog {
   counts: StaticArray<u32> = new StaticArray<u32>(REASON_COUNT);
+  /** POSTs with a body, by how the body went on: [buffered, streamed]. */
+  bodies: StaticArray<u32> = new StaticArray<u32>(2);
   pendingCounts: u32 = 0;
   dropped: u32 = 0;
   lastFlush: u64 = 0;
@@ -22,6 +43,11 @@ export class EventLog {
 
   count(reason: i32): void {
     unchecked(this.counts[reason] += 1);
+    this.pendingCounts++;
+  }
+
+  countBody(kind: i32): void {
+    unchecked(this.bodies[kind] += 1);
     this.pendingCounts++;
   }
 
@@ -60,15 +86,8 @@ export class EventLog {
     o.pushU64(now);
     o.pushByte(10);
     o.pushBytes(this.lines, 0, this.lines.len);
-    for (let r = 0; r < REASON_COUNT; r++) {
-      const n = unchecked(this.counts[r]);
-      if (n == 0) continue;
-      o.pushAscii("d ");
-      o.pushAscii(REASONS[r]);
-      o.pushByte(32);
-      o.pushU64(n);
-      o.pushByte(10);
-    }
+    pushCounts(o, "d ", REASONS, this.counts);
+    pushCounts(o, "b ", BODY_KINDS, this.bodies);
     if (this.dropped > 0) {
       o.pushAscii("x ");
       o.pushU64(this.dropped);
@@ -77,6 +96,8 @@ export class EventLog {
     o.pushAscii("end\n");
     if (this.writeSlot(now)) {
       for (let r = 0; r < REASON_COUNT; r++) unchecked(this.counts[r] = 0);
+      unchecked(this.bodies[0] = 0);
+      unchecked(this.bodies[1] = 0);
       this.pendingCounts = 0;
       this.dropped = 0;
       this.lines.clear();

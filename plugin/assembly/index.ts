@@ -4,15 +4,16 @@ import "./abort";
 import {
   Bytes, KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_WARN, LOG_DEBUG,
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
-  readRequestBody, writeRequestBody, statusCode, respond, readRequestBodyUpTo,
+  statusCode, respond, readRequestBodyUpTo,
 } from "./abi";
 import { findRequestId, idStart, idEnd } from "./jsonrpc";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
-import { findCookie, foundStart, foundEnd, rangeEquals, buildPinnedCookie } from "./cookie";
+import { findCookie, foundStart, foundEnd, buildPinnedCookie } from "./cookie";
 import { RegistryView, pushHex, FOUND, CLOSED, LEARNED, NOT_FOUND, INCONSISTENT } from "./view";
-import { EventLog } from "./events";
+import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
+import { CHUNK_BYTES, InitializeMatcher, contentLength, copyRequestBody } from "./body";
 import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
@@ -46,6 +47,8 @@ const hashHex = new Bytes(32);
 // The client-facing id of a wrapped session (idVals is reused by the response phase).
 const clientId = new Bytes(320);
 const token = new SessionToken();
+const chunk = new Bytes(CHUNK_BYTES);
+const initMatcher = new InitializeMatcher();
 const input = new RouteInput();
 const decision = new Decision();
 // Per request: the client's own sticky cookie value, for learning on the response.
@@ -116,7 +119,7 @@ export function handle_request(): u64 {
   const id = readSessionId(KIND_REQUEST);
   input.id = id;
   if (id == ID_NONE) {
-    const ctx = dirfd >= 0 ? maybeInitialize(now) : 0;
+    const ctx = passBody(dirfd >= 0) ? learnInitialize(now) : 0;
     finish(R_SESSIONLESS, now);
     return (ctx << 32) | 1;
   }
@@ -163,6 +166,7 @@ export function handle_request(): u64 {
       next |= REQCTX_REWRAP << 32;
     }
   }
+  if (next != 0) passBody(false);
   finish(d.reason, now);
   return next;
 }
@@ -255,23 +259,33 @@ function repairCookie(owner: string): Bytes {
 }
 
 /**
- * A POST without a session id may be an initialize. Its body is small: read it, put it back
- * unchanged, and hold this one response until the session it creates is learned.
+ * Before a POST goes on: a body of known length up to maxBufferedBodyBytes (or, for a possible
+ * initialize, maxInitializeBodyBytes) is copied into the host's memory, so the proxy never reads
+ * the client's connection while the answer flows (see body.ts); others stream as they come and
+ * are counted. With `inspect`, the copy is also searched for an initialize; true when one is found.
  */
-function maybeInitialize(now: u64): u64 {
-  if (getMethod() != "POST") return 0;
-  const n = headerValues(KIND_REQUEST, "Content-Length", scratch);
-  if (n != 1) return 0;
-  let len: i64 = 0;
-  for (let i = 0; i < scratch.len - 1; i++) {
-    const c = scratch.at(i);
-    if (c < 48 || c > 57 || len > <i64>cfg.maxInitializeBodyBytes) return 0;
-    len = len * 10 + <i64>(c - 48);
+function passBody(inspect: bool): bool {
+  if (getMethod() != "POST") return false;
+  const limit = inspect && cfg.maxInitializeBodyBytes > cfg.maxBufferedBodyBytes ? cfg.maxInitializeBodyBytes : cfg.maxBufferedBodyBytes;
+  const len = contentLength(scratch, <i64>limit);
+  if (len == 0) return false;
+  if (len < 0) {
+    // Chunked, or larger than the bound: the body streams to the node as in plain Traefik.
+    events.countBody(BODY_STREAMED);
+    return false;
   }
-  if (len <= 0 || len > <i64>cfg.maxInitializeBodyBytes) return 0;
-  readRequestBody(body);
-  writeRequestBody(body);
-  if (!isInitialize(body)) return 0;
+  initMatcher.reset();
+  const matcher = inspect && len <= <i64>cfg.maxInitializeBodyBytes ? initMatcher : null;
+  copyRequestBody(chunk, matcher);
+  // A long copy leaves garbage in proportion to its pieces; collect it now rather than let the
+  // allocator grow this instance past its first page before the periodic collection.
+  if (len > <i64>(16 * CHUNK_BYTES)) __collect();
+  events.countBody(BODY_BUFFERED);
+  return matcher != null && matcher.found;
+}
+
+/** An initialize: placed on an up node, and this one response held until the session it creates is learned. */
+function learnInitialize(now: u64): u64 {
   readClientCookie();
   steerInitialize(now);
   if (!cfg.learnSessions) return 0;
@@ -291,22 +305,6 @@ function steerInitialize(now: u64): void {
   setHeader(KIND_REQUEST, "Cookie", scratch);
   addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(pick));
   clientCookie = pick;
-}
-
-/** True when the JSON body has "method" : "initialize" (whitespace allowed around the colon). */
-function isInitialize(b: Bytes): bool {
-  const key = '"method"';
-  const val = '"initialize"';
-  for (let i = 0; i + key.length <= b.len; i++) {
-    if (!rangeEquals(b, i, i + key.length, key)) continue;
-    let j = i + key.length;
-    while (j < b.len && (b.at(j) == 32 || b.at(j) == 9 || b.at(j) == 10 || b.at(j) == 13)) j++;
-    if (j >= b.len || b.at(j) != 58) continue;
-    j++;
-    while (j < b.len && (b.at(j) == 32 || b.at(j) == 9 || b.at(j) == 10 || b.at(j) == 13)) j++;
-    if (j + val.length <= b.len && rangeEquals(b, j, j + val.length, val)) return true;
-  }
-  return false;
 }
 
 // Every open SSE stream holds an instance, so an instance must stay within its first 64 KiB page.

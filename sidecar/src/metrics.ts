@@ -1,7 +1,7 @@
 // Prometheus metrics (prom-client, one Registry per sidecar so several can live in one process).
 // Names: mcp_affinity_*, base units, counters end in _total; no session id in any label.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { DECISION_REASONS } from "../../lib/view/index.ts";
+import { BODY_KINDS, DECISION_REASONS } from "../../lib/view/index.ts";
 import type { Mirror } from "./mirror.ts";
 
 export const PREFIX = "mcp_affinity_";
@@ -9,6 +9,7 @@ export const PREFIX = "mcp_affinity_";
 export interface SidecarMetrics {
   registry: Registry;
   decisions: Counter<"reason">;
+  postBodies: Counter<"body">;
   eventsDropped: Counter<string>;
   eventFiles: Counter<"result">;
   eventBadLines: Counter<string>;
@@ -45,9 +46,17 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
   const decisions = new Counter({ name: `${PREFIX}edge_decisions_total`, help: "Edge (plugin) decisions by reason, from the plugin's event batches", labelNames: ["reason"], registers: r });
   // Pre-create the documented reasons so dashboards see zeros rather than gaps.
   for (const reason of DECISION_REASONS) decisions.inc({ reason }, 0);
+  const postBodies = new Counter({
+    name: `${PREFIX}edge_post_bodies_total`,
+    help: "POSTs with a body passed on by the plugin, by body handling: buffered (copied into Traefik's memory first) or streamed (chunked, or above maxBufferedBodyBytes: its answer can be cut by the proxy)",
+    labelNames: ["body"],
+    registers: r,
+  });
+  for (const body of BODY_KINDS) postBodies.inc({ body }, 0);
   const m: SidecarMetrics = {
     registry,
     decisions,
+    postBodies,
     eventsDropped: new Counter({ name: `${PREFIX}edge_event_batches_dropped_total`, help: "Event batches the plugin dropped because every probed slot was taken", registers: r }),
     eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt)", labelNames: ["result"], registers: r }),
     eventBadLines: new Counter({ name: `${PREFIX}event_bad_lines_total`, help: "Unreadable event lines skipped", registers: r }),

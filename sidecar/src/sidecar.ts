@@ -292,6 +292,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     // Counted only once the whole batch is applied: a retried batch is never counted twice.
     if (b.closed.length) metrics.closes.inc({ origin: "edge" }, b.closed.length);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
+    for (const [body, n] of Object.entries(b.bodies ?? {})) metrics.postBodies.inc({ body }, n);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
     if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
     maybePublish();

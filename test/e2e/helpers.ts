@@ -7,10 +7,10 @@ import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { Agent, request as undiciRequest } from "undici";
-import { ROOT } from "../support/stack.ts";
+import { ROOT, httpGet, type Stack } from "../support/stack.ts";
 
 export const LATEST_PROTOCOL = "2025-06-18";
-/** A call whose answer was cut on the way back would otherwise wait the SDK's 60 s. */
+/** A call that gets no answer fails within this time instead of the SDK's 60 s. */
 export const CALL_TIMEOUT_MS = 8000;
 
 /** Counts every HTTP exchange the SDK client makes (status, or -1 for a network error). */
@@ -101,7 +101,7 @@ export interface CounterLoadResult {
   discontinuities: number;
   /** Sessions with at least one failed or discontinuous call. */
   brokenSessions: number;
-  /** Initialize handshakes (initialize + initialized) that failed and were retried. */
+  /** Initialize handshakes (initialize + initialized) that failed (and were tried again, so that plain Traefik's misroutes can be measured). */
   failedHandshakes: number;
   http: HttpTally;
   latencyMs: { p50: number; p99: number; max: number };
@@ -303,6 +303,18 @@ export function pythonClient(args: string[], timeoutMs = 60_000): Promise<any> {
       }
     });
   });
+}
+
+/** Sum of every series of a sidecar metric (or of those whose labels contain `labels`); NaN when /metrics does not answer. */
+export async function sidecarMetric(stack: Stack, name: string, labels = ""): Promise<number> {
+  const r = await httpGet(`${stack.sidecarUrl}/metrics`);
+  if (!r) return NaN;
+  let sum = 0;
+  for (const line of r.text.split("\n")) {
+    const series = line.startsWith(`${name}{`) || line.startsWith(`${name} `);
+    if (series && (!labels || line.includes(labels))) sum += Number(line.split(" ").pop());
+  }
+  return sum;
 }
 
 /** Prints a measurement line the lead can copy into the closing note. */

@@ -78,6 +78,11 @@ export interface ForwardedRequest {
   host: string;
   headers: GoHeader;
   body: Uint8Array;
+  /**
+   * The body the proxy reads is in memory (the guest wrote it back, or a buffered read), not the
+   * client's connection: Go's server closing that connection's body cannot cut the answer.
+   */
+  bodyInMemory: boolean;
   /** Every `Cookie` line the upstream sees (Go byte strings). */
   cookies: string[];
 }
@@ -260,6 +265,15 @@ class BufferingRequestBody implements GoReader {
 const bytesBody = (data: Uint8Array) => new ServerBody(data, false);
 type RequestBody = ServerBody | BufferingRequestBody;
 
+/** r.Body now: after write_body, the guest's bytes.Buffer with everything written so far. */
+function currentBody(s: RequestState): RequestBody {
+  if (s.requestBodyWriter && s.requestBodyWritten) {
+    s.body = bytesBody(concat(s.requestBodyWriter));
+    s.requestBodyWritten = false;
+  }
+  return s.body;
+}
+
 function drain(r: RequestBody): Uint8Array {
   if (r instanceof BufferingRequestBody) throw new Error("unreachable");
   return r.remaining();
@@ -351,12 +365,16 @@ class RequestState {
   host: string;
   header: GoHeader;
   body: RequestBody;
+  /** The body as read from the client's connection. */
+  readonly clientBody: ServerBody;
   contentLength: number; // -1 unknown
   sourceAddr: string;
   w: Writer;
   client: ClientWriter;
   requestBodyReader?: RequestBody;
   requestBodyWriter?: Uint8Array[];
+  /** Bytes written since `body` was last rebuilt from requestBodyWriter. */
+  requestBodyWritten = false;
   responseBodyReader?: ServerBody;
   responseBodyWriterSet = false;
   exchange: Exchange;
@@ -384,7 +402,7 @@ class RequestState {
       this.contentLength = data.length;
     }
     this.header = h;
-    this.body = new ServerBody(data, !init.chunked);
+    this.body = this.clientBody = new ServerBody(data, !init.chunked);
     this.client = new ClientWriter();
     this.w = this.client;
     this.enableNetFeatures(handlerFeatures);
@@ -801,7 +819,7 @@ export class HttpWasmHost {
         let r: RequestBody;
         if (kind === BODY_REQUEST) {
           const s = this.mustBeforeNextOrFeature(FEATURE_BUFFER_REQUEST, "read", "request body");
-          r = s.requestBodyReader ??= s.body;
+          r = s.requestBodyReader ??= currentBody(s);
         } else if (kind === BODY_RESPONSE) {
           const s = this.mustBeforeNextOrFeature(FEATURE_BUFFER_RESPONSE, "read", "response body");
           if (!s.responseBodyReader) {
@@ -833,8 +851,9 @@ export class HttpWasmHost {
             s.body = bytesBody(new Uint8Array(0)); // RequestBodyWriter resets r.Body
           }
           const b = len >>> 0 ? Uint8Array.from(this.mustRead("body", buf, len)) : new Uint8Array(0);
+          // Appended to the same bytes.Buffer (the host keeps its writer across calls).
           s.requestBodyWriter.push(b);
-          s.body = bytesBody(concat(s.requestBodyWriter));
+          s.requestBodyWritten = true;
         } else if (kind === BODY_RESPONSE) {
           const s = this.mustBeforeNextOrFeature(FEATURE_BUFFER_RESPONSE, "write", "response body");
           const b = len >>> 0 ? Uint8Array.from(this.mustRead("body", buf, len)) : new Uint8Array(0);
@@ -886,7 +905,9 @@ export class HttpWasmHost {
     if (s.body instanceof BufferingRequestBody) {
       s.body = s.body.bufferedLength() === 0 ? (s.body.delegate as ServerBody) : bytesBody(concat(s.body.buffer));
     }
-    const body = drain(s.body);
+    // What the proxy reads: a bytes.Buffer (the guest's copy, or a buffered read), or the client's stream.
+    const bodyInMemory = s.requestBodyWriter !== undefined || s.body !== s.clientBody;
+    const body = drain(currentBody(s));
     if (s.contentLength >= 0 && body.length !== s.contentLength)
       ex.violations.push(`request body is ${body.length} bytes but Content-Length says ${s.contentLength}: Go's transport fails the request`);
     const fwd: ForwardedRequest = {
@@ -896,6 +917,7 @@ export class HttpWasmHost {
       host: s.host,
       headers: s.header.clone(),
       body,
+      bodyInMemory,
       cookies: s.header.values("Cookie"),
     };
     ex.forwarded = fwd;

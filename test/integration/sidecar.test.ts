@@ -183,6 +183,7 @@ describe("sidecar with Redis", () => {
       ev({
         learned: [{ id: "edge-1", hash: sessionHashHex("edge-1"), cookie: COOKIE_B }],
         decisions: { pin: 3, pass: 5, "fail-open": 1 },
+        bodies: { buffered: 7, streamed: 1 },
         dropped: 2,
       }),
     );
@@ -195,6 +196,8 @@ describe("sidecar with Redis", () => {
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(3);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="fail-open"}')).toBe(1);
     expect(await metric(sc, "mcp_affinity_edge_event_batches_dropped_total")).toBe(2);
+    expect(await metric(sc, "mcp_affinity_edge_post_bodies_total", '{body="buffered"}')).toBe(7);
+    expect(await metric(sc, "mcp_affinity_edge_post_bodies_total", '{body="streamed"}')).toBe(1);
     expect(await metric(sc, "mcp_affinity_registrations_total", '{source="edge"}')).toBe(1);
 
     // A learn never overwrites the node's own record.

@@ -144,12 +144,13 @@ export function eventFileNames(dir: string): string[] {
 export function readEvents(dir: string): { files: string[]; batches: EventBatch[]; all: EventBatch } {
   const files = eventFileNames(dir);
   const batches = files.map((f) => parseEventBatch(readFileSync(join(viewPaths(dir).events, f), "latin1")));
-  const all: EventBatch = { t: 0, learned: [], closed: [], decisions: {}, dropped: 0 };
+  const all: EventBatch = { t: 0, learned: [], closed: [], decisions: {}, dropped: 0, bodies: {} };
   for (const b of batches) {
     all.learned.push(...b.learned);
     all.closed.push(...b.closed);
     for (const [k, v] of Object.entries(b.decisions)) all.decisions[k] = (all.decisions[k] ?? 0) + v;
     all.dropped += b.dropped;
+    for (const [k, v] of Object.entries(b.bodies ?? {})) all.bodies![k] = (all.bodies![k] ?? 0) + v;
   }
   return { files, batches, all };
 }

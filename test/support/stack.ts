@@ -483,11 +483,6 @@ export interface Stack {
   waitTraefikReady(timeoutMs?: number): Promise<void>;
   /** Traefik's access log lines (JSON), parsed. */
   accessLog(): AccessLogRow[];
-  /**
-   * /mcp requests whose upstream response Traefik's proxy cut (see proxyCuts) that started in
-   * [fromMs, toMs].
-   */
-  proxyCuts(fromMs: number, toMs?: number): AccessLogRow[];
   stop(): Promise<void>;
 }
 
@@ -501,19 +496,6 @@ export interface AccessLogRow {
   OriginStatus?: number;
   Duration: number;
   [k: string]: unknown;
-}
-
-/**
- * A request Traefik handed to a node (ServiceURL set) that never got its origin fields (status 0),
- * yet went out as an empty 200: the proxy's body copy from the node failed after the headers were
- * forwarded ("httputil: ReverseProxy read error during body copy: use of closed network
- * connection"). Go's HTTP/1 server drains and closes the inbound request body when the response
- * headers are written, and the transport's last read of that body then fails and tears down the
- * upstream connection (golang/go#40747). It happens with the plugin off too; an SSE answer to a
- * POST is where it shows (the client waits for an event that never comes).
- */
-export function isProxyCut(r: AccessLogRow): boolean {
-  return (r.RouterName ?? "").includes("mcp") && !!r.ServiceURL && (r.OriginStatus ?? 0) === 0 && r.DownstreamStatus === 200 && r.DownstreamContentSize === 0 && r.RequestMethod === "POST";
 }
 
 async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}): Promise<StackPorts> {
@@ -785,11 +767,6 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
       waitTraefikReady,
       accessLog,
-      proxyCuts: (fromMs, toMs = Date.now()) =>
-        accessLog().filter((r) => {
-          const t = Date.parse(r.StartUTC);
-          return isProxyCut(r) && t >= fromMs && t <= toMs;
-        }),
       stop: stopAll,
     };
     return stack;

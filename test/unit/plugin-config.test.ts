@@ -57,6 +57,7 @@ describe("defaults", () => {
       maxSessionIdLength: "256",
       learnSessions: "true",
       maxInitializeBodyBytes: "65536",
+      maxBufferedBodyBytes: "65536",
       eventFlushMs: "1000",
       maxEventFiles: "4096",
       logLevel: "info",
@@ -225,6 +226,9 @@ describe("bad settings: one error line naming the setting, then fail open", () =
     ["learnSessions", "maybe"],
     ["maxInitializeBodyBytes", 255],
     ["maxInitializeBodyBytes", "1048577"],
+    ["maxBufferedBodyBytes", "16777217"],
+    ["maxBufferedBodyBytes", -1],
+    ["maxBufferedBodyBytes", "64k"],
     ["eventFlushMs", 99],
     ["eventFlushMs", "60001"],
     ["maxEventFiles", 15],
@@ -252,6 +256,7 @@ describe("bad settings: one error line naming the setting, then fail open", () =
       expect(ex.nextCalled).toBe(true);
       expect(ex.headerWrites).toEqual([]);
       expect(ex.responseBuffered).toBe(false);
+      expect(ex.forwarded!.bodyInMemory).toBe(false); // passed untouched: the body streams
       expect(ex.response.status).toBe(200);
       expect(ex.trap).toBeUndefined();
     }

@@ -37,6 +37,21 @@ const KINDS: [string, (i: number) => HostRequestInit, NextHandler | undefined, n
 
 const t = useView({ ...SPEC, published: Date.now() + 3_600_000 });
 
+/** A tools/call of `size` bytes; an initialize of `size` bytes with its method last. */
+const bigCall = (size: number) => {
+  const head = '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"';
+  return head + "x".repeat(size - head.length - 4) + '"}}}';
+};
+const bigInitialize = (size: number) => {
+  const head = '{"jsonrpc":"2.0","id":1,"params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"},"pad":"';
+  const tail = '"},"method":"initialize"}';
+  return head + "p".repeat(size - head.length - tail.length) + tail;
+};
+// Bodies the plugin copies through its fixed buffer (at the default bound), and ones it streams.
+const BODY_64K = bigCall(65_536);
+const INIT_60K = bigInitialize(60_000);
+const BODY_200K = bigCall(200_000);
+
 test("100,000 requests through one instance leave its memory size unchanged after a 1,000-request warm-up", () => {
   const p = newPlugin({ dir: t.dir, config: { staleAfterMs: 3_600_000 } });
   const host = p.pool.instances[0]!;
@@ -50,6 +65,17 @@ test("100,000 requests through one instance leave its memory size unchanged afte
       kind = "initialize";
       ex = host.handle(mcp({ body: INIT_BODY }), initializeUpstream(`mem-${i}`));
       want = 200;
+    } else if (i % 100 === 29) {
+      kind = "initialize-60k";
+      ex = host.handle(mcp({ body: INIT_60K }), initializeUpstream(`mem-big-${i}`));
+      want = 200;
+      if (!ex.responseBuffered || ex.forwarded?.body.length !== INIT_60K.length) throw new Error(`request ${i}: 60 KB initialize not learned or not forwarded whole`);
+    } else if (i % 100 === 39 || i % 100 === 59) {
+      kind = i % 100 === 39 ? "buffered-64k" : "streamed-200k";
+      const body = i % 100 === 39 ? BODY_64K : BODY_200K;
+      ex = host.handle(mcp({ sessionId: "s-up", body }), okUpstream);
+      want = 200;
+      if (ex.forwarded?.bodyInMemory !== (i % 100 === 39) || ex.forwarded?.body.length !== body.length) throw new Error(`request ${i} (${kind}): body not passed on as expected`);
     } else if (i % 100 === 49) {
       kind = "delete";
       ex = host.handle(mcp({ method: "DELETE", sessionId: "s-up" }), () => ({ status: 200 }));
@@ -73,5 +99,18 @@ test("100,000 requests through one instance leave its memory size unchanged afte
   expect(host.memoryBytes).toBe(65_536);
   expect(host.requests).toBe(101_000);
   expect(seen.get("initialize")).toBe(1010);
-  for (const [k] of KINDS) expect(seen.get(k), k).toBeGreaterThan(7_500);
+  for (const k of ["initialize-60k", "buffered-64k", "streamed-200k"]) expect(seen.get(k), k).toBe(1010);
+  for (const [k] of KINDS) expect(seen.get(k), k).toBeGreaterThan(4_000);
+}, 120_000);
+
+test("1 MiB bodies copied at maxBufferedBodyBytes 16 MiB: the instance stays in its first page", () => {
+  const p = newPlugin({ dir: t.dir, config: { staleAfterMs: 3_600_000, maxBufferedBodyBytes: 16_777_216 } });
+  const host = p.pool.instances[0]!;
+  const body = bigCall(1_048_576);
+  for (let n = 0; n < 200; n++) {
+    const ex = host.handle(mcp({ sessionId: "s-up", body }), okUpstream);
+    expect(ex.forwarded!.bodyInMemory).toBe(true);
+    expect(ex.forwarded!.body.length).toBe(body.length);
+  }
+  expect(host.memoryBytes).toBe(65_536);
 }, 120_000);

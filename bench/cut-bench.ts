@@ -1,0 +1,240 @@
+// `npm run bench:cuts`: cut answers through plain sticky Traefik and through the plugin, side by
+// side in one run, and what buffering the request bodies costs.
+//   plain      Traefik with its sticky cookie only (the client sends the cookie it got)
+//   plugin     Traefik + the plugin, defaults (bodies up to 64 KiB copied into memory); no cookie
+//   unbuffered Traefik + the plugin with maxBufferedBodyBytes 0 (bodies stream, as before); no cookie
+// The same `tools/call counter` POSTs on existing sessions at concurrency 16 and 1, in rounds that
+// alternate the sides (order reversed every other round). A cut answer: a call that got a 200 without
+// its answer, or whose connection ended before the answer. Figures: cuts per 100,000 calls (summed
+// over the rounds); Traefik CPU per call (from /proc) and latency as medians of the rounds.
+// Flags: --calls N (per side, default 100000, split over rounds and both concurrencies),
+//        --rounds N (default 4), --unbuffered-share F (calls of the unbuffered side relative to the
+//        others, default 0.25: it is there for the cost, not the cut rate), --json FILE.
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { Agent } from "undici";
+import { startStack, waitUntil } from "../test/support/stack.ts";
+import { lookupSession, sessionHash } from "../lib/view/index.ts";
+import { initSession, type BenchSession } from "./lib/mcp.ts";
+import { runLoad, type LoadTarget } from "./lib/load.ts";
+import { cpuMicros } from "./lib/sse.ts";
+import { median, percentile } from "./lib/stats.ts";
+import { startBenchSidecar, startExtraTraefik, preparePluginTraefik, type ExtraTraefik } from "./lib/traefik.ts";
+
+function usageError(setting: string, msg: string): never {
+  process.stderr.write(`cut-bench: ${setting}: ${msg}\n`);
+  process.exit(2);
+}
+let flags: Record<string, string | boolean | undefined>;
+try {
+  flags = parseArgs({
+    args: process.argv.slice(2),
+    strict: true,
+    options: { calls: { type: "string" }, rounds: { type: "string" }, "unbuffered-share": { type: "string" }, json: { type: "string" }, help: { type: "boolean" } },
+  }).values;
+} catch (err) {
+  usageError("arguments", (err as Error).message.split("\n")[0]!);
+}
+if (flags.help) {
+  process.stdout.write("Usage: npm run bench:cuts -- [--calls 100000] [--rounds 4] [--unbuffered-share 0.25] [--json FILE]\n");
+  process.exit(0);
+}
+function numFlag(name: string, def: number, min: number, max: number, integer = true): number {
+  const raw = flags[name];
+  if (raw === undefined) return def;
+  const n = Number(raw);
+  if (typeof raw !== "string" || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) usageError(`--${name}`, `must be ${integer ? "a whole number" : "a number"} from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  return n;
+}
+const cfg = {
+  calls: numFlag("calls", 100_000, 1_000, 2_000_000),
+  rounds: numFlag("rounds", 4, 1, 20),
+  unbufferedShare: numFlag("unbuffered-share", 0.25, 0, 1, false),
+  json: typeof flags.json === "string" ? flags.json : undefined,
+};
+const CONCURRENCIES = [16, 1];
+const SESSIONS_PER_WORKER = 4;
+
+const log = (msg: string) => process.stdout.write(`[cuts ${((performance.now() / 1000) | 0).toString().padStart(3)}s] ${msg}\n`);
+
+interface Side extends LoadTarget {
+  label: string;
+  traefik: () => ExtraTraefik;
+  share: number;
+}
+interface RoundFigures {
+  calls: number;
+  cuts: number;
+  errors: number;
+  discontinuities: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  cpuUsPerCall: number;
+  errorSamples: string[];
+}
+
+async function main(): Promise<void> {
+  const os = await import("node:os");
+  const results: Record<string, any> = { startedAt: new Date().toISOString(), config: cfg, machine: { cpus: os.cpus().length, node: process.version, loadAvgAtStart: os.loadavg() } };
+  if (os.loadavg()[0]! > 0.5 * os.cpus().length) log(`warning: load average ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores: other work is running, latency and CPU figures will be noisy`);
+  log("starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin, plain Traefik, Traefik with the plugin not buffering bodies");
+  const stack = await startStack({ name: "bench-cuts", nodes: 3, plugin: true, sidecar: false, traefikLogLevel: "ERROR", pluginSettings: { staleAfterMs: "5000" } });
+  const shared = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-cuts-") : join(stack.dir, "shared");
+  const extra: ExtraTraefik[] = [];
+  let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
+  try {
+    sidecar = await startBenchSidecar(stack, shared);
+    await preparePluginTraefik(stack, shared, undefined);
+    const plugin: ExtraTraefik = { proc: stack.traefik, base: stack.httpBase, apiUrl: stack.apiUrl };
+    const plain = await startExtraTraefik(stack, shared, "plain");
+    extra.push(plain);
+    const unbuffered = await startExtraTraefik(stack, shared, "unbuffered", { settings: { staleAfterMs: "5000", maxBufferedBodyBytes: "0" } });
+    extra.push(unbuffered);
+    const sides: Side[] = [
+      { name: "plain", label: "plain sticky Traefik (cookie)", traefik: () => plain, originOf: () => plain.base, withCookie: true, share: 1 },
+      { name: "plugin", label: "Traefik + plugin (bodies buffered)", traefik: () => plugin, originOf: () => plugin.base, withCookie: false, share: 1 },
+      { name: "unbuffered", label: "Traefik + plugin, maxBufferedBodyBytes 0", traefik: () => unbuffered, originOf: () => unbuffered.base, withCookie: false, share: cfg.unbufferedShare },
+    ].filter((s) => s.share > 0);
+
+    const cookieToUrl = new Map(stack.nodes.map((n) => [n.cookie, n.url]));
+    const nSessions = Math.max(...CONCURRENCIES) * SESSIONS_PER_WORKER;
+    const initAgent = new Agent({ connections: 8 });
+    const sessions: BenchSession[] = [];
+    for (let i = 0; i < nSessions; i++) sessions.push(await initSession(initAgent, plain.base, cookieToUrl));
+    await initAgent.close();
+    await waitUntil(
+      "the sessions in the view",
+      async () => {
+        for (const s of sessions) if (!(await lookupSession(shared, sessionHash(s.id)))) return false;
+        return true;
+      },
+      20_000,
+      100,
+    );
+    log(`${nSessions} sessions; ${cfg.rounds} rounds x ${CONCURRENCIES.length} concurrencies x ${sides.length} sides, ${cfg.calls} calls per side`);
+
+    const figures = new Map<string, RoundFigures[]>(); // key: side@concurrency
+    const perRound = (side: Side) => Math.max(100, Math.round((cfg.calls * side.share) / cfg.rounds / CONCURRENCIES.length));
+    for (let round = 0; round < cfg.rounds; round++) {
+      for (const c of CONCURRENCIES) {
+        const order = round % 2 === 0 ? sides : [...sides].reverse();
+        for (const side of order) {
+          const pid = side.traefik().proc.pid!;
+          let cpu0 = 0;
+          let cpu1 = 0;
+          const r = await runLoad(side, sessions.slice(0, c * SESSIONS_PER_WORKER), {
+            concurrency: c,
+            warmupMs: 300,
+            durationMs: 600_000,
+            calls: perRound(side),
+            onWindowStart: () => (cpu0 = cpuMicros(pid)),
+            onWindowEnd: () => (cpu1 = cpuMicros(pid)),
+          });
+          const v = r.latencyUs.sorted();
+          const calls = r.requests + r.errors;
+          const f: RoundFigures = {
+            calls,
+            cuts: r.cuts,
+            errors: r.errors,
+            discontinuities: r.discontinuities,
+            rps: r.requests / r.seconds,
+            p50: percentile(v, 50),
+            p99: percentile(v, 99),
+            cpuUsPerCall: (cpu1 - cpu0) / calls,
+            errorSamples: r.errorSamples,
+          };
+          const key = `${side.name}@${c}`;
+          figures.set(key, [...(figures.get(key) ?? []), f]);
+          log(`  round ${round + 1} c=${String(c).padEnd(2)} ${side.name.padEnd(10)}: ${calls} calls, ${f.cuts} cut, ${f.errors - f.cuts} other failures, ${f.discontinuities} misroutes, ${f.rps.toFixed(0)} calls/s, p50 ${f.p50.toFixed(0)} us, p99 ${f.p99.toFixed(0)} us, Traefik ${f.cpuUsPerCall.toFixed(0)} us CPU/call${f.errorSamples.length ? ` (${f.errorSamples.join("; ")})` : ""}`);
+        }
+      }
+    }
+
+    // Summary: cuts summed over rounds, everything else the median of the rounds.
+    const summary: Record<string, any> = {};
+    for (const side of sides) {
+      summary[side.name] = { label: side.label };
+      let calls = 0;
+      let cuts = 0;
+      let other = 0;
+      for (const c of CONCURRENCIES) {
+        const rs = figures.get(`${side.name}@${c}`)!;
+        const sum = (k: keyof RoundFigures) => rs.reduce((a, x) => a + (x[k] as number), 0);
+        const s = {
+          calls: sum("calls"),
+          cuts: sum("cuts"),
+          otherFailures: sum("errors") - sum("cuts"),
+          misroutes: sum("discontinuities"),
+          cutsPer100k: (sum("cuts") / sum("calls")) * 100_000,
+          rps: median(rs.map((x) => x.rps)),
+          p50Us: median(rs.map((x) => x.p50)),
+          p99Us: median(rs.map((x) => x.p99)),
+          traefikCpuUsPerCall: median(rs.map((x) => x.cpuUsPerCall)),
+          rounds: rs,
+        };
+        summary[side.name][`c${c}`] = s;
+        calls += s.calls;
+        cuts += s.cuts;
+        other += s.otherFailures;
+      }
+      summary[side.name].calls = calls;
+      summary[side.name].cuts = cuts;
+      summary[side.name].otherFailures = other;
+      summary[side.name].cutsPer100k = (cuts / calls) * 100_000;
+    }
+    results.sides = summary;
+    results.machine.loadAvgAtEnd = os.loadavg();
+    printReport(summary, sides);
+    if (cfg.json) {
+      writeFileSync(cfg.json + ".tmp", JSON.stringify(results, null, 2) + "\n");
+      renameSync(cfg.json + ".tmp", cfg.json);
+      log(`JSON written to ${cfg.json}`);
+    }
+  } finally {
+    for (const t of extra.reverse()) await t.proc.stop().catch(() => {});
+    await sidecar?.proc.stop().catch(() => {});
+    await stack.stop();
+    if (shared.startsWith("/dev/shm/")) rmSync(shared, { recursive: true, force: true });
+  }
+}
+
+function printReport(summary: Record<string, any>, sides: Side[]): void {
+  const out: string[] = [];
+  const line = (s = "") => out.push(s);
+  const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : "n/a");
+  const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "n/a");
+  line();
+  line(`Cut answers (calls that got no complete answer), ${cfg.rounds} alternating rounds; cuts summed, other figures medians of the rounds`);
+  line(`${"side".padEnd(42)} ${"conc".padStart(4)} ${"calls".padStart(8)} ${"cut".padStart(5)} ${"cut/100k".padStart(9)} ${"other fail".padStart(10)} ${"calls/s".padStart(8)} ${"p50 us".padStart(7)} ${"p99 us".padStart(7)} ${"CPU us/call".padStart(11)}`);
+  for (const side of sides) {
+    for (const c of CONCURRENCIES) {
+      const s = summary[side.name][`c${c}`];
+      line(`${side.label.padEnd(42)} ${String(c).padStart(4)} ${String(s.calls).padStart(8)} ${String(s.cuts).padStart(5)} ${f1(s.cutsPer100k).padStart(9)} ${String(s.otherFailures).padStart(10)} ${f0(s.rps).padStart(8)} ${f0(s.p50Us).padStart(7)} ${f0(s.p99Us).padStart(7)} ${f0(s.traefikCpuUsPerCall).padStart(11)}`);
+    }
+    const t = summary[side.name];
+    line(`${"".padEnd(42)} ${"all".padStart(4)} ${String(t.calls).padStart(8)} ${String(t.cuts).padStart(5)} ${f1(t.cutsPer100k).padStart(9)} ${String(t.otherFailures).padStart(10)}`);
+  }
+  const cost = (a: string, b: string, what: string) => {
+    if (!summary[a] || !summary[b]) return;
+    line(`${what}:`);
+    for (const c of CONCURRENCIES) {
+      const x = summary[a][`c${c}`];
+      const y = summary[b][`c${c}`];
+      line(`  c=${String(c).padEnd(2)} Traefik CPU ${f0(x.traefikCpuUsPerCall - y.traefikCpuUsPerCall).padStart(5)} us/call, p50 ${f0(x.p50Us - y.p50Us).padStart(5)} us, p99 ${f0(x.p99Us - y.p99Us).padStart(6)} us, calls/s x${(x.rps / y.rps).toFixed(3)}`);
+    }
+  };
+  line();
+  cost("plugin", "unbuffered", "Cost of buffering bodies (plugin minus plugin with maxBufferedBodyBytes 0)");
+  cost("plugin", "plain", "Cost of the plugin with buffering (plugin minus plain sticky Traefik)");
+  process.stdout.write(out.join("\n") + "\n");
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`cut-bench: ${(err as Error).message} (${(err as { code?: string }).code ?? "ERR_BENCH"})\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,166 @@
+// The parts every Traefik benchmark starts besides the test stack: a second Traefik (plain, or with
+// the plugin and other settings), the stack's Traefik restarted with the debug API, and the sidecar
+// as its CLI runs in a deployment. All of them share `shared`, the directory of the view.
+import { copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  ManagedProcess,
+  ROOT,
+  httpGet,
+  makeCertificate,
+  renderDynamic,
+  traefikBinary,
+  waitUntil,
+  type RenderVars,
+  type Stack,
+} from "../../test/support/stack.ts";
+import { freePort } from "../../test/support/redis.ts";
+import { BenchError } from "./mcp.ts";
+
+export interface ExtraTraefik {
+  proc: ManagedProcess;
+  base: string;
+  apiUrl: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A second Traefik: the same templates; plain (no middleware, and the plugin not even declared), or
+// with the plugin and its own settings (for comparing settings side by side in one run)
+
+export async function startExtraTraefik(
+  stack: Stack,
+  shared: string,
+  name: string,
+  plugin: { settings: Record<string, string> } | null = null,
+): Promise<ExtraTraefik> {
+  const dir = join(stack.dir, name);
+  mkdirSync(join(dir, "logs"), { recursive: true });
+  const ports = { ...stack.ports, http: await freePort(), https: await freePort(), api: await freePort() };
+  const { certFile, keyFile } = makeCertificate(dir);
+  const vars: RenderVars = { bind: "127.0.0.1", ports, dir, shared, certFile, keyFile, logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
+  if (plugin) {
+    // Traefik loads local plugins from ./plugins-local under its working directory: the stack's.
+    rmSync(join(dir, "plugins-local"), { force: true });
+    symlinkSync(join(stack.dir, "plugins-local"), join(dir, "plugins-local"));
+  }
+  writeFileSync(join(dir, "traefik.yml"), benchStatic(vars, plugin !== null));
+  writeFileSync(
+    join(dir, "dynamic.yml"),
+    renderDynamic(vars, { plugin: plugin !== null, pluginSettings: plugin?.settings, healthIntervalMs: stack.timing.healthIntervalMs, healthTimeoutMs: stack.timing.healthTimeoutMs }),
+  );
+  const proc = new ManagedProcess(`traefik-${name}`, { cmd: traefikBinary(), args: [`--configFile=${join(dir, "traefik.yml")}`], cwd: dir, logFile: join(dir, "logs", "traefik.log") });
+  proc.start();
+  const apiUrl = `http://127.0.0.1:${ports.api}`;
+  await waitUntil(
+    `${name} Traefik's healthy servers`,
+    async () => {
+      if (!proc.running) throw new BenchError(`${name} Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
+      const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
+      if (!r || r.status !== 200) return false;
+      const st = (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
+      return stack.nodes.every((n) => st[n.url] === "UP");
+    },
+    30_000,
+    100,
+  );
+  const base = `http://127.0.0.1:${ports.http}`;
+  // One request first, so the plugin is compiled before anything is measured.
+  if (plugin) await httpGet(`${base}/mcp`, 30_000);
+  return { proc, base, apiUrl };
+}
+
+/**
+ * The static configuration both Traefiks run: traefik/traefik.yml rendered as it is (no extras such
+ * as the test stack's access log, which would cost one side more than the other), plus the debug
+ * API (pprof, forced GC for heap figures). Without the plugin, the experimental section goes: plain
+ * Traefik must not even compile the plugin.
+ */
+function benchStatic(vars: RenderVars, withPlugin: boolean): string {
+  const values: Record<string, string> = {
+    BIND: vars.bind,
+    HTTP_PORT: String(vars.ports.http),
+    HTTPS_PORT: String(vars.ports.https),
+    API_PORT: String(vars.ports.api),
+    DYNAMIC_FILE: join(vars.dir, "dynamic.yml"),
+    LOG_LEVEL: vars.logLevel,
+    SHARED_DIR: vars.shared,
+  };
+  let text = readFileSync(join(ROOT, "traefik", "traefik.yml"), "utf8").replace(/\$\{(\w+)\}/g, (_, k: string) => {
+    if (!(k in values)) throw new BenchError(`traefik/traefik.yml: no value for \${${k}}`, "ERR_BENCH_TEMPLATE");
+    return values[k]!;
+  });
+  if (!withPlugin) {
+    const before = text;
+    text = text.replace(/^experimental:[\s\S]*$/m, "");
+    if (text === before) throw new BenchError("traefik/traefik.yml: no experimental section to remove", "ERR_BENCH_TEMPLATE");
+  }
+  return withDebugApi(text);
+}
+
+function withDebugApi(staticYaml: string): string {
+  const out = staticYaml.replace(/^(\s+)dashboard: false$/m, "$1dashboard: false\n$1debug: true");
+  if (out === staticYaml) throw new BenchError("traefik/traefik.yml: cannot find `dashboard: false` under api to add debug", "ERR_BENCH_TEMPLATE");
+  return out;
+}
+
+/**
+ * Restarts the stack's Traefik with the debug API (pprof, forced GC for heap figures) switched on,
+ * and with another plugin build when one is given (to compare builds: --plugin-wasm FILE).
+ */
+export async function preparePluginTraefik(stack: Stack, shared: string, pluginWasm: string | undefined): Promise<void> {
+  const vars: RenderVars = { bind: "127.0.0.1", ports: stack.ports, dir: stack.dir, shared, certFile: "", keyFile: "", logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
+  writeFileSync(join(stack.dir, "traefik.yml"), benchStatic(vars, true));
+  if (pluginWasm) {
+    const dir = join(stack.dir, "plugins-local", "src", "github.com", "mcp-affinity", "mcp-affinity");
+    rmSync(dir, { recursive: true, force: true }); // the stack's symlink to plugin/build/local
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(join(ROOT, "plugin", ".traefik.yml"), join(dir, ".traefik.yml"));
+    copyFileSync(pluginWasm, join(dir, "plugin.wasm"));
+  }
+  await stack.traefik.stop();
+  stack.traefik.start();
+  await stack.waitTraefikReady();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sidecar, as its CLI (bin/mcp-affinity-sidecar.js) runs in a deployment
+
+export async function startBenchSidecar(stack: Stack, shared: string, sidecarMain?: string): Promise<{ proc: ManagedProcess; url: string; restart(): Promise<void> }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = new ManagedProcess("sidecar", {
+    cmd: process.execPath,
+    args: [
+      ...(sidecarMain ? ["--import", "tsx", sidecarMain] : [join(ROOT, "bin", "mcp-affinity-sidecar.js")]),
+      `--dir=${shared}`,
+      `--port=${port}`,
+      `--redis-url=${stack.redisUrl}`,
+      `--traefik-api=${stack.apiUrl}`,
+      "--traefik-services=mcp@file",
+      "--log-level=warn",
+    ],
+    logFile: join(stack.dir, "logs", "bench-sidecar.log"),
+  });
+  const start = async () => {
+    proc.start();
+    await waitUntil(
+      "the sidecar's /readyz",
+      async () => {
+        if (!proc.running) throw new BenchError(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
+        return (await httpGet(`${url}/readyz`))?.status === 200;
+      },
+      180_000,
+      200,
+    );
+  };
+  await start();
+  return {
+    proc,
+    url,
+    async restart() {
+      await proc.stop();
+      await start();
+    },
+  };
+}
+
