@@ -73,6 +73,9 @@ export interface StartOptions {
   affinity?: Partial<AffinityOptions>;
 }
 
+/** How long a stopping node keeps answering after its sessions are closed (see shutdown). */
+const SHUTDOWN_LINGER_MS = 500;
+
 export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {}): Promise<RunningNode> {
   const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node" } }) as unknown as LoggerLike);
   let affinity: Affinity | undefined;
@@ -140,6 +143,10 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
       stopping ??= (async () => {
         await a.drain();
         await a.stop();
+        // Keep listening a moment after the sessions are closed and the heartbeat is removed: the
+        // edge learns "gone" within that time, and until then a late request gets this node's own
+        // 404 (or 503 for an initialize) instead of a refused connection (a 502 at the proxy).
+        await sleep(SHUTDOWN_LINGER_MS);
         await new Promise<void>((resolve) => {
           http.close(() => resolve());
           http.closeAllConnections();

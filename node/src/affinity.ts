@@ -88,6 +88,8 @@ export interface SessionCheck {
   reason?: MissReason;
   /** Owner URL from the registry record, when one exists. */
   owner?: string;
+  /** misroute: the owner's heartbeat names the record's boot (the session lives there). */
+  ownerLive?: boolean;
 }
 
 type TransportExtras = Omit<StreamableHTTPServerTransportOptions, "sessionIdGenerator" | "onsessioninitialized" | "onsessionclosed"> & {
@@ -465,7 +467,7 @@ export class Affinity {
       { session: sessionTag(id), reason, owner: r.owner, ...(detail ? { detail } : {}) },
       "session not served by this node",
     );
-    return { local: false, reason, owner: r.owner };
+    return r.ownerLive ? { local: false, reason, owner: r.owner, ownerLive: true } : { local: false, reason, owner: r.owner };
   }
 
   private async classify(id: string): Promise<SessionCheck & { detail?: string }> {
@@ -492,7 +494,7 @@ export class Affinity {
     }
     if (!node) return { local: false, reason: "stale", owner, detail: "owner has no heartbeat" };
     if (rec.boot !== null && node.boot !== rec.boot) return { local: false, reason: "stale", owner, detail: "owner rebooted" };
-    return { local: false, reason: "misroute", owner };
+    return { local: false, reason: "misroute", owner, ownerLive: true };
   }
 
   // ---- close -------------------------------------------------------------------------------

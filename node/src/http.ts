@@ -14,10 +14,48 @@ export function writeSessionNotFound(res: ServerResponse): void {
   res.end(SESSION_NOT_FOUND_BODY);
 }
 
-function writeJsonRpcError(res: ServerResponse, status: number, code: number, message: string): void {
-  const body = JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id: null });
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+function writeJsonRpcError(res: ServerResponse, status: number, code: number, message: string, id: string | number | null = null, retryAfterSeconds = 0): void {
+  const body = JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id });
+  const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+  if (retryAfterSeconds > 0) headers["retry-after"] = retryAfterSeconds;
+  res.writeHead(status, headers);
   res.end(body);
+}
+
+/** Retry-After of the node's own 503s: a misrouted request (the owner is live) and an initialize while draining. */
+export const NODE_RETRY_AFTER_SECONDS = 1;
+/** Largest body read to name the request in a 503 (the request itself is not served). */
+const ID_BODY_MAX = 64 * 1024;
+
+/** The id of a single JSON-RPC request (a batch, a notification or a response have none). */
+export function requestIdOf(body: unknown): string | number | null {
+  if (!body || typeof body !== "object" || Array.isArray(body)) return null;
+  const m = body as { id?: unknown; method?: unknown };
+  if (typeof m.method !== "string") return null;
+  return typeof m.id === "string" || typeof m.id === "number" ? m.id : null;
+}
+
+async function readRequestId(req: IncomingMessage, parsedBody: unknown): Promise<string | number | null> {
+  if (parsedBody !== undefined) return requestIdOf(parsedBody);
+  if (req.method !== "POST") return null;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > ID_BODY_MAX) return null;
+    chunks.push(c);
+  }
+  try {
+    return requestIdOf(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+  } catch {
+    return null;
+  }
+}
+
+/** 503 + Retry-After, naming the request when it is a single JSON-RPC request. */
+async function writeUnavailable(req: IncomingMessage, res: ServerResponse, parsedBody: unknown, message: string): Promise<void> {
+  const id = await readRequestId(req, parsedBody).catch(() => null);
+  writeJsonRpcError(res, 503, -32000, message, id, NODE_RETRY_AFTER_SECONDS);
 }
 
 export type TransportOptions = Parameters<Affinity["createTransport"]>[0];
@@ -57,8 +95,15 @@ async function route(affinity: Affinity, opts: McpHandlerOptions, req: IncomingM
         const check = await affinity.checkSession(sid);
         if (check.reason !== "unknown") await affinity.closeSession(sid);
       } else {
-        // hasSession logs and counts the mismatch in the background; the answer does not wait for Redis.
-        affinity.hasSession(sid);
+        // hasSession is false (the mismatch is logged and counted); the explanation decides the
+        // answer: a session of another live node is not lost, only sent to the wrong node (a
+        // proxy that re-picked, a liveness disagreement): 503, the client retries and reaches
+        // its owner. Anything else is the SDK's 404.
+        const check = await affinity.checkSession(sid);
+        if (check.ownerLive) {
+          await writeUnavailable(req, res, parsedBody, "This session is held by another node; retry later");
+          return;
+        }
       }
       writeSessionNotFound(res);
       return;
@@ -80,6 +125,11 @@ async function route(affinity: Affinity, opts: McpHandlerOptions, req: IncomingM
     return;
   }
   // A POST without a session id: an initialize creates a session (registered before the answer).
+  // A draining node takes no new sessions: they would be cut when it stops.
+  if (affinity.state !== "up") {
+    await writeUnavailable(req, res, parsedBody, "This node is shutting down; retry later");
+    return;
+  }
   const server = await opts.createServer();
   const transport: StreamableHTTPServerTransport = affinity.createTransport(opts.transportOptions, server);
   await server.connect(transport);

@@ -197,6 +197,22 @@ export function readRequestChunk(out: Bytes): bool {
 }
 
 /**
+ * Reads the request body into `out` only if it fits in `max` bytes: false (with `out` holding a
+ * prefix) when it is longer. `out` never grows past max + 1 bytes.
+ */
+export function readRequestBodyUpTo(out: Bytes, max: i32): bool {
+  out.clear();
+  out.ensure(max + 1);
+  while (true) {
+    const room = max + 1 - out.len;
+    if (room <= 0) return false;
+    const r = _read_body(KIND_REQUEST, out.ptr + <usize>out.len, <u32>room);
+    out.len += <i32>(r & 0xffffffff);
+    if ((r >>> 32) != 0) return out.len <= max;
+  }
+}
+
+/**
  * Appends `b` to the request body the next handler gets. The first call replaces the body with an
  * empty in-memory one; later calls append to it (the host keeps its writer across calls).
  */

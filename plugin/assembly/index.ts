@@ -4,8 +4,9 @@ import "./abort";
 import {
   Bytes, KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_WARN, LOG_DEBUG,
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
-  statusCode, respond,
+  statusCode, respond, readRequestBodyUpTo,
 } from "./abi";
+import { findRequestId, idStart, idEnd } from "./jsonrpc";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
@@ -13,6 +14,7 @@ import { findCookie, foundStart, foundEnd, buildPinnedCookie } from "./cookie";
 import { RegistryView, pushHex, FOUND, CLOSED, LEARNED, NOT_FOUND, INCONSISTENT } from "./view";
 import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
 import { CHUNK_BYTES, InitializeMatcher, contentLength, copyRequestBody } from "./body";
+import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_CLOSED, S_LEARNED, S_UNKNOWN, COOKIE_NONE, COOKIE_OWNER,
@@ -22,7 +24,8 @@ import {
 import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG } from "./token";
 
 const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
-const BODY_503 = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":null}';
+const BODY_503_HEAD = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":';
+const BODY_503 = BODY_503_HEAD + "null}";
 const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
 const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie header too large"},"id":null}';
 const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
@@ -85,6 +88,7 @@ function init(): void {
   view.learnedDigits = cfg.learnedDigits;
   // Start the flush clock now: a fresh instance batches its counts like any other.
   events.lastFlush = nowMs();
+  seedSteering(events.lastFlush);
   __collect(); // what parsing the configuration left behind
 }
 
@@ -131,7 +135,7 @@ export function handle_request(): u64 {
   const id = readSessionId(KIND_REQUEST);
   input.id = id;
   if (id == ID_NONE) {
-    const ctx = passBody(cfg.learnSessions && dirfd >= 0) ? learnInitialize() : 0;
+    const ctx = passBody(dirfd >= 0) ? learnInitialize(now) : 0;
     finish(R_SESSIONLESS, now);
     return (ctx << 32) | 1;
   }
@@ -173,7 +177,7 @@ export function handle_request(): u64 {
     next = 0;
   } else if (d.action == ANSWER_503) {
     const retry = d.target == TARGET_TOKEN ? view.ownerRetry : ownerRetry;
-    respond(503, "unavailable", BODY_503, retry > 0 ? retry : cfg.retryAfterSeconds);
+    respond(503, "unavailable", unavailableBody(), retry > 0 ? retry : cfg.retryAfterSeconds);
     next = 0;
   }
   if (next != 0 && token.kind == TOKEN_WRAPPED) {
@@ -211,6 +215,17 @@ function unwrapRequestId(): void {
   setHeader(KIND_REQUEST, "Mcp-Session-Id", scratch);
 }
 
+
+// The 503 carries the request's JSON-RPC id, so the client can match the error to its request.
+// Only a small POST body is read, into a buffer of fixed size: this path is rare, the rest never reads bodies.
+const ID_BODY_MAX: i32 = 4096;
+// The 503 path answers itself, so nothing else needs scratch (sized MAX_COOKIE_READ_BYTES + 64) then.
+const rpcBody = scratch;
+
+function unavailableBody(): string {
+  if (getMethod() != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX) || !findRequestId(rpcBody)) return BODY_503;
+  return BODY_503_HEAD + rpcBody.toAscii(idStart, idEnd) + "}";
+}
 
 /** Fills input.view / input.session / input.ownerState / input.cookie from the view. */
 function classify(now: u64): void {
@@ -306,12 +321,28 @@ function passBody(inspect: bool): bool {
   return matcher != null && matcher.found;
 }
 
-/** An initialize: hold this one response until the session it creates is learned. */
-function learnInitialize(): u64 {
-  // Cookie lines too large to read: the balancer's Set-Cookie still names the owner.
-  readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES));
+/** An initialize: placed on an up node, and this one response held until the session it creates is learned. */
+function learnInitialize(now: u64): u64 {
+  // Cookie lines too large to read: not steered (the rewrite would drop them); the balancer's
+  // Set-Cookie still names the owner.
+  if (readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES))) steerInitialize(now);
+  if (!cfg.learnSessions) return 0;
   enableFeatures(FEATURE_BUFFER_RESPONSE);
   return REQCTX_LEARN;
+}
+
+/**
+ * A new session goes to an up server: the Cookie names one (Traefik obeys it), and a
+ * cookie-keeping client is told the same. Only on a fresh view; otherwise Traefik picks.
+ */
+function steerInitialize(now: u64): void {
+  if (!view.refresh(now, false) || view.isStale(now, cfg.staleAfterMs)) return;
+  const pick = steerNewSession(view, clientCookie);
+  if (pick.length == 0) return;
+  buildPinnedCookie(cookieVals, cfg.cookieName, pick, scratch);
+  setHeader(KIND_REQUEST, "Cookie", scratch);
+  addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(pick));
+  clientCookie = pick;
 }
 
 // Every open SSE stream holds an instance, so an instance must stay within its first 64 KiB page.

@@ -31,6 +31,10 @@ export interface SidecarConfig {
   traefikApi: string | null;
   traefikServices: string[];
   traefikPollIntervalMs: number;
+  probePath: string;
+  probeIntervalMs: number;
+  probeTimeoutMs: number;
+  probeFailures: number;
   tombstoneTtlMs: number;
   learnedMaxAgeMs: number;
   mcpPath: string;
@@ -132,7 +136,7 @@ const SPECS: Spec[] = [
   { key: "redisPassword", flag: "redis-password", env: "REDIS_PASSWORD", def: null, help: "Redis password for Sentinel/Cluster modes (for a single server put it in the URL)", parse: (v) => v, secret: true },
   { key: "sessionTtlMs", flag: "session-ttl", env: "SESSION_TTL", def: "30d", help: "TTL of mcp:session:{id} records", parse: duration(1000) },
   { key: "nodeTtlMs", flag: "node-ttl", env: "NODE_TTL", def: "15s", help: "a node whose heartbeat is older than this is down", parse: duration(100, 3_600_000) },
-  { key: "downLimitMs", flag: "down-limit", env: "DOWN_LIMIT", def: "5m", help: "a node down longer than this is gone (edge answers 404 for its sessions)", parse: duration(100) },
+  { key: "downLimitMs", flag: "down-limit", env: "DOWN_LIMIT", def: "30s", help: "a node that does not answer (down) longer than this is gone (edge answers 404 for its sessions); a refused connection or a new boot is gone at once", parse: duration(100) },
   { key: "shardBits", flag: "shard-bits", env: "SHARD_BITS", def: "12", help: "view shard bits: 4, 8, 12 or 16 (12 = 4096 shard files)", parse: (v, n) => (["4", "8", "12", "16"].includes(v.trim()) ? Number(v) : fail(n, `must be 4, 8, 12 or 16, not "${v}"`)) },
   { key: "retryAfterSeconds", flag: "retry-after", env: "RETRY_AFTER", def: "0", help: "Retry-After hint in the view for down nodes (0 = the plugin's own setting)", parse: int(0, 3600) },
   { key: "metaIntervalMs", flag: "meta-interval", env: "META_INTERVAL", def: "1s", help: "how often the view's freshness stamp is rewritten", parse: duration(50, 60_000) },
@@ -142,6 +146,10 @@ const SPECS: Spec[] = [
   { key: "traefikApi", flag: "traefik-api", env: "TRAEFIK_API", def: null, help: "Traefik API base URL, to take node health from Traefik (nodes without the library)", parse: url(["http:", "https:"]) },
   { key: "traefikServices", flag: "traefik-services", env: "TRAEFIK_SERVICES", def: "", help: "Traefik service names of the MCP servers, comma-separated (e.g. mcp@file)", parse: (v) => v.split(",").map((s) => s.trim()).filter(Boolean) },
   { key: "traefikPollIntervalMs", flag: "traefik-poll-interval", env: "TRAEFIK_POLL_INTERVAL", def: "2s", help: "how often the Traefik API is polled", parse: duration(50, 600_000) },
+  { key: "probePath", flag: "probe-path", env: "PROBE_PATH", def: "/healthz", help: "health path the sidecar probes on every node (\"off\" = no probing: liveness from heartbeats and Traefik's API)", parse: (v, n) => (v === "off" || v.startsWith("/") ? v : fail(n, `"${v}" must start with / (or be off)`)) },
+  { key: "probeIntervalMs", flag: "probe-interval", env: "PROBE_INTERVAL", def: "250ms", help: "how often each node is probed (a recovery is seen within one interval)", parse: duration(50, 60_000) },
+  { key: "probeTimeoutMs", flag: "probe-timeout", env: "PROBE_TIMEOUT", def: "1s", help: "a probe not answered within this has failed (see --probe-failures)", parse: duration(50, 60_000) },
+  { key: "probeFailures", flag: "probe-failures", env: "PROBE_FAILURES", def: "2", help: "failed probes in a row (timeouts or unhealthy answers) before a node is down; a refused connection counts at once", parse: int(1, 100) },
   { key: "tombstoneTtlMs", flag: "tombstone-ttl", env: "TOMBSTONE_TTL", def: "10m", help: "how long a closed session stays in the view as closed (edge 404)", parse: duration(0) },
   { key: "edgeSessionTtlMs", flag: "edge-session-ttl", env: "EDGE_SESSION_TTL", def: "1d", help: "TTL of records learned at the edge (servers without the node library), renewed while the session is active, never past --session-ttl after creation", parse: duration(60_000) },
   { key: "edgeTouchIntervalMs", flag: "edge-touch-interval", env: "EDGE_TOUCH_INTERVAL", def: "1m", help: "activity of edge-learned sessions is written to Redis at most this often (one command per active session)", parse: duration(100, 3_600_000) },

@@ -30,6 +30,7 @@ export interface SidecarMetrics {
   reconcileDuration: Histogram<string>;
   learnedDeleted: Counter<"reason">;
   traefikErrors: Counter<string>;
+  probes: Counter<"result">;
   apiRequests: Counter<"method" | "status">;
 }
 
@@ -83,6 +84,7 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
     reconcileDuration: new Histogram({ name: `${PREFIX}reconcile_duration_seconds`, help: "Duration of a full resync", buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
     learnedDeleted: new Counter({ name: `${PREFIX}learned_files_deleted_total`, help: "learned/ files deleted, by reason (published, expired, invalid)", labelNames: ["reason"], registers: r }),
     traefikErrors: new Counter({ name: `${PREFIX}traefik_api_errors_total`, help: "Failed polls of the Traefik API", registers: r }),
+    probes: new Counter({ name: `${PREFIX}node_probes_total`, help: "Health probes of the nodes by the sidecar, by result (ok, unhealthy, timeout, refused; late-ok, late-unhealthy: a timed-out probe answered later)", labelNames: ["result"], registers: r }),
     apiRequests: new Counter({ name: `${PREFIX}api_requests_total`, help: "Sessions API requests, by method and status", labelNames: ["method", "status"], registers: r }),
   };
 

@@ -5,6 +5,7 @@ import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from
 import type { NodeViewState, ViewBoot, ViewNode } from "../../lib/view/index.ts";
 import { bootTag, UNKNOWN_BOOT_TAG } from "../../lib/token/index.ts";
 import * as crypto from "node:crypto";
+import type { ProbeResult } from "./probe.ts";
 
 const oneShotHash = (crypto as unknown as { hash?: (alg: string, data: string, enc: "buffer") => Buffer }).hash;
 const ASCII = /^[\x21-\x7e]*$/;
@@ -43,6 +44,13 @@ export interface NodeInfo {
   state: NodeViewState;
   /** Boots this sidecar has seen in this node's heartbeats (or proven over): any but the current one is gone. */
   hbBootsSeen: Set<string>;
+  /** The sidecar's own probe of the node: last result and when it came. */
+  probe: ProbeResult | null;
+  probedAt: number;
+  /** Probes in a row that got no healthy answer (timeout or unhealthy). */
+  probeFailures: number;
+  /** The boot that was current when a probe was refused (that process is over). */
+  refusedBoot: string | null;
 }
 
 export interface MirrorOptions {
@@ -51,6 +59,10 @@ export interface MirrorOptions {
   downLimitMs: number;
   tombstoneTtlMs: number;
   retryAfterSeconds: number;
+  /** A probe result older than this no longer counts (the prober stopped or fell behind). */
+  probeValidMs?: number;
+  /** Failed probes in a row before a node counts as down (a busy machine must not fake a stall). */
+  probeFailuresToDown?: number;
   now?: () => number;
 }
 
@@ -296,7 +308,10 @@ export class Mirror {
   private node(cookie: string): NodeInfo {
     let n = this.nodes.get(cookie);
     if (!n) {
-      n = { cookie, url: "", name: "", hb: null, hbRemoved: false, traefik: null, traefikAt: 0, servedAt: 0, downSince: null, state: "up", hbBootsSeen: new Set() };
+      n = {
+        cookie, url: "", name: "", hb: null, hbRemoved: false, traefik: null, traefikAt: 0, servedAt: 0, downSince: null, state: "up",
+        hbBootsSeen: new Set(), probe: null, probedAt: 0, probeFailures: 0, refusedBoot: null,
+      };
       this.nodes.set(cookie, n);
       this.metaVersion++;
     }
@@ -374,6 +389,33 @@ export class Mirror {
     }
   }
 
+  /**
+   * A probe result for the node at `url`. A refused connection proves the running process is over:
+   * its boot is retired at once (its sessions: edge 404). Returns true when the view must change.
+   */
+  applyProbe(cookie: string, result: ProbeResult): boolean {
+    const n = this.nodes.get(cookie);
+    if (!n) return false;
+    n.probe = result;
+    n.probedAt = this.now();
+    n.probeFailures = result === "timeout" || result === "unhealthy" ? n.probeFailures + 1 : 0;
+    if (result === "refused") {
+      if (n.hb && n.refusedBoot !== n.hb.boot) {
+        n.refusedBoot = n.hb.boot;
+        this.seeBoot(n, n.hb.boot);
+        this.retireBoot(cookie, n.hb.boot);
+      }
+    }
+    return this.refreshStates();
+  }
+
+  /** Nodes worth probing: every node with a known URL. */
+  probeTargets(): Array<{ cookie: string; url: string }> {
+    const out: Array<{ cookie: string; url: string }> = [];
+    for (const n of this.nodes.values()) if (n.url && !n.hbRemoved) out.push({ cookie: n.cookie, url: n.url });
+    return out;
+  }
+
   setHeartbeatsTrusted(trusted: boolean): void {
     if (trusted && !this.heartbeatsTrusted) {
       // Back from an outage: every node gets a fresh TTL window to show its heartbeat again.
@@ -395,14 +437,31 @@ export class Mirror {
     if (n.state === "down" && this.computeNodeState(n, now) !== "down") this.refreshStates();
   }
 
+  /** The sidecar's own probe, when recent: "up", "down" (no answer or unhealthy), "refused" or null. */
+  private probeVerdict(n: NodeInfo, now: number): "up" | "down" | "refused" | null {
+    const valid = this.opts.probeValidMs;
+    if (!n.probe || !valid || now - n.probedAt > valid) return null;
+    if (n.probe === "ok") return "up";
+    if (n.probe === "refused") return "refused";
+    // One failure is no verdict (heartbeats decide meanwhile); a session created after the failed
+    // probe proves the node serves (it answered since).
+    if (n.probeFailures < (this.opts.probeFailuresToDown ?? 2)) return null;
+    return n.servedAt > n.probedAt ? "up" : "down";
+  }
+
   private computeNodeState(n: NodeInfo, now: number): NodeViewState {
     let s: NodeViewState;
-    const traefikDown = n.traefik === "down" && n.servedAt <= n.traefikAt;
-    if (n.hb) {
+    const probe = this.probeVerdict(n, now);
+    // The own probe, when there is one, is the one liveness decider; Traefik's view is a fallback.
+    const traefikDown = probe !== null ? probe === "down" : n.traefik === "down" && n.servedAt <= n.traefikAt;
+    const traefikUp = probe !== null ? probe === "up" : n.traefik === "up";
+    if (n.hb && probe === "refused" && n.refusedBoot === n.hb.boot) {
+      s = "gone"; // this boot's process is over; a new boot's heartbeat brings the node back
+    } else if (n.hb) {
       const live = !this.heartbeatsTrusted || now - n.hb.heardAt <= this.opts.nodeTtlMs;
-      if (!live) s = n.traefik === "up" ? "up" : "down";
+      if (!live) s = traefikUp ? "up" : "down";
       else s = traefikDown ? "down" : n.hb.state;
-    } else if (n.hbRemoved) {
+    } else if (n.hbRemoved || probe === "refused") {
       s = "gone";
     } else if (traefikDown) {
       s = "down";

@@ -32,6 +32,7 @@ import { DeathChecker } from "./deaths.ts";
 import { EdgeTouches } from "./touches.ts";
 import { Mirror } from "./mirror.ts";
 import { Publisher, type PublishResult } from "./publisher.ts";
+import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
 
 export interface Sidecar {
@@ -109,6 +110,9 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     downLimitMs: cfg.downLimitMs,
     tombstoneTtlMs: cfg.tombstoneTtlMs,
     retryAfterSeconds: cfg.retryAfterSeconds,
+    // A few missed rounds (a busy event loop) keep the last result; a stopped prober loses its say.
+    probeValidMs: cfg.probePath === "off" ? 0 : 4 * cfg.probeIntervalMs + cfg.probeFailures * cfg.probeTimeoutMs,
+    probeFailuresToDown: cfg.probeFailures,
   });
 
   let closing = false;
@@ -436,6 +440,40 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     if (mirror.refreshStates()) maybePublish();
   };
 
+  // One probe per node at a time; each result is applied (and published) as soon as it comes.
+  // At most one timed-out probe per node stays open for a late answer (the first one sent: a
+  // resumed process answers its connections in order).
+  const probing = new Set<string>();
+  const lingering = new Set<string>();
+  const applyProbe = (cookie: string, url: string, result: ProbeResult, late = false) => {
+    if (closing) return;
+    metrics.probes.inc({ result: late ? `late-${result}` : result });
+    const before = mirror.nodes.get(cookie)?.state;
+    if (mirror.applyProbe(cookie, result)) maybePublish();
+    const after = mirror.nodes.get(cookie)?.state;
+    if (before !== after) log.info({ node: mirror.nodes.get(cookie)?.name || url, probe: result, late, from: before, to: after }, "node state changed");
+  };
+  const probeNodes = () => {
+    for (const { cookie, url } of mirror.probeTargets()) {
+      if (probing.has(cookie)) continue;
+      probing.add(cookie);
+      const late = lingering.has(cookie)
+        ? undefined
+        : {
+            maxMs: cfg.downLimitMs,
+            onAnswer: (r: ProbeResult | null) => {
+              lingering.delete(cookie);
+              if (r) applyProbe(cookie, url, r, true);
+            },
+          };
+      void probeNode(url, cfg.probePath, cfg.probeTimeoutMs, late).then((result) => {
+        probing.delete(cookie);
+        if (result === "timeout" && late) lingering.add(cookie);
+        applyProbe(cookie, url, result);
+      });
+    }
+  };
+
   // --- timers ----------------------------------------------------------------------------
   const timers: NodeJS.Timeout[] = [];
   const every = (ms: number, fn: () => Promise<unknown> | void) => {
@@ -467,6 +505,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   });
   every(1000, cleanupLearned);
   every(cfg.edgeTouchIntervalMs, () => (registry.status() === "ready" ? touches.flush() : undefined));
+  if (cfg.probePath !== "off") every(cfg.probeIntervalMs, probeNodes);
   if (cfg.traefikApi) {
     every(cfg.traefikPollIntervalMs, pollTraefik);
     void pollTraefik();

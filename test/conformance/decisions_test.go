@@ -282,7 +282,7 @@ func checkRow(t *testing.T, c cookies, r row, s sent, res response, got []receiv
 		if len(got) != 0 {
 			t.Errorf("the plugin answered %d yet the upstream got the request", w.status)
 		}
-		checkAnswer(t, w, res)
+		checkAnswer(t, w, res, answerID(w, s))
 		return
 	}
 	if len(got) != 1 {
@@ -344,7 +344,23 @@ func checkRow(t *testing.T, c cookies, r row, s sent, res response, got []receiv
 	}
 }
 
-func checkAnswer(t *testing.T, w want, res response) {
+// answerID is the JSON-RPC id an edge answer must carry: the request's own id in a 503 to a single
+// POSTed request (so the client can match it), null in every other answer.
+func answerID(w want, s sent) string {
+	if w.status != 503 || s.method != http.MethodPost {
+		return "null"
+	}
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if json.Unmarshal(s.body, &m) != nil || m.Method == "" || len(m.ID) == 0 {
+		return "null"
+	}
+	return string(m.ID)
+}
+
+func checkAnswer(t *testing.T, w want, res response, wantID string) {
 	t.Helper()
 	if res.status != w.status {
 		t.Fatalf("status %d, want %d (body %s)", res.status, w.status, res.body)
@@ -367,15 +383,14 @@ func checkAnswer(t *testing.T, w want, res response) {
 	}
 	var rpc struct {
 		JSONRPC string `json:"jsonrpc"`
-		ID      *int   `json:"id"`
 		Error   struct {
 			Code    int    `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
 	}
 	_ = json.Unmarshal(res.body, &rpc)
-	if len(body) != 3 || body["id"] == nil || string(body["id"]) != "null" || rpc.JSONRPC != "2.0" || rpc.Error.Code != w.code || rpc.Error.Message == "" {
-		t.Errorf("body %s, want a JSON-RPC 2.0 error %d with id null and nothing else", res.body, w.code)
+	if len(body) != 3 || body["id"] == nil || string(body["id"]) != wantID || rpc.JSONRPC != "2.0" || rpc.Error.Code != w.code || rpc.Error.Message == "" {
+		t.Errorf("body %s, want a JSON-RPC 2.0 error %d with id %s and nothing else", res.body, w.code, wantID)
 	}
 	if w.message != "" && rpc.Error.Message != w.message {
 		t.Errorf("error message %q, want %q", rpc.Error.Message, w.message)

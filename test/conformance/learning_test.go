@@ -59,7 +59,8 @@ func TestLearning(t *testing.T) {
 		Nodes:    []nodeSpec{{ID: 1, Node: "a", State: "up"}, {ID: 2, Node: "b", State: "up"}},
 		Sessions: []sessionSpec{},
 		// Servers without the node library: no boot reported, listed with the unknown tag.
-		Boots: []bootSpec{{Node: "a", BootTag: "00000000", State: "up"}, {Node: "b", BootTag: "00000000", State: "up"}},
+		// a is draining: the plugin places the new session on b, the one up node (and the balancer obeys).
+		Boots: []bootSpec{{Node: "a", BootTag: "00000000", State: "draining"}, {Node: "b", BootTag: "00000000", State: "up"}},
 	}
 	for _, tc := range []struct {
 		name string
@@ -197,7 +198,8 @@ func TestRequestBodies(t *testing.T) {
 		}
 	}
 	c, _, _ := writeViews(t, map[string]*viewSpec{dir: cluster}, nil, nil)
-	up := newUpstream(t, []string{c.of(t, "a"), c.of(t, "b")}, c.of(t, "b"))
+	// a is the cluster's one up node: the plugin places every new session there (the balancer obeys).
+	up := newUpstream(t, []string{c.of(t, "a"), c.of(t, "b")}, c.of(t, "a"))
 	up.reply = initializeReply
 	mw := host.newMiddleware(t, mount(dir), pluginConfig(nil), proxyTo(t, up))
 	e := newEdge(t, mw)
@@ -234,8 +236,8 @@ func TestRequestBodies(t *testing.T) {
 	gotLearned := []string{}
 	for h, cookie := range st.LearnedFiles {
 		gotLearned = append(gotLearned, h)
-		if cookie != c.of(t, "b") {
-			t.Errorf("learned/%s names %s, want b", h, cookie)
+		if cookie != c.of(t, "a") {
+			t.Errorf("learned/%s names %s, want a", h, cookie)
 		}
 	}
 	sort.Strings(gotLearned)

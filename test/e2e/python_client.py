@@ -83,14 +83,94 @@ async def one_session(url, ctx, calls):
     return out
 
 
+def emit(ev):
+    print(json.dumps(ev), flush=True)
+
+
+def describe(e):
+    """The innermost error of an exception group (anyio task groups wrap the real one)."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}"
+
+
+def is_missing(e):
+    """The session is gone on the server (HTTP 404): the SDK reports it as a terminated session."""
+    text = describe(e)
+    return "404" in text or "terminated" in text.lower() or "not found" in text.lower()
+
+
+async def events_session(url, ctx, s, calls, pause_s, reinit):
+    """--events mode: one JSON line per operation ("at": wall clock ms), like the Go and Rust clients."""
+    n = 1
+    setup_retried = False
+    while n <= calls:
+        at = time.time() * 1000
+        who = None
+        try:
+            async with streamablehttp_client(url, timeout=8, sse_read_timeout=8, httpx_client_factory=lambda headers=None, timeout=None, auth=None: httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0), auth=auth, verify=ctx)) as (read, write, get_id):
+                async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=8)) as session:
+                    await session.initialize()
+                    emit({"ev": "init", "s": s, "at": at, "ms": time.time() * 1000 - at, "session": tag(get_id())})
+                    at = time.time() * 1000
+                    who = json.loads((await session.call_tool("whoami", {})).content[0].text)
+                    emit({"ev": "whoami", "s": s, "at": at, "ms": time.time() * 1000 - at, "node": who["node"], "boot": who["boot"]})
+                    while n <= calls:
+                        if n > 1:
+                            await asyncio.sleep(pause_s)
+                        at = time.time() * 1000
+                        ev = {"ev": "call", "s": s, "n": n, "at": at, "node": who["node"], "session": tag(get_id())}
+                        n += 1
+                        try:
+                            r = await session.call_tool("counter", {})
+                            if r.isError:
+                                ev["error"] = r.content[0].text if r.content else "tool error"
+                            else:
+                                ev["value"] = int(r.content[0].text)
+                        except Exception as e:  # noqa: BLE001 - every failure is reported
+                            ev["error"] = describe(e)
+                            ev["missing"] = is_missing(e)
+                        ev["ms"] = time.time() * 1000 - at
+                        emit(ev)
+                        if ev.get("missing") and reinit:
+                            break  # a new session, as an application would
+                    else:
+                        return
+        except Exception as e:  # noqa: BLE001
+            if n > calls:
+                # Every call made: an error while the SDK tears the session down is not one of ours.
+                print(f"session {s}: teardown: {describe(e)}", file=sys.stderr)
+                return
+            if who is None and n == 1 and not setup_retried:
+                # Setup (initialize + whoami) failed before any call: reported, then tried once more.
+                setup_retried = True
+                emit({"ev": "setup-retry", "s": s, "at": at, "ms": time.time() * 1000 - at, "error": describe(e)})
+                continue
+            if who is not None:
+                # The SDK ended the whole session on a call's error (e.g. an HTTP 502): that call failed.
+                emit({"ev": "call", "s": s, "n": n - 1, "at": at, "ms": time.time() * 1000 - at, "node": who["node"], "error": describe(e)})
+            else:
+                emit({"ev": "init", "s": s, "at": at, "ms": time.time() * 1000 - at, "error": describe(e)})
+            return
+        if not reinit:
+            return
+
+
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
     p.add_argument("--cafile", help="trust this certificate (the stack's self-signed one)")
     p.add_argument("--sessions", type=int, default=10)
     p.add_argument("--calls", type=int, default=10)
+    p.add_argument("--events", action="store_true", help="print one JSON line per operation instead of one document")
+    p.add_argument("--pause-ms", type=int, default=0)
+    p.add_argument("--reinit", action="store_true", help="--events: replace a session the server reports missing (404)")
     a = p.parse_args()
     ctx = ssl.create_default_context(cafile=a.cafile) if a.cafile else True
+    if a.events:
+        await asyncio.gather(*(events_session(a.url, ctx, s, a.calls, a.pause_ms / 1000, a.reinit) for s in range(a.sessions)))
+        emit({"ev": "done", "at": time.time() * 1000})
+        return
     results = await asyncio.gather(*(one_session(a.url, ctx, a.calls) for _ in range(a.sessions)))
     json.dump({"sessions": results}, sys.stdout)
 

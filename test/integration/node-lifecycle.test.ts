@@ -131,6 +131,10 @@ describe("drain on SIGTERM", () => {
     // Existing session keeps working during the grace period, and the node still reports healthy.
     expect(await c.counter()).toBe(2);
     expect(await health(p.url)).toMatchObject({ status: 200, body: { status: "draining" } });
+    // No new session while draining: 503 + Retry-After naming the initialize, nothing registered.
+    const init = await rawMcp(p.url, "POST", undefined, { jsonrpc: "2.0", id: 9, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } } });
+    expect(init).toMatchObject({ status: 503, retryAfter: "1" });
+    expect(JSON.parse(init.body)).toEqual({ jsonrpc: "2.0", error: { code: -32000, message: "This node is shutting down; retry later" }, id: 9 });
     expect(await p.exited).toBe(0);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1100);
     expect(await redis.client.exists(nodeKey(cookie))).toBe(0);

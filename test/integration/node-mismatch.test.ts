@@ -37,10 +37,13 @@ describe("hasSession", () => {
   it("misroute: the record names another live node (heartbeat with the record's boot)", async () => {
     expect(b.affinity.hasSession(onA.sid)).toBe(false);
     await waitFor(() => b.affinity.stats().mismatches.misroute === 1, "misroute counted");
-    expect(await b.affinity.checkSession(onA.sid)).toEqual({ local: false, reason: "misroute", owner: a.affinity.nodeUrl });
-    // Through HTTP: the SDK's 404, and the same explanation.
-    const res = await rawMcp(b.url, "POST", onA.sid, { jsonrpc: "2.0", id: 1, method: "tools/list" });
-    expect(res).toMatchObject({ status: 404, body: SESSION_NOT_FOUND_BODY });
+    expect(await b.affinity.checkSession(onA.sid)).toEqual({ local: false, reason: "misroute", owner: a.affinity.nodeUrl, ownerLive: true });
+    // Through HTTP: not the SDK's 404 (the session is alive on its owner) but 503 + Retry-After
+    // naming the request, so the client retries and the proxy gets it to the owner; same explanation.
+    const res = await rawMcp(b.url, "POST", onA.sid, { jsonrpc: "2.0", id: 41, method: "tools/list" });
+    expect(res.status).toBe(503);
+    expect(res.retryAfter).toBe("1");
+    expect(JSON.parse(res.body)).toEqual({ jsonrpc: "2.0", error: { code: -32000, message: "This session is held by another node; retry later" }, id: 41 });
     await waitFor(() => b.affinity.stats().mismatches.misroute === 3, "3 misroutes counted");
     const logged = mismatchLogs(b.logs, sessionTag(onA.sid));
     expect(logged.length).toBe(3);

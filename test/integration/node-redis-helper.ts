@@ -171,5 +171,5 @@ export async function rawMcp(baseUrl: string, method: "POST" | "GET" | "DELETE",
   if (sid !== undefined) headers["mcp-session-id"] = sid;
   if (body !== undefined) headers["content-type"] = "application/json";
   const res = await fetch(`${baseUrl}/mcp`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, contentType: res.headers.get("content-type"), body: await res.text() };
+  return { status: res.status, contentType: res.headers.get("content-type"), retryAfter: res.headers.get("retry-after"), body: await res.text() };
 }

@@ -36,7 +36,7 @@ async function start(over: Partial<SidecarConfig>, fs?: ViewFs): Promise<Sidecar
     },
   });
   const s = await startSidecar(
-    { dir, port: 0, metaIntervalMs: 100, eventIntervalMs: 10, nodeTtlMs: 300, downLimitMs: 600, nodePollIntervalMs: 50, ...over },
+    { dir, port: 0, metaIntervalMs: 100, eventIntervalMs: 10, nodeTtlMs: 300, downLimitMs: 600, nodePollIntervalMs: 50, probePath: "off", ...over }, // made-up node URLs: no probing
     { logger: pino({ level: "debug" }, stream), fs },
   );
   cleanup.push(() => s.close());

@@ -215,6 +215,9 @@ export interface StackTiming {
   nodePollMs: number;
   /** Plugin: a view older than this is stale. */
   staleAfterMs: number;
+  /** Sidecar: its own probe of each node (--probe-interval, --probe-timeout). */
+  probeIntervalMs: number;
+  probeTimeoutMs: number;
 }
 
 export const TEST_TIMING: StackTiming = {
@@ -230,6 +233,9 @@ export const TEST_TIMING: StackTiming = {
   traefikPollMs: 500,
   nodePollMs: 250,
   staleAfterMs: 3000,
+  // Generous for the same reason as the health check: a busy machine must not fake a stall.
+  probeIntervalMs: 250,
+  probeTimeoutMs: 1500,
 };
 
 /** What `npm start` uses: the templates' own values, comfortable for a person at a terminal. */
@@ -244,6 +250,8 @@ export const DEMO_TIMING: StackTiming = {
   traefikPollMs: 2000,
   nodePollMs: 2000,
   staleAfterMs: 5000,
+  probeIntervalMs: 250,
+  probeTimeoutMs: 1000,
 };
 
 function renderTemplate(file: string, vars: Record<string, string>): string {
@@ -300,13 +308,17 @@ export function renderDynamic(v: RenderVars, o: DynamicOptions): string {
     TLS_KEY: v.keyFile,
   });
   // Test-sized windows; the template keeps values a deployment would use.
-  text = text.replace(/^(\s+interval:\s*).*$/m, `$1${msToDuration(o.healthIntervalMs)}`);
-  text = text.replace(/^(\s+timeout:\s*).*$/m, `$1${msToDuration(o.healthTimeoutMs)}`);
   if (!o.plugin) {
     const before = text;
     text = text.replace(/^\s+middlewares: \[mcp-affinity\]\n/m, "");
     if (text === before) throw new StackError("traefik/dynamic.yml: cannot find the mcp router's middlewares line", "ERR_STACK_TEMPLATE");
+    // Plain sticky cookies, as a deployment without the plugin runs them: with Traefik's health check.
+    const sticky = text;
+    text = text.replace(/^(\s+)servers:\n/m, (m, ind: string) => `${ind}healthCheck:\n${ind}  path: /healthz\n${ind}  interval: 1s\n${ind}  timeout: 1s\n${m}`);
+    if (text === sticky) throw new StackError("traefik/dynamic.yml: cannot find the mcp service's servers", "ERR_STACK_TEMPLATE");
   }
+  text = text.replace(/^(\s+interval:\s*).*$/gm, `$1${msToDuration(o.healthIntervalMs)}`);
+  text = text.replace(/^(\s+timeout:\s*).*$/gm, `$1${msToDuration(o.healthTimeoutMs)}`);
   for (const [k, val] of Object.entries(o.pluginSettings ?? {})) {
     const re = new RegExp(`^(\\s{10})${k}:.*$`, "m");
     const line = `${k}: ${JSON.stringify(val)}`;
@@ -700,7 +712,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         async () => {
           if (!traefik.running) throw new StackError(`Traefik exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
           const st = await serviceStatus();
-          if (!st || nodeUrls.some((u) => st[u] !== "UP")) return false;
+          // No status entry: the service has no health check (plugin on), and Traefik routes to it.
+          if (!st || nodeUrls.some((u) => st[u] !== undefined && st[u] !== "UP")) return false;
           const router = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
           if (!router || router.status !== 200 || JSON.parse(router.text).status !== "enabled") return false;
           // The plugin compiles lazily on its first request: make that happen here, not in a test.
@@ -805,6 +818,8 @@ function sidecarArgs(v: SidecarArgInput): string[] {
     "--traefik-services", "mcp@file",
     "--traefik-poll-interval", `${v.timing.traefikPollMs}ms`,
     "--node-poll-interval", `${v.timing.nodePollMs}ms`,
+    "--probe-interval", `${v.timing.probeIntervalMs}ms`,
+    "--probe-timeout", `${v.timing.probeTimeoutMs}ms`,
   ];
 }
 

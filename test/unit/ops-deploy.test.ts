@@ -37,7 +37,9 @@ const ref = {
   sticky: dyn.http.services.mcp.loadBalancer.sticky.cookie as Record<string, unknown>,
   mcpRouter: dyn.http.routers.mcp,
   defaultRouter: dyn.http.routers.default,
-  health: dyn.http.services.mcp.loadBalancer.healthCheck,
+  // The /mcp service has no health check of Traefik's (the sidecar probes); the round-robin one does.
+  mcpHealth: dyn.http.services.mcp.loadBalancer.healthCheck,
+  health: dyn.http.services.nodes.loadBalancer.healthCheck,
   local: stat.experimental.localPlugins["mcp-affinity"],
 };
 
@@ -62,7 +64,9 @@ describe("deploy/compose", () => {
   it("plugin settings and sticky cookie match traefik/dynamic.yml", () => {
     expect(normalize(cdyn.http.middlewares["mcp-affinity"].plugin["mcp-affinity"])).toEqual(normalize(ref.plugin));
     expect(cdyn.http.services.mcp.loadBalancer.sticky.cookie).toEqual(ref.sticky);
-    expect(cdyn.http.services.mcp.loadBalancer.healthCheck.path).toBe(ref.health.path);
+    expect(ref.mcpHealth).toBeUndefined();
+    expect(cdyn.http.services.mcp.loadBalancer.healthCheck).toBeUndefined();
+    expect(cdyn.http.services.nodes.loadBalancer.healthCheck.path).toBe(ref.health.path);
     for (const r of ["mcp", "default"]) {
       const { rule, priority, middlewares, entryPoints } = cdyn.http.routers[r];
       const want = dyn.http.routers[r];

@@ -80,14 +80,14 @@ function repairAttrs(ex: Exchange): { pair: string; attrs: string[] } | undefine
   return { pair: pair!, attrs: attrs.sort() };
 }
 
-function expectAnswer(ex: Exchange, status: number, reason: string, code: number, message?: string): any {
+function expectAnswer(ex: Exchange, status: number, reason: string, code: number, message?: string, id: unknown = null): any {
   expect(ex.nextCalled).toBe(false);
   expect(ex.response.status).toBe(status);
   expect(ex.response.headers.values("Content-Type")).toEqual(["application/json"]);
   expect(ex.response.headers.values("Mcp-Affinity")).toEqual([reason]);
   const body = ex.response.json();
   expect(body.jsonrpc).toBe("2.0");
-  expect(body.id).toBeNull();
+  expect(body.id).toEqual(id);
   expect(body.error.code).toBe(code);
   expect(body.error.code).not.toBe(-32601);
   expect(typeof body.error.message).toBe("string");
@@ -194,13 +194,13 @@ describe("owner up or draining", () => {
 describe("owner down (same boot)", () => {
   test("onOwnerDown=unavailable: 503 + Retry-After from the configured value when the view gives no hint", () => {
     const { ex, reason } = run({ sessionId: "s-down" });
-    expectAnswer(ex, 503, "unavailable", ex.response.json().error.code);
+    expectAnswer(ex, 503, "unavailable", ex.response.json().error.code, undefined, 2);
     expect(ex.response.headers.values("Retry-After")).toEqual(["5"]);
     expect(reason).toBe("unavailable");
   });
   test("503 Retry-After takes the view's hint", () => {
     const { ex } = run({ sessionId: "s-down-hint", cookie: bk(COOKIE.d) });
-    expectAnswer(ex, 503, "unavailable", ex.response.json().error.code);
+    expectAnswer(ex, 503, "unavailable", ex.response.json().error.code, undefined, 2);
     expect(ex.response.headers.values("Retry-After")).toEqual(["42"]);
   });
   test("retryAfterSeconds setting is used when the view gives no hint", () => {

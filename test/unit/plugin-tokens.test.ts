@@ -140,7 +140,8 @@ describe("ids minted by the node library", () => {
 
   test("a node minting ids for another URL than Traefik's is reported (a warning, once per answer)", () => {
     const p = newPlugin({ dir: t.dir });
-    p.handle(mcp({ body: INIT_BODY }), initializeUpstream(mintSessionId(COOKIE.a, BOOT_A), { setCookie: setCookie(COOKIE.b) }));
+    // The client's cookie names an up node (no placement); Traefik's answer names another one.
+    p.handle(mcp({ body: INIT_BODY, cookie: bk(COOKIE.d) }), initializeUpstream(mintSessionId(COOKIE.a, BOOT_A), { setCookie: setCookie(COOKIE.b) }));
     expect(p.pool.logs.map((l) => l.message).join("\n")).toMatch(/another server URL than Traefik's/);
   });
 });
@@ -149,25 +150,26 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
   const SERVER_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
 
   function initialize(p: ReturnType<typeof newPlugin>, owner: string, serverId = SERVER_ID): Exchange {
-    const ex = p.handle(mcp({ body: INIT_BODY }), initializeUpstream(serverId, { setCookie: setCookie(owner) }), 0);
+    // The initialize goes where its cookie says (an up node: the edge places new sessions on up nodes only).
+    const ex = p.handle(mcp({ body: INIT_BODY, cookie: bk(owner) }), initializeUpstream(serverId, { setCookie: setCookie(owner) }), 0);
     clean(ex);
     return ex;
   }
 
   test("the client gets the wrapped id (owner cookie, its current boot tag), learned and reported by it", () => {
     const p = newPlugin({ dir: t.dir });
-    const ex = initialize(p, COOKIE.b);
-    const wrapped = wrapSessionId(SERVER_ID, COOKIE.b, BOOT_B);
+    const ex = initialize(p, COOKIE.a);
+    const wrapped = wrapSessionId(SERVER_ID, COOKIE.a, BOOT_A);
     expect(ex.response.headers.values("Mcp-Session-Id")).toEqual([wrapped]);
-    expect([...learnedFiles(t.dir)]).toEqual([[sessionHashHex(wrapped), COOKIE.b + "\n"]]);
-    expect(readEvents(t.dir).all.learned).toEqual([{ id: wrapped, hash: sessionHashHex(wrapped), cookie: COOKIE.b }]);
+    expect([...learnedFiles(t.dir)]).toEqual([[sessionHashHex(wrapped), COOKIE.a + "\n"]]);
+    expect(readEvents(t.dir).all.learned).toEqual([{ id: wrapped, hash: sessionHashHex(wrapped), cookie: COOKIE.a }]);
     // A node without a known boot gets the unknown tag.
     expect(initialize(p, COOKIE.d).response.headers.values("Mcp-Session-Id")).toEqual([wrapSessionId(SERVER_ID, COOKIE.d, UNKNOWN_BOOT_TAG)]);
   });
 
   test("every request is unwrapped for the node and pinned by the token on any instance, learned or not", () => {
     const p = newPlugin({ dir: t.dir, instances: 2 });
-    const wrapped = initialize(p, COOKIE.b).response.headers.values("Mcp-Session-Id")[0]!;
+    const wrapped = initialize(p, COOKIE.a).response.headers.values("Mcp-Session-Id")[0]!;
     // Another Traefik has neither the view record nor learned/: only the token.
     const other = makeViewDir();
     try {
@@ -176,7 +178,7 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
         const ex = q.handle(mcp({ method, sessionId: wrapped }), okUpstream);
         clean(ex);
         expect(sid(ex)).toEqual([SERVER_ID]);
-        expect(forwardedBackends(ex)).toEqual([COOKIE.b]);
+        expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
       }
     } finally {
       other.cleanup();
@@ -188,7 +190,7 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
 
   test("POST answers that repeat the server's id show the client the wrapped id; GET streams are never held", () => {
     const p = newPlugin({ dir: t.dir });
-    const wrapped = initialize(p, COOKIE.b).response.headers.values("Mcp-Session-Id")[0]!;
+    const wrapped = initialize(p, COOKIE.a).response.headers.values("Mcp-Session-Id")[0]!;
     const echo = () => ({ status: 200, headers: [["Content-Type", "text/event-stream"], ["Mcp-Session-Id", SERVER_ID]] as [string, string][], body: ["event: message\n", "data: {}\n\n"] });
     const post = p.handle(mcp({ sessionId: wrapped }), echo);
     clean(post);
@@ -223,7 +225,7 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
   test("an id that would outgrow maxSessionIdLength once wrapped stays as the server chose it", () => {
     const p = newPlugin({ dir: t.dir, config: { maxSessionIdLength: 64 } });
     const long = "x".repeat(40);
-    const ex = initialize(p, COOKIE.b, long);
+    const ex = initialize(p, COOKIE.a, long);
     expect(ex.response.headers.values("Mcp-Session-Id")).toEqual([long]);
     expect([...learnedFiles(t.dir).keys()]).toEqual([sessionHashHex(long)]);
   });

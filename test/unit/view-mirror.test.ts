@@ -195,3 +195,69 @@ describe("mirror node states", () => {
     expect(m.urlFor(cookieValueFor(B))).toBe(B);
   });
 });
+
+describe("mirror node states from the sidecar's own probe", () => {
+  const probed = () => mirror({ probeValidMs: 2000 });
+
+  it("a timeout is down (503), an answer brings the node back at once, down past the limit is gone", () => {
+    const { m, clock } = probed();
+    m.applyNode(A, hb());
+    m.applySession("s1", rec());
+    m.applyProbe(A, "ok");
+    expect(state(m, "s1")!.state).toBe("up");
+    m.applyProbe(A, "timeout");
+    expect(state(m, "s1")!.state, "one failed probe is no verdict").toBe("up");
+    expect(m.applyProbe(A, "timeout")).toBe(true);
+    expect(state(m, "s1")!.state).toBe("down");
+    clock.now += 300;
+    m.applyProbe(A, "ok"); // resumed: the same boot, its sessions intact
+    expect(state(m, "s1")!.state).toBe("up");
+    m.applyProbe(A, "timeout");
+    m.applyProbe(A, "timeout");
+    clock.now += 501;
+    m.applyProbe(A, "timeout");
+    expect(state(m, "s1")!.state).toBe("gone");
+  });
+
+  it("a refused connection proves the boot over: gone at once, and a new boot does not bring its sessions back", () => {
+    const { m, clock } = probed();
+    m.applyNode(A, hb());
+    m.applySession("s1", rec());
+    m.applyProbe(A, "refused");
+    expect(state(m, "s1")!.state).toBe("gone");
+    expect(m.viewNodes().find((n) => n.cookie === A)!.state).toBe("gone");
+    clock.now += 100;
+    m.applyProbe(A, "ok"); // the process is back (a new boot), its heartbeat not yet
+    m.applyNode(A, hb({ boot: "A2", seen: 2000 }));
+    m.applySession("s2", rec({ boot: "A2", created: 2100 }));
+    expect(state(m, "s1")!.state).toBe("gone");
+    expect(state(m, "s2")!.state).toBe("up");
+  });
+
+  it("an unhealthy answer is down, not gone; a probe result too old no longer counts", () => {
+    const { m, clock } = probed();
+    m.applyNode(A, hb());
+    m.applySession("s1", rec());
+    m.applyProbe(A, "unhealthy");
+    m.applyProbe(A, "unhealthy");
+    expect(state(m, "s1")!.state).toBe("down");
+    clock.now += 2001;
+    m.applyNode(A, hb({ seen: 1500 })); // the heartbeat is fresh; the probe is not
+    m.refreshStates();
+    expect(state(m, "s1")!.state).toBe("up");
+  });
+
+  it("nodes without the library: refused is gone, timeout down, ok up (edge-learned sessions follow)", () => {
+    const { m } = probed();
+    m.applyTraefik([{ url: URL_A, up: true }], true);
+    m.applySession("e1", rec({ boot: null, source: "edge" }));
+    m.applyProbe(A, "timeout");
+    m.applyProbe(A, "timeout");
+    expect(state(m, "e1")!.state).toBe("down");
+    m.applyProbe(A, "refused");
+    expect(state(m, "e1")!.state).toBe("gone");
+    m.applyProbe(A, "ok");
+    expect(state(m, "e1")!.state).toBe("up"); // a new process answers for itself (its own 404)
+    expect(m.probeTargets()).toEqual([{ cookie: A, url: URL_A }]);
+  });
+});

@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+// Builds the Go and Rust SDK test clients (test/clients/go, test/clients/rust) from the Go module
+// proxy and crates.io, pinned by go.sum and Cargo.lock, and caches each binary under
+// .cache/clients/ by a hash of its sources: a changed client is rebuilt, an unchanged one is reused.
+// The cache may be shared by several checkouts: each build goes to a temporary name, then is renamed.
+// Prints the paths as JSON ({"go": ..., "rust": ...}); exits 2 naming what is missing.
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const cache = join(root, ".cache", "clients");
+
+function fail(msg) {
+  console.error(`build-clients: ${msg}`);
+  process.exit(2);
+}
+
+function sourcesHash(dir) {
+  const h = createHash("sha256");
+  const walk = (d) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else h.update(relative(dir, p)).update("\0").update(readFileSync(p)).update("\0");
+    }
+  };
+  walk(dir);
+  return h.digest("hex").slice(0, 12);
+}
+
+const CLIENTS = {
+  go: {
+    dir: join(root, "test/clients/go"),
+    tool: "go",
+    build: (src, out) => execFileSync("go", ["build", "-mod=readonly", "-trimpath", "-o", out, "."], { cwd: src, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, CGO_ENABLED: "0" } }),
+  },
+  rust: {
+    dir: join(root, "test/clients/rust"),
+    tool: "cargo",
+    build: (src, out) => {
+      const target = join(cache, "rust-target"); // shared incremental cache: dependencies compile once
+      execFileSync("cargo", ["build", "--release", "--locked", "--quiet"], { cwd: src, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, CARGO_TARGET_DIR: target } });
+      execFileSync("cp", [join(target, "release", "mcp-affinity-e2e-rust"), out]);
+    },
+  },
+};
+
+/** Path of the client binary, building it when missing. */
+export function ensureClient(name) {
+  const c = CLIENTS[name];
+  const out = join(cache, `${name}-${sourcesHash(c.dir)}`);
+  if (existsSync(out)) return out;
+  try {
+    execFileSync("sh", ["-c", `command -v ${c.tool}`], { stdio: "ignore" });
+  } catch {
+    fail(`${c.tool} is needed to build the ${name} SDK test client`);
+  }
+  mkdirSync(cache, { recursive: true });
+  const work = mkdtempSync(join(cache, `${name}-build.`));
+  try {
+    console.error(`build-clients: building the ${name} SDK client (first time: minutes on 2 cores)`);
+    c.build(c.dir, join(work, "bin"));
+    renameSync(join(work, "bin"), out);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return out;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  console.log(JSON.stringify({ go: ensureClient("go"), rust: ensureClient("rust") }));
+}

@@ -1,0 +1,496 @@
+// End to end through the real Traefik: what clients of all four official SDKs (TypeScript in
+// process; Python, Go and Rust as their own processes) see when a node stalls, crashes or is
+// restarted by a rolling deploy, each printed as a timeline with errors per phase, plugin on and
+// (for the deploy) plain sticky cookies side by side.
+import { execFileSync, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { httpGet, sleep, startStack, waitUntil, type NodePart, type Stack } from "../support/stack.ts";
+import { CALL_TIMEOUT_MS, connectSdk, header, httpStatusOf, LATEST_PROTOCOL, MCP_HEADERS, PYTHON, raw, rawCall, rawInitialize, report, type SdkSession } from "./helpers.ts";
+
+type ClientKind = "ts" | "py" | "go" | "rust";
+/** One operation of one client session; `at` is the wall clock when it started. */
+interface Ev {
+  client: ClientKind;
+  ev: "init" | "whoami" | "call";
+  s: string;
+  at: number;
+  ms: number;
+  node?: string;
+  value?: number;
+  error?: string;
+}
+type ErrorKind = "503" | "404" | "502" | "timeout" | "other";
+/** Error text for the report: session ids are secrets (some SDKs put them in their messages). */
+const sample = (e: Ev) => `${e.client}: ${e.error!.replace(/\b(ma1|mw1)\.[!-~]+?(?=[\s),]|$)/g, "<session>").slice(0, 120)}`;
+
+function errorKind(e: string): ErrorKind {
+  if (/\b503\b|unavailable|retry later/i.test(e)) return "503";
+  if (/\b502\b|bad gateway/i.test(e)) return "502";
+  if (/\b404\b|not found|terminated|missing/i.test(e)) return "404";
+  if (/timeout|deadline|timed out/i.test(e)) return "timeout";
+  return "other";
+}
+
+let stack: Stack;
+/**
+ * Python sessions whose setup (initialize + whoami) failed before any fault was injected and were
+ * set up again (ClosedResourceError in the Python SDK under the start-up load of all clients; not
+ * seen with the Python client alone): reported by every scenario, cause open.
+ */
+const setupRetries: string[] = [];
+let goBin: string;
+let rustBin: string;
+
+beforeAll(async () => {
+  // Built (or found in the cache) by the project's script, as `npm test` does before the suites.
+  ({ go: goBin, rust: rustBin } = JSON.parse(execFileSync(process.execPath, ["scripts/build-clients.mjs"], { encoding: "utf8" })));
+  stack = await startStack({ name: "e2e-liveness" });
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+/** Runs a Go, Rust or Python client process; resolves with its events. */
+function runProcessClient(kind: Exclude<ClientKind, "ts">, sessions: number, calls: number, pauseMs: number, reinit: boolean, live: Ev[]): Promise<Ev[]> {
+  const common = ["--url", stack.mcpUrl, "--sessions", String(sessions), "--calls", String(calls), "--pause-ms", String(pauseMs)];
+  const [cmd, args] =
+    kind === "go"
+      ? [goBin, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS), ...(reinit ? ["--reinit"] : [])]]
+      : kind === "rust"
+        ? [rustBin, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS)]] // rmcp re-initializes on a 404 by itself
+        : [PYTHON, ["test/e2e/python_client.py", "--events", ...common, ...(reinit ? ["--reinit"] : [])]];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const out: Ev[] = [];
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const j = JSON.parse(line);
+      if (j.ev === "done") return;
+      if (j.ev === "setup-retry") return void setupRetries.push(`${kind}-${j.s}: ${String(j.error).slice(0, 100)}`);
+      const e: Ev = { client: kind, ev: j.ev, s: `${kind}-${j.s}`, at: j.at, ms: j.ms, node: j.node, value: j.value, error: j.error };
+      out.push(e);
+      live.push(e);
+    });
+    const limit = setTimeout(() => child.kill("SIGKILL"), calls * (pauseMs + CALL_TIMEOUT_MS) + 60_000);
+    child.on("exit", (code) => {
+      clearTimeout(limit);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${kind} client exited ${code}: ${stderr}`));
+    });
+  });
+}
+
+/** TypeScript SDK sessions in this process, same events; with reinit a 404 leads to a new session. */
+async function runTsClient(sessions: number, calls: number, pauseMs: number, reinit: boolean, live: Ev[]): Promise<Ev[]> {
+  const out = { push: (e: Ev) => void (all.push(e), live.push(e)) };
+  const all: Ev[] = [];
+  const one = async (s: number) => {
+    let n = 0;
+    while (n < calls) {
+      let at = Date.now();
+      let sess: SdkSession;
+      let node: string;
+      try {
+        sess = await connectSdk(stack.mcpUrl);
+        out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at });
+        at = Date.now();
+        node = JSON.parse(await sess.call("whoami")).node;
+        out.push({ client: "ts", ev: "whoami", s: `ts-${s}`, at, ms: Date.now() - at, node });
+      } catch (err) {
+        out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+        return;
+      }
+      let gone = false;
+      while (n < calls && !gone) {
+        if (n > 0) await sleep(pauseMs);
+        n++;
+        at = Date.now();
+        try {
+          const value = Number(await sess.call("counter"));
+          out.push({ client: "ts", ev: "call", s: `ts-${s}`, at, ms: Date.now() - at, node, value });
+        } catch (err) {
+          const status = httpStatusOf(err);
+          out.push({ client: "ts", ev: "call", s: `ts-${s}`, at, ms: Date.now() - at, node, error: `${status ?? ""} ${(err as Error).message}` });
+          gone = reinit && status === 404;
+        }
+      }
+      await sess.end();
+      if (!gone) return;
+    }
+  };
+  await Promise.all(Array.from({ length: sessions }, (_, s) => one(s)));
+  return all;
+}
+
+/** A new session on `node` (raw initialize until one lands there: placement spreads them). */
+async function sessionOn(node: NodePart): Promise<string> {
+  for (let i = 0; i < 30; i++) {
+    const { sessionId } = await rawInitialize(stack.httpBase);
+    const who = await rawCall(stack.httpBase, sessionId, "whoami");
+    if (JSON.parse(who.text!).node === node.name) return sessionId;
+    await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers: { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL } });
+  }
+  throw new Error(`no session landed on ${node.name}`);
+}
+
+/** Lines of every node's log written since `marks` were taken. */
+const logMarks = () => stack.nodes.map((n) => n.proc.log().length);
+const logsSince = (marks: number[]) => stack.nodes.map((n, i) => n.proc.log().slice(marks[i]));
+const misrouteLines = (marks: number[]) => logsSince(marks).flatMap((l) => l.split("\n").filter((x) => x.includes("session not served by this node")));
+
+interface Phase {
+  name: string;
+  from: number;
+  to: number;
+}
+/** Errors per phase and kind, for the events that match. */
+function tally(events: Ev[], phases: Phase[], pick: (e: Ev) => boolean): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const p of phases) out[p.name] = { calls: 0, errors: 0 };
+  for (const e of events) {
+    if (e.ev === "whoami" || !pick(e)) continue;
+    const p = phases.find((ph) => e.at >= ph.from && e.at < ph.to);
+    if (!p) continue;
+    const row = out[p.name]!;
+    if (e.ev === "call") row.calls++;
+    if (e.error) {
+      row.errors++;
+      const k = (e.ev === "init" ? "init-" : "") + errorKind(e.error);
+      row[k] = (row[k] ?? 0) + 1;
+    }
+  }
+  return out;
+}
+
+/** Successful counter values of each client session, in order, per session incarnation (whoami). */
+function counterRuns(events: Ev[]): Map<string, number[][]> {
+  const runs = new Map<string, number[][]>();
+  for (const e of [...events].sort((a, b) => a.at - b.at)) {
+    if (e.ev === "whoami") (runs.get(e.s) ?? runs.set(e.s, []).get(e.s)!).push([]);
+    else if (e.ev === "call" && e.value !== undefined) runs.get(e.s)?.at(-1)?.push(e.value);
+  }
+  return runs;
+}
+/** True when every run counts 1, 2, 3, ... (no value lost, no reset inside a run). */
+const continuous = (run: number[]) => run.every((v, i) => v === i + 1);
+
+/** Times a run starts counting again (a client that re-initialized by itself: rmcp). */
+const resets = (run: number[]) => run.filter((v, i) => i > 0 && v <= run[i - 1]!).length;
+
+/** Every client event of a scenario, for its timeline (the run directory, beside the node logs). */
+function saveTimeline(name: string, events: Ev[]): void {
+  writeFileSync(join(stack.dir, `timeline-${name}.jsonl`), [...events].sort((a, b) => a.at - b.at).map((e) => JSON.stringify({ ...e, error: e.error ? sample(e) : undefined })).join("\n") + "\n");
+}
+
+/** Runs the clients and, meanwhile, the action (which sees the events so far). */
+async function loadAll(o: { ts: number; py: number; go: number; rust: number; calls: number; pauseMs: number; reinit: boolean }, action: (live: Ev[]) => Promise<void>): Promise<Ev[]> {
+  const live: Ev[] = [];
+  const clients = Promise.all([
+    runTsClient(o.ts, o.calls, o.pauseMs, o.reinit, live),
+    o.py ? runProcessClient("py", o.py, o.calls, o.pauseMs, o.reinit, live) : [],
+    o.go ? runProcessClient("go", o.go, o.calls, o.pauseMs, o.reinit, live) : [],
+    o.rust ? runProcessClient("rust", o.rust, o.calls, o.pauseMs, o.reinit, live) : [],
+  ]);
+  const acted = action(live);
+  const [events] = await Promise.all([clients.then((r) => r.flat()), acted]);
+  return events;
+}
+
+/** Waits until the node's sessions are known up again and Traefik serves it (between scenarios). */
+async function settle(): Promise<void> {
+  await waitUntil("every node healthy", async () => (await Promise.all(stack.nodes.map((n) => n.health(1000)))).every(Boolean), 20_000);
+  await sleep(1500);
+}
+
+/** The node holding sessions of the most client kinds (then the most sessions): the scenario's victim. */
+function pickVictim(live: Ev[]): NodePart {
+  const score = (n: NodePart) => {
+    const who = live.filter((e) => e.ev === "whoami" && e.node === n.name);
+    return new Set(who.map((e) => e.client)).size * 1000 + who.length;
+  };
+  return [...stack.nodes].sort((a, b) => score(b) - score(a))[0]!;
+}
+
+describe("liveness end to end: all four SDK clients through the real Traefik", () => {
+  it("stall: SIGSTOP a node for 5 s under load: 0 sessions lost, only 503s (with the request's id) while stopped, no request reaches another node", async () => {
+    let victim: NodePart = stack.nodes[0]!;
+    const marks = logMarks();
+    let stopAt = 0;
+    let resumeAt = 0;
+    // Each client session is sequential: its call in flight when the node stops waits for the
+    // resume. Raw requests of one more session show what a new request gets meanwhile.
+    const probes: Array<{ at: number; status: number | null; id: unknown; sentId: number }> = [];
+    const events = await loadAll({ ts: 6, py: 6, go: 6, rust: 6, calls: 56, pauseMs: 250, reinit: false }, async (live) => {
+      await sleep(4000);
+      victim = pickVictim(live);
+      const probe = await sessionOn(victim);
+      stopAt = Date.now();
+      victim.pause();
+      const pending: Promise<void>[] = [];
+      for (let k = 0; Date.now() < stopAt + 4800; k++) {
+        const sentId = 9000 + k;
+        const at = Date.now();
+        pending.push(
+          raw(`${stack.httpBase}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": probe, "mcp-protocol-version": LATEST_PROTOCOL }, body: JSON.stringify({ jsonrpc: "2.0", id: sentId, method: "tools/call", params: { name: "whoami", arguments: {} } }), timeoutMs: 10_000 })
+            .then((r) => void probes.push({ at, status: r.status, id: r.status === 503 ? JSON.parse(r.body).id : null, sentId }))
+            .catch(() => void probes.push({ at, status: null, id: null, sentId })),
+        );
+        await sleep(250);
+      }
+      await sleep(Math.max(0, stopAt + 5000 - Date.now()));
+      victim.resume();
+      resumeAt = Date.now();
+      await Promise.all(pending);
+    });
+    saveTimeline("stall", events);
+    const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
+    const phases: Phase[] = [
+      { name: "before", from: 0, to: stopAt },
+      { name: "stopped", from: stopAt, to: resumeAt },
+      { name: "after", from: resumeAt, to: end },
+    ];
+    const onVictim = (e: Ev) => e.node === victim.name;
+    const victimSessions = new Set(events.filter((e) => e.ev === "whoami" && onVictim(e)).map((e) => e.s));
+    const errors = events.filter((e) => e.error);
+    const firstOkAfter = new Map<string, number>();
+    for (const e of events) if (e.ev === "call" && e.value !== undefined && e.at >= resumeAt && victimSessions.has(e.s)) firstOkAfter.set(e.s, Math.min(firstOkAfter.get(e.s) ?? Infinity, e.at + e.ms - resumeAt));
+    const runs = counterRuns(events);
+    report("liveness stall", {
+      sessions: runs.size,
+      onStalledNode: victimSessions.size,
+      victimSessionsPerClient: Object.fromEntries((["ts", "py", "go", "rust"] as const).map((c) => [c, [...victimSessions].filter((s) => s.startsWith(c)).length])),
+      victim: tally(events, phases, onVictim),
+      others: tally(events, phases, (e) => !onVictim(e)),
+      resumeToServedMsMax: Math.max(0, ...firstOkAfter.values()),
+      pythonSetupRetries: setupRetries.splice(0),
+      rawDuringStop: probes.sort((a, b) => a.at - b.at).map((p) => `${p.at - stopAt}ms:${p.status}`).join(" "),
+      errorSamples: [...new Set(errors.map(sample))].slice(0, 8),
+    });
+    expect(new Set([...victimSessions].map((x) => x.split("-")[0])).size, "client kinds on the stalled node").toBeGreaterThanOrEqual(3);
+    // 0 sessions lost: one incarnation per session, and its counter never skips or restarts.
+    for (const [s, r] of runs) {
+      expect(r.length, `${s}: one session, never re-initialized`).toBe(1);
+      expect(continuous(r[0]!), `${s}: counter continuous ${r[0]}`).toBe(true);
+    }
+    // Errors only for the stalled node's sessions, only 503s (or an in-flight call that waited out
+    // the stall and hit the client's own bound: none expected with 8 s bounds and a 5 s stall).
+    for (const e of errors) {
+      expect(onVictim(e), `${e.client} ${e.s} error on a live node: ${e.error}`).toBe(true);
+      expect(errorKind(e.error!), `${e.client}: ${e.error}`).toBe("503");
+      expect(e.at).toBeGreaterThanOrEqual(stopAt);
+      expect(e.at).toBeLessThan(resumeAt + 1000);
+    }
+    // Raw requests while stopped: sent before the edge knew, they waited and were served after the
+    // resume (200); from the first 503 on, every answer is a 503 naming the request's id.
+    const first503 = probes.findIndex((p) => p.status === 503);
+    expect(first503, "an edge 503 while the node is stopped").toBeGreaterThanOrEqual(0);
+    for (const [i, p] of probes.entries()) {
+      if (i < first503) expect(p.status).toBe(200);
+      else if (p.at < resumeAt) expect([p.status, p.id]).toEqual([503, p.sentId]);
+    }
+    // Every stalled session continued after the resume.
+    for (const s of victimSessions) expect(firstOkAfter.has(s), `${s} served after the resume`).toBe(true);
+    // No request of any session reached another node (a node logs every request for a session it lacks).
+    expect(misrouteLines(marks)).toEqual([]);
+  }, 120_000);
+
+  it("crash: SIGKILL without restart: its sessions get the edge 404 within 2 s; other nodes' sessions: 0 errors", async () => {
+    await settle();
+    let victim: NodePart | null = null;
+    let killAt = 0;
+    const rawAfterKill: Array<{ at: number; status: number | null; edge: boolean }> = [];
+    const restartAfter: NodePart[] = [];
+    try {
+      const events = await loadAll({ ts: 6, py: 6, go: 6, rust: 6, calls: 40, pauseMs: 250, reinit: true }, async (live) => {
+        await sleep(4000);
+        victim = pickVictim(live);
+        const probe = await sessionOn(victim);
+        killAt = Date.now();
+        await victim.kill();
+        restartAfter.push(victim);
+        // A raw request every 100 ms for one of its sessions: what the edge answers, and from when.
+        while (Date.now() < killAt + 4000) {
+          const at = Date.now();
+          const r = await rawCall(stack.httpBase, probe, "whoami", { timeoutMs: 1000 }).catch(() => null);
+          rawAfterKill.push({ at: at - killAt, status: r?.status ?? null, edge: r ? header(r, "mcp-affinity") === "lost" : false });
+          if (r?.status === 404) break;
+          await sleep(100);
+        }
+      });
+      saveTimeline("crash", events);
+      const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
+      const phases: Phase[] = [
+        { name: "before", from: 0, to: killAt },
+        { name: "0-2s after kill", from: killAt, to: killAt + 2000 },
+        { name: "later", from: killAt + 2000, to: end },
+      ];
+      const onVictim = (e: Ev) => e.node === victim!.name;
+      const victimSessions = new Set(events.filter((e) => e.ev === "whoami" && onVictim(e) && e.at < killAt).map((e) => e.s));
+        const first404 = new Map<string, number>();
+      for (const e of events) if (e.error && onVictim(e) && errorKind(e.error) === "404") first404.set(e.s, Math.min(first404.get(e.s) ?? Infinity, e.at + e.ms - killAt));
+      // rmcp re-initializes on the 404 by itself: its new run starting at 1 is the sign.
+      const runs = counterRuns(events);
+      report("liveness crash", {
+        onKilledNode: victimSessions.size,
+        victim: tally(events, phases, onVictim),
+        others: tally(events, phases, (e) => !onVictim(e)),
+        rawAfterKill: rawAfterKill.map((r) => `${r.at}ms:${r.status}${r.edge ? "(edge)" : ""}`).join(" "),
+        first404PerSessionMs: Object.fromEntries([...first404].map(([k, v]) => [k, Math.round(v)])),
+          initErrors: events.filter((e) => e.ev === "init" && e.error).map((e) => `${e.s} +${Math.round(e.at - killAt)}ms ${sample(e)}`),
+        pythonSetupRetries: setupRetries.splice(0),
+      rustReinitialized: [...runs].filter(([s, r]) => s.startsWith("rust") && resets(r.flat()) > 0).length,
+        errorSamples: [...new Set(events.filter((e) => e.error).map(sample))].slice(0, 8),
+      });
+      expect(new Set([...victimSessions].map((x) => x.split("-")[0])).size, "client kinds on the killed node").toBeGreaterThanOrEqual(3);
+      for (const e of events) if (e.error) expect(onVictim(e), `${e.client} ${e.s} error on a live node: ${e.error}`).toBe(true);
+      // The edge answers 404 for its sessions within 2 s of the kill (the probe sees the refusal) ...
+      const edge404 = rawAfterKill.find((r) => r.status === 404);
+      expect(edge404?.edge, JSON.stringify(rawAfterKill)).toBe(true);
+      expect(edge404!.at).toBeLessThanOrEqual(2000);
+      // ... so every call of its sessions sent later gets that 404 (a call in flight at the kill ends
+      // as its client ends a cut answer: a 502, or the client's own timeout), and each session got it.
+      // (rmcp re-initializes by itself: its later calls succeed in a new session, checked below.)
+      for (const e of events) if (e.ev === "call" && onVictim(e) && e.client !== "rust" && e.at > killAt + 2000) expect(errorKind(e.error ?? "ok"), `${e.client} ${e.s}: ${e.error}`).toBe("404");
+      // Each session got the 404, unless its SDK already ended it on the 502 of its call in flight
+      // at the kill (the Python SDK closes the session on any HTTP error).
+      const endedOn502 = (x: string) => events.some((e) => e.s === x && onVictim(e) && e.error && errorKind(e.error) === "502");
+      for (const s of victimSessions) if (!s.startsWith("rust")) expect(first404.has(s) || (s.startsWith("py") && endedOn502(s)), `${s}: got the 404`).toBe(true);
+      for (const [s, r] of runs) if (s.startsWith("rust") && victimSessions.has(s)) expect(resets(r.flat()), `${s} re-initialized: ${r}`).toBe(1);
+      // After the 404 every client carried on in a new session on a live node: no other error later on.
+      for (const e of events) if (e.error && e.at > killAt + 2000) expect(errorKind(e.error), `${e.client} ${e.s}: ${e.error}`).toBe("404");
+    } finally {
+      for (const n of restartAfter) await n.start(); // the next scenario needs every node
+    }
+  }, 120_000);
+});
+
+describe("rolling deploy: every node restarted in turn under continuous load", () => {
+  interface DeployResult {
+    events: Ev[];
+    windows: Array<{ node: NodePart; sigterm: number; exited: number; up: number }>;
+    newSessions: Ev[];
+  }
+
+  async function deploy(): Promise<DeployResult> {
+    const windows: DeployResult["windows"] = [];
+    const newSessions: Ev[] = [];
+    let stop = false;
+    // New sessions all the time: initialize, whoami, two calls, close.
+    const churn = (async () => {
+      let k = 0;
+      while (!stop) {
+        const runs = [0, 1].map(async () => {
+          const at = Date.now();
+          const s = `new-${k++}`;
+          try {
+            const sess = await connectSdk(stack.mcpUrl);
+            const node = JSON.parse(await sess.call("whoami")).node as string;
+            newSessions.push({ client: "ts", ev: "whoami", s, at, ms: Date.now() - at, node });
+            for (let i = 1; i <= 2; i++) {
+              const t = Date.now();
+              try {
+                newSessions.push({ client: "ts", ev: "call", s, at: t, ms: Date.now() - t, node, value: Number(await sess.call("counter")) });
+              } catch (err) {
+                newSessions.push({ client: "ts", ev: "call", s, at: t, ms: Date.now() - t, node, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+              }
+            }
+            await sess.end();
+          } catch (err) {
+            newSessions.push({ client: "ts", ev: "init", s, at, ms: Date.now() - at, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+          }
+        });
+        await Promise.all(runs);
+        await sleep(100);
+      }
+    })();
+    const events = await loadAll({ ts: 30, py: 3, go: 3, rust: 0, calls: 80, pauseMs: 300, reinit: true }, async () => {
+      await sleep(2500);
+      for (const node of stack.nodes) {
+        // As an orchestrator does: SIGTERM, the drain grace, the process exits; a new one starts.
+        const sigterm = Date.now();
+        await node.proc.stop(stack.timing.drainGraceMs + 5000);
+        const exited = Date.now();
+        await node.start();
+        windows.push({ node, sigterm, exited, up: Date.now() });
+        await sleep(2000);
+      }
+    });
+    stop = true;
+    await churn;
+    return { events, windows, newSessions };
+  }
+
+  function summarize(r: DeployResult) {
+    const refusedByDraining = (e: Ev) =>
+      e.ev === "init" && !!e.error && /^503 .*This node is shutting down/s.test(e.error) && r.windows.some((w) => e.at + e.ms >= w.sigterm && e.at <= w.sigterm + 500);
+    const restartingAt = (e: Ev) => r.windows.find((w) => w.node.name === e.node && e.at >= w.sigterm - 500 && e.at <= w.up + 3000);
+    const all = [...r.events, ...r.newSessions];
+    const errs = all.filter((e) => e.error && !refusedByDraining(e));
+    const onDraining = r.newSessions.filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at >= w.sigterm && e.at + e.ms <= w.exited));
+    const terminal = new Map<string, number>();
+    for (const e of r.events) if (e.error && errorKind(e.error) === "404") terminal.set(`${e.s}@${e.node}`, (terminal.get(`${e.s}@${e.node}`) ?? 0) + 1);
+    const restartedSessions = new Set(r.events.filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at < w.sigterm)).map((e) => `${e.s}@${e.node}`));
+    return {
+      calls: all.filter((e) => e.ev === "call").length,
+      errors: errs.length,
+      byKind: errs.reduce<Record<string, number>>((o, e) => ((o[errorKind(e.error!)] = (o[errorKind(e.error!)] ?? 0) + 1), o), {}),
+      errorsOnNodesNotRestarting: errs.filter((e) => !restartingAt(e)).length,
+      "502s": errs.filter((e) => errorKind(e.error!) === "502").length,
+      newSessions: r.newSessions.filter((e) => e.ev === "whoami").length,
+      newSessionsOnDrainingNode: onDraining.length,
+      // A node refuses new sessions from the moment it drains (503 + Retry-After); the edge stops
+      // sending it any within a view refresh. An initialize in between gets that prompt 503.
+      initializesRefusedByDrainingNode: r.newSessions.filter((e) => refusedByDraining(e)).length,
+      newSessionFailures: r.newSessions.filter((e) => e.error && !refusedByDraining(e)).length,
+      sessionsWith404: terminal.size,
+      sessionsWithMoreThanOne404: [...terminal.values()].filter((n) => n > 1).length,
+      restartedSessions: restartedSessions.size,
+      samples: [...new Set(errs.map(sample))].slice(0, 6),
+      terminal,
+    };
+  }
+
+  it("plugin on: 0 errors for sessions of nodes not restarting, one 404 per session of a restarted node then a new session, no 502, no new session on a draining node; side by side with plain sticky", async () => {
+    await settle();
+    const on = await deploy();
+    const son = summarize(on);
+    // Plain sticky cookies (with Traefik's health check) under the same deploy.
+    stack.writeDynamic({ plugin: false });
+    await waitUntil(
+      "the mcp router without the plugin",
+      async () => {
+        const r = await httpGet(`${stack.apiUrl}/api/http/routers/mcp@file`);
+        return r?.status === 200 && !(JSON.parse(r.text).middlewares ?? []).includes("mcp-affinity@file");
+      },
+      15_000,
+    );
+    await sleep(1500);
+    let soff: ReturnType<typeof summarize>;
+    try {
+      soff = summarize(await deploy());
+    } finally {
+      stack.writeDynamic({ plugin: true });
+      await sleep(1500);
+    }
+    const { terminal: _t1, ...ron } = son;
+    const { terminal: _t2, ...roff } = soff;
+    const rows = Object.keys(ron).filter((k) => k !== "samples").map((k) => `${k.padEnd(28)} ${JSON.stringify((ron as any)[k]).padStart(14)} ${JSON.stringify((roff as any)[k]).padStart(14)}`);
+    console.log(["[e2e] liveness rolling deploy (plugin on | plain sticky):", ...rows].join("\n"));
+    report("liveness rolling deploy", {
+      pythonSetupRetries: setupRetries.splice(0), windows: on.windows.map((w) => ({ node: w.node.name, drainMs: w.exited - w.sigterm, startMs: w.up - w.exited })), on: ron, off: roff });
+
+    expect(son.restartedSessions).toBeGreaterThanOrEqual(20);
+    expect(son["502s"]).toBe(0);
+    expect(son.errorsOnNodesNotRestarting, JSON.stringify(son.samples)).toBe(0);
+    expect(son.newSessionsOnDrainingNode).toBe(0);
+    expect(son.newSessionFailures, JSON.stringify(son.samples)).toBe(0);
+    // Every error of the load is the one terminal answer of a session whose node restarted.
+    const loadErrors = on.events.filter((e) => e.error);
+    expect(loadErrors.filter((e) => errorKind(e.error!) !== "404").map(sample)).toEqual([]);
+    expect(son.sessionsWithMoreThanOne404).toBe(0);
+  }, 300_000);
+});
