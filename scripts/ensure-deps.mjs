@@ -3,7 +3,7 @@
 //   --plugin   build plugin/build (AssemblyScript)
 //   --redis    redis-server from Debian's packages (apt-get; needs root)
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
-//   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client)
+//   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client, the Python MCP test server)
 //   --chromium Debian's chromium (apt-get; needs root) for the status-page test (playwright-core)
 // Prints one line per step; exits 2 with a message naming what is missing when it cannot install.
 import { execFileSync, spawnSync } from "node:child_process";
@@ -13,7 +13,9 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const want = new Set(process.argv.slice(2).map((a) => a.replace(/^--/, "")));
-const PYTHON_MCP = "mcp==1.23.3";
+// 1.26 and later answer 404 for an unknown session id (the spec's answer; 400 before).
+const PYTHON_MCP_VERSION = "1.30.0";
+const PYTHON_MCP = `mcp==${PYTHON_MCP_VERSION}`;
 
 function fail(msg) {
   console.error(`ensure-deps: ${msg}`);
@@ -42,7 +44,7 @@ if (want.has("traefik")) {
 
 if (want.has("python")) {
   const venvPy = join(root, ".venv", "bin", "python");
-  const ok = existsSync(venvPy) && spawnSync(venvPy, ["-c", "import mcp.client.streamable_http"], { stdio: "ignore" }).status === 0;
+  const ok = existsSync(venvPy) && spawnSync(venvPy, ["-c", `import mcp.client.streamable_http, importlib.metadata as m; assert m.version("mcp") == "${PYTHON_MCP_VERSION}"`], { stdio: "ignore" }).status === 0;
   if (!ok) {
     const py = has("python3") ? "python3" : has("python") ? "python" : fail("python3 is missing");
     console.log(`ensure-deps: creating .venv with ${PYTHON_MCP}`);
