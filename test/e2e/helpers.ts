@@ -22,11 +22,11 @@ export interface HttpTally {
 
 export const newTally = (): HttpTally => ({ requests: 0, failed: 0, byStatus: {} });
 
-function countingFetch(tally: HttpTally): typeof fetch {
+function countingFetch(tally: HttpTally, base: typeof fetch = fetch): typeof fetch {
   return async (input, init) => {
     tally.requests++;
     try {
-      const r = await fetch(input, init);
+      const r = await base(input, init);
       tally.byStatus[r.status] = (tally.byStatus[r.status] ?? 0) + 1;
       if (r.status >= 400) tally.failed++;
       return r;
@@ -52,11 +52,15 @@ export interface SdkSession {
   errors: Error[];
 }
 
-export async function connectSdk(url: string, tally: HttpTally = newTally(), opts: { onNotification?: (n: unknown) => void } = {}): Promise<SdkSession> {
+export async function connectSdk(
+  url: string,
+  tally: HttpTally = newTally(),
+  opts: { onNotification?: (n: unknown) => void; /** The fetch under the counting one (default: Node's). */ fetch?: typeof fetch } = {},
+): Promise<SdkSession> {
   const client = new Client({ name: "mcp-affinity-e2e", version: "0.1.0" });
   const errors: Error[] = [];
   const transport = new StreamableHTTPClientTransport(new URL(url), {
-    fetch: countingFetch(tally),
+    fetch: countingFetch(tally, opts.fetch),
     // The standalone GET stream must not spin reconnecting during outage scenarios.
     reconnectionOptions: { maxRetries: 0, initialReconnectionDelay: 1000, maxReconnectionDelay: 1000, reconnectionDelayGrowFactor: 1 },
   });

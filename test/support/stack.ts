@@ -8,6 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cookieValueFor } from "../../lib/registry/schema.ts";
 import { decodeMeta, decodeShard, readMeta, type NodeViewState, type ViewMeta } from "../../lib/view/index.ts";
+import { VENV_PYTHON } from "./python-server.ts";
 import { REDIS_SERVER, freePort, redisCommand, startRedis, type TestRedis } from "./redis.ts";
 import { sleep } from "./wait.ts";
 
@@ -434,7 +435,6 @@ export type NodeKind = "reference" | "python";
 
 /** The Python MCP server the "python" node kind runs, with the project's .venv interpreter. */
 export const PYTHON_NODE_SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
-export const VENV_PYTHON_PATH = join(ROOT, ".venv", "bin", "python");
 
 export const MAX_REPLICAS = 8;
 
@@ -655,7 +655,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   if (nReplicas > 1 && !opts.redisUrl && opts.redis === false) {
     throw new StackError("replicas > 1 needs Redis: each sidecar's in-memory store would be a registry of its own", "ERR_STACK_CONFIG");
   }
-  if (nodeKind === "python" && !existsSync(VENV_PYTHON_PATH)) {
+  if (nodeKind === "python" && !existsSync(VENV_PYTHON)) {
     throw new StackError(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`", "ERR_STACK_NODE");
   }
   const dir = resolve(opts.dir ?? join(ROOT, ".run", opts.name));
@@ -758,7 +758,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
       const spec =
         nodeKind === "python"
-          ? { cmd: VENV_PYTHON_PATH, args: [PYTHON_NODE_SCRIPT, "--port", String(port), "--host", bind, "--name", name, ...(opts.nodeArgs?.(i) ?? [])] }
+          ? { cmd: VENV_PYTHON, args: [PYTHON_NODE_SCRIPT, "--port", String(port), "--host", bind, "--name", name, ...(opts.nodeArgs?.(i) ?? [])] }
           : {
               cmd: process.execPath,
               args: [
