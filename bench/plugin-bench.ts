@@ -17,6 +17,7 @@ import {
   pluginWasm,
   type TempDir,
 } from "../test/support/plugin-fixture.ts";
+import { bootTag, mintSessionId, wrapSessionId } from "../lib/token/index.ts";
 
 const args = process.argv.slice(2);
 const jsonOut = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined;
@@ -29,6 +30,12 @@ if (args.includes("--json") && !jsonOut) {
 const GONE = cookieValueFor("http://10.0.0.5:3000");
 const SIZES = [1_000, 1_000_000];
 const bk = (c: string) => `_mcp_backend=${c}`;
+const BOOT_A = bootTag("bench-boot-a");
+const BOOT_B = bootTag("bench-boot-b");
+// Ids the view has no record of: only their routing token routes them.
+const MINTED = mintSessionId(COOKIE.a, BOOT_A);
+const SERVER_ID = "5f0c2a4e-91d3-4b7a-8c6e-2d4f6a8b0c1e";
+const WRAPPED = wrapSessionId(SERVER_ID, COOKIE.b, BOOT_B);
 
 async function buildView(size: number): Promise<TempDir> {
   const t = makeViewDir(`mcpa-bench-${size}-`);
@@ -41,6 +48,11 @@ async function buildView(size: number): Promise<TempDir> {
       { id: 1, cookie: COOKIE.a, state: "up", retryAfterSeconds: 0 },
       { id: 2, cookie: COOKIE.b, state: "up", retryAfterSeconds: 0 },
       { id: 3, cookie: GONE, state: "gone", retryAfterSeconds: 0 },
+    ],
+    boots: [
+      { cookie: COOKIE.a, bootTag: BOOT_A, state: "up" },
+      { cookie: COOKIE.b, bootTag: BOOT_B, state: "up" },
+      { cookie: GONE, bootTag: bootTag("bench-boot-gone"), state: "gone" },
     ],
   };
   // The looked-up sessions are real ids; the others only need distinct random hashes.
@@ -57,6 +69,8 @@ async function buildView(size: number): Promise<TempDir> {
 const TOOLS_LIST = '{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}';
 const UPSTREAM: UpstreamResponse = { status: 200, headers: [["Content-Type", "application/json"]], body: '{"jsonrpc":"2.0","id":2,"result":{}}' };
 const next: NextHandler = () => UPSTREAM;
+// A server that repeats its own session id on its answers (the SDK servers do).
+const ECHO: UpstreamResponse = { ...UPSTREAM, headers: [["Content-Type", "application/json"], ["Mcp-Session-Id", SERVER_ID]] };
 
 interface Scenario {
   name: string;
@@ -77,6 +91,21 @@ const SCENARIOS: Scenario[] = [
     check: (ex) => ex.forwarded?.cookies[0] === `${bk(COOKIE.a)}; theme=dark`,
   },
   { name: "lost", req: mcp({ sessionId: "bench-lost", body: TOOLS_LIST }), check: (ex) => ex.response.status === 404 },
+  {
+    name: "token pin",
+    req: mcp({ sessionId: MINTED, cookie: "theme=dark", body: TOOLS_LIST }),
+    check: (ex) => ex.forwarded?.cookies[0] === `${bk(COOKIE.a)}; theme=dark`,
+  },
+  {
+    name: "wrapped GET",
+    req: mcp({ method: "GET", sessionId: WRAPPED, cookie: bk(COOKIE.b) }),
+    check: (ex) => ex.forwarded?.headers.get("Mcp-Session-Id") === SERVER_ID && !ex.responseBuffered,
+  },
+  {
+    name: "wrapped POST",
+    req: mcp({ sessionId: WRAPPED, cookie: bk(COOKIE.b), body: TOOLS_LIST }),
+    check: (ex) => ex.forwarded?.headers.get("Mcp-Session-Id") === SERVER_ID && ex.response.headers.values("Mcp-Session-Id")[0] === WRAPPED,
+  },
 ];
 
 /** Median ns/request of each variant, measured in alternating rounds (the machine is shared). */
@@ -115,11 +144,12 @@ async function main(): Promise<void> {
     }
     for (const s of SCENARIOS) {
       for (const h of hosts) {
-        const first = h.plugin.handle(s.req, next);
+        const first = h.plugin.handle(s.req, s.name === "wrapped POST" ? () => ECHO : next);
         if (!s.check(first) || first.trap || first.violations.length)
           throw new Error(`scenario "${s.name}" did not take its path: status ${first.response.status} ${first.trap?.message ?? ""} ${first.violations.join(", ")}`);
       }
-      const ns = measureAll(hosts.flatMap((h) => [() => h.plugin.handle(s.req, next), () => h.pass.handle(s.req, next)]));
+      const up: NextHandler = s.name === "wrapped POST" ? () => ECHO : next;
+      const ns = measureAll(hosts.flatMap((h) => [() => h.plugin.handle(s.req, up), () => h.pass.handle(s.req, up)]));
       hosts.forEach((h, k) => ((results[s.name] ??= {})[String(h.size)] = { plugin: Math.round(ns[2 * k]!), passthrough: Math.round(ns[2 * k + 1]!) }));
     }
   } finally {

@@ -12,6 +12,14 @@ export interface ViewNode {
   state: NodeViewState;
   retryAfterSeconds?: number;
 }
+/** One incarnation of a node (`boot` line): what a session id's routing token is checked against. */
+export interface ViewBoot {
+  cookie: string;
+  /** lib/token bootTag(boot id), or UNKNOWN_BOOT_TAG for a node whose boot is not known. */
+  bootTag: string;
+  state: NodeViewState;
+  retryAfterSeconds?: number;
+}
 export interface ViewSession {
   hash: Buffer /* 16 bytes */;
   node: number;
@@ -24,6 +32,8 @@ export interface ViewMeta {
   published: number;
   shardBits: ShardBits;
   nodes: ViewNode[];
+  /** Node incarnations for routing tokens (absent in views written before tokens existed). */
+  boots?: ViewBoot[];
 }
 
 export const META_MAGIC = "MCPAVIEW 1";
@@ -96,6 +106,7 @@ export const viewPaths = (dir: string) => ({
 
 const HEX32 = /^[0-9a-f]{32}$/;
 const COOKIE = /^[0-9a-f]{16}$/;
+const BOOT_TAG = /^[0-9a-f]{8}$/;
 const U32_MAX = 0xffff_ffff;
 const isU32 = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= U32_MAX;
 const isShardBits = (n: unknown): n is ShardBits => n === 4 || n === 8 || n === 12 || n === 16;
@@ -145,6 +156,14 @@ export function encodeMeta(meta: ViewMeta): string {
     if (!isU32(retry)) throw new ViewFormatError(`node ${n.id} retryAfterSeconds is not a u32`);
     lines.push(`node ${n.id} ${n.cookie} ${n.state} ${retry}`);
   }
+  for (const b of meta.boots ?? []) {
+    if (!COOKIE.test(b.cookie)) throw new ViewFormatError(`boot ${b.bootTag} cookie is not 16 hex digits`);
+    if (!BOOT_TAG.test(b.bootTag)) throw new ViewFormatError(`boot tag of ${b.cookie} is not 8 hex digits`);
+    if (!STATES.has(b.state)) throw new ViewFormatError(`boot ${b.cookie} ${b.bootTag} state ${b.state} is unknown`);
+    const retry = b.retryAfterSeconds ?? 0;
+    if (!isU32(retry)) throw new ViewFormatError(`boot ${b.cookie} ${b.bootTag} retryAfterSeconds is not a u32`);
+    lines.push(`boot ${b.cookie} ${b.bootTag} ${b.state} ${retry}`);
+  }
   lines.push("end");
   const text = lines.join("\n") + "\n";
   if (text.length > META_MAX_BYTES) throw new ViewFormatError(`meta is ${text.length} bytes, over ${META_MAX_BYTES}`);
@@ -171,6 +190,7 @@ export function decodeMeta(text: string): ViewMeta {
   let published: number | undefined;
   let shardBits: number | undefined;
   const nodes: ViewNode[] = [];
+  const boots: ViewBoot[] = [];
   for (let i = 1; i < lines.length - 1; i++) {
     const f = lines[i].split(" ");
     switch (f[0]) {
@@ -197,6 +217,15 @@ export function decodeMeta(text: string): ViewMeta {
         nodes.push({ id, cookie: f[2], state: f[3] as NodeViewState, retryAfterSeconds: retry });
         break;
       }
+      case "boot": {
+        if (f.length !== 5) throw new ViewFormatError(`meta line ${i + 1}: boot needs 4 fields`);
+        if (!COOKIE.test(f[1])) throw new ViewFormatError(`meta line ${i + 1}: bad cookie`);
+        if (!BOOT_TAG.test(f[2])) throw new ViewFormatError(`meta line ${i + 1}: bad boot tag`);
+        if (!STATES.has(f[3])) throw new ViewFormatError(`meta line ${i + 1}: bad state`);
+        const retry = decInt(f[4], "retryAfterSeconds");
+        boots.push({ cookie: f[1], bootTag: f[2], state: f[3] as NodeViewState, retryAfterSeconds: retry });
+        break;
+      }
       default:
         throw new ViewFormatError(`meta line ${i + 1}: unknown key`);
     }
@@ -205,7 +234,7 @@ export function decodeMeta(text: string): ViewMeta {
     throw new ViewFormatError("meta lacks epoch, generation, published or shardBits");
   }
   if (!isShardBits(shardBits)) throw new ViewFormatError("meta shardBits is not 4, 8, 12 or 16");
-  return { epoch, generation, published, shardBits, nodes };
+  return { epoch, generation, published, shardBits, nodes, boots };
 }
 
 export async function writeMeta(dir: string, meta: ViewMeta, opts: ViewIoOptions = {}): Promise<void> {

@@ -1,6 +1,7 @@
 // The node side of ADR-0066: register sessions before the initialize response leaves, answer
 // hasSession locally, clean the registry on close whatever happened locally, heartbeat with a boot id.
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { bootTag, mintSessionId } from "../../lib/token/index.ts";
 import { pino } from "pino";
 import type { Registry as PromRegistry } from "prom-client";
 import { StreamableHTTPServerTransport, type StreamableHTTPServerTransportOptions } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
@@ -46,6 +47,10 @@ export interface AffinityOptions {
   logger?: LoggerLike;
   /** A prom-client Registry to export the library's metrics into (names prefixed mcp_affinity_node_). */
   metrics?: PromRegistry;
+  /**
+   * Session ids. Default: ids with a routing token (lib/token) that every Traefik replica routes
+   * without waiting for the registry; a custom generator gives that up (the edge wraps such ids).
+   */
   sessionIdGenerator?: () => string;
   /** Application clean-up run during every local close; a throw is logged and counted, Redis is cleaned anyway. */
   onSessionClosed?: (sessionId: string) => void | Promise<void>;
@@ -158,7 +163,9 @@ export class Affinity {
     this.refreshIntervalMs = positive("refreshIntervalMs", opts.refreshIntervalMs, Math.max(1, Math.floor(this.sessionTtlMs / 30)));
     this.idleTimeoutMs = positive("idleTimeoutMs", opts.idleTimeoutMs, this.sessionTtlMs);
     this.registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, 1000);
-    this.genId = opts.sessionIdGenerator ?? (() => randomUUID());
+    // Ids carry a routing token (owner cookie + boot tag) so every Traefik replica routes them at once.
+    const tag = bootTag(this.bootId);
+    this.genId = opts.sessionIdGenerator ?? (() => mintSessionId(this.cookie, tag));
     this.onSessionClosed = opts.onSessionClosed;
     const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
     this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;

@@ -20,6 +20,8 @@ export class Config {
   viewRefreshMs: u64 = 100;
   maxSessionIdLength: i32 = 256;
   learnSessions: bool = true;
+  /** Wrap ids of servers that do not mint routing tokens into the plugin's own token format. */
+  wrapSessionIds: bool = true;
   maxInitializeBodyBytes: i32 = 65536;
   eventFlushMs: u64 = 1000;
   maxEventFiles: u32 = 4096;
@@ -177,12 +179,13 @@ function applyOne(c: Config, key: string, v: Scalar): string {
   } else if (key == "cookieSameSite") {
     if (t != "Strict" && t != "Lax" && t != "None" && t != "") return bad(key, "must be Strict, Lax, None or empty");
     c.cookieSameSite = t;
-  } else if (key == "cookieSecure" || key == "cookieHttpOnly" || key == "learnSessions") {
+  } else if (key == "cookieSecure" || key == "cookieHttpOnly" || key == "learnSessions" || key == "wrapSessionIds") {
     const lt = t.trim().toLowerCase();
     if (lt != "true" && lt != "false") return bad(key, "must be true or false");
     const b = lt == "true";
     if (key == "cookieSecure") c.cookieSecure = b;
     else if (key == "cookieHttpOnly") c.cookieHttpOnly = b;
+    else if (key == "wrapSessionIds") c.wrapSessionIds = b;
     else c.learnSessions = b;
   } else if (key == "onMisroute") {
     if (t == "pin") c.onMisroute = MISROUTE_PIN;

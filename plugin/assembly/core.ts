@@ -17,6 +17,15 @@ export const S_CLOSED: i32 = 2;
 export const S_LEARNED: i32 = 3;
 export const S_UNKNOWN: i32 = 4;
 
+// What the view says about the session id's routing token (see token.ts, view.ts lookupToken).
+export const T_NONE: i32 = 0; // the id carries no token
+export const T_UNVERIFIED: i32 = 1; // token present, no usable meta to check it against
+export const T_LIVE: i32 = 2; // its incarnation is up or draining
+export const T_DOWN: i32 = 3; // its incarnation is down for now (same boot)
+export const T_DEAD: i32 = 4; // its incarnation is gone (removed, rebooted, down too long)
+export const T_NEW_BOOT: i32 = 5; // the node is known, this boot is not (yet)
+export const T_UNKNOWN_NODE: i32 = 6; // no node of the view has its cookie
+
 // Owner state (view.ts NODE_*).
 export const OWNER_UP: u8 = 0;
 export const OWNER_DRAINING: u8 = 1;
@@ -54,13 +63,21 @@ export class RouteInput {
   ownerState: u8 = OWNER_UP;
   /** Client's cookie relative to the owner: 0 none, 1 names the owner, 2 names another node. */
   cookie: i32 = 0;
+  token: i32 = T_NONE;
+  /** Client's cookie relative to the token's node (COOKIE_*). */
+  tokenCookie: i32 = 0;
   rejectMisroute: bool = false;
   passWhenDown: bool = false;
 }
 
+// Which node a PIN / PIN_REPAIR goes to.
+export const TARGET_OWNER: i32 = 0; // the owner the view's record or learned/ names
+export const TARGET_TOKEN: i32 = 1; // the node the session id's token names
+
 export class Decision {
   action: i32 = PASS;
   reason: i32 = R_SESSIONLESS;
+  target: i32 = TARGET_OWNER;
 }
 
 export const COOKIE_NONE: i32 = 0;
@@ -80,10 +97,47 @@ function pinTo(d: Decision, cookie: i32, repairAllowed: bool): Decision {
   return set(d, repairAllowed ? PIN_REPAIR : PIN, R_REPAIR);
 }
 
+/** Owner incarnation known and in the given state: the rows shared by records and tokens. */
+function byOwnerState(d: Decision, state: u8, cookie: i32, i: RouteInput): Decision {
+  if (state == OWNER_GONE) return set(d, ANSWER_404, R_LOST);
+  if (state == OWNER_DOWN) {
+    if (!i.passWhenDown) return set(d, ANSWER_503, R_UNAVAILABLE);
+    // Policy pass: keep it pinned so it lands on the owner as soon as Traefik sees it back.
+    if (cookie == COOKIE_OWNER) return set(d, PASS, R_PIN);
+    return set(d, PIN, R_PIN);
+  }
+  if (cookie == COOKIE_OTHER && i.rejectMisroute) return set(d, ANSWER_404, R_REJECT);
+  return pinTo(d, cookie, true);
+}
+
+/**
+ * The session id names its node itself. Without a fresh view it is still pinned (fail open):
+ * Traefik's balancer ignores a cookie naming no server of the service, so a pin never leaves it.
+ */
+function byToken(i: RouteInput, d: Decision, fresh: bool): Decision {
+  d.target = TARGET_TOKEN;
+  if (!fresh || i.token == T_UNVERIFIED) {
+    pinTo(d, i.tokenCookie, true);
+    d.reason = R_FAIL_OPEN;
+    return d;
+  }
+  if (i.token == T_UNKNOWN_NODE) return set(d, PASS, R_UNKNOWN);
+  // A boot the view has not heard of yet (or no longer lists): the node itself decides.
+  if (i.token == T_NEW_BOOT) return pinTo(d, i.tokenCookie, true);
+  const state = i.token == T_DEAD ? OWNER_GONE : i.token == T_DOWN ? OWNER_DOWN : OWNER_UP;
+  return byOwnerState(d, state, i.tokenCookie, i);
+}
+
 export function decideRoute(i: RouteInput, d: Decision): Decision {
+  d.target = TARGET_OWNER;
   if (i.id == ID_NONE) return set(d, PASS, R_SESSIONLESS);
   if (i.id == ID_INVALID) return set(d, ANSWER_400, R_INVALID);
-  if (i.view == VIEW_ABSENT || i.session == S_UNUSABLE) return set(d, PASS, R_FAIL_OPEN);
+  const usable = i.view != VIEW_ABSENT && i.session != S_UNUSABLE;
+  // The view's record of this very session outranks the token; otherwise the token decides.
+  if (i.token != T_NONE && !(usable && (i.session == S_OWNER || i.session == S_CLOSED))) {
+    return byToken(i, d, i.view == VIEW_FRESH);
+  }
+  if (!usable) return set(d, PASS, R_FAIL_OPEN);
 
   if (i.view == VIEW_STALE) {
     // Invariant 1: a stale view never yields 404/503; known owners are still pinned.
@@ -99,14 +153,5 @@ export function decideRoute(i: RouteInput, d: Decision): Decision {
   if (i.session == S_CLOSED) return set(d, ANSWER_404, R_LOST);
   // Learned at this edge: owner known, liveness not; never refuse on it.
   if (i.session == S_LEARNED) return pinTo(d, i.cookie, true);
-
-  if (i.ownerState == OWNER_GONE) return set(d, ANSWER_404, R_LOST);
-  if (i.ownerState == OWNER_DOWN) {
-    if (!i.passWhenDown) return set(d, ANSWER_503, R_UNAVAILABLE);
-    // Policy pass: keep it pinned so it lands on the owner as soon as Traefik sees it back.
-    if (i.cookie == COOKIE_OWNER) return set(d, PASS, R_PIN);
-    return set(d, PIN, R_PIN);
-  }
-  if (i.cookie == COOKIE_OTHER && i.rejectMisroute) return set(d, ANSWER_404, R_REJECT);
-  return pinTo(d, i.cookie, true);
+  return byOwnerState(d, i.ownerState, i.cookie, i);
 }

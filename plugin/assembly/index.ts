@@ -1,8 +1,8 @@
 // mcp-affinity: http-wasm handler for Traefik. Glue between the ABI, the view, the decision core
-import "./abort";
 // and the event log. One instance serves one request at a time; state here is per instance.
+import "./abort";
 import {
-  Bytes, KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_DEBUG,
+  Bytes, KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_WARN, LOG_DEBUG,
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
   readRequestBody, writeRequestBody, statusCode, respond,
 } from "./abi";
@@ -16,14 +16,18 @@ import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_CLOSED, S_LEARNED, S_UNKNOWN, COOKIE_NONE, COOKIE_OWNER,
   COOKIE_OTHER, PIN, PIN_REPAIR, ANSWER_404, ANSWER_503, REASONS, R_SESSIONLESS, R_INVALID, R_REJECT,
+  T_NONE, T_UNVERIFIED, TARGET_TOKEN,
 } from "./core";
+import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG } from "./token";
 
 const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
 const BODY_503 = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":null}';
 const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
 const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
-const REQCTX_LEARN: u64 = 1;
+// handle_response's job for a request (the upper word of handle_request's result).
+const REQCTX_LEARN: u64 = 1; // an initialize: learn (and wrap) the session it creates
+const REQCTX_REWRAP: u64 = 2; // a POST of a wrapped session: show the client its wrapped id again
 
 let ready = false;
 let cfg: Config = new Config();
@@ -36,6 +40,9 @@ const cookieVals = new Bytes(1024);
 const scratch = new Bytes(1024);
 const body = new Bytes(1024);
 const hashHex = new Bytes(32);
+// The client-facing id of a wrapped session (idVals is reused by the response phase).
+const clientId = new Bytes(320);
+const token = new SessionToken();
 const input = new RouteInput();
 const decision = new Decision();
 // Per request: the client's own sticky cookie value, for learning on the response.
@@ -96,7 +103,11 @@ function readClientCookie(): void {
 
 export function handle_request(): u64 {
   if (!ready) init();
-  if (cfg.error.length > 0) return 1;
+  if (cfg.error.length > 0) {
+    // Failing open still unwraps: a node must never see an id it did not choose.
+    if (readSessionId(KIND_REQUEST) == ID_VALID && parseToken(idVals, token) == TOKEN_WRAPPED) unwrapRequestId();
+    return 1;
+  }
   const now = nowMs();
   const id = readSessionId(KIND_REQUEST);
   input.id = id;
@@ -114,19 +125,23 @@ export function handle_request(): u64 {
   hashSessionId();
   readClientCookie();
   classify(now);
+  const ownerCookie = view.ownerCookie;
+  classifyToken(now);
   input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
   const d = decideRoute(input, decision);
+  const target = d.target == TARGET_TOKEN ? token.cookie : ownerCookie;
+  const method = getMethod();
 
-  if (getMethod() == "DELETE") {
+  if (method == "DELETE") {
     const known = input.session == S_OWNER || input.session == S_LEARNED;
-    events.addLine("c", idVals, 0, idVals.len, hashHex, known ? view.ownerCookie : "");
+    events.addLine("c", idVals, 0, idVals.len, hashHex, known ? target : "");
   }
   let next: u64 = 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {
-    buildPinnedCookie(cookieVals, cfg.cookieName, view.ownerCookie, scratch);
+    buildPinnedCookie(cookieVals, cfg.cookieName, target, scratch);
     setHeader(KIND_REQUEST, "Cookie", scratch);
-    if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(view.ownerCookie));
+    if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(target));
   } else if (d.action == ANSWER_404) {
     respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
     next = 0;
@@ -134,8 +149,38 @@ export function handle_request(): u64 {
     respond(503, "unavailable", BODY_503, view.ownerRetry > 0 ? view.ownerRetry : cfg.retryAfterSeconds);
     next = 0;
   }
+  if (next != 0 && token.kind == TOKEN_WRAPPED) {
+    unwrapRequestId();
+    // Servers repeat the session id on their answers, and the TypeScript client adopts whatever a
+    // POST answer says: hold POST answers of wrapped sessions to show the wrapped id again. GET
+    // streams are never held (clients do not take ids from them).
+    if (method == "POST") {
+      enableFeatures(FEATURE_BUFFER_RESPONSE);
+      next |= REQCTX_REWRAP << 32;
+    }
+  }
   finish(d.reason, now);
   return next;
+}
+
+/** Fills input.token / input.tokenCookie from the session id's routing token and the meta. */
+function classifyToken(now: u64): void {
+  input.token = T_NONE;
+  input.tokenCookie = COOKIE_NONE;
+  if (parseToken(idVals, token) == TOKEN_NONE) return;
+  // A meta that loaded is enough to check a token; whether it is fresh is input.view's business.
+  input.token = dirfd >= 0 && view.refresh(now, false) ? view.lookupToken(token.cookie, token.bootTag) : T_UNVERIFIED;
+  input.tokenCookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == token.cookie ? COOKIE_OWNER : COOKIE_OTHER;
+  // lookupToken overwrote the view's owner fields; classify's own result was saved by the caller.
+}
+
+/** Replaces the wrapped Mcp-Session-Id (in idVals) by the server's own id, keeping the wrapped one. */
+function unwrapRequestId(): void {
+  clientId.clear();
+  clientId.pushBytes(idVals, 0, idVals.len);
+  scratch.clear();
+  scratch.pushBytes(idVals, token.innerStart, idVals.len);
+  setHeader(KIND_REQUEST, "Mcp-Session-Id", scratch);
 }
 
 
@@ -251,6 +296,10 @@ function finish(reason: i32, now: u64): void {
 }
 
 export function handle_response(reqCtx: u32, isError: u32): void {
+  if (<u64>reqCtx == REQCTX_REWRAP) {
+    if (isError == 0) rewrapResponseId();
+    return;
+  }
   if (<u64>reqCtx != REQCTX_LEARN || isError != 0 || dirfd < 0) return;
   const status = statusCode();
   if (status < 200 || status > 299) return;
@@ -266,10 +315,40 @@ export function handle_response(reqCtx: u32, isError: u32): void {
     log(LOG_DEBUG, "mcp-affinity: initialize response without a usable sticky cookie; not learned");
     return;
   }
+  if (parseToken(idVals, token) == TOKEN_MINTED) {
+    if (token.cookie != owner) log(LOG_WARN, "mcp-affinity: a node mints session ids for another server URL than Traefik's (check the node library's url setting)");
+  } else if (cfg.wrapSessionIds) {
+    wrapResponseId(owner);
+  }
   hashSessionId();
   writeLearned(owner);
   events.addLine("l", idVals, 0, idVals.len, hashHex, owner);
   events.flush(nowMs());
+}
+
+/**
+ * Wraps the server's id (in idVals) into the routing-token form and sends that to the client;
+ * idVals then holds the wrapped id, which is what the registry and learned/ know the session by.
+ */
+function wrapResponseId(owner: string): void {
+  const wrappedLen = TOKEN_HEAD_LENGTH + idVals.len;
+  if (wrappedLen > cfg.maxSessionIdLength) {
+    log(LOG_DEBUG, "mcp-affinity: session id too long to wrap within maxSessionIdLength; routed without a token");
+    return;
+  }
+  const tag = view.refresh(nowMs(), false) ? view.currentBootTag(owner) : UNKNOWN_BOOT_TAG;
+  wrapInto(clientId, owner, tag, idVals);
+  setHeader(KIND_RESPONSE, "Mcp-Session-Id", clientId);
+  idVals.clear();
+  idVals.pushBytes(clientId, 0, clientId.len);
+}
+
+/** A held POST answer of a wrapped session: if it repeats the server's id, repeat the wrapped one. */
+function rewrapResponseId(): void {
+  if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
+  const inner = clientId.len - TOKEN_HEAD_LENGTH;
+  if (idVals.len != inner || memory.compare(idVals.ptr, clientId.ptr + <usize>TOKEN_HEAD_LENGTH, <usize>inner) != 0) return;
+  setHeader(KIND_RESPONSE, "Mcp-Session-Id", clientId);
 }
 
 function isCookieValue(s: string): bool {

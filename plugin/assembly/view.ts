@@ -2,6 +2,8 @@
 // Meta is cached per instance for viewRefreshMs; shards and learned files are read per lookup.
 import { Bytes } from "./abi";
 import { openRead, readAll, readMore, close, ERRNO_NOENT } from "./wasi";
+import { T_LIVE, T_DOWN, T_DEAD, T_NEW_BOOT, T_UNKNOWN_NODE } from "./core";
+import { UNKNOWN_BOOT_TAG } from "./token";
 
 export const NODE_UP: u8 = 0;
 export const NODE_DRAINING: u8 = 1;
@@ -29,7 +31,12 @@ export class RegistryView {
   nodeCookies: string[] = [];
   nodeStates: u8[] = [];
   nodeRetry: u32[] = [];
-  // Result of the last lookup.
+  // Node incarnations by boot tag (`boot` lines), for session tokens.
+  bootCookies: string[] = [];
+  bootTags: string[] = [];
+  bootStates: u8[] = [];
+  bootRetry: u32[] = [];
+  // Result of the last lookup (or lookupToken).
   ownerCookie: string = "";
   ownerState: u8 = NODE_UP;
   ownerRetry: u32 = 0;
@@ -74,6 +81,10 @@ export class RegistryView {
     this.nodeCookies.length = 0;
     this.nodeStates.length = 0;
     this.nodeRetry.length = 0;
+    this.bootCookies.length = 0;
+    this.bootTags.length = 0;
+    this.bootStates.length = 0;
+    this.bootRetry.length = 0;
     let line = 0;
     let i = 0;
     let sawEnd = false;
@@ -98,16 +109,21 @@ export class RegistryView {
         const st = parts[3];
         const retry = parseDec(parts[4]);
         if (id < 0 || id > 0xffffffff || retry < 0 || parts[2].length != 16) return false;
-        let state: u8 = 255;
-        if (st == "up") state = NODE_UP;
-        else if (st == "draining") state = NODE_DRAINING;
-        else if (st == "down") state = NODE_DOWN;
-        else if (st == "gone") state = NODE_GONE;
-        else return false;
+        const state = parseState(st);
+        if (state == 255) return false;
         this.nodeIds.push(<u32>id);
         this.nodeCookies.push(parts[2]);
         this.nodeStates.push(state);
         this.nodeRetry.push(<u32>min<i64>(retry, 86400));
+      } else if (key == "boot" && parts.length == 5) {
+        // boot <cookie> <tag> <state> <retryAfterSeconds>: one incarnation of a node.
+        const retry = parseDec(parts[4]);
+        const state = parseState(parts[3]);
+        if (!isHexString(parts[1], 16) || !isHexString(parts[2], 8) || state == 255 || retry < 0) return false;
+        this.bootCookies.push(parts[1]);
+        this.bootTags.push(parts[2]);
+        this.bootStates.push(state);
+        this.bootRetry.push(<u32>min<i64>(retry, 86400));
       }
       // other keys (generation, future ones) are informational
     }
@@ -184,6 +200,38 @@ export class RegistryView {
     return false;
   }
 
+  /**
+   * What the meta says about a session token's incarnation (cookie, boot tag): T_LIVE, T_DOWN or
+   * T_DEAD with ownerCookie/ownerState/ownerRetry set, T_NEW_BOOT (the node is known but not this
+   * boot: a boot younger than the view, or one the sidecar no longer lists), T_UNKNOWN_NODE.
+   */
+  lookupToken(cookie: string, tag: string): i32 {
+    let nodeKnown = false;
+    for (let i = 0; i < this.bootCookies.length; i++) {
+      if (unchecked(this.bootCookies[i]) != cookie) continue;
+      nodeKnown = true;
+      if (unchecked(this.bootTags[i]) != tag) continue;
+      this.ownerCookie = cookie;
+      this.ownerState = unchecked(this.bootStates[i]);
+      this.ownerRetry = unchecked(this.bootRetry[i]);
+      if (this.ownerState == NODE_GONE) return T_DEAD;
+      if (this.ownerState == NODE_DOWN) return T_DOWN;
+      return T_LIVE;
+    }
+    this.ownerCookie = cookie;
+    this.ownerState = NODE_UP;
+    this.ownerRetry = 0;
+    return nodeKnown ? T_NEW_BOOT : T_UNKNOWN_NODE;
+  }
+
+  /** Boot tag of the node's running incarnation (its first `boot` line not gone), else unknown. */
+  currentBootTag(cookie: string): string {
+    for (let i = 0; i < this.bootCookies.length; i++) {
+      if (unchecked(this.bootCookies[i]) == cookie && unchecked(this.bootStates[i]) != NODE_GONE) return unchecked(this.bootTags[i]);
+    }
+    return UNKNOWN_BOOT_TAG;
+  }
+
   /** learned/<32 hex>: written by this Traefik's plugin instances on initialize responses. */
   lookupLearned(hash: usize): i32 {
     this.path.clear();
@@ -207,6 +255,23 @@ export function pushHex(out: Bytes, src: usize, n: i32): void {
     out.pushByte(<u8>HEX.charCodeAt(v >> 4));
     out.pushByte(<u8>HEX.charCodeAt(v & 15));
   }
+}
+
+function parseState(st: string): u8 {
+  if (st == "up") return NODE_UP;
+  if (st == "draining") return NODE_DRAINING;
+  if (st == "down") return NODE_DOWN;
+  if (st == "gone") return NODE_GONE;
+  return 255;
+}
+
+function isHexString(s: string, n: i32): bool {
+  if (s.length != n) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
 }
 
 function isHex16(b: Bytes): bool {

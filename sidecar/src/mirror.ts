@@ -2,7 +2,8 @@
 // owners they point at (node incarnations), node liveness, and per-owner counts kept up to date on
 // every change, so neither a scrape nor a publish ever walks the keyspace.
 import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
-import type { NodeViewState, ViewNode } from "../../lib/view/index.ts";
+import type { NodeViewState, ViewBoot, ViewNode } from "../../lib/view/index.ts";
+import { bootTag, UNKNOWN_BOOT_TAG } from "../../lib/token/index.ts";
 import * as crypto from "node:crypto";
 
 const oneShotHash = (crypto as unknown as { hash?: (alg: string, data: string, enc: "buffer") => Buffer }).hash;
@@ -52,6 +53,9 @@ export interface MirrorOptions {
   retryAfterSeconds: number;
   now?: () => number;
 }
+
+/** Previous boots of a node the meta lists as gone (a token of an older one is pinned: the node answers). */
+const BOOTS_LISTED = 8;
 
 export type SessionChangeKind = "new" | "changed" | "same";
 
@@ -343,6 +347,8 @@ export class Mirror {
       }
     }
     this.seeBoot(n, rec.boot);
+    // A boot the view's token table does not list yet (or one it must now list as gone).
+    if (!prev || prev.boot !== rec.boot) this.metaVersion++;
     if (!prev || prev.seen !== rec.seen || prev.boot !== rec.boot || prev.state !== rec.state) {
       n.hb = { boot: rec.boot, state: rec.state, seen: rec.seen, heardAt: now };
     }
@@ -442,6 +448,24 @@ export class Mirror {
       out.push({ id: o.id, cookie: o.cookie, state, retryAfterSeconds: state === "down" ? this.opts.retryAfterSeconds : 0 });
     }
     return out.sort((a, b) => a.id - b.id);
+  }
+
+  /**
+   * The meta's incarnation table for session tokens: each node's running boot in the node's state,
+   * its previous boots (the last BOOTS_LISTED) as gone, and nodes whose boot nobody reports (servers
+   * without the node library) under the unknown tag.
+   */
+  viewBoots(): ViewBoot[] {
+    const out: ViewBoot[] = [];
+    const retry = (state: NodeViewState) => (state === "down" ? this.opts.retryAfterSeconds : 0);
+    for (const n of this.nodes.values()) {
+      const current = n.hb?.boot ?? null;
+      if (current !== null) out.push({ cookie: n.cookie, bootTag: bootTag(current), state: n.state, retryAfterSeconds: retry(n.state) });
+      else if (n.hbBootsSeen.size === 0) out.push({ cookie: n.cookie, bootTag: UNKNOWN_BOOT_TAG, state: n.state, retryAfterSeconds: retry(n.state) });
+      const old = [...n.hbBootsSeen].filter((b) => b !== current).slice(-BOOTS_LISTED);
+      for (const b of old) out.push({ cookie: n.cookie, bootTag: bootTag(b), state: "gone", retryAfterSeconds: 0 });
+    }
+    return out;
   }
 
   /** Server URL for a cookie when known (for edge-learned records). */

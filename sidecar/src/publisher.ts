@@ -70,7 +70,7 @@ export class Publisher {
     const published = Date.now();
     this.generation++;
     const m = this.mirror;
-    await writeMeta(this.opts.dir, { epoch: this.opts.epoch, generation: this.generation, published, shardBits: m.shardBits as 4 | 8 | 12 | 16, nodes: list }, { fs: this.fs });
+    await writeMeta(this.opts.dir, { epoch: this.opts.epoch, generation: this.generation, published, shardBits: m.shardBits as 4 | 8 | 12 | 16, nodes: list, boots: m.viewBoots() }, { fs: this.fs });
     this.onDisk = table;
     this.lastPublished = published;
   }

@@ -16,6 +16,7 @@ import {
   type NodeViewState,
   type ShardBits,
   type ViewMeta,
+  type ViewBoot,
 } from "../../lib/view/index.ts";
 import { HostPool, OffsetClock, type Exchange, type HostOptions, type HostRequestInit, type NextHandler, type UpstreamResponse } from "../host/http-wasm-host.ts";
 
@@ -75,6 +76,8 @@ export interface ViewSpec {
   shardBits?: ShardBits;
   nodes: TestNode[];
   sessions: TestSession[];
+  /** Node incarnations for routing tokens (`boot` lines). */
+  boots?: ViewBoot[];
 }
 export const EPOCH = 777;
 
@@ -85,6 +88,7 @@ export function metaOf(spec: ViewSpec): ViewMeta {
     published: spec.published ?? Date.now(),
     shardBits: spec.shardBits ?? 12,
     nodes: spec.nodes.map((n) => ({ id: n.id, cookie: n.cookie, state: n.state, retryAfterSeconds: n.retryAfterSeconds ?? 0 })),
+    boots: spec.boots ?? [],
   };
 }
 export async function publish(dir: string, spec: ViewSpec): Promise<ViewMeta> {

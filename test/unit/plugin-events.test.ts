@@ -66,7 +66,7 @@ describe("close (DELETE)", () => {
   });
 
   test("DELETE of a session learned at this edge reports the learned node", () => {
-    const p = newPlugin({ dir: t.dir, instances: 2 });
+    const p = newPlugin({ dir: t.dir, instances: 2, config: { wrapSessionIds: false } });
     p.handle(mcp({ body: INIT_BODY }), initializeUpstream("edge-learned", { setCookie: `${bk(COOKIE.b)}; Path=/` }), 0);
     clearEvents(t.dir);
     const ex = p.handle(mcp({ method: "DELETE", sessionId: "edge-learned" }), () => ({ status: 200 }), 1);

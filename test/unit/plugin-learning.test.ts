@@ -44,7 +44,7 @@ function clean(ex: Exchange): void {
 
 describe("learning from an initialize response", () => {
   test("balancer Set-Cookie: learned/<hash> and an l event exist once the held response is released; the next cookie-less request on another instance reaches the owner", () => {
-    const p = newPlugin({ dir: t.dir, instances: 2 });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir, instances: 2 });
     const id = "3f1c6a0e-learn-me";
     const up = initializeUpstream(id, { setCookie: setCookieB });
     const upstreamResponse = up({} as never)!;
@@ -81,7 +81,7 @@ describe("learning from an initialize response", () => {
   });
 
   test("learned session with a cookie naming another node is pinned to the learned node and the cookie repaired", () => {
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     p.handle(mcp({ body: INIT_BODY }), initializeUpstream("learned-2", { setCookie: setCookieB }));
     clearEvents(t.dir);
     const ex = p.handle(mcp({ sessionId: "learned-2", cookie: `a=1; ${bk(COOKIE.a)}` }), okUpstream);
@@ -97,7 +97,7 @@ describe("learning from an initialize response", () => {
 
   test("a shard naming an owner its meta lacks (mid-rewrite): a learned session is still pinned, an unlearned one passes", async () => {
     await publish(t.dir, { nodes: SPEC.nodes, sessions: [...SPEC.sessions, { id: "orphan", node: 99 }, { id: "orphan-2", node: 99 }] });
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     p.handle(mcp({ body: INIT_BODY }), initializeUpstream("orphan", { setCookie: setCookieB }));
     const pinned = p.handle(mcp({ sessionId: "orphan" }), okUpstream);
     clean(pinned);
@@ -111,7 +111,7 @@ describe("learning from an initialize response", () => {
   test("no view published yet: a learned session is still pinned (fail-open row), counted fail-open", () => {
     const empty = makeViewDir();
     try {
-      const p = newPlugin({ dir: empty.dir, instances: 2 });
+      const p = newPlugin({ config: { wrapSessionIds: false }, dir: empty.dir, instances: 2 });
       const ex = p.handle(mcp({ body: INIT_BODY }), initializeUpstream("before-view", { setCookie: setCookieB }), 0);
       expect(ex.responseBuffered).toBe(true);
       clearEvents(empty.dir);
@@ -129,7 +129,7 @@ describe("learning from an initialize response", () => {
   });
 
   test("the view wins over learned/ once it knows the session", async () => {
-    const p = newPlugin({ dir: t.dir, config: { viewRefreshMs: 0 } });
+    const p = newPlugin({ dir: t.dir, config: { wrapSessionIds: false, viewRefreshMs: 0 } });
     p.handle(mcp({ body: INIT_BODY }), initializeUpstream("moved", { setCookie: setCookieB }));
     await publish(t.dir, { ...SPEC, sessions: [...SPEC.sessions, { id: "moved", node: 1 }] });
     const ex = p.handle(mcp({ sessionId: "moved" }), okUpstream);
@@ -137,7 +137,7 @@ describe("learning from an initialize response", () => {
   });
 
   test("no Set-Cookie from the balancer: the request's own valid cookie names the owner", () => {
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const ex = p.handle(mcp({ body: INIT_BODY, cookie: `x=y; ${bk(COOKIE.a)}` }), initializeUpstream("own-cookie", { setCookie: null }));
     clean(ex);
     expect(ex.responseBuffered).toBe(true);
@@ -146,7 +146,7 @@ describe("learning from an initialize response", () => {
   });
 
   test("the balancer's Set-Cookie wins over the request's stale cookie; other Set-Cookie lines are skipped", () => {
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const up: NextHandler = () => ({
       status: 200,
       headers: [
@@ -161,7 +161,7 @@ describe("learning from an initialize response", () => {
   });
 
   test("whitespace around the colon still marks an initialize", () => {
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const body = '{ "jsonrpc" : "2.0", "id" : 1, "method" :\n "initialize", "params" : {} }';
     const ex = p.handle(mcp({ body }), initializeUpstream("spaced", { setCookie: setCookieB }));
     expect(ex.responseBuffered).toBe(true);
@@ -176,7 +176,7 @@ describe("learning from an initialize response", () => {
     ["no usable sticky cookie", initializeUpstream("no-cookie", { setCookie: null })],
     ["a sticky cookie that is not 16 hex digits", initializeUpstream("bad-cookie", { setCookie: "_mcp_backend=node-a; Path=/" })],
   ])("%s: nothing learned, response released unchanged", (_n, up) => {
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const ex = p.handle(mcp({ body: INIT_BODY }), up);
     clean(ex);
     const want = up({} as never)!;
@@ -201,7 +201,7 @@ describe("never buffered", () => {
     ["POST without a session id that is not an initialize", mcp({ body: TOOLS_LIST_BODY })],
     ["an initialize larger than maxInitializeBodyBytes", mcp({ body: INIT_BODY.replace('"params":{', `"params":{"pad":"${"p".repeat(70_000)}",`) })],
   ])("%s", (_n, req) => {
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const ex = p.handle(req, sse);
     clean(ex);
     expect(ex.responseBuffered).toBe(false);
@@ -211,7 +211,7 @@ describe("never buffered", () => {
   });
 
   test("an initialize without Content-Length (chunked) is not inspected", () => {
-    const p = newPlugin({ dir: t.dir });
+    const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const ex = p.handle({ ...mcp({ body: INIT_BODY }), chunked: true }, initializeUpstream("chunked", { setCookie: setCookieB }));
     clean(ex);
     expect(ex.responseBuffered).toBe(false);
@@ -220,7 +220,7 @@ describe("never buffered", () => {
   });
 
   test.each([false, "false"])("learnSessions=%s: initialize passes unbuffered, nothing learned", (v) => {
-    const p = newPlugin({ dir: t.dir, config: { learnSessions: v } });
+    const p = newPlugin({ dir: t.dir, config: { wrapSessionIds: false, learnSessions: v } });
     const ex = p.handle(mcp({ body: INIT_BODY }), initializeUpstream("off", { setCookie: setCookieB }));
     clean(ex);
     expect(ex.responseBuffered).toBe(false);
@@ -231,18 +231,18 @@ describe("never buffered", () => {
   test("maxInitializeBodyBytes bounds what is inspected (string and typed)", () => {
     const body = INIT_BODY + " ".repeat(300 - INIT_BODY.length);
     for (const v of ["256", 256]) {
-      const p = newPlugin({ dir: t.dir, config: { maxInitializeBodyBytes: v } });
+      const p = newPlugin({ dir: t.dir, config: { wrapSessionIds: false, maxInitializeBodyBytes: v } });
       expect(p.handle(mcp({ body }), initializeUpstream("big")).responseBuffered).toBe(false);
     }
     for (const v of ["300", 300]) {
-      const p = newPlugin({ dir: t.dir, config: { maxInitializeBodyBytes: v } });
+      const p = newPlugin({ dir: t.dir, config: { wrapSessionIds: false, maxInitializeBodyBytes: v } });
       expect(p.handle(mcp({ body }), initializeUpstream("fits")).responseBuffered).toBe(true);
     }
   });
 });
 
 test("the learned/ directory holds only hash names (no clear ids)", () => {
-  const p = newPlugin({ dir: t.dir });
+  const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
   for (let i = 0; i < 5; i++) p.handle(mcp({ body: INIT_BODY }), initializeUpstream(`sess-${i}`, { setCookie: setCookieB }));
   const names = readdirSync(`${t.dir}/learned`);
   expect(names.sort()).toEqual([0, 1, 2, 3, 4].map((i) => hash16(`sess-${i}`)).sort());

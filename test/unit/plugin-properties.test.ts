@@ -242,7 +242,7 @@ describe("SHA-256 in the plugin vs node:crypto", () => {
   test("learned/<hash> names, l and c events carry SHA-256(id)[0..16) for random ids of every length", () => {
     const t = makeViewDir();
     try {
-      const p = newPlugin({ dir: t.dir, instances: 1 });
+      const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir, instances: 1 });
       const lengths = fc.oneof(
         visible,
         fc.constantFrom(1, 31, 32, 33, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 256).chain((len) =>
@@ -275,7 +275,7 @@ describe("SHA-256 in the plugin vs node:crypto", () => {
     expect(hash16("abc")).toBe("ba7816bf8f01cfea414140de5dae2223");
     const t = makeViewDir();
     try {
-      const p = newPlugin({ dir: t.dir });
+      const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
       for (const id of ["abc", "a".repeat(55), "a".repeat(64), "x".repeat(256)]) {
         p.handle({ method: "POST", uri: "/mcp", headers: [["Content-Type", "application/json"]], body: INIT_BODY }, initializeUpstream(id));
         expect(learnedFiles(t.dir).has(hash16(id)), `len ${id.length}`).toBe(true);

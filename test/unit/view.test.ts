@@ -79,7 +79,19 @@ describe("view/meta", () => {
         { id: 1, cookie: "0123456789abcdef", state: "up", retryAfterSeconds: 0 },
         { id: 2, cookie: "fedcba9876543210", state: "down", retryAfterSeconds: 9 },
       ],
+      boots: [],
     });
+  });
+  it("round-trips boot lines (node incarnations for session tokens) and refuses malformed ones", async () => {
+    const boots = [
+      { cookie: "0123456789abcdef", bootTag: "a1b2c3d4", state: "up" as const, retryAfterSeconds: 0 },
+      { cookie: "0123456789abcdef", bootTag: "00000000", state: "gone" as const, retryAfterSeconds: 0 },
+      { cookie: "fedcba9876543210", bootTag: "0badf00d", state: "down" as const, retryAfterSeconds: 9 },
+    ];
+    await writeMeta(dir, { ...meta(), boots });
+    expect((await readMeta(dir))!.boots).toEqual(boots);
+    expect(() => encodeMeta({ ...meta(), boots: [{ ...boots[0]!, bootTag: "A1B2C3D4" }] })).toThrow(/boot tag/);
+    expect(() => decodeMeta("MCPAVIEW 1\nepoch 1\ngeneration 1\npublished 1\nshardBits 12\nboot 0123456789abcdef xyz up 0\nend\n")).toThrow(/boot tag/);
   });
   it("is null when missing, truncated (no end) or foreign", async () => {
     expect(await readMeta(dir)).toBeNull();

@@ -1,0 +1,77 @@
+// The routing token carried inside a session id (docs/registry-view.md, "Session tokens"): which
+// node holds the session, as Traefik knows it (its sticky cookie value), and which incarnation of
+// that node (a boot tag). Every Traefik replica can route such an id without having heard of the
+// session. The plugin (plugin/assembly/token.ts) parses the same bytes; test/vectors/tokens.json
+// pins both implementations to one set of cases.
+import { createHash, randomBytes } from "node:crypto";
+
+/** An id minted by the node library: `ma1.<cookie 16 hex><boot tag 8 hex>.<22 base64url>`. */
+export const MINTED_PREFIX = "ma1.";
+/** A server's own id wrapped by the plugin: `mw1.<cookie 16 hex><boot tag 8 hex>.<server's id>`. */
+export const WRAPPED_PREFIX = "mw1.";
+/** Prefix plus the 24 hex digits of the token plus the dot. */
+export const TOKEN_HEAD_LENGTH = 29;
+export const MINTED_RANDOM_LENGTH = 22; // 132 random bits
+export const MINTED_LENGTH = TOKEN_HEAD_LENGTH + MINTED_RANDOM_LENGTH;
+/** Boot tag of a node whose boot the edge does not know (servers without the node library). */
+export const UNKNOWN_BOOT_TAG = "00000000";
+
+const HEX24 = /^[0-9a-f]{24}$/;
+const COOKIE = /^[0-9a-f]{16}$/;
+const TAG = /^[0-9a-f]{8}$/;
+const B64URL22 = /^[A-Za-z0-9_-]{22}$/;
+const VISIBLE = /^[\x21-\x7e]+$/;
+
+export type TokenKind = "minted" | "wrapped";
+export interface SessionToken {
+  kind: TokenKind;
+  /** Traefik's sticky cookie value of the owner. */
+  cookie: string;
+  /** Boot tag of the owner's incarnation; UNKNOWN_BOOT_TAG when the edge did not know it. */
+  bootTag: string;
+  /** wrapped: the id the server itself chose (what the node sees); minted: the whole id. */
+  inner: string;
+}
+
+export class SessionTokenError extends Error {
+  readonly code = "ERR_SESSION_TOKEN";
+}
+
+/**
+ * The boot tag of a node incarnation: the first 8 hex digits of SHA-256(boot id). Never 00000000
+ * (that value means "unknown"): the one boot id in 2^32 that would hash to it takes 00000001.
+ */
+export function bootTag(boot: string): string {
+  const tag = createHash("sha256").update(boot, "utf8").digest("hex").slice(0, 8);
+  return tag === UNKNOWN_BOOT_TAG ? "00000001" : tag;
+}
+
+/** A new session id for a node library node: its token plus 132 random bits. */
+export function mintSessionId(cookie: string, tag: string): string {
+  if (!COOKIE.test(cookie)) throw new SessionTokenError(`cookie ${JSON.stringify(cookie)} is not 16 lowercase hex digits`);
+  if (!TAG.test(tag)) throw new SessionTokenError(`boot tag ${JSON.stringify(tag)} is not 8 lowercase hex digits`);
+  return MINTED_PREFIX + cookie + tag + "." + randomBytes(17).toString("base64url").slice(0, MINTED_RANDOM_LENGTH);
+}
+
+/** The id the client sees for a server-chosen id (what the plugin writes into the initialize answer). */
+export function wrapSessionId(inner: string, cookie: string, tag: string): string {
+  if (!COOKIE.test(cookie) || !TAG.test(tag)) throw new SessionTokenError("cookie or boot tag is malformed");
+  if (!VISIBLE.test(inner)) throw new SessionTokenError("a session id is visible ASCII");
+  return WRAPPED_PREFIX + cookie + tag + "." + inner;
+}
+
+/** The token of a session id, or null when the id carries none (any other id routes the old way). */
+export function parseSessionToken(id: string): SessionToken | null {
+  if (id.length <= TOKEN_HEAD_LENGTH || id.charCodeAt(TOKEN_HEAD_LENGTH - 1) !== 0x2e /* . */) return null;
+  const prefix = id.slice(0, 4);
+  if (prefix !== MINTED_PREFIX && prefix !== WRAPPED_PREFIX) return null;
+  const hex = id.slice(4, 28);
+  if (!HEX24.test(hex)) return null;
+  const rest = id.slice(TOKEN_HEAD_LENGTH);
+  if (prefix === MINTED_PREFIX) {
+    if (!B64URL22.test(rest)) return null;
+    return { kind: "minted", cookie: hex.slice(0, 16), bootTag: hex.slice(16), inner: id };
+  }
+  if (!VISIBLE.test(rest)) return null;
+  return { kind: "wrapped", cookie: hex.slice(0, 16), bootTag: hex.slice(16), inner: rest };
+}

@@ -1,0 +1,244 @@
+// Routing tokens in session ids (docs/plugin.md, "Session tokens"), through the built plugin.wasm
+// on the fake http-wasm host: ids minted by the node library are routed by their token on any
+// Traefik, ids of other servers are wrapped on the initialize answer and unwrapped on every request.
+import { describe, expect, test } from "vitest";
+import type { Exchange } from "../host/http-wasm-host.ts";
+import {
+  COOKIE, INIT_BODY, bk, clearEvents, forwardedBackends, initializeUpstream, learnedFiles, makeViewDir, mcp, newPlugin,
+  okUpstream, readEvents, type ViewSpec,
+} from "../support/plugin-fixture.ts";
+import { useView } from "../support/use-view.ts";
+import { bootTag, mintSessionId, parseSessionToken, wrapSessionId, UNKNOWN_BOOT_TAG } from "../../lib/token/index.ts";
+import { sessionHashHex } from "../../lib/registry/schema.ts";
+
+const BOOT_A = bootTag("boot-a-2");
+const OLD_BOOT_A = bootTag("boot-a-1");
+const BOOT_B = bootTag("boot-b-1");
+const BOOT_C = bootTag("boot-c-1");
+const SPEC: ViewSpec = {
+  nodes: [
+    { id: 1, cookie: COOKIE.a, state: "up" },
+    { id: 2, cookie: COOKIE.b, state: "up" },
+  ],
+  sessions: [{ id: "recorded", node: 1 }],
+  boots: [
+    { cookie: COOKIE.a, bootTag: BOOT_A, state: "up" },
+    { cookie: COOKIE.a, bootTag: OLD_BOOT_A, state: "gone" },
+    { cookie: COOKIE.b, bootTag: BOOT_B, state: "draining" },
+    { cookie: COOKIE.c, bootTag: BOOT_C, state: "down", retryAfterSeconds: 7 },
+    { cookie: COOKIE.d, bootTag: UNKNOWN_BOOT_TAG, state: "up" },
+  ],
+};
+const t = useView(SPEC, "per-test");
+const setCookie = (c: string) => `${bk(c)}; Path=/; HttpOnly; Secure; SameSite=Strict`;
+
+function clean(ex: Exchange): void {
+  expect(ex.trap).toBeUndefined();
+  expect(ex.responseTrap).toBeUndefined();
+  expect(ex.violations).toEqual([]);
+}
+const sid = (ex: Exchange) => ex.forwarded?.headers.values("Mcp-Session-Id");
+
+describe("ids minted by the node library", () => {
+  test("a live incarnation the view has never seen a session of: pinned on the very first request", () => {
+    const p = newPlugin({ dir: t.dir });
+    for (const [cookie, tag] of [[COOKIE.a, BOOT_A], [COOKIE.b, BOOT_B]] as const) {
+      const id = mintSessionId(cookie, tag);
+      const ex = p.handle(mcp({ sessionId: id }), okUpstream);
+      clean(ex);
+      expect(forwardedBackends(ex)).toEqual([cookie]);
+      // The node sees its own id; nothing is held back.
+      expect(sid(ex)).toEqual([id]);
+      expect(ex.responseBuffered).toBe(false);
+    }
+  });
+
+  test("a cookie naming another node is repaired toward the token's node", () => {
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(mcp({ sessionId: mintSessionId(COOKIE.a, BOOT_A), cookie: bk(COOKIE.b) }), okUpstream);
+    clean(ex);
+    expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
+    expect(ex.response.headers.values("Set-Cookie")).toEqual([setCookie(COOKIE.a)]);
+  });
+
+  test("a rebooted incarnation gets the edge 404 without the view knowing the session", () => {
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(mcp({ sessionId: mintSessionId(COOKIE.a, OLD_BOOT_A) }), () => {
+      throw new Error("must not reach a node");
+    });
+    clean(ex);
+    expect(ex.response.status).toBe(404);
+    expect(ex.response.header("Mcp-Affinity")).toBe("lost");
+    expect(JSON.parse(ex.response.text())).toEqual({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null });
+  });
+
+  test("a down incarnation gets 503 with the view's Retry-After", () => {
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(mcp({ sessionId: mintSessionId(COOKIE.c, BOOT_C) }), okUpstream);
+    clean(ex);
+    expect(ex.response.status).toBe(503);
+    expect(ex.response.header("Retry-After")).toBe("7");
+  });
+
+  test("a boot the view has not heard of is pinned (the node decides); a node the view lacks passes", () => {
+    const p = newPlugin({ dir: t.dir });
+    const fresh = p.handle(mcp({ sessionId: mintSessionId(COOKIE.a, bootTag("boot-a-3")) }), okUpstream);
+    clean(fresh);
+    expect(forwardedBackends(fresh)).toEqual([COOKIE.a]);
+    const stranger = p.handle(mcp({ sessionId: mintSessionId("fedcba9876543210", BOOT_A) }), okUpstream);
+    clean(stranger);
+    expect(stranger.headerWrites).toEqual([]);
+    expect(stranger.response.status).toBe(200);
+  });
+
+  test("the view's record of the session outranks its token", async () => {
+    const id = mintSessionId(COOKIE.a, BOOT_A);
+    const { publish } = await import("../support/plugin-fixture.ts");
+    await publish(t.dir, { ...SPEC, sessions: [{ id, node: 2 }] });
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(mcp({ sessionId: id }), okUpstream);
+    clean(ex);
+    expect(forwardedBackends(ex)).toEqual([COOKIE.b]);
+  });
+
+  test("no view at all: still pinned by the token, counted fail-open, never refused", () => {
+    const empty = makeViewDir();
+    try {
+      const p = newPlugin({ dir: empty.dir });
+      for (const tag of [BOOT_A, OLD_BOOT_A]) {
+        const ex = p.handle(mcp({ sessionId: mintSessionId(COOKIE.a, tag) }), okUpstream);
+        clean(ex);
+        expect(ex.response.status).toBe(200);
+        expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
+      }
+      p.clock.advance(61_000);
+      p.handle({ method: "GET", uri: "/mcp" });
+      expect(readEvents(empty.dir).all.decisions).toEqual({ "fail-open": 2, sessionless: 1 });
+    } finally {
+      empty.cleanup();
+    }
+  });
+
+  test("a stale view pins a dead incarnation's token instead of answering 404", async () => {
+    const { publish } = await import("../support/plugin-fixture.ts");
+    await publish(t.dir, { ...SPEC, published: Date.now() - 60_000 });
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(mcp({ sessionId: mintSessionId(COOKIE.a, OLD_BOOT_A) }), okUpstream);
+    clean(ex);
+    expect(ex.response.status).toBe(200);
+    expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
+  });
+
+  test("an initialize answer with a minted id is left as it is, and learned by that id", () => {
+    const p = newPlugin({ dir: t.dir });
+    const id = mintSessionId(COOKIE.b, BOOT_B);
+    const ex = p.handle(mcp({ body: INIT_BODY }), initializeUpstream(id, { setCookie: setCookie(COOKIE.b) }));
+    clean(ex);
+    expect(ex.response.headers.values("Mcp-Session-Id")).toEqual([id]);
+    expect([...learnedFiles(t.dir).keys()]).toEqual([sessionHashHex(id)]);
+  });
+
+  test("a node minting ids for another URL than Traefik's is reported (a warning, once per answer)", () => {
+    const p = newPlugin({ dir: t.dir });
+    p.handle(mcp({ body: INIT_BODY }), initializeUpstream(mintSessionId(COOKIE.a, BOOT_A), { setCookie: setCookie(COOKIE.b) }));
+    expect(p.pool.logs.map((l) => l.message).join("\n")).toMatch(/another server URL than Traefik's/);
+  });
+});
+
+describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
+  const SERVER_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+  function initialize(p: ReturnType<typeof newPlugin>, owner: string, serverId = SERVER_ID): Exchange {
+    const ex = p.handle(mcp({ body: INIT_BODY }), initializeUpstream(serverId, { setCookie: setCookie(owner) }), 0);
+    clean(ex);
+    return ex;
+  }
+
+  test("the client gets the wrapped id (owner cookie, its current boot tag), learned and reported by it", () => {
+    const p = newPlugin({ dir: t.dir });
+    const ex = initialize(p, COOKIE.b);
+    const wrapped = wrapSessionId(SERVER_ID, COOKIE.b, BOOT_B);
+    expect(ex.response.headers.values("Mcp-Session-Id")).toEqual([wrapped]);
+    expect([...learnedFiles(t.dir)]).toEqual([[sessionHashHex(wrapped), COOKIE.b + "\n"]]);
+    expect(readEvents(t.dir).all.learned).toEqual([{ id: wrapped, hash: sessionHashHex(wrapped), cookie: COOKIE.b }]);
+    // A node without a known boot gets the unknown tag.
+    expect(initialize(p, COOKIE.d).response.headers.values("Mcp-Session-Id")).toEqual([wrapSessionId(SERVER_ID, COOKIE.d, UNKNOWN_BOOT_TAG)]);
+  });
+
+  test("every request is unwrapped for the node and pinned by the token on any instance, learned or not", () => {
+    const p = newPlugin({ dir: t.dir, instances: 2 });
+    const wrapped = initialize(p, COOKIE.b).response.headers.values("Mcp-Session-Id")[0]!;
+    // Another Traefik has neither the view record nor learned/: only the token.
+    const other = makeViewDir();
+    try {
+      const q = newPlugin({ dir: other.dir });
+      for (const method of ["POST", "GET", "DELETE"]) {
+        const ex = q.handle(mcp({ method, sessionId: wrapped }), okUpstream);
+        clean(ex);
+        expect(sid(ex)).toEqual([SERVER_ID]);
+        expect(forwardedBackends(ex)).toEqual([COOKIE.b]);
+      }
+    } finally {
+      other.cleanup();
+    }
+    const ex = p.handle(mcp({ sessionId: wrapped }), okUpstream, 1);
+    clean(ex);
+    expect(sid(ex)).toEqual([SERVER_ID]);
+  });
+
+  test("POST answers that repeat the server's id show the client the wrapped id; GET streams are never held", () => {
+    const p = newPlugin({ dir: t.dir });
+    const wrapped = initialize(p, COOKIE.b).response.headers.values("Mcp-Session-Id")[0]!;
+    const echo = () => ({ status: 200, headers: [["Content-Type", "text/event-stream"], ["Mcp-Session-Id", SERVER_ID]] as [string, string][], body: ["event: message\n", "data: {}\n\n"] });
+    const post = p.handle(mcp({ sessionId: wrapped }), echo);
+    clean(post);
+    expect(post.responseBuffered).toBe(true);
+    expect(post.response.headers.values("Mcp-Session-Id")).toEqual([wrapped]);
+    expect(post.response.text()).toBe("event: message\ndata: {}\n\n");
+    // A server that names some other id is not second-guessed.
+    const odd = p.handle(mcp({ sessionId: wrapped }), () => ({ status: 200, headers: [["Mcp-Session-Id", "other"]] }));
+    expect(odd.response.headers.values("Mcp-Session-Id")).toEqual(["other"]);
+    const get = p.handle(mcp({ method: "GET", sessionId: wrapped }), echo);
+    clean(get);
+    expect(get.responseBuffered).toBe(false);
+  });
+
+  test("answers the edge gives itself do not unwrap: a dead incarnation's wrapped id gets the edge 404", () => {
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(mcp({ sessionId: wrapSessionId(SERVER_ID, COOKIE.a, OLD_BOOT_A) }), okUpstream);
+    clean(ex);
+    expect(ex.response.status).toBe(404);
+    expect(ex.forwarded).toBeUndefined();
+  });
+
+  test("a plugin failing open on a bad setting still unwraps", () => {
+    const p = newPlugin({ dir: t.dir, config: { onMisroute: "bogus" } });
+    const wrapped = wrapSessionId(SERVER_ID, COOKIE.b, BOOT_B);
+    const ex = p.handle(mcp({ sessionId: wrapped }), okUpstream);
+    clean(ex);
+    expect(sid(ex)).toEqual([SERVER_ID]);
+    expect(ex.forwarded!.cookies).toEqual([]);
+  });
+
+  test("an id that would outgrow maxSessionIdLength once wrapped stays as the server chose it", () => {
+    const p = newPlugin({ dir: t.dir, config: { maxSessionIdLength: 64 } });
+    const long = "x".repeat(40);
+    const ex = initialize(p, COOKIE.b, long);
+    expect(ex.response.headers.values("Mcp-Session-Id")).toEqual([long]);
+    expect([...learnedFiles(t.dir).keys()]).toEqual([sessionHashHex(long)]);
+  });
+
+  test("wrapSessionIds=false keeps server ids as they are", () => {
+    const p = newPlugin({ dir: t.dir, config: { wrapSessionIds: "false" } });
+    expect(initialize(p, COOKIE.b).response.headers.values("Mcp-Session-Id")).toEqual([SERVER_ID]);
+  });
+
+  test("the wrapped id is what the edge and the registry know; the clear id never lands in learned/ or logs", () => {
+    const p = newPlugin({ dir: t.dir });
+    const wrapped = initialize(p, COOKIE.b).response.headers.values("Mcp-Session-Id")[0]!;
+    expect(parseSessionToken(wrapped)).toMatchObject({ kind: "wrapped", inner: SERVER_ID });
+    for (const [name, content] of learnedFiles(t.dir)) expect(name + content).not.toContain(SERVER_ID);
+    expect(p.pool.logs.map((l) => l.message).join("\n")).not.toContain(SERVER_ID);
+    clearEvents(t.dir);
+  });
+});
