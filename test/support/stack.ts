@@ -904,6 +904,21 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     });
     for (const r of replicas) r.traefik.start();
     await Promise.all(replicas.map((r) => r.waitTraefikReady()));
+    // A sidecar lists nodes that do not heartbeat (servers without the node library) once it has
+    // read its Traefik's API: until then its plugin cannot tell where their sessions live.
+    if (useSidecar) {
+      await Promise.all(
+        replicas.map((r) =>
+          waitUntil(`${r.name}'s view to list every node up`, async () => {
+            // Every node has an incarnation (`boot` line) the view calls up.
+            const boots = (await r.viewMeta())?.boots ?? [];
+            const missing = nodes.filter((n) => !boots.some((b) => b.cookie === n.cookie && b.state === "up"));
+            if (missing.length === 0) return true;
+            throw new StackError(`not up in the view: ${missing.map((n) => n.name).join(", ")}`, "ERR_STACK_VIEW");
+          }, 20_000),
+        ),
+      );
+    }
 
     const first = replicas[0]!;
     const stack: Stack = {
