@@ -68,7 +68,8 @@ export async function connectSdk(
   if (opts.onNotification) {
     client.fallbackNotificationHandler = async (n) => opts.onNotification!(n);
   }
-  await client.connect(transport);
+  // Bounded like a call: an initialize whose streamed answer Traefik cut would wait the SDK's 60 s.
+  await client.connect(transport, { timeout: CALL_TIMEOUT_MS });
   const sessionId = transport.sessionId;
   if (!sessionId) throw new Error("no session id after initialize");
   return {
