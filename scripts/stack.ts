@@ -7,7 +7,8 @@ import { existsSync } from "node:fs";
 import { join, relative } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { DEMO_TIMING, REDIS_SERVER_PATH, ROOT, StackError, startStack, type Stack, type StackPorts } from "../test/support/stack.ts";
+import { startL4Balancer, type L4Balancer } from "../test/support/l4-balancer.ts";
+import { DEMO_TIMING, REDIS_SERVER_PATH, ROOT, StackError, startStack, type ReplicaPorts, type Stack, type StackPorts } from "../test/support/stack.ts";
 
 const USAGE = `npm start — the local mcp-affinity stack (all on 127.0.0.1)
 
@@ -20,7 +21,15 @@ Environment (defaults in brackets):
   MCPA_REDIS_PORT     the redis-server the stack starts      [6390]
   MCPA_REDIS_URL      use this Redis instead of starting one
   MCPA_STORE          redis | memory (memory: the sidecar's in-memory store) [redis when redis-server exists]
+  MCPA_REPLICAS       Traefik replicas, each with its own sidecar [1]; 2 to 4 put a
+                      per-connection TCP balancer in front (like a Kubernetes Service);
+                      replica k listens on each port above + 100 x (k - 1); needs Redis
+  MCPA_LB_PORT        the balancer, when MCPA_REPLICAS > 1       [8000]
 `;
+
+const MAX_DEMO_REPLICAS = 4;
+/** Replica k (k >= 2) listens on replica 1's ports plus this times (k - 1). */
+const REPLICA_PORT_STEP = 100;
 
 class SettingError extends Error {
   readonly code = "ERR_STACK_CONFIG";
@@ -33,8 +42,18 @@ function portSetting(name: string, dflt: number): number {
   return Number(raw);
 }
 
+interface Settings {
+  ports: StackPorts;
+  store: "redis" | "memory";
+  redisUrl?: string;
+  listens: Array<[string, number]>;
+  replicas: number;
+  replicaPorts: ReplicaPorts[];
+  lbPort: number;
+}
+
 /** The stack's settings from MCPA_*; `installed`: also require what the builds install (redis-server). */
-function readSettings(installed = true): { ports: StackPorts; store: "redis" | "memory"; redisUrl?: string; listens: Array<[string, number]> } {
+function readSettings(installed = true): Settings {
   const nodesRaw = process.env.MCPA_NODE_PORTS || "8101,8102,8103";
   const nodes = nodesRaw.split(",").map((p) => p.trim());
   if (nodes.length < 1 || nodes.length > 16 || nodes.some((p) => !/^\d+$/.test(p) || Number(p) < 1 || Number(p) > 65535)) {
@@ -58,8 +77,32 @@ function readSettings(installed = true): { ports: StackPorts; store: "redis" | "
   if (installed && storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
     throw new SettingError(`MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER_PATH}: install it, or set MCPA_REDIS_URL`);
   }
+  const replicasRaw = process.env.MCPA_REPLICAS || "1";
+  if (!/^\d+$/.test(replicasRaw) || Number(replicasRaw) < 1 || Number(replicasRaw) > MAX_DEMO_REPLICAS) {
+    throw new SettingError(`MCPA_REPLICAS must be a number from 1 to ${MAX_DEMO_REPLICAS}, got "${replicasRaw}"`);
+  }
+  const replicas = Number(replicasRaw);
+  // Before the builds redis-server may still be missing (they install it): only an explicit choice counts then.
+  if (replicas > 1 && store === "memory" && (installed || storeRaw === "memory")) throw new SettingError("MCPA_REPLICAS > 1 needs Redis (every sidecar reads the same registry): unset MCPA_STORE=memory, install redis-server or set MCPA_REDIS_URL");
+  const lbPort = portSetting("MCPA_LB_PORT", 8000);
+  const replicaPorts: ReplicaPorts[] = [];
+  for (let k = 1; k < replicas; k++) {
+    const shift = (p: number, name: string) => {
+      const q = p + REPLICA_PORT_STEP * k;
+      if (q > 65535) throw new SettingError(`${name} ${p} + ${REPLICA_PORT_STEP * k} for replica ${k + 1} is past 65535: choose a lower ${name}`);
+      return q;
+    };
+    replicaPorts.push({ http: shift(ports.http, "MCPA_HTTP_PORT"), https: shift(ports.https, "MCPA_HTTPS_PORT"), api: shift(ports.api, "MCPA_API_PORT"), sidecar: shift(ports.sidecar, "MCPA_SIDECAR_PORT") });
+  }
   // Every port the stack listens on, by the setting that names it: distinct, and free at start.
   const listens: Array<[string, number]> = [
+    ...(replicas > 1 ? [["MCPA_LB_PORT", lbPort] as [string, number]] : []),
+    ...replicaPorts.flatMap((rp, k): Array<[string, number]> => [
+      [`MCPA_HTTP_PORT + ${REPLICA_PORT_STEP * (k + 1)} (replica ${k + 2})`, rp.http],
+      [`MCPA_HTTPS_PORT + ${REPLICA_PORT_STEP * (k + 1)} (replica ${k + 2})`, rp.https],
+      [`MCPA_API_PORT + ${REPLICA_PORT_STEP * (k + 1)} (replica ${k + 2})`, rp.api],
+      [`MCPA_SIDECAR_PORT + ${REPLICA_PORT_STEP * (k + 1)} (replica ${k + 2})`, rp.sidecar],
+    ]),
     ["MCPA_HTTP_PORT", ports.http],
     ["MCPA_HTTPS_PORT", ports.https],
     ["MCPA_API_PORT", ports.api],
@@ -72,7 +115,7 @@ function readSettings(installed = true): { ports: StackPorts; store: "redis" | "
     if (seen.has(p)) throw new SettingError(`${name}: port ${p} is also used by ${seen.get(p)}`);
     seen.set(p, name);
   }
-  return { ports, store, redisUrl, listens };
+  return { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort };
 }
 
 function portFree(port: number): Promise<boolean> {
@@ -104,27 +147,39 @@ async function selfCheck(url: string): Promise<string> {
   return `initialize, whoami and 3 counter calls through Traefik without cookies: served by ${node}, counter 1,2,3`;
 }
 
-function printBanner(s: Stack, store: string, check: string): void {
+function printBanner(s: Stack, store: string, check: string, balancer: L4Balancer | null): void {
   const rel = (p: string) => relative(process.cwd(), p) || ".";
+  const mcpUrl = balancer ? `${balancer.base}/mcp` : s.mcpUrl;
+  const replicaLines = balancer
+    ? [
+        `  MCP endpoint          ${mcpUrl}   (TCP balancer: a random replica per new connection)`,
+        ...s.replicas.flatMap((r) => [
+          `  ${r.name.padEnd(21)} ${r.mcpUrl}   (TLS ${r.mcpsUrl}; metrics ${r.traefikMetricsUrl})`,
+          `    its sidecar         ${r.sidecarUrl}/status, ${r.sidecarUrl}/metrics   (shared directory ${rel(r.shared)})`,
+        ]),
+      ]
+    : [
+        `  MCP endpoint          ${mcpUrl}`,
+        `  MCP endpoint (TLS)    ${s.mcpsUrl}   (self-signed; certificate: ${rel(s.caFile)})`,
+        `  Sidecar metrics       ${s.sidecarUrl}/metrics`,
+        `  Sidecar status page   ${s.sidecarUrl}/status   (also /readyz, /healthz, /v1/nodes)`,
+        `  Traefik metrics       ${s.traefikMetricsUrl}`,
+        `  Traefik status        ${s.apiUrl}/api/http/services/mcp@file`,
+      ];
   const lines = [
     "",
     "mcp-affinity local stack is up",
     "",
-    `  MCP endpoint          ${s.mcpUrl}`,
-    `  MCP endpoint (TLS)    ${s.mcpsUrl}   (self-signed; certificate: ${rel(s.caFile)})`,
-    `  Sidecar metrics       ${s.sidecarUrl}/metrics`,
-    `  Sidecar status page   ${s.sidecarUrl}/status   (also /readyz, /healthz, /v1/nodes)`,
-    `  Traefik metrics       ${s.traefikMetricsUrl}`,
-    `  Traefik status        ${s.apiUrl}/api/http/services/mcp@file`,
+    ...replicaLines,
     `  Nodes                 ${s.nodes.map((n) => `${n.name} ${n.url}`).join(", ")}`,
     `  Registry              ${store}`,
-    `  Shared view directory ${rel(s.shared)}`,
+    ...(balancer ? [] : [`  Shared view directory ${rel(s.shared)}`]),
     `  Logs                  ${rel(s.dir)}/logs/`,
     "",
     `  Self-check: ${check}`,
     "",
     "Point any MCP client (Streamable HTTP) at the MCP endpoint, or try it by hand:",
-    `  curl -si ${s.mcpUrl} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\`,
+    `  curl -si ${mcpUrl} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\`,
     `    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'`,
     "Press Ctrl-C to stop everything.",
     "",
@@ -153,7 +208,7 @@ async function main(): Promise<void> {
   settings(false);
   const prepared = spawnSync(process.execPath, [join(ROOT, "scripts", "prepare-stack.mjs")], { stdio: "inherit" });
   if (prepared.status !== 0) process.exit(prepared.status ?? 1);
-  const { ports, store, redisUrl, listens } = settings(true);
+  const { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort } = settings(true);
   if (store === "memory" && !process.env.MCPA_STORE) console.log(`npm start: no redis-server at ${REDIS_SERVER_PATH}: using the sidecar's in-memory store`);
   for (const [name, p] of listens) {
     if (!(await portFree(p))) {
@@ -162,13 +217,16 @@ async function main(): Promise<void> {
     }
   }
 
-  console.log(`npm start: starting ${store === "memory" ? "" : "Redis, "}the sidecar, ${ports.nodes.length} reference node${ports.nodes.length === 1 ? "" : "s"} and Traefik ...`);
+  const nodesText = `${ports.nodes.length} reference node${ports.nodes.length === 1 ? "" : "s"}`;
+  console.log(replicas > 1 ? `npm start: starting Redis, ${nodesText}, ${replicas} Traefik replicas with a sidecar each and the balancer ...` : `npm start: starting ${store === "memory" ? "" : "Redis, "}the sidecar, ${nodesText} and Traefik ...`);
   let stack: Stack | null = null;
+  let balancer: L4Balancer | null = null;
   let stopping = false;
   const shutdown = async (why: string, code: number) => {
     if (stopping) return;
     stopping = true;
     console.log(`\nnpm start: ${why}: stopping Traefik, the nodes, the sidecar and Redis ...`);
+    await balancer?.close();
     await stack?.stop();
     console.log("npm start: stopped.");
     process.exit(code);
@@ -196,6 +254,8 @@ async function main(): Promise<void> {
       ports,
       redis: store === "redis",
       redisUrl,
+      replicas,
+      replicaPorts,
       timing: DEMO_TIMING,
       pluginSettings: { staleAfterMs: String(DEMO_TIMING.staleAfterMs) },
     });
@@ -207,7 +267,16 @@ async function main(): Promise<void> {
   }
   if (stopping) return;
   const s = stack;
-  const parts = [s.traefik, s.sidecar, ...s.nodes.map((n) => n.proc)].filter((p) => p !== null);
+  if (replicas > 1) {
+    try {
+      balancer = await startL4Balancer({ port: lbPort, targets: s.replicas.map((r) => ({ host: "127.0.0.1", port: r.ports.http })) });
+    } catch (err) {
+      console.error(`npm start: the balancer cannot listen on ${lbPort} (MCPA_LB_PORT): ${(err as Error).message}`);
+      await shutdown("no balancer", 1);
+      return;
+    }
+  }
+  const parts = [...s.replicas.flatMap((r) => [r.traefik, r.sidecar]), ...s.nodes.map((n) => n.proc)].filter((p) => p !== null);
   for (const p of parts) {
     p.onUnexpectedExit = (code, signal) => {
       // Ctrl-C in a terminal reaches every process of the group: their exit is then expected.
@@ -219,11 +288,11 @@ async function main(): Promise<void> {
   const storeText = store === "memory" ? "in-memory store inside the sidecar" : redisUrl ? redisUrl : `${s.redisUrl} (redis-server started by the stack)`;
   let check: string;
   try {
-    check = await selfCheck(s.mcpUrl);
+    check = await selfCheck(balancer ? `${balancer.base}/mcp` : s.mcpUrl);
   } catch (err) {
     check = `FAILED: ${(err as Error).message}`;
   }
-  printBanner(s, storeText, check);
+  printBanner(s, storeText, check, balancer);
 }
 
 main().catch((err) => {

@@ -40,22 +40,6 @@ afterAll(async () => {
 
 const nodeByCookie = (c: string | undefined) => stack.nodes.find((n) => n.cookie === c);
 
-/** Waits until Traefik serves the /mcp router with (or without) the plugin middleware. */
-async function waitMiddleware(on: boolean): Promise<void> {
-  await waitUntil(
-    `the mcp router ${on ? "with" : "without"} the plugin`,
-    async () => {
-      const r = await httpGet(`${stack.apiUrl}/api/http/routers/mcp@file`);
-      if (!r || r.status !== 200) return false;
-      const mws: string[] = JSON.parse(r.text).middlewares ?? [];
-      return mws.includes("mcp-affinity@file") === on;
-    },
-    15_000,
-  );
-  // The router object changes before every entrypoint has switched handlers: let it settle.
-  await sleep(1000);
-}
-
 async function waitInView(sessionId: string, timeoutMs = 5000): Promise<void> {
   await waitUntil("the session in the published view", () => lookupSession(stack.shared, sessionHash(sessionId)), timeoutMs);
 }
@@ -71,13 +55,13 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     const on = await counterLoad(stack.mcpUrl, 50, 20);
     const consistency = await watch.stop();
     stack.writeDynamic({ plugin: false });
-    await waitMiddleware(false);
+    await stack.waitMiddleware(false);
     let off: CounterLoadResult;
     try {
       off = await counterLoad(stack.mcpUrl, 50, 20);
     } finally {
       stack.writeDynamic({ plugin: true });
-      await waitMiddleware(true);
+      await stack.waitMiddleware(true);
     }
     const rows: Array<[string, string, string]> = [
       ["counter calls failed", pct(on.failedCalls, on.calls), pct(off.failedCalls, off.calls)],

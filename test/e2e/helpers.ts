@@ -24,7 +24,7 @@ export const newTally = (): HttpTally => ({ requests: 0, failed: 0, byStatus: {}
 
 let callIds = 0;
 
-function countingFetch(tally: HttpTally, onCallId?: (id: number, method: string) => void): typeof fetch {
+function countingFetch(tally: HttpTally, onCallId?: (id: number, method: string) => void, base: typeof fetch = fetch): typeof fetch {
   return async (input, init) => {
     tally.requests++;
     if (onCallId) {
@@ -35,7 +35,7 @@ function countingFetch(tally: HttpTally, onCallId?: (id: number, method: string)
       onCallId(id, init.method ?? "GET");
     }
     try {
-      const r = await fetch(input, init);
+      const r = await base(input, init);
       tally.byStatus[r.status] = (tally.byStatus[r.status] ?? 0) + 1;
       if (r.status >= 400) tally.failed++;
       return r;
@@ -64,12 +64,17 @@ export interface SdkSession {
 export async function connectSdk(
   url: string,
   tally: HttpTally = newTally(),
-  opts: { onNotification?: (n: unknown) => void; onCallId?: (id: number, method: string) => void } = {},
+  opts: {
+    onNotification?: (n: unknown) => void;
+    onCallId?: (id: number, method: string) => void;
+    /** The fetch under the counting one (default: Node's). */
+    fetch?: typeof fetch;
+  } = {},
 ): Promise<SdkSession> {
   const client = new Client({ name: "mcp-affinity-e2e", version: "0.1.0" });
   const errors: Error[] = [];
   const transport = new StreamableHTTPClientTransport(new URL(url), {
-    fetch: countingFetch(tally, opts.onCallId),
+    fetch: countingFetch(tally, opts.onCallId, opts.fetch),
     // The standalone GET stream must not spin reconnecting during outage scenarios.
     reconnectionOptions: { maxRetries: 0, initialReconnectionDelay: 1000, maxReconnectionDelay: 1000, reconnectionDelayGrowFactor: 1 },
   });
@@ -77,7 +82,8 @@ export async function connectSdk(
   if (opts.onNotification) {
     client.fallbackNotificationHandler = async (n) => opts.onNotification!(n);
   }
-  await client.connect(transport);
+  // Bounded like a call: an initialize whose streamed answer Traefik cut would wait the SDK's 60 s.
+  await client.connect(transport, { timeout: CALL_TIMEOUT_MS });
   const sessionId = transport.sessionId;
   if (!sessionId) throw new Error("no session id after initialize");
   return {

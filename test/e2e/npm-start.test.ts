@@ -3,10 +3,12 @@
 // Run on free ports so it never collides with a stack someone has open; one run on the sidecar's
 // in-memory store (the path taken when redis-server is missing).
 import { spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
 import { freePort } from "../support/redis.ts";
 import { ROOT } from "../support/stack.ts";
 import { sleep } from "../support/wait.ts";
+import { ownConnectionsFetch } from "../support/l4-balancer.ts";
 import { connectSdk, report } from "./helpers.ts";
 
 function pidsAlive(pids: number[]): number[] {
@@ -35,8 +37,27 @@ function childrenOf(pid: number): number[] {
     .filter((n) => n > 0);
 }
 
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
+/** Free ports whose `+ shift` neighbours are free too (replica 2 listens there). */
+async function freePorts(n: number, shift: number): Promise<number[]> {
+  const out: number[] = [];
+  while (out.length < n) {
+    const p = await freePort();
+    if (out.includes(p) || out.includes(p + shift) || out.includes(p - shift)) continue;
+    if (shift === 0 || (p + shift <= 65535 && (await portFree(p + shift)))) out.push(p);
+  }
+  return out;
+}
+
 async function runStack(env: Record<string, string>) {
-  const ports = await Promise.all(Array.from({ length: 8 }, () => freePort()));
+  const ports = await freePorts(9, env.MCPA_REPLICAS && env.MCPA_REPLICAS !== "1" ? 100 : 0);
   const vars = {
     MCPA_HTTP_PORT: String(ports[0]),
     MCPA_HTTPS_PORT: String(ports[1]),
@@ -44,6 +65,7 @@ async function runStack(env: Record<string, string>) {
     MCPA_SIDECAR_PORT: String(ports[3]),
     MCPA_NODE_PORTS: `${ports[4]},${ports[5]},${ports[6]}`,
     MCPA_REDIS_PORT: String(ports[7]),
+    MCPA_LB_PORT: String(ports[8]),
     ...env,
   };
   const child = spawn(process.execPath, ["--import", "tsx", "scripts/stack.ts"], { cwd: ROOT, env: { ...process.env, ...vars }, stdio: ["ignore", "pipe", "pipe"] });
@@ -112,11 +134,40 @@ describe("npm start (scripts/stack.ts)", () => {
     report("npm start (memory)", { upMs: s.upMs, parts: parts.length });
   }, 150_000);
 
+  it("MCPA_REPLICAS=2: two Traefik replicas with a sidecar each behind the TCP balancer, whose address is the MCP endpoint", async () => {
+    const s = await runStack({ MCPA_REPLICAS: "2" });
+    const out = s.out();
+    const lb = `http://127.0.0.1:${s.vars.MCPA_LB_PORT}/mcp`;
+    expect(out).toContain(`MCP endpoint          ${lb}`);
+    expect(out).toContain(`${"traefik".padEnd(21)} http://127.0.0.1:${s.vars.MCPA_HTTP_PORT}/mcp`);
+    expect(out).toContain(`${"traefik-2".padEnd(21)} http://127.0.0.1:${Number(s.vars.MCPA_HTTP_PORT) + 100}/mcp`);
+    expect(out).toContain(`http://127.0.0.1:${Number(s.vars.MCPA_SIDECAR_PORT) + 100}/status`);
+    expect(out).toMatch(/Self-check: .* counter 1,2,3/);
+    // Users one after the other, each on its own connections: each may land on either replica.
+    for (let i = 0; i < 10; i++) {
+      const conn = ownConnectionsFetch();
+      try {
+        const c = await connectSdk(lb, undefined, { fetch: conn.fetch });
+        for (let k = 1; k <= 3; k++) expect(await c.call("counter")).toBe(String(k));
+        await c.end();
+      } finally {
+        await conn.close();
+      }
+    }
+    const parts = childrenOf(s.child.pid!);
+    expect(parts.length).toBeGreaterThanOrEqual(8); // redis, 2 sidecars, 3 nodes, 2 traefik
+    s.child.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+    expect(await partsLeft(parts)).toEqual([]);
+    report("npm start (2 replicas)", { upMs: s.upMs, parts: parts.length });
+  });
+
   it("a bad setting: one line naming it, exit code 2", () => {
     for (const [k, v, needle] of [
       ["MCPA_HTTP_PORT", "80x", "MCPA_HTTP_PORT must be a port number"],
       ["MCPA_NODE_PORTS", "1,2,x", "MCPA_NODE_PORTS must be"],
       ["MCPA_STORE", "disk", "MCPA_STORE must be redis or memory"],
+      ["MCPA_REPLICAS", "9", "MCPA_REPLICAS must be a number from 1 to 4"],
     ] as const) {
       const r = spawnSync(process.execPath, ["--import", "tsx", "scripts/stack.ts"], { cwd: ROOT, env: { ...process.env, [k]: v }, encoding: "utf8", timeout: 30_000 });
       expect(r.status, k).toBe(2);

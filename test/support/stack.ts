@@ -284,6 +284,8 @@ export interface RenderVars {
   keyFile: string;
   logLevel: string;
   nodeUrls: string[];
+  /** Traefik's JSON access log (default <dir>/logs/access.log). */
+  accessLogFile?: string;
 }
 
 export function renderStatic(v: RenderVars): string {
@@ -298,7 +300,7 @@ export function renderStatic(v: RenderVars): string {
   });
   // Access log into the run's logs: which node answered what, and how long it took.
   // One header is kept: the e2e clients' call id, to name the exact request a failure belongs to.
-  return `${text}\naccessLog:\n  filePath: "${join(v.dir, "logs", "access.log")}"\n  format: json\n  fields:\n    headers:\n      defaultMode: drop\n      names:\n        ${CALL_ID_HEADER}: keep\n`;
+  return `${text}\naccessLog:\n  filePath: "${v.accessLogFile ?? join(v.dir, "logs", "access.log")}"\n  format: json\n  fields:\n    headers:\n      defaultMode: drop\n      names:\n        ${CALL_ID_HEADER}: keep\n`;
 }
 
 export function renderDynamic(v: RenderVars, o: DynamicOptions): string {
@@ -408,6 +410,18 @@ export interface StackOptions {
   /** Folder name under .run/ for configs, shared directory and logs. */
   name: string;
   nodes?: number;
+  /**
+   * "reference" (default): node/reference on the node library, registering in Redis (or through the
+   * sidecar). "python": test/servers/python_mcp_server.py, an MCP server on the official Python SDK
+   * that knows nothing of mcp-affinity (the edge is its only source of truth).
+   */
+  nodeKind?: NodeKind;
+  /**
+   * Traefik replicas (default 1), each with its own sidecar, shared directory and ports, all on the
+   * same Redis and the same nodes, like Traefik pods behind a Kubernetes Service. More than one
+   * needs Redis: sidecars do not share an in-memory store.
+   */
+  replicas?: number;
   /** true (default): a real redis-server; false: the sidecar's in-memory store (nodes register through it). */
   redis?: boolean;
   /** Use this Redis instead of starting one (npm start with MCPA_REDIS_URL). */
@@ -416,13 +430,14 @@ export interface StackOptions {
   plugin?: boolean;
   /** false: no sidecar process (the plugin then has no view: fail open). */
   sidecar?: boolean;
+  /** Ports of the first replica, Redis and the nodes. */
   ports?: Partial<StackPorts>;
+  /** Ports of replicas 2..N, in order (free ports when not given). */
+  replicaPorts?: Array<Partial<ReplicaPorts>>;
   timing?: Partial<StackTiming>;
   pluginSettings?: Record<string, string>;
   /** Extra flags for node i (e.g. ["--fail-close"]). */
   nodeArgs?: (i: number) => string[];
-  /** "reference" (default): node/reference on the node library; "python": test/servers/python_mcp_server.py (no library). */
-  nodeKind?: "reference" | "python";
   bind?: string;
   traefikLogLevel?: string;
   /** Run directory (default .run/<name>); wiped at start. */
@@ -430,6 +445,13 @@ export interface StackOptions {
   /** Local plugin folder (.traefik.yml + plugin.wasm); default plugin/build/local. */
   pluginDir?: string;
 }
+
+export type NodeKind = "reference" | "python";
+
+/** The Python MCP server the "python" node kind runs, with the project's .venv interpreter. */
+export const PYTHON_NODE_SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
+
+export const MAX_REPLICAS = 8;
 
 export interface NodePart {
   index: number;
@@ -441,7 +463,7 @@ export interface NodePart {
   cookie: string;
   proc: ManagedProcess;
   /** /healthz of the process, or null when it does not answer. */
-  health(timeoutMs?: number): Promise<{ status: string; node: string; boot: string; sessions: number } | null>;
+  health(timeoutMs?: number): Promise<{ status: string; node: string; boot: string; sessions?: number } | null>;
   /** Boot id of the running process. */
   boot(): Promise<string>;
   /** Starts the process (after kill or stop) and waits for /healthz. */
@@ -453,6 +475,55 @@ export interface NodePart {
   resume(): void;
 }
 
+/** The ports one Traefik replica and its sidecar listen on. */
+export interface ReplicaPorts {
+  http: number;
+  https: number;
+  api: number;
+  sidecar: number;
+}
+
+/** One Traefik with its own sidecar and shared directory (a Traefik pod). */
+export interface ReplicaPart {
+  /** 0 for the first replica. */
+  index: number;
+  /** "traefik" for the first replica, "traefik-2", "traefik-3" ... for the others. */
+  name: string;
+  ports: ReplicaPorts;
+  /** http://127.0.0.1:<http>/mcp */
+  mcpUrl: string;
+  /** https://127.0.0.1:<https>/mcp (self-signed: trust the stack's caFile) */
+  mcpsUrl: string;
+  httpBase: string;
+  httpsBase: string;
+  apiUrl: string;
+  traefikMetricsUrl: string;
+  sidecarUrl: string | null;
+  /** This replica's shared directory (its sidecar's view, its plugin's learned/ and events/). */
+  shared: string;
+  /** Traefik's JSON access log file. */
+  accessLogFile: string;
+  traefik: ManagedProcess;
+  sidecar: ManagedProcess | null;
+  /** Starts this replica's sidecar again after a kill and waits for /readyz. */
+  startSidecar(): Promise<void>;
+  /** The view's meta in this replica's shared directory, or null. */
+  viewMeta(): Promise<ViewMeta | null>;
+  /** State of node i's current incarnation in this replica's view (by cookie; the newest id wins). */
+  viewNodeState(i: number): Promise<NodeViewState | null>;
+  waitViewNodeState(i: number, states: NodeViewState[], timeoutMs: number): Promise<NodeViewState>;
+  /** This Traefik's health status of node i in the mcp service ("UP"/"DOWN"/null). */
+  traefikServerStatus(i: number): Promise<string | null>;
+  waitTraefikReady(timeoutMs?: number): Promise<void>;
+  /** Waits until this Traefik serves the /mcp router with (or without) the plugin middleware. */
+  waitMiddleware(on: boolean, timeoutMs?: number): Promise<void>;
+  /** This Traefik's access log lines (JSON), parsed. */
+  accessLog(): AccessLogRow[];
+  /** /mcp requests whose upstream response this Traefik's proxy cut (see isProxyCut) that started in [fromMs, toMs]. */
+  proxyCuts(fromMs: number, toMs?: number): AccessLogRow[];
+}
+
+/** The stack. Its Traefik, sidecar and URL fields are the first replica's. */
 export interface Stack {
   name: string;
   dir: string;
@@ -472,10 +543,13 @@ export interface Stack {
   redisUrl: string | null;
   redis: TestRedis | null;
   sidecar: ManagedProcess | null;
+  nodeKind: NodeKind;
   nodes: NodePart[];
   traefik: ManagedProcess;
+  /** Every Traefik replica; replicas[0] is the one the fields above describe. */
+  replicas: ReplicaPart[];
   plugin: boolean;
-  /** Rewrites dynamic.yml (Traefik's file provider picks it up). */
+  /** Rewrites dynamic.yml, which every replica reads (Traefik's file provider picks it up). */
   writeDynamic(o?: Partial<DynamicOptions>): void;
   /** Starts the sidecar again after a kill and waits for /readyz. */
   startSidecar(): Promise<void>;
@@ -487,6 +561,8 @@ export interface Stack {
   /** Traefik's health status of node i in the mcp service ("UP"/"DOWN"/null). */
   traefikServerStatus(i: number): Promise<string | null>;
   waitTraefikReady(timeoutMs?: number): Promise<void>;
+  /** Waits until every replica serves the /mcp router with (or without) the plugin middleware. */
+  waitMiddleware(on: boolean, timeoutMs?: number): Promise<void>;
   /** Traefik's access log lines (JSON), parsed. */
   accessLog(): AccessLogRow[];
   stop(): Promise<void>;
@@ -513,7 +589,7 @@ export function isProxyCut(r: AccessLogRow): boolean {
   return (r.RouterName ?? "").includes("mcp") && !!r.ServiceURL && (r.OriginStatus ?? 0) === 0 && r.DownstreamStatus === 200 && r.DownstreamContentSize === 0 && r.RequestMethod === "POST";
 }
 
-async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}): Promise<StackPorts> {
+async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}, extraReplicas: Array<Partial<ReplicaPorts>> = []): Promise<{ ports: StackPorts; replicaPorts: ReplicaPorts[] }> {
   const seen = new Set<number>();
   const pick = async (p?: number) => {
     if (p !== undefined) return p;
@@ -527,7 +603,7 @@ async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}): Promis
   };
   const nodes: number[] = [];
   for (let i = 0; i < n; i++) nodes.push(await pick(fixed.nodes?.[i]));
-  return {
+  const ports: StackPorts = {
     redis: await pick(fixed.redis),
     sidecar: await pick(fixed.sidecar),
     http: await pick(fixed.http),
@@ -535,6 +611,11 @@ async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}): Promis
     api: await pick(fixed.api),
     nodes,
   };
+  const replicaPorts: ReplicaPorts[] = [{ http: ports.http, https: ports.https, api: ports.api, sidecar: ports.sidecar }];
+  for (const f of extraReplicas) {
+    replicaPorts.push({ http: await pick(f.http), https: await pick(f.https), api: await pick(f.api), sidecar: await pick(f.sidecar) });
+  }
+  return { ports, replicaPorts };
 }
 
 async function redisPid(port: number): Promise<number | null> {
@@ -547,23 +628,65 @@ async function redisPid(port: number): Promise<number | null> {
   }
 }
 
+function parseAccessLog(file: string): AccessLogRow[] {
+  let text = "";
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    return [];
+  }
+  const rows: AccessLogRow[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      rows.push(JSON.parse(line));
+    } catch {
+      /* a line being written */
+    }
+  }
+  return rows;
+}
+
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const nNodes = opts.nodes ?? 3;
+  const nReplicas = opts.replicas ?? 1;
+  const nodeKind = opts.nodeKind ?? "reference";
   const bind = opts.bind ?? "127.0.0.1";
   const timing = { ...TEST_TIMING, ...opts.timing };
   const usePlugin = opts.plugin ?? true;
   const useSidecar = opts.sidecar ?? true;
+  if (!Number.isInteger(nReplicas) || nReplicas < 1 || nReplicas > MAX_REPLICAS) {
+    throw new StackError(`replicas must be an integer from 1 to ${MAX_REPLICAS}, got ${nReplicas}`, "ERR_STACK_CONFIG");
+  }
+  if (nReplicas > 1 && !opts.redisUrl && opts.redis === false) {
+    throw new StackError("replicas > 1 needs Redis: each sidecar's in-memory store would be a registry of its own", "ERR_STACK_CONFIG");
+  }
+  if (nodeKind === "python" && !existsSync(VENV_PYTHON)) {
+    throw new StackError(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`", "ERR_STACK_NODE");
+  }
   const dir = resolve(opts.dir ?? join(ROOT, ".run", opts.name));
   rmSync(dir, { recursive: true, force: true });
-  const shared = join(dir, "shared");
   const logs = join(dir, "logs");
-  mkdirSync(shared, { recursive: true });
   mkdirSync(logs, { recursive: true });
 
-  const ports = await allocatePorts(nNodes, opts.ports);
+  const { ports, replicaPorts } = await allocatePorts(nNodes, opts.ports, Array.from({ length: nReplicas - 1 }, (_, k) => opts.replicaPorts?.[k] ?? {}));
   const nodeUrls = ports.nodes.map((p) => `http://${bind}:${p}`);
   const { certFile, keyFile } = makeCertificate(dir);
-  const vars: RenderVars = { bind, ports, dir, shared, certFile, keyFile, logLevel: opts.traefikLogLevel ?? "INFO", nodeUrls };
+  // Replica 1 keeps the single-Traefik layout; replica k adds "-k" to its files.
+  const suffix = (k: number) => (k === 0 ? "" : `-${k + 1}`);
+  const replicaVars: RenderVars[] = replicaPorts.map((rp, k) => ({
+    bind,
+    ports: { ...ports, ...rp },
+    dir,
+    shared: join(dir, `shared${suffix(k)}`),
+    certFile,
+    keyFile,
+    logLevel: opts.traefikLogLevel ?? "INFO",
+    nodeUrls,
+    accessLogFile: join(logs, `access${suffix(k)}.log`),
+  }));
+  for (const v of replicaVars) mkdirSync(v.shared, { recursive: true });
+  const vars = replicaVars[0]!;
   const pluginSettings = { staleAfterMs: String(timing.staleAfterMs), ...opts.pluginSettings };
   let dynamicOpts: DynamicOptions = { plugin: usePlugin, pluginSettings, healthIntervalMs: timing.healthIntervalMs, healthTimeoutMs: timing.healthTimeoutMs };
   const dynamicFile = join(dir, "dynamic.yml");
@@ -573,7 +696,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     writeFileSync(dynamicFile + ".tmp", renderDynamic(vars, dynamicOpts));
     renameSync(dynamicFile + ".tmp", dynamicFile);
   };
-  writeFileSync(join(dir, "traefik.yml"), renderStatic(vars));
+  replicaVars.forEach((v, k) => writeFileSync(join(dir, `traefik${suffix(k)}.yml`), renderStatic(v)));
   writeDynamic();
   // Traefik loads local plugins from ./plugins-local/src/<moduleName>/ under its working directory.
   const pluginDir = join(dir, "plugins-local", "src", PLUGIN_MODULE);
@@ -601,52 +724,57 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       parts.push({ stop: () => r.close() });
     }
 
-    // Sidecar
-    const apiUrl = `http://${bind}:${ports.api}`;
-    const sidecarUrl = useSidecar ? `http://${bind}:${ports.sidecar}` : null;
-    let sidecar: ManagedProcess | null = null;
-    const startSidecar = async () => {
-      if (!sidecar) throw new StackError("this stack has no sidecar", "ERR_STACK_STATE");
-      sidecar.start();
-      await waitUntil(
-        "the sidecar's /readyz",
-        async () => {
-          if (!sidecar!.running) throw new StackError(`the sidecar exited:\n${sidecar!.tail()}`, "ERR_STACK_SIDECAR");
-          return (await httpGet(`${sidecarUrl}/readyz`))?.status === 200;
-        },
-        20_000,
-      );
-    };
-    if (useSidecar) {
-      const { cmd, args } = sidecarCommand();
-      sidecar = new ManagedProcess("sidecar", {
-        cmd,
-        args: [...args, ...sidecarArgs({ bind, ports, shared, apiUrl, redisUrl, timing, nodeUrls })],
-        logFile: join(logs, "sidecar.log"),
-      });
-      const s = sidecar;
-      parts.push({ stop: () => s.stop() });
-      await startSidecar();
-    }
+    // Sidecars: one per replica, each publishing into its replica's shared directory.
+    const sidecars = replicaVars.map((v, k) => {
+      const apiUrl = `http://${bind}:${v.ports.api}`;
+      const url = useSidecar ? `http://${bind}:${v.ports.sidecar}` : null;
+      let proc: ManagedProcess | null = null;
+      if (useSidecar) {
+        const { cmd, args } = sidecarCommand();
+        proc = new ManagedProcess(`sidecar${suffix(k)}`, {
+          cmd,
+          args: [...args, ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisUrl, timing, nodeUrls })],
+          logFile: join(logs, `sidecar${suffix(k)}.log`),
+        });
+        const p = proc;
+        parts.push({ stop: () => p.stop() });
+      }
+      const start = async () => {
+        if (!proc) throw new StackError("this stack has no sidecar", "ERR_STACK_STATE");
+        const p = proc;
+        p.start();
+        await waitUntil(
+          `${p.name}'s /readyz`,
+          async () => {
+            if (!p.running) throw new StackError(`${p.name} exited:\n${p.tail()}`, "ERR_STACK_SIDECAR");
+            return (await httpGet(`${url}/readyz`))?.status === 200;
+          },
+          20_000,
+        );
+      };
+      return { apiUrl, url, proc, start };
+    });
+    if (useSidecar) await Promise.all(sidecars.map((s) => s.start()));
 
-    // Nodes
+    // Nodes (shared by every replica)
+    const firstSidecarUrl = sidecars[0]!.url;
     const nodes: NodePart[] = nodeUrls.map((url, i) => {
       const port = ports.nodes[i]!;
       const name = `node-${i + 1}`;
-      const registry = redisUrl ? ["--redis-url", redisUrl] : sidecarUrl ? ["--sidecar-url", sidecarUrl] : [];
-      const python = opts.nodeKind === "python";
-      const proc = new ManagedProcess(name, {
-        cmd: python ? VENV_PYTHON : process.execPath,
-        args: python
-          ? [join(ROOT, "test", "servers", "python_mcp_server.py"), "--port", String(port), "--host", bind, "--name", name, ...(opts.nodeArgs?.(i) ?? [])]
-          : [
-              "--import", "tsx", join(ROOT, "node", "reference", "main.ts"),
-              "--port", String(port), "--host", bind, "--name", name, "--node-url", url, ...registry,
-              "--heartbeat-ms", String(timing.heartbeatMs), "--drain-grace-ms", String(timing.drainGraceMs),
-              ...(opts.nodeArgs?.(i) ?? []),
-            ],
-        logFile: join(logs, `${name}.log`),
-      });
+      const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
+      const spec =
+        nodeKind === "python"
+          ? { cmd: VENV_PYTHON, args: [PYTHON_NODE_SCRIPT, "--port", String(port), "--host", bind, "--name", name, ...(opts.nodeArgs?.(i) ?? [])] }
+          : {
+              cmd: process.execPath,
+              args: [
+                "--import", "tsx", join(ROOT, "node", "reference", "main.ts"),
+                "--port", String(port), "--host", bind, "--name", name, "--node-url", url, ...registry,
+                "--heartbeat-ms", String(timing.heartbeatMs), "--drain-grace-ms", String(timing.drainGraceMs),
+                ...(opts.nodeArgs?.(i) ?? []),
+              ],
+            };
+      const proc = new ManagedProcess(name, { ...spec, logFile: join(logs, `${name}.log`) });
       const health = async (timeoutMs = 500) => {
         const r = await httpGet(`${url}/healthz`, timeoutMs);
         if (!r || r.status !== 200) return null;
@@ -690,101 +818,151 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     // Start the nodes in parallel: each tsx start costs about a second of CPU.
     await Promise.all(nodes.map((n) => n.start()));
 
-    // Traefik
-    const traefik = new ManagedProcess("traefik", {
-      cmd: traefikBinary(),
-      args: [`--configFile=${join(dir, "traefik.yml")}`],
-      cwd: dir,
-      logFile: join(logs, "traefik.log"),
-    });
-    // Traefik waits up to its graceTimeOut (10 s) for open SSE streams; the stack does not.
-    parts.push({ stop: () => traefik.stop(3000) });
-    traefik.start();
-
-    const serviceStatus = async (): Promise<Record<string, string> | null> => {
-      const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
-      if (!r || r.status !== 200) return null;
-      return (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
-    };
-    const waitTraefikReady = async (timeoutMs = 30_000) => {
-      await waitUntil(
-        "Traefik's routers and healthy servers",
-        async () => {
-          if (!traefik.running) throw new StackError(`Traefik exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
-          const st = await serviceStatus();
-          // No status entry: the service has no health check (plugin on), and Traefik routes to it.
-          if (!st || nodeUrls.some((u) => st[u] !== undefined && st[u] !== "UP")) return false;
-          const router = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
-          if (!router || router.status !== 200 || JSON.parse(router.text).status !== "enabled") return false;
-          // The plugin compiles lazily on its first request: make that happen here, not in a test.
-          const probe = await httpGet(`http://${bind}:${ports.http}/mcp`, 5000);
-          return probe !== null && probe.status !== 500;
+    // Traefik replicas
+    const traefikBin = traefikBinary();
+    const replicas: ReplicaPart[] = replicaVars.map((v, k) => {
+      const name = `traefik${suffix(k)}`;
+      const { apiUrl, url: sidecarUrl, proc: sidecar, start: startSidecar } = sidecars[k]!;
+      const traefik = new ManagedProcess(name, {
+        cmd: traefikBin,
+        args: [`--configFile=${join(dir, `traefik${suffix(k)}.yml`)}`],
+        cwd: dir,
+        logFile: join(logs, `${name}.log`),
+      });
+      // Traefik waits up to its graceTimeOut (10 s) for open SSE streams; the stack does not.
+      parts.push({ stop: () => traefik.stop(3000) });
+      const httpBase = `http://${bind}:${v.ports.http}`;
+      const serviceStatus = async (): Promise<Record<string, string> | null> => {
+        const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
+        if (!r || r.status !== 200) return null;
+        return (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
+      };
+      const waitTraefikReady = async (timeoutMs = 30_000) => {
+        await waitUntil(
+          `${name}'s routers and healthy servers`,
+          async () => {
+            if (!traefik.running) throw new StackError(`${name} exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
+            const st = await serviceStatus();
+            // No status entry: the service has no health check (plugin on), and Traefik routes to it.
+            if (!st || nodeUrls.some((u) => st[u] !== undefined && st[u] !== "UP")) return false;
+            const router = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
+            if (!router || router.status !== 200 || JSON.parse(router.text).status !== "enabled") return false;
+            // The plugin compiles lazily on its first request: make that happen here, not in a test.
+            const probe = await httpGet(`${httpBase}/mcp`, 5000);
+            return probe !== null && probe.status !== 500;
+          },
+          timeoutMs,
+          100,
+        );
+      };
+      const accessLog = () => parseAccessLog(v.accessLogFile!);
+      const viewMeta = () => readMeta(v.shared).catch(() => null);
+      const viewNodeState = async (i: number): Promise<NodeViewState | null> => {
+        const meta = await viewMeta();
+        if (!meta) return null;
+        const mine = meta.nodes.filter((n) => n.cookie === nodes[i]!.cookie);
+        if (mine.length === 0) return null;
+        return mine.reduce((a, b) => (b.id > a.id ? b : a)).state;
+      };
+      return {
+        index: k,
+        name,
+        ports: { http: v.ports.http, https: v.ports.https, api: v.ports.api, sidecar: v.ports.sidecar },
+        mcpUrl: `${httpBase}/mcp`,
+        mcpsUrl: `https://${bind}:${v.ports.https}/mcp`,
+        httpBase,
+        httpsBase: `https://${bind}:${v.ports.https}`,
+        apiUrl,
+        traefikMetricsUrl: `${apiUrl}/metrics`,
+        sidecarUrl,
+        shared: v.shared,
+        accessLogFile: v.accessLogFile!,
+        traefik,
+        sidecar,
+        startSidecar,
+        viewMeta,
+        viewNodeState,
+        waitViewNodeState: (i, states, timeoutMs) =>
+          waitUntil(`node ${i + 1} in state ${states.join("|")} in ${name}'s view`, async () => {
+            const s = await viewNodeState(i);
+            return s && states.includes(s) ? s : null;
+          }, timeoutMs),
+        traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
+        waitTraefikReady,
+        async waitMiddleware(on, timeoutMs = 15_000) {
+          await waitUntil(
+            `${name}'s mcp router ${on ? "with" : "without"} the plugin`,
+            async () => {
+              const r = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
+              if (!r || r.status !== 200) return false;
+              const mws: string[] = JSON.parse(r.text).middlewares ?? [];
+              return mws.includes("mcp-affinity@file") === on;
+            },
+            timeoutMs,
+          );
         },
-        timeoutMs,
-        100,
+        accessLog,
+        proxyCuts: (fromMs, toMs = Date.now()) =>
+          accessLog().filter((r) => {
+            const t = Date.parse(r.StartUTC);
+            return isProxyCut(r) && t >= fromMs && t <= toMs;
+          }),
+      };
+    });
+    for (const r of replicas) r.traefik.start();
+    await Promise.all(replicas.map((r) => r.waitTraefikReady()));
+    // A sidecar lists nodes that do not heartbeat (servers without the node library) once it has
+    // read its Traefik's API: until then its plugin cannot tell where their sessions live.
+    if (useSidecar) {
+      await Promise.all(
+        replicas.map((r) =>
+          waitUntil(`${r.name}'s view to list every node up`, async () => {
+            // Every node has an incarnation (`boot` line) the view calls up.
+            const boots = (await r.viewMeta())?.boots ?? [];
+            const missing = nodes.filter((n) => !boots.some((b) => b.cookie === n.cookie && b.state === "up"));
+            if (missing.length === 0) return true;
+            throw new StackError(`not up in the view: ${missing.map((n) => n.name).join(", ")}`, "ERR_STACK_VIEW");
+          }, 20_000),
+        ),
       );
-    };
-    await waitTraefikReady();
+    }
 
-    const accessLog = (): AccessLogRow[] => {
-      let text = "";
-      try {
-        text = readFileSync(join(logs, "access.log"), "utf8");
-      } catch {
-        return [];
-      }
-      const rows: AccessLogRow[] = [];
-      for (const line of text.split("\n")) {
-        if (!line.startsWith("{")) continue;
-        try {
-          rows.push(JSON.parse(line));
-        } catch {
-          /* a line being written */
-        }
-      }
-      return rows;
-    };
-    const viewMeta = () => readMeta(shared).catch(() => null);
-    const viewNodeState = async (i: number): Promise<NodeViewState | null> => {
-      const meta = await viewMeta();
-      if (!meta) return null;
-      const mine = meta.nodes.filter((n) => n.cookie === nodes[i]!.cookie);
-      if (mine.length === 0) return null;
-      return mine.reduce((a, b) => (b.id > a.id ? b : a)).state;
-    };
-
+    const first = replicas[0]!;
     const stack: Stack = {
       name: opts.name,
       dir,
-      shared,
+      shared: first.shared,
       ports,
       timing,
-      mcpUrl: `http://${bind}:${ports.http}/mcp`,
-      mcpsUrl: `https://${bind}:${ports.https}/mcp`,
-      httpBase: `http://${bind}:${ports.http}`,
-      httpsBase: `https://${bind}:${ports.https}`,
+      mcpUrl: first.mcpUrl,
+      mcpsUrl: first.mcpsUrl,
+      httpBase: first.httpBase,
+      httpsBase: first.httpsBase,
       caFile: certFile,
-      apiUrl,
-      traefikMetricsUrl: `${apiUrl}/metrics`,
-      sidecarUrl,
+      apiUrl: first.apiUrl,
+      traefikMetricsUrl: first.traefikMetricsUrl,
+      sidecarUrl: first.sidecarUrl,
       redisUrl,
       redis,
-      sidecar,
+      sidecar: first.sidecar,
+      nodeKind,
       nodes,
-      traefik,
+      traefik: first.traefik,
+      replicas,
       plugin: usePlugin,
       writeDynamic,
-      startSidecar,
-      viewMeta,
-      viewNodeState,
-      waitViewNodeState: (i, states, timeoutMs) =>
-        waitUntil(`node ${i + 1} in state ${states.join("|")} in the view`, async () => {
-          const s = await viewNodeState(i);
-          return s && states.includes(s) ? s : null;
-        }, timeoutMs),
-      traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
-      waitTraefikReady,
-      accessLog,
+      startSidecar: first.startSidecar,
+      viewMeta: first.viewMeta,
+      viewNodeState: first.viewNodeState,
+      waitViewNodeState: first.waitViewNodeState,
+      traefikServerStatus: first.traefikServerStatus,
+      waitTraefikReady: first.waitTraefikReady,
+      async waitMiddleware(on, timeoutMs) {
+        await Promise.all(replicas.map((r) => r.waitMiddleware(on, timeoutMs)));
+        // The router object changes before every entrypoint has switched handlers: let it settle.
+        await sleep(1000);
+      },
+      accessLog: first.accessLog,
       stop: stopAll,
     };
     return stack;
