@@ -423,15 +423,17 @@ function rewrapResponseId(): void {
  * A response for a session the edge holds that may be the owner's 404 (the spec's answer for a
  * terminated session: a restarted server, an expired session). http-wasm cannot read the status
  * of an unbuffered response, and responses of sessions are never buffered (SSE), so the plugin
- * reads headers only: a response without Mcp-Session-Id that is not an SSE stream is reported
- * as a `v` event, and the sidecar asks the owner itself (a ping in that session) before it
- * records a death. A response from another node (Traefik re-picked: its Set-Cookie names
+ * reads headers only: a JSON response without Mcp-Session-Id (an error body; successful answers
+ * repeat the session header, a notification's 202 has no body) is reported as a `v` event, and
+ * the sidecar asks the owner itself (a ping in that session) before it records a death. A response from another node (Traefik re-picked: its Set-Cookie names
  * another server) says nothing about the session and is not reported.
  */
 function suspectDeath(): void {
   if (heldOwner.length == 0) return;
   if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", scratch, 64) != 0) return;
-  if (headerValues(KIND_RESPONSE, "Content-Type", scratch, 256) > 0 && startsWithIgnoreCase(scratch, "text/event-stream")) return;
+  // A 404 carries a JSON-RPC error body; a notification's 202 has no body and no Content-Type,
+  // and an SSE stream is an answer: only a JSON answer without the session header is suspicious.
+  if (headerValues(KIND_RESPONSE, "Content-Type", scratch, 256) <= 0 || !startsWithIgnoreCase(scratch, "application/json")) return;
   const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals, cfg.maxCookieBytes);
   if (n < 0 || (n > 0 && findCookie(cookieVals, cfg.cookieName) && cookieVals.toAscii(foundStart, foundEnd) != heldOwner)) return;
   // One report per session per instance and 10 s: a client repeating a failing request costs one check.

@@ -277,6 +277,8 @@ describe("deaths seen at the edge", () => {
     const p = newPlugin({ dir: t.dir });
     p.handle(mcp({ sessionId: "s-up" }), okUpstream);
     p.handle(mcp({ sessionId: "s-up", method: "GET" }), () => ({ status: 200, headers: [["Content-Type", "text/event-stream"]], body: "event: message\n\n" }));
+    // A notification's 202: no body, no Content-Type, no session header.
+    p.handle(mcp({ sessionId: "s-up", body: '{"jsonrpc":"2.0","method":"notifications/initialized"}' }), () => ({ status: 202 }));
     p.handle(mcp({ sessionId: "s-up" }), () => ({ status: 404, headers: [["Content-Type", "application/json"], ["Set-Cookie", `${bk(COOKIE.b)}; Path=/`]], body: "{}" }));
     p.handle(mcp({ sessionId: "never-seen" }), notFound);
     p.handle(mcp({ sessionId: "close-1", method: "DELETE" }), () => ({ status: 200 }));
