@@ -12,41 +12,21 @@
 //        others, default 0.25: it is there for the cost, not the cut rate), --json FILE.
 import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { Agent } from "undici";
 import { startStack, waitUntil } from "../test/support/stack.ts";
 import { lookupSession, sessionHash } from "../lib/view/index.ts";
 import { initSession, type BenchSession } from "./lib/mcp.ts";
+import { readFlags } from "./lib/flags.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros } from "./lib/sse.ts";
 import { median, percentile } from "./lib/stats.ts";
 import { startBenchSidecar, startExtraTraefik, preparePluginTraefik, type ExtraTraefik } from "./lib/traefik.ts";
 
-function usageError(setting: string, msg: string): never {
-  process.stderr.write(`cut-bench: ${setting}: ${msg}\n`);
-  process.exit(2);
-}
-let flags: Record<string, string | boolean | undefined>;
-try {
-  flags = parseArgs({
-    args: process.argv.slice(2),
-    strict: true,
-    options: { calls: { type: "string" }, rounds: { type: "string" }, "unbuffered-share": { type: "string" }, json: { type: "string" }, help: { type: "boolean" } },
-  }).values;
-} catch (err) {
-  usageError("arguments", (err as Error).message.split("\n")[0]!);
-}
-if (flags.help) {
-  process.stdout.write("Usage: npm run bench:cuts -- [--calls 100000] [--rounds 4] [--unbuffered-share 0.25] [--json FILE]\n");
-  process.exit(0);
-}
-function numFlag(name: string, def: number, min: number, max: number, integer = true): number {
-  const raw = flags[name];
-  if (raw === undefined) return def;
-  const n = Number(raw);
-  if (typeof raw !== "string" || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) usageError(`--${name}`, `must be ${integer ? "a whole number" : "a number"} from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-  return n;
-}
+const { values: flags, num: numFlag } = readFlags(
+  "cut-bench",
+  "Usage: npm run bench:cuts -- [--calls 100000] [--rounds 4] [--unbuffered-share 0.25] [--json FILE]\n",
+  { calls: { type: "string" }, rounds: { type: "string" }, "unbuffered-share": { type: "string" }, json: { type: "string" } },
+);
 const cfg = {
   calls: numFlag("calls", 100_000, 1_000, 2_000_000),
   rounds: numFlag("rounds", 4, 1, 20),

@@ -15,7 +15,7 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, rmSync, mkdirSync, readFileSync, readdirSync, renameSync, watch, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { readFlags } from "./lib/flags.ts";
 import { randomBytes } from "node:crypto";
 import { Agent, request } from "undici";
 import { Redis } from "ioredis";
@@ -45,54 +45,30 @@ import { Samples, median, percentile, summarize, type LatencySummary } from "./l
 // ---------------------------------------------------------------------------------------------
 // Flags
 
-function usageError(setting: string, msg: string): never {
-  process.stderr.write(`traefik-bench: ${setting}: ${msg}\n`);
-  process.exit(2);
-}
-
-let flags: Record<string, string | boolean | undefined>;
-try {
-  flags = parseArgs({
-    args: process.argv.slice(2),
-    strict: true,
-    options: {
-      json: { type: "string" },
-      sessions: { type: "string" },
-      concurrency: { type: "string" },
-      "latency-concurrency": { type: "string" },
-      duration: { type: "string" },
-      warmup: { type: "string" },
-      rounds: { type: "string" },
-      streams: { type: "string" },
-      registrations: { type: "string" },
-      restarts: { type: "string" },
-      profile: { type: "boolean" },
-      "no-sidecar": { type: "boolean" },
-      "plugin-wasm": { type: "string" },
-      "sidecar-main": { type: "string" },
-      help: { type: "boolean" },
-    },
-  }).values;
-} catch (err) {
-  usageError("arguments", (err as Error).message.split("\n")[0]!);
-}
-if (flags.help) {
-  process.stdout.write(
-    "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
-      "                      [--rounds 3] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
-      "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n" +
-      "                      [--sidecar-main FILE.ts]\n",
-  );
-  process.exit(0);
-}
-function intFlag(name: string, def: number, min: number, max: number): number {
-  const raw = flags[name];
-  if (raw === undefined) return def;
-  if (typeof raw !== "string" || !/^\d+$/.test(raw)) usageError(`--${name}`, `must be a whole number, got ${JSON.stringify(raw)}`);
-  const n = Number(raw);
-  if (n < min || n > max) usageError(`--${name}`, `must be between ${min} and ${max}, got ${n}`);
-  return n;
-}
+const { values: flags, usageError, num } = readFlags(
+  "traefik-bench",
+  "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
+    "                      [--rounds 3] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
+    "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n" +
+    "                      [--sidecar-main FILE.ts]\n",
+  {
+    json: { type: "string" },
+    sessions: { type: "string" },
+    concurrency: { type: "string" },
+    "latency-concurrency": { type: "string" },
+    duration: { type: "string" },
+    warmup: { type: "string" },
+    rounds: { type: "string" },
+    streams: { type: "string" },
+    registrations: { type: "string" },
+    restarts: { type: "string" },
+    profile: { type: "boolean" },
+    "no-sidecar": { type: "boolean" },
+    "plugin-wasm": { type: "string" },
+    "sidecar-main": { type: "string" },
+  },
+);
+const intFlag = (name: string, def: number, min: number, max: number): number => num(name, def, min, max);
 const cfg = {
   sessions: intFlag("sessions", 1_000_000, 0, 5_000_000),
   concurrency: intFlag("concurrency", 16, 1, 256),
