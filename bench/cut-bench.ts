@@ -20,7 +20,7 @@ import { readFlags } from "./lib/flags.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros } from "./lib/sse.ts";
 import { median, percentile } from "./lib/stats.ts";
-import { startBenchSidecar, startExtraTraefik, preparePluginTraefik, type ExtraTraefik } from "./lib/traefik.ts";
+import { ensureBenchDeps, startBenchSidecar, startExtraTraefik, preparePluginTraefik, type ExtraTraefik } from "./lib/traefik.ts";
 
 const { values: flags, num: numFlag } = readFlags(
   "cut-bench",
@@ -33,6 +33,8 @@ const cfg = {
   unbufferedShare: numFlag("unbuffered-share", 0.25, 0, 1, false),
   json: typeof flags.json === "string" ? flags.json : undefined,
 };
+// Flags are checked above, before the builds.
+ensureBenchDeps();
 const CONCURRENCIES = [16, 1];
 const SESSIONS_PER_WORKER = 4;
 

@@ -39,7 +39,7 @@ import { RedisBackend } from "../node/src/registry.ts";
 import { BenchError, callHeaders, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
-import { preparePluginTraefik, startBenchSidecar, startExtraTraefik, type ExtraTraefik } from "./lib/traefik.ts";
+import { ensureBenchDeps, preparePluginTraefik, startBenchSidecar, startExtraTraefik, type ExtraTraefik } from "./lib/traefik.ts";
 import { Samples, median, percentile, summarize, type LatencySummary } from "./lib/stats.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -98,11 +98,7 @@ for (const [flag, file] of [["--plugin-wasm", cfg.pluginWasm], ["--sidecar-main"
   if (file !== undefined && !existsSync(file)) usageError(flag, `no such file ${JSON.stringify(file)}`);
 }
 // Flags are checked above, before the builds: --help and a typo cost nothing.
-try {
-  execFileSync(process.execPath, [join(ROOT, "scripts", "ensure-deps.mjs"), "--plugin", "--traefik", "--redis"], { stdio: "inherit" });
-} catch (err) {
-  process.exit((err as { status?: number }).status ?? 1); // ensure-deps named what is missing
-}
+ensureBenchDeps();
 const SESSIONS_PER_WORKER = 4;
 /**
  * The directory shared by the sidecar and the plugin: a tmpfs when the machine has /dev/shm, as in

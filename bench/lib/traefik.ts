@@ -1,6 +1,7 @@
 // The parts every Traefik benchmark starts besides the test stack: a second Traefik (plain, or with
 // the plugin and other settings), the stack's Traefik restarted with the debug API, and the sidecar
 // as its CLI runs in a deployment. All of them share `shared`, the directory of the view.
+import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -164,3 +165,15 @@ export async function startBenchSidecar(stack: Stack, shared: string, sidecarMai
   };
 }
 
+
+/**
+ * Builds or installs what a Traefik bench needs (plugin, Traefik, redis-server), after its flags
+ * were checked: --help and a typo cost no build. Exits with ensure-deps' code when it cannot.
+ */
+export function ensureBenchDeps(): void {
+  try {
+    execFileSync(process.execPath, [join(ROOT, "scripts", "ensure-deps.mjs"), "--plugin", "--traefik", "--redis"], { stdio: "inherit" });
+  } catch (err) {
+    process.exit((err as { status?: number }).status ?? 1); // ensure-deps named what is missing
+  }
+}
