@@ -127,9 +127,13 @@ function readClientCookie(limit: i32): bool {
 export function handle_request(): u64 {
   if (!ready) init();
   if (cfg.error.length > 0) {
-    // Failing open still unwraps: a node must never see an id it did not choose.
-    if (readSessionId(KIND_REQUEST) == ID_VALID && parseToken(idVals, token) == TOKEN_WRAPPED) unwrapRequestId();
-    return 1;
+    // Failing open still unwraps (a node must never see an id it did not choose), and shows the
+    // client its wrapped id again on POST answers.
+    if (readSessionId(KIND_REQUEST) != ID_VALID || parseToken(idVals, token) != TOKEN_WRAPPED) return 1;
+    unwrapRequestId();
+    if (getMethod() != "POST") return 1;
+    enableFeatures(FEATURE_BUFFER_RESPONSE);
+    return (REQCTX_REWRAP << 32) | 1;
   }
   const now = nowMs();
   const id = readSessionId(KIND_REQUEST);
@@ -362,13 +366,16 @@ function finish(reason: i32, now: u64): void {
 }
 
 export function handle_response(reqCtx: u32, isError: u32): void {
-  if (isError != 0 || dirfd < 0) return;
+  if (isError != 0) return;
+  const routing = dirfd >= 0 && cfg.error.length == 0;
   if (<u64>reqCtx == REQCTX_OWNER || <u64>reqCtx == REQCTX_REWRAP) {
-    suspectDeath();
+    // First: it reports the request's own id (rewrapping rereads idVals from the response).
+    if (routing) suspectDeath();
+    // Rewrapping needs neither the shared directory nor valid settings: it follows every unwrap.
     if (<u64>reqCtx == REQCTX_REWRAP) rewrapResponseId();
     return;
   }
-  if (<u64>reqCtx != REQCTX_LEARN) return;
+  if (<u64>reqCtx != REQCTX_LEARN || !routing) return;
   const status = statusCode();
   if (status < 200 || status > 299) return;
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;

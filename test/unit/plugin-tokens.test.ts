@@ -213,13 +213,19 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
     expect(ex.forwarded).toBeUndefined();
   });
 
-  test("a plugin failing open on a bad setting still unwraps", () => {
-    const p = newPlugin({ dir: t.dir, config: { onMisroute: "bogus" } });
+  test("a plugin failing open (a bad setting, or no shared directory) still unwraps, and rewraps POST answers", () => {
     const wrapped = wrapSessionId(SERVER_ID, COOKIE.b, BOOT_B);
-    const ex = p.handle(mcp({ sessionId: wrapped }), okUpstream);
-    clean(ex);
-    expect(sid(ex)).toEqual([SERVER_ID]);
-    expect(ex.forwarded!.cookies).toEqual([]);
+    const echo = () => ({ status: 200, headers: [["Mcp-Session-Id", SERVER_ID]] as [string, string][], body: "{}" });
+    for (const p of [newPlugin({ dir: t.dir, config: { onMisroute: "bogus" } }), newPlugin({})]) {
+      const ex = p.handle(mcp({ sessionId: wrapped }), echo);
+      clean(ex);
+      expect(sid(ex)).toEqual([SERVER_ID]);
+      expect(ex.response.headers.values("Mcp-Session-Id")).toEqual([wrapped]);
+      const get = p.handle(mcp({ method: "GET", sessionId: wrapped }), okUpstream);
+      clean(get);
+      expect(sid(get)).toEqual([SERVER_ID]);
+      expect(get.responseBuffered).toBe(false);
+    }
   });
 
   test("an id that would outgrow maxSessionIdLength once wrapped stays as the server chose it", () => {
