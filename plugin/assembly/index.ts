@@ -138,8 +138,10 @@ export function handle_request(): u64 {
   const now = nowMs();
   const id = readSessionId(KIND_REQUEST);
   input.id = id;
+  // Read once per request: every host call copies the method into a new string.
+  const method = getMethod();
   if (id == ID_NONE) {
-    const ctx = passBody(dirfd >= 0) ? learnInitialize(now) : 0;
+    const ctx = passBody(method, dirfd >= 0) ? learnInitialize(now) : 0;
     finish(R_SESSIONLESS, now);
     return (ctx << 32) | 1;
   }
@@ -164,7 +166,6 @@ export function handle_request(): u64 {
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
   const d = decideRoute(input, decision);
   const target = d.target == TARGET_TOKEN ? token.cookie : ownerCookie;
-  const method = getMethod();
 
   const held = holdsSession(ownerCookie);
   const closing = held && method == "DELETE";
@@ -181,7 +182,7 @@ export function handle_request(): u64 {
     next = 0;
   } else if (d.action == ANSWER_503) {
     const retry = d.target == TARGET_TOKEN ? view.ownerRetry : ownerRetry;
-    respond(503, "unavailable", unavailableBody(), retry > 0 ? retry : cfg.retryAfterSeconds);
+    respond(503, "unavailable", unavailableBody(method), retry > 0 ? retry : cfg.retryAfterSeconds);
     next = 0;
   }
   if (next != 0 && token.kind == TOKEN_WRAPPED) {
@@ -194,7 +195,7 @@ export function handle_request(): u64 {
       next |= REQCTX_REWRAP << 32;
     }
   }
-  if (next != 0) passBody(false);
+  if (next != 0) passBody(method, false);
   finish(d.reason, now);
   return next;
 }
@@ -226,8 +227,8 @@ const ID_BODY_MAX: i32 = 4096;
 // The 503 path answers itself, so nothing else needs scratch (sized MAX_COOKIE_READ_BYTES + 64) then.
 const rpcBody = scratch;
 
-function unavailableBody(): string {
-  if (getMethod() != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX) || !findRequestId(rpcBody)) return BODY_503;
+function unavailableBody(method: string): string {
+  if (method != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX) || !findRequestId(rpcBody)) return BODY_503;
   return BODY_503_HEAD + rpcBody.toAscii(idStart, idEnd) + "}";
 }
 
@@ -305,8 +306,8 @@ function repairCookie(owner: string): Bytes {
  * the client's connection while the answer flows (see body.ts); others stream as they come and
  * are counted. With `inspect`, the copy is also searched for an initialize; true when one is found.
  */
-function passBody(inspect: bool): bool {
-  if (getMethod() != "POST") return false;
+function passBody(method: string, inspect: bool): bool {
+  if (method != "POST") return false;
   const limit = inspect && cfg.maxInitializeBodyBytes > cfg.maxBufferedBodyBytes ? cfg.maxInitializeBodyBytes : cfg.maxBufferedBodyBytes;
   const len = contentLength(scratch, <i64>limit);
   if (len == 0) return false;
