@@ -197,7 +197,8 @@ describe("sidecar failure behaviour", () => {
     expect((await readdir(join(dir, "view", "shards"))).filter((f) => f.startsWith("."))).toEqual([]);
     full = false;
     await until(() => lookupSession(dir, sessionHash("during-full")), 3000, "shard retried after recovery");
-    expect((await readMeta(dir))!.published).toBeGreaterThan(before.published);
+    // shards are written before the meta that announces them: wait for the meta too
+    await until(async () => (await readMeta(dir))!.published > before.published, 3000, "meta republished after recovery");
   });
 });
 
