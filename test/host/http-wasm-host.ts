@@ -14,6 +14,9 @@ import { WASI } from "node:wasi";
 import { GoHeader, TRAILER_PREFIX, canonicalHeaderKey, goJsonMarshal, goSortStrings, type HeaderInit } from "./go-http.ts";
 import { readWasm, sig } from "./wasm-binary.ts";
 
+/** A function the guest imports; each is called with the guest's i32/i64 arguments. */
+type HostFunction = (...args: never[]) => unknown;
+
 export const FEATURE_BUFFER_REQUEST = 1;
 export const FEATURE_BUFFER_RESPONSE = 2;
 export const FEATURE_TRAILERS = 4;
@@ -477,7 +480,7 @@ export class HttpWasmHost {
       stdout: nullFd(),
       stderr: nullFd(),
     });
-    const wasiImports = (this.wasi.getImportObject() as Record<string, Record<string, Function>>).wasi_snapshot_preview1!;
+    const wasiImports = (this.wasi.getImportObject() as Record<string, Record<string, HostFunction>>).wasi_snapshot_preview1!;
     const imports: WebAssembly.Imports = {
       wasi_snapshot_preview1: { ...wasiImports, ...this.wazeroSys() },
       http_handler: this.hostFunctions(),
@@ -572,7 +575,7 @@ export class HttpWasmHost {
 
   // ------------------------------------------------------------------ WASI (wazero defaults)
 
-  private wazeroSys(): Record<string, Function> {
+  private wazeroSys(): Record<string, HostFunction> {
     return {
       clock_time_get: (id: number, _precision: bigint, resultPtr: number): number => {
         let t: bigint;
@@ -715,7 +718,7 @@ export class HttpWasmHost {
 
   // ------------------------------------------------------------------ http_handler
 
-  private hostFunctions(): Record<string, Function> {
+  private hostFunctions(): Record<string, HostFunction> {
     return {
       enable_features: (features: number): number => {
         const s = this.state;

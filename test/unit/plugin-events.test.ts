@@ -22,7 +22,6 @@ import {
   sessionHashHex,
   type ViewSpec,
   bk,
-  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 

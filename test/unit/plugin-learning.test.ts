@@ -20,7 +20,6 @@ import {
   readEvents,
   type ViewSpec,
   bk,
-  GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 

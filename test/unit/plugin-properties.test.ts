@@ -20,10 +20,8 @@ import {
   type PluginHandle,
   type TempDir,
   CLUSTER_VIEW,
-  bk,
   GONE_COOKIE,
 } from "../support/plugin-fixture.ts";
-import { useView } from "../support/use-view.ts";
 
 const NAME = "_mcp_backend";
 const SPEC = CLUSTER_VIEW;

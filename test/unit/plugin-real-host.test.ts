@@ -22,8 +22,8 @@ function go(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): string {
     return execFileSync("go", args, { cwd, env: { ...process.env, ...env }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   } catch (err) {
     const e = err as { code?: string; stderr?: string };
-    if (e.code === "ENOENT") throw new Error("Go is needed for the real-host conformance test (it also builds the pinned Traefik)");
-    throw new Error(`go ${args.join(" ")}: ${e.stderr ?? err}`);
+    if (e.code === "ENOENT") throw new Error("Go is needed for the real-host conformance test (it also builds the pinned Traefik)", { cause: err });
+    throw new Error(`go ${args.join(" ")}: ${e.stderr ?? err}`, { cause: err });
   }
 }
 
