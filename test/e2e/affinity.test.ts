@@ -1,5 +1,6 @@
 // End to end through the real Traefik, with real Redis, the real sidecar and three reference nodes:
-// the scenarios that leave every part running (1, 2, 3, 7, 10, 11, 12, 13 of issue 5). They share
+// the scenarios that leave every part running (1, 2, 3, 7, 10, 11, 12, 13
+// of docs/e2e.md "Scenarios"). They share
 // one stack; each scenario leaves it as it found it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";

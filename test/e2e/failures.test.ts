@@ -1,4 +1,5 @@
-// End to end through the real Traefik: the scenarios where a part fails (4, 5, 6, 8, 9 of issue 5).
+// End to end through the real Traefik: the scenarios where a part fails
+// (4, 5, 6, 8, 9 and 9b of docs/e2e.md "Scenarios").
 // One stack; node 3 runs with --fail-close. Order matters: each scenario leaves every part running
 // except the last one (node stopped), which restores it at the end.
 import { readdirSync } from "node:fs";

@@ -336,7 +336,7 @@ export async function sidecarMetric(stack: Stack, name: string, labels = ""): Pr
   return sum;
 }
 
-/** Prints a measurement line the lead can copy into the closing note. */
+/** Prints one `[e2e] <scenario>: {json}` measurement line (docs/e2e.md lists what each prints). */
 export function report(scenario: string, data: Record<string, unknown>): void {
   console.log(`[e2e] ${scenario}: ${JSON.stringify(data)}`);
 }

@@ -134,7 +134,7 @@ describe("ops files use only exported metrics", () => {
       // Traefik's own series (test/e2e/metrics.test.ts reads them from the real Traefik).
       expect(names.filter((n) => !exported.has(n) && !TRAEFIK_SERIES.includes(n)), r.alert).toEqual([]);
     }
-    // The four: lost-session spikes, view stale, Redis errors, a node gone.
+    // The four an operator needs first: lost-session spikes, view stale, Redis errors, a node gone.
     const uses = (metric: string, fragment = "") => rules.some((r) => promqlMetricNames(r.expr).includes(metric) && r.expr.includes(fragment));
     expect(uses("mcp_affinity_edge_decisions_total", 'reason="lost"')).toBe(true);
     expect(uses("mcp_affinity_view_age_seconds")).toBe(true);
