@@ -94,6 +94,14 @@ def describe(e):
     return f"{type(e).__name__}: {e}"
 
 
+def rpc_method(request):
+    """The JSON-RPC method of a POST (a request body never carries the session id), or "-"."""
+    try:
+        return json.loads(request.content).get("method", "-") if request.method == "POST" else "-"
+    except Exception:  # noqa: BLE001 - a body that is not one JSON object
+        return "-"
+
+
 def is_missing(e):
     """The session is gone on the server (HTTP 404): the SDK reports it as a terminated session."""
     text = describe(e)
@@ -103,12 +111,26 @@ def is_missing(e):
 async def events_session(url, ctx, s, calls, pause_s, reinit):
     """--events mode: one JSON line per operation ("at": wall clock ms), like the Go and Rust clients."""
     n = 1
-    setup_retried = False
     while n <= calls:
         at = time.time() * 1000
         who = None
+        # Error answers this session's HTTP client got, named by request kind: the SDK reports some
+        # of them only indirectly (a notification answered 503 closes the session's streams, and the
+        # next call raises ClosedResourceError).
+        failed = []
+
+        async def on_response(response):
+            if response.status_code >= 400:
+                failed.append(f"{response.request.method} {rpc_method(response.request)} {response.status_code}")
+
+        def factory(headers=None, timeout=None, auth=None):
+            return httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0), auth=auth, verify=ctx, event_hooks={"response": [on_response]})
+
+        def failure(e):
+            return describe(e) + (f" (error answers: {', '.join(failed)})" if failed else "")
+
         try:
-            async with streamablehttp_client(url, timeout=8, sse_read_timeout=8, httpx_client_factory=lambda headers=None, timeout=None, auth=None: httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0), auth=auth, verify=ctx)) as (read, write, get_id):
+            async with streamablehttp_client(url, timeout=8, sse_read_timeout=8, httpx_client_factory=factory) as (read, write, get_id):
                 async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=8)) as session:
                     await session.initialize()
                     emit({"ev": "init", "s": s, "at": at, "ms": time.time() * 1000 - at, "session": tag(get_id())})
@@ -141,16 +163,11 @@ async def events_session(url, ctx, s, calls, pause_s, reinit):
                 # Every call made: an error while the SDK tears the session down is not one of ours.
                 print(f"session {s}: teardown: {describe(e)}", file=sys.stderr)
                 return
-            if who is None and n == 1 and not setup_retried:
-                # Setup (initialize + whoami) failed before any call: reported, then tried once more.
-                setup_retried = True
-                emit({"ev": "setup-retry", "s": s, "at": at, "ms": time.time() * 1000 - at, "error": describe(e)})
-                continue
             if who is not None:
                 # The SDK ended the whole session on a call's error (e.g. an HTTP 502): that call failed.
-                emit({"ev": "call", "s": s, "n": n - 1, "at": at, "ms": time.time() * 1000 - at, "node": who["node"], "error": describe(e)})
+                emit({"ev": "call", "s": s, "n": n - 1, "at": at, "ms": time.time() * 1000 - at, "node": who["node"], "error": failure(e)})
             else:
-                emit({"ev": "init", "s": s, "at": at, "ms": time.time() * 1000 - at, "error": describe(e)})
+                emit({"ev": "init", "s": s, "at": at, "ms": time.time() * 1000 - at, "error": failure(e)})
             return
         if not reinit:
             return

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionTag } from "../../lib/registry/schema.ts";
 import { bootTag, parseSessionToken } from "../../lib/token/index.ts";
 import { ownConnectionsFetch, randomReplicaFetch, startL4Balancer, type L4Balancer } from "../support/l4-balancer.ts";
-import { startStack, waitUntil, type AccessLogRow, type NodeKind, type Stack } from "../support/stack.ts";
+import { CALL_ID_HEADER, isProxyCut, startStack, waitUntil, type AccessLogRow, type NodeKind, type Stack } from "../support/stack.ts";
 import { sleep } from "../support/wait.ts";
 import { connectSdk, header, LATEST_PROTOCOL, newTally, raw, rawCall, rawInitialize, report, type HttpTally, type SdkSession } from "./helpers.ts";
 
@@ -27,7 +27,7 @@ interface Failure {
   at: string;
   session: string;
   what: string;
-  /** The proxy cut (isProxyCut) that explains it, if any: replica, start time, node. */
+  /** The proxy cut (isProxyCut) that explains it, if any: the access-log row of one of its own requests. */
   cut?: string;
 }
 
@@ -93,12 +93,16 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
   const http = newTally();
   const exchanges: Exchange[] = [];
   const failures: Failure[] = [];
-  /** Failures waiting for a proxy cut to explain them: [from, to] of the failed exchange. */
-  const pending: Array<{ f: Failure; from: number; to: number }> = [];
+  // Every request carries a call id (the access logs keep it); one user at a time, so the requests
+  // sent since a failed operation started are that operation's own.
+  const sent: Array<{ id: number; t: number }> = [];
+  const onCallId = (id: number) => void sent.push({ id, t: Date.now() });
+  /** Failures a proxy cut may explain, with the call ids of the requests of the failed operation. */
+  const pending: Array<{ f: Failure; ids: number[] }> = [];
   const fail = (session: string | undefined, what: string, from?: number) => {
     const f = { at: new Date().toISOString(), session: idTag(session), what: what.slice(0, 200) };
     failures.push(f);
-    if (from !== undefined) pending.push({ f, from, to: Date.now() });
+    if (from !== undefined) pending.push({ f, ids: sent.filter((x) => x.t >= from).map((x) => x.id) });
   };
   let failedHandshakes = 0;
   let failedHandshakeAttempts = 0;
@@ -115,7 +119,7 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
       for (let attempt = 0; attempt < HANDSHAKE_ATTEMPTS && !s; attempt++) {
         const h0 = Date.now();
         try {
-          s = await connectSdk(url, http, { fetch: recording(conn.fetch, exchanges) });
+          s = await connectSdk(url, http, { fetch: recording(conn.fetch, exchanges), onCallId });
         } catch (err) {
           failedHandshakeAttempts++;
           if (attempt === 0) failedHandshakes++;
@@ -163,7 +167,8 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
   let edge404 = 0;
   const perReplica: number[] = [];
   const node404Rows: string[] = [];
-  const cuts: Array<{ t: number; text: string; used: boolean }> = [];
+  const byCallId = new Map<number, string>();
+  let proxyCuts = 0;
   for (const r of stack.replicas) {
     const rows = mcpRows(r.accessLog(), t0 - 50, t1 + 50);
     perReplica.push(rows.length);
@@ -173,15 +178,18 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
         if (node404Rows.length < 10) node404Rows.push(`${r.name} ${row.StartUTC} ${row.RequestMethod} -> ${row.ServiceURL}`);
       } else if (row.DownstreamStatus === 404 && !row.OriginStatus) edge404++;
     }
-    for (const row of r.proxyCuts(t0 - 50, t1 + 50)) cuts.push({ t: Date.parse(row.StartUTC), text: `${r.name} ${row.StartUTC} ${row.RequestMethod} -> ${row.ServiceURL}`, used: false });
+    for (const row of rows) {
+      if (!isProxyCut(row)) continue;
+      proxyCuts++;
+      byCallId.set(Number(row[`request_${CALL_ID_HEADER}`]), `${r.name} call ${row[`request_${CALL_ID_HEADER}`]} ${row.StartUTC} ${row.RequestMethod} -> ${row.ServiceURL}`);
+    }
   }
-  // Each proxy cut explains at most one failed exchange that was under way when it started.
+  // A failure is explained only by a cut of one of its own requests (matched by call id).
   const cutSessions = new Set<string>();
   for (const p of pending) {
-    const cut = cuts.find((c) => !c.used && c.t >= p.from - 50 && c.t <= p.to);
+    const cut = p.ids.map((id) => byCallId.get(id)).find((c) => c !== undefined);
     if (!cut) continue;
-    cut.used = true;
-    p.f.cut = cut.text;
+    p.f.cut = cut;
     cutSessions.add(p.f.session);
   }
   // After a call times out, the SDK sends notifications/cancelled without waiting; when it lands
@@ -198,7 +206,7 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
     nodeSide404,
     edge404,
     explained404,
-    proxyCuts: cuts.length,
+    proxyCuts,
     http,
     perReplica,
     wallMs: t1 - t0,
