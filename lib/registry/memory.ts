@@ -9,7 +9,7 @@ import {
   type RegistryChange,
   type SessionRecord,
 } from "./schema.ts";
-import { RegistryError, ReadyUntilClosed, type ChangeListener, type RegisterOptions, type Registry, type RegistryStatus, type ScanOptions } from "./registry.ts";
+import { RegistryError, ReadyUntilClosed, type ChangeListener, type RegisterOptions, type Registry, type ScanOptions } from "./registry.ts";
 
 interface Entry<T> {
   value: T;

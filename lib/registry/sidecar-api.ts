@@ -2,7 +2,7 @@
 // by sidecar/src/http.ts), for nodes that do not talk to Redis. The API keeps no node records, so
 // this store has no heartbeats (the sidecar learns liveness from Traefik's health checks).
 import { decodeSession, type SessionRecord } from "./schema.ts";
-import { RegistryError, ReadyUntilClosed, type RegistryStatus, type SessionStore } from "./registry.ts";
+import { RegistryError, ReadyUntilClosed, type SessionStore } from "./registry.ts";
 
 export interface SidecarApiOptions {
   /** The sidecar's base URL. */
