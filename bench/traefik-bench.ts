@@ -35,7 +35,8 @@ import {
 import { freePort } from "../test/support/redis.ts";
 import { encodeSession, sessionKey, type SessionRecord } from "../lib/registry/schema.ts";
 import { lookupSession, readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
-import { RedisBackend } from "../node/src/registry.ts";
+import { RedisRegistry } from "../lib/registry/index.ts";
+import { nodeRedisOptions } from "../node/src/affinity.ts";
 import { BenchError, callHeaders, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
@@ -166,9 +167,9 @@ async function fillRegistry(stack: Stack, count: number): Promise<number> {
 async function measureRegistration(stack: Stack, n: number): Promise<{ samplesMs: number[]; putMs: number[]; missing: number }> {
   const node = stack.nodes[0]!;
   const boot = await node.boot();
-  const backend = new RedisBackend(stack.redisUrl!, { timeoutMs: 2000, onConnectionError: () => {} });
-  // The node library's backend queues nothing while disconnected: wait for its connection first.
-  if (backend.redis.status !== "ready") await new Promise((r) => backend.redis.once("ready", r));
+  // The registry exactly as the node library opens it; it queues nothing while disconnected: wait for its connection first.
+  const registry = new RedisRegistry(nodeRedisOptions(stack.redisUrl!, { sessionTtlMs: 3_600_000, nodeTtlMs: 15_000, timeoutMs: 2000, onError: () => {} }));
+  if (registry.status() !== "ready") await new Promise<void>((r) => registry.onStatus((s) => s === "ready" && r()));
   const shards = viewPaths(SHARED).shards;
   let wake: (() => void) | null = null;
   // inotify on the shards directory: the sidecar renames a shard into place when it changes.
@@ -182,7 +183,7 @@ async function measureRegistration(stack: Stack, n: number): Promise<{ samplesMs
       const hash = sessionHash(id);
       const record: SessionRecord = { node: node.url, cookie: node.cookie, boot, created: Date.now(), source: "node" };
       const t0 = performance.now();
-      await backend.putSession(id, record, 3_600_000);
+      await registry.registerSession(id, record);
       putMs.push(performance.now() - t0);
       const deadline = t0 + 2000;
       let seen = false;
@@ -206,7 +207,7 @@ async function measureRegistration(stack: Stack, n: number): Promise<{ samplesMs
     }
   } finally {
     watcher.close();
-    await backend.close();
+    await registry.close();
   }
   return { samplesMs, putMs, missing };
 }

@@ -6,6 +6,7 @@ import type { Registry } from "./registry.ts";
 export * from "./schema.ts";
 export * from "./registry.ts";
 export { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
+export { SidecarApiStore, type SidecarApiOptions } from "./sidecar-api.ts";
 export { RedisRegistry, describeRedis, type RedisRegistryOptions, type RedisConnectionConfig, type HostPort } from "./redis.ts";
 
 /** Redis when a url, sentinels or cluster nodes are configured; the in-memory store otherwise. */

@@ -3,15 +3,13 @@ import { EventEmitter } from "node:events";
 import {
   DEFAULT_NODE_TTL_MS,
   DEFAULT_SESSION_TTL_MS,
-  NODE_KEY_PREFIX,
-  SESSION_KEY_PREFIX,
   isCookieValue,
   isValidSessionId,
   type NodeRecord,
   type RegistryChange,
   type SessionRecord,
 } from "./schema.ts";
-import { RegistryError, type ChangeListener, type RegisterOptions, type Registry, type RegistryStatus, type ScanOptions } from "./registry.ts";
+import { RegistryError, ReadyUntilClosed, type ChangeListener, type RegisterOptions, type Registry, type ScanOptions } from "./registry.ts";
 
 interface Entry<T> {
   value: T;
@@ -24,7 +22,7 @@ export interface MemoryRegistryOptions {
   now?: () => number;
 }
 
-export class MemoryRegistry implements Registry {
+export class MemoryRegistry extends ReadyUntilClosed implements Registry {
   readonly kind = "memory" as const;
   readonly sessionTtlMs: number;
   readonly nodeTtlMs: number;
@@ -32,10 +30,10 @@ export class MemoryRegistry implements Registry {
   private readonly nodes = new Map<string, Entry<NodeRecord>>();
   private readonly bus = new EventEmitter();
   private readonly now: () => number;
-  private closed = false;
   private sweeper: NodeJS.Timeout;
 
   constructor(opts: MemoryRegistryOptions = {}) {
+    super();
     this.sessionTtlMs = opts.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
     this.nodeTtlMs = opts.nodeTtlMs ?? DEFAULT_NODE_TTL_MS;
     this.now = opts.now ?? Date.now;
@@ -43,10 +41,6 @@ export class MemoryRegistry implements Registry {
     // Expired entries are also dropped lazily on read; the sweep bounds memory.
     this.sweeper = setInterval(() => this.sweep(), 30_000);
     this.sweeper.unref();
-  }
-
-  private check(op: string): void {
-    if (this.closed) throw new RegistryError(op, "registry is closed", "ERR_REGISTRY_CLOSED");
   }
 
   private live<T>(map: Map<string, Entry<T>>, key: string): T | null {
@@ -94,11 +88,11 @@ export class MemoryRegistry implements Registry {
     return existed;
   }
 
-  async touchSession(id: string, ttlMs?: number): Promise<boolean> {
+  async touchSession(id: string, _record?: SessionRecord): Promise<boolean> {
     this.check("touch");
     const r = this.live(this.sessions, id);
     if (!r) return false;
-    this.sessions.set(id, { value: r, expires: this.now() + (ttlMs ?? this.sessionTtlMs) });
+    this.sessions.set(id, { value: r, expires: this.now() + this.sessionTtlMs });
     return true;
   }
 
@@ -123,18 +117,20 @@ export class MemoryRegistry implements Registry {
     this.emit({ op: "node", cookie: record.cookie, record });
   }
 
-  async getNode(cookie: string): Promise<NodeRecord | null> {
+  async getNodes(cookies: string[]): Promise<Array<NodeRecord | null>> {
     this.check("node");
-    const r = this.live(this.nodes, cookie);
-    return r ? { ...r } : null;
+    return cookies.map((c) => {
+      const r = this.live(this.nodes, c);
+      return r ? { ...r } : null;
+    });
   }
 
-  async removeNode(cookie: string): Promise<boolean> {
+  async removeNode(cookie: string, boot: string): Promise<boolean> {
     this.check("node");
-    const existed = this.live(this.nodes, cookie) !== null;
+    if (this.live(this.nodes, cookie)?.boot !== boot) return false;
     this.nodes.delete(cookie);
     this.emit({ op: "node", cookie, record: null });
-    return existed;
+    return true;
   }
 
   async listNodes(_opts?: ScanOptions): Promise<NodeRecord[]> {
@@ -171,25 +167,9 @@ export class MemoryRegistry implements Registry {
     };
   }
 
-  status(): RegistryStatus {
-    return this.closed ? "closed" : "ready";
-  }
-
-  onStatus(listener: (s: RegistryStatus) => void): () => void {
-    this.bus.on("status", listener);
-    return () => this.bus.off("status", listener);
-  }
-
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (!this.markClosed()) return;
     clearInterval(this.sweeper);
-    this.bus.emit("status", "closed");
     this.bus.removeAllListeners("change");
-  }
-
-  /** For tests and diagnostics: the keys as Redis would name them. */
-  keys(): string[] {
-    return [...[...this.sessions.keys()].map((k) => SESSION_KEY_PREFIX + k), ...[...this.nodes.keys()].map((k) => NODE_KEY_PREFIX + k)];
   }
 }

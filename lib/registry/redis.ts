@@ -1,7 +1,6 @@
 // Redis registry (ioredis): one server, Sentinel or Cluster, chosen by configuration. Each write
 // and its PUBLISH on CHANGE_CHANNEL run in one Lua script: atomic, one round trip, and valid in
 // Cluster (PUBLISH takes no key, the script touches one key).
-import { EventEmitter } from "node:events";
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from "ioredis";
 import {
   CHANGE_CHANNEL,
@@ -23,7 +22,7 @@ import {
   type RegistryChange,
   type SessionRecord,
 } from "./schema.ts";
-import { RegistryError, type ChangeListener, type RegisterOptions, type Registry, type RegistryStatus, type ScanOptions } from "./registry.ts";
+import { RegistryError, StatusListeners, type ChangeListener, type RegisterOptions, type Registry, type RegistryStatus, type ScanOptions } from "./registry.ts";
 
 export interface HostPort {
   host: string;
@@ -78,6 +77,16 @@ local n = redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n`;
 
+// KEYS[1] key; ARGV: boot, channel, change. Deletes a node record only while it carries this boot.
+const DEL_NODE_IF_BOOT = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, rec = pcall(cjson.decode, raw)
+if not ok or type(rec) ~= 'table' or rec.boot ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1`;
+
 // KEYS[1] key; ARGV: ttl ms, max age ms, now ms. Only records with source "edge" (encodeSession).
 const TOUCH_EDGE = `
 local v = redis.call('GET', KEYS[1])
@@ -92,6 +101,7 @@ type ScriptClient = Client & {
   mcpaSet(key: string, value: string, ttl: number, channel: string, change: string, nx: string): Promise<number>;
   mcpaDel(key: string, channel: string, change: string): Promise<number>;
   mcpaTouchEdge(key: string, ttl: number, maxAge: number, now: number): Promise<number>;
+  mcpaDelNodeIfBoot(key: string, boot: string, channel: string, change: string): Promise<number>;
 };
 
 export function describeRedis(c: RedisConnectionConfig): string {
@@ -116,7 +126,7 @@ export class RedisRegistry implements Registry {
   private sub: Client | null = null;
   private subReady: Promise<void> | null = null;
   private readonly listeners = new Set<ChangeListener>();
-  private readonly bus = new EventEmitter();
+  private readonly statusListeners = new StatusListeners();
   private readonly opts: RedisRegistryOptions;
   private current: RegistryStatus = "connecting";
   private closed = false;
@@ -127,11 +137,11 @@ export class RedisRegistry implements Registry {
     this.opts = opts;
     this.sessionTtlMs = opts.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
     this.nodeTtlMs = opts.nodeTtlMs ?? DEFAULT_NODE_TTL_MS;
-    this.bus.setMaxListeners(0);
     this.client = this.connect() as ScriptClient;
     this.client.defineCommand("mcpaSet", { numberOfKeys: 1, lua: SET_AND_PUBLISH });
     this.client.defineCommand("mcpaDel", { numberOfKeys: 1, lua: DEL_AND_PUBLISH });
     this.client.defineCommand("mcpaTouchEdge", { numberOfKeys: 1, lua: TOUCH_EDGE });
+    this.client.defineCommand("mcpaDelNodeIfBoot", { numberOfKeys: 1, lua: DEL_NODE_IF_BOOT });
     this.watch(this.client);
     this.client.on("ready", () => {
       this.everReady = true;
@@ -193,7 +203,7 @@ export class RedisRegistry implements Registry {
     const next: RegistryStatus = ok(this.client) && ok(this.sub) ? "ready" : this.current === "connecting" ? "connecting" : "down";
     if (next !== this.current) {
       this.current = next;
-      this.bus.emit("status", next);
+      this.statusListeners.emit(next);
     }
   }
 
@@ -255,9 +265,9 @@ export class RedisRegistry implements Registry {
     return this.run("close", async () => (await this.client.mcpaDel(sessionKey(id), CHANGE_CHANNEL, change)) > 0);
   }
 
-  async touchSession(id: string, ttlMs?: number): Promise<boolean> {
+  async touchSession(id: string, _record?: SessionRecord): Promise<boolean> {
     if (!isValidSessionId(id)) return false;
-    return this.run("touch", async () => (await this.client.pexpire(sessionKey(id), ttlMs ?? this.sessionTtlMs)) === 1);
+    return this.run("touch", async () => (await this.client.pexpire(sessionKey(id), this.sessionTtlMs)) === 1);
   }
 
   async touchEdgeSession(id: string, ttlMs: number, maxAgeMs: number): Promise<boolean> {
@@ -271,13 +281,7 @@ export class RedisRegistry implements Registry {
     await this.run("heartbeat", () => this.client.mcpaSet(nodeKey(record.cookie), encodeNode(record), ttlMs ?? this.nodeTtlMs, CHANGE_CHANNEL, change, "0"));
   }
 
-  async getNode(cookie: string): Promise<NodeRecord | null> {
-    if (!isCookieValue(cookie)) return null;
-    const raw = await this.run("node", () => this.client.get(nodeKey(cookie)));
-    return raw === null ? null : decodeNode(raw);
-  }
-
-  /** Node records of the given cookies in one round trip per Redis node (absent ones are null). */
+  /** One pipeline (one round trip per Redis node); an unreadable record reads as null. */
   async getNodes(cookies: string[]): Promise<Array<NodeRecord | null>> {
     if (!cookies.length) return [];
     const raws = await this.run("node", async () => {
@@ -299,10 +303,10 @@ export class RedisRegistry implements Registry {
     });
   }
 
-  async removeNode(cookie: string): Promise<boolean> {
+  async removeNode(cookie: string, boot: string): Promise<boolean> {
     if (!isCookieValue(cookie)) return false;
     const change = encodeChange({ op: "node", cookie, record: null });
-    return this.run("node", async () => (await this.client.mcpaDel(nodeKey(cookie), CHANGE_CHANNEL, change)) > 0);
+    return this.run("node", async () => (await this.client.mcpaDelNodeIfBoot(nodeKey(cookie), boot, CHANGE_CHANNEL, change)) === 1);
   }
 
   private masters(): Redis[] {
@@ -406,15 +410,14 @@ export class RedisRegistry implements Registry {
   }
 
   onStatus(listener: (s: RegistryStatus) => void): () => void {
-    this.bus.on("status", listener);
-    return () => this.bus.off("status", listener);
+    return this.statusListeners.add(listener);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.current = "closed";
-    this.bus.emit("status", "closed");
+    this.statusListeners.emit("closed");
     this.listeners.clear();
     for (const c of [this.sub, this.client]) {
       if (!c) continue;

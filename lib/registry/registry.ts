@@ -1,6 +1,8 @@
-// The registry contract: one interface, two stores (MemoryRegistry, RedisRegistry). Every write
+// The registry contract: one interface, two stores (MemoryRegistry, RedisRegistry), and the parts of
+// it a node uses (SessionStore, NodeStore; the sidecar's sessions API serves the first). Every write
 // announces a RegistryChange to every subscriber (in Redis: PUBLISH on CHANGE_CHANNEL, in the same
 // script as the write, so a subscriber never misses a write it could have seen).
+import { McpAffinityError, type ErrorCode } from "../errors.ts";
 import type { NodeRecord, RegistryChange, SessionRecord } from "./schema.ts";
 
 export type RegistryStatus = "connecting" | "ready" | "down" | "closed";
@@ -21,29 +23,52 @@ export interface ScanOptions {
 
 export type ChangeListener = (change: RegistryChange) => void;
 
-export interface Registry {
-  readonly kind: "memory" | "redis";
-  readonly sessionTtlMs: number;
-  readonly nodeTtlMs: number;
-
-  /** Writes `mcp:session:{id}` with the TTL; returns false when ifAbsent and a record exists. */
-  registerSession(id: string, record: SessionRecord, opts?: RegisterOptions): Promise<boolean>;
+/**
+ * What a node needs for its own sessions; every store has it, also the sidecar's sessions API
+ * (lib/registry/sidecar-api.ts), which a node may use instead of Redis.
+ */
+export interface SessionStore {
+  readonly kind: "memory" | "redis" | "sidecar-api";
+  /** Writes `mcp:session:{id}` with the session TTL and announces it. */
+  registerSession(id: string, record: SessionRecord): Promise<boolean>;
   lookupSession(id: string): Promise<SessionRecord | null>;
   /** Deletes the record (whoever owns it); returns whether one existed. Always announced. */
   closeSession(id: string): Promise<boolean>;
-  /** Refreshes the TTL without rewriting (not announced: nothing changed). */
-  touchSession(id: string, ttlMs?: number): Promise<boolean>;
+  /**
+   * Renews the session TTL without rewriting (not announced: nothing changed); false when the record
+   * is gone. `record` is written again by a store that cannot renew a TTL alone (the sessions API).
+   */
+  touchSession(id: string, record: SessionRecord): Promise<boolean>;
+  status(): RegistryStatus;
+  /** Connection status changes ("ready" again after an outage means: Redis may have lost everything). */
+  onStatus(listener: (s: RegistryStatus) => void): () => void;
+  close(): Promise<void>;
+}
+
+/** Node heartbeats: kept by the Redis and memory stores, not by the sessions API. */
+export interface NodeStore {
+  /** Writes `mcp:node:{cookie}` with the node TTL (or ttlMs) and announces it. */
+  heartbeat(record: NodeRecord, ttlMs?: number): Promise<void>;
+  /** The records of these cookies, in order (null: no live record). One round trip. */
+  getNodes(cookies: string[]): Promise<Array<NodeRecord | null>>;
+  /**
+   * Deletes a node record only while it still carries `boot` (a successor on the same URL keeps its
+   * own) and then announces it with record null; returns whether it deleted.
+   */
+  removeNode(cookie: string, boot: string): Promise<boolean>;
+}
+
+/** The whole registry (Redis or memory): the node's part plus what the sidecar needs to mirror it. */
+export interface Registry extends SessionStore, NodeStore {
+  readonly kind: "memory" | "redis";
+
+  /** Writes `mcp:session:{id}` with the TTL; returns false when ifAbsent and a record exists. */
+  registerSession(id: string, record: SessionRecord, opts?: RegisterOptions): Promise<boolean>;
   /**
    * Refreshes an edge-learned record's TTL to `ttlMs`, never past its creation + `maxAgeMs`; a
    * node's own record is left alone (its node refreshes it). One command; not announced.
    */
   touchEdgeSession(id: string, ttlMs: number, maxAgeMs: number): Promise<boolean>;
-
-  /** Writes `mcp:node:{cookie}` with the node TTL (a heartbeat). */
-  heartbeat(record: NodeRecord, ttlMs?: number): Promise<void>;
-  getNode(cookie: string): Promise<NodeRecord | null>;
-  /** Deletes a node record (clean shutdown); announced with record null. */
-  removeNode(cookie: string): Promise<boolean>;
   listNodes(opts?: ScanOptions): Promise<NodeRecord[]>;
 
   /** Iterates every session record in batches (for reconcile); no ordering, may repeat a key. */
@@ -51,19 +76,52 @@ export interface Registry {
 
   /** Registers a change listener; resolves once the subscription is active. Returns unsubscribe. */
   subscribe(listener: ChangeListener): Promise<() => Promise<void>>;
-
-  status(): RegistryStatus;
-  /** Connection status changes ("ready" again after an outage means: resync). */
-  onStatus(listener: (s: RegistryStatus) => void): () => void;
-  close(): Promise<void>;
 }
 
-export class RegistryError extends Error {
-  readonly code: string;
+/** The listeners of a store's onStatus. */
+export class StatusListeners {
+  private readonly listeners = new Set<(s: RegistryStatus) => void>();
+  add(listener: (s: RegistryStatus) => void): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+  emit(s: RegistryStatus): void {
+    for (const l of [...this.listeners]) l(s);
+  }
+}
+
+/** Base of the stores with no connection to watch (memory, the sessions API): ready until closed. */
+export abstract class ReadyUntilClosed {
+  private readonly listeners = new StatusListeners();
+  private closed = false;
+  status(): RegistryStatus {
+    return this.closed ? "closed" : "ready";
+  }
+  onStatus(listener: (s: RegistryStatus) => void): () => void {
+    return this.listeners.add(listener);
+  }
+  /** Throws ERR_REGISTRY_CLOSED once closed. */
+  protected check(op: string): void {
+    if (this.closed) throw new RegistryError(op, "registry is closed", "ERR_REGISTRY_CLOSED");
+  }
+  /** Marks the store closed and tells the listeners; false when it already was. */
+  protected markClosed(): boolean {
+    if (this.closed) return false;
+    this.closed = true;
+    this.listeners.emit("closed");
+    return true;
+  }
+}
+
+export type RegistryErrorCode = Extract<ErrorCode, `ERR_REGISTRY_${string}`>;
+
+/** Every failed registry call: `op` names the operation (for metrics and logs). */
+export class RegistryError extends McpAffinityError {
   readonly op: string;
-  constructor(op: string, message: string, code = "ERR_REGISTRY_UNAVAILABLE", options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(op: string, message: string, code: RegistryErrorCode = "ERR_REGISTRY_UNAVAILABLE", options?: { cause?: unknown }) {
+    super(code, message, options);
     this.op = op;
-    this.code = code;
   }
 }

@@ -1,6 +1,7 @@
 // The registry schema shared by the sidecar and the node library: Redis keys, record shapes and
 // their (de)serialisation. Keys stay compatible with ADR-0066: `mcp:session:{id}`, 30-day TTL.
 import { createHash } from "node:crypto";
+import { McpAffinityError } from "../errors.ts";
 
 export const SESSION_KEY_PREFIX = "mcp:session:";
 export const NODE_KEY_PREFIX = "mcp:node:";
@@ -75,8 +76,10 @@ export function isValidSessionId(id: unknown): id is string {
 const COOKIE_VALUE = /^[0-9a-f]{16}$/;
 export const isCookieValue = (v: unknown): v is string => typeof v === "string" && COOKIE_VALUE.test(v);
 
-export class RegistrySchemaError extends Error {
-  readonly code = "ERR_REGISTRY_SCHEMA";
+export class RegistrySchemaError extends McpAffinityError {
+  constructor(message: string) {
+    super("ERR_REGISTRY_SCHEMA", message);
+  }
 }
 
 export function encodeSession(r: SessionRecord): string {

@@ -4,6 +4,7 @@
 // session. The plugin (plugin/assembly/token.ts) parses the same bytes; test/vectors/tokens.json
 // pins both implementations to one set of cases.
 import { createHash, randomBytes } from "node:crypto";
+import { McpAffinityError } from "../errors.ts";
 
 /** An id minted by the node library: `ma1.<cookie 16 hex><boot tag 8 hex>.<22 base64url>`. */
 export const MINTED_PREFIX = "ma1.";
@@ -33,8 +34,10 @@ export interface SessionToken {
   inner: string;
 }
 
-export class SessionTokenError extends Error {
-  readonly code = "ERR_SESSION_TOKEN";
+export class SessionTokenError extends McpAffinityError {
+  constructor(message: string) {
+    super("ERR_SESSION_TOKEN", message);
+  }
 }
 
 /**

@@ -4,6 +4,7 @@
 import * as nodeFs from "node:fs/promises";
 import { join } from "node:path";
 import { isValidSessionId, sessionHash as schemaSessionHash } from "../registry/schema.ts";
+import { McpAffinityError } from "../errors.ts";
 
 export type NodeViewState = "up" | "draining" | "down" | "gone";
 export interface ViewNode {
@@ -68,11 +69,9 @@ export const DECISION_REASONS = [
 
 export const sessionHash = schemaSessionHash;
 
-export class ViewFormatError extends Error {
-  readonly code: string;
-  constructor(message: string, code = "ERR_VIEW_FORMAT") {
-    super(message);
-    this.code = code;
+export class ViewFormatError extends McpAffinityError {
+  constructor(message: string) {
+    super("ERR_VIEW_FORMAT", message);
   }
 }
 
@@ -581,8 +580,10 @@ export interface EventBatch {
   badLines?: number;
 }
 
-export class EventFormatError extends Error {
-  readonly code = "ERR_EVENT_FORMAT";
+export class EventFormatError extends McpAffinityError {
+  constructor(message: string) {
+    super("ERR_EVENT_FORMAT", message);
+  }
 }
 
 const REASON = /^[a-z][a-z-]{0,31}$/;

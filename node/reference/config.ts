@@ -1,5 +1,6 @@
 // Flags and environment of the reference node. Flags win over environment variables.
 import { parseArgs } from "node:util";
+import { McpAffinityError } from "../../lib/errors.ts";
 
 export interface NodeConfig {
   port: number;
@@ -20,13 +21,12 @@ export interface NodeConfig {
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 
-export class ConfigError extends Error {
-  readonly code = "ERR_NODE_CONFIG";
+export class ConfigError extends McpAffinityError {
   constructor(
     readonly setting: string,
     message: string,
   ) {
-    super(message);
+    super("ERR_NODE_CONFIG", message);
   }
 }
 

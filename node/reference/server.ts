@@ -7,6 +7,7 @@ import { pino } from "pino";
 import { z } from "zod";
 import { createAffinity, mountMcp, type Affinity, type AffinityOptions, type LoggerLike } from "../src/index.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS, type NodeConfig } from "./config.ts";
+import { McpAffinityError } from "../../lib/errors.ts";
 
 export interface RunningNode {
   /** Where the node listens (http://host:port). */
@@ -122,7 +123,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
     logger: log,
     onSessionClosed: cfg.failClose
       ? () => {
-          throw Object.assign(new Error("local close failed (--fail-close)"), { code: "ERR_NODE_FAIL_CLOSE" });
+          throw new McpAffinityError("ERR_NODE_FAIL_CLOSE", "local close failed (--fail-close)");
         }
       : undefined,
     ...opts.affinity,

@@ -7,14 +7,19 @@ import type { Registry as PromRegistry } from "prom-client";
 import { StreamableHTTPServerTransport, type StreamableHTTPServerTransportOptions } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
   DEFAULT_SESSION_TTL_MS,
+  RedisRegistry,
+  SidecarApiStore,
   cookieValueFor,
   isValidSessionId,
   sessionTag,
   type NodeRecord,
   type NodeState,
+  type NodeStore,
+  type RedisRegistryOptions,
   type SessionRecord,
-} from "../../lib/registry/schema.ts";
-import { createBackend, RegistryError, type RedisBackend, type RegistryBackend, type RegistryOptions } from "./registry.ts";
+  type SessionStore,
+} from "../../lib/registry/index.ts";
+import { McpAffinityError } from "../../lib/errors.ts";
 import { AffinityMetrics, type AffinityStats, type MissReason } from "./metrics.ts";
 
 /** The subset of pino's logger the library uses; any pino-compatible logger fits. */
@@ -97,8 +102,47 @@ type TransportExtras = Omit<StreamableHTTPServerTransportOptions, "sessionIdGene
   onsessionclosed?: (sessionId: string) => void | Promise<void>;
 };
 
-export class AffinityConfigError extends Error {
-  readonly code = "ERR_AFFINITY_CONFIG";
+export class AffinityConfigError extends McpAffinityError {
+  constructor(message: string) {
+    super("ERR_AFFINITY_CONFIG", message);
+  }
+}
+
+/** Where the node's registry lives: Redis directly, or the sidecar's sessions API. */
+export type RegistryOptions = { redisUrl: string } | { sidecarUrl: string; token?: string };
+
+export interface NodeRegistrySettings {
+  sessionTtlMs: number;
+  /** The heartbeat record's TTL. */
+  nodeTtlMs: number;
+  /** Upper bound of one registry call. */
+  timeoutMs: number;
+  /** A failed connection attempt (op "connect") or registry call. */
+  onError: (op: string, err: Error) => void;
+}
+
+/** The Redis registry exactly as a node opens it. */
+export function nodeRedisOptions(url: string, s: NodeRegistrySettings): RedisRegistryOptions {
+  return {
+    url,
+    sessionTtlMs: s.sessionTtlMs,
+    nodeTtlMs: s.nodeTtlMs,
+    // With the offline queue off (lib/registry/redis.ts) a live session never waits on a dead Redis.
+    commandTimeoutMs: s.timeoutMs,
+    connectTimeoutMs: Math.max(1000, s.timeoutMs),
+    maxBackoffMs: 2000,
+    onError: s.onError,
+  };
+}
+
+/** The node's session store, and its heartbeat store where the registry keeps node records. */
+export function openNodeRegistry(opts: RegistryOptions, s: NodeRegistrySettings): { sessions: SessionStore; nodes: NodeStore | null } {
+  if ("redisUrl" in opts && opts.redisUrl) {
+    const redis = new RedisRegistry(nodeRedisOptions(opts.redisUrl, s));
+    return { sessions: redis, nodes: redis };
+  }
+  if ("sidecarUrl" in opts && opts.sidecarUrl) return { sessions: new SidecarApiStore({ url: opts.sidecarUrl, token: opts.token, timeoutMs: s.timeoutMs }), nodes: null };
+  throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
 }
 
 const MAX_MISS_CHECKS_IN_FLIGHT = 64;
@@ -112,7 +156,7 @@ function positive(name: string, v: number | undefined, dflt: number): number {
 function withTimeout<T>(p: Promise<T>, ms: number, op: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RegistryError(`registry ${op} timed out after ${ms} ms`, "ERR_AFFINITY_TIMEOUT")), ms);
+    timer = setTimeout(() => reject(new McpAffinityError("ERR_AFFINITY_TIMEOUT", `registry ${op} timed out after ${ms} ms`)), ms);
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
@@ -133,7 +177,10 @@ export class Affinity {
   readonly refreshIntervalMs: number;
   readonly idleTimeoutMs: number;
   readonly registryTimeoutMs: number;
-  readonly backend: RegistryBackend;
+  /** The session records: Redis, or the sidecar's sessions API. */
+  readonly sessionStore: SessionStore;
+  /** Heartbeats: the same Redis registry, or null with the sessions API (it keeps no node records). */
+  readonly nodeStore: NodeStore | null;
   readonly log: LoggerLike;
 
   private readonly sessions = new Map<string, SessionEntry>();
@@ -148,8 +195,6 @@ export class Affinity {
   private stopPromise?: Promise<void>;
   private drainDeadline = 0;
   private lastConnError = 0;
-  // Not connected yet counts as down: the first 'ready' re-registers whatever arrived before it.
-  private connDown = true;
 
   constructor(opts: AffinityOptions) {
     if (!opts || typeof opts.nodeUrl !== "string" || !/^https?:\/\/[^\s]+$/.test(opts.nodeUrl)) {
@@ -171,41 +216,40 @@ export class Affinity {
     // The one session-id rule: an id the edge or the registry would refuse is never handed out.
     this.genId = () => {
       const id = gen();
-      if (!isValidSessionId(id)) throw Object.assign(new Error("sessionIdGenerator returned an id outside the session-id rule (1-1024 visible ASCII characters)"), { code: "ERR_AFFINITY_CONFIG" });
+      if (!isValidSessionId(id)) throw new AffinityConfigError("sessionIdGenerator returned an id outside the session-id rule (1-1024 visible ASCII characters)");
       return id;
     };
     this.onSessionClosed = opts.onSessionClosed;
     const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
     this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;
     this.metrics = new AffinityMetrics(opts.metrics, () => this.sessions.size, () => this._state);
-    this.backend = createBackend(opts.registry, {
+    if (!opts.registry || typeof opts.registry !== "object") throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
+    const { sessions, nodes } = openNodeRegistry(opts.registry, {
+      sessionTtlMs: this.sessionTtlMs,
+      nodeTtlMs: 3 * this.heartbeatMs,
       timeoutMs: this.registryTimeoutMs,
-      onConnectionError: (err) => this.onConnectionError(err),
+      onError: (op, err) => {
+        if (op === "connect") this.onConnectionError(err);
+      },
     });
-    if (this.backend.kind === "redis") {
-      const redis = (this.backend as RedisBackend).redis;
-      // Any lost connection may come back as an empty Redis (restart without persistence).
-      redis.on("close", () => {
-        this.connDown = true;
-      });
-      // Redis came back (possibly empty): put every live session back without waiting for its next refresh.
-      redis.on("ready", () => {
-        if (!this.connDown) return;
-        this.connDown = false;
-        this.log.info({ sessions: this.sessions.size }, "registry reconnected, re-registering local sessions");
-        void this.heartbeat();
-        void this.reregisterAll();
-      });
-    } else {
-      this.connDown = false;
-      this.log.info({ registry: "sidecar" }, "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)");
-    }
-    // The first heartbeat goes out on the first 'ready' (Redis); the sidecar mode has none.
+    this.sessionStore = sessions;
+    this.nodeStore = nodes;
+    // Every (re)connection may reach an empty Redis (restart without persistence), and the first one
+    // finds the sessions that arrived before it: put every live session back without waiting for
+    // its next refresh.
+    this.sessionStore.onStatus((s) => {
+      if (s !== "ready") return;
+      this.log.info({ sessions: this.sessions.size }, "registry reconnected, re-registering local sessions");
+      void this.heartbeat();
+      void this.reregisterAll();
+    });
+    if (!this.nodeStore) this.log.info({ registry: "sidecar" }, "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)");
+    // The first heartbeat goes out when the registry is first ready; the sidecar mode has none.
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     this.heartbeatTimer.unref();
     this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.idleTimeoutMs, 60_000));
     this.sweepTimer.unref();
-    this.log.info({ url: this.nodeUrl, cookie: this.cookie, registry: this.backend.kind }, "affinity started");
+    this.log.info({ url: this.nodeUrl, cookie: this.cookie, registry: this.sessionStore.kind }, "affinity started");
   }
 
   /**
@@ -214,14 +258,11 @@ export class Affinity {
    */
   async ready(timeoutMs = 3 * this.registryTimeoutMs): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    if (this.backend.kind === "redis") {
-      const redis = (this.backend as RedisBackend).redis;
-      while (redis.status !== "ready") {
-        if (Date.now() >= deadline) return false;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+    while (this.sessionStore.status() !== "ready") {
+      if (Date.now() >= deadline || this.sessionStore.status() === "closed") return false;
+      await new Promise((r) => setTimeout(r, 20));
     }
-    return this.backend.hasNodes ? this.heartbeat() : true;
+    return this.nodeStore ? this.heartbeat() : true;
   }
 
   get state(): AffinityState {
@@ -249,7 +290,6 @@ export class Affinity {
   }
 
   private onConnectionError(err: Error): void {
-    this.connDown = true;
     this.metrics.registryError("connection");
     const now = Date.now();
     // ioredis retries every few hundred ms: one log line per 10 s is enough.
@@ -328,7 +368,7 @@ export class Affinity {
 
   private async register(id: string, entry: SessionEntry): Promise<boolean> {
     try {
-      await withTimeout(this.backend.putSession(id, this.sessionRecord(entry), this.sessionTtlMs), this.registryTimeoutMs, "register");
+      await withTimeout(this.sessionStore.registerSession(id, this.sessionRecord(entry)), this.registryTimeoutMs, "register");
       entry.registered = true;
       entry.lastRefresh = Date.now();
       this.metrics.registration("ok");
@@ -380,7 +420,7 @@ export class Affinity {
         return;
       }
       const present = await withTimeout(
-        this.backend.touchSession(id, this.sessionRecord(entry), this.sessionTtlMs),
+        this.sessionStore.touchSession(id, this.sessionRecord(entry)),
         this.registryTimeoutMs,
         "refresh",
       );
@@ -473,7 +513,7 @@ export class Affinity {
   private async classify(id: string): Promise<SessionCheck & { detail?: string }> {
     let rec: SessionRecord | null;
     try {
-      rec = await withTimeout(this.backend.getSession(id), this.registryTimeoutMs, "lookup");
+      rec = await withTimeout(this.sessionStore.lookupSession(id), this.registryTimeoutMs, "lookup");
     } catch (err) {
       this.metrics.registryError("lookup");
       return { local: false, reason: "unchecked", detail: errInfo(err).err };
@@ -484,10 +524,11 @@ export class Affinity {
       // Ours by URL, yet not in this process: a previous boot's session, or one closed without cleanup.
       return { local: false, reason: "stale", owner, detail: rec.boot === this.bootId ? "closed on this boot" : "previous boot" };
     }
-    if (!this.backend.hasNodes) return { local: false, reason: "misroute", owner, detail: "owner liveness unknown (sidecar registry)" };
+    const nodes = this.nodeStore;
+    if (!nodes) return { local: false, reason: "misroute", owner, detail: "owner liveness unknown (sidecar registry)" };
     let node: NodeRecord | null;
     try {
-      node = await withTimeout(this.backend.getNode(rec.cookie), this.registryTimeoutMs, "lookup");
+      [node = null] = await withTimeout(nodes.getNodes([rec.cookie]), this.registryTimeoutMs, "lookup");
     } catch (err) {
       this.metrics.registryError("lookup");
       return { local: false, reason: "unchecked", owner, detail: errInfo(err).err };
@@ -537,7 +578,7 @@ export class Affinity {
     }
     let registry: CloseResult["registry"] = "deleted";
     try {
-      await withTimeout(this.backend.deleteSession(id), this.registryTimeoutMs, "close");
+      await withTimeout(this.sessionStore.closeSession(id), this.registryTimeoutMs, "close");
     } catch (err) {
       registry = "failed";
       this.metrics.registryError("close");
@@ -557,9 +598,10 @@ export class Affinity {
 
   /** Writes the heartbeat now (also runs every heartbeatMs). Never throws. */
   async heartbeat(): Promise<boolean> {
-    if (!this.backend.hasNodes || this._state === "stopped") return false;
+    const nodes = this.nodeStore;
+    if (!nodes || this._state === "stopped") return false;
     try {
-      await withTimeout(this.backend.putNode(this.nodeRecord(), 3 * this.heartbeatMs), this.registryTimeoutMs, "heartbeat");
+      await withTimeout(nodes.heartbeat(this.nodeRecord()), this.registryTimeoutMs, "heartbeat");
       this.metrics.heartbeat("ok");
       return true;
     } catch (err) {
@@ -606,15 +648,15 @@ export class Affinity {
       const ids = [...this.sessions.keys()];
       await Promise.all(ids.map((id) => this.closeSession(id)));
       this._state = "stopped";
-      if (this.backend.hasNodes) {
+      if (this.nodeStore) {
         try {
-          await withTimeout(this.backend.deleteNode(this.cookie, this.bootId), this.registryTimeoutMs, "heartbeat");
+          await withTimeout(this.nodeStore.removeNode(this.cookie, this.bootId), this.registryTimeoutMs, "heartbeat");
         } catch (err) {
           this.metrics.registryError("heartbeat");
           this.log.warn(errInfo(err), "could not remove node record");
         }
       }
-      await this.backend.close();
+      await this.sessionStore.close();
       this.log.info({ closedSessions: ids.length }, "affinity stopped");
     })();
     return this.stopPromise;

@@ -9,7 +9,6 @@ import {
   createRegistry,
   describeRedis,
   sessionTag,
-  type NodeRecord,
   type Registry,
   type RegistryChange,
   type SessionRecord,
@@ -421,8 +420,7 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     const cookies = [...mirror.nodes.values()].filter((n) => n.hb).map((n) => n.cookie);
     if (!cookies.length) return;
     try {
-      const getNodes = (registry as { getNodes?: (c: string[]) => Promise<Array<NodeRecord | null>> }).getNodes;
-      const recs = getNodes ? await getNodes.call(registry, cookies) : await Promise.all(cookies.map((c) => registry.getNode(c)));
+      const recs = await registry.getNodes(cookies);
       recs.forEach((r, i) => r && mirror.applyNode(cookies[i], r));
     } catch {
       /* counted by the registry's error hook */

@@ -1,6 +1,10 @@
 // One contract, every store: in-memory, Redis (single server), Redis Sentinel, Redis Cluster
 // (one node holding every slot). Redis runs are against a real redis-server.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
 import { Redis } from "ioredis";
 import {
   CHANGE_CHANNEL,
@@ -12,7 +16,11 @@ import {
   type Registry,
   type RegistryChange,
   type SessionRecord,
+  type SessionStore,
 } from "../../lib/registry/index.ts";
+import { DEFAULT_NODE_TTL_MS, DEFAULT_SESSION_TTL_MS } from "../../lib/registry/schema.ts";
+import { nodeRedisOptions, openNodeRegistry } from "../../node/src/affinity.ts";
+import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import { startRedis, startSentinel, type TestRedis, type TestSentinel } from "../support/redis.ts";
 
 const URL_A = "http://10.0.0.1:3000";
@@ -70,6 +78,16 @@ const stores: Store[] = [
   { name: "memory", make: (o) => new MemoryRegistry(o), shared: false },
   { name: "redis", make: (o) => createRegistry({ url: redis.url, ...o }), raw: () => new Redis(redis.url), shared: true },
   {
+    // The node library's registry: the same class with the node's connection settings.
+    name: "redis (node library settings)",
+    make: (o) =>
+      new RedisRegistry(
+        nodeRedisOptions(redis.url, { sessionTtlMs: o?.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS, nodeTtlMs: o?.nodeTtlMs ?? DEFAULT_NODE_TTL_MS, timeoutMs: 1000, onError: () => {} }),
+      ),
+    raw: () => new Redis(redis.url),
+    shared: true,
+  },
+  {
     name: "sentinel",
     make: (o) => new RedisRegistry({ sentinels: [{ host: "127.0.0.1", port: sentinel.port }], sentinelName: sentinel.masterName, ...o }),
     raw: () => new Redis(redis.url),
@@ -122,18 +140,19 @@ describe.each(stores)("registry contract: $name", (store) => {
     expect((await reg.lookupSession(id))?.node).toBe(URL_B);
   });
 
-  it("expires sessions after their TTL and touch extends it", async () => {
-    const reg = make({ sessionTtlMs: 200 });
+  it("expires sessions after their TTL and touch renews it", async () => {
+    // a expires at 600 ms; b, touched at about 300 ms, at about 900 ms: checked at about 750 ms.
+    const reg = make({ sessionTtlMs: 600 });
     const a = sid("ttl-a");
     const b = sid("ttl-b");
     await reg.registerSession(a, rec());
     await reg.registerSession(b, rec());
-    await sleep(100);
-    expect(await reg.touchSession(b, 2000)).toBe(true);
-    await sleep(150);
+    await sleep(300);
+    expect(await reg.touchSession(b, rec())).toBe(true);
+    await sleep(450);
     expect(await reg.lookupSession(a)).toBeNull();
     expect(await reg.lookupSession(b)).not.toBeNull();
-    expect(await reg.touchSession(a)).toBe(false);
+    expect(await reg.touchSession(a, rec())).toBe(false);
   });
 
   it("renews edge records only, never past their maximum age", async () => {
@@ -162,13 +181,18 @@ describe.each(stores)("registry contract: $name", (store) => {
     const b = nodeRec({ url: URL_B, cookie: cookieValueFor(URL_B), boot: "boot-b", state: "draining" });
     await reg.heartbeat(a);
     await reg.heartbeat(b, 5000);
-    expect(await reg.getNode(a.cookie)).toEqual(a);
+    expect(await reg.getNodes([b.cookie, a.cookie, cookieValueFor("http://10.0.0.3:3000")])).toEqual([b, a, null]);
+    expect(await reg.getNodes([])).toEqual([]);
     const listed = (await reg.listNodes()).filter((n) => n.cookie === a.cookie || n.cookie === b.cookie);
     expect(listed.sort((x, y) => x.url.localeCompare(y.url))).toEqual([a, b]);
     await sleep(250);
-    expect(await reg.getNode(a.cookie)).toBeNull();
-    expect(await reg.removeNode(b.cookie)).toBe(true);
-    expect(await reg.getNode(b.cookie)).toBeNull();
+    expect(await reg.getNodes([a.cookie])).toEqual([null]);
+    // Removed only while it carries the given boot: a successor on the same URL keeps its record.
+    expect(await reg.removeNode(b.cookie, "boot-other")).toBe(false);
+    expect(await reg.getNodes([b.cookie])).toEqual([b]);
+    expect(await reg.removeNode(b.cookie, "boot-b")).toBe(true);
+    expect(await reg.getNodes([b.cookie])).toEqual([null]);
+    expect(await reg.removeNode(b.cookie, "boot-b")).toBe(false);
   });
 
   it("iterates every session for reconcile", async () => {
@@ -195,10 +219,11 @@ describe.each(stores)("registry contract: $name", (store) => {
     const id = sid("sub");
     await reg.registerSession(id, rec());
     await reg.registerSession(id, rec({ source: "edge" }), { ifAbsent: true }); // no write, no change
-    await reg.touchSession(id); // no change
+    await reg.touchSession(id, rec()); // no change
     await reg.heartbeat(nodeRec({ boot: id }));
+    await reg.removeNode(nodeRec().cookie, `not-${id}`); // another boot's record: no write, no change
     await reg.closeSession(id);
-    await reg.removeNode(nodeRec().cookie);
+    await reg.removeNode(nodeRec().cookie, id);
     await until(() => got.filter((c) => c.op !== "node" || c.record === null || c.record.boot === id).length >= 4);
     const mine = got.filter((c) => (c.op === "node" ? c.record === null || c.record.boot === id : c.id === id));
     expect(mine).toEqual([
@@ -317,5 +342,77 @@ describe("redis registry: outage", () => {
       await reg.close();
       await own.close();
     }
+  });
+});
+
+// The part a node uses (SessionStore), over both stores the node library opens: Redis with the
+// node's settings, and the sidecar's sessions API served by a real sidecar (on that Redis).
+describe("session store contract (what a node uses)", () => {
+  const TOKEN = "contract-token-0123456789";
+  let sidecar: Sidecar;
+  let dir: string;
+  const open: SessionStore[] = [];
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "mcpa-contract-"));
+    sidecar = await startSidecar({ dir, port: 0, redisUrl: redis.url, apiToken: TOKEN, probePath: "off" }, { logger: pino({ level: "silent" }) });
+  });
+  afterAll(async () => {
+    await Promise.all(open.splice(0).map((s) => s.close()));
+    await sidecar?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const settings = { sessionTtlMs: DEFAULT_SESSION_TTL_MS, nodeTtlMs: DEFAULT_NODE_TTL_MS, timeoutMs: 1000, onError: () => {} };
+  const stores: Array<{ name: string; make: (token?: string) => SessionStore }> = [
+    { name: "redis", make: () => openNodeRegistry({ redisUrl: redis.url }, settings).sessions },
+    { name: "sidecar sessions API", make: (token = TOKEN) => openNodeRegistry({ sidecarUrl: sidecar.url, token }, settings).sessions },
+  ];
+
+  describe.each(stores)("$name", (store) => {
+    const make = (token?: string) => {
+      const s = store.make(token);
+      open.push(s);
+      return s;
+    };
+
+    it("registers, looks up, renews and closes a session, and says whether one existed", async () => {
+      const s = make();
+      await until(() => s.status() === "ready");
+      const id = sid("node-store");
+      expect(await s.lookupSession(id)).toBeNull();
+      expect(await s.registerSession(id, rec())).toBe(true);
+      expect(await s.lookupSession(id)).toMatchObject({ node: URL_A, cookie: cookieValueFor(URL_A), boot: "boot-1", source: "node" });
+      expect(await s.touchSession(id, rec())).toBe(true);
+      const r = new Redis(redis.url);
+      try {
+        expect(await r.pttl(`mcp:session:${id}`)).toBeGreaterThan(DEFAULT_SESSION_TTL_MS - 60_000);
+      } finally {
+        r.disconnect();
+      }
+      expect(await s.closeSession(id)).toBe(true);
+      expect(await s.lookupSession(id)).toBeNull();
+      expect(await s.closeSession(id)).toBe(false);
+    });
+
+    it("fails with a code after close, and reports closed", async () => {
+      const s = make();
+      await s.close();
+      expect(s.status()).toBe("closed");
+      await expect(s.registerSession(sid("closed"), rec())).rejects.toMatchObject({ code: "ERR_REGISTRY_CLOSED" });
+    });
+  });
+
+  it("a refused call of the sessions API is an ERR_REGISTRY_SIDECAR_API error", async () => {
+    const s = stores[1]!.make("wrong-token-0123456789");
+    open.push(s);
+    await expect(s.registerSession(sid("refused"), rec())).rejects.toMatchObject({ code: "ERR_REGISTRY_SIDECAR_API", op: "register" });
+    await expect(s.lookupSession(sid("refused"))).rejects.toMatchObject({ code: "ERR_REGISTRY_SIDECAR_API", op: "lookup" });
+  });
+
+  it("node heartbeats come only with Redis (the sessions API keeps no node records)", () => {
+    const redisStores = openNodeRegistry({ redisUrl: redis.url }, settings);
+    const apiStores = openNodeRegistry({ sidecarUrl: sidecar.url, token: TOKEN }, settings);
+    open.push(redisStores.sessions, apiStores.sessions);
+    expect(redisStores.nodes).toBe(redisStores.sessions);
+    expect(apiStores.nodes).toBeNull();
   });
 });

@@ -159,7 +159,7 @@ describe("sidecar with Redis", () => {
     expect((await viewOf("old-boot"))?.state).toBe("gone");
     expect((await viewOf("edge-learned"))?.state).toBe("up");
     // A clean shutdown removes the record: gone at once.
-    await writer.removeNode(COOKIE_A);
+    await writer.removeNode(COOKIE_A, "A2");
     await until(async () => (await viewOf("new-boot"))?.state === "gone", 1000, "removed");
   });
 
