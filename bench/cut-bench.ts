@@ -13,7 +13,8 @@
 import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
-import { startStack, waitUntil } from "../test/support/stack.ts";
+import { waitUntil } from "../dev/poll.ts";
+import { startStack } from "../dev/stack.ts";
 import { lookupSession, sessionHash } from "../lib/view/index.ts";
 import { initSession, type BenchSession } from "./lib/mcp.ts";
 import { readFlags } from "./lib/flags.ts";

@@ -19,20 +19,12 @@ import { readFlags } from "./lib/flags.ts";
 import { randomBytes } from "node:crypto";
 import { Agent, request } from "undici";
 import { Redis } from "ioredis";
-import {
-  ManagedProcess,
-  ROOT,
-  httpGet,
-  makeCertificate,
-  renderDynamic,
-  sleep,
-  startStack,
-  traefikBinary,
-  waitUntil,
-  type RenderVars,
-  type Stack,
-} from "../test/support/stack.ts";
-import { freePort } from "../test/support/redis.ts";
+import { httpGet, freePort } from "../dev/net.ts";
+import { ROOT } from "../dev/paths.ts";
+import { sleep, waitUntil } from "../dev/poll.ts";
+import { ManagedProcess } from "../dev/process.ts";
+import { startStack, traefikBinary, type Stack } from "../dev/stack.ts";
+import { makeCertificate, renderDynamic, type RenderVars } from "../dev/traefik-config.ts";
 import { encodeSession, sessionKey, type SessionRecord } from "../lib/registry/schema.ts";
 import { lookupSession, readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
 import { RedisBackend } from "../node/src/registry.ts";

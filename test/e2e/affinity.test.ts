@@ -5,7 +5,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
 import { lookupSession } from "../../lib/view/index.ts";
-import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type Stack } from "../support/stack.ts";
+import { httpGet } from "../../dev/net.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type Stack } from "../../dev/stack.ts";
+import { watchViewConsistency } from "../support/view-consistency.ts";
 import {
   connectSdk,
   counterLoad,

@@ -7,8 +7,11 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
 import { lookupSession, readMeta } from "../../lib/view/index.ts";
-import { redisCommand } from "../support/redis.ts";
-import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type NodePart, type Stack } from "../support/stack.ts";
+import { httpGet } from "../../dev/net.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { redisCommand } from "../../dev/redis.ts";
+import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
+import { watchViewConsistency } from "../support/view-consistency.ts";
 import {
   connectSdk,
   header,

@@ -7,7 +7,10 @@ import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { Agent, request as undiciRequest } from "undici";
-import { CALL_ID_HEADER, ROOT, httpGet, type Stack } from "../support/stack.ts";
+import { httpGet } from "../../dev/net.ts";
+import { ROOT } from "../../dev/paths.ts";
+import type { Stack } from "../../dev/stack.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
 
 export const LATEST_PROTOCOL = "2025-06-18";
 /** A call that gets no answer fails within this time instead of the SDK's 60 s. */

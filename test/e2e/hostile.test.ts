@@ -8,8 +8,11 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Pool } from "undici";
 import { rssBytes } from "../../bench/lib/sse.ts";
-import { redisCommand } from "../support/redis.ts";
-import { CALL_ID_HEADER, isProxyCut, sleep, startStack, waitUntil, type AccessLogRow, type Stack } from "../support/stack.ts";
+import { isProxyCut, type AccessLogRow } from "../../dev/access-log.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { redisCommand } from "../../dev/redis.ts";
+import { startStack, type Stack } from "../../dev/stack.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
 import { MCP_HEADERS, LATEST_PROTOCOL, connectSdk, initializeBody, rawCall, rawInitialize, report, type SdkSession } from "./helpers.ts";
 
 const FLOOD_MS = Number(process.env.MCPA_FLOOD_MS ?? 30_000);

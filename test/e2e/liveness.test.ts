@@ -7,7 +7,9 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { httpGet, sleep, startStack, waitUntil, type NodePart, type Stack } from "../support/stack.ts";
+import { httpGet } from "../../dev/net.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
 import { CALL_TIMEOUT_MS, connectSdk, header, httpStatusOf, LATEST_PROTOCOL, MCP_HEADERS, PYTHON, raw, rawCall, rawInitialize, report, type SdkSession } from "./helpers.ts";
 
 type ClientKind = "ts" | "py" | "go" | "rust";

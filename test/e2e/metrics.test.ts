@@ -6,7 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
 import { lookupSession } from "../../lib/view/index.ts";
 import { goTool } from "../../scripts/go-tools.mjs";
-import { httpGet, sleep, startStack, waitUntil, type Stack } from "../support/stack.ts";
+import { httpGet } from "../../dev/net.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type Stack } from "../../dev/stack.ts";
 import { header, LATEST_PROTOCOL, MCP_HEADERS, raw, rawCall, rawInitialize, report } from "./helpers.ts";
 
 let stack: Stack;

@@ -9,9 +9,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionTag } from "../../lib/registry/schema.ts";
 import { bootTag, parseSessionToken } from "../../lib/token/index.ts";
-import { ownConnectionsFetch, randomReplicaFetch, startL4Balancer, type L4Balancer } from "../support/l4-balancer.ts";
-import { CALL_ID_HEADER, isProxyCut, startStack, waitUntil, type AccessLogRow, type NodeKind, type Stack } from "../support/stack.ts";
-import { sleep } from "../support/wait.ts";
+import { isProxyCut, type AccessLogRow } from "../../dev/access-log.ts";
+import { ownConnectionsFetch, randomReplicaFetch, startL4Balancer, type L4Balancer } from "../../dev/l4-balancer.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type NodeKind, type Stack } from "../../dev/stack.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
 import { connectSdk, header, LATEST_PROTOCOL, newTally, raw, rawCall, rawInitialize, report, type HttpTally, type SdkSession } from "./helpers.ts";
 
 const SESSIONS = 100;

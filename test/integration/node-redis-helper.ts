@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { Redis } from "ioredis";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { waitUntil } from "../../dev/poll.ts";
 import type { NodeConfig } from "../../node/reference/config.ts";
 import { startReferenceNode, type RunningNode, type StartOptions } from "../../node/reference/server.ts";
 
@@ -16,21 +17,6 @@ export async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 5000, everyMs = 20): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }
 
 export interface TestRedis {
@@ -54,13 +40,13 @@ export async function startRedis(port?: number): Promise<TestRedis> {
     const probe = new Redis({ port: p, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on("error", () => {});
     try {
-      await waitFor(async () => {
+      await waitUntil(`redis-server on port ${p}`, async () => {
         if (probe.status !== "ready") {
           probe.disconnect();
           await probe.connect();
         }
         return (await probe.ping()) === "PONG";
-      }, `redis-server on port ${p}`);
+      }, 5000);
     } finally {
       probe.disconnect();
     }

@@ -2,14 +2,9 @@
 // does not use the node library (the edge is its only source of truth).
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { freePort } from "./redis.ts";
-import { sleep } from "./wait.ts";
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const VENV_PYTHON = join(ROOT, ".venv", "bin", "python");
-const SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
+import { freePort } from "../../dev/net.ts";
+import { PYTHON_NODE_SCRIPT as SCRIPT, VENV_PYTHON } from "../../dev/paths.ts";
+import { sleep } from "../../dev/poll.ts";
 
 export interface PythonServer {
   name: string;

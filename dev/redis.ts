@@ -1,25 +1,15 @@
-// A real redis-server for tests: started on a free loopback port, stopped after. Supports stopping
-// and restarting on the same port (outage tests) and a one-node Cluster (all slots on one server).
+// A real redis-server for the local stack and the tests: started on a free loopback port, stopped
+// after. Supports stopping and restarting on the same port (outage tests), a one-node Cluster (all
+// slots on one server) and a Sentinel.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, Socket } from "node:net";
+import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./net.ts";
 
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? "/usr/bin/redis-server";
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.unref();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Sends one inline command and returns the first reply line. */
 export async function redisCommand(port: number, command: string, timeoutMs = 1000): Promise<string> {
