@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT } from "../../dev/paths.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startStack, type Stack } from "../../dev/stack.ts";
-import { connectSdk, rawCall, type SdkSession } from "./helpers.ts";
+import { rawCall } from "../../dev/mcp-client.ts";
+import { connectSdk, type SdkSession } from "./helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_FLAGS = [

@@ -7,7 +7,8 @@ import { CHANGE_CHANNEL, decodeChange, cookieValueFor, decodeNode, decodeSession
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
 import { ConfigError, parseNodeConfig } from "../../node/reference/config.ts";
 import { waitUntil } from "../../dev/poll.ts";
-import { connectClient, freePort, rawMcp, startNode, startRedis, type TestRedis } from "./node-redis-helper.ts";
+import { freePort } from "../../dev/net.ts";
+import { connectClient, rawMcp, startNode, startRedis, type TestRedis } from "./node-redis-helper.ts";
 
 const MAIN = "node/reference/main.ts";
 let redis: TestRedis;

@@ -14,6 +14,7 @@ import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { freePort } from "../../dev/net.ts";
 import { startRedis, type TestRedis } from "../../dev/redis.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
+import { scrapeMetric } from "../../dev/metrics.ts";
 
 const URL_A = "http://10.2.0.1:3000";
 const COOKIE_A = cookieValueFor(URL_A);
@@ -54,11 +55,7 @@ async function redisFor(): Promise<{ redis: TestRedis; writer: RedisRegistry }> 
   cleanup.push(() => writer.close());
   return { redis, writer };
 }
-const metric = async (s: Sidecar, name: string, labels = ""): Promise<number> => {
-  const text = await (await fetch(`${s.url}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name}${labels} `));
-  return line ? Number(line.split(" ").pop()) : 0;
-};
+const metric = (s: Sidecar, name: string, labels = ""): Promise<number> => scrapeMetric(`${s.url}/metrics`, name, labels);
 let slot = 100;
 async function putEvent(text: string, name = `e-${slot++}.evt`): Promise<string> {
   await mkdir(join(dir, "events"), { recursive: true });

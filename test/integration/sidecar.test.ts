@@ -22,6 +22,7 @@ import { startRedis, type TestRedis } from "../../dev/redis.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startPythonServer } from "../support/python-server.ts";
 import { connectClient } from "./node-redis-helper.ts";
+import { metricValues, scrapeMetric, scrapeMetrics } from "../../dev/metrics.ts";
 
 
 const URL_A = "http://10.1.0.1:3000";
@@ -96,11 +97,7 @@ async function viewOf(id: string): Promise<{ state: string; cookie: string; clos
   const node = meta.nodes.find((n) => n.id === hit.node);
   return node ? { state: node.state, cookie: node.cookie, closed: hit.closed } : null;
 }
-const metricsText = async (s: Sidecar) => (await fetch(`${s.url}/metrics`)).text();
-const metric = async (s: Sidecar, name: string, labels = ""): Promise<number> => {
-  const line = (await metricsText(s)).split("\n").find((l) => l.startsWith(`${name}${labels} `) || (labels === "" && l.startsWith(`${name} `)));
-  return line ? Number(line.split(" ").pop()) : NaN;
-};
+const metric = (s: Sidecar, name: string, labels = ""): Promise<number> => scrapeMetric(`${s.url}/metrics`, name, labels);
 const ev = (over: Partial<EventBatch>): string => formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
 let slot = 0;
 async function putEvent(text: string): Promise<string> {
@@ -399,7 +396,7 @@ describe("sidecar with Redis", () => {
       // A node without a heartbeat is named by Traefik's server URL; a gone node's sessions are not live.
       expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, name: URL_A, state: "down", traefik: "down", sessions: 1 });
       expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_B)).toMatchObject({ name: URL_B, state: "gone", sessions: 0 });
-      expect(await metric(sc, "mcp_affinity_sessions", `{node="${URL_B}",state="gone"}`)).toBeNaN();
+      expect(metricValues(await scrapeMetrics(`${sc.url}/metrics`), "mcp_affinity_sessions", `{node="${URL_B}",state="gone"}`)).toEqual([]);
       expect(await metric(sc, "mcp_affinity_nodes", '{state="down"}')).toBe(1);
       expect(await metric(sc, "mcp_affinity_traefik_api_errors_total")).toBe(0);
     } finally {
@@ -416,7 +413,7 @@ describe("sidecar with Redis", () => {
     await writer.registerSession(secret, rec());
     await putEvent(ev({ closed: [{ id: secret, hash: sessionHashHex(secret), cookie: COOKIE_A }], decisions: { lost: 1 } }));
     await waitUntil("closed in view", async () => (await viewOf(secret))?.closed === true);
-    const text = await metricsText(sc);
+    const text = await scrapeMetrics(`${sc.url}/metrics`);
     for (const name of [
       "mcp_affinity_edge_decisions_total",
       "mcp_affinity_sessions",
