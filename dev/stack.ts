@@ -17,7 +17,6 @@ import { makeCertificate, renderDynamic, renderStatic, type DynamicOptions, type
 
 const PLUGIN_MODULE = "github.com/mcp-affinity/mcp-affinity";
 
-
 /** Short windows so failure scenarios finish in seconds (docs/e2e.md lists them). */
 export interface StackTiming {
   /** Node heartbeat period; its record lives 3x as long. */
@@ -100,7 +99,6 @@ export function sidecarCommand(): { cmd: string; args: string[] } {
   throw new StackError("the sidecar is not built yet: bin/mcp-affinity-sidecar.js is missing", "ERR_STACK_SIDECAR");
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The stack
 
@@ -145,7 +143,6 @@ export interface StackOptions {
 }
 
 export type NodeKind = "reference" | "python";
-
 
 export const MAX_REPLICAS = 8;
 
