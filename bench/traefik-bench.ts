@@ -492,14 +492,15 @@ async function main(): Promise<void> {
       latency: { concurrency: cfg.latencyConcurrency, modes: passResults.latency },
     };
     if (Object.keys(profileFiles).length) {
-      results.profile = {};
+      const profile: Record<string, unknown> = {};
+      results.profile = profile;
       for (const [mode, { file, requests }] of Object.entries(profileFiles)) {
         const sum = profileSummary(file);
         writeFileSync(file.replace(/\.pprof$/, ".txt"), sum.top);
         writeFileSync(file.replace(/\.pprof$/, ".wazero.txt"), sum.wazeroTop);
         const usPerRequest = (pct: number) => (sum.totalMs * 1000 * pct) / 100 / requests;
         const perRequest = Object.fromEntries(Object.entries(sum.share).map(([k, v]) => [k, usPerRequest(v)]));
-        results.profile[mode] = { file, requests, totalMs: sum.totalMs, sampledUsPerRequest: usPerRequest(100), sharePercent: sum.share, usPerRequest: perRequest, wazeroTop: sum.wazeroTop.split("\n").slice(0, 35) };
+        profile[mode] = { file, requests, totalMs: sum.totalMs, sampledUsPerRequest: usPerRequest(100), sharePercent: sum.share, usPerRequest: perRequest, wazeroTop: sum.wazeroTop.split("\n").slice(0, 35) };
         log(
           `  CPU profile of Traefik during (${mode}): ${sum.totalMs} ms sampled over ${requests} requests = ${usPerRequest(100).toFixed(0)} us/request; ` +
             Object.entries(sum.share).map(([k, v]) => `${k} ${v.toFixed(1)}% (${usPerRequest(v).toFixed(1)} us)`).join(", "),

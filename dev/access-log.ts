@@ -19,12 +19,19 @@ export interface AccessLogRow {
  * this should not happen; a test may excuse a failed call only by its own row (by identity).
  */
 export function isProxyCut(r: AccessLogRow): boolean {
-  return (r.RouterName ?? "").includes("mcp") && !!r.ServiceURL && (r.OriginStatus ?? 0) === 0 && r.DownstreamStatus === 200 && r.DownstreamContentSize === 0 && r.RequestMethod === "POST";
+  return (
+    (r.RouterName ?? "").includes("mcp") &&
+    !!r.ServiceURL &&
+    (r.OriginStatus ?? 0) === 0 &&
+    r.DownstreamStatus === 200 &&
+    r.DownstreamContentSize === 0 &&
+    r.RequestMethod === "POST"
+  );
 }
 
 /** Every complete line of the log file (none when it does not exist yet). */
 export function readAccessLog(file: string): AccessLogRow[] {
-  let text = "";
+  let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch {

@@ -10,6 +10,10 @@ export const PROTOCOL_VERSION = "2025-06-18";
 export const STICKY_COOKIE = "_mcp_backend";
 export const MCP_HEADERS = { "content-type": "application/json", accept: "application/json, text/event-stream" };
 
+/** A parsed JSON-RPC message: its shape is what the caller asserts. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type JsonRpcMessage = any;
+
 export interface RawResponse {
   status: number;
   headers: Record<string, string | string[]>;
@@ -78,7 +82,7 @@ export function initializeBody(id = 1, clientName = "raw-e2e"): string {
 }
 
 /** Parses a JSON or single-event SSE body into the JSON-RPC message. */
-export function jsonRpcOf(body: string): any {
+export function jsonRpcOf(body: string): JsonRpcMessage {
   const t = body.trim();
   if (t.startsWith("{") || t.startsWith("[")) return JSON.parse(t);
   const data = t
@@ -123,7 +127,7 @@ export interface SseStream {
   status: number;
   headers: Record<string, string | string[]>;
   /** JSON-RPC messages received so far. */
-  messages: any[];
+  messages: JsonRpcMessage[];
   /** Resolves when `n` messages have arrived (rejects after timeoutMs). */
   waitFor(n: number, timeoutMs: number): Promise<void>;
   close(): void;
@@ -139,7 +143,7 @@ export async function openSse(base: string, sessionId: string, extraHeaders: Rec
     signal: ac.signal,
     bodyTimeout: 0,
   });
-  const messages: any[] = [];
+  const messages: JsonRpcMessage[] = [];
   const waiters: Array<() => void> = [];
   let buf = "";
   r.body.setEncoding("utf8");

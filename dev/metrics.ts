@@ -22,7 +22,8 @@ export function metricValues(text: string, name: string, ...fragments: string[])
 }
 
 /** Sum of metricValues: 0 when no series matches. */
-export const metricSum = (text: string, name: string, ...fragments: string[]): number => metricValues(text, name, ...fragments).reduce((a, b) => a + b, 0);
+export const metricSum = (text: string, name: string, ...fragments: string[]): number =>
+  metricValues(text, name, ...fragments).reduce((a, b) => a + b, 0);
 
 /** metricSum of one scrape; NaN when the endpoint does not answer (a poll waits through that). */
 export async function scrapeMetric(url: string, name: string, ...fragments: string[]): Promise<number> {

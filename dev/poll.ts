@@ -8,7 +8,12 @@ type Truthy<T> = Exclude<T, null | undefined | false | 0 | "">;
  * "not yet" (a server still starting refuses connections); after `timeoutMs` the error names `what`
  * and the last throw.
  */
-export async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 3000, everyMs = 20): Promise<Truthy<T>> {
+export async function waitUntil<T>(
+  what: string,
+  fn: () => T | Promise<T>,
+  timeoutMs = 3000,
+  everyMs = 20,
+): Promise<Truthy<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -18,7 +23,10 @@ export async function waitUntil<T>(what: string, fn: () => T | Promise<T>, timeo
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message ?? last}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message ?? last}` : ""}`,
+      );
     await sleep(everyMs);
   }
 }

@@ -64,11 +64,10 @@ export interface StartRedisOptions {
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
   if (!existsSync(REDIS_SERVER)) {
-    const e = new Error(
-      `redis-server not found at ${REDIS_SERVER}: install it (Debian/Ubuntu: sudo apt-get install -y redis-server) or set REDIS_SERVER`,
+    throw Object.assign(
+      new Error(`redis-server not found at ${REDIS_SERVER}: install it (Debian/Ubuntu: sudo apt-get install -y redis-server) or set REDIS_SERVER`),
+      { code: "ERR_NO_REDIS" },
     );
-    (e as any).code = "ERR_NO_REDIS";
-    throw e;
   }
   const port = opts.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), "mcpa-redis-"));

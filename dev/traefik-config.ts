@@ -151,14 +151,31 @@ export function makeCertificate(dir: string): { certFile: string; keyFile: strin
     execFileSync(
       "openssl",
       [
-        "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-keyout", keyFile, "-out", certFile, "-days", "30", "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "req",
+        "-x509",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-keyout",
+        keyFile,
+        "-out",
+        certFile,
+        "-days",
+        "30",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
   } catch (err) {
-    throw new StackError(`openssl could not make a TLS certificate: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? err}`, "ERR_STACK_TLS");
+    throw new StackError(
+      `openssl could not make a TLS certificate: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? err}`,
+      "ERR_STACK_TLS",
+    );
   }
   return { certFile, keyFile };
 }

@@ -26,14 +26,19 @@ export interface BenchSession {
  * Initializes a session through `base` (Traefik's plain sticky router: it answers with the sticky
  * cookie, which notifications/initialized then carries). `cookieToUrl` maps the cookie to the owner.
  */
-export async function initSession(dispatcher: Dispatcher, base: string, cookieToUrl: Map<string, string>): Promise<BenchSession> {
+export async function initSession(
+  dispatcher: Dispatcher,
+  base: string,
+  cookieToUrl: Map<string, string>,
+): Promise<BenchSession> {
   let s: Awaited<ReturnType<typeof rawInitialize>>;
   try {
     s = await rawInitialize(base, { dispatcher, withCookie: true, clientName: "mcp-affinity-bench" });
   } catch (err) {
     throw new BenchError((err as Error).message.slice(0, 300), "ERR_BENCH_INIT");
   }
-  if (!s.cookie) throw new BenchError("initialize through Traefik came back without the _mcp_backend cookie", "ERR_BENCH_INIT");
+  if (!s.cookie)
+    throw new BenchError("initialize through Traefik came back without the _mcp_backend cookie", "ERR_BENCH_INIT");
   const nodeUrl = cookieToUrl.get(s.cookie);
   if (!nodeUrl) throw new BenchError(`cookie ${s.cookie} names no known node`, "ERR_BENCH_INIT");
   return { id: s.sessionId, cookie: s.cookie, nodeUrl, counter: 0 };

@@ -14,15 +14,22 @@ export interface BenchResults {
   startedAt: string;
   config: unknown;
   machine: { cpus: number; node: string; loadAvgAtStart: number[]; loadAvgAtEnd?: number[] };
-  [section: string]: any;
+  [section: string]: unknown;
 }
 
 /** The results of a run starting now; warns when other work already loads the machine. */
 export function startResults(config: unknown, log: (msg: string) => void): BenchResults {
   const n = cpus().length;
   // Everything shares the machine's cores: other work running now shows up as noise in every figure.
-  if (loadavg()[0]! > 0.5 * n) log(`warning: load average ${loadavg()[0]!.toFixed(2)} on ${n} cores: other work is running, figures will be noisy`);
-  return { startedAt: new Date().toISOString(), config, machine: { cpus: n, node: process.version, loadAvgAtStart: loadavg() } };
+  if (loadavg()[0]! > 0.5 * n)
+    log(
+      `warning: load average ${loadavg()[0]!.toFixed(2)} on ${n} cores: other work is running, figures will be noisy`,
+    );
+  return {
+    startedAt: new Date().toISOString(),
+    config,
+    machine: { cpus: n, node: process.version, loadAvgAtStart: loadavg() },
+  };
 }
 
 /** Notes the load at the end of the run. */

@@ -30,9 +30,13 @@ export function watchViewConsistency(shared: string, everyMs = 2): { stop(): Pro
           } catch {
             continue; // replaced between listing and reading
           }
-          if (shard.epoch !== meta.epoch) out.inconsistent.push(`${new Date().toISOString()} shard ${f}: epoch ${shard.epoch} != meta ${meta.epoch}`);
+          if (shard.epoch !== meta.epoch)
+            out.inconsistent.push(`${new Date().toISOString()} shard ${f}: epoch ${shard.epoch} != meta ${meta.epoch}`);
           for (const r of shard.sessions) {
-            if (!ids.has(r.node)) out.inconsistent.push(`${new Date().toISOString()} shard ${f}: owner id ${r.node} not in meta generation ${meta.generation} (ids: ${[...ids].join(",") || "none"})`);
+            if (!ids.has(r.node))
+              out.inconsistent.push(
+                `${new Date().toISOString()} shard ${f}: owner id ${r.node} not in meta generation ${meta.generation} (ids: ${[...ids].join(",") || "none"})`,
+              );
           }
         }
         out.checks++;
@@ -50,4 +54,3 @@ export function watchViewConsistency(shared: string, everyMs = 2): { stop(): Pro
     },
   };
 }
-
