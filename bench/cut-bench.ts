@@ -16,7 +16,7 @@ import { Agent } from "undici";
 import { waitUntil } from "../dev/poll.ts";
 import { startStack } from "../dev/stack.ts";
 import { lookupSession, sessionHash } from "../lib/view/index.ts";
-import { endResults, progressLog, startResults, writeResults } from "./lib/results.ts";
+import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
 import { initSession, type BenchSession } from "./lib/mcp.ts";
 import { readFlags } from "./lib/flags.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
@@ -209,10 +209,4 @@ function printReport(summary: Record<string, any>, sides: Side[]): void {
   process.stdout.write(out.join("\n") + "\n");
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    process.stderr.write(`cut-bench: ${(err as Error).message} (${(err as { code?: string }).code ?? "ERR_BENCH"})\n`);
-    process.exit(1);
-  },
-);
+runBench("cut-bench", main);

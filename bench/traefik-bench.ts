@@ -26,7 +26,7 @@ import { startStack, traefikBinary, type Stack } from "../dev/stack.ts";
 import { encodeSession, sessionKey, type SessionRecord } from "../lib/registry/schema.ts";
 import { lookupSession, readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
 import { RedisBackend } from "../node/src/registry.ts";
-import { endResults, progressLog, startResults, writeResults } from "./lib/results.ts";
+import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
 import { BenchError, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
@@ -663,10 +663,4 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
   process.stdout.write(out.join("\n") + "\n");
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    process.stderr.write(`traefik-bench: ${(err as Error).message} (${(err as { code?: string }).code ?? "ERR_BENCH"})\n`);
-    process.exit(1);
-  },
-);
+runBench("traefik-bench", main);

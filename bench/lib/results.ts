@@ -1,5 +1,5 @@
 // What every Traefik benchmark records around its figures: the settings, the machine and its load
-// at start and end, and the JSON file of --json (written whole or not at all).
+// at start and end, the JSON file of --json (written whole or not at all), and how a run ends.
 import { cpus, loadavg } from "node:os";
 import { renameSync, writeFileSync } from "node:fs";
 
@@ -43,4 +43,15 @@ export function writeResults(results: BenchResults, file: string | undefined, lo
   writeFileSync(file + ".tmp", JSON.stringify(results, null, 2) + "\n");
   renameSync(file + ".tmp", file);
   log(`JSON written to ${file}`);
+}
+
+/** Runs a benchmark's main: exit 0 when it ends, 1 with one line `<tool>: <message> (<code>)` when it fails. */
+export function runBench(tool: string, main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err) => {
+      process.stderr.write(`${tool}: ${(err as Error).message} (${(err as { code?: string }).code ?? "ERR_BENCH"})\n`);
+      process.exit(1);
+    },
+  );
 }
