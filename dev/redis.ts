@@ -8,6 +8,7 @@ import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./net.ts";
+import { GiveUp, waitUntil } from "./poll.ts";
 
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? "/usr/bin/redis-server";
 
@@ -80,23 +81,18 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
     child = c;
     let stderr = "";
     c.stderr?.on("data", (d) => (stderr += d));
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (c.exitCode !== null) throw new Error(`redis-server exited (${c.exitCode}): ${stderr}`);
-      try {
-        if ((await redisCommand(port, "PING")) === "+PONG") break;
-      } catch {
-        /* not listening yet */
-      }
-      if (Date.now() > deadline) throw new Error(`redis-server did not answer PING on ${port}: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await waitUntil(
+      `redis-server to answer PING on ${port}`,
+      async () => {
+        if (c.exitCode !== null) throw new GiveUp(`redis-server exited (${c.exitCode}): ${stderr}`);
+        return (await redisCommand(port, "PING")) === "+PONG";
+      },
+      10_000,
+      25,
+    );
     if (opts.cluster) {
       await redisCommand(port, "CLUSTER ADDSLOTSRANGE 0 16383");
-      while (!(await redisCommand(port, "CLUSTER INFO")).includes("cluster_state:ok")) {
-        if (Date.now() > deadline) throw new Error("one-node cluster did not reach state ok");
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitUntil("the one-node cluster to reach state ok", async () => (await redisCommand(port, "CLUSTER INFO")).includes("cluster_state:ok"), 10_000, 50);
     }
   };
 
@@ -142,17 +138,15 @@ export async function startSentinel(masterPort: number, masterName = "mcpa"): Pr
   const c = spawn(REDIS_SERVER, [conf, "--sentinel", "--loglevel", "warning"], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   c.stderr?.on("data", (d) => (stderr += d));
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (c.exitCode !== null) throw new Error(`redis sentinel exited (${c.exitCode}): ${stderr}`);
-    try {
-      if ((await redisCommand(port, `SENTINEL get-master-addr-by-name ${masterName}`)).startsWith("*2")) break;
-    } catch {
-      /* not up yet */
-    }
-    if (Date.now() > deadline) throw new Error(`redis sentinel did not start on ${port}: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitUntil(
+    `redis sentinel to start on ${port}`,
+    async () => {
+      if (c.exitCode !== null) throw new GiveUp(`redis sentinel exited (${c.exitCode}): ${stderr}`);
+      return (await redisCommand(port, `SENTINEL get-master-addr-by-name ${masterName}`)).startsWith("*2");
+    },
+    10_000,
+    25,
+  );
   return {
     port,
     masterName,

@@ -10,7 +10,7 @@ import { readMeta, type NodeViewState, type ViewMeta } from "../lib/view/index.t
 import { isProxyCut, readAccessLog, type AccessLogRow } from "./access-log.ts";
 import { freePort, httpGet } from "./net.ts";
 import { PYTHON_NODE_SCRIPT, ROOT, VENV_PYTHON } from "./paths.ts";
-import { sleep, waitUntil } from "./poll.ts";
+import { GiveUp, sleep, waitUntil } from "./poll.ts";
 import { ManagedProcess, StackError, killOnExit } from "./process.ts";
 import { redisCommand, startRedis, type TestRedis } from "./redis.ts";
 import { makeCertificate, renderDynamic, renderStatic, type DynamicOptions, type RenderVars, type StackPorts } from "./traefik-config.ts";
@@ -379,7 +379,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await waitUntil(
           `${p.name}'s /readyz`,
           async () => {
-            if (!p.running) throw new StackError(`${p.name} exited:\n${p.tail()}`, "ERR_STACK_SIDECAR");
+            if (!p.running) throw new GiveUp(`${p.name} exited:\n${p.tail()}`, "ERR_STACK_SIDECAR");
             return (await httpGet(`${url}/readyz`))?.status === 200;
           },
           20_000,
@@ -418,7 +418,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await waitUntil(
           `${name}'s /healthz`,
           async () => {
-            if (!proc.running) throw new StackError(`${name} exited:\n${proc.tail()}`, "ERR_STACK_NODE");
+            if (!proc.running) throw new GiveUp(`${name} exited:\n${proc.tail()}`, "ERR_STACK_NODE");
             return health();
           },
           20_000,
@@ -474,7 +474,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await waitUntil(
           `${name}'s routers and healthy servers`,
           async () => {
-            if (!traefik.running) throw new StackError(`${name} exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
+            if (!traefik.running) throw new GiveUp(`${name} exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
             const st = await serviceStatus();
             // No status entry: the service has no health check (plugin on), and Traefik routes to it.
             if (!st || nodeUrls.some((u) => st[u] !== undefined && st[u] !== "UP")) return false;

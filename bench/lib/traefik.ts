@@ -6,11 +6,10 @@ import { copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "nod
 import { join } from "node:path";
 import { httpGet, freePort } from "../../dev/net.ts";
 import { ROOT } from "../../dev/paths.ts";
-import { waitUntil } from "../../dev/poll.ts";
+import { GiveUp, waitUntil } from "../../dev/poll.ts";
 import { ManagedProcess } from "../../dev/process.ts";
 import { traefikBinary, type Stack } from "../../dev/stack.ts";
 import { makeCertificate, renderDynamic, renderStatic, type RenderVars } from "../../dev/traefik-config.ts";
-import { BenchError } from "./mcp.ts";
 
 export interface ExtraTraefik {
   proc: ManagedProcess;
@@ -49,7 +48,7 @@ export async function startExtraTraefik(
   await waitUntil(
     `${name} Traefik's healthy servers`,
     async () => {
-      if (!proc.running) throw new BenchError(`${name} Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
+      if (!proc.running) throw new GiveUp(`${name} Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
       const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
       if (!r || r.status !== 200) return false;
       const st = (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
@@ -115,7 +114,7 @@ export async function startBenchSidecar(stack: Stack, shared: string, sidecarMai
     await waitUntil(
       "the sidecar's /readyz",
       async () => {
-        if (!proc.running) throw new BenchError(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
+        if (!proc.running) throw new GiveUp(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
         return (await httpGet(`${url}/readyz`))?.status === 200;
       },
       180_000,
