@@ -10,11 +10,13 @@
 // Flags: --calls N (per side, default 100000, split over rounds and both concurrencies),
 //        --rounds N (default 4), --unbuffered-share F (calls of the unbuffered side relative to the
 //        others, default 0.25: it is there for the cost, not the cut rate), --json FILE.
-import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
-import { startStack, waitUntil } from "../test/support/stack.ts";
+import { waitUntil } from "../dev/poll.ts";
+import { startStack } from "../dev/stack.ts";
 import { lookupSession, sessionHash } from "../lib/view/index.ts";
+import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
 import { initSession, type BenchSession } from "./lib/mcp.ts";
 import { readFlags } from "./lib/flags.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
@@ -38,7 +40,7 @@ ensureBenchDeps();
 const CONCURRENCIES = [16, 1];
 const SESSIONS_PER_WORKER = 4;
 
-const log = (msg: string) => process.stdout.write(`[cuts ${((performance.now() / 1000) | 0).toString().padStart(3)}s] ${msg}\n`);
+const log = progressLog("cuts");
 
 interface Side extends LoadTarget {
   label: string;
@@ -58,9 +60,7 @@ interface RoundFigures {
 }
 
 async function main(): Promise<void> {
-  const os = await import("node:os");
-  const results: Record<string, any> = { startedAt: new Date().toISOString(), config: cfg, machine: { cpus: os.cpus().length, node: process.version, loadAvgAtStart: os.loadavg() } };
-  if (os.loadavg()[0]! > 0.5 * os.cpus().length) log(`warning: load average ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores: other work is running, latency and CPU figures will be noisy`);
+  const results = startResults(cfg, log);
   log("starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin, plain Traefik, Traefik with the plugin not buffering bodies");
   const stack = await startStack({ name: "bench-cuts", nodes: 3, plugin: true, sidecar: false, traefikLogLevel: "ERROR", pluginSettings: { staleAfterMs: "5000" } });
   const shared = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-cuts-") : join(stack.dir, "shared");
@@ -167,13 +167,9 @@ async function main(): Promise<void> {
       summary[side.name].cutsPer100k = (cuts / calls) * 100_000;
     }
     results.sides = summary;
-    results.machine.loadAvgAtEnd = os.loadavg();
+    endResults(results);
     printReport(summary, sides);
-    if (cfg.json) {
-      writeFileSync(cfg.json + ".tmp", JSON.stringify(results, null, 2) + "\n");
-      renameSync(cfg.json + ".tmp", cfg.json);
-      log(`JSON written to ${cfg.json}`);
-    }
+    writeResults(results, cfg.json, log);
   } finally {
     for (const t of extra.reverse()) await t.proc.stop().catch(() => {});
     await sidecar?.proc.stop().catch(() => {});
@@ -213,10 +209,4 @@ function printReport(summary: Record<string, any>, sides: Side[]): void {
   process.stdout.write(out.join("\n") + "\n");
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    process.stderr.write(`cut-bench: ${(err as Error).message} (${(err as { code?: string }).code ?? "ERR_BENCH"})\n`);
-    process.exit(1);
-  },
-);
+runBench("cut-bench", main);

@@ -7,7 +7,8 @@
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
-import { startStack, sleep, type Stack } from "../test/support/stack.ts";
+import { sleep } from "../dev/poll.ts";
+import { startStack, type Stack } from "../dev/stack.ts";
 import { rssBytes } from "./lib/sse.ts";
 import { median } from "./lib/stats.ts";
 

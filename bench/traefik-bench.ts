@@ -12,32 +12,23 @@
 //        fail-open path; skips what needs the view).
 // Logs, configs and profiles stay in .run/bench/.
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, rmSync, mkdirSync, readFileSync, readdirSync, renameSync, watch, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, readdirSync, watch, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { readFlags } from "./lib/flags.ts";
 import { randomBytes } from "node:crypto";
 import { Agent, request } from "undici";
 import { Redis } from "ioredis";
-import {
-  ManagedProcess,
-  ROOT,
-  httpGet,
-  makeCertificate,
-  renderDynamic,
-  sleep,
-  startStack,
-  traefikBinary,
-  waitUntil,
-  type RenderVars,
-  type Stack,
-} from "../test/support/stack.ts";
-import { freePort } from "../test/support/redis.ts";
+import { sessionHeaders } from "../dev/mcp-client.ts";
+import { metricSum, scrapeMetrics } from "../dev/metrics.ts";
+import { sleep, waitUntil } from "../dev/poll.ts";
+import { startStack, traefikBinary, type Stack } from "../dev/stack.ts";
 import { encodeSession, sessionKey, type SessionRecord } from "../lib/registry/schema.ts";
 import { lookupSession, readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
 import { RedisRegistry } from "../lib/registry/index.ts";
 import { nodeRedisOptions } from "../node/src/affinity.ts";
-import { BenchError, callHeaders, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
+import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
+import { BenchError, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
 import { ensureBenchDeps, preparePluginTraefik, startBenchSidecar, startExtraTraefik, type ExtraTraefik } from "./lib/traefik.ts";
@@ -107,15 +98,14 @@ const SESSIONS_PER_WORKER = 4;
  */
 let SHARED = "";
 
-const log = (msg: string) => process.stdout.write(`[bench ${((performance.now() / 1000) | 0).toString().padStart(3)}s] ${msg}\n`);
+const log = progressLog("bench");
 
 /** Go heap in use after a forced collection (the debug API's heap profile with gc=1 forces one). */
 async function liveHeapBytes(apiUrl: string): Promise<number> {
   const hp = await request(`${apiUrl}/debug/pprof/heap?gc=1`);
   await hp.body.dump();
-  const m = await httpGet(`${apiUrl}/metrics`, 3000);
-  const v = m ? /^go_memstats_heap_alloc_bytes (\S+)$/m.exec(m.text) : null;
-  return v ? Number(v[1]) : NaN;
+  const text = await scrapeMetrics(`${apiUrl}/metrics`, 3000).catch(() => null);
+  return text === null ? NaN : metricSum(text, "go_memstats_heap_alloc_bytes");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,7 +229,7 @@ async function measureRestart(stack: Stack, s: BenchSession, nodeIndex: number):
     let rpc = 1_000_000;
     while (!stop && performance.now() - t0 < 30_000) {
       try {
-        const r = await agent.request({ origin: stack.httpBase, path: "/mcp", method: "POST", headers: callHeaders(s, false), body: counterBody(rpc++), headersTimeout: 2000, bodyTimeout: 2000 });
+        const r = await agent.request({ origin: stack.httpBase, path: "/mcp", method: "POST", headers: sessionHeaders(s.id), body: counterBody(rpc++), headersTimeout: 2000, bodyTimeout: 2000 });
         await r.body.dump();
         const key = `${r.statusCode} ${String(r.headers["mcp-affinity"] ?? "-")}`;
         answers[key] = (answers[key] ?? 0) + 1;
@@ -341,10 +331,7 @@ interface ModeFigures {
 const fmt = (n: number | null | undefined, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? "n/a" : n.toFixed(digits));
 
 async function main(): Promise<void> {
-  const os = await import("node:os");
-  const results: Record<string, any> = { startedAt: new Date().toISOString(), config: cfg, machine: { cpus: os.cpus().length, node: process.version, loadAvgAtStart: os.loadavg() } };
-  // Everything shares the machine's cores: other work running now shows up as noise in every figure.
-  if (os.loadavg()[0]! > 0.5 * os.cpus().length) log(`warning: load average ${os.loadavg()[0]!.toFixed(2)} on ${os.cpus().length} cores: other work is running, figures will be noisy`);
+  const results = startResults(cfg, log);
   log(`starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin`);
   // The stack without its own sidecar: the bench runs the sidecar's CLI itself, with the settings a
   // deployment would use (defaults, plus Traefik's API for server health).
@@ -506,14 +493,15 @@ async function main(): Promise<void> {
       latency: { concurrency: cfg.latencyConcurrency, modes: passResults.latency },
     };
     if (Object.keys(profileFiles).length) {
-      results.profile = {};
+      const profile: Record<string, unknown> = {};
+      results.profile = profile;
       for (const [mode, { file, requests }] of Object.entries(profileFiles)) {
         const sum = profileSummary(file);
         writeFileSync(file.replace(/\.pprof$/, ".txt"), sum.top);
         writeFileSync(file.replace(/\.pprof$/, ".wazero.txt"), sum.wazeroTop);
         const usPerRequest = (pct: number) => (sum.totalMs * 1000 * pct) / 100 / requests;
         const perRequest = Object.fromEntries(Object.entries(sum.share).map(([k, v]) => [k, usPerRequest(v)]));
-        results.profile[mode] = { file, requests, totalMs: sum.totalMs, sampledUsPerRequest: usPerRequest(100), sharePercent: sum.share, usPerRequest: perRequest, wazeroTop: sum.wazeroTop.split("\n").slice(0, 35) };
+        profile[mode] = { file, requests, totalMs: sum.totalMs, sampledUsPerRequest: usPerRequest(100), sharePercent: sum.share, usPerRequest: perRequest, wazeroTop: sum.wazeroTop.split("\n").slice(0, 35) };
         log(
           `  CPU profile of Traefik during (${mode}): ${sum.totalMs} ms sampled over ${requests} requests = ${usPerRequest(100).toFixed(0)} us/request; ` +
             Object.entries(sum.share).map(([k, v]) => `${k} ${v.toFixed(1)}% (${usPerRequest(v).toFixed(1)} us)`).join(", "),
@@ -595,13 +583,9 @@ async function main(): Promise<void> {
       results.restart = { samples };
     }
 
-    results.machine.loadAvgAtEnd = os.loadavg();
+    endResults(results);
     printReport(results, passResults.throughput!, passResults.latency!);
-    if (cfg.json) {
-      writeFileSync(cfg.json + ".tmp", JSON.stringify(results, null, 2) + "\n");
-      renameSync(cfg.json + ".tmp", cfg.json);
-      log(`JSON written to ${cfg.json}`);
-    }
+    writeResults(results, cfg.json, log);
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => {});
     await sidecar?.proc.stop().catch(() => {});
@@ -680,10 +664,4 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
   process.stdout.write(out.join("\n") + "\n");
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    process.stderr.write(`traefik-bench: ${(err as Error).message} (${(err as { code?: string }).code ?? "ERR_BENCH"})\n`);
-    process.exit(1);
-  },
-);
+runBench("traefik-bench", main);

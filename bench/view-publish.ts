@@ -77,7 +77,7 @@ async function inProcess(): Promise<void> {
 }
 
 async function withRedis(): Promise<void> {
-  const { startRedis } = await import("../test/support/redis.ts");
+  const { startRedis } = await import("../dev/redis.ts");
   const { Redis } = await import("ioredis");
   const { startSidecar } = await import("../sidecar/src/sidecar.ts");
   const redis = await startRedis();

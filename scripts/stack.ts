@@ -7,8 +7,12 @@ import { existsSync } from "node:fs";
 import { join, relative } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { startL4Balancer, type L4Balancer } from "../test/support/l4-balancer.ts";
-import { DEMO_TIMING, REDIS_SERVER_PATH, ROOT, StackError, startStack, type ReplicaPorts, type Stack, type StackPorts } from "../test/support/stack.ts";
+import { startL4Balancer, type L4Balancer } from "../dev/l4-balancer.ts";
+import { ROOT } from "../dev/paths.ts";
+import { StackError } from "../dev/process.ts";
+import { REDIS_SERVER } from "../dev/redis.ts";
+import { DEMO_TIMING, startStack, type ReplicaPorts, type Stack } from "../dev/stack.ts";
+import type { StackPorts } from "../dev/traefik-config.ts";
 
 const USAGE = `npm start — the local mcp-affinity stack (all on 127.0.0.1)
 
@@ -73,9 +77,9 @@ function readSettings(installed = true): Settings {
   if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) throw new SettingError(`MCPA_REDIS_URL must start with redis:// or rediss://, got "${redisUrl}"`);
   if (redisUrl && storeRaw === "memory") throw new SettingError("MCPA_REDIS_URL and MCPA_STORE=memory exclude each other");
   let store: "redis" | "memory" = storeRaw === "memory" ? "memory" : "redis";
-  if (!storeRaw && !redisUrl && !existsSync(REDIS_SERVER_PATH)) store = "memory";
-  if (installed && storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER_PATH)) {
-    throw new SettingError(`MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER_PATH}: install it, or set MCPA_REDIS_URL`);
+  if (!storeRaw && !redisUrl && !existsSync(REDIS_SERVER)) store = "memory";
+  if (installed && storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER)) {
+    throw new SettingError(`MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER}: install it, or set MCPA_REDIS_URL`);
   }
   const replicasRaw = process.env.MCPA_REPLICAS || "1";
   if (!/^\d+$/.test(replicasRaw) || Number(replicasRaw) < 1 || Number(replicasRaw) > MAX_DEMO_REPLICAS) {
@@ -209,7 +213,7 @@ async function main(): Promise<void> {
   const prepared = spawnSync(process.execPath, [join(ROOT, "scripts", "prepare-stack.mjs")], { stdio: "inherit" });
   if (prepared.status !== 0) process.exit(prepared.status ?? 1);
   const { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort } = settings(true);
-  if (store === "memory" && !process.env.MCPA_STORE) console.log(`npm start: no redis-server at ${REDIS_SERVER_PATH}: using the sidecar's in-memory store`);
+  if (store === "memory" && !process.env.MCPA_STORE) console.log(`npm start: no redis-server at ${REDIS_SERVER}: using the sidecar's in-memory store`);
   for (const [name, p] of listens) {
     if (!(await portFree(p))) {
       console.error(`npm start: port ${p} (${name}) is already in use on 127.0.0.1: stop what uses it or set ${name}`);

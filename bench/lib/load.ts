@@ -3,7 +3,8 @@
 // and the session's counter exactly one above the last one seen (a misrouted call resets it).
 import { Agent } from "undici";
 import { Samples } from "./stats.ts";
-import { callHeaders, counterBody, counterOf, type BenchSession } from "./mcp.ts";
+import { sessionHeaders } from "../../dev/mcp-client.ts";
+import { counterBody, counterOf, type BenchSession } from "./mcp.ts";
 
 export interface LoadTarget {
   name: string;
@@ -72,7 +73,7 @@ export async function runLoad(
           origin: target.originOf(s),
           path: "/mcp",
           method: "POST",
-          headers: callHeaders(s, target.withCookie),
+          headers: sessionHeaders(s.id, target.withCookie ? s.cookie : undefined),
           body: counterBody(rpc++),
           // A cut answer may leave the connection open without an end: do not wait for ever.
           headersTimeout: 15_000,

@@ -1,7 +1,8 @@
 // Many open SSE streams (GET /mcp with Mcp-Session-Id), one connection each, and process memory.
 import http from "node:http";
 import { readFileSync } from "node:fs";
-import { ACCEPT, PROTOCOL_VERSION, type BenchSession } from "./mcp.ts";
+import { PROTOCOL_VERSION, STICKY_COOKIE } from "../../dev/mcp-client.ts";
+import type { BenchSession } from "./mcp.ts";
 
 export interface OpenStreams {
   opened: number;
@@ -27,8 +28,8 @@ export async function openStreams(base: string, sessions: BenchSession[], withCo
   const u = new URL(base);
   const openOne = (s: BenchSession) =>
     new Promise<void>((resolve) => {
-      const headers: Record<string, string> = { accept: ACCEPT.split(", ")[1]!, "mcp-session-id": s.id, "mcp-protocol-version": PROTOCOL_VERSION };
-      if (withCookie) headers.cookie = `_mcp_backend=${s.cookie}`;
+      const headers: Record<string, string> = { accept: "text/event-stream", "mcp-session-id": s.id, "mcp-protocol-version": PROTOCOL_VERSION };
+      if (withCookie) headers.cookie = `${STICKY_COOKIE}=${s.cookie}`;
       const req = http.request({ agent, host: u.hostname, port: u.port, path: "/mcp", method: "GET", headers });
       reqs.push(req);
       const timer = setTimeout(() => {

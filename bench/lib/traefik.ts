@@ -2,21 +2,14 @@
 // the plugin and other settings), the stack's Traefik restarted with the debug API, and the sidecar
 // as its CLI runs in a deployment. All of them share `shared`, the directory of the view.
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-  ManagedProcess,
-  ROOT,
-  httpGet,
-  makeCertificate,
-  renderDynamic,
-  traefikBinary,
-  waitUntil,
-  type RenderVars,
-  type Stack,
-} from "../../test/support/stack.ts";
-import { freePort } from "../../test/support/redis.ts";
-import { BenchError } from "./mcp.ts";
+import { httpGet, freePort } from "../../dev/net.ts";
+import { ROOT } from "../../dev/paths.ts";
+import { GiveUp, waitUntil } from "../../dev/poll.ts";
+import { ManagedProcess } from "../../dev/process.ts";
+import { traefikBinary, type Stack } from "../../dev/stack.ts";
+import { makeCertificate, renderDynamic, renderStatic, type RenderVars } from "../../dev/traefik-config.ts";
 
 export interface ExtraTraefik {
   proc: ManagedProcess;
@@ -55,7 +48,7 @@ export async function startExtraTraefik(
   await waitUntil(
     `${name} Traefik's healthy servers`,
     async () => {
-      if (!proc.running) throw new BenchError(`${name} Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
+      if (!proc.running) throw new GiveUp(`${name} Traefik exited:\n${proc.tail()}`, "ERR_BENCH_TRAEFIK");
       const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
       if (!r || r.status !== 200) return false;
       const st = (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
@@ -76,33 +69,7 @@ export async function startExtraTraefik(
  * API (pprof, forced GC for heap figures). Without the plugin, the experimental section goes: plain
  * Traefik must not even compile the plugin.
  */
-function benchStatic(vars: RenderVars, withPlugin: boolean): string {
-  const values: Record<string, string> = {
-    BIND: vars.bind,
-    HTTP_PORT: String(vars.ports.http),
-    HTTPS_PORT: String(vars.ports.https),
-    API_PORT: String(vars.ports.api),
-    DYNAMIC_FILE: join(vars.dir, "dynamic.yml"),
-    LOG_LEVEL: vars.logLevel,
-    SHARED_DIR: vars.shared,
-  };
-  let text = readFileSync(join(ROOT, "traefik", "traefik.yml"), "utf8").replace(/\$\{(\w+)\}/g, (_, k: string) => {
-    if (!(k in values)) throw new BenchError(`traefik/traefik.yml: no value for \${${k}}`, "ERR_BENCH_TEMPLATE");
-    return values[k]!;
-  });
-  if (!withPlugin) {
-    const before = text;
-    text = text.replace(/^experimental:[\s\S]*$/m, "");
-    if (text === before) throw new BenchError("traefik/traefik.yml: no experimental section to remove", "ERR_BENCH_TEMPLATE");
-  }
-  return withDebugApi(text);
-}
-
-function withDebugApi(staticYaml: string): string {
-  const out = staticYaml.replace(/^(\s+)dashboard: false$/m, "$1dashboard: false\n$1debug: true");
-  if (out === staticYaml) throw new BenchError("traefik/traefik.yml: cannot find `dashboard: false` under api to add debug", "ERR_BENCH_TEMPLATE");
-  return out;
-}
+const benchStatic = (vars: RenderVars, withPlugin: boolean): string => renderStatic(vars, { accessLog: false, plugin: withPlugin, debugApi: true });
 
 /**
  * Restarts the stack's Traefik with the debug API (pprof, forced GC for heap figures) switched on,
@@ -147,7 +114,7 @@ export async function startBenchSidecar(stack: Stack, shared: string, sidecarMai
     await waitUntil(
       "the sidecar's /readyz",
       async () => {
-        if (!proc.running) throw new BenchError(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
+        if (!proc.running) throw new GiveUp(`the sidecar exited:\n${proc.tail()}`, "ERR_BENCH_SIDECAR");
         return (await httpGet(`${url}/readyz`))?.status === 200;
       },
       180_000,

@@ -5,29 +5,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
 import { lookupSession } from "../../lib/view/index.ts";
-import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type Stack } from "../support/stack.ts";
-import {
-  connectSdk,
-  counterLoad,
-  header,
-  initializeBody,
-  jsonRpcOf,
-  LATEST_PROTOCOL,
-  MCP_HEADERS,
-  newTally,
-  openSse,
-  pythonClient,
-  raw,
-  rawCall,
-  rawInitialize,
-  rawSocket,
-  report,
-  setCookies,
-  sidecarMetric,
-  stickyCookieOf,
-  type CounterLoadResult,
-  type SdkSession,
-} from "./helpers.ts";
+import { httpGet } from "../../dev/net.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type Stack } from "../../dev/stack.ts";
+import { watchViewConsistency } from "../support/view-consistency.ts";
+import { header, initializeBody, jsonRpcOf, MCP_HEADERS, openSse, PROTOCOL_VERSION, raw, rawCall, rawInitialize, setCookies, stickyCookieOf } from "../../dev/mcp-client.ts";
+import { connectSdk, counterLoad, newTally, pythonClient, rawSocket, report, sidecarMetric, type CounterLoadResult, type SdkSession } from "./helpers.ts";
 
 let stack: Stack;
 
@@ -199,14 +182,14 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     expect(init.status).toBe(200);
     expect(header(init, "mcp-session-id")).toMatch(/^[\x21-\x7e]+$/);
     expect(header(init, "mcp-affinity")).toBeUndefined();
-    expect(jsonRpcOf(init.body).result.protocolVersion).toBe(LATEST_PROTOCOL);
+    expect(jsonRpcOf(init.body).result.protocolVersion).toBe(PROTOCOL_VERSION);
 
     // An initialize whose body is near the plugin's inspection limit, with multi-byte text and the
     // method after the params: the node must still parse it (the plugin gave the body back intact).
     const big = JSON.stringify({
       jsonrpc: "2.0",
       id: 7,
-      params: { protocolVersion: LATEST_PROTOCOL, capabilities: {}, clientInfo: { name: "é—✓".repeat(5000) + "x".repeat(40_000), version: "1" } },
+      params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: "é—✓".repeat(5000) + "x".repeat(40_000), version: "1" } },
       method: "initialize",
     });
     const bigInit = await raw(`${base}/mcp`, { method: "POST", headers: MCP_HEADERS, body: big });
@@ -236,7 +219,7 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     const near = JSON.stringify({
       jsonrpc: "2.0",
       id: 8,
-      params: { protocolVersion: LATEST_PROTOCOL, capabilities: {}, clientInfo: { name: "é—✓".repeat(3000) + "x".repeat(41_000), version: "1" } },
+      params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: "é—✓".repeat(3000) + "x".repeat(41_000), version: "1" } },
       method: "initialize",
     });
     expect(Buffer.byteLength(near)).toBeGreaterThan(65_000);
@@ -274,7 +257,7 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
       expect(b.error.code, name).not.toBe(-32601);
     };
     const post = (headers: Record<string, string | string[]>) =>
-      raw(`${base}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-protocol-version": LATEST_PROTOCOL, ...headers }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }) });
+      raw(`${base}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-protocol-version": PROTOCOL_VERSION, ...headers }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }) });
 
     // Invalid characters (visible ASCII only is valid).
     for (const [name, sid] of [
@@ -337,7 +320,7 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     const callBody = JSON.stringify({ jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "counter", arguments: {} } });
     const manyLines = await rawSocket(
       port,
-      `POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: ${sessionId}\r\nMcp-Protocol-Version: ${LATEST_PROTOCOL}\r\n${lines}Content-Length: ${callBody.length}\r\nConnection: close\r\n\r\n${callBody}`,
+      `POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: ${sessionId}\r\nMcp-Protocol-Version: ${PROTOCOL_VERSION}\r\n${lines}Content-Length: ${callBody.length}\r\nConnection: close\r\n\r\n${callBody}`,
     );
     results["300 Cookie lines"] = manyLines.status;
     expect(manyLines.status).toBe(200);
@@ -427,7 +410,7 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     expect(wrong).toBe(0);
     expect(badAnswers).toBe(0);
     // All of them end cleanly.
-    const deletes = await Promise.all(sessions.map((x) => raw(`${base}/mcp`, { method: "DELETE", headers: { "mcp-session-id": x.sessionId, "mcp-protocol-version": LATEST_PROTOCOL } })));
+    const deletes = await Promise.all(sessions.map((x) => raw(`${base}/mcp`, { method: "DELETE", headers: { "mcp-session-id": x.sessionId, "mcp-protocol-version": PROTOCOL_VERSION } })));
     expect(deletes.every((d) => d.status === 200)).toBe(true);
   });
 

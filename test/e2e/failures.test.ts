@@ -7,21 +7,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
 import { lookupSession, readMeta } from "../../lib/view/index.ts";
-import { redisCommand } from "../support/redis.ts";
-import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type NodePart, type Stack } from "../support/stack.ts";
-import {
-  connectSdk,
-  header,
-  initializeBody,
-  LATEST_PROTOCOL,
-  MCP_HEADERS,
-  raw,
-  rawCall,
-  report,
-  sidecarMetric,
-  stickyCookieOf,
-  type SdkSession,
-} from "./helpers.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { redisCommand } from "../../dev/redis.ts";
+import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
+import { watchViewConsistency } from "../support/view-consistency.ts";
+import { header, initializeBody, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, stickyCookieOf } from "../../dev/mcp-client.ts";
+import { connectSdk, report, sidecarMetric, type SdkSession } from "./helpers.ts";
 
 let stack: Stack;
 
@@ -44,7 +35,7 @@ async function sessionOn(node: NodePart): Promise<string> {
   expect(stickyCookieOf(init)).toBeUndefined();
   const n = await raw(`${base()}/mcp`, {
     method: "POST",
-    headers: { ...MCP_HEADERS, "mcp-session-id": sid, "mcp-protocol-version": LATEST_PROTOCOL },
+    headers: { ...MCP_HEADERS, "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION },
     body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
   });
   expect(n.status).toBe(202);
@@ -244,7 +235,7 @@ describe("end to end through Traefik: failures", () => {
     const logBefore = node3.proc.log().length;
 
     const t0 = Date.now();
-    const del = await raw(`${base()}/mcp`, { method: "DELETE", headers: { "mcp-session-id": sid, "mcp-protocol-version": LATEST_PROTOCOL } });
+    const del = await raw(`${base()}/mcp`, { method: "DELETE", headers: { "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION } });
     await waitUntil("the registry record to be deleted", async () => !(await redisHas(sid)), 5000, 10);
     const redisGoneMs = Date.now() - t0;
     const tombstoneMs = await waitViewState(sid, "closed", 5000);
@@ -351,7 +342,7 @@ describe("end to end through Traefik: failures", () => {
       // Cookie-less, with the node's own cookie, a GET stream and a DELETE: all answered at the edge.
       answers.push(await rawCall(base(), sid, "counter"));
       answers.push(await rawCall(base(), sid, "counter", { cookie: `_mcp_backend=${n1.cookie}` }));
-      answers.push(await raw(`${base()}/mcp`, { method: "GET", headers: { accept: "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": LATEST_PROTOCOL } }));
+      answers.push(await raw(`${base()}/mcp`, { method: "GET", headers: { accept: "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION } }));
     }
     for (const a of answers) {
       expect(a.status).toBe(404);
@@ -363,7 +354,7 @@ describe("end to end through Traefik: failures", () => {
     const seen = n1.proc.log().slice(logStart);
     for (const sid of old1) expect(seen).not.toContain(sessionTag(sid));
     // ... which this check would notice: one request straight to the node shows up in its log.
-    const direct = await raw(`${n1.url}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": old1[0]!, "mcp-protocol-version": LATEST_PROTOCOL }, body: "{}" });
+    const direct = await raw(`${n1.url}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": old1[0]!, "mcp-protocol-version": PROTOCOL_VERSION }, body: "{}" });
     expect(direct.status).toBe(404);
     await waitUntil("the node to log the direct request", async () => n1.proc.log().slice(logStart).includes(sessionTag(old1[0]!)), 3000);
 

@@ -6,10 +6,11 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { Agent, request as undiciRequest } from "undici";
-import { CALL_ID_HEADER, ROOT, httpGet, type Stack } from "../support/stack.ts";
+import { ROOT, VENV_PYTHON } from "../../dev/paths.ts";
+import type { Stack } from "../../dev/stack.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
+import { scrapeMetric } from "../../dev/metrics.ts";
 
-export const LATEST_PROTOCOL = "2025-06-18";
 /** A call that gets no answer fails within this time instead of the SDK's 60 s. */
 export const CALL_TIMEOUT_MS = 8000;
 
@@ -212,108 +213,12 @@ export async function counterLoad(url: string, sessions: number, calls: number):
 const round = (n: number) => Math.round(n * 10) / 10;
 
 // ---------------------------------------------------------------------------------------------
-// Raw HTTP through Traefik (undici: keeps duplicate headers and odd values as given)
-
-export interface RawResponse {
-  status: number;
-  headers: Record<string, string | string[]>;
-  body: string;
-}
-
-const dispatcher = new Agent({ connections: 64, pipelining: 1 });
-// Open streams each hold a connection: they get their own pool, without a cap.
-const streamDispatcher = new Agent({ pipelining: 1 });
-
-export async function raw(
-  url: string,
-  opts: { method?: string; headers?: Record<string, string | string[]> | string[]; body?: string; timeoutMs?: number } = {},
-): Promise<RawResponse> {
-  const r = await undiciRequest(url, {
-    method: (opts.method ?? "GET") as "GET",
-    headers: opts.headers as Record<string, string>,
-    body: opts.body,
-    dispatcher,
-    headersTimeout: opts.timeoutMs ?? 10_000,
-    bodyTimeout: opts.timeoutMs ?? 10_000,
-  });
-  const body = await r.body.text();
-  return { status: r.statusCode, headers: r.headers as Record<string, string | string[]>, body };
-}
-
-export const header = (r: RawResponse, name: string): string | undefined => {
-  const v = r.headers[name.toLowerCase()];
-  return Array.isArray(v) ? v.join(", ") : v;
-};
-
-export const setCookies = (r: RawResponse): string[] => {
-  const v = r.headers["set-cookie"];
-  return v === undefined ? [] : Array.isArray(v) ? v : [v];
-};
-
-/** The `_mcp_backend` value of a response's Set-Cookie lines, if any. */
-export function stickyCookieOf(r: RawResponse, name = "_mcp_backend"): string | undefined {
-  for (const line of setCookies(r)) {
-    const m = new RegExp(`^${name}=([^;]*)`).exec(line);
-    if (m) return m[1];
-  }
-  return undefined;
-}
-
-export const MCP_HEADERS = { "content-type": "application/json", accept: "application/json, text/event-stream" };
-
-export function initializeBody(id = 1): string {
-  return JSON.stringify({
-    jsonrpc: "2.0",
-    id,
-    method: "initialize",
-    params: { protocolVersion: LATEST_PROTOCOL, capabilities: {}, clientInfo: { name: "raw-e2e", version: "0.1.0" } },
-  });
-}
-
-/** Parses a JSON or single-event SSE body into the JSON-RPC message. */
-export function jsonRpcOf(body: string): any {
-  const t = body.trim();
-  if (t.startsWith("{") || t.startsWith("[")) return JSON.parse(t);
-  const data = t
-    .split("\n")
-    .filter((l) => l.startsWith("data:"))
-    .map((l) => l.slice(5).trim());
-  return data.length ? JSON.parse(data[data.length - 1]!) : null;
-}
-
-/** A raw session: initialize + initialized, keeping whatever cookie the caller chooses to send. */
-export async function rawInitialize(base: string): Promise<{ sessionId: string; cookie: string | undefined; init: RawResponse }> {
-  const init = await raw(`${base}/mcp`, { method: "POST", headers: MCP_HEADERS, body: initializeBody() });
-  if (init.status !== 200) throw new Error(`initialize answered ${init.status}: ${init.body}`);
-  const sessionId = header(init, "mcp-session-id");
-  if (!sessionId) throw new Error("initialize gave no Mcp-Session-Id");
-  const cookie = stickyCookieOf(init);
-  const headers: Record<string, string> = { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL };
-  const n = await raw(`${base}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }) });
-  if (n.status !== 202) throw new Error(`initialized answered ${n.status}: ${n.body}`);
-  return { sessionId, cookie, init };
-}
-
-let rpcId = 100;
-/** tools/call over raw HTTP with a session id and optional Cookie header. */
-export async function rawCall(base: string, sessionId: string, tool: string, extra: { cookie?: string; headers?: Record<string, string>; args?: Record<string, unknown>; timeoutMs?: number } = {}): Promise<RawResponse & { text?: string }> {
-  const headers: Record<string, string> = { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL, ...extra.headers };
-  if (extra.cookie !== undefined) headers.cookie = extra.cookie;
-  const r = await raw(`${base}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: ++rpcId, method: "tools/call", params: { name: tool, arguments: extra.args ?? {} } }), timeoutMs: extra.timeoutMs });
-  let text: string | undefined;
-  if (r.status === 200) text = jsonRpcOf(r.body)?.result?.content?.[0]?.text;
-  return { ...r, text };
-}
-
-// ---------------------------------------------------------------------------------------------
 // The Python client
 
-export const PYTHON = join(ROOT, ".venv", "bin", "python");
-
 export function pythonClient(args: string[], timeoutMs = 60_000): Promise<any> {
-  if (!existsSync(PYTHON)) throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
+  if (!existsSync(VENV_PYTHON)) throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
   return new Promise((resolve, reject) => {
-    execFile(PYTHON, [join(ROOT, "test", "e2e", "python_client.py"), ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(VENV_PYTHON, [join(ROOT, "test", "e2e", "python_client.py"), ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`python_client failed: ${err.message}\n${stderr}`));
       try {
         resolve(JSON.parse(stdout));
@@ -324,17 +229,8 @@ export function pythonClient(args: string[], timeoutMs = 60_000): Promise<any> {
   });
 }
 
-/** Sum of every series of a sidecar metric (or of those whose labels contain `labels`); NaN when /metrics does not answer. */
-export async function sidecarMetric(stack: Stack, name: string, labels = ""): Promise<number> {
-  const r = await httpGet(`${stack.sidecarUrl}/metrics`);
-  if (!r) return NaN;
-  let sum = 0;
-  for (const line of r.text.split("\n")) {
-    const series = line.startsWith(`${name}{`) || line.startsWith(`${name} `);
-    if (series && (!labels || line.includes(labels))) sum += Number(line.split(" ").pop());
-  }
-  return sum;
-}
+/** Sum of the series of a metric of the stack's sidecar whose labels contain every fragment; NaN when /metrics does not answer. */
+export const sidecarMetric = (stack: Stack, name: string, ...fragments: string[]): Promise<number> => scrapeMetric(`${stack.sidecarUrl}/metrics`, name, ...fragments);
 
 /** Prints one `[e2e] <scenario>: {json}` measurement line (docs/e2e.md lists what each prints). */
 export function report(scenario: string, data: Record<string, unknown>): void {
@@ -365,74 +261,6 @@ export function rawSocket(port: number, request: string | Buffer, timeoutMs = 50
     sock.on("error", () => {});
     sock.on("connect", () => sock.write(request));
   });
-}
-
-export interface SseStream {
-  status: number;
-  headers: Record<string, string | string[]>;
-  /** JSON-RPC messages received so far. */
-  messages: any[];
-  /** Resolves when `n` messages have arrived (rejects after timeoutMs). */
-  waitFor(n: number, timeoutMs: number): Promise<void>;
-  close(): void;
-}
-
-/** Opens the standalone GET stream of a session (resolves once the response headers are in). */
-export async function openSse(base: string, sessionId: string, extraHeaders: Record<string, string> = {}): Promise<SseStream> {
-  const ac = new AbortController();
-  const r = await undiciRequest(`${base}/mcp`, {
-    method: "GET",
-    headers: { accept: "text/event-stream", "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL, ...extraHeaders },
-    dispatcher: streamDispatcher,
-    signal: ac.signal,
-    bodyTimeout: 0,
-  });
-  const messages: any[] = [];
-  const waiters: Array<() => void> = [];
-  let buf = "";
-  r.body.setEncoding("utf8");
-  r.body.on("data", (chunk: string) => {
-    buf += chunk;
-    let sep: number;
-    while ((sep = buf.indexOf("\n\n")) >= 0) {
-      const event = buf.slice(0, sep);
-      buf = buf.slice(sep + 2);
-      const data = event
-        .split("\n")
-        .filter((l) => l.startsWith("data:"))
-        .map((l) => l.slice(5).trim())
-        .join("\n");
-      if (data) {
-        try {
-          messages.push(JSON.parse(data));
-        } catch {
-          messages.push({ unparsable: data });
-        }
-      }
-    }
-    for (const w of waiters.splice(0)) w();
-  });
-  r.body.on("error", () => {});
-  return {
-    status: r.statusCode,
-    headers: r.headers as Record<string, string | string[]>,
-    messages,
-    waitFor(n, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const deadline = setTimeout(() => reject(new Error(`SSE: ${messages.length}/${n} messages after ${timeoutMs} ms`)), timeoutMs);
-        const check = () => {
-          if (messages.length >= n) {
-            clearTimeout(deadline);
-            resolve();
-          } else waiters.push(check);
-        };
-        check();
-      });
-    },
-    close() {
-      ac.abort();
-    },
-  };
 }
 
 function dechunk(body: string): string {

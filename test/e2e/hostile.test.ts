@@ -8,9 +8,13 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Pool } from "undici";
 import { rssBytes } from "../../bench/lib/sse.ts";
-import { redisCommand } from "../support/redis.ts";
-import { CALL_ID_HEADER, isProxyCut, sleep, startStack, waitUntil, type AccessLogRow, type Stack } from "../support/stack.ts";
-import { MCP_HEADERS, LATEST_PROTOCOL, connectSdk, initializeBody, rawCall, rawInitialize, report, type SdkSession } from "./helpers.ts";
+import { isProxyCut, type AccessLogRow } from "../../dev/access-log.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { redisCommand } from "../../dev/redis.ts";
+import { startStack, type Stack } from "../../dev/stack.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
+import { initializeBody, MCP_HEADERS, PROTOCOL_VERSION, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
+import { connectSdk, report, sidecarMetric, type SdkSession } from "./helpers.ts";
 
 const FLOOD_MS = Number(process.env.MCPA_FLOOD_MS ?? 30_000);
 const PROBE_MS = 5_000;
@@ -35,11 +39,6 @@ async function redisCalls(stack: Stack): Promise<number> {
   return n - (info ? Number(info[1]) : 0);
 }
 
-async function metric(stack: Stack, name: string, labels = ""): Promise<number> {
-  const text = await (await fetch(`${stack.sidecarUrl}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name}${labels} `));
-  return line ? Number(line.split(" ").pop()) : 0;
-}
 
 function dirCounts(stack: Stack): { session: number; count: number; learned: number } {
   const ev = join(stack.shared, "events");
@@ -162,7 +161,7 @@ async function flood(stack: Stack, kinds: Kind[], ms: number, victim: string, sa
   const out: Record<string, Record<string, number>> = {};
   const end = Date.now() + ms;
   const call = (id?: string) => JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "counter", arguments: {} } });
-  const session = (id: string) => ({ ...MCP_HEADERS, "mcp-session-id": id, "mcp-protocol-version": LATEST_PROTOCOL });
+  const session = (id: string) => ({ ...MCP_HEADERS, "mcp-session-id": id, "mcp-protocol-version": PROTOCOL_VERSION });
   const one = async (kind: Kind) => {
     const forged = randomBytes(16).toString("hex");
     const req =
@@ -252,9 +251,9 @@ describe.each(["python", "reference"] as const)("hostile traffic, %s nodes", (no
     await waitUntil("events/ drained", async () => dirCounts(stack).session === 0, 20_000);
     await sleep(10_000);
     const after = { traefik: rssKiB(stack.traefik.pid), sidecar: rssKiB(stack.sidecar!.pid) };
-    const lost = await metric(stack, "mcp_affinity_edge_session_events_lost_total");
-    const quarantined = await metric(stack, "mcp_affinity_event_files_total", '{result="quarantined"}');
-    const edgeCloses = await metric(stack, "mcp_affinity_closes_total", '{origin="edge"}');
+    const lost = await sidecarMetric(stack, "mcp_affinity_edge_session_events_lost_total");
+    const quarantined = await sidecarMetric(stack, "mcp_affinity_event_files_total", '{result="quarantined"}');
+    const edgeCloses = await sidecarMetric(stack, "mcp_affinity_closes_total", '{origin="edge"}');
     const victimCall = await rawCall(stack.httpBase, victim, "counter");
     const proxyCuts = real.nameTimeouts(stack.accessLog());
 

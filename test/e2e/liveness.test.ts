@@ -7,8 +7,12 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { httpGet, sleep, startStack, waitUntil, type NodePart, type Stack } from "../support/stack.ts";
-import { CALL_TIMEOUT_MS, connectSdk, header, httpStatusOf, LATEST_PROTOCOL, MCP_HEADERS, PYTHON, raw, rawCall, rawInitialize, report, type SdkSession } from "./helpers.ts";
+import { httpGet } from "../../dev/net.ts";
+import { VENV_PYTHON } from "../../dev/paths.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
+import { header, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
+import { CALL_TIMEOUT_MS, connectSdk, httpStatusOf, report, type SdkSession } from "./helpers.ts";
 
 type ClientKind = "ts" | "py" | "go" | "rust";
 /** One operation of one client session; `at` is the wall clock when it started. */
@@ -55,7 +59,7 @@ function runProcessClient(kind: Exclude<ClientKind, "ts">, sessions: number, cal
       ? [goBin, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS), ...(reinit ? ["--reinit"] : [])]]
       : kind === "rust"
         ? [rustBin, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS)]] // rmcp re-initializes on a 404 by itself
-        : [PYTHON, ["test/e2e/python_client.py", "--events", ...common, ...(reinit ? ["--reinit"] : [])]];
+        : [VENV_PYTHON, ["test/e2e/python_client.py", "--events", ...common, ...(reinit ? ["--reinit"] : [])]];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     const out: Ev[] = [];
@@ -125,7 +129,7 @@ async function sessionOn(node: NodePart): Promise<string> {
     const { sessionId } = await rawInitialize(stack.httpBase);
     const who = await rawCall(stack.httpBase, sessionId, "whoami");
     if (JSON.parse(who.text!).node === node.name) return sessionId;
-    await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers: { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL } });
+    await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers: { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION } });
   }
   throw new Error(`no session landed on ${node.name}`);
 }
@@ -228,7 +232,7 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         const sentId = 9000 + k;
         const at = Date.now();
         pending.push(
-          raw(`${stack.httpBase}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": probe, "mcp-protocol-version": LATEST_PROTOCOL }, body: JSON.stringify({ jsonrpc: "2.0", id: sentId, method: "tools/call", params: { name: "whoami", arguments: {} } }), timeoutMs: 10_000 })
+          raw(`${stack.httpBase}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": probe, "mcp-protocol-version": PROTOCOL_VERSION }, body: JSON.stringify({ jsonrpc: "2.0", id: sentId, method: "tools/call", params: { name: "whoami", arguments: {} } }), timeoutMs: 10_000 })
             .then((r) => void probes.push({ at, status: r.status, id: r.status === 503 ? JSON.parse(r.body).id : null, sentId }))
             .catch(() => void probes.push({ at, status: null, id: null, sentId })),
         );

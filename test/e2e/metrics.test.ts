@@ -6,8 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
 import { lookupSession } from "../../lib/view/index.ts";
 import { goTool } from "../../scripts/go-tools.mjs";
-import { httpGet, sleep, startStack, waitUntil, type Stack } from "../support/stack.ts";
-import { header, LATEST_PROTOCOL, MCP_HEADERS, raw, rawCall, rawInitialize, report } from "./helpers.ts";
+import { metricSum, scrapeMetrics } from "../../dev/metrics.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type Stack } from "../../dev/stack.ts";
+import { header, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
+import { report } from "./helpers.ts";
 
 let stack: Stack;
 /** A session closed through Traefik: the edge answers 404 for it. */
@@ -21,30 +24,14 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function scrape(url: string): Promise<string> {
-  const r = await httpGet(url, 2000);
-  if (!r || r.status !== 200) throw new Error(`${url} answered ${r?.status ?? "nothing"}`);
-  return r.text;
-}
-
-/** Sum of the series of `name` whose labels contain every fragment. */
-function sumOf(text: string, name: string, ...fragments: string[]): number {
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (!(line.startsWith(`${name}{`) || line.startsWith(`${name} `))) continue;
-    if (fragments.every((f) => line.includes(f))) sum += Number(line.split(" ").pop());
-  }
-  return sum;
-}
-
-const sidecarMetric = async (name: string, ...fragments: string[]) => sumOf(await scrape(`${stack.sidecarUrl}/metrics`), name, ...fragments);
+const sidecarMetric = async (name: string, ...fragments: string[]) => metricSum(await scrapeMetrics(`${stack.sidecarUrl}/metrics`), name, ...fragments);
 
 describe("edge decisions and closes on /metrics", () => {
   it("a DELETE counts one close; N edge 404s count exactly N lost within 2 s, with the instance idle after them", async () => {
     const closesBefore = await sidecarMetric("mcp_affinity_closes_total");
     const { sessionId } = await rawInitialize(stack.httpBase);
     closedSession = sessionId;
-    const headers = { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": LATEST_PROTOCOL };
+    const headers = { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION };
     expect((await rawCall(stack.httpBase, sessionId, "counter")).text).toBe("1");
     const del = await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers });
     expect(del.status).toBe(200);
@@ -77,23 +64,23 @@ describe("edge decisions and closes on /metrics", () => {
 
 describe("the scrapes", () => {
   it("the sidecar's /metrics after real traffic passes promtool check metrics", async () => {
-    const text = await scrape(`${stack.sidecarUrl}/metrics`);
-    expect(sumOf(text, "mcp_affinity_edge_decisions_total")).toBeGreaterThan(0);
+    const text = await scrapeMetrics(`${stack.sidecarUrl}/metrics`);
+    expect(metricSum(text, "mcp_affinity_edge_decisions_total")).toBeGreaterThan(0);
     const r = spawnSync(goTool("promtool"), ["check", "metrics"], { input: text, encoding: "utf8" });
     expect(`${r.stdout}${r.stderr}`).toBe("");
     expect(r.status).toBe(0);
   });
 
   it("Traefik exports the MCP service's request count the silent-plugin alert compares with", async () => {
-    const text = await scrape(stack.traefikMetricsUrl);
+    const text = await scrapeMetrics(stack.traefikMetricsUrl);
     // McpAffinityPluginSilent selects service=~"mcp@file|..." (ops/prometheus-alerts.yml).
-    expect(sumOf(text, "traefik_service_requests_total", 'service="mcp@file"')).toBeGreaterThan(0);
+    expect(metricSum(text, "traefik_service_requests_total", 'service="mcp@file"')).toBeGreaterThan(0);
   });
 });
 
 describe("a plugin with a bad setting", () => {
   it("passes everything and reports nothing while Traefik counts the requests (what McpAffinityPluginSilent compares)", async () => {
-    const headers = { ...MCP_HEADERS, "mcp-session-id": closedSession, "mcp-protocol-version": LATEST_PROTOCOL };
+    const headers = { ...MCP_HEADERS, "mcp-session-id": closedSession, "mcp-protocol-version": PROTOCOL_VERSION };
     const post = () => raw(`${stack.httpBase}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }) });
     expect(header(await post(), "mcp-affinity")).toBe("lost");
     // eventFlushMs below its range: the plugin logs the setting once and passes every request.
@@ -101,11 +88,11 @@ describe("a plugin with a bad setting", () => {
     await waitUntil("Traefik to load the middleware with the bad setting", async () => header(await post(), "mcp-affinity") === undefined, 15_000, 200);
     await sleep(1500); // batches of the old instances
     const decisionsBefore = await sidecarMetric("mcp_affinity_edge_decisions_total");
-    const servedBefore = sumOf(await scrape(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"');
+    const servedBefore = metricSum(await scrapeMetrics(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"');
     const N = 30;
     for (let i = 0; i < N; i++) expect((await post()).status).toBe(404); // the node's own 404 now
     await sleep(1500);
-    const served = sumOf(await scrape(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"') - servedBefore;
+    const served = metricSum(await scrapeMetrics(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"') - servedBefore;
     expect(served).toBeGreaterThanOrEqual(N);
     const decisions = (await sidecarMetric("mcp_affinity_edge_decisions_total")) - decisionsBefore;
     expect(decisions).toBe(0);

@@ -5,10 +5,10 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
-import { freePort } from "../support/redis.ts";
-import { ROOT } from "../support/stack.ts";
-import { sleep } from "../support/wait.ts";
-import { ownConnectionsFetch } from "../support/l4-balancer.ts";
+import { ownConnectionsFetch } from "../../dev/l4-balancer.ts";
+import { freePort } from "../../dev/net.ts";
+import { ROOT } from "../../dev/paths.ts";
+import { sleep } from "../../dev/poll.ts";
 import { connectSdk, report } from "./helpers.ts";
 
 function pidsAlive(pids: number[]): number[] {

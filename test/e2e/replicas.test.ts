@@ -9,10 +9,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionTag } from "../../lib/registry/schema.ts";
 import { bootTag, parseSessionToken } from "../../lib/token/index.ts";
-import { ownConnectionsFetch, randomReplicaFetch, startL4Balancer, type L4Balancer } from "../support/l4-balancer.ts";
-import { CALL_ID_HEADER, isProxyCut, startStack, waitUntil, type AccessLogRow, type NodeKind, type Stack } from "../support/stack.ts";
-import { sleep } from "../support/wait.ts";
-import { connectSdk, header, LATEST_PROTOCOL, newTally, raw, rawCall, rawInitialize, report, type HttpTally, type SdkSession } from "./helpers.ts";
+import { isProxyCut, type AccessLogRow } from "../../dev/access-log.ts";
+import { ownConnectionsFetch, randomReplicaFetch, startL4Balancer, type L4Balancer } from "../../dev/l4-balancer.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type NodeKind, type Stack } from "../../dev/stack.ts";
+import { header, PROTOCOL_VERSION, raw, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
+import { connectSdk, newTally, report, type HttpTally, type SdkSession } from "./helpers.ts";
 
 const SESSIONS = 100;
 const CALLS = 5;
@@ -328,7 +331,7 @@ for (const kind of ["reference", "python"] as const) {
             const answers = [
               await rawCall(r.httpBase, sid, "counter"),
               await rawCall(r.httpBase, sid, "counter", { cookie: `_mcp_backend=${n1.cookie}` }),
-              await raw(`${r.httpBase}/mcp`, { method: "GET", headers: { accept: "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": LATEST_PROTOCOL } }),
+              await raw(`${r.httpBase}/mcp`, { method: "GET", headers: { accept: "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION } }),
             ];
             for (const ans of answers) {
               const who = `${r.name}, session ${sessionTag(sid)}`;

@@ -6,8 +6,11 @@ import { existsSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, sleep, startStack, waitUntil, type Stack } from "../support/stack.ts";
-import { connectSdk, rawCall, type SdkSession } from "./helpers.ts";
+import { ROOT } from "../../dev/paths.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startStack, type Stack } from "../../dev/stack.ts";
+import { rawCall } from "../../dev/mcp-client.ts";
+import { connectSdk, type SdkSession } from "./helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_FLAGS = [

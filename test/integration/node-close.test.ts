@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
 import { CHANGE_CHANNEL, decodeChange, cookieValueFor, encodeSession, sessionKey } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
-import { connectClient, rawMcp, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
+import { waitUntil } from "../../dev/poll.ts";
+import { connectClient, rawMcp, startNode, startRedis, type TestRedis } from "./node-redis-helper.ts";
 
 let redis: TestRedis;
 let sub: Redis;
@@ -27,7 +28,7 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const closeAnnounced = (id: string) => waitFor(() => changes.some((m) => m.op === "close" && m.id === id), "close announced on the channel");
+const closeAnnounced = (id: string) => waitUntil("close announced on the channel", () => changes.some((m) => m.op === "close" && m.id === id), 5000);
 
 describe("closeSession", () => {
   it("client DELETE on a node whose local close throws: Redis is cleaned, the session is gone", async () => {
@@ -84,7 +85,7 @@ describe("closeSession", () => {
     expect(res).toMatchObject({ status: 404, body: SESSION_NOT_FOUND_BODY });
     expect(await redis.client.exists(sessionKey(id))).toBe(0);
     await closeAnnounced(id);
-    await waitFor(() => healthy.affinity.stats().mismatches.stale >= 1, "stale mismatch counted");
+    await waitUntil("stale mismatch counted", () => healthy.affinity.stats().mismatches.stale >= 1, 5000);
   });
 
   it("Redis down during a close: the local close still happens and the failure is counted", async () => {

@@ -6,7 +6,9 @@ import { Redis } from "ioredis";
 import { CHANGE_CHANNEL, decodeChange, cookieValueFor, decodeNode, decodeSession, nodeKey, sessionKey } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
 import { ConfigError, parseNodeConfig } from "../../node/reference/config.ts";
-import { connectClient, freePort, rawMcp, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
+import { waitUntil } from "../../dev/poll.ts";
+import { freePort } from "../../dev/net.ts";
+import { connectClient, rawMcp, startNode, startRedis, type TestRedis } from "./node-redis-helper.ts";
 
 const MAIN = "node/reference/main.ts";
 let redis: TestRedis;
@@ -54,7 +56,7 @@ async function health(url: string): Promise<{ status: number; body: any } | null
 async function startProc(port: number, extra: string[] = []) {
   const p = run(["--port", String(port), "--name", `proc-${port}`, "--redis-url", redis.url, "--heartbeat-ms", "200", "--drain-grace-ms", "300", ...extra]);
   const url = `http://127.0.0.1:${port}`;
-  const h = await waitFor(async () => ((await health(url))?.status === 200 ? health(url) : null), `node on ${port} healthy`, 15_000, 50);
+  const h = await waitUntil(`node on ${port} healthy`, async () => ((await health(url))?.status === 200 ? health(url) : null), 15_000, 50);
   return { ...p, url, boot: h.body.boot as string };
 }
 
@@ -72,14 +74,14 @@ describe("heartbeat and boot id", () => {
     });
     try {
       const first = await startProc(port);
-      const rec1 = decodeNode((await waitFor(() => redis.client.get(nodeKey(cookie)), "node record"))!);
+      const rec1 = decodeNode((await waitUntil("node record", () => redis.client.get(nodeKey(cookie)), 5000))!);
       expect(rec1).toMatchObject({ url, cookie, boot: first.boot, name: `proc-${port}`, state: "up" });
       const pttl = await redis.client.pttl(nodeKey(cookie));
       expect(pttl).toBeGreaterThan(0);
       expect(pttl).toBeLessThanOrEqual(600);
       // Refreshed well within its TTL, and announced each time.
-      await waitFor(async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).seen > rec1.seen, "heartbeat refreshed");
-      await waitFor(() => nodeChanges.length >= 2, "node changes announced");
+      await waitUntil("heartbeat refreshed", async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).seen > rec1.seen, 5000);
+      await waitUntil("node changes announced", () => nodeChanges.length >= 2, 5000);
       expect(nodeChanges[0].record).toMatchObject({ boot: first.boot, state: "up" });
 
       const c = await connectClient(first.url);
@@ -90,14 +92,14 @@ describe("heartbeat and boot id", () => {
       first.child.kill("SIGKILL");
       await first.exited;
       const killedAt = Date.now();
-      await waitFor(async () => (await redis.client.exists(nodeKey(cookie))) === 0, "node record expired", 3000);
+      await waitUntil("node record expired", async () => (await redis.client.exists(nodeKey(cookie))) === 0, 3000);
       expect(Date.now() - killedAt).toBeLessThan(2500);
       // The session record outlives its process: the registry sees it as stale from now on.
       expect(await redis.client.exists(sessionKey(c.sid))).toBe(1);
 
       const second = await startProc(port);
       expect(second.boot).not.toBe(first.boot);
-      const rec2 = decodeNode((await waitFor(() => redis.client.get(nodeKey(cookie)), "new node record"))!);
+      const rec2 = decodeNode((await waitUntil("new node record", () => redis.client.get(nodeKey(cookie)), 5000))!);
       expect(rec2.boot).toBe(second.boot);
       expect(nodeChanges.at(-1).record.boot).toBe(second.boot);
 
@@ -108,7 +110,7 @@ describe("heartbeat and boot id", () => {
       expect(await fresh.counter()).toBe(1);
       expect((await fresh.whoami()).boot).toBe(second.boot);
       await fresh.close();
-      await waitFor(() => second.stdout().includes('"reason":"stale"'), "stale mismatch logged by the restarted node");
+      await waitUntil("stale mismatch logged by the restarted node", () => second.stdout().includes('"reason":"stale"'), 5000);
       expect(second.stdout()).not.toContain(c.sid);
       second.child.kill("SIGTERM");
       expect(await second.exited).toBe(0);
@@ -127,7 +129,7 @@ describe("drain on SIGTERM", () => {
     expect(await c.counter()).toBe(1);
     const t0 = Date.now();
     p.child.kill("SIGTERM");
-    await waitFor(async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).state === "draining", "draining announced", 2000);
+    await waitUntil("draining announced", async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).state === "draining", 2000);
     // Existing session keeps working during the grace period, and the node still reports healthy.
     expect(await c.counter()).toBe(2);
     expect(await health(p.url)).toMatchObject({ status: 200, body: { status: "draining" } });

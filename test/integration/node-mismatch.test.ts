@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Registry } from "prom-client";
 import { cookieValueFor, encodeSession, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
-import { connectClient, rawMcp, startNode, startRedis, waitFor, type McpTestClient, type TestRedis } from "./node-redis-helper.ts";
+import { waitUntil } from "../../dev/poll.ts";
+import { connectClient, rawMcp, startNode, startRedis, type McpTestClient, type TestRedis } from "./node-redis-helper.ts";
 
 let redis: TestRedis;
 let a: Awaited<ReturnType<typeof startNode>>;
@@ -36,7 +37,7 @@ describe("hasSession", () => {
 
   it("misroute: the record names another live node (heartbeat with the record's boot)", async () => {
     expect(b.affinity.hasSession(onA.sid)).toBe(false);
-    await waitFor(() => b.affinity.stats().mismatches.misroute === 1, "misroute counted");
+    await waitUntil("misroute counted", () => b.affinity.stats().mismatches.misroute === 1, 5000);
     expect(await b.affinity.checkSession(onA.sid)).toEqual({ local: false, reason: "misroute", owner: a.affinity.nodeUrl, ownerLive: true });
     // Through HTTP: not the SDK's 404 (the session is alive on its owner) but 503 + Retry-After
     // naming the request, so the client retries and the proxy gets it to the owner; same explanation.
@@ -44,7 +45,7 @@ describe("hasSession", () => {
     expect(res.status).toBe(503);
     expect(res.retryAfter).toBe("1");
     expect(JSON.parse(res.body)).toEqual({ jsonrpc: "2.0", error: { code: -32000, message: "This session is held by another node; retry later" }, id: 41 });
-    await waitFor(() => b.affinity.stats().mismatches.misroute === 3, "3 misroutes counted");
+    await waitUntil("3 misroutes counted", () => b.affinity.stats().mismatches.misroute === 3, 5000);
     const logged = mismatchLogs(b.logs, sessionTag(onA.sid));
     expect(logged.length).toBe(3);
     expect(logged[0]).toMatchObject({ level: "warn", reason: "misroute", owner: a.affinity.nodeUrl, node: "mis-b" });

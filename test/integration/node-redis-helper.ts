@@ -1,37 +1,13 @@
 // Private helpers for the node-library tests: a throwaway redis-server, free ports, polling.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { Redis } from "ioredis";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { header, MCP_HEADERS, PROTOCOL_VERSION, raw } from "../../dev/mcp-client.ts";
+import { freePort } from "../../dev/net.ts";
+import { waitUntil } from "../../dev/poll.ts";
 import type { NodeConfig } from "../../node/reference/config.ts";
 import { startReferenceNode, type RunningNode, type StartOptions } from "../../node/reference/server.ts";
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 5000, everyMs = 20): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 export interface TestRedis {
   port: number;
@@ -54,13 +30,13 @@ export async function startRedis(port?: number): Promise<TestRedis> {
     const probe = new Redis({ port: p, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on("error", () => {});
     try {
-      await waitFor(async () => {
+      await waitUntil(`redis-server on port ${p}`, async () => {
         if (probe.status !== "ready") {
           probe.disconnect();
           await probe.connect();
         }
         return (await probe.ping()) === "PONG";
-      }, `redis-server on port ${p}`);
+      }, 5000);
     } finally {
       probe.disconnect();
     }
@@ -167,9 +143,9 @@ export async function connectClient(baseUrl: string, fetchImpl?: typeof fetch): 
 
 /** A raw request to the MCP endpoint, as a client would send it for an existing session. */
 export async function rawMcp(baseUrl: string, method: "POST" | "GET" | "DELETE", sid: string | undefined, body?: unknown) {
-  const headers: Record<string, string> = { accept: "application/json, text/event-stream", "mcp-protocol-version": "2025-06-18" };
+  const headers: Record<string, string> = { accept: MCP_HEADERS.accept, "mcp-protocol-version": PROTOCOL_VERSION };
   if (sid !== undefined) headers["mcp-session-id"] = sid;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(`${baseUrl}/mcp`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, contentType: res.headers.get("content-type"), retryAfter: res.headers.get("retry-after"), body: await res.text() };
+  if (body !== undefined) headers["content-type"] = MCP_HEADERS["content-type"];
+  const r = await raw(`${baseUrl}/mcp`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, contentType: header(r, "content-type") ?? null, retryAfter: header(r, "retry-after") ?? null, body: r.body };
 }

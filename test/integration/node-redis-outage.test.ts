@@ -2,7 +2,8 @@
 // (empty), the node puts its sessions and heartbeat back without a restart.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeNode, decodeSession, nodeKey, sessionKey } from "../../lib/registry/schema.ts";
-import { connectClient, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
+import { waitUntil } from "../../dev/poll.ts";
+import { connectClient, startNode, startRedis, type TestRedis } from "./node-redis-helper.ts";
 
 let redis: TestRedis;
 beforeAll(async () => {
@@ -37,15 +38,15 @@ describe("Redis outage", () => {
       expect(node.logs.find((e) => e.msg === "session registration failed; session continues on this node")).toMatchObject({ level: "warn" });
       // A lookup that cannot reach Redis is counted as unchecked, never guessed.
       expect(await node.affinity.checkSession("not-a-session-here")).toEqual({ local: false, reason: "unchecked" });
-      await waitFor(() => node.affinity.stats().heartbeats.failed > 0, "heartbeat failures counted");
+      await waitUntil("heartbeat failures counted", () => node.affinity.stats().heartbeats.failed > 0, 5000);
 
       // Redis back, empty: sessions and heartbeat are written again without a restart.
       await redis.start();
-      await waitFor(async () => (await redis.client.exists(sessionKey(c1.sid), sessionKey(c2.sid))) === 2, "both sessions re-registered", 8000, 50);
+      await waitUntil("both sessions re-registered", async () => (await redis.client.exists(sessionKey(c1.sid), sessionKey(c2.sid))) === 2, 8000, 50);
       for (const sid of [c1.sid, c2.sid]) {
         expect(decodeSession((await redis.client.get(sessionKey(sid)))!).boot).toBe(node.affinity.bootId);
       }
-      const rec = decodeNode((await waitFor(() => redis.client.get(nodeKey(node.affinity.cookie)), "heartbeat back"))!);
+      const rec = decodeNode((await waitUntil("heartbeat back", () => redis.client.get(nodeKey(node.affinity.cookie)), 5000))!);
       expect(rec.boot).toBe(node.affinity.bootId);
       expect(await c1.counter()).toBe(12);
       expect(await c2.counter()).toBe(2);
@@ -64,7 +65,7 @@ describe("Redis outage", () => {
       const c = await connectClient(node.url);
       expect(await c.counter()).toBe(1);
       await redis.start();
-      await waitFor(async () => (await redis.client.exists(sessionKey(c.sid))) === 1, "session registered after Redis came up", 8000, 50);
+      await waitUntil("session registered after Redis came up", async () => (await redis.client.exists(sessionKey(c.sid))) === 1, 8000, 50);
       expect(await c.counter()).toBe(2);
       await c.close();
     } finally {

@@ -1,7 +1,8 @@
 // The reference node's tools and plain endpoints, through the real SDK client.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
-import { connectClient, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
+import { waitUntil } from "../../dev/poll.ts";
+import { connectClient, startNode, startRedis, type TestRedis } from "./node-redis-helper.ts";
 
 let redis: TestRedis;
 let node: Awaited<ReturnType<typeof startNode>>;
@@ -45,15 +46,15 @@ describe("reference node", () => {
     const logs: any[] = [];
     c.client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => void logs.push(n.params.data));
     // The SDK client opens the GET stream after initialize; wait until the node holds it.
-    await waitFor(async () => {
+    await waitUntil("GET stream delivering", async () => {
       logs.length = 0;
       await c.client.callTool({ name: "notify", arguments: { count: 1, intervalMs: 0, target: "standalone" } });
       await new Promise((r) => setTimeout(r, 50));
       return logs.length === 1;
-    }, "GET stream delivering");
+    }, 5000);
     logs.length = 0;
     await c.client.callTool({ name: "notify", arguments: { count: 4, intervalMs: 5, target: "standalone" } });
-    await waitFor(() => logs.length === 4, "4 standalone notifications");
+    await waitUntil("4 standalone notifications", () => logs.length === 4, 5000);
     expect(logs.map((l) => l.i)).toEqual([1, 2, 3, 4]);
     await c.close();
   });

@@ -7,7 +7,8 @@ import { Redis } from "ioredis";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { CHANGE_CHANNEL, decodeChange, cookieValueFor, decodeSession, sessionKey } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
-import { connectClient, rawMcp, startNode, startRedis, waitFor, type TestRedis } from "./node-redis-helper.ts";
+import { waitUntil } from "../../dev/poll.ts";
+import { connectClient, rawMcp, startNode, startRedis, type TestRedis } from "./node-redis-helper.ts";
 
 let redis: TestRedis;
 beforeAll(async () => {
@@ -47,7 +48,7 @@ describe("registration before the initialize response", () => {
       expect(rec).toMatchObject({ node: node.affinity.nodeUrl, cookie: cookieValueFor(node.affinity.nodeUrl), boot: node.affinity.bootId, source: "node" });
       const pttl = await redis.client.pttl(sessionKey(c.sid));
       expect(pttl).toBeGreaterThan(29 * 24 * 3600 * 1000);
-      const change = await waitFor(() => changes.find((m) => m.op === "session" && m.id === c.sid), "session change on the channel");
+      const change = await waitUntil("session change on the channel", () => changes.find((m) => m.op === "session" && m.id === c.sid), 5000);
       expect(change.record).toMatchObject({ cookie: node.affinity.cookie, boot: node.affinity.bootId, source: "node" });
       expect(await c.counter()).toBe(1);
       expect(node.affinity.stats().registrations).toEqual({ ok: 1, failed: 0 });
@@ -115,7 +116,7 @@ describe("unknown sessions get the SDK's own 404", () => {
       const c = await connectClient(node.url);
       expect(await c.counter()).toBe(1);
       await c.close();
-      await waitFor(() => node.affinity.stats().mismatches.unknown === 3, "3 unknown mismatches counted");
+      await waitUntil("3 unknown mismatches counted", () => node.affinity.stats().mismatches.unknown === 3, 5000);
     } finally {
       http.close();
       await node.shutdown();
@@ -151,14 +152,14 @@ describe("TTL refresh", () => {
       expect(node.affinity.stats().refreshes.ok).toBe(0);
       await new Promise((r) => setTimeout(r, 2600));
       await c.counter();
-      await waitFor(async () => (await redis.client.pttl(key)) > 500_000, "TTL refreshed to the session TTL");
+      await waitUntil("TTL refreshed to the session TTL", async () => (await redis.client.pttl(key)) > 500_000, 5000);
       await Promise.all([c.counter(), c.counter(), c.counter()]);
       expect(node.affinity.stats().refreshes.ok).toBe(1);
       // Record gone (e.g. Redis restarted empty): the next due refresh registers it again.
       await redis.client.del(key);
       await new Promise((r) => setTimeout(r, 2600));
       await c.counter();
-      const raw = await waitFor(() => redis.client.get(key), "record written again");
+      const raw = await waitUntil("record written again", () => redis.client.get(key), 5000);
       expect(decodeSession(raw).boot).toBe(node.affinity.bootId);
       expect(node.affinity.stats().refreshes.missing).toBe(1);
       await c.close();

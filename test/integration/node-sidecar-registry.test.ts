@@ -5,7 +5,8 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cookieValueFor, encodeSession, type SessionRecord } from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
-import { connectClient, rawMcp, startNode, waitFor } from "./node-redis-helper.ts";
+import { waitUntil } from "../../dev/poll.ts";
+import { connectClient, rawMcp, startNode } from "./node-redis-helper.ts";
 
 const TOKEN = "s3cret-token";
 const store = new Map<string, SessionRecord>();
@@ -95,14 +96,14 @@ describe("sidecar registry", () => {
       failWith = 0;
       await new Promise((r) => setTimeout(r, 250));
       expect(await c.counter()).toBe(2);
-      await waitFor(() => store.has(c.sid), "registered on retry");
+      await waitUntil("registered on retry", () => store.has(c.sid), 5000);
       // A wrong token is an error too, counted, the session untouched.
       const bad = await startNode({ name: "side-c", sidecarUrl: apiUrl, sidecarToken: "wrong" });
       const c2 = await connectClient(bad.url);
       expect(await c2.counter()).toBe(1);
       expect(bad.affinity.stats().registrations.failed).toBe(1);
       expect(await rawMcp(bad.url, "GET", "unknown-id")).toMatchObject({ status: 404, body: SESSION_NOT_FOUND_BODY });
-      await waitFor(() => bad.affinity.stats().mismatches.unchecked === 1, "lookup error counted as unchecked");
+      await waitUntil("lookup error counted as unchecked", () => bad.affinity.stats().mismatches.unchecked === 1, 5000);
       await bad.shutdown();
     } finally {
       failWith = 0;

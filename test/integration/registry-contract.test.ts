@@ -21,7 +21,8 @@ import {
 import { DEFAULT_NODE_TTL_MS, DEFAULT_SESSION_TTL_MS } from "../../lib/registry/schema.ts";
 import { nodeRedisOptions, openNodeRegistry } from "../../node/src/affinity.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
-import { startRedis, startSentinel, type TestRedis, type TestSentinel } from "../support/redis.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { startRedis, startSentinel, type TestRedis, type TestSentinel } from "../../dev/redis.ts";
 
 const URL_A = "http://10.0.0.1:3000";
 const URL_B = "http://10.0.0.2:3000";
@@ -42,15 +43,6 @@ const nodeRec = (over: Partial<NodeRecord> = {}): NodeRecord => ({
   seen: 1_700_000_000_000,
   ...over,
 });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await sleep(10);
-  }
-}
-
 let redis: TestRedis;
 let cluster: TestRedis;
 let sentinel: TestSentinel;
@@ -224,7 +216,7 @@ describe.each(stores)("registry contract: $name", (store) => {
     await reg.removeNode(nodeRec().cookie, `not-${id}`); // another boot's record: no write, no change
     await reg.closeSession(id);
     await reg.removeNode(nodeRec().cookie, id);
-    await until(() => got.filter((c) => c.op !== "node" || c.record === null || c.record.boot === id).length >= 4);
+    await waitUntil("4 changes of this node received", () => got.filter((c) => c.op !== "node" || c.record === null || c.record.boot === id).length >= 4);
     const mine = got.filter((c) => (c.op === "node" ? c.record === null || c.record.boot === id : c.id === id));
     expect(mine).toEqual([
       { op: "session", id, record: rec() },
@@ -267,7 +259,7 @@ describe.each(stores)("registry contract: $name", (store) => {
       const id = sid("x");
       const t0 = Date.now();
       await a.registerSession(id, rec());
-      await until(() => got.some((g) => g.c.op === "session" && g.c.id === id));
+      await waitUntil("session change received", () => got.some((g) => g.c.op === "session" && g.c.id === id));
       expect(got.find((g) => g.c.op === "session" && g.c.id === id)!.at - t0).toBeLessThan(500);
     });
 
@@ -291,7 +283,7 @@ describe.each(stores)("registry contract: $name", (store) => {
         /* drain */
       }
       expect(bad).toContain(key);
-      await until(() => got.some((c) => c.op === "session" && c.id === id));
+      await waitUntil("session change received", () => got.some((c) => c.op === "session" && c.id === id));
       expect(badChanges.length).toBe(1);
       await r.del(key);
     });
@@ -308,17 +300,17 @@ describe("redis registry: outage", () => {
     const got: RegistryChange[] = [];
     try {
       await reg.subscribe((c) => got.push(c));
-      await until(() => reg.status() === "ready");
+      await waitUntil("registry ready", () => reg.status() === "ready");
       await own.stop(true);
-      await until(() => reg.status() === "down");
+      await waitUntil("registry down", () => reg.status() === "down");
       const t0 = Date.now();
       await expect(reg.registerSession("during-outage", rec())).rejects.toMatchObject({ code: "ERR_REGISTRY_UNAVAILABLE", op: "register" });
       expect(Date.now() - t0).toBeLessThan(1000);
       expect(errors).toContain("register");
       await own.start();
-      await until(() => reg.status() === "ready", 5000);
+      await waitUntil("registry ready", () => reg.status() === "ready", 5000);
       expect(statuses).toEqual(expect.arrayContaining(["down", "ready"]));
-      await until(async () => {
+      await waitUntil("after-outage registered and announced", async () => {
         await reg.registerSession("after-outage", rec()).catch(() => undefined);
         return got.some((c) => c.op === "session" && c.id === "after-outage");
       }, 5000);
@@ -336,7 +328,7 @@ describe("redis registry: outage", () => {
       await expect(reg.lookupSession("x")).rejects.toMatchObject({ code: "ERR_REGISTRY_UNAVAILABLE" });
       expect(reg.status()).not.toBe("ready");
       await own.start();
-      await until(() => reg.status() === "ready", 5000);
+      await waitUntil("registry ready", () => reg.status() === "ready", 5000);
       expect(await reg.registerSession("late", rec())).toBe(true);
     } finally {
       await reg.close();
@@ -376,7 +368,7 @@ describe("session store contract (what a node uses)", () => {
 
     it("registers, looks up, renews and closes a session, and says whether one existed", async () => {
       const s = make();
-      await until(() => s.status() === "ready");
+      await waitUntil("store ready", () => s.status() === "ready");
       const id = sid("node-store");
       expect(await s.lookupSession(id)).toBeNull();
       expect(await s.registerSession(id, rec())).toBe(true);

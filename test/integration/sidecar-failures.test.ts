@@ -11,8 +11,10 @@ import { RedisRegistry, cookieValueFor, sessionHash, sessionHashHex, type Sessio
 import { defaultViewFs, formatEventBatch, lookupSession, readMeta, type EventBatch, type ViewFs } from "../../lib/view/index.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
-import { freePort, startRedis, type TestRedis } from "../support/redis.ts";
-import { sleep, until } from "../support/wait.ts";
+import { freePort } from "../../dev/net.ts";
+import { startRedis, type TestRedis } from "../../dev/redis.ts";
+import { sleep, waitUntil } from "../../dev/poll.ts";
+import { scrapeMetric } from "../../dev/metrics.ts";
 
 const URL_A = "http://10.2.0.1:3000";
 const COOKIE_A = cookieValueFor(URL_A);
@@ -53,11 +55,7 @@ async function redisFor(): Promise<{ redis: TestRedis; writer: RedisRegistry }> 
   cleanup.push(() => writer.close());
   return { redis, writer };
 }
-const metric = async (s: Sidecar, name: string, labels = ""): Promise<number> => {
-  const text = await (await fetch(`${s.url}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name}${labels} `));
-  return line ? Number(line.split(" ").pop()) : 0;
-};
+const metric = (s: Sidecar, name: string, labels = ""): Promise<number> => scrapeMetric(`${s.url}/metrics`, name, labels);
 let slot = 100;
 async function putEvent(text: string, name = `e-${slot++}.evt`): Promise<string> {
   await mkdir(join(dir, "events"), { recursive: true });
@@ -73,15 +71,15 @@ describe("sidecar failure behaviour", () => {
     await writer.registerSession("before", rec());
     await redis.stop(true); // data is gone; what matters is the sidecar's behaviour
     const sc = await start({ redisUrl: redis.url });
-    const meta = await until(() => readMeta(dir), 3000, "empty view published");
+    const meta = await waitUntil("empty view published", () => readMeta(dir), 3000);
     expect(meta.epoch).toBe(sc.epoch);
     expect((await fetch(`${sc.url}/readyz`)).status).toBe(503);
     expect((await fetch(`${sc.url}/healthz`)).status).toBe(200);
     expect(sc.ready()).toBe(false);
     await redis.start();
-    await until(() => writer.registerSession("after", rec()).then(() => true, () => false), 5000, "writer reconnected");
-    await until(() => sc.ready(), 8000, "ready after Redis came up");
-    await until(() => lookupSession(dir, sessionHash("after")), 3000, "synced session in view");
+    await waitUntil("writer reconnected", () => writer.registerSession("after", rec()).then(() => true, () => false), 5000);
+    await waitUntil("ready after Redis came up", () => sc.ready(), 8000);
+    await waitUntil("synced session in view", () => lookupSession(dir, sessionHash("after")), 3000);
     expect((await fetch(`${sc.url}/readyz`)).status).toBe(200);
   });
 
@@ -89,13 +87,13 @@ describe("sidecar failure behaviour", () => {
     await fresh();
     const { redis, writer } = await redisFor();
     const sc = await start({ redisUrl: redis.url });
-    await until(() => sc.ready(), 3000);
+    await waitUntil("ready", () => sc.ready(), 3000);
     await writer.heartbeat({ url: URL_A, cookie: COOKIE_A, boot: "A1", name: "a", state: "up", seen: Date.now() }, 60_000);
     await writer.registerSession("kept", rec());
-    await until(() => lookupSession(dir, sessionHash("kept")));
+    await waitUntil("kept in view", () => lookupSession(dir, sessionHash("kept")));
 
     await redis.stop(true);
-    await until(() => sc.registry.status() === "down", 3000, "registry down");
+    await waitUntil("registry down", () => sc.registry.status() === "down", 3000);
     // An event that needs Redis arrives during the outage.
     const learned = { id: "learned-in-outage", hash: sessionHashHex("learned-in-outage"), cookie: COOKIE_A };
     await putEvent(ev({ learned: [learned], decisions: { pin: 4 } }));
@@ -113,32 +111,32 @@ describe("sidecar failure behaviour", () => {
 
     const resyncs = await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}');
     await redis.start(); // empty: everything the sidecar knows must be rebuilt from what is written now
-    await until(() => sc.registry.status() === "ready", 8000, "reconnected");
-    await until(async () => (await events()).length === 0, 5000, "pending event applied");
+    await waitUntil("reconnected", () => sc.registry.status() === "ready", 8000);
+    await waitUntil("pending event applied", async () => (await events()).length === 0, 5000);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(4);
     expect(await writer.lookupSession("learned-in-outage")).toMatchObject({ source: "edge", cookie: COOKIE_A });
     // The first resync after the outage spares what the (restarted, empty) Redis does not have
     // yet: nodes re-register their sessions on reconnect, and dropping them first misroutes.
-    await until(async () => (await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}')) > resyncs, 5000, "resync after the outage");
+    await waitUntil("resync after the outage", async () => (await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}')) > resyncs, 5000);
     await sleep(300); // a publish, had the resync dropped anything
     expect(await lookupSession(dir, sessionHash("kept"))).not.toBeNull();
     // The next one drops what is still missing, without a restart.
     await sc.reconcileNow();
-    await until(async () => (await lookupSession(dir, sessionHash("kept"))) === null, 5000, "resynced");
+    await waitUntil("resynced", async () => (await lookupSession(dir, sessionHash("kept"))) === null, 5000);
     await writer.registerSession("new-after", rec());
-    await until(() => lookupSession(dir, sessionHash("new-after")), 3000, "live changes again");
+    await waitUntil("live changes again", () => lookupSession(dir, sessionHash("new-after")), 3000);
   });
 
   it("counts, logs and deletes corrupt event files; ignores foreign files; applies the good ones", async () => {
     await fresh();
     const { redis, writer } = await redisFor();
     const sc = await start({ redisUrl: redis.url });
-    await until(() => sc.ready());
+    await waitUntil("ready", () => sc.ready());
     await putEvent("this is not an event batch\nend\n", "e-1.evt");
     await putEvent(Buffer.from([0xff, 0x00, 0x13, 0x37]).toString("latin1") + "\nend\n", "e-2.evt");
     await writeFile(join(dir, "events", "notes.txt"), "someone else's file");
     await putEvent(ev({ learned: [{ id: "good", hash: sessionHashHex("good"), cookie: COOKIE_A }], decisions: { pass: 1 } }), "e-3.evt");
-    await until(async () => (await events()).length === 1, 3000);
+    await waitUntil("one event file", async () => (await events()).length === 1, 3000);
     expect(await events()).toEqual(["notes.txt"]);
     expect(await metric(sc, "mcp_affinity_event_files_total", '{result="corrupt"}')).toBe(2);
     expect(await metric(sc, "mcp_affinity_event_files_total", '{result="applied"}')).toBe(1);
@@ -148,7 +146,7 @@ describe("sidecar failure behaviour", () => {
     await writeFile(join(dir, "view", "shards", "README"), "x");
     await writeFile(join(dir, "learned", "zzzz"), "x");
     const g = (await readMeta(dir))!.generation;
-    await until(async () => (await readMeta(dir))!.generation > g + 1);
+    await waitUntil("two more generations", async () => (await readMeta(dir))!.generation > g + 1);
     expect(await lookupSession(dir, sessionHash("good"))).not.toBeNull();
   });
 
@@ -156,13 +154,13 @@ describe("sidecar failure behaviour", () => {
     await fresh();
     const { redis, writer } = await redisFor();
     const sc = await start({ redisUrl: redis.url });
-    await until(() => sc.ready());
+    await waitUntil("ready", () => sc.ready());
     const good = ev({
       learned: [{ id: "line-ok", hash: sessionHashHex("line-ok"), cookie: COOKIE_A }],
       decisions: { pin: 2, unknown: 1 },
     });
     await putEvent(good.replace("d unknown 1\n", "d unknown 1\nl broken-line-without-fields\n"));
-    await until(async () => (await events()).length === 0);
+    await waitUntil("no event files", async () => (await events()).length === 0);
     expect(await metric(sc, "mcp_affinity_event_bad_lines_total")).toBe(1);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(2);
     expect(await writer.lookupSession("line-ok")).not.toBeNull();
@@ -181,9 +179,9 @@ describe("sidecar failure behaviour", () => {
       },
     };
     const sc = await start({ redisUrl: redis.url }, fs);
-    await until(() => sc.ready());
+    await waitUntil("ready", () => sc.ready());
     await writer.registerSession("before-full", rec());
-    await until(() => lookupSession(dir, sessionHash("before-full")));
+    await waitUntil("before-full in view", () => lookupSession(dir, sessionHash("before-full")));
     full = true;
     await sc.publisher.idle(); // a write already past the seam may still land: read after it
     const before = (await readMeta(dir))!;
@@ -196,9 +194,9 @@ describe("sidecar failure behaviour", () => {
     expect(await lookupSession(dir, sessionHash("before-full"))).not.toBeNull();
     expect((await readdir(join(dir, "view", "shards"))).filter((f) => f.startsWith("."))).toEqual([]);
     full = false;
-    await until(() => lookupSession(dir, sessionHash("during-full")), 3000, "shard retried after recovery");
+    await waitUntil("shard retried after recovery", () => lookupSession(dir, sessionHash("during-full")), 3000);
     // shards are written before the meta that announces them: wait for the meta too
-    await until(async () => (await readMeta(dir))!.published > before.published, 3000, "meta republished after recovery");
+    await waitUntil("meta republished after recovery", async () => (await readMeta(dir))!.published > before.published, 3000);
   });
 });
 
@@ -251,7 +249,7 @@ describe("sidecar CLI", () => {
     cleanup.push(async () => {
       if (r.child.exitCode === null) r.child.kill("SIGKILL");
     });
-    await until(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.status === 200, 8000, "CLI ready");
+    await waitUntil("CLI ready", async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.status === 200, 8000);
     // The drain interval is long: only the shutdown flush can apply this batch.
     await putEvent(ev({ decisions: { pin: 1 } }));
     r.child.kill("SIGTERM");

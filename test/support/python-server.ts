@@ -2,14 +2,9 @@
 // does not use the node library (the edge is its only source of truth).
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { freePort } from "./redis.ts";
-import { sleep } from "./wait.ts";
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const VENV_PYTHON = join(ROOT, ".venv", "bin", "python");
-const SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
+import { freePort, httpGet } from "../../dev/net.ts";
+import { PYTHON_NODE_SCRIPT as SCRIPT, VENV_PYTHON } from "../../dev/paths.ts";
+import { GiveUp, waitUntil } from "../../dev/poll.ts";
 
 export interface PythonServer {
   name: string;
@@ -45,19 +40,19 @@ export async function startPythonServer(opts: PythonServerOptions): Promise<Pyth
       // Keep the tail only: enough to explain a failed start.
       stderr = (stderr + d).slice(-4000);
     });
-    const deadline = Date.now() + (opts.readyMs ?? 20_000);
-    for (;;) {
-      if (c.exitCode !== null || c.signalCode !== null) throw new Error(`python MCP server ${opts.name} exited (${c.exitCode ?? c.signalCode}): ${stderr}`);
-      const ok = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) }).then(
-        (r) => r.status === 200,
-        () => false,
+    try {
+      await waitUntil(
+        `python MCP server ${opts.name}'s /healthz on ${port}`,
+        async () => {
+          if (c.exitCode !== null || c.signalCode !== null) throw new GiveUp(`python MCP server ${opts.name} exited (${c.exitCode ?? c.signalCode}): ${stderr}`);
+          return (await httpGet(`${url}/healthz`))?.status === 200;
+        },
+        opts.readyMs ?? 20_000,
+        50,
       );
-      if (ok) return;
-      if (Date.now() > deadline) {
-        c.kill("SIGKILL");
-        throw new Error(`python MCP server ${opts.name} did not answer /healthz on ${port}: ${stderr}`);
-      }
-      await sleep(50);
+    } catch (err) {
+      if (!(err instanceof GiveUp)) c.kill("SIGKILL");
+      throw err instanceof GiveUp ? err : new Error(`${(err as Error).message}: ${stderr}`);
     }
   };
 

@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ROOT } from "../support/stack.ts";
+import { ROOT } from "../../dev/paths.ts";
 
 const npm = (args: string[], env: Record<string, string> = {}) =>
   spawnSync("npm", args, { cwd: ROOT, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });

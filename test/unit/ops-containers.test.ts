@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { parseConfig } from "../../sidecar/src/config.ts";
-import { ROOT } from "../support/stack.ts";
+import { ROOT } from "../../dev/paths.ts";
 
 const read = (...p: string[]) => readFileSync(join(ROOT, ...p), "utf8");
 type Any = any; // parsed YAML

@@ -4,27 +4,28 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
-import { ROOT } from "../support/stack.ts";
+import { ROOT } from "../../dev/paths.ts";
+import { renderDynamic, renderStatic, type RenderVars } from "../../dev/traefik-config.ts";
 
 const read = (...p: string[]) => readFileSync(join(ROOT, ...p), "utf8");
 type Any = any; // parsed YAML
 
-/** The e2e templates rendered with placeholder values, parsed. */
+/** The templates as the local stack renders them (with the plugin, template windows), parsed. */
 function templates(): { dyn: Any; stat: Any } {
-  const vars: Record<string, string> = {
-    MCP_SERVERS: '          - url: "http://127.0.0.1:1"',
-    TLS_CERT: "/c.pem",
-    TLS_KEY: "/k.pem",
-    BIND: "127.0.0.1",
-    HTTP_PORT: "1",
-    HTTPS_PORT: "2",
-    API_PORT: "3",
-    DYNAMIC_FILE: "/d.yml",
-    LOG_LEVEL: "INFO",
-    SHARED_DIR: "/shared",
+  const vars: RenderVars = {
+    bind: "127.0.0.1",
+    ports: { redis: 4, sidecar: 5, http: 1, https: 2, api: 3, nodes: [6] },
+    dir: "/run",
+    shared: "/shared",
+    certFile: "/c.pem",
+    keyFile: "/k.pem",
+    logLevel: "INFO",
+    nodeUrls: ["http://127.0.0.1:1"],
   };
-  const render = (t: string) => t.replace(/\$\{(\w+)\}/g, (_, k: string) => vars[k] ?? `\${${k}}`);
-  return { dyn: parseYaml(render(read("traefik", "dynamic.yml"))), stat: parseYaml(render(read("traefik", "traefik.yml"))) };
+  return {
+    dyn: parseYaml(renderDynamic(vars, { plugin: true, healthIntervalMs: 1000, healthTimeoutMs: 1000 })),
+    stat: parseYaml(renderStatic(vars, { accessLog: false })),
+  };
 }
 
 /** Settings as the plugin sees them: the file provider gives strings, the CRD typed values. */

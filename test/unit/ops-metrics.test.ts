@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
-import { ROOT } from "../support/stack.ts";
+import { ROOT } from "../../dev/paths.ts";
 
 const KEYWORDS = new Set(["and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan", "Inf", "NaN"]);
 

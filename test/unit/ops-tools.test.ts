@@ -13,7 +13,7 @@ import { k8sSchemas, schemaLocations } from "../../scripts/k8s-schemas.mjs";
 import { Registry } from "prom-client";
 import { AffinityMetrics } from "../../node/src/metrics.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
-import { ROOT } from "../support/stack.ts";
+import { ROOT } from "../../dev/paths.ts";
 
 type Any = any; // parsed YAML / JSON
 

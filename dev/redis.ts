@@ -1,25 +1,16 @@
-// A real redis-server for tests: started on a free loopback port, stopped after. Supports stopping
-// and restarting on the same port (outage tests) and a one-node Cluster (all slots on one server).
+// A real redis-server for the local stack and the tests: started on a free loopback port, stopped
+// after. Supports stopping and restarting on the same port (outage tests), a one-node Cluster (all
+// slots on one server) and a Sentinel.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, Socket } from "node:net";
+import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./net.ts";
+import { GiveUp, waitUntil } from "./poll.ts";
 
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? "/usr/bin/redis-server";
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.unref();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Sends one inline command and returns the first reply line. */
 export async function redisCommand(port: number, command: string, timeoutMs = 1000): Promise<string> {
@@ -74,11 +65,10 @@ export interface StartRedisOptions {
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
   if (!existsSync(REDIS_SERVER)) {
-    const e = new Error(
-      `redis-server not found at ${REDIS_SERVER}: install it (Debian/Ubuntu: sudo apt-get install -y redis-server) or set REDIS_SERVER`,
+    throw Object.assign(
+      new Error(`redis-server not found at ${REDIS_SERVER}: install it (Debian/Ubuntu: sudo apt-get install -y redis-server) or set REDIS_SERVER`),
+      { code: "ERR_NO_REDIS" },
     );
-    (e as any).code = "ERR_NO_REDIS";
-    throw e;
   }
   const port = opts.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), "mcpa-redis-"));
@@ -91,23 +81,18 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
     child = c;
     let stderr = "";
     c.stderr?.on("data", (d) => (stderr += d));
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (c.exitCode !== null) throw new Error(`redis-server exited (${c.exitCode}): ${stderr}`);
-      try {
-        if ((await redisCommand(port, "PING")) === "+PONG") break;
-      } catch {
-        /* not listening yet */
-      }
-      if (Date.now() > deadline) throw new Error(`redis-server did not answer PING on ${port}: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await waitUntil(
+      `redis-server to answer PING on ${port}`,
+      async () => {
+        if (c.exitCode !== null) throw new GiveUp(`redis-server exited (${c.exitCode}): ${stderr}`);
+        return (await redisCommand(port, "PING")) === "+PONG";
+      },
+      10_000,
+      25,
+    );
     if (opts.cluster) {
       await redisCommand(port, "CLUSTER ADDSLOTSRANGE 0 16383");
-      while (!(await redisCommand(port, "CLUSTER INFO")).includes("cluster_state:ok")) {
-        if (Date.now() > deadline) throw new Error("one-node cluster did not reach state ok");
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitUntil("the one-node cluster to reach state ok", async () => (await redisCommand(port, "CLUSTER INFO")).includes("cluster_state:ok"), 10_000, 50);
     }
   };
 
@@ -153,17 +138,15 @@ export async function startSentinel(masterPort: number, masterName = "mcpa"): Pr
   const c = spawn(REDIS_SERVER, [conf, "--sentinel", "--loglevel", "warning"], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   c.stderr?.on("data", (d) => (stderr += d));
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (c.exitCode !== null) throw new Error(`redis sentinel exited (${c.exitCode}): ${stderr}`);
-    try {
-      if ((await redisCommand(port, `SENTINEL get-master-addr-by-name ${masterName}`)).startsWith("*2")) break;
-    } catch {
-      /* not up yet */
-    }
-    if (Date.now() > deadline) throw new Error(`redis sentinel did not start on ${port}: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitUntil(
+    `redis sentinel to start on ${port}`,
+    async () => {
+      if (c.exitCode !== null) throw new GiveUp(`redis sentinel exited (${c.exitCode}): ${stderr}`);
+      return (await redisCommand(port, `SENTINEL get-master-addr-by-name ${masterName}`)).startsWith("*2");
+    },
+    10_000,
+    25,
+  );
   return {
     port,
     masterName,

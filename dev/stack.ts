@@ -1,199 +1,21 @@
-// A reusable local stack for end-to-end tests and `npm start`: redis-server (or the sidecar's
-// in-memory store), the sidecar, N reference MCP nodes and the real Traefik with the plugin, all on
-// loopback. Every part can be stopped, killed, paused (SIGSTOP: same process, same boot) and
-// restarted (new process, new boot id); each part logs into `.run/<name>/<part>.log`.
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+// The local stack of `npm start`, the benchmarks and the end-to-end tests: redis-server (or the
+// sidecar's in-memory store), a sidecar per Traefik replica, N MCP nodes and the real Traefik with
+// the plugin, all on loopback. Every part can be stopped, killed, paused and restarted
+// (dev/process.ts); each part logs into `.run/<name>/logs/<part>.log`.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { cookieValueFor } from "../../lib/registry/schema.ts";
-import { decodeMeta, decodeShard, readMeta, type NodeViewState, type ViewMeta } from "../../lib/view/index.ts";
-import { REDIS_SERVER, freePort, redisCommand, startRedis, type TestRedis } from "./redis.ts";
-import { VENV_PYTHON } from "./python-server.ts";
-import { sleep } from "./wait.ts";
+import { cookieValueFor } from "../lib/registry/schema.ts";
+import { readMeta, type NodeViewState, type ViewMeta } from "../lib/view/index.ts";
+import { isProxyCut, readAccessLog, type AccessLogRow } from "./access-log.ts";
+import { freePort, httpGet } from "./net.ts";
+import { PYTHON_NODE_SCRIPT, ROOT, VENV_PYTHON } from "./paths.ts";
+import { GiveUp, sleep, waitUntil } from "./poll.ts";
+import { ManagedProcess, StackError, killOnExit } from "./process.ts";
+import { redisCommand, startRedis, type TestRedis } from "./redis.ts";
+import { makeCertificate, renderDynamic, renderStatic, type DynamicOptions, type RenderVars, type StackPorts } from "./traefik-config.ts";
 
-export { sleep };
-
-export const REDIS_SERVER_PATH = REDIS_SERVER;
-
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-/** Guest path of the shared directory inside the Wasm plugin (traefik.yml mounts it there). */
-export const GUEST_VIEW_DIR = "/var/run/mcp-affinity";
-/** Request header the e2e clients set on each request; Traefik's access log keeps it (request_X-E2e-Call). */
-export const CALL_ID_HEADER = "X-E2e-Call";
 const PLUGIN_MODULE = "github.com/mcp-affinity/mcp-affinity";
-
-
-export class StackError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-/** Every child this process started and has not seen exit: killed on our own exit (no orphans). */
-const live = new Set<ChildProcess>();
-const extraPids = new Set<number>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on("exit", () => {
-    for (const c of live) {
-      try {
-        // A paused child ignores SIGKILL only in theory; SIGCONT first keeps `ps` tidy.
-        c.kill("SIGCONT");
-        c.kill("SIGKILL");
-      } catch {
-        /* already gone */
-      }
-    }
-    for (const pid of extraPids) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        /* already gone */
-      }
-    }
-  });
-}
-
-export interface ProcessSpec {
-  cmd: string;
-  args: string[];
-  env?: NodeJS.ProcessEnv;
-  cwd?: string;
-  logFile: string;
-}
-
-/** One child process that can be started again with the same command line. */
-export class ManagedProcess {
-  child: ChildProcess | null = null;
-  private exited: Promise<number | null> = Promise.resolve(null);
-  private paused = false;
-  private expected = false;
-  starts = 0;
-  /** Called when the process exits without stop() or kill() asking for it. */
-  onUnexpectedExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | null = null;
-
-  constructor(
-    readonly name: string,
-    readonly spec: ProcessSpec,
-  ) {}
-
-  get pid(): number | undefined {
-    return this.child?.pid;
-  }
-  get running(): boolean {
-    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
-  }
-  get isPaused(): boolean {
-    return this.paused;
-  }
-
-  start(): void {
-    if (this.running) throw new StackError(`${this.name} is already running`, "ERR_STACK_STATE");
-    installExitHook();
-    mkdirSync(dirname(this.spec.logFile), { recursive: true });
-    const fd = openSync(this.spec.logFile, "a");
-    writeSync(fd, `--- ${new Date().toISOString()} start #${++this.starts}: ${this.spec.cmd} ${this.spec.args.join(" ")}\n`);
-    const c = spawn(this.spec.cmd, this.spec.args, {
-      cwd: this.spec.cwd ?? ROOT,
-      env: { ...process.env, ...this.spec.env },
-      stdio: ["ignore", fd, fd],
-    });
-    closeSync(fd);
-    this.child = c;
-    this.paused = false;
-    this.expected = false;
-    live.add(c);
-    this.exited = new Promise((resolve) => {
-      c.once("exit", (code, signal) => {
-        live.delete(c);
-        try {
-          const f = openSync(this.spec.logFile, "a");
-          writeSync(f, `--- ${new Date().toISOString()} exit code=${code} signal=${signal}\n`);
-          closeSync(f);
-        } catch {
-          /* log dir removed */
-        }
-        resolve(code);
-        if (!this.expected && this.child === c) this.onUnexpectedExit?.(code, signal);
-      });
-      c.once("error", () => resolve(null));
-    });
-  }
-
-  /** SIGTERM, then SIGKILL after `graceMs`. Resolves with the exit code (null when killed). */
-  async stop(graceMs = 5000): Promise<number | null> {
-    const c = this.child;
-    if (!c || !this.running) return c?.exitCode ?? null;
-    this.expected = true;
-    if (this.paused) this.resume();
-    c.kill("SIGTERM");
-    const timer = setTimeout(() => c.kill("SIGKILL"), graceMs);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-
-  /** SIGKILL: the process dies at once, nothing is cleaned up (a crash). */
-  async kill(): Promise<void> {
-    const c = this.child;
-    if (!c || !this.running) return;
-    this.expected = true;
-    c.kill("SIGKILL");
-    await this.exited;
-    this.paused = false;
-  }
-
-  /** SIGSTOP: the process stays, with its boot id and its sessions, but answers nothing. */
-  pause(): void {
-    if (!this.running) throw new StackError(`${this.name} is not running`, "ERR_STACK_STATE");
-    this.child!.kill("SIGSTOP");
-    this.paused = true;
-  }
-
-  resume(): void {
-    if (!this.running) return;
-    this.child!.kill("SIGCONT");
-    this.paused = false;
-  }
-
-  waitExit(): Promise<number | null> {
-    return this.exited;
-  }
-
-  log(): string {
-    try {
-      return readFileSync(this.spec.logFile, "utf8");
-    } catch {
-      return "";
-    }
-  }
-
-  /** The last lines of the log, for error messages. */
-  tail(lines = 20): string {
-    return this.log().split("\n").slice(-lines - 1).join("\n");
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Configuration rendering
-
-export interface StackPorts {
-  redis: number;
-  sidecar: number;
-  http: number;
-  https: number;
-  api: number;
-  nodes: number[];
-}
 
 /** Short windows so failure scenarios finish in seconds (docs/e2e.md lists them). */
 export interface StackTiming {
@@ -254,105 +76,6 @@ export const DEMO_TIMING: StackTiming = {
   probeTimeoutMs: 1000,
 };
 
-function renderTemplate(file: string, vars: Record<string, string>): string {
-  const text = readFileSync(file, "utf8");
-  return text.replace(/\$\{(\w+)\}/g, (_, k: string) => {
-    if (!(k in vars)) throw new StackError(`${file}: no value for \${${k}}`, "ERR_STACK_TEMPLATE");
-    return vars[k]!;
-  });
-}
-
-const msToDuration = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
-
-export interface DynamicOptions {
-  /** false: the /mcp router without the middleware (plain Traefik sticky cookie). */
-  plugin: boolean;
-  /** Plugin settings overriding the template's (string values, as the file provider gives them). */
-  pluginSettings?: Record<string, string>;
-  healthIntervalMs: number;
-  healthTimeoutMs: number;
-  /** Appended to the file: forces a textual change for reload tests. */
-  comment?: string;
-}
-
-export interface RenderVars {
-  bind: string;
-  ports: StackPorts;
-  dir: string;
-  shared: string;
-  certFile: string;
-  keyFile: string;
-  logLevel: string;
-  nodeUrls: string[];
-  /** Traefik's JSON access log (default <dir>/logs/access.log). */
-  accessLogFile?: string;
-}
-
-export function renderStatic(v: RenderVars): string {
-  const text = renderTemplate(join(ROOT, "traefik", "traefik.yml"), {
-    BIND: v.bind,
-    HTTP_PORT: String(v.ports.http),
-    HTTPS_PORT: String(v.ports.https),
-    API_PORT: String(v.ports.api),
-    DYNAMIC_FILE: join(v.dir, "dynamic.yml"),
-    LOG_LEVEL: v.logLevel,
-    SHARED_DIR: v.shared,
-  });
-  // Access log into the run's logs: which node answered what, and how long it took.
-  // One header is kept: the e2e clients' call id, to name the exact request a failure belongs to.
-  return `${text}\naccessLog:\n  filePath: "${v.accessLogFile ?? join(v.dir, "logs", "access.log")}"\n  format: json\n  fields:\n    headers:\n      defaultMode: drop\n      names:\n        ${CALL_ID_HEADER}: keep\n`;
-}
-
-export function renderDynamic(v: RenderVars, o: DynamicOptions): string {
-  let text = renderTemplate(join(ROOT, "traefik", "dynamic.yml"), {
-    MCP_SERVERS: v.nodeUrls.map((u) => `          - url: "${u}"`).join("\n"),
-    TLS_CERT: v.certFile,
-    TLS_KEY: v.keyFile,
-  });
-  // Test-sized windows; the template keeps values a deployment would use.
-  if (!o.plugin) {
-    const before = text;
-    text = text.replace(/^\s+middlewares: \[mcp-affinity\]\n/m, "");
-    if (text === before) throw new StackError("traefik/dynamic.yml: cannot find the mcp router's middlewares line", "ERR_STACK_TEMPLATE");
-    // Plain sticky cookies, as a deployment without the plugin runs them: with Traefik's health check.
-    const sticky = text;
-    text = text.replace(/^(\s+)servers:\n/m, (m, ind: string) => `${ind}healthCheck:\n${ind}  path: /healthz\n${ind}  interval: 1s\n${ind}  timeout: 1s\n${m}`);
-    if (text === sticky) throw new StackError("traefik/dynamic.yml: cannot find the mcp service's servers", "ERR_STACK_TEMPLATE");
-  }
-  text = text.replace(/^(\s+interval:\s*).*$/gm, `$1${msToDuration(o.healthIntervalMs)}`);
-  text = text.replace(/^(\s+timeout:\s*).*$/gm, `$1${msToDuration(o.healthTimeoutMs)}`);
-  for (const [k, val] of Object.entries(o.pluginSettings ?? {})) {
-    const re = new RegExp(`^(\\s{10})${k}:.*$`, "m");
-    const line = `${k}: ${JSON.stringify(val)}`;
-    if (re.test(text)) text = text.replace(re, `$1${line}`);
-    // A setting the template does not list: add it after viewDir, same indentation.
-    else text = text.replace(/^(\s{10})viewDir:.*$/m, (m, ind: string) => `${m}\n${ind}${line}`);
-  }
-  if (o.comment) text += `\n# ${o.comment}\n`;
-  return text;
-}
-
-/** A self-signed certificate for 127.0.0.1 and localhost (so the Secure cookie works end to end). */
-export function makeCertificate(dir: string): { certFile: string; keyFile: string } {
-  const certFile = join(dir, "tls-cert.pem");
-  const keyFile = join(dir, "tls-key.pem");
-  if (existsSync(certFile) && existsSync(keyFile)) return { certFile, keyFile };
-  try {
-    execFileSync(
-      "openssl",
-      [
-        "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-keyout", keyFile, "-out", certFile, "-days", "30", "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      ],
-      { stdio: ["ignore", "ignore", "pipe"] },
-    );
-  } catch (err) {
-    throw new StackError(`openssl could not make a TLS certificate: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? err}`, "ERR_STACK_TLS");
-  }
-  return { certFile, keyFile };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Binaries
 
@@ -374,33 +97,6 @@ export function sidecarCommand(): { cmd: string; args: string[] } {
     if (existsSync(join(ROOT, f))) return { cmd: process.execPath, args: ["--import", "tsx", join(ROOT, f)] };
   }
   throw new StackError("the sidecar is not built yet: bin/mcp-affinity-sidecar.js is missing", "ERR_STACK_SIDECAR");
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP helpers
-
-export async function httpGet(url: string, timeoutMs = 1000): Promise<{ status: number; text: string } | null> {
-  try {
-    const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    return { status: r.status, text: await r.text() };
-  } catch {
-    return null;
-  }
-}
-
-export async function waitUntil<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new StackError(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message ?? last}` : ""}`, "ERR_STACK_TIMEOUT");
-    await sleep(everyMs);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,9 +143,6 @@ export interface StackOptions {
 }
 
 export type NodeKind = "reference" | "python";
-
-/** The Python MCP server the "python" node kind runs, with the project's .venv interpreter. */
-export const PYTHON_NODE_SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
 
 export const MAX_REPLICAS = 8;
 
@@ -523,70 +216,29 @@ export interface ReplicaPart {
   proxyCuts(fromMs: number, toMs?: number): AccessLogRow[];
 }
 
-/** The stack. Its Traefik, sidecar and URL fields are the first replica's. */
-export interface Stack {
+/** What a replica has that the stack does not repeat from its first replica. */
+type ReplicaOnly = "index" | "name" | "ports" | "accessLogFile" | "proxyCuts";
+
+/** The stack. Its Traefik, sidecar, URL and view fields are the first replica's. */
+export interface Stack extends Omit<ReplicaPart, ReplicaOnly> {
   name: string;
   dir: string;
-  shared: string;
   ports: StackPorts;
   timing: StackTiming;
-  /** http://127.0.0.1:<http>/mcp */
-  mcpUrl: string;
-  /** https://127.0.0.1:<https>/mcp (self-signed: trust caFile) */
-  mcpsUrl: string;
-  httpBase: string;
-  httpsBase: string;
+  /** The self-signed certificate every replica serves TLS with (trust it as a CA). */
   caFile: string;
-  apiUrl: string;
-  traefikMetricsUrl: string;
-  sidecarUrl: string | null;
   redisUrl: string | null;
   redis: TestRedis | null;
-  sidecar: ManagedProcess | null;
   nodeKind: NodeKind;
   nodes: NodePart[];
-  traefik: ManagedProcess;
   /** Every Traefik replica; replicas[0] is the one the fields above describe. */
   replicas: ReplicaPart[];
   plugin: boolean;
   /** Rewrites dynamic.yml, which every replica reads (Traefik's file provider picks it up). */
   writeDynamic(o?: Partial<DynamicOptions>): void;
-  /** Starts the sidecar again after a kill and waits for /readyz. */
-  startSidecar(): Promise<void>;
-  /** The published view's meta, or null. */
-  viewMeta(): Promise<ViewMeta | null>;
-  /** State of node i's current incarnation in the view (by cookie; the newest id wins). */
-  viewNodeState(i: number): Promise<NodeViewState | null>;
-  waitViewNodeState(i: number, states: NodeViewState[], timeoutMs: number): Promise<NodeViewState>;
-  /** Traefik's health status of node i in the mcp service ("UP"/"DOWN"/null). */
-  traefikServerStatus(i: number): Promise<string | null>;
-  waitTraefikReady(timeoutMs?: number): Promise<void>;
   /** Waits until every replica serves the /mcp router with (or without) the plugin middleware. */
   waitMiddleware(on: boolean, timeoutMs?: number): Promise<void>;
-  /** Traefik's access log lines (JSON), parsed. */
-  accessLog(): AccessLogRow[];
   stop(): Promise<void>;
-}
-
-export interface AccessLogRow {
-  StartUTC: string;
-  RequestMethod: string;
-  RouterName?: string;
-  ServiceURL?: string;
-  DownstreamStatus: number;
-  DownstreamContentSize: number;
-  OriginStatus?: number;
-  Duration: number;
-  [k: string]: unknown;
-}
-
-/**
- * An access-log row of a /mcp POST whose answer Traefik's proxy cut (golang/go#40747): handed to a
- * node, origin status never filled, an empty 200 downstream. With the plugin's buffered bodies
- * this should not happen; a test may excuse a failed call only by its own row (by identity).
- */
-export function isProxyCut(r: AccessLogRow): boolean {
-  return (r.RouterName ?? "").includes("mcp") && !!r.ServiceURL && (r.OriginStatus ?? 0) === 0 && r.DownstreamStatus === 200 && r.DownstreamContentSize === 0 && r.RequestMethod === "POST";
 }
 
 async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}, extraReplicas: Array<Partial<ReplicaPorts>> = []): Promise<{ ports: StackPorts; replicaPorts: ReplicaPorts[] }> {
@@ -626,25 +278,6 @@ async function redisPid(port: number): Promise<number | null> {
   } catch {
     return null;
   }
-}
-
-function parseAccessLog(file: string): AccessLogRow[] {
-  let text = "";
-  try {
-    text = readFileSync(file, "utf8");
-  } catch {
-    return [];
-  }
-  const rows: AccessLogRow[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    try {
-      rows.push(JSON.parse(line));
-    } catch {
-      /* a line being written */
-    }
-  }
-  return rows;
 }
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
@@ -719,7 +352,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       redis = await startRedis({ port: ports.redis });
       redisUrl = redis.url;
       const pid = await redisPid(redis.port);
-      if (pid) extraPids.add(pid);
+      if (pid) killOnExit(pid);
       const r = redis;
       parts.push({ stop: () => r.close() });
     }
@@ -746,7 +379,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await waitUntil(
           `${p.name}'s /readyz`,
           async () => {
-            if (!p.running) throw new StackError(`${p.name} exited:\n${p.tail()}`, "ERR_STACK_SIDECAR");
+            if (!p.running) throw new GiveUp(`${p.name} exited:\n${p.tail()}`, "ERR_STACK_SIDECAR");
             return (await httpGet(`${url}/readyz`))?.status === 200;
           },
           20_000,
@@ -785,7 +418,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await waitUntil(
           `${name}'s /healthz`,
           async () => {
-            if (!proc.running) throw new StackError(`${name} exited:\n${proc.tail()}`, "ERR_STACK_NODE");
+            if (!proc.running) throw new GiveUp(`${name} exited:\n${proc.tail()}`, "ERR_STACK_NODE");
             return health();
           },
           20_000,
@@ -841,7 +474,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         await waitUntil(
           `${name}'s routers and healthy servers`,
           async () => {
-            if (!traefik.running) throw new StackError(`${name} exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
+            if (!traefik.running) throw new GiveUp(`${name} exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
             const st = await serviceStatus();
             // No status entry: the service has no health check (plugin on), and Traefik routes to it.
             if (!st || nodeUrls.some((u) => st[u] !== undefined && st[u] !== "UP")) return false;
@@ -855,7 +488,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           100,
         );
       };
-      const accessLog = () => parseAccessLog(v.accessLogFile!);
+      const accessLog = () => readAccessLog(v.accessLogFile!);
       const viewMeta = () => readMeta(v.shared).catch(() => null);
       const viewNodeState = async (i: number): Promise<NodeViewState | null> => {
         const meta = await viewMeta();
@@ -927,42 +560,27 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       );
     }
 
-    const first = replicas[0]!;
+    // The stack's own fields are its first replica's, except what only a replica has.
+    const { index: _index, name: _name, ports: _ports, accessLogFile: _log, proxyCuts: _cuts, ...first } = replicas[0]!;
     const stack: Stack = {
+      ...first,
       name: opts.name,
       dir,
-      shared: first.shared,
       ports,
       timing,
-      mcpUrl: first.mcpUrl,
-      mcpsUrl: first.mcpsUrl,
-      httpBase: first.httpBase,
-      httpsBase: first.httpsBase,
       caFile: certFile,
-      apiUrl: first.apiUrl,
-      traefikMetricsUrl: first.traefikMetricsUrl,
-      sidecarUrl: first.sidecarUrl,
       redisUrl,
       redis,
-      sidecar: first.sidecar,
       nodeKind,
       nodes,
-      traefik: first.traefik,
       replicas,
       plugin: usePlugin,
       writeDynamic,
-      startSidecar: first.startSidecar,
-      viewMeta: first.viewMeta,
-      viewNodeState: first.viewNodeState,
-      waitViewNodeState: first.waitViewNodeState,
-      traefikServerStatus: first.traefikServerStatus,
-      waitTraefikReady: first.waitTraefikReady,
       async waitMiddleware(on, timeoutMs) {
         await Promise.all(replicas.map((r) => r.waitMiddleware(on, timeoutMs)));
         // The router object changes before every entrypoint has switched handlers: let it settle.
         await sleep(1000);
       },
-      accessLog: first.accessLog,
       stop: stopAll,
     };
     return stack;
@@ -1001,55 +619,3 @@ function sidecarArgs(v: SidecarArgInput): string[] {
   ];
 }
 
-/** Removes .run/<name> (tests call it after a clean pass when asked to). */
-export function listRunDirs(): string[] {
-  const d = join(ROOT, ".run");
-  return existsSync(d) ? readdirSync(d) : [];
-}
-
-export interface ViewConsistency {
-  checks: number;
-  /** Observations where a shard named an owner id the meta did not list, or another epoch. */
-  inconsistent: string[];
-}
-
-/**
- * Polls the shared directory as the plugin reads it (meta, then shards) and records every moment a
- * shard references an owner the meta does not list: the plugin treats that as an unusable view.
- */
-export function watchViewConsistency(shared: string, everyMs = 2): { stop(): Promise<ViewConsistency> } {
-  let stopped = false;
-  const out: ViewConsistency = { checks: 0, inconsistent: [] };
-  const loop = (async () => {
-    while (!stopped) {
-      try {
-        const meta = decodeMeta(readFileSync(join(shared, "view", "meta"), "utf8"));
-        const ids = new Set(meta.nodes.map((n) => n.id));
-        for (const f of readdirSync(join(shared, "view", "shards"))) {
-          if (f.startsWith(".")) continue;
-          let shard;
-          try {
-            shard = decodeShard(readFileSync(join(shared, "view", "shards", f)));
-          } catch {
-            continue; // replaced between listing and reading
-          }
-          if (shard.epoch !== meta.epoch) out.inconsistent.push(`${new Date().toISOString()} shard ${f}: epoch ${shard.epoch} != meta ${meta.epoch}`);
-          for (const r of shard.sessions) {
-            if (!ids.has(r.node)) out.inconsistent.push(`${new Date().toISOString()} shard ${f}: owner id ${r.node} not in meta generation ${meta.generation} (ids: ${[...ids].join(",") || "none"})`);
-          }
-        }
-        out.checks++;
-      } catch {
-        /* no view yet */
-      }
-      await sleep(everyMs);
-    }
-  })();
-  return {
-    async stop() {
-      stopped = true;
-      await loop;
-      return out;
-    },
-  };
-}

@@ -1,0 +1,9 @@
+// Where the repository and the interpreters the local stack runs live.
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+/** The project's Python (scripts/ensure-deps.mjs --python makes it), with the official `mcp` SDK. */
+export const VENV_PYTHON = join(ROOT, ".venv", "bin", "python");
+/** An MCP server on the official Python SDK that knows nothing of mcp-affinity. */
+export const PYTHON_NODE_SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
