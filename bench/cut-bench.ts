@@ -14,7 +14,8 @@ import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { Agent } from "undici";
 import { startStack, waitUntil } from "../test/support/stack.ts";
-import { lookupSession, sessionHash } from "../lib/view/index.ts";
+import { sessionHash } from "../lib/view/index.ts";
+import { lookupSession } from "../test/support/view-writers.ts";
 import { initSession, type BenchSession } from "./lib/mcp.ts";
 import { readFlags } from "./lib/flags.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";

@@ -34,7 +34,8 @@ import {
 } from "../test/support/stack.ts";
 import { freePort } from "../test/support/redis.ts";
 import { encodeSession, sessionKey, type SessionRecord } from "../lib/registry/schema.ts";
-import { lookupSession, readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
+import { readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
+import { lookupSession } from "../test/support/view-writers.ts";
 import { RedisBackend } from "../node/src/registry.ts";
 import { BenchError, callHeaders, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";

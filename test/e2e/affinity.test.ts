@@ -3,7 +3,7 @@
 // one stack; each scenario leaves it as it found it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
-import { lookupSession } from "../../lib/view/index.ts";
+import { lookupSession } from "../support/view-writers.ts";
 import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type Stack } from "../support/stack.ts";
 import {
   connectSdk,

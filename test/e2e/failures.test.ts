@@ -5,7 +5,8 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
-import { lookupSession, readMeta } from "../../lib/view/index.ts";
+import { readMeta } from "../../lib/view/index.ts";
+import { lookupSession } from "../support/view-writers.ts";
 import { redisCommand } from "../support/redis.ts";
 import { httpGet, sleep, startStack, waitUntil, watchViewConsistency, type NodePart, type Stack } from "../support/stack.ts";
 import {

@@ -4,7 +4,7 @@
 import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
-import { lookupSession } from "../../lib/view/index.ts";
+import { lookupSession } from "../support/view-writers.ts";
 import { goTool } from "../../scripts/go-tools.mjs";
 import { httpGet, sleep, startStack, waitUntil, type Stack } from "../support/stack.ts";
 import { header, LATEST_PROTOCOL, MCP_HEADERS, raw, rawCall, rawInitialize, report } from "./helpers.ts";
