@@ -5,7 +5,8 @@
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { publishView, sessionHash, type ViewMeta, type ViewSession } from "../lib/view/index.ts";
+import { sessionHash, type ViewMeta, type ViewSession } from "../lib/view/index.ts";
+import { publishView } from "../test/support/view-writers.ts";
 import type { Exchange, HostRequestInit, HttpWasmHost, NextHandler, UpstreamResponse } from "../test/host/http-wasm-host.ts";
 import {
   COOKIE,

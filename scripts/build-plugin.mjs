@@ -18,6 +18,7 @@ const run = (args) => execFileSync(asc, args, { cwd: root, stdio: "inherit" });
 run(["plugin/assembly/index.ts", "--target", "plugin"]);
 run(["plugin/passthrough/index.ts", "--target", "passthrough"]);
 run(["plugin/test/core-entry.ts", "--target", "core"]);
+run(["plugin/test/view-entry.ts", "--target", "view"]);
 
 const local = join(root, "plugin", "build", "local");
 mkdirSync(local, { recursive: true });

@@ -1,5 +1,6 @@
 // The only file that touches the http-wasm ABI. Everything else sees byte buffers and strings.
 // Imports: module `http_handler` (see http-wasm-host-go api/handler/wasm.go).
+import { Bytes } from "./bytes";
 
 @external("http_handler", "log")
 declare function _log(level: i32, buf: usize, len: u32): void;
@@ -34,67 +35,6 @@ export const LOG_DEBUG: i32 = -1;
 export const LOG_INFO: i32 = 0;
 export const LOG_WARN: i32 = 1;
 export const LOG_ERROR: i32 = 2;
-
-/** A growable byte buffer reused across requests: instance memory stays flat. */
-export class Bytes {
-  buf: Uint8Array;
-  len: i32 = 0;
-  constructor(capacity: i32) {
-    this.buf = new Uint8Array(capacity);
-  }
-  get ptr(): usize {
-    return this.buf.dataStart;
-  }
-  ensure(capacity: i32): void {
-    if (capacity <= this.buf.length) return;
-    let c = this.buf.length;
-    while (c < capacity) c <<= 1;
-    const n = new Uint8Array(c);
-    memory.copy(n.dataStart, this.buf.dataStart, <usize>this.len);
-    this.buf = n;
-  }
-  clear(): void {
-    this.len = 0;
-  }
-  @inline at(i: i32): u8 {
-    return load<u8>(this.buf.dataStart + <usize>i);
-  }
-  pushByte(b: u8): void {
-    this.ensure(this.len + 1);
-    store<u8>(this.buf.dataStart + <usize>this.len, b);
-    this.len++;
-  }
-  pushRange(src: usize, n: i32): void {
-    this.ensure(this.len + n);
-    memory.copy(this.buf.dataStart + <usize>this.len, src, <usize>n);
-    this.len += n;
-  }
-  pushBytes(other: Bytes, start: i32, end: i32): void {
-    this.pushRange(other.ptr + <usize>start, end - start);
-  }
-  /** Appends an ASCII string (all strings this plugin writes are ASCII). */
-  pushAscii(s: string): void {
-    const n = s.length;
-    this.ensure(this.len + n);
-    const base = this.buf.dataStart + <usize>this.len;
-    for (let i = 0; i < n; i++) store<u8>(base + <usize>i, <u8>s.charCodeAt(i));
-    this.len += n;
-  }
-  pushU64(v: u64): void {
-    if (v >= 10) this.pushU64(v / 10);
-    this.pushByte(<u8>(48 + <i32>(v % 10)));
-  }
-  /** Copy of bytes [start, end) as a Latin-1 string (byte-exact for ASCII). */
-  toAscii(start: i32, end: i32): string {
-    let s = "";
-    if (end <= start) return s;
-    // String.fromCharCodes would need an array; build via UTF16 buffer.
-    const out = new ArrayBuffer((end - start) << 1);
-    const o = changetype<usize>(out);
-    for (let i = start; i < end; i++) store<u16>(o + (<usize>(i - start) << 1), <u16>this.at(i));
-    return String.UTF16.decode(out);
-  }
-}
 
 // Scratch buffers shared by the ABI wrappers (one request at a time per instance).
 // Small: method, configuration (grown once at start when larger), headers and bodies the plugin writes.

@@ -7,7 +7,8 @@
 // and tears the upstream connection down mid-answer. A body the guest wrote back is a bytes.Buffer
 // in http-wasm-host-go, which the transport reads to its end without touching the connection
 // (docs/architecture.md, "Buffered request bodies").
-import { Bytes, KIND_REQUEST, headerValues, readRequestChunk, writeRequestBody } from "./abi";
+import { Bytes } from "./bytes";
+import { KIND_REQUEST, headerValues, readRequestChunk, writeRequestBody } from "./abi";
 
 /** About the size of the pieces a body is copied in (the caller's buffer: allocated once, never grown). */
 export const CHUNK_BYTES: i32 = 4096;

@@ -1,8 +1,9 @@
 // Cookie header handling on raw bytes (byte-exact: other cookies pass through unchanged).
 // `values` holds every Cookie header line, each NUL-terminated, as the host returns them.
-import { Bytes } from "./abi";
+import { Bytes } from "./bytes";
 
 /** Start/end of the value found by findCookie (end == -1: not found). */
+// Module globals rather than a returned object: no allocation per request (one page of memory).
 export let foundStart: i32 = 0;
 export let foundEnd: i32 = -1;
 
@@ -42,6 +43,7 @@ function eachPair(values: Bytes, visit: (b: Bytes, s: i32, e: i32, eq: i32) => b
   }
 }
 
+// The closures passed to eachPair cannot capture locals in AssemblyScript: their inputs go through globals.
 let wantName: string = "";
 
 /** Finds the first `name=value` pair; sets foundStart/foundEnd (quotes stripped). */

@@ -10,8 +10,8 @@ export const VIEW_FRESH: i32 = 0;
 export const VIEW_STALE: i32 = 1;
 export const VIEW_ABSENT: i32 = 2;
 
-// What the view says about the session (see view.ts).
-export const S_UNUSABLE: i32 = 0; // view missing or inconsistent
+// What the view says about the session (RegistryView.lookup in view.ts returns these).
+export const S_UNUSABLE: i32 = 0; // view missing, or inconsistent (a shard of another epoch, an owner id the meta lacks)
 export const S_OWNER: i32 = 1;
 export const S_CLOSED: i32 = 2;
 export const S_LEARNED: i32 = 3;
@@ -26,11 +26,11 @@ export const T_DEAD: i32 = 4; // its incarnation is gone (removed, rebooted, dow
 export const T_NEW_BOOT: i32 = 5; // the node is known, this boot is not (yet)
 export const T_UNKNOWN_NODE: i32 = 6; // no node of the view has its cookie
 
-// Owner state (view.ts NODE_*).
-export const OWNER_UP: u8 = 0;
-export const OWNER_DRAINING: u8 = 1;
-export const OWNER_DOWN: u8 = 2;
-export const OWNER_GONE: u8 = 3;
+// A node's state (the state field of the meta's `node` and `boot` lines, docs/registry-view.md).
+export const NODE_UP: u8 = 0;
+export const NODE_DRAINING: u8 = 1;
+export const NODE_DOWN: u8 = 2;
+export const NODE_GONE: u8 = 3;
 
 // Actions.
 export const PASS: i32 = 0;
@@ -66,7 +66,7 @@ export class RouteInput {
   id: i32 = ID_NONE;
   view: i32 = VIEW_ABSENT;
   session: i32 = S_UNUSABLE;
-  ownerState: u8 = OWNER_UP;
+  ownerState: u8 = NODE_UP;
   /** Client's cookie relative to the owner: 0 none, 1 names the owner, 2 names another node. */
   cookie: i32 = 0;
   token: i32 = T_NONE;
@@ -105,8 +105,8 @@ function pinTo(d: Decision, cookie: i32, repairAllowed: bool): Decision {
 
 /** Owner incarnation known and in the given state: the rows shared by records and tokens. */
 function byOwnerState(d: Decision, state: u8, cookie: i32, i: RouteInput): Decision {
-  if (state == OWNER_GONE) return set(d, ANSWER_404, R_LOST);
-  if (state == OWNER_DOWN) {
+  if (state == NODE_GONE) return set(d, ANSWER_404, R_LOST);
+  if (state == NODE_DOWN) {
     if (!i.passWhenDown) return set(d, ANSWER_503, R_UNAVAILABLE);
     // Policy pass: keep it pinned so it lands on the owner as soon as Traefik sees it back.
     if (cookie == COOKIE_OWNER) return set(d, PASS, R_PIN);
@@ -130,7 +130,7 @@ function byToken(i: RouteInput, d: Decision, fresh: bool): Decision {
   if (i.token == T_UNKNOWN_NODE) return set(d, PASS, R_UNKNOWN);
   // A boot the view has not heard of yet (or no longer lists): the node itself decides.
   if (i.token == T_NEW_BOOT) return pinTo(d, i.tokenCookie, true);
-  const state = i.token == T_DEAD ? OWNER_GONE : i.token == T_DOWN ? OWNER_DOWN : OWNER_UP;
+  const state = i.token == T_DEAD ? NODE_GONE : i.token == T_DOWN ? NODE_DOWN : NODE_UP;
   return byOwnerState(d, state, i.tokenCookie, i);
 }
 

@@ -2,7 +2,8 @@
 // Each batch is one file created O_EXCL in a bounded ring of slots, written with one write.
 // Two channels with their own slots: batches carrying learns/closes (s-<slot>.evt) never compete
 // with decision counts (e-<slot>.evt), which any client can drive in volume.
-import { Bytes, log, LOG_ERROR } from "./abi";
+import { Bytes } from "./bytes";
+import { log, LOG_ERROR } from "./abi";
 import { openWrite, writeAll, close, mkdir, ERRNO_EXIST, ERRNO_NOENT } from "./wasi";
 import { REASONS, REASON_COUNT, isFrequentReason } from "./core";
 
@@ -31,6 +32,18 @@ function pushCounts(o: Bytes, tag: string, names: StaticArray<string>, counts: S
     o.pushU64(n);
     o.pushByte(10);
   }
+}
+
+/** One `<kind> <id> <hash hex> <cookie or ->` line (`l`, `c`, `v`). */
+export function pushSessionLine(o: Bytes, kind: string, id: Bytes, idStart: i32, idEnd: i32, hashHex: Bytes, cookie: string): void {
+  o.pushAscii(kind);
+  o.pushByte(32);
+  o.pushBytes(id, idStart, idEnd);
+  o.pushByte(32);
+  o.pushBytes(hashHex, 0, hashHex.len);
+  o.pushByte(32);
+  o.pushAscii(cookie.length > 0 ? cookie : "-");
+  o.pushByte(10);
 }
 
 export class EventLog {
@@ -82,14 +95,7 @@ export class EventLog {
       return;
     }
     this.lineCount++;
-    this.lines.pushAscii(kind);
-    this.lines.pushByte(32);
-    this.lines.pushBytes(id, idStart, idEnd);
-    this.lines.pushByte(32);
-    this.lines.pushBytes(hashHex, 0, hashHex.len);
-    this.lines.pushByte(32);
-    this.lines.pushAscii(cookie.length > 0 ? cookie : "-");
-    this.lines.pushByte(10);
+    pushSessionLine(this.lines, kind, id, idStart, idEnd, hashHex, cookie);
   }
 
   /**
@@ -125,21 +131,7 @@ export class EventLog {
   flush(now: u64): void {
     if (this.dirfd < 0) return;
     this.lastFlush = now;
-    const o = this.out;
-    o.clear();
-    o.pushAscii("MCPAEV 1\nt ");
-    o.pushU64(now);
-    o.pushByte(10);
-    o.pushBytes(this.lines, 0, this.lines.len);
-    o.pushBytes(this.touches, 0, this.touches.len);
-    pushCounts(o, "d ", REASONS, this.counts);
-    pushCounts(o, "b ", BODY_KINDS, this.bodies);
-    if (this.dropped > 0) {
-      o.pushAscii("x ");
-      o.pushU64(this.dropped);
-      o.pushByte(10);
-    }
-    o.pushAscii("end\n");
+    this.encode(now);
     const session = this.lines.len > 0;
     if (session ? this.writeSlot(now, "events/s-", this.sessionSlots) : this.writeSlot(now, "events/e-", this.slots)) {
       for (let r = 0; r < REASON_COUNT; r++) unchecked(this.counts[r] = 0);
@@ -161,6 +153,26 @@ export class EventLog {
     }
     this.lines.clear();
     this.lineCount = 0;
+  }
+
+  /** The pending batch as the file's bytes (docs/registry-view.md, events): header, t, l/c/v, a, d, b, x, end. */
+  encode(now: u64): Bytes {
+    const o = this.out;
+    o.clear();
+    o.pushAscii("MCPAEV 1\nt ");
+    o.pushU64(now);
+    o.pushByte(10);
+    o.pushBytes(this.lines, 0, this.lines.len);
+    o.pushBytes(this.touches, 0, this.touches.len);
+    pushCounts(o, "d ", REASONS, this.counts);
+    pushCounts(o, "b ", BODY_KINDS, this.bodies);
+    if (this.dropped > 0) {
+      o.pushAscii("x ");
+      o.pushU64(this.dropped);
+      o.pushByte(10);
+    }
+    o.pushAscii("end\n");
+    return o;
   }
 
   /** Counts lost learn/close lines (reported in the next batch) and says so once per outage. */

@@ -1,8 +1,9 @@
 // mcp-affinity: http-wasm handler for Traefik. Glue between the ABI, the view, the decision core
 // and the event log. One instance serves one request at a time; state here is per instance.
 import "./abort";
+import { Bytes } from "./bytes";
 import {
-  Bytes, KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_WARN, LOG_DEBUG,
+  KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_WARN, LOG_DEBUG,
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
   statusCode, respond, readRequestBodyUpTo,
 } from "./abi";
@@ -11,13 +12,14 @@ import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES 
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
 import { findCookie, foundStart, foundEnd, buildPinnedCookie } from "./cookie";
-import { RegistryView, pushHex, FOUND, CLOSED, LEARNED, NOT_FOUND, INCONSISTENT } from "./view";
+import { RegistryView } from "./view";
+import { pushHex } from "./hex";
 import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
 import { CHUNK_BYTES, InitializeMatcher, contentLength, copyRequestBody } from "./body";
 import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
-  VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_CLOSED, S_LEARNED, S_UNKNOWN, COOKIE_NONE, COOKIE_OWNER,
+  VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_LEARNED, COOKIE_NONE, COOKIE_OWNER,
   COOKIE_OTHER, PIN, PIN_REPAIR, ANSWER_404, ANSWER_503, REASONS, R_SESSIONLESS, R_INVALID, R_REJECT,
   T_NONE, T_UNVERIFIED, TARGET_TOKEN,
 } from "./core";
@@ -244,25 +246,21 @@ function classify(now: u64): void {
     // itself still pins cookie-less clients; nothing else is known, so nothing is refused.
     input.view = VIEW_ABSENT;
     input.session = S_UNUSABLE;
-    if (view.lookupLearned(DIGEST) == LEARNED) {
+    if (view.lookupLearned(DIGEST) == S_LEARNED) {
       input.view = VIEW_STALE;
       input.session = S_LEARNED;
       setCookieRelation();
     }
     return;
   }
+  // Unusable with a meta loaded (a shard of another epoch, or naming an owner the meta lacks): re-read the meta once.
   let r = view.lookup(DIGEST);
-  if (r == INCONSISTENT && view.refresh(now, true)) r = view.lookup(DIGEST);
+  if (r == S_UNUSABLE && view.refresh(now, true)) r = view.lookup(DIGEST);
   // Still inconsistent (a shard mid-rewrite): what this Traefik learned itself still pins.
-  if (r == INCONSISTENT && view.lookupLearned(DIGEST) == LEARNED) r = LEARNED;
+  if (r == S_UNUSABLE && view.lookupLearned(DIGEST) == S_LEARNED) r = S_LEARNED;
   input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
-  if (r == FOUND) {
-    input.session = S_OWNER;
-    input.ownerState = view.ownerState;
-  } else if (r == CLOSED) input.session = S_CLOSED;
-  else if (r == LEARNED) input.session = S_LEARNED;
-  else if (r == NOT_FOUND) input.session = S_UNKNOWN;
-  else input.session = S_UNUSABLE;
+  input.session = r;
+  if (r == S_OWNER) input.ownerState = view.ownerState;
   setCookieRelation();
 }
 

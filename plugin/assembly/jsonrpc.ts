@@ -1,12 +1,13 @@
 // The JSON-RPC `id` of a single request, read from a small POST body, for the edge's own error
 // answers: a client matches an error to its request only by id (rmcp drops an error whose id is
 // null and waits forever). Batches, notifications, responses and anything unreadable give none.
-import { Bytes } from "./abi";
+import { Bytes } from "./bytes";
 
 /** Longest id token copied into an answer (a longer one is left out: "id": null). */
 export const MAX_ID_TOKEN: i32 = 128;
 
-// Start/end of the id token found by findRequestId.
+// Start/end of the id token found by findRequestId: module globals rather than a returned object,
+// so a request allocates nothing (the instance stays in its one page of memory).
 export let idStart: i32 = 0;
 export let idEnd: i32 = 0;
 

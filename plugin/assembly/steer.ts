@@ -3,7 +3,8 @@
 // draining, down or gone while an up one exists. Works with any provider: the nodes and their
 // states come from the view's incarnation table (`boot` lines; a node's running boot carries the
 // node's state, so each up line is a distinct up server).
-import { RegistryView, NODE_UP } from "./view";
+import { RegistryView } from "./view";
+import { NODE_UP } from "./core";
 
 // Per instance; instances serve requests in turn, so counters spread picks evenly across servers.
 let turn: u32 = 0;

@@ -1,7 +1,7 @@
 // The routing token inside a session id (docs/registry-view.md, "Session tokens"), parsed from
 // the raw header bytes. Pure: no ABI, no WASI. lib/token is the Node side of the same format; both
 // run test/vectors/tokens.json.
-import { Bytes } from "./abi";
+import { Bytes } from "./bytes";
 
 export const TOKEN_NONE: i32 = 0;
 /** Minted by the node library: the node sees this very id. */

@@ -19,7 +19,7 @@ declare function path_create_directory(fd: u32, path: usize, pathLen: u32): u16;
 @external("wasi_snapshot_preview1", "clock_time_get")
 declare function clock_time_get(id: u32, precision: u64, time: usize): u16;
 
-import { Bytes } from "./abi";
+import { Bytes } from "./bytes";
 
 export const ERRNO_SUCCESS: u16 = 0;
 export const ERRNO_EXIST: u16 = 20;

@@ -1,7 +1,8 @@
 // Baseline guest for benchmarks: built with the same compiler settings as the plugin, it reads
 // the session header like the plugin does and passes every request on untouched.
 import "../assembly/abort";
-import { Bytes, KIND_REQUEST, headerValues } from "../assembly/abi";
+import { Bytes } from "../assembly/bytes";
+import { KIND_REQUEST, headerValues } from "../assembly/abi";
 
 const vals = new Bytes(512);
 

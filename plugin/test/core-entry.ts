@@ -3,7 +3,7 @@
 // Built to plugin/build/core.wasm.
 import "../assembly/abort";
 import { RouteInput, Decision, decideRoute } from "../assembly/core";
-import { Bytes } from "../assembly/abi";
+import { Bytes } from "../assembly/bytes";
 import { SessionToken, parseToken } from "../assembly/token";
 
 const input = new RouteInput();

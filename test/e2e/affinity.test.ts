@@ -4,7 +4,7 @@
 // one stack; each scenario leaves it as it found it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
-import { lookupSession } from "../../lib/view/index.ts";
+import { lookupSession } from "../support/view-writers.ts";
 import { httpGet } from "../../dev/net.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startStack, type Stack } from "../../dev/stack.ts";

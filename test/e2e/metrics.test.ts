@@ -4,7 +4,7 @@
 import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionHash } from "../../lib/registry/schema.ts";
-import { lookupSession } from "../../lib/view/index.ts";
+import { lookupSession } from "../support/view-writers.ts";
 import { goTool } from "../../scripts/go-tools.mjs";
 import { metricSum, scrapeMetrics } from "../../dev/metrics.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";

@@ -15,7 +15,8 @@ import {
   type NodeRecord,
   type SessionRecord,
 } from "../../lib/registry/index.ts";
-import { formatEventBatch, lookupSession, readMeta, writeLearned, type EventBatch } from "../../lib/view/index.ts";
+import { readMeta, type EventBatch } from "../../lib/view/index.ts";
+import { formatEventBatch, lookupSession, writeLearned } from "../support/view-writers.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { startRedis, type TestRedis } from "../../dev/redis.ts";

@@ -8,7 +8,6 @@ import { fileURLToPath } from "node:url";
 import { cookieValueFor, sessionHashHex } from "../../lib/registry/schema.ts";
 import {
   parseEventBatch,
-  publishView,
   sessionHash,
   viewPaths,
   writeMeta,
@@ -18,6 +17,7 @@ import {
   type ViewMeta,
   type ViewBoot,
 } from "../../lib/view/index.ts";
+import { publishView } from "./view-writers.ts";
 import { HostPool, OffsetClock, type Exchange, type HostOptions, type HostRequestInit, type NextHandler, type UpstreamResponse } from "../host/http-wasm-host.ts";
 
 const root = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");

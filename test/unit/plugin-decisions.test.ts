@@ -3,7 +3,8 @@
 import { beforeEach, describe, expect, test } from "vitest";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { encodeMeta, sessionHash, shardPrefix, viewPaths, writeShard } from "../../lib/view/index.ts";
+import { encodeMeta, sessionHash, shardPrefix, viewPaths } from "../../lib/view/index.ts";
+import { writeShard } from "../support/view-writers.ts";
 import type { Exchange } from "../host/http-wasm-host.ts";
 import {
   COOKIE,
@@ -330,9 +331,13 @@ describe("view trouble fails open (invariants 1 and 3)", () => {
     expectAnswer(run({ sessionId: "s-gone" }, { staleAfterMs: 10000 }, d.dir).ex, 404, "lost", -32001);
   });
 
-  test("a view published by the future (clock skew) is not stale", async () => {
-    await publish(d.dir, { ...SPEC, published: Date.now() + 60_000 });
+  test("a view published up to 2 s ahead (clock skew) is fresh; further ahead it is stale, never fresh", async () => {
+    await publish(d.dir, { ...SPEC, published: Date.now() + 1_500 });
     expectAnswer(run({ sessionId: "s-gone" }, {}, d.dir).ex, 404, "lost", -32001);
+    await publish(d.dir, { ...SPEC, published: Date.now() + 60_000 });
+    const { ex, reason } = run({ sessionId: "s-gone" }, {}, d.dir);
+    expect(ex.nextCalled).toBe(true);
+    expect(reason).toBe("fail-open");
   });
 
   test("a view going stale while an instance reuses its meta: the instance notices by the clock", async () => {

@@ -35,7 +35,7 @@ const KINDS: [string, (i: number) => HostRequestInit, NextHandler | undefined, n
   ["wrapped", () => mcp({ sessionId: WRAPPED }), echoUpstream, 200],
 ];
 
-const t = useView({ ...SPEC, published: Date.now() + 3_600_000 });
+const t = useView({ ...SPEC, published: Date.now() }); // fresh for the whole run: staleAfterMs is an hour below
 
 /** A tools/call of `size` bytes; an initialize of `size` bytes with its method last. */
 const bigCall = (size: number) => {

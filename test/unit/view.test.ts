@@ -12,22 +12,18 @@ import {
   QUARANTINE_DIR,
   encodeMeta,
   encodeShard,
-  formatEventBatch,
   listLearned,
-  lookupSession,
   parseEventBatch,
-  publishView,
   readMeta,
   sessionHash,
   shardPrefix,
-  writeLearned,
   writeMeta,
-  writeShard,
   type EventBatch,
   type ViewFs,
   type ViewMeta,
   type ViewSession,
 } from "../../lib/view/index.ts";
+import { formatEventBatch, lookupSession, publishView, writeLearned, writeShard } from "../support/view-writers.ts";
 
 let dir: string;
 beforeEach(async () => {
@@ -209,7 +205,7 @@ describe("view/shards", () => {
       if (m !== null) expect(() => decodeMeta(m)).not.toThrow();
       const s = await readFile(join(dir, "view", "shards", p)).catch(() => null);
       if (s !== null) {
-        const d = decodeShard(s); // throws on a length/count mismatch
+        const d = decodeShard(s); // throws on a shard shorter than its count (a torn write)
         expect(d.sessions.length).toBe(4001);
         reads++;
       }
