@@ -103,7 +103,7 @@ export class EventIngest {
     const { cfg, registry, mirror, metrics, log } = this.ctx;
     for (const l of b.learned) {
       const key = hashKeyFromHex(l.hash);
-      if (mirror.closedAt.has(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
+      if (mirror.wasClosed(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
       const record: SessionRecord = { node: mirror.urlFor(l.cookie), cookie: l.cookie, boot: null, created: b.t || Date.now(), source: "edge" };
       // Nothing but activity tells the edge such a session still lives: a short TTL, renewed by use.
       if (await registry.registerSession(l.id, record, { ifAbsent: true, ttlMs: Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs) })) {
