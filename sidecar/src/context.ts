@@ -50,7 +50,7 @@ export class Periodic {
       running = true;
       Promise.resolve()
         .then(fn)
-        .catch((err) => this.log.error({ err: { message: err?.message } }, "periodic task failed"))
+        .catch((err) => this.log.error({ err: errFields(err) }, "periodic task failed"))
         .finally(() => {
           running = false;
         });
@@ -66,3 +66,12 @@ export class Periodic {
 /** Resolves when `p` settles or after `ms`, whichever comes first. */
 export const settleWithin = (p: Promise<unknown>, ms: number): Promise<unknown> =>
   Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, ms).unref())]);
+
+/** What a log line carries of an error: its message and code, never a stack. */
+export function errFields(err: unknown): { message?: string; code?: string } {
+  const e = err as { message?: unknown; code?: unknown } | null | undefined;
+  return {
+    message: typeof e?.message === "string" ? e.message : undefined,
+    code: typeof e?.code === "string" ? e.code : undefined,
+  };
+}

@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
 import { drainEvents, QUARANTINE_DIR, type DrainResult, type EventBatch } from "../../lib/view/index.ts";
-import { countRegistration, hashKeyFromHex, settleWithin, type SidecarContext } from "./context.ts";
+import { countRegistration, hashKeyFromHex, settleWithin, type SidecarContext, errFields } from "./context.ts";
 import { EdgeTouches } from "./touches.ts";
 
 // Redis replies that say "not now" rather than "never" (ioredis ReplyError messages).
@@ -22,7 +22,15 @@ export function isPermanentApplyError(err: Error): boolean {
   return cause?.name === "ReplyError" && !TRANSIENT_REPLY.test(cause.message);
 }
 
-const NOTHING_DRAINED: DrainResult = { applied: 0, corrupt: 0, pending: 0, failed: 0, quarantined: 0, badLines: 0, foreign: 0 };
+const NOTHING_DRAINED: DrainResult = {
+  applied: 0,
+  corrupt: 0,
+  pending: 0,
+  failed: 0,
+  quarantined: 0,
+  badLines: 0,
+  foreign: 0,
+};
 
 export class EventIngest {
   readonly #touches: EdgeTouches;
@@ -47,7 +55,9 @@ export class EventIngest {
   async tick(): Promise<void> {
     if (this.#retryBackoffMs && Date.now() < this.#retryNotBefore && this.ctx.registry.status() !== "ready") return;
     const r = await this.drain();
-    this.#retryBackoffMs = r.failed ? Math.min(Math.max(this.#retryBackoffMs * 2, this.ctx.cfg.eventIntervalMs * 2), 1000) : 0;
+    this.#retryBackoffMs = r.failed
+      ? Math.min(Math.max(this.#retryBackoffMs * 2, this.ctx.cfg.eventIntervalMs * 2), 1000)
+      : 0;
     this.#retryNotBefore = Date.now() + this.#retryBackoffMs;
   }
 
@@ -62,14 +72,20 @@ export class EventIngest {
     this.#draining ??= drainEvents(cfg.dir, (b) => this.apply(b), {
       fs,
       isPermanent: isPermanentApplyError,
-      onQuarantine: (file, err: any) => {
+      onQuarantine: (file, err: unknown) => {
         metrics.eventFiles.inc({ result: "quarantined" });
-        log.error({ file, err: { message: err?.message, code: err?.code } }, "event batch cannot be applied; moved to events-quarantine/");
+        log.error({ file, err: errFields(err) }, "event batch cannot be applied; moved to events-quarantine/");
       },
-      onCorrupt: (file, err) => throttled(`corrupt:${file}`, () => log.warn({ file, err: { message: err.message } }, "corrupt event file deleted")),
-      onBadLines: (file, n) => throttled("badlines", () => log.warn({ file, lines: n }, "unreadable event lines skipped")),
-      onError: (file, err: any) =>
-        throttled("apply", () => log.warn({ file, err: { message: err?.message, code: err?.code } }, "event batch not applied yet; kept for the next attempt")),
+      onCorrupt: (file, err) =>
+        throttled(`corrupt:${file}`, () =>
+          log.warn({ file, err: { message: err.message } }, "corrupt event file deleted"),
+        ),
+      onBadLines: (file, n) =>
+        throttled("badlines", () => log.warn({ file, lines: n }, "unreadable event lines skipped")),
+      onError: (file, err: unknown) =>
+        throttled("apply", () =>
+          log.warn({ file, err: errFields(err) }, "event batch not applied yet; kept for the next attempt"),
+        ),
     })
       .then((r) => {
         if (r.applied) metrics.eventFiles.inc({ result: "applied" }, r.applied);
@@ -79,9 +95,9 @@ export class EventIngest {
         metrics.eventPending.set(r.pending + r.failed);
         return r;
       })
-      .catch((err: any) => {
+      .catch((err: unknown) => {
         metrics.dirErrors.inc({ operation: "read_events" });
-        throttled("events", () => log.warn({ err: { message: err?.message, code: err?.code } }, "cannot read events/"));
+        throttled("events", () => log.warn({ err: errFields(err) }, "cannot read events/"));
         return { ...NOTHING_DRAINED };
       })
       .finally(() => {
@@ -104,9 +120,20 @@ export class EventIngest {
     for (const l of b.learned) {
       const key = hashKeyFromHex(l.hash);
       if (mirror.wasClosed(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
-      const record: SessionRecord = { node: mirror.urlFor(l.cookie), cookie: l.cookie, boot: null, created: b.t || Date.now(), source: "edge" };
+      const record: SessionRecord = {
+        node: mirror.urlFor(l.cookie),
+        cookie: l.cookie,
+        boot: null,
+        created: b.t || Date.now(),
+        source: "edge",
+      };
       // Nothing but activity tells the edge such a session still lives: a short TTL, renewed by use.
-      if (await registry.registerSession(l.id, record, { ifAbsent: true, ttlMs: Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs) })) {
+      if (
+        await registry.registerSession(l.id, record, {
+          ifAbsent: true,
+          ttlMs: Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs),
+        })
+      ) {
         countRegistration(metrics, mirror.applySession(l.id, record, false, key), record);
         log.debug({ session: sessionTag(l.id), cookie: l.cookie }, "session learned at the edge registered");
       } else {

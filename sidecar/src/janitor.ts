@@ -5,7 +5,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { deleteLearned, listLearned, viewPaths } from "../../lib/view/index.ts";
-import { hashKeyFromHex, type SidecarContext } from "./context.ts";
+import { hashKeyFromHex, type SidecarContext, errFields } from "./context.ts";
 import type { Publisher } from "./publisher.ts";
 
 /** An unreadable file younger than this may be mid-write by the plugin: it is left alone. */
@@ -44,9 +44,9 @@ export class LearnedJanitor {
           throttled("learned-invalid", () => log.warn({ file: name }, "unreadable learned/ file deleted"));
         }
       }
-    } catch (err: any) {
+    } catch (err) {
       metrics.dirErrors.inc({ operation: "learned" });
-      throttled("learned", () => log.warn({ err: { message: err?.message, code: err?.code } }, "cannot clean learned/"));
+      throttled("learned", () => log.warn({ err: errFields(err) }, "cannot clean learned/"));
     }
   }
 }

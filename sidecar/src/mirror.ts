@@ -39,7 +39,10 @@ export class Mirror {
     const now = opts.now ?? Date.now;
     this.shardBits = opts.shardBits;
     this.retryAfterSeconds = opts.retryAfterSeconds;
-    this.sessions = new SessionIndex({ shardBits: opts.shardBits, tombstoneTtlMs: opts.tombstoneTtlMs, now }, this.owners);
+    this.sessions = new SessionIndex(
+      { shardBits: opts.shardBits, tombstoneTtlMs: opts.tombstoneTtlMs, now },
+      this.owners,
+    );
     this.nodes = new NodeLiveness({
       nodeTtlMs: opts.nodeTtlMs,
       downLimitMs: opts.downLimitMs,

@@ -117,8 +117,10 @@ export class NodeLiveness {
     const retry = (state: NodeViewState) => (state === "down" ? retryAfterSeconds : 0);
     for (const n of this.#nodes.values()) {
       const current = n.hb?.boot ?? null;
-      if (current !== null) out.push({ cookie: n.cookie, bootTag: bootTag(current), state: n.state, retryAfterSeconds: retry(n.state) });
-      else if (n.hbBootsSeen.size === 0) out.push({ cookie: n.cookie, bootTag: UNKNOWN_BOOT_TAG, state: n.state, retryAfterSeconds: retry(n.state) });
+      if (current !== null)
+        out.push({ cookie: n.cookie, bootTag: bootTag(current), state: n.state, retryAfterSeconds: retry(n.state) });
+      else if (n.hbBootsSeen.size === 0)
+        out.push({ cookie: n.cookie, bootTag: UNKNOWN_BOOT_TAG, state: n.state, retryAfterSeconds: retry(n.state) });
       const old = [...n.hbBootsSeen].filter((b) => b !== current).slice(-BOOTS_LISTED);
       for (const b of old) out.push({ cookie: n.cookie, bootTag: bootTag(b), state: "gone", retryAfterSeconds: 0 });
     }
@@ -238,8 +240,21 @@ export class NodeLiveness {
     let n = this.#nodes.get(cookie);
     if (!n) {
       n = {
-        cookie, url: "", name: "", hb: null, hbRemoved: false, traefik: null, traefikAt: 0, servedAt: 0, downSince: null, state: "up",
-        hbBootsSeen: new Set(), probe: null, probedAt: 0, probeFailures: 0, refusedBoot: null,
+        cookie,
+        url: "",
+        name: "",
+        hb: null,
+        hbRemoved: false,
+        traefik: null,
+        traefikAt: 0,
+        servedAt: 0,
+        downSince: null,
+        state: "up",
+        hbBootsSeen: new Set(),
+        probe: null,
+        probedAt: 0,
+        probeFailures: 0,
+        refusedBoot: null,
       };
       this.#nodes.set(cookie, n);
       this.#version++;

@@ -135,7 +135,6 @@ export class Publisher {
         work.push(...m.sessions.takeDirty());
       }
     } catch (err) {
-      ok = false;
       metrics.dirErrors.inc({ operation: "list" });
       this.logError("cannot prepare the view directory", err);
       // The cold publish is retried next time.

@@ -70,7 +70,11 @@ export class PublishSchedule {
     const fromSynced = this.#mirrorSynced;
     const r = await publisher.publish();
     if (fromSynced && r.ok) this.o.onSyncedView();
-    if (r.kind === "full") log.info({ epoch, shards: r.shards, sessions: mirror.liveCount, ms: Math.round(r.ms), ok: r.ok }, "view published");
+    if (r.kind === "full")
+      log.info(
+        { epoch, shards: r.shards, sessions: mirror.liveCount, ms: Math.round(r.ms), ok: r.ok },
+        "view published",
+      );
     return r;
   }
 

@@ -203,7 +203,8 @@ export class SessionIndex {
     for (let s = 0; s < this.#shards.length; s++) {
       for (const [key, v] of this.#shards[s]) {
         if (closedOf(v) || genOf(v) !== stale) continue;
-        if (spareUnseen) this.#shards[s].set(key, v ^ 2); // current generation: not a view change
+        if (spareUnseen)
+          this.#shards[s].set(key, v ^ 2); // current generation: not a view change
         else this.drop(s, key, v);
         n++;
       }

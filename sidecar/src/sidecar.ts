@@ -8,7 +8,7 @@ import { pino, type Logger } from "pino";
 import { createRegistry, describeRedis, type Registry } from "../../lib/registry/index.ts";
 import { defaultViewFs, readMeta, viewPaths, type DrainResult } from "../../lib/view/index.ts";
 import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
-import { countRegistration, Periodic, settleWithin, throttledLog, type SidecarContext } from "./context.ts";
+import { countRegistration, Periodic, settleWithin, throttledLog, type SidecarContext, errFields } from "./context.ts";
 import { createHttpServer } from "./http.ts";
 import { EventIngest } from "./ingest.ts";
 import { LearnedJanitor } from "./janitor.ts";
@@ -63,11 +63,18 @@ export class SidecarError extends Error {
 const FINAL_DRAIN_MS = 2000;
 const SCAN_SETTLE_MS = 1000;
 
-export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime: SidecarRuntimeOptions = {}): Promise<Sidecar> {
+export async function startSidecar(
+  config: Partial<SidecarConfig> = {},
+  runtime: SidecarRuntimeOptions = {},
+): Promise<Sidecar> {
   const cfg = makeConfig(config);
   const log =
     runtime.logger ??
-    pino({ level: cfg.logLevel, base: { service: "mcp-affinity-sidecar" }, redact: { paths: ["*.password", "*.token", "*.apiToken"], censor: "***" } });
+    pino({
+      level: cfg.logLevel,
+      base: { service: "mcp-affinity-sidecar" },
+      redact: { paths: ["*.password", "*.token", "*.apiToken"], censor: "***" },
+    });
   const fs = runtime.fs ?? defaultViewFs;
   const paths = viewPaths(cfg.dir);
   // A view left by a previous process is taken over (its epoch and owner ids) rather than replaced:
@@ -79,8 +86,12 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   // The shared directory must be usable: the plugin writes learned/ and events/ into it.
   try {
     for (const p of [paths.shards, paths.learned, paths.events]) await fs.mkdir(p, { recursive: true });
-  } catch (err: any) {
-    throw new SidecarError(`cannot create the shared directory ${cfg.dir}: ${err?.message}`, "ERR_SIDECAR_DIR", "--dir");
+  } catch (err) {
+    throw new SidecarError(
+      `cannot create the shared directory ${cfg.dir}: ${errFields(err).message}`,
+      "ERR_SIDECAR_DIR",
+      "--dir",
+    );
   }
 
   const lifecycle = new Lifecycle();
@@ -111,9 +122,13 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
     onError: (op, err) => {
       metrics.redisErrors.inc({ operation: op });
       // At shutdown the connection is being closed by us: its errors are expected.
-      if (lifecycle.running) throttled(`redis:${op}`, () => log.warn({ op, err: { message: err.message } }, "redis operation failed"));
+      if (lifecycle.running)
+        throttled(`redis:${op}`, () => log.warn({ op, err: { message: err.message } }, "redis operation failed"));
     },
-    onBadChange: (err) => throttled("badchange", () => log.warn({ err: { message: err.message } }, "unreadable message on the change channel (skipped)")),
+    onBadChange: (err) =>
+      throttled("badchange", () =>
+        log.warn({ err: { message: err.message } }, "unreadable message on the change channel (skipped)"),
+      ),
   });
 
   const publisher = new Publisher(mirror, { dir: cfg.dir, epoch, fs, log, metrics });
@@ -191,7 +206,11 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   });
   try {
     await new Promise<void>((resolve, reject) => {
-      server.once("error", (err: any) => reject(new SidecarError(`cannot listen on ${cfg.host}:${cfg.port}: ${err?.message}`, "ERR_SIDECAR_LISTEN", "--port")));
+      server.once("error", (err: Error) =>
+        reject(
+          new SidecarError(`cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`, "ERR_SIDECAR_LISTEN", "--port"),
+        ),
+      );
       server.listen(cfg.port, cfg.host, () => resolve());
     });
   } catch (err) {
@@ -205,7 +224,13 @@ export async function startSidecar(config: Partial<SidecarConfig> = {}, runtime:
   const port = (server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
   log.info(
-    { url, dir: cfg.dir, epoch, registry: registry.kind === "redis" ? describeRedis(conn) : "memory", shardBits: cfg.shardBits },
+    {
+      url,
+      dir: cfg.dir,
+      epoch,
+      registry: registry.kind === "redis" ? describeRedis(conn) : "memory",
+      shardBits: cfg.shardBits,
+    },
     "mcp-affinity sidecar started",
   );
 

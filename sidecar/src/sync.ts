@@ -2,7 +2,7 @@
 // (reconcile) at start, after every outage and every reconcileInterval catches what the channel
 // missed. At start the sync is retried with backoff until it succeeds (Redis down at start).
 import type { RegistryChange } from "../../lib/registry/index.ts";
-import { countRegistration, type SidecarContext } from "./context.ts";
+import { countRegistration, type SidecarContext, errFields } from "./context.ts";
 
 export class RegistrySync {
   /** A full scan has completed once: the mirror holds the registry. */
@@ -91,9 +91,9 @@ export class RegistrySync {
         scanned += batch.length;
       }
       completed = !this.#stopped;
-    } catch (err: any) {
+    } catch (err) {
       metrics.reconciles.inc({ result: "error" });
-      this.ctx.throttled("reconcile", () => log.warn({ err: { message: err?.message, code: err?.code } }, "registry sync failed; retrying"));
+      this.ctx.throttled("reconcile", () => log.warn({ err: errFields(err) }, "registry sync failed; retrying"));
     }
     const spare = this.#spareNextScan;
     const dropped = mirror.endReconcile(completed, spare);
@@ -101,7 +101,11 @@ export class RegistrySync {
     this.#spareNextScan = false;
     metrics.reconciles.inc({ result: "ok" });
     metrics.reconcileDuration.observe((performance.now() - t0) / 1000);
-    if (!this.#synced) log.info({ sessions: mirror.liveCount, nodes: mirror.nodes.size, ms: Math.round(performance.now() - t0), invalid }, "registry synced");
+    if (!this.#synced)
+      log.info(
+        { sessions: mirror.liveCount, nodes: mirror.nodes.size, ms: Math.round(performance.now() - t0), invalid },
+        "registry synced",
+      );
     else log.debug({ scanned, [spare ? "spared" : "dropped"]: dropped, invalid }, "reconciled");
     this.#synced = true;
     this.onSynced();

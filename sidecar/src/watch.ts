@@ -3,7 +3,7 @@
 // library), the sidecar's own probe of each node, and the death checks of sessions the edge saw
 // answered without a session.
 import { sessionTag, type NodeRecord } from "../../lib/registry/index.ts";
-import { hashKeyFromHex, type SidecarContext } from "./context.ts";
+import { hashKeyFromHex, type SidecarContext, errFields } from "./context.ts";
 import { DeathChecker } from "./deaths.ts";
 import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
@@ -50,7 +50,9 @@ export class NodeWatch {
     if (!cookies.length) return;
     try {
       const getNodes = (registry as { getNodes?: (c: string[]) => Promise<Array<NodeRecord | null>> }).getNodes;
-      const recs = getNodes ? await getNodes.call(registry, cookies) : await Promise.all(cookies.map((c) => registry.getNode(c)));
+      const recs = getNodes
+        ? await getNodes.call(registry, cookies)
+        : await Promise.all(cookies.map((c) => registry.getNode(c)));
       recs.forEach((r, i) => r && mirror.applyNode(cookies[i], r));
     } catch {
       /* counted by the registry's error hook */
@@ -63,9 +65,11 @@ export class NodeWatch {
     if (!cfg.traefikApi) return;
     try {
       mirror.applyTraefik(await readTraefikServers(cfg.traefikApi, cfg.traefikServices), true);
-    } catch (err: any) {
+    } catch (err) {
       metrics.traefikErrors.inc();
-      throttled("traefik", () => log.warn({ err: { message: err?.message } }, "cannot read Traefik's API; node states from heartbeats only"));
+      throttled("traefik", () =>
+        log.warn({ err: errFields(err) }, "cannot read Traefik's API; node states from heartbeats only"),
+      );
     }
     this.refresh();
   }
@@ -101,7 +105,11 @@ export class NodeWatch {
     const before = mirror.nodes.get(cookie)?.state;
     if (mirror.applyProbe(cookie, result)) this.ctx.changed();
     const after = mirror.nodes.get(cookie)?.state;
-    if (before !== after) log.info({ node: mirror.nodes.get(cookie)?.name || url, probe: result, late, from: before, to: after }, "node state changed");
+    if (before !== after)
+      log.info(
+        { node: mirror.nodes.get(cookie)?.name || url, probe: result, late, from: before, to: after },
+        "node state changed",
+      );
   }
 
   /** No more results applied; queued death checks dropped. */

@@ -43,12 +43,26 @@ describe("makeConfig validates like the CLI", () => {
       shardBits: 8,
       nodeTtlMs: 300,
       downLimitMs: 600,
-      redisCluster: [{ host: "::1", port: 7000 }, { host: "10.0.0.2", port: 7001 }],
+      redisCluster: [
+        { host: "::1", port: 7000 },
+        { host: "10.0.0.2", port: 7001 },
+      ],
       traefikApi: "http://127.0.0.1:8080",
       traefikServices: ["mcp@file", "other@file"],
       apiToken: null,
     };
-    const argv = ["--port", "0", "--shard-bits", "8", "--node-ttl", "300", "--down-limit", "600", "--redis-cluster", "[::1]:7000,10.0.0.2:7001"];
+    const argv = [
+      "--port",
+      "0",
+      "--shard-bits",
+      "8",
+      "--node-ttl",
+      "300",
+      "--down-limit",
+      "600",
+      "--redis-cluster",
+      "[::1]:7000,10.0.0.2:7001",
+    ];
     argv.push("--traefik-api", "http://127.0.0.1:8080", "--traefik-services", "mcp@file,other@file");
     expect(makeConfig(over)).toEqual(parseConfig(argv, {}));
     expect(makeConfig()).toEqual(parseConfig([], {}));

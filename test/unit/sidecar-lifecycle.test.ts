@@ -12,7 +12,14 @@ import { freePort } from "../support/redis.ts";
 import { sleep, until } from "../support/wait.ts";
 
 const STATES: SidecarState[] = ["starting", "syncing", "ready", "closing", "closed"];
-const LEGAL = new Set(["starting>syncing", "starting>closing", "syncing>ready", "syncing>closing", "ready>closing", "closing>closed"]);
+const LEGAL = new Set([
+  "starting>syncing",
+  "starting>closing",
+  "syncing>ready",
+  "syncing>closing",
+  "ready>closing",
+  "closing>closed",
+]);
 
 /** A lifecycle walked to `state` along legal steps. */
 function at(state: SidecarState): Lifecycle {
@@ -122,7 +129,10 @@ describe("sidecar lifecycle", () => {
     await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
     const port = (blocker.address() as { port: number }).port;
     try {
-      await expect(startSidecar({ dir: await tempDir(), port }, { logger: quiet })).rejects.toMatchObject({ code: "ERR_SIDECAR_LISTEN", setting: "--port" });
+      await expect(startSidecar({ dir: await tempDir(), port }, { logger: quiet })).rejects.toMatchObject({
+        code: "ERR_SIDECAR_LISTEN",
+        setting: "--port",
+      });
     } finally {
       blocker.close();
     }
