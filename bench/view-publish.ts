@@ -38,7 +38,7 @@ async function inProcess(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "mcpa-bench-view-"));
   const log = pino({ level: "silent" });
   const mirror = new Mirror({ shardBits: SHARD_BITS, nodeTtlMs: 15_000, downLimitMs: 300_000, tombstoneTtlMs: 600_000, retryAfterSeconds: 0 });
-  const metrics = createMetrics({ mirror, lastPublished: () => null, registryUp: () => true, ready: () => true });
+  const metrics = createMetrics();
   const publisher = new Publisher(mirror, { dir, epoch: 42, log, metrics });
   const m0 = mem();
 

@@ -180,9 +180,15 @@ export function helpText(): string {
 
 const isLoopback = (h: string) => h === "localhost" || h === "::1" || /^127\./.test(h);
 
+/** A setting as given: its text and the name to report it under (a flag or an environment variable). */
+interface Given {
+  value: string;
+  name: string;
+}
+
 /** Parses argv (without node and script) and the environment; throws ConfigError. */
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): SidecarConfig {
-  const given = new Map<string, { value: string; name: string }>();
+  const given = new Map<string, Given>();
   for (const s of SPECS) {
     const v = env[ENV_PREFIX + s.env];
     if (v !== undefined && v !== "") given.set(s.flag, { value: v, name: `${ENV_PREFIX}${s.env}` });
@@ -200,6 +206,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     }
     given.set(spec.flag, { value, name: `--${spec.flag}` });
   }
+  return resolve(given);
+}
+
+/** The one validation path: every setting through its spec, then the rules between settings. */
+function resolve(given: Map<string, Given>): SidecarConfig {
   const cfg: Record<string, unknown> = {};
   for (const s of SPECS) {
     const g = given.get(s.flag);
@@ -218,10 +229,24 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   return c;
 }
 
-/** A full config for programmatic use: defaults plus overrides (validated like the CLI). */
+/** A typed value as the text the CLI would take (durations in ms, lists comma-separated). */
+function asText(value: unknown): string {
+  if (Array.isArray(value)) return value.map((v) => (typeof v === "object" && v ? `${v.host.includes(":") ? `[${v.host}]` : v.host}:${v.port}` : String(v))).join(",");
+  return String(value);
+}
+
+/**
+ * A full config for programmatic use: defaults plus overrides, each override given to the same
+ * parser as its flag (a bad value is the ConfigError the CLI throws, naming the flag). A null
+ * override means "not set".
+ */
 export function makeConfig(over: Partial<SidecarConfig> = {}): SidecarConfig {
-  const base = parseConfig([], {});
-  const c = { ...base, ...over };
-  if (!isLoopback(c.host) && !c.apiToken) throw new ConfigError("apiToken", "apiToken is required when host is not loopback");
-  return c;
+  const given = new Map<string, Given>();
+  for (const [key, value] of Object.entries(over)) {
+    if (value === undefined || value === null) continue;
+    const spec = SPECS.find((s) => s.key === key);
+    if (!spec) throw new ConfigError(key, `unknown setting ${key}`);
+    given.set(spec.flag, { value: asText(value), name: `--${spec.flag}` });
+  }
+  return resolve(given);
 }

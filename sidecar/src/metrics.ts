@@ -42,7 +42,8 @@ export interface MetricsSources {
   ready: () => boolean;
 }
 
-export function createMetrics(src: MetricsSources): SidecarMetrics {
+/** The counters and histograms the components record into (no state gauges yet: see addStateGauges). */
+export function createMetrics(): SidecarMetrics {
   const registry = new Registry();
   const r = [registry];
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
@@ -87,7 +88,12 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
     probes: new Counter({ name: `${PREFIX}node_probes_total`, help: "Health probes of the nodes by the sidecar, by result (ok, unhealthy, timeout, refused; late-ok, late-unhealthy: a timed-out probe answered later)", labelNames: ["result"], registers: r }),
     apiRequests: new Counter({ name: `${PREFIX}api_requests_total`, help: "Sessions API requests, by method and status", labelNames: ["method", "status"], registers: r }),
   };
+  return m;
+}
 
+/** The gauges read from the sidecar's state at each scrape, once that state exists. */
+export function addStateGauges(m: SidecarMetrics, src: MetricsSources): void {
+  const r = [m.registry];
   new Gauge({
     name: `${PREFIX}sessions`,
     help: "Live sessions in the registry mirror (not those of gone nodes), by node (server URL, or cookie when unknown) and node state",
@@ -174,5 +180,4 @@ export function createMetrics(src: MetricsSources): SidecarMetrics {
       this.set(src.ready() ? 1 : 0);
     },
   });
-  return m;
 }

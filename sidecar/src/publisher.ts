@@ -79,10 +79,11 @@ export class Publisher {
     return this.lastPublished !== null;
   }
 
-  /** True while the shard holding `key` has changes not yet on disk. */
+  /** Shards with changes not yet on disk: dirty, or being written right now. */
   pendingShards(): ReadonlySet<number> {
-    if (!this.inflight.size) return this.mirror.dirty;
-    return new Set([...this.mirror.dirty, ...this.inflight]);
+    const dirty = this.mirror.sessions.dirtyShards();
+    if (!this.inflight.size) return dirty;
+    return new Set([...dirty, ...this.inflight]);
   }
 
   /** Publishes now, or right after the publish in progress (coalesced). */
@@ -117,7 +118,7 @@ export class Publisher {
     const { dir, epoch, metrics } = this.opts;
     const io = { fs: this.fs };
     const m = this.mirror;
-    const kind: PublishResult["kind"] = this.cold ? "full" : m.dirty.size ? "incremental" : "meta";
+    const kind: PublishResult["kind"] = this.cold ? "full" : m.sessions.dirtyCount ? "incremental" : "meta";
     let ok = true;
     let existing: Set<string> | null = null;
     const work: number[] = [];
@@ -128,14 +129,12 @@ export class Publisher {
         existing = new Set(await listShards(dir, io));
         const width = m.shardBits / 4;
         for (const name of existing) if (name.length !== width) await removeShard(dir, name, io);
-        for (let s = 0; s < m.shards.length; s++) work.push(s);
-        m.dirty.clear();
+        m.sessions.takeDirty();
+        for (let s = 0; s < m.sessions.shardCount; s++) work.push(s);
       } else {
-        work.push(...m.dirty);
-        m.dirty.clear();
+        work.push(...m.sessions.takeDirty());
       }
     } catch (err) {
-      ok = false;
       metrics.dirErrors.inc({ operation: "list" });
       this.logError("cannot prepare the view directory", err);
       // The cold publish is retried next time.
@@ -146,7 +145,7 @@ export class Publisher {
     // Shards are encoded now, in the same tick as the node table: changes that land while the
     // files are written mark their shard dirty again and go out with the next publish.
     const encoded = new Map<number, Buffer | null>();
-    for (const s of work) encoded.set(s, m.shards[s].size ? encodeShardEntries(epoch, m.shardEntries(s)) : null);
+    for (const s of work) encoded.set(s, m.sessions.shardSize(s) ? encodeShardEntries(epoch, m.sessions.shardEntries(s)) : null);
     const before = m.viewNodes();
     if (before.some((n) => !this.onDisk.has(n.id))) {
       try {
@@ -154,7 +153,7 @@ export class Publisher {
       } catch (err) {
         metrics.dirErrors.inc({ operation: "write_meta" });
         this.logError("cannot write the view meta; the view will go stale (the plugin fails open)", err);
-        for (const s of work) m.dirty.add(s);
+        for (const s of work) m.sessions.markDirty(s);
         return this.finish(kind, 0, t0, false);
       }
     }
@@ -176,7 +175,7 @@ export class Publisher {
           }
         } catch (err) {
           ok = false;
-          m.dirty.add(s); // retried on the next publish
+          m.sessions.markDirty(s); // retried on the next publish
           metrics.dirErrors.inc({ operation: "write_shard" });
           this.logError("cannot write a view shard; keeping the previous one", err);
         } finally {
@@ -190,7 +189,7 @@ export class Publisher {
     this.cold = false;
     // Shards still dirty (failed, or changed meanwhile) may name owners the mirror dropped: keep those listed.
     try {
-      await this.writeNodeTable(m.viewNodes(), m.dirty.size > 0 || !ok);
+      await this.writeNodeTable(m.viewNodes(), m.sessions.dirtyCount > 0 || !ok);
     } catch (err) {
       ok = false;
       metrics.dirErrors.inc({ operation: "write_meta" });

@@ -46,16 +46,16 @@ describe("mirror sessions", () => {
     expect(m.applySession("s1", rec())).toBe("same");
     expect(m.applySession("s2", rec({ boot: null }))).toBe("new");
     expect(m.liveCount).toBe(2);
-    expect(m.dirty.size).toBeGreaterThan(0);
+    expect(m.sessions.dirtyCount).toBeGreaterThan(0);
     const owners = m.viewNodes();
     expect(owners).toHaveLength(2); // (A, A1) and (A, unknown boot)
-    m.dirty.clear();
+    m.sessions.takeDirty();
     expect(m.applyClose("s1")).toBe(true);
     expect(m.applyClose("s1")).toBe(false); // an echo is not a second close
     expect(state(m, "s1")).toMatchObject({ closed: true });
     expect(m.liveCount).toBe(1);
     expect(m.closedCount).toBe(1);
-    expect(m.dirty.size).toBe(1);
+    expect(m.sessions.dirtyCount).toBe(1);
     // The tombstone keeps its owner in the table until it expires.
     expect(m.viewNodes()).toHaveLength(2);
     clock.now += 1001;

@@ -1,0 +1,77 @@
+// What every sidecar component is given: settings, log, metrics, the registry and the mirror, and
+// the one way to say "the view must change".
+import type { Logger } from "pino";
+import type { Registry, SessionRecord } from "../../lib/registry/index.ts";
+import type { ViewFs } from "../../lib/view/index.ts";
+import type { SidecarConfig } from "./config.ts";
+import type { SidecarMetrics } from "./metrics.ts";
+import type { Mirror, SessionChangeKind } from "./mirror.ts";
+
+export interface SidecarContext {
+  readonly cfg: SidecarConfig;
+  readonly log: Logger;
+  readonly metrics: SidecarMetrics;
+  readonly registry: Registry;
+  readonly mirror: Mirror;
+  readonly fs: ViewFs;
+  /** Logs through `fn` at most once per 5 s per kind: an outage must not flood the log. */
+  throttled(kind: string, fn: () => void): void;
+  /** The mirror changed: publish the view soon (coalesced). */
+  changed(): void;
+}
+
+export function throttledLog(intervalMs = 5000): SidecarContext["throttled"] {
+  const last = new Map<string, number>();
+  return (kind, fn) => {
+    const now = Date.now();
+    if (now - (last.get(kind) ?? 0) < intervalMs) return;
+    last.set(kind, now);
+    fn();
+  };
+}
+
+/** Counts a session this sidecar sees for the first time (each registration once, by source). */
+export function countRegistration(metrics: SidecarMetrics, kind: SessionChangeKind, record: SessionRecord): void {
+  if (kind === "new") metrics.registrations.inc({ source: record.source });
+}
+
+/** The session hash of an event (hex) as the mirror's key (latin1). */
+export const hashKeyFromHex = (hex: string) => Buffer.from(hex, "hex").toString("latin1");
+
+/** Runs tasks on intervals, one run of each at a time; stop() ends them all. */
+export class Periodic {
+  readonly #timers: NodeJS.Timeout[] = [];
+  constructor(private readonly log: Logger) {}
+
+  every(ms: number, fn: () => Promise<unknown> | void): void {
+    let running = false;
+    const t = setInterval(() => {
+      if (running) return;
+      running = true;
+      Promise.resolve()
+        .then(fn)
+        .catch((err) => this.log.error({ err: errFields(err) }, "periodic task failed"))
+        .finally(() => {
+          running = false;
+        });
+    }, ms);
+    this.#timers.push(t);
+  }
+
+  stop(): void {
+    for (const t of this.#timers.splice(0)) clearInterval(t);
+  }
+}
+
+/** Resolves when `p` settles or after `ms`, whichever comes first. */
+export const settleWithin = (p: Promise<unknown>, ms: number): Promise<unknown> =>
+  Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, ms).unref())]);
+
+/** What a log line carries of an error: its message and code, never a stack. */
+export function errFields(err: unknown): { message?: string; code?: string } {
+  const e = err as { message?: unknown; code?: unknown } | null | undefined;
+  return {
+    message: typeof e?.message === "string" ? e.message : undefined,
+    code: typeof e?.code === "string" ? e.code : undefined,
+  };
+}

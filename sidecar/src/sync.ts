@@ -1,0 +1,145 @@
+// Registry sync: the mirror follows the registry through its change channel, and a full scan
+// (reconcile) at start, after every outage and every reconcileInterval catches what the channel
+// missed. At start the sync is retried with backoff until it succeeds (Redis down at start).
+import type { RegistryChange } from "../../lib/registry/index.ts";
+import { countRegistration, type SidecarContext, errFields } from "./context.ts";
+
+export class RegistrySync {
+  /** A full scan has completed once: the mirror holds the registry. */
+  #synced = false;
+  #stopped = false;
+  #subscribed = false;
+  #reconciling: Promise<boolean> | null = null;
+  /** The connection was lost; when it is back, a resync follows. */
+  #connectionLost = false;
+  /** The next scan follows a registry outage: it must not drop what it does not see yet. */
+  #spareNextScan = false;
+  #retryDelayMs = 100;
+  #retryTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly ctx: SidecarContext,
+    /** The first full scan completed (and every later one). */
+    private readonly onSynced: () => void,
+    redisTarget: string,
+  ) {
+    ctx.registry.onStatus((s) => {
+      if (this.#stopped) return;
+      if (s === "down") {
+        this.#connectionLost = true;
+        ctx.mirror.setHeartbeatsTrusted(false);
+        ctx.log.warn({ redis: redisTarget }, "registry connection lost; keeping the last view fresh");
+      } else if (s === "ready") {
+        ctx.mirror.setHeartbeatsTrusted(true);
+        if (this.#connectionLost) {
+          this.#connectionLost = false;
+          this.#spareNextScan = true;
+          ctx.log.info("registry connection back; resyncing");
+          if (!this.#retryTimer) void this.syncUntilDone();
+        }
+      }
+    });
+  }
+
+  get synced(): boolean {
+    return this.#synced;
+  }
+
+  private onChange = (c: RegistryChange): void => {
+    if (this.#stopped) return;
+    const { mirror, metrics } = this.ctx;
+    switch (c.op) {
+      case "session":
+        countRegistration(metrics, mirror.applySession(c.id, c.record), c.record);
+        break;
+      case "close":
+        if (mirror.applyClose(c.id)) metrics.closes.inc({ origin: "registry" });
+        break;
+      case "node":
+        mirror.applyNode(c.cookie, c.record);
+        mirror.refreshStates();
+        break;
+    }
+    this.ctx.changed();
+  };
+
+  /** One full scan (joined when one is running); resolves whether it completed. */
+  reconcile(): Promise<boolean> {
+    this.#reconciling ??= this.scan().finally(() => {
+      this.#reconciling = null;
+    });
+    return this.#reconciling;
+  }
+
+  private async scan(): Promise<boolean> {
+    const { registry, mirror, metrics, log } = this.ctx;
+    const t0 = performance.now();
+    mirror.beginReconcile();
+    let completed = false;
+    let scanned = 0;
+    let invalid = 0;
+    try {
+      if (!this.#subscribed) {
+        await registry.subscribe(this.onChange);
+        this.#subscribed = true;
+      }
+      const onInvalid = () => void invalid++;
+      mirror.applyNodeListing(await registry.listNodes({ onInvalid }));
+      for await (const batch of registry.scanSessions({ batch: 1000, onInvalid })) {
+        if (this.#stopped) break;
+        for (const { id, record } of batch) mirror.applySession(id, record, true);
+        scanned += batch.length;
+      }
+      completed = !this.#stopped;
+    } catch (err) {
+      metrics.reconciles.inc({ result: "error" });
+      this.ctx.throttled("reconcile", () => log.warn({ err: errFields(err) }, "registry sync failed; retrying"));
+    }
+    const spare = this.#spareNextScan;
+    const dropped = mirror.endReconcile(completed, spare);
+    if (!completed) return false;
+    this.#spareNextScan = false;
+    metrics.reconciles.inc({ result: "ok" });
+    metrics.reconcileDuration.observe((performance.now() - t0) / 1000);
+    if (!this.#synced)
+      log.info(
+        { sessions: mirror.liveCount, nodes: mirror.nodes.size, ms: Math.round(performance.now() - t0), invalid },
+        "registry synced",
+      );
+    else log.debug({ scanned, [spare ? "spared" : "dropped"]: dropped, invalid }, "reconciled");
+    this.#synced = true;
+    this.onSynced();
+    mirror.refreshStates();
+    this.ctx.changed();
+    return true;
+  }
+
+  /** Syncs until a scan completes, backing off up to 5 s between attempts. */
+  async syncUntilDone(): Promise<void> {
+    this.#retryTimer = null;
+    if (this.#stopped) return;
+    if (await this.reconcile()) {
+      this.#retryDelayMs = 100;
+      return;
+    }
+    this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, 5000);
+    this.#retryTimer = setTimeout(() => void this.syncUntilDone(), this.#retryDelayMs);
+  }
+
+  /** The reconcileInterval tick: a full scan while synced and connected. */
+  async tick(): Promise<void> {
+    if (this.#synced && this.ctx.registry.status() === "ready") await this.reconcile();
+  }
+
+  /** No more changes applied, no more scans started; a scan in progress stops at its next batch. */
+  stop(): void {
+    this.#stopped = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+  }
+
+  /** The scan in progress, if any (to wait for it at shutdown). */
+  get inProgress(): Promise<boolean> | null {
+    return this.#reconciling;
+  }
+}
