@@ -399,8 +399,9 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
         const runs = [0, 1].map(async () => {
           const at = Date.now();
           const s = `new-${k++}`;
+          let initCall: string | undefined; // the initialize's call id (its first request)
           try {
-            const sess = await connectSdk(stack.mcpUrl);
+            const sess = await connectSdk(stack.mcpUrl, undefined, { onCallId: (id) => void (initCall ??= String(id)) });
             const node = JSON.parse(await sess.call("whoami")).node as string;
             newSessions.push({ client: "ts", ev: "whoami", s, at, ms: Date.now() - at, node });
             for (let i = 1; i <= 2; i++) {
@@ -414,7 +415,7 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
             }
             await sess.end();
           } catch (err) {
-            newSessions.push({ client: "ts", ev: "init", s, at, ms: Date.now() - at, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+            newSessions.push({ client: "ts", ev: "init", s, at, ms: Date.now() - at, call: initCall, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
           }
         });
         await Promise.all(runs);
@@ -440,9 +441,25 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
   }
 
   function summarize(r: DeployResult) {
-    const refusedByDraining = (e: Ev) =>
-      e.ev === "init" && !!e.error && /^503 .*This node is shutting down/s.test(e.error) && r.windows.some((w) => e.at + e.ms >= w.sigterm && e.at <= w.sigterm + 500);
-    const restartingAt = (e: Ev) => r.windows.find((w) => w.node.name === e.node && e.at >= w.sigterm - 500 && e.at <= w.up + 3000);
+    // An initialize refused by a draining node, named by its call id: the access-log row shows that
+    // node's own 503, begun after its SIGTERM and before it exited (the edge had not yet learned of
+    // the drain). Each is listed with its delay after the SIGTERM.
+    const rows = new Map(stack.accessLog().map((row) => [String(row[`request_${CALL_ID_HEADER}`]), row]));
+    const refusalWindow = (e: Ev) => {
+      const row = e.ev === "init" && e.call && e.error && /^503 .*This node is shutting down/s.test(e.error) ? rows.get(e.call) : undefined;
+      if (!row || row.OriginStatus !== 503) return undefined;
+      const start = Date.parse(row.StartUTC);
+      const w = r.windows.find((x) => row.ServiceURL === x.node.url && start >= x.sigterm && start <= x.exited);
+      return w && { w, ms: start - w.sigterm };
+    };
+    const refusedByDraining = (e: Ev) => refusalWindow(e) !== undefined;
+    // A new session whose whoami got the 404 (born just before its node's SIGTERM): its node is the
+    // one that answered its initialize (the initialize's call id in the access log).
+    for (const e of r.newSessions) {
+      const row = e.ev === "init" && !e.node && e.call && e.error && errorKind(e.error) === "404" ? rows.get(e.call) : undefined;
+      if (row?.OriginStatus === 200) e.node = r.windows.find((w) => w.node.url === row.ServiceURL)?.node.name;
+    }
+    const restartingAt = (e: Ev) => r.windows.find((w) => w.node.name === e.node && (e.ev === "init" ? e.at + e.ms : e.at) >= w.sigterm - 500 && e.at <= w.up + 3000);
     const all = [...r.events, ...r.newSessions];
     const errs = all.filter((e) => e.error && !refusedByDraining(e));
     const onDraining = r.newSessions.filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at >= w.sigterm && e.at + e.ms <= w.exited));
@@ -460,9 +477,10 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
       // A node refuses new sessions from the moment it drains (503 + Retry-After); the edge stops
       // sending it any within a view refresh. An initialize in between gets that prompt 503.
       initializesRefusedByDrainingNode: r.newSessions.filter((e) => refusedByDraining(e)).length,
+      refusals: r.newSessions.flatMap((e) => (refusedByDraining(e) ? [`${e.call} ${refusalWindow(e)!.w.node.name} +${refusalWindow(e)!.ms}ms`] : [])),
       // A new session born on a node just before its SIGTERM ends, like every session of a
       // restarted node, on its one terminal 404 (counted in sessionsWith404).
-      newSessionFailures: r.newSessions.filter((e) => e.error && !refusedByDraining(e) && !(e.ev === "call" && errorKind(e.error) === "404" && restartingAt(e))).length,
+      newSessionFailures: r.newSessions.filter((e) => e.error && !refusedByDraining(e) && !(errorKind(e.error) === "404" && restartingAt(e))).length,
       sessionsWith404: terminal.size,
       sessionsWithMoreThanOne404: [...terminal.values()].filter((n) => n > 1).length,
       restartedSessions: restartedSessions.size,
@@ -497,7 +515,7 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
     }
     const { terminal: _t1, ...ron } = son;
     const { terminal: _t2, ...roff } = soff;
-    const rows = Object.keys(ron).filter((k) => k !== "samples" && k !== "notRestarting").map((k) => `${k.padEnd(28)} ${JSON.stringify((ron as any)[k]).padStart(14)} ${JSON.stringify((roff as any)[k]).padStart(14)}`);
+    const rows = Object.keys(ron).filter((k) => !["samples", "notRestarting", "refusals"].includes(k)).map((k) => `${k.padEnd(28)} ${JSON.stringify((ron as any)[k]).padStart(14)} ${JSON.stringify((roff as any)[k]).padStart(14)}`);
     console.log(["[e2e] liveness rolling deploy (plugin on | plain sticky):", ...rows].join("\n"));
     report("liveness rolling deploy", {
       windows: on.windows.map((w) => ({ node: w.node.name, drainMs: w.exited - w.sigterm, startMs: w.up - w.exited })), on: ron, off: roff });
