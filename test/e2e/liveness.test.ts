@@ -91,14 +91,15 @@ async function runTsClient(sessions: number, calls: number, pauseMs: number, rei
       let at = Date.now();
       let sess: SdkSession;
       let node: string;
+      let initCall: string | undefined; // the initialize's call id (its first request)
       try {
-        sess = await connectSdk(stack.mcpUrl);
+        sess = await connectSdk(stack.mcpUrl, undefined, { onCallId: (id) => void (initCall ??= String(id)) });
         out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at });
         at = Date.now();
         node = JSON.parse(await sess.call("whoami")).node;
         out.push({ client: "ts", ev: "whoami", s: `ts-${s}`, at, ms: Date.now() - at, node });
       } catch (err) {
-        out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+        out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at, call: initCall, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
         return;
       }
       let gone = false;
@@ -453,9 +454,9 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
       return w && { w, ms: start - w.sigterm };
     };
     const refusedByDraining = (e: Ev) => refusalWindow(e) !== undefined;
-    // A new session whose whoami got the 404 (born just before its node's SIGTERM): its node is the
+    // A session whose whoami got the 404 (born just before its node's SIGTERM): its node is the
     // one that answered its initialize (the initialize's call id in the access log).
-    for (const e of r.newSessions) {
+    for (const e of [...r.events, ...r.newSessions]) {
       const row = e.ev === "init" && !e.node && e.call && e.error && errorKind(e.error) === "404" ? rows.get(e.call) : undefined;
       if (row?.OriginStatus === 200) e.node = r.windows.find((w) => w.node.url === row.ServiceURL)?.node.name;
     }
