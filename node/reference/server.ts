@@ -74,8 +74,12 @@ export interface StartOptions {
   affinity?: Partial<AffinityOptions>;
 }
 
-/** How long a stopping node keeps answering after its sessions are closed (see shutdown). */
-const SHUTDOWN_LINGER_MS = 500;
+/**
+ * A stopping node keeps answering after its sessions are closed (see shutdown) until no request
+ * has reached it for SHUTDOWN_QUIET_MS, at least SHUTDOWN_QUIET_MS and at most SHUTDOWN_LINGER_MAX_MS.
+ */
+const SHUTDOWN_QUIET_MS = 500;
+const SHUTDOWN_LINGER_MAX_MS = 5000;
 
 export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {}): Promise<RunningNode> {
   const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node" } }) as unknown as LoggerLike);
@@ -101,6 +105,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
     json(res, 404, { error: "not found" });
   });
   http.on("clientError", (_err, socket) => socket.destroy());
+  let lastRequestAt = 0;
 
   await new Promise<void>((resolve, reject) => {
     http.once("error", reject);
@@ -129,6 +134,8 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
     ...opts.affinity,
   });
   mountMcp(http, a, { createServer: () => buildMcpServer(a, cfg.name) });
+  // MCP requests only: health probes keep coming until the listener closes.
+  http.on("request", (req: IncomingMessage) => void (req.url?.startsWith("/mcp") && (lastRequestAt = Date.now())));
   if (!(await a.ready())) a.log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
   // Healthy only from here: Traefik sends nothing before the endpoint is mounted and the heartbeat written.
   affinity = a;
@@ -144,10 +151,13 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
       stopping ??= (async () => {
         await a.drain();
         await a.stop();
-        // Keep listening a moment after the sessions are closed and the heartbeat is removed: the
-        // edge learns "gone" within that time, and until then a late request gets this node's own
-        // 404 (or 503 for an initialize) instead of a refused connection (a 502 at the proxy).
-        await sleep(SHUTDOWN_LINGER_MS);
+        // Keep listening after the sessions are closed and the heartbeat is removed until requests
+        // stop coming: the edge answers for a gone node itself once its view says so, which on a
+        // loaded host took longer than a fixed 500 ms. Until then a late request gets this node's
+        // own 404 (or 503 for an initialize) instead of a refused connection (a 502 at the proxy).
+        const lingerUntil = Date.now() + SHUTDOWN_LINGER_MAX_MS;
+        do await sleep(SHUTDOWN_QUIET_MS);
+        while (Date.now() - lastRequestAt < SHUTDOWN_QUIET_MS && Date.now() < lingerUntil);
         await new Promise<void>((resolve) => {
           http.close(() => resolve());
           http.closeAllConnections();

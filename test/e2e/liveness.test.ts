@@ -11,6 +11,7 @@ import { httpGet } from "../../dev/net.ts";
 import { VENV_PYTHON } from "../../dev/paths.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
 import { header, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
 import { CALL_TIMEOUT_MS, connectSdk, httpStatusOf, report, type SdkSession } from "./helpers.ts";
 
@@ -25,6 +26,10 @@ interface Ev {
   node?: string;
   value?: number;
   error?: string;
+  /** Python: the call id (`X-E2e-Call`, kept by Traefik's access log) of the request whose error ended the session. */
+  call?: string;
+  /** Python: the session's HTTP exchanges that got no 2xx (call id, JSON-RPC method, status), when the SDK ended it. */
+  failed?: Array<{ call: string; rpc: string; status: number | null }>;
 }
 type ErrorKind = "503" | "404" | "502" | "timeout" | "other";
 /** Error text for the report: session ids are secrets (some SDKs put them in their messages). */
@@ -68,7 +73,7 @@ function runProcessClient(kind: Exclude<ClientKind, "ts">, sessions: number, cal
     createInterface({ input: child.stdout }).on("line", (line) => {
       const j = JSON.parse(line);
       if (j.ev === "done") return;
-      const e: Ev = { client: kind, ev: j.ev, s: `${kind}-${j.s}`, at: j.at, ms: j.ms, node: j.node, value: j.value, error: j.error };
+      const e: Ev = { client: kind, ev: j.ev, s: `${kind}-${j.s}`, at: j.at, ms: j.ms, node: j.node, value: j.value, error: j.error, call: j.call ?? undefined, failed: j.failed };
       out.push(e);
       live.push(e);
     });
@@ -91,14 +96,15 @@ async function runTsClient(sessions: number, calls: number, pauseMs: number, rei
       let at = Date.now();
       let sess: SdkSession;
       let node: string;
+      let initCall: string | undefined; // the initialize's call id (its first request)
       try {
-        sess = await connectSdk(stack.mcpUrl);
+        sess = await connectSdk(stack.mcpUrl, undefined, { onCallId: (id) => void (initCall ??= String(id)) });
         out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at });
         at = Date.now();
         node = JSON.parse(await sess.call("whoami")).node;
         out.push({ client: "ts", ev: "whoami", s: `ts-${s}`, at, ms: Date.now() - at, node });
       } catch (err) {
-        out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+        out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at, call: initCall, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
         return;
       }
       let gone = false;
@@ -318,6 +324,21 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         }
       });
       saveTimeline("crash", events);
+      // The Python SDK ends a session on any HTTP error. A Python session that ended on a 502 is
+      // excused only by that 502's call id: Traefik's own answer (access log) for a request it sent
+      // to the killed node's address (in flight at the kill, or sent before the sidecar's probe saw
+      // the refusal: the process and its sessions were gone either way), begun before the edge's
+      // first 404 for that node. A session whose setup straddled the kill (its initialize answered
+      // by the victim, its next request that 502) is a session of the killed node too.
+      const rows = new Map(stack.accessLog().map((r) => [String(r[`request_${CALL_ID_HEADER}`]), r]));
+      const edge404At = killAt + (rawAfterKill.find((r) => r.status === 404)?.at ?? 2000);
+      const crash502 = (e: Ev) => {
+        const row = e.call ? rows.get(e.call) : undefined;
+        if (!row || !e.error || errorKind(e.error) !== "502") return false;
+        const start = Date.parse(row.StartUTC);
+        return row.DownstreamStatus === 502 && row.ServiceURL === victim!.url && start + row.Duration / 1e6 >= killAt && start <= edge404At;
+      };
+      for (const e of events) if (e.client === "py" && e.ev === "init" && crash502(e)) e.node = victim!.name;
       const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
       const phases: Phase[] = [
         { name: "before", from: 0, to: killAt },
@@ -326,7 +347,7 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
       ];
       const onVictim = (e: Ev) => e.node === victim!.name;
       const victimSessions = new Set(events.filter((e) => e.ev === "whoami" && onVictim(e) && e.at < killAt).map((e) => e.s));
-      const first404 = new Map<string, number>();
+        const first404 = new Map<string, number>();
       for (const e of events) if (e.error && onVictim(e) && errorKind(e.error) === "404") first404.set(e.s, Math.min(first404.get(e.s) ?? Infinity, e.at + e.ms - killAt));
       // rmcp re-initializes on the 404 by itself: its new run starting at 1 is the sign.
       const runs = counterRuns(events);
@@ -335,9 +356,10 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         victim: tally(events, phases, onVictim),
         others: tally(events, phases, (e) => !onVictim(e)),
         rawAfterKill: rawAfterKill.map((r) => `${r.at}ms:${r.status}${r.edge ? "(edge)" : ""}`).join(" "),
+        pythonEndedOn502: events.filter((e) => e.client === "py" && e.error && errorKind(e.error) === "502").map((e) => `${e.s} ${e.call} +${Math.round(e.at - killAt)}ms`),
         first404PerSessionMs: Object.fromEntries([...first404].map(([k, v]) => [k, Math.round(v)])),
-        initErrors: events.filter((e) => e.ev === "init" && e.error).map((e) => `${e.s} +${Math.round(e.at - killAt)}ms ${sample(e)}`),
-        rustReinitialized: [...runs].filter(([s, r]) => s.startsWith("rust") && resets(r.flat()) > 0).length,
+        initErrors: events.filter((e) => e.ev === "init" && e.error).map((e) => `${e.s} +${Math.round(e.at - killAt)}ms ${e.call ?? ""} ${e.node ?? ""} ${sample(e)}`),
+      rustReinitialized: [...runs].filter(([s, r]) => s.startsWith("rust") && resets(r.flat()) > 0).length,
         errorSamples: [...new Set(events.filter((e) => e.error).map(sample))].slice(0, 8),
       });
       expect(new Set([...victimSessions].map((x) => x.split("-")[0])).size, "client kinds on the killed node").toBeGreaterThanOrEqual(3);
@@ -350,12 +372,11 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
       // as its client ends a cut answer: a 502, or the client's own timeout), and each session got it.
       // (rmcp re-initializes by itself: its later calls succeed in a new session, checked below.)
       for (const e of events) if (e.ev === "call" && onVictim(e) && e.client !== "rust" && e.at > killAt + 2000) expect(errorKind(e.error ?? "ok"), `${e.client} ${e.s}: ${e.error}`).toBe("404");
-      // Each session got the 404, unless its SDK already ended it on a 502: Traefik's answer to a
-      // call it sent the killed process after the kill and before the probe saw the refused
-      // connection (the Python SDK closes the session on any HTTP error). Only such calls qualify.
-      const beforeEdgeKnew = (e: Ev) => e.at >= killAt - CALL_TIMEOUT_MS && e.at <= killAt + edge404!.at;
-      const endedOn502 = (x: string) => events.some((e) => e.s === x && onVictim(e) && e.error && errorKind(e.error) === "502" && beforeEdgeKnew(e));
-      for (const s of victimSessions) if (!s.startsWith("rust")) expect(first404.has(s) || (s.startsWith("py") && endedOn502(s)), `${s}: got the 404`).toBe(true);
+      // Each session got the 404, unless its SDK already ended it on a 502 (crash502 above).
+      const endedOn502 = (x: string) => events.find((e) => e.s === x && e.client === "py" && e.error && errorKind(e.error) === "502");
+      const pyEndedOn502 = [...victimSessions].filter((s) => !first404.has(s) && endedOn502(s));
+      for (const s of pyEndedOn502) expect(crash502(endedOn502(s)!), `${s}: its 502 (${endedOn502(s)!.call}) is Traefik's answer for the killed node before the edge knew`).toBe(true);
+      for (const s of victimSessions) if (!s.startsWith("rust")) expect(first404.has(s) || pyEndedOn502.includes(s), `${s}: got the 404`).toBe(true);
       for (const [s, r] of runs) if (s.startsWith("rust") && victimSessions.has(s)) expect(resets(r.flat()), `${s} re-initialized: ${r}`).toBe(1);
       // After the 404 every client carried on in a new session on a live node: no other error later on.
       for (const e of events) if (e.error && e.at > killAt + 2000) expect(errorKind(e.error), `${e.client} ${e.s}: ${e.error}`).toBe("404");
@@ -372,6 +393,7 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
     newSessions: Ev[];
   }
 
+  let deploys = 0;
   async function deploy(): Promise<DeployResult> {
     const windows: DeployResult["windows"] = [];
     const newSessions: Ev[] = [];
@@ -383,8 +405,9 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
         const runs = [0, 1].map(async () => {
           const at = Date.now();
           const s = `new-${k++}`;
+          let initCall: string | undefined; // the initialize's call id (its first request)
           try {
-            const sess = await connectSdk(stack.mcpUrl);
+            const sess = await connectSdk(stack.mcpUrl, undefined, { onCallId: (id) => void (initCall ??= String(id)) });
             const node = JSON.parse(await sess.call("whoami")).node as string;
             newSessions.push({ client: "ts", ev: "whoami", s, at, ms: Date.now() - at, node });
             for (let i = 1; i <= 2; i++) {
@@ -393,11 +416,12 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
                 newSessions.push({ client: "ts", ev: "call", s, at: t, ms: Date.now() - t, node, value: Number(await sess.call("counter")) });
               } catch (err) {
                 newSessions.push({ client: "ts", ev: "call", s, at: t, ms: Date.now() - t, node, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+                if (httpStatusOf(err) === 404) break; // its node restarted: the session is gone
               }
             }
             await sess.end();
           } catch (err) {
-            newSessions.push({ client: "ts", ev: "init", s, at, ms: Date.now() - at, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+            newSessions.push({ client: "ts", ev: "init", s, at, ms: Date.now() - at, call: initCall, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
           }
         });
         await Promise.all(runs);
@@ -418,18 +442,35 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
     });
     stop = true;
     await churn;
+    saveTimeline(`deploy-${deploys++}`, [...events, ...newSessions]);
     return { events, windows, newSessions };
   }
 
   function summarize(r: DeployResult) {
-    const refusedByDraining = (e: Ev) =>
-      e.ev === "init" && !!e.error && /^503 .*This node is shutting down/s.test(e.error) && r.windows.some((w) => e.at + e.ms >= w.sigterm && e.at <= w.sigterm + 500);
-    const restartingAt = (e: Ev) => r.windows.find((w) => w.node.name === e.node && e.at >= w.sigterm - 500 && e.at <= w.up + 3000);
+    // An initialize refused by a draining node, named by its call id: the access-log row shows that
+    // node's own 503, begun after its SIGTERM and before it exited (the edge had not yet learned of
+    // the drain). Each is listed with its delay after the SIGTERM.
+    const rows = new Map(stack.accessLog().map((row) => [String(row[`request_${CALL_ID_HEADER}`]), row]));
+    const refusalWindow = (e: Ev) => {
+      const row = e.ev === "init" && e.call && e.error && /^503 .*This node is shutting down/s.test(e.error) ? rows.get(e.call) : undefined;
+      if (!row || row.OriginStatus !== 503) return undefined;
+      const start = Date.parse(row.StartUTC);
+      const w = r.windows.find((x) => row.ServiceURL === x.node.url && start >= x.sigterm && start <= x.exited);
+      return w && { w, ms: start - w.sigterm };
+    };
+    const refusedByDraining = (e: Ev) => refusalWindow(e) !== undefined;
+    // A session whose whoami got the 404 (born just before its node's SIGTERM): its node is the
+    // one that answered its initialize (the initialize's call id in the access log).
+    for (const e of [...r.events, ...r.newSessions]) {
+      const row = e.ev === "init" && !e.node && e.call && e.error && errorKind(e.error) === "404" ? rows.get(e.call) : undefined;
+      if (row?.OriginStatus === 200) e.node = r.windows.find((w) => w.node.url === row.ServiceURL)?.node.name;
+    }
+    const restartingAt = (e: Ev) => r.windows.find((w) => w.node.name === e.node && (e.ev === "init" ? e.at + e.ms : e.at) >= w.sigterm - 500 && e.at <= w.up + 3000);
     const all = [...r.events, ...r.newSessions];
     const errs = all.filter((e) => e.error && !refusedByDraining(e));
     const onDraining = r.newSessions.filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at >= w.sigterm && e.at + e.ms <= w.exited));
     const terminal = new Map<string, number>();
-    for (const e of r.events) if (e.error && errorKind(e.error) === "404") terminal.set(`${e.s}@${e.node}`, (terminal.get(`${e.s}@${e.node}`) ?? 0) + 1);
+    for (const e of all) if (e.error && errorKind(e.error) === "404") terminal.set(`${e.s}@${e.node}`, (terminal.get(`${e.s}@${e.node}`) ?? 0) + 1);
     const restartedSessions = new Set(r.events.filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at < w.sigterm)).map((e) => `${e.s}@${e.node}`));
     return {
       calls: all.filter((e) => e.ev === "call").length,
@@ -442,11 +483,16 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
       // A node refuses new sessions from the moment it drains (503 + Retry-After); the edge stops
       // sending it any within a view refresh. An initialize in between gets that prompt 503.
       initializesRefusedByDrainingNode: r.newSessions.filter((e) => refusedByDraining(e)).length,
-      newSessionFailures: r.newSessions.filter((e) => e.error && !refusedByDraining(e)).length,
+      refusals: r.newSessions.flatMap((e) => (refusedByDraining(e) ? [`${e.call} ${refusalWindow(e)!.w.node.name} +${refusalWindow(e)!.ms}ms`] : [])),
+      // A new session born on a node just before its SIGTERM ends, like every session of a
+      // restarted node, on its one terminal 404 (counted in sessionsWith404).
+      newSessionFailures: r.newSessions.filter((e) => e.error && !refusedByDraining(e) && !(errorKind(e.error) === "404" && restartingAt(e))).length,
       sessionsWith404: terminal.size,
       sessionsWithMoreThanOne404: [...terminal.values()].filter((n) => n > 1).length,
       restartedSessions: restartedSessions.size,
       samples: [...new Set(errs.map(sample))].slice(0, 6),
+      // Each error a node not restarting answered (or an initialize), with its start relative to each SIGTERM.
+      notRestarting: errs.filter((e) => !restartingAt(e)).map((e) => `${e.s} ${e.ev} ${e.node} at ${r.windows.map((w) => `${w.node.name}:${e.at - w.sigterm}`).join(",")} ${sample(e)}`),
       terminal,
     };
   }
@@ -475,7 +521,7 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
     }
     const { terminal: _t1, ...ron } = son;
     const { terminal: _t2, ...roff } = soff;
-    const rows = Object.keys(ron).filter((k) => k !== "samples").map((k) => `${k.padEnd(28)} ${JSON.stringify((ron as any)[k]).padStart(14)} ${JSON.stringify((roff as any)[k]).padStart(14)}`);
+    const rows = Object.keys(ron).filter((k) => !["samples", "notRestarting", "refusals"].includes(k)).map((k) => `${k.padEnd(28)} ${JSON.stringify((ron as any)[k]).padStart(14)} ${JSON.stringify((roff as any)[k]).padStart(14)}`);
     console.log(["[e2e] liveness rolling deploy (plugin on | plain sticky):", ...rows].join("\n"));
     report("liveness rolling deploy", {
       windows: on.windows.map((w) => ({ node: w.node.name, drainMs: w.exited - w.sigterm, startMs: w.up - w.exited })), on: ron, off: roff });

@@ -10,7 +10,9 @@ SHA-256 tag (they are secrets).
 import argparse
 import asyncio
 import hashlib
+import itertools
 import json
+import os
 import ssl
 import sys
 import time
@@ -83,23 +85,60 @@ async def one_session(url, ctx, calls):
     return out
 
 
+CALL_ID_HEADER = "X-E2e-Call"
+_call_ids = itertools.count(1)
+
+
+def traced_client(ctx, exchanges):
+    """An httpx client that stamps every request with a call id (Traefik's access log keeps it) and
+    records each exchange: call id, JSON-RPC method, HTTP status (None: no answer)."""
+
+    async def on_request(request):
+        cid = f"py{os.getpid()}-{next(_call_ids)}"
+        request.headers[CALL_ID_HEADER] = cid
+        rpc = request.method
+        try:
+            rpc = json.loads(request.content).get("method", request.method) if request.content else request.method
+        except Exception:  # noqa: BLE001
+            pass
+        exchanges.append({"call": cid, "rpc": rpc, "at": time.time() * 1000, "status": None})
+
+    async def on_response(response):
+        cid = response.request.headers.get(CALL_ID_HEADER)
+        for x in reversed(exchanges):
+            if x["call"] == cid:
+                x["status"] = response.status_code
+                x["ms"] = time.time() * 1000 - x["at"]
+                break
+
+    def factory(headers=None, timeout=None, auth=None):
+        return httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0), auth=auth, verify=ctx, event_hooks={"request": [on_request], "response": [on_response]})
+
+    return factory
+
+
 def emit(ev):
     print(json.dumps(ev), flush=True)
 
 
-def describe(e):
+def innermost(e):
     """The innermost error of an exception group (anyio task groups wrap the real one)."""
     while isinstance(e, BaseExceptionGroup) and e.exceptions:
         e = e.exceptions[0]
+    return e
+
+
+def describe(e):
+    e = innermost(e)
     return f"{type(e).__name__}: {e}"
 
 
-def rpc_method(request):
-    """The JSON-RPC method of a POST (a request body never carries the session id), or "-"."""
+def call_id_of(e):
+    """The call id of the HTTP request an httpx error is about (None for other errors)."""
     try:
-        return json.loads(request.content).get("method", "-") if request.method == "POST" else "-"
-    except Exception:  # noqa: BLE001 - a body that is not one JSON object
-        return "-"
+        return innermost(e).request.headers.get(CALL_ID_HEADER)
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def is_missing(e):
@@ -114,23 +153,9 @@ async def events_session(url, ctx, s, calls, pause_s, reinit):
     while n <= calls:
         at = time.time() * 1000
         who = None
-        # Error answers this session's HTTP client got, named by request kind: the SDK reports some
-        # of them only indirectly (a notification answered 503 closes the session's streams, and the
-        # next call raises ClosedResourceError).
-        failed = []
-
-        async def on_response(response):
-            if response.status_code >= 400:
-                failed.append(f"{response.request.method} {rpc_method(response.request)} {response.status_code}")
-
-        def factory(headers=None, timeout=None, auth=None):
-            return httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0), auth=auth, verify=ctx, event_hooks={"response": [on_response]})
-
-        def failure(e):
-            return describe(e) + (f" (error answers: {', '.join(failed)})" if failed else "")
-
+        exchanges = []
         try:
-            async with streamablehttp_client(url, timeout=8, sse_read_timeout=8, httpx_client_factory=factory) as (read, write, get_id):
+            async with streamablehttp_client(url, timeout=8, sse_read_timeout=8, httpx_client_factory=traced_client(ctx, exchanges)) as (read, write, get_id):
                 async with ClientSession(read, write, read_timeout_seconds=timedelta(seconds=8)) as session:
                     await session.initialize()
                     emit({"ev": "init", "s": s, "at": at, "ms": time.time() * 1000 - at, "session": tag(get_id())})
@@ -163,11 +188,15 @@ async def events_session(url, ctx, s, calls, pause_s, reinit):
                 # Every call made: an error while the SDK tears the session down is not one of ours.
                 print(f"session {s}: teardown: {describe(e)}", file=sys.stderr)
                 return
+            # The SDK ended the whole session: on a call's error (e.g. an HTTP 502), or during its
+            # setup (initialize, initialized, whoami). The HTTP exchanges that got no 2xx name why:
+            # each by its call id (Traefik's access log has the same id).
+            failed = [x for x in exchanges if x["status"] is None or x["status"] >= 400]
+            ev = {"s": s, "at": at, "ms": time.time() * 1000 - at, "error": describe(e), "call": call_id_of(e), "failed": failed}
             if who is not None:
-                # The SDK ended the whole session on a call's error (e.g. an HTTP 502): that call failed.
-                emit({"ev": "call", "s": s, "n": n - 1, "at": at, "ms": time.time() * 1000 - at, "node": who["node"], "error": failure(e)})
+                emit({"ev": "call", "n": n - 1, "node": who["node"], **ev})
             else:
-                emit({"ev": "init", "s": s, "at": at, "ms": time.time() * 1000 - at, "error": failure(e)})
+                emit({"ev": "init", **ev})
             return
         if not reinit:
             return

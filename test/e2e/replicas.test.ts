@@ -5,7 +5,8 @@
 // Two fronts: a per-connection L4 balancer (a Service, an NLB) and every request to a random replica.
 // Nodes: the reference nodes (node library: ids carry a routing token) and a Python MCP server on the
 // official SDK (no node library: the plugin wraps its ids). The plugin-on runs must be clean; the
-// same loads with the plugin off (plain sticky) are printed beside them.
+// same loads with the plugin off (plain sticky) are printed beside them. Every request carries a call
+// id (X-E2e-Call, kept by Traefik's access log): a failure is printed with the rows of its calls.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sessionTag } from "../../lib/registry/schema.ts";
 import { bootTag, parseSessionToken } from "../../lib/token/index.ts";
@@ -30,13 +31,15 @@ interface Failure {
   at: string;
   session: string;
   what: string;
-  /** The proxy cut (isProxyCut) that explains it, if any: the access-log row of one of its own requests. */
-  cut?: string;
+  /** Its exchanges that got no 2xx, each by call id with the access-log row that holds it (replica, statuses, node). */
+  calls?: string[];
 }
 
-/** One HTTP exchange of the SDK client, as the client saw it. */
+/** One HTTP exchange of the SDK client, as the client saw it (status -1: no answer). */
 interface Exchange {
+  t0: number;
   t: number;
+  call: string;
   method: string;
   rpc: string;
   status: number;
@@ -58,9 +61,7 @@ interface SequentialResult {
   nodeSide404: number;
   /** /mcp requests the edge answered 404 itself. */
   edge404: number;
-  /** Node-side 404s the client saw for `notifications/cancelled` of a call a proxy cut lost (the session was closed by then). */
-  explained404: number;
-  /** Answers Traefik's proxy cut (isProxyCut, either replica) during the run. */
+  /** Answers Traefik's proxy cut (isProxyCut, either replica) during the run: measured, never excused. */
   proxyCuts: number;
   http: HttpTally;
   /** Requests per replica (access logs). */
@@ -75,7 +76,7 @@ function mcpRows(rows: AccessLogRow[], from: number, to: number): AccessLogRow[]
   return rows.filter((r) => (r.RouterName ?? "").includes("mcp") && Date.parse(r.StartUTC) >= from && Date.parse(r.StartUTC) <= to);
 }
 
-/** Records what the client sent and got, by session tag (never the id). */
+/** Records what the client sent and got, by call id and session tag (never the id). */
 function recording(base: typeof fetch, log: Exchange[]): typeof fetch {
   return async (input, init) => {
     let rpc = "";
@@ -86,9 +87,15 @@ function recording(base: typeof fetch, log: Exchange[]): typeof fetch {
     }
     const headers = new Headers(init?.headers);
     const sid = headers.get("mcp-session-id");
-    const r = await base(input, init);
-    log.push({ t: Date.now(), method: init?.method ?? "GET", rpc, status: r.status, session: sid ? sessionTag(sid) : "-" });
-    return r;
+    const x = { t0: Date.now(), call: headers.get(CALL_ID_HEADER) ?? "", method: init?.method ?? "GET", rpc, session: sid ? sessionTag(sid) : "-" };
+    try {
+      const r = await base(input, init);
+      log.push({ ...x, t: Date.now(), status: r.status });
+      return r;
+    } catch (err) {
+      if ((err as Error).name !== "AbortError") log.push({ ...x, t: Date.now(), status: -1 });
+      throw err;
+    }
   };
 }
 
@@ -96,16 +103,12 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
   const http = newTally();
   const exchanges: Exchange[] = [];
   const failures: Failure[] = [];
-  // Every request carries a call id (the access logs keep it); one user at a time, so the requests
-  // sent since a failed operation started are that operation's own.
-  const sent: Array<{ id: number; t: number }> = [];
-  const onCallId = (id: number) => void sent.push({ id, t: Date.now() });
-  /** Failures a proxy cut may explain, with the call ids of the requests of the failed operation. */
-  const pending: Array<{ f: Failure; ids: number[] }> = [];
+  /** Failures to name by their exchanges' call ids: [from, to] of the failed operation. */
+  const pending: Array<{ f: Failure; from: number; to: number }> = [];
   const fail = (session: string | undefined, what: string, from?: number) => {
     const f = { at: new Date().toISOString(), session: idTag(session), what: what.slice(0, 200) };
     failures.push(f);
-    if (from !== undefined) pending.push({ f, ids: sent.filter((x) => x.t >= from).map((x) => x.id) });
+    if (from !== undefined) pending.push({ f, from, to: Date.now() });
   };
   let failedHandshakes = 0;
   let failedHandshakeAttempts = 0;
@@ -122,7 +125,7 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
       for (let attempt = 0; attempt < HANDSHAKE_ATTEMPTS && !s; attempt++) {
         const h0 = Date.now();
         try {
-          s = await connectSdk(url, http, { fetch: recording(conn.fetch, exchanges), onCallId });
+          s = await connectSdk(url, http, { fetch: recording(conn.fetch, exchanges), onCallId: () => {} });
         } catch (err) {
           failedHandshakeAttempts++;
           if (attempt === 0) failedHandshakes++;
@@ -170,8 +173,8 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
   let edge404 = 0;
   const perReplica: number[] = [];
   const node404Rows: string[] = [];
-  const byCallId = new Map<number, string>();
   let proxyCuts = 0;
+  const byCall = new Map<string, string>();
   for (const r of stack.replicas) {
     const rows = mcpRows(r.accessLog(), t0 - 50, t1 + 50);
     perReplica.push(rows.length);
@@ -180,24 +183,16 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
         nodeSide404++;
         if (node404Rows.length < 10) node404Rows.push(`${r.name} ${row.StartUTC} ${row.RequestMethod} -> ${row.ServiceURL}`);
       } else if (row.DownstreamStatus === 404 && !row.OriginStatus) edge404++;
+      const call = row[`request_${CALL_ID_HEADER}`];
+      if (call !== undefined) byCall.set(String(call), `${r.name} ${row.StartUTC} ${row.RequestMethod} ${row.DownstreamStatus} origin ${row.OriginStatus ?? "-"} -> ${row.ServiceURL ?? "edge"}${isProxyCut(row) ? " (proxy cut)" : ""}`);
     }
-    for (const row of rows) {
-      if (!isProxyCut(row)) continue;
-      proxyCuts++;
-      byCallId.set(Number(row[`request_${CALL_ID_HEADER}`]), `${r.name} call ${row[`request_${CALL_ID_HEADER}`]} ${row.StartUTC} ${row.RequestMethod} -> ${row.ServiceURL}`);
-    }
+    proxyCuts += r.proxyCuts(t0 - 50, t1 + 50).length;
   }
-  // A failure is explained only by a cut of one of its own requests (matched by call id).
-  const cutSessions = new Set<string>();
+  // Each failure is named by the exchanges of its operation that got no 2xx (one user at a time:
+  // every exchange in its time span is its own), with the access-log row of each call id.
   for (const p of pending) {
-    const cut = p.ids.map((id) => byCallId.get(id)).find((c) => c !== undefined);
-    if (!cut) continue;
-    p.f.cut = cut;
-    cutSessions.add(p.f.session);
+    p.f.calls = exchanges.filter((e) => e.t0 >= p.from && e.t0 <= p.to && (e.status < 200 || e.status > 299)).map((e) => `${e.call} ${e.method} ${e.rpc} ${e.status}: ${byCall.get(e.call) ?? "no access-log row"}`);
   }
-  // After a call times out, the SDK sends notifications/cancelled without waiting; when it lands
-  // after the session's own DELETE, the owner answers 404 (the session is closed).
-  const explained404 = exchanges.filter((e) => e.status === 404 && e.rpc === "notifications/cancelled" && cutSessions.has(e.session)).length;
   return {
     front,
     sessions: SESSIONS,
@@ -208,7 +203,6 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
     discontinuousSessions,
     nodeSide404,
     edge404,
-    explained404,
     proxyCuts,
     http,
     perReplica,
@@ -216,16 +210,6 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
     failures,
     node404Rows,
   };
-}
-
-/** Failures of a plugin-on run no proxy cut explains (each named: session tag, time, what). */
-function unexplained(r: SequentialResult): Failure[] {
-  return r.failures.filter((f) => {
-    if (f.cut) return false;
-    // The follow-ups of a cut call: its counter gap and the 404 of its late cancel notification.
-    const cutSession = r.failures.some((g) => g.cut && g.session === f.session);
-    return !(cutSession && (f.what.startsWith("counter ") || f.what.startsWith("client error:")));
-  });
 }
 
 const pct = (n: number, d: number) => `${n}/${d} (${((100 * n) / d).toFixed(1)}%)`;
@@ -238,7 +222,7 @@ function table(kind: NodeKind, on: SequentialResult[], off: SequentialResult[]):
     ["sessions with counters not 1..5", (r) => String(r.discontinuousSessions)],
     ["node-side 404s (access logs)", (r) => String(r.nodeSide404)],
     ["edge 404s", (r) => String(r.edge404)],
-    ["proxy cuts (isProxyCut) / failures they explain", (r) => `${r.proxyCuts} / ${r.failures.filter((f) => f.cut).length}`],
+    ["proxy cuts (isProxyCut)", (r) => String(r.proxyCuts)],
     ["HTTP requests failed", (r) => pct(r.http.failed, r.http.requests)],
     ["requests per replica", (r) => r.perReplica.join(" / ")],
     ["wall time ms", (r) => String(r.wallMs)],
@@ -277,7 +261,7 @@ for (const kind of ["reference", "python"] as const) {
       }
       console.log(table(kind, on, off));
       report(`replicas ${kind}`, {
-        on: on.map((r) => ({ front: r.front, proxyCuts: r.proxyCuts, cutExplained: r.failures.filter((f) => f.cut).map((f) => `${f.session} ${f.what} <- ${f.cut}`), failedHandshakes: r.failedHandshakes, failedCalls: r.failedCalls, nodeSide404: r.nodeSide404, discontinuous: r.discontinuousSessions, wallMs: r.wallMs })),
+        on: on.map((r) => ({ front: r.front, proxyCuts: r.proxyCuts, failedHandshakes: r.failedHandshakes, failedCalls: r.failedCalls, nodeSide404: r.nodeSide404, discontinuous: r.discontinuousSessions, wallMs: r.wallMs })),
         off: off.map((r) => ({ front: r.front, failedHandshakes: r.failedHandshakes, failedCalls: r.failedCalls, nodeSide404: r.nodeSide404, discontinuous: r.discontinuousSessions, wallMs: r.wallMs })),
         l4Picks: lb.picks,
       });
@@ -286,9 +270,9 @@ for (const kind of ["reference", "python"] as const) {
       }
       // Both replicas took part in every front.
       for (const r of [...on, ...off]) for (const n of r.perReplica) expect(n, r.front).toBeGreaterThan(0);
-      // Plugin on: nothing fails but what Traefik's proxy cut (named by its access-log row).
+      // Plugin on: nothing fails (a failure is printed with its call ids and their access-log rows).
       for (const r of on) {
-        expect({ front: r.front, unexplained: unexplained(r), node404: r.nodeSide404 - r.explained404, edge404: r.edge404 }).toEqual({ front: r.front, unexplained: [], node404: 0, edge404: 0 });
+        expect({ front: r.front, failures: r.failures, node404: r.nodeSide404, edge404: r.edge404 }).toEqual({ front: r.front, failures: [], node404: 0, edge404: 0 });
       }
       // The plain-sticky run shows what the load detects: without cookies, requests scatter.
       expect(off.some((r) => r.failedHandshakes + r.failedCalls > 0)).toBe(true);
