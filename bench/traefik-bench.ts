@@ -225,7 +225,6 @@ async function measureRestart(stack: Stack, s: BenchSession, nodeIndex: number):
   let edge404At: number | null = null;
   let stop = false;
   const t0 = performance.now();
-  let readyAt = 0;
   const poll = (async () => {
     let rpc = 1_000_000;
     while (!stop && performance.now() - t0 < 30_000) {
@@ -246,7 +245,7 @@ async function measureRestart(stack: Stack, s: BenchSession, nodeIndex: number):
     }
   })();
   await node.restart();
-  readyAt = performance.now();
+  const readyAt = performance.now();
   await poll;
   stop = true;
   await agent.close();
@@ -494,7 +493,8 @@ async function main(): Promise<void> {
       latency: { concurrency: cfg.latencyConcurrency, modes: passResults.latency },
     };
     if (Object.keys(profileFiles).length) {
-      const profile: Record<string, unknown> = {};
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
+      const profile: Record<string, any> = {};
       results.profile = profile;
       for (const [mode, { file, requests }] of Object.entries(profileFiles)) {
         const sum = profileSummary(file);
@@ -513,7 +513,8 @@ async function main(): Promise<void> {
     // SSE streams and Traefik's memory, after the load: 1,000 streams leave 1,000 plugin instances
     // and a larger heap behind, which would slow the load phases that followed.
     if (cfg.streams > 0) {
-      const sse: Record<string, unknown> = {};
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
+      const sse: Record<string, any> = {};
       for (const [name, base, pid, apiUrl, withCookie] of [
         ["plain", plain.base, plain.proc.pid!, plain.apiUrl, true],
         ["plugin", stack.httpBase, stack.traefik.pid!, stack.apiUrl, cfg.noSidecar],
@@ -595,6 +596,7 @@ async function main(): Promise<void> {
   }
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
 function printReport(results: Record<string, any>, thr: ModeFigures[], lat: ModeFigures[]): void {
   const out: string[] = [];
   const line = (s = "") => out.push(s);

@@ -42,7 +42,7 @@ async function inProcess(): Promise<void> {
   const publisher = new Publisher(mirror, { dir, epoch: 42, log, metrics });
   const m0 = mem();
 
-  let t = performance.now();
+  const t = performance.now();
   for (let i = 0; i < N; i++) mirror.applySession(idOf(i), record(i));
   const fillMs = performance.now() - t;
   const m1 = mem();

@@ -5,14 +5,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { ROOT } from "./paths.ts";
+import { McpAffinityError, type ErrorCode } from "../lib/errors.ts";
 
 /** A failure of the local stack, with a code naming its kind. */
-export class StackError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
+export class StackError extends McpAffinityError {
+  constructor(message: string, code: ErrorCode) {
+    super(code, message);
   }
 }
 

@@ -26,6 +26,35 @@ export const ERROR_CODES = {
   ERR_NODE_CONFIG: "reference node setting",
   /** The reference node's deliberately failing local close (--fail-close). */
   ERR_NODE_FAIL_CLOSE: "reference node failing close",
+  /** A bad sidecar setting (flag, environment variable or makeConfig value). */
+  ERR_SIDECAR_CONFIG: "sidecar setting",
+  /** The shared directory cannot be created or written (--dir). */
+  ERR_SIDECAR_DIR: "sidecar shared directory unusable",
+  /** The sidecar's HTTP port cannot be listened on. */
+  ERR_SIDECAR_LISTEN: "sidecar cannot listen",
+  /** A lifecycle step the sidecar does not take (a programming error). */
+  ERR_SIDECAR_LIFECYCLE: "sidecar lifecycle step refused",
+  /** Traefik's API could not be read (the sidecar then keeps node states from heartbeats). */
+  ERR_TRAEFIK_API: "Traefik API unreadable",
+  /** A bad MCPA_* setting of the local stack (npm start). */
+  ERR_STACK_CONFIG: "local stack setting",
+  /** A template or rendered configuration of the local stack that cannot be used. */
+  ERR_STACK_TEMPLATE: "local stack template",
+  /** openssl could not make the local stack's self-signed certificate. */
+  ERR_STACK_TLS: "local stack: no TLS certificate",
+  /** A part of the local stack did not start or stopped (Traefik, sidecar, node, plugin). */
+  ERR_STACK_TRAEFIK: "local stack: Traefik failed",
+  ERR_STACK_SIDECAR: "local stack: sidecar failed",
+  ERR_STACK_NODE: "local stack: node failed",
+  ERR_STACK_PLUGIN: "local stack: plugin not loaded",
+  /** npm start's own check (a session through the started stack) failed. */
+  ERR_STACK_SELF_CHECK: "local stack self-check failed",
+  /** The local stack's view or state is not what a step needs. */
+  ERR_STACK_VIEW: "local stack: view not published",
+  ERR_STACK_STATE: "local stack: wrong state",
+  /** A benchmark could not set up its sessions or its Redis. */
+  ERR_BENCH_INIT: "benchmark session set-up failed",
+  ERR_BENCH_REDIS: "benchmark Redis failed",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

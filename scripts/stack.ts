@@ -13,6 +13,7 @@ import { StackError } from "../dev/process.ts";
 import { REDIS_SERVER } from "../dev/redis.ts";
 import { DEMO_TIMING, startStack, type ReplicaPorts, type Stack } from "../dev/stack.ts";
 import type { StackPorts } from "../dev/traefik-config.ts";
+import { McpAffinityError } from "../lib/errors.ts";
 
 const USAGE = `npm start — the local mcp-affinity stack (all on 127.0.0.1)
 
@@ -35,8 +36,10 @@ const MAX_DEMO_REPLICAS = 4;
 /** Replica k (k >= 2) listens on replica 1's ports plus this times (k - 1). */
 const REPLICA_PORT_STEP = 100;
 
-class SettingError extends Error {
-  readonly code = "ERR_STACK_CONFIG";
+class SettingError extends McpAffinityError {
+  constructor(message: string) {
+    super("ERR_STACK_CONFIG", message);
+  }
 }
 
 function portSetting(name: string, dflt: number): number {
@@ -135,7 +138,7 @@ async function selfCheck(url: string): Promise<string> {
   const transport = new StreamableHTTPClientTransport(new URL(url));
   await client.connect(transport);
   const values: string[] = [];
-  let node = "?";
+  let node: string;
   try {
     const who = (await client.callTool({ name: "whoami", arguments: {} })) as { content: Array<{ text: string }> };
     node = JSON.parse(who.content[0]!.text).node;

@@ -2,13 +2,11 @@
 // pre-built form for the load loops.
 import type { Dispatcher } from "undici";
 import { rawInitialize } from "../../dev/mcp-client.ts";
+import { McpAffinityError, type ErrorCode } from "../../lib/errors.ts";
 
-export class BenchError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
+export class BenchError extends McpAffinityError {
+  constructor(message: string, code: ErrorCode) {
+    super(code, message);
   }
 }
 

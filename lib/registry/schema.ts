@@ -87,6 +87,7 @@ export function encodeSession(r: SessionRecord): string {
 }
 
 export function decodeSession(raw: string): SessionRecord {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
   let o: any;
   try {
     o = JSON.parse(raw);
@@ -111,6 +112,7 @@ export function encodeNode(r: NodeRecord): string {
 }
 
 export function decodeNode(raw: string): NodeRecord {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
   let o: any;
   try {
     o = JSON.parse(raw);
@@ -143,6 +145,7 @@ export function encodeChange(c: RegistryChange): string {
 }
 
 export function decodeChange(raw: string): RegistryChange {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
   let o: any;
   try {
     o = JSON.parse(raw);

@@ -54,3 +54,6 @@ export async function atomicWrite(path: string, data: Buffer | string, opts: Vie
     throw err;
   }
 }
+
+/** The errno code of a failed fs call (`ENOENT`, ...), or undefined for any other error. */
+export const errnoCode = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | null)?.code;

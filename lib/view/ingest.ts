@@ -1,7 +1,7 @@
 // The sidecar's event-ingestion policy: which batches of events/ are applied, in which order,
 // which wait, which count as corrupt or are quarantined.
 import { join } from "node:path";
-import { defaultViewFs, viewPaths, type ViewIoOptions } from "./fs.ts";
+import { defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
 import { EventFormatError, parseEventBatch, type EventBatch } from "./events.ts";
 
 /** A file without `end` younger than this is still being written (or was never finished). */
@@ -75,8 +75,8 @@ export async function drainEvents(
   let names: string[];
   try {
     names = await fs.readdir(evDir);
-  } catch (err: any) {
-    if (err?.code === "ENOENT") return r;
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return r;
     throw err;
   }
   const sessionFiles: string[] = [];
@@ -105,9 +105,9 @@ export async function drainEvents(
         return null;
       }
       buf = await fs.readFile(path);
-    } catch (err: any) {
-      if (err?.code === "ENOENT") return null;
-      if (err?.code === "EISDIR") {
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return null;
+      if (errnoCode(err) === "EISDIR") {
         r.foreign++;
         return null;
       }
@@ -134,8 +134,8 @@ export async function drainEvents(
     r.applied++;
     try {
       await fs.unlink(join(evDir, file));
-    } catch (err: any) {
-      if (err?.code !== "ENOENT") opts.onError?.(file, err);
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") opts.onError?.(file, err as Error);
     }
   };
 

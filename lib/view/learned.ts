@@ -1,7 +1,7 @@
 // learned/<hash prefix> (docs/registry-view.md): written by the plugin, read and deleted by the sidecar.
 import { join } from "node:path";
 import { ViewFormatError, HEX32, COOKIE } from "./format.ts";
-import { defaultViewFs, viewPaths, type ViewIoOptions } from "./fs.ts";
+import { defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
 
 /** Default plugin setting maxLearnedFiles (16^3): learned/ file names are 3 hex digits. */
 export const LEARNED_DEFAULT_DIGITS = 3;
@@ -43,8 +43,8 @@ export async function listLearned(dir: string, opts: ListLearnedOptions = {}): P
   let names: string[];
   try {
     names = await fs.readdir(p.learned);
-  } catch (err: any) {
-    if (err?.code === "ENOENT") return [];
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return [];
     throw err;
   }
   const out: LearnedEntry[] = [];
@@ -55,8 +55,8 @@ export async function listLearned(dir: string, opts: ListLearnedOptions = {}): P
     try {
       text = (await fs.readFile(join(p.learned, name))).toString("latin1");
       if (opts.withMtime) mtimeMs = (await fs.stat(join(p.learned, name))).mtimeMs;
-    } catch (err: any) {
-      if (err?.code === "ENOENT") continue; // deleted meanwhile
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") continue; // deleted meanwhile
       throw err;
     }
     const e = decodeLearned(text);
@@ -83,7 +83,7 @@ export async function deleteLearned(dir: string, name: string, opts: ViewIoOptio
       if (e?.hashHex !== opts.hashHex) return;
     }
     await fs.unlink(path);
-  } catch (err: any) {
-    if (err?.code !== "ENOENT") throw err;
+  } catch (err) {
+    if (errnoCode(err) !== "ENOENT") throw err;
   }
 }

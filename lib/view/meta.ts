@@ -1,6 +1,6 @@
 // view/meta (docs/registry-view.md): encoder, decoder and the sidecar's reader/writer.
 import { ViewFormatError, COOKIE, BOOT_TAG, DEC, isU32, isShardBits, STATES, type ViewMeta, type ViewNode, type ViewBoot, type NodeViewState } from "./format.ts";
-import { atomicWrite, defaultViewFs, viewPaths, type ViewIoOptions } from "./fs.ts";
+import { atomicWrite, defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
 
 export const META_MAGIC = "MCPAVIEW 1";
 export const META_MAX_BYTES = 64 * 1024;
@@ -126,8 +126,8 @@ export async function readMeta(dir: string, opts: ViewIoOptions = {}): Promise<V
   let buf: Buffer;
   try {
     buf = await fs.readFile(viewPaths(dir).meta);
-  } catch (err: any) {
-    if (err?.code === "ENOENT") return null;
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return null;
     throw err;
   }
   try {

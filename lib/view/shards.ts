@@ -1,7 +1,7 @@
 // view/shards/<hex> (docs/registry-view.md): encoders, decoder, lookup and the sidecar's file operations.
 import { join } from "node:path";
 import { ViewFormatError, HASH_BYTES, isU32, isShardBits, type ViewSession } from "./format.ts";
-import { atomicWrite, defaultViewFs, viewPaths, type ViewIoOptions } from "./fs.ts";
+import { atomicWrite, defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
 
 export const SHARD_MAGIC = "MCPS";
 export const SHARD_VERSION = 1;
@@ -119,8 +119,8 @@ export function findInShard(buf: Buffer, hash: Buffer): { node: number; closed: 
 
 export async function removeShard(dir: string, prefix: string, opts: ViewIoOptions = {}): Promise<void> {
   const fs = opts.fs ?? defaultViewFs;
-  await fs.unlink(join(viewPaths(dir).shards, prefix)).catch((err: any) => {
-    if (err?.code !== "ENOENT") throw err;
+  await fs.unlink(join(viewPaths(dir).shards, prefix)).catch((err: unknown) => {
+    if (errnoCode(err) !== "ENOENT") throw err;
   });
 }
 
@@ -129,8 +129,8 @@ export async function listShards(dir: string, opts: ViewIoOptions = {}): Promise
   const fs = opts.fs ?? defaultViewFs;
   try {
     return (await fs.readdir(viewPaths(dir).shards)).filter((n) => /^[0-9a-f]{1,4}$/.test(n));
-  } catch (err: any) {
-    if (err?.code === "ENOENT") return [];
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return [];
     throw err;
   }
 }

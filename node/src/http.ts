@@ -147,6 +147,7 @@ async function route(affinity: Affinity, opts: McpHandlerOptions, req: IncomingM
 
 /** Express-like app: anything with `all(path, handler)`. */
 export interface AppLike {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Express's request and response types are not a dependency
   all(path: string, handler: (req: any, res: any) => unknown): unknown;
 }
 

@@ -4,6 +4,7 @@ import { isIP } from "node:net";
 import type { HostPort } from "../../lib/registry/index.ts";
 import type { ViewFs } from "../../lib/view/index.ts";
 import type { Logger } from "pino";
+import { McpAffinityError } from "../../lib/errors.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 export type ShardBits = 4 | 8 | 12 | 16;
@@ -53,13 +54,12 @@ export interface SidecarRuntimeOptions {
   epoch?: number;
 }
 
-export class ConfigError extends Error {
-  readonly code = "ERR_CONFIG";
+export class ConfigError extends McpAffinityError {
   constructor(
     readonly setting: string,
     message: string,
   ) {
-    super(message);
+    super("ERR_SIDECAR_CONFIG", message);
   }
 }
 

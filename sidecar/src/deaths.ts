@@ -4,6 +4,7 @@
 // spec's answer for a terminated session, a 404. Any other answer (or none) leaves it alone: a
 // false death would be a false 404 at the edge.
 import type { Logger } from "pino";
+import { errFields } from "./context.ts";
 
 export interface DeathCheckOptions {
   /** The owner's server URL for a cookie ("" when unknown). */
@@ -82,19 +83,19 @@ export class DeathChecker {
       });
       status = res.status;
       await res.body?.cancel().catch(() => undefined);
-    } catch (err: any) {
-      this.o.log.debug({ err: { message: err?.message } }, "liveness check of a session failed");
+    } catch (err) {
+      this.o.log.debug({ err: errFields(err) }, "liveness check of a session failed");
       return this.o.onResult("error");
     }
     if (status !== 404) return this.o.onResult("alive");
     try {
       await this.o.onDead(s.id, s.hash);
       this.o.onResult("dead");
-    } catch (err: any) {
+    } catch (err) {
       // Registry down: the next report checks again.
       this.checked.delete(s.hash);
       this.o.onResult("error");
-      this.o.log.debug({ err: { message: err?.message } }, "session death not recorded yet");
+      this.o.log.debug({ err: errFields(err) }, "session death not recorded yet");
     }
   }
 }

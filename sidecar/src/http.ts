@@ -3,6 +3,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { timingSafeEqual, createHash } from "node:crypto";
 import type { Logger } from "pino";
+import { errFields } from "./context.ts";
 import {
   cookieValueFor,
   encodeSession,
@@ -82,6 +83,7 @@ export function createHttpServer(d: HttpDeps): Server {
           send(res, 413, { error: "body too large" });
           return 413;
         }
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
         let body: any;
         try {
           body = JSON.parse(text);
@@ -133,13 +135,14 @@ export function createHttpServer(d: HttpDeps): Server {
       }
       send(res, 405, { error: "method not allowed" }, { allow: "GET, PUT, DELETE" });
       return 405;
-    } catch (err: any) {
-      if (err?.code === "ERR_REGISTRY_SCHEMA") {
+    } catch (err) {
+      if (errFields(err).code === "ERR_REGISTRY_SCHEMA") {
         send(res, 502, { error: "the registry holds an unreadable record for this session" });
         return 502;
       }
-      d.log.warn({ session: tag, err: { message: err?.message, code: err?.code } }, "sessions API: registry unavailable");
-      send(res, 503, { error: "registry unavailable", code: err?.code ?? "ERR_REGISTRY_UNAVAILABLE" }, { "retry-after": "1" });
+      const e = errFields(err);
+      d.log.warn({ session: tag, err: e }, "sessions API: registry unavailable");
+      send(res, 503, { error: "registry unavailable", code: e.code ?? "ERR_REGISTRY_UNAVAILABLE" }, { "retry-after": "1" });
       return 503;
     }
   };

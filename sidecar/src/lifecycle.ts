@@ -14,6 +14,7 @@
 // closing:  no new work is taken; the events already written are applied once more, the view
 //           is written a last time, the registry connection is closed.
 // closed:   everything is stopped; the last view stays in place for the plugin.
+import { McpAffinityError } from "../../lib/errors.ts";
 
 export type SidecarState = "starting" | "syncing" | "ready" | "closing" | "closed";
 
@@ -25,13 +26,12 @@ const NEXT: Readonly<Record<SidecarState, readonly SidecarState[]>> = {
   closed: [],
 };
 
-export class LifecycleError extends Error {
-  readonly code = "ERR_SIDECAR_LIFECYCLE";
+export class LifecycleError extends McpAffinityError {
   constructor(
     readonly from: SidecarState,
     readonly to: SidecarState,
   ) {
-    super(`the sidecar cannot go from ${from} to ${to}`);
+    super("ERR_SIDECAR_LIFECYCLE", `the sidecar cannot go from ${from} to ${to}`);
   }
 }
 

@@ -1,6 +1,7 @@
 // Publishes the mirror as the registry view (lib/view formats): changed shards only, then the
 // meta; the meta alone at least every metaInterval so the view stays fresh while we are healthy.
 import type { Logger } from "pino";
+import { errFields } from "./context.ts";
 import {
   encodeShardEntries,
   listShards,
@@ -110,7 +111,7 @@ export class Publisher {
     const now = Date.now();
     if (now - this.lastErrorLog < 1000) return;
     this.lastErrorLog = now;
-    this.opts.log.error({ err: { message: (err as Error)?.message, code: (err as any)?.code } }, msg);
+    this.opts.log.error({ err: errFields(err) }, msg);
   }
 
   private async publishOnce(): Promise<PublishResult> {

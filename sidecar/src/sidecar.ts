@@ -19,6 +19,7 @@ import { Publisher, type PublishResult } from "./publisher.ts";
 import { PublishSchedule } from "./schedule.ts";
 import { RegistrySync } from "./sync.ts";
 import { NodeWatch } from "./watch.ts";
+import { McpAffinityError, type ErrorCode } from "../../lib/errors.ts";
 
 export { isPermanentApplyError } from "./ingest.ts";
 
@@ -49,13 +50,13 @@ export interface Sidecar {
   close(): Promise<void>;
 }
 
-export class SidecarError extends Error {
+export class SidecarError extends McpAffinityError {
   constructor(
     message: string,
-    readonly code: string,
+    code: ErrorCode,
     readonly setting?: string,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

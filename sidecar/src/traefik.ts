@@ -1,12 +1,15 @@
 // Node health as Traefik sees it, for nodes that do not run the library: the servers of the MCP
 // service(s) and their serverStatus, from Traefik's API (GET /api/http/services/<name>).
+import { McpAffinityError } from "../../lib/errors.ts";
 export interface TraefikServer {
   url: string;
   up: boolean;
 }
 
-export class TraefikApiError extends Error {
-  readonly code = "ERR_TRAEFIK_API";
+export class TraefikApiError extends McpAffinityError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("ERR_TRAEFIK_API", message, options);
+  }
 }
 
 /** Reads every service; throws TraefikApiError when any cannot be read (then nothing is applied). */
@@ -32,6 +35,7 @@ export async function readTraefikServers(api: string, services: string[], timeou
       await res.body?.cancel();
       throw new TraefikApiError(`Traefik API answered ${res.status} for service ${name}`);
     }
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
     let body: any;
     try {
       body = await res.json();

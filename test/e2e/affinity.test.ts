@@ -87,7 +87,6 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
   it("2. cookie-keeping client: the Python mcp client over TLS keeps the Secure sticky cookie, sessions stable", async () => {
     const sessions = 10;
     const calls = 10;
-    const t0 = Date.now();
     const out = await pythonClient(["--url", stack.mcpsUrl, "--cafile", stack.caFile, "--sessions", String(sessions), "--calls", String(calls)]);
     const res: any[] = out.sessions;
     expect(res).toHaveLength(sessions);

@@ -258,7 +258,6 @@ describe("end to end through Traefik: failures", () => {
     const sessions = await Promise.all(Array.from({ length: 9 }, () => connectSdk(stack.mcpUrl)));
     const load = runLoad(sessions);
     const fresh = runNewSessions();
-    const t0 = Date.now();
     await sleep(500);
     await stack.sidecar!.kill();
     const killedAt = Date.now();

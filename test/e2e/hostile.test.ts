@@ -160,7 +160,7 @@ async function flood(stack: Stack, kinds: Kind[], ms: number, victim: string, sa
   const pool = new Pool(stack.httpBase, { connections: FLOOD_CONNECTIONS, pipelining: 1 });
   const out: Record<string, Record<string, number>> = {};
   const end = Date.now() + ms;
-  const call = (id?: string) => JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "counter", arguments: {} } });
+  const call = () => JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "counter", arguments: {} } });
   const session = (id: string) => ({ ...MCP_HEADERS, "mcp-session-id": id, "mcp-protocol-version": PROTOCOL_VERSION });
   const one = async (kind: Kind) => {
     const forged = randomBytes(16).toString("hex");

@@ -3,7 +3,6 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Registry } from "prom-client";
 import { cookieValueFor, encodeSession, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
-import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
 import { waitUntil } from "../../dev/poll.ts";
 import { connectClient, rawMcp, startNode, startRedis, type McpTestClient, type TestRedis } from "./node-redis-helper.ts";
 

@@ -4,7 +4,7 @@ import { createServer, type RequestListener, type Server } from "node:http";
 import { connect, type AddressInfo, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-// @ts-ignore -- express comes with the SDK, without type declarations in this tree
+// @ts-expect-error -- express comes with the SDK, without type declarations in this tree
 import express from "express";
 import { sessionKey } from "../../lib/registry/schema.ts";
 import { createAffinity, mountMcp, PROXY_IDLE_TIMEOUT_MS, SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";

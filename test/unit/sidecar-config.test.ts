@@ -31,7 +31,7 @@ describe("makeConfig validates like the CLI", () => {
     it(`${JSON.stringify(over)} fails like ${argv.join(" ")}`, () => {
       const cli = thrown(() => parseConfig(argv, {}));
       const api = thrown(() => makeConfig(over));
-      expect(api.code).toBe("ERR_CONFIG");
+      expect(api.code).toBe("ERR_SIDECAR_CONFIG");
       expect(api.setting).toBe(cli.setting);
       expect(api.message).toBe(cli.message);
     });
