@@ -7,7 +7,17 @@ import tseslint from "typescript-eslint";
 
 export default tseslint.config(
   {
-    ignores: ["node_modules/", ".cache/", ".run/", ".venv/", "dist/", "coverage/", "plugin/", "test/clients/", "test/conformance/"],
+    ignores: [
+      "node_modules/",
+      ".cache/",
+      ".run/",
+      ".venv/",
+      "dist/",
+      "coverage/",
+      "plugin/",
+      "test/clients/",
+      "test/conformance/",
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,
@@ -15,7 +25,10 @@ export default tseslint.config(
   {
     rules: {
       // `_`-prefixed names are deliberately unused (a parameter a signature requires, a key left out)
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrors: "none" }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrors: "none" },
+      ],
       // a `let` read by a closure before its one assignment cannot be a `const`
       "prefer-const": ["error", { ignoreReadBeforeAssign: true }],
     },
@@ -24,7 +37,10 @@ export default tseslint.config(
   {
     files: ["**/*.ts"],
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ["vitest.config.ts"] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: {
+        projectService: { allowDefaultProject: ["vitest.config.ts"] },
+        tsconfigRootDir: import.meta.dirname,
+      },
     },
     rules: {
       "@typescript-eslint/no-floating-promises": "error",

@@ -23,12 +23,23 @@ import { readFlags } from "./lib/flags.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros } from "./lib/sse.ts";
 import { median, percentile } from "./lib/stats.ts";
-import { ensureBenchDeps, startBenchSidecar, startExtraTraefik, preparePluginTraefik, type ExtraTraefik } from "./lib/traefik.ts";
+import {
+  ensureBenchDeps,
+  startBenchSidecar,
+  startExtraTraefik,
+  preparePluginTraefik,
+  type ExtraTraefik,
+} from "./lib/traefik.ts";
 
 const { values: flags, num: numFlag } = readFlags(
   "cut-bench",
   "Usage: npm run bench:cuts -- [--calls 100000] [--rounds 4] [--unbuffered-share 0.25] [--json FILE]\n",
-  { calls: { type: "string" }, rounds: { type: "string" }, "unbuffered-share": { type: "string" }, json: { type: "string" } },
+  {
+    calls: { type: "string" },
+    rounds: { type: "string" },
+    "unbuffered-share": { type: "string" },
+    json: { type: "string" },
+  },
 );
 const cfg = {
   calls: numFlag("calls", 100_000, 1_000, 2_000_000),
@@ -62,8 +73,17 @@ interface RoundFigures {
 
 async function main(): Promise<void> {
   const results = startResults(cfg, log);
-  log("starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin, plain Traefik, Traefik with the plugin not buffering bodies");
-  const stack = await startStack({ name: "bench-cuts", nodes: 3, plugin: true, sidecar: false, traefikLogLevel: "ERROR", pluginSettings: { staleAfterMs: "5000" } });
+  log(
+    "starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin, plain Traefik, Traefik with the plugin not buffering bodies",
+  );
+  const stack = await startStack({
+    name: "bench-cuts",
+    nodes: 3,
+    plugin: true,
+    sidecar: false,
+    traefikLogLevel: "ERROR",
+    pluginSettings: { staleAfterMs: "5000" },
+  });
   const shared = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-cuts-") : join(stack.dir, "shared");
   const extra: ExtraTraefik[] = [];
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
@@ -73,12 +93,35 @@ async function main(): Promise<void> {
     const plugin: ExtraTraefik = { proc: stack.traefik, base: stack.httpBase, apiUrl: stack.apiUrl };
     const plain = await startExtraTraefik(stack, shared, "plain");
     extra.push(plain);
-    const unbuffered = await startExtraTraefik(stack, shared, "unbuffered", { settings: { staleAfterMs: "5000", maxBufferedBodyBytes: "0" } });
+    const unbuffered = await startExtraTraefik(stack, shared, "unbuffered", {
+      settings: { staleAfterMs: "5000", maxBufferedBodyBytes: "0" },
+    });
     extra.push(unbuffered);
     const sides: Side[] = [
-      { name: "plain", label: "plain sticky Traefik (cookie)", traefik: () => plain, originOf: () => plain.base, withCookie: true, share: 1 },
-      { name: "plugin", label: "Traefik + plugin (bodies buffered)", traefik: () => plugin, originOf: () => plugin.base, withCookie: false, share: 1 },
-      { name: "unbuffered", label: "Traefik + plugin, maxBufferedBodyBytes 0", traefik: () => unbuffered, originOf: () => unbuffered.base, withCookie: false, share: cfg.unbufferedShare },
+      {
+        name: "plain",
+        label: "plain sticky Traefik (cookie)",
+        traefik: () => plain,
+        originOf: () => plain.base,
+        withCookie: true,
+        share: 1,
+      },
+      {
+        name: "plugin",
+        label: "Traefik + plugin (bodies buffered)",
+        traefik: () => plugin,
+        originOf: () => plugin.base,
+        withCookie: false,
+        share: 1,
+      },
+      {
+        name: "unbuffered",
+        label: "Traefik + plugin, maxBufferedBodyBytes 0",
+        traefik: () => unbuffered,
+        originOf: () => unbuffered.base,
+        withCookie: false,
+        share: cfg.unbufferedShare,
+      },
     ].filter((s) => s.share > 0);
 
     const cookieToUrl = new Map(stack.nodes.map((n) => [n.cookie, n.url]));
@@ -96,10 +139,13 @@ async function main(): Promise<void> {
       20_000,
       100,
     );
-    log(`${nSessions} sessions; ${cfg.rounds} rounds x ${CONCURRENCIES.length} concurrencies x ${sides.length} sides, ${cfg.calls} calls per side`);
+    log(
+      `${nSessions} sessions; ${cfg.rounds} rounds x ${CONCURRENCIES.length} concurrencies x ${sides.length} sides, ${cfg.calls} calls per side`,
+    );
 
     const figures = new Map<string, RoundFigures[]>(); // key: side@concurrency
-    const perRound = (side: Side) => Math.max(100, Math.round((cfg.calls * side.share) / cfg.rounds / CONCURRENCIES.length));
+    const perRound = (side: Side) =>
+      Math.max(100, Math.round((cfg.calls * side.share) / cfg.rounds / CONCURRENCIES.length));
     for (let round = 0; round < cfg.rounds; round++) {
       for (const c of CONCURRENCIES) {
         const order = round % 2 === 0 ? sides : [...sides].reverse();
@@ -130,7 +176,9 @@ async function main(): Promise<void> {
           };
           const key = `${side.name}@${c}`;
           figures.set(key, [...(figures.get(key) ?? []), f]);
-          log(`  round ${round + 1} c=${String(c).padEnd(2)} ${side.name.padEnd(10)}: ${calls} calls, ${f.cuts} cut, ${f.errors - f.cuts} other failures, ${f.discontinuities} misroutes, ${f.rps.toFixed(0)} calls/s, p50 ${f.p50.toFixed(0)} us, p99 ${f.p99.toFixed(0)} us, Traefik ${f.cpuUsPerCall.toFixed(0)} us CPU/call${f.errorSamples.length ? ` (${f.errorSamples.join("; ")})` : ""}`);
+          log(
+            `  round ${round + 1} c=${String(c).padEnd(2)} ${side.name.padEnd(10)}: ${calls} calls, ${f.cuts} cut, ${f.errors - f.cuts} other failures, ${f.discontinuities} misroutes, ${f.rps.toFixed(0)} calls/s, p50 ${f.p50.toFixed(0)} us, p99 ${f.p99.toFixed(0)} us, Traefik ${f.cpuUsPerCall.toFixed(0)} us CPU/call${f.errorSamples.length ? ` (${f.errorSamples.join("; ")})` : ""}`,
+          );
         }
       }
     }
@@ -187,15 +235,23 @@ function printReport(summary: Record<string, any>, sides: Side[]): void {
   const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : "n/a");
   const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "n/a");
   line();
-  line(`Cut answers (calls that got no complete answer), ${cfg.rounds} alternating rounds; cuts summed, other figures medians of the rounds`);
-  line(`${"side".padEnd(42)} ${"conc".padStart(4)} ${"calls".padStart(8)} ${"cut".padStart(5)} ${"cut/100k".padStart(9)} ${"other fail".padStart(10)} ${"calls/s".padStart(8)} ${"p50 us".padStart(7)} ${"p99 us".padStart(7)} ${"CPU us/call".padStart(11)}`);
+  line(
+    `Cut answers (calls that got no complete answer), ${cfg.rounds} alternating rounds; cuts summed, other figures medians of the rounds`,
+  );
+  line(
+    `${"side".padEnd(42)} ${"conc".padStart(4)} ${"calls".padStart(8)} ${"cut".padStart(5)} ${"cut/100k".padStart(9)} ${"other fail".padStart(10)} ${"calls/s".padStart(8)} ${"p50 us".padStart(7)} ${"p99 us".padStart(7)} ${"CPU us/call".padStart(11)}`,
+  );
   for (const side of sides) {
     for (const c of CONCURRENCIES) {
       const s = summary[side.name][`c${c}`];
-      line(`${side.label.padEnd(42)} ${String(c).padStart(4)} ${String(s.calls).padStart(8)} ${String(s.cuts).padStart(5)} ${f1(s.cutsPer100k).padStart(9)} ${String(s.otherFailures).padStart(10)} ${f0(s.rps).padStart(8)} ${f0(s.p50Us).padStart(7)} ${f0(s.p99Us).padStart(7)} ${f0(s.traefikCpuUsPerCall).padStart(11)}`);
+      line(
+        `${side.label.padEnd(42)} ${String(c).padStart(4)} ${String(s.calls).padStart(8)} ${String(s.cuts).padStart(5)} ${f1(s.cutsPer100k).padStart(9)} ${String(s.otherFailures).padStart(10)} ${f0(s.rps).padStart(8)} ${f0(s.p50Us).padStart(7)} ${f0(s.p99Us).padStart(7)} ${f0(s.traefikCpuUsPerCall).padStart(11)}`,
+      );
     }
     const t = summary[side.name];
-    line(`${"".padEnd(42)} ${"all".padStart(4)} ${String(t.calls).padStart(8)} ${String(t.cuts).padStart(5)} ${f1(t.cutsPer100k).padStart(9)} ${String(t.otherFailures).padStart(10)}`);
+    line(
+      `${"".padEnd(42)} ${"all".padStart(4)} ${String(t.calls).padStart(8)} ${String(t.cuts).padStart(5)} ${f1(t.cutsPer100k).padStart(9)} ${String(t.otherFailures).padStart(10)}`,
+    );
   }
   const cost = (a: string, b: string, what: string) => {
     if (!summary[a] || !summary[b]) return;
@@ -203,7 +259,9 @@ function printReport(summary: Record<string, any>, sides: Side[]): void {
     for (const c of CONCURRENCIES) {
       const x = summary[a][`c${c}`];
       const y = summary[b][`c${c}`];
-      line(`  c=${String(c).padEnd(2)} Traefik CPU ${f0(x.traefikCpuUsPerCall - y.traefikCpuUsPerCall).padStart(5)} us/call, p50 ${f0(x.p50Us - y.p50Us).padStart(5)} us, p99 ${f0(x.p99Us - y.p99Us).padStart(6)} us, calls/s x${(x.rps / y.rps).toFixed(3)}`);
+      line(
+        `  c=${String(c).padEnd(2)} Traefik CPU ${f0(x.traefikCpuUsPerCall - y.traefikCpuUsPerCall).padStart(5)} us/call, p50 ${f0(x.p50Us - y.p50Us).padStart(5)} us, p99 ${f0(x.p99Us - y.p99Us).padStart(6)} us, calls/s x${(x.rps / y.rps).toFixed(3)}`,
+      );
     }
   };
   line();

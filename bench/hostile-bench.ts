@@ -38,10 +38,29 @@ const SETTLE_S = int("settle", values.settle!, 0, 600);
 
 /** Under Go's header limit (1 MiB + 4 KiB for the whole block), so the request reaches the middleware. */
 const BIG = (1 << 20) - 8192;
-const HEADERS = { "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-protocol-version": "2025-06-18" };
+const HEADERS = {
+  "content-type": "application/json",
+  accept: "application/json, text/event-stream",
+  "mcp-protocol-version": "2025-06-18",
+};
 const init = (pad = "") =>
-  JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "bench", version: "1" }, ...(pad ? { pad } : {}) } });
-const call = JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "counter", arguments: {} } });
+  JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "initialize",
+    params: {
+      protocolVersion: "2025-06-18",
+      capabilities: {},
+      clientInfo: { name: "bench", version: "1" },
+      ...(pad ? { pad } : {}),
+    },
+  });
+const call = JSON.stringify({
+  jsonrpc: "2.0",
+  id: 2,
+  method: "tools/call",
+  params: { name: "counter", arguments: {} },
+});
 
 interface Side {
   name: string;
@@ -62,7 +81,9 @@ async function side(name: string, plugin: boolean): Promise<Side> {
 
 const rss = (s: Side) => rssBytes(s.stack.traefik.pid!) / (1 << 20);
 
-async function round(s: Side): Promise<{ rest: number; peak: number; after: number; statuses: Record<string, number> }> {
+async function round(
+  s: Side,
+): Promise<{ rest: number; peak: number; after: number; statuses: Record<string, number> }> {
   const cookie = "big=" + "c".repeat(BIG);
   const bigId = "i".repeat(BIG);
   const bigBody = init("b".repeat(BIG));
@@ -78,7 +99,14 @@ async function round(s: Side): Promise<{ rest: number; peak: number; after: numb
     ]) {
       await Promise.all(
         Array.from({ length: CONCURRENCY }, async () => {
-          const r = await s.pool.request({ path: "/mcp", method: "POST", headers: req.headers, body: req.body, headersTimeout: 30_000, bodyTimeout: 30_000 });
+          const r = await s.pool.request({
+            path: "/mcp",
+            method: "POST",
+            headers: req.headers,
+            body: req.body,
+            headersTimeout: 30_000,
+            bodyTimeout: 30_000,
+          });
           await r.body.text();
           const k = `${req.kind} ${r.statusCode}`;
           statuses[k] = (statuses[k] ?? 0) + 1;
@@ -102,7 +130,9 @@ try {
       const x = await round(s);
       (results.get(s.name) ?? results.set(s.name, []).get(s.name)!).push(x);
       statuses.set(s.name, x.statuses);
-      process.stderr.write(`round ${r + 1} ${s.name}: rest ${x.rest.toFixed(1)} MiB, peak ${x.peak.toFixed(1)} MiB, after ${SETTLE_S} s ${x.after.toFixed(1)} MiB\n`);
+      process.stderr.write(
+        `round ${r + 1} ${s.name}: rest ${x.rest.toFixed(1)} MiB, peak ${x.peak.toFixed(1)} MiB, after ${SETTLE_S} s ${x.after.toFixed(1)} MiB\n`,
+      );
     }
   }
 } finally {
@@ -120,6 +150,12 @@ const table = sides.map((s) => ({
   afterSettleMiB: +med(s.name, "after").toFixed(1),
   answers: JSON.stringify(statuses.get(s.name)),
 }));
-console.log(`Traefik RSS, ${CONCURRENCY} concurrent requests x 3 kinds (1 MiB Cookie, 1 MiB session id, 1 MiB initialize body) x ${BURSTS} bursts; medians of ${ROUNDS} alternating rounds; after = ${SETTLE_S} s later`);
+console.log(
+  `Traefik RSS, ${CONCURRENCY} concurrent requests x 3 kinds (1 MiB Cookie, 1 MiB session id, 1 MiB initialize body) x ${BURSTS} bursts; medians of ${ROUNDS} alternating rounds; after = ${SETTLE_S} s later`,
+);
 console.table(table);
-if (values.json) writeFileSync(values.json, JSON.stringify({ concurrency: CONCURRENCY, bursts: BURSTS, rounds: ROUNDS, settleS: SETTLE_S, table }, null, 2));
+if (values.json)
+  writeFileSync(
+    values.json,
+    JSON.stringify({ concurrency: CONCURRENCY, bursts: BURSTS, rounds: ROUNDS, settleS: SETTLE_S, table }, null, 2),
+  );

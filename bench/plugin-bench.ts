@@ -7,7 +7,13 @@ import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { sessionHash, type ViewMeta, type ViewSession } from "../lib/view/index.ts";
 import { publishView } from "../test/support/view-writers.ts";
-import type { Exchange, HostRequestInit, HttpWasmHost, NextHandler, UpstreamResponse } from "../test/host/http-wasm-host.ts";
+import type {
+  Exchange,
+  HostRequestInit,
+  HttpWasmHost,
+  NextHandler,
+  UpstreamResponse,
+} from "../test/host/http-wasm-host.ts";
 import {
   COOKIE,
   cookieValueFor,
@@ -68,10 +74,20 @@ async function buildView(size: number): Promise<TempDir> {
 }
 
 const TOOLS_LIST = '{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}';
-const UPSTREAM: UpstreamResponse = { status: 200, headers: [["Content-Type", "application/json"]], body: '{"jsonrpc":"2.0","id":2,"result":{}}' };
+const UPSTREAM: UpstreamResponse = {
+  status: 200,
+  headers: [["Content-Type", "application/json"]],
+  body: '{"jsonrpc":"2.0","id":2,"result":{}}',
+};
 const next: NextHandler = () => UPSTREAM;
 // A server that repeats its own session id on its answers (the SDK servers do).
-const ECHO: UpstreamResponse = { ...UPSTREAM, headers: [["Content-Type", "application/json"], ["Mcp-Session-Id", SERVER_ID]] };
+const ECHO: UpstreamResponse = {
+  ...UPSTREAM,
+  headers: [
+    ["Content-Type", "application/json"],
+    ["Mcp-Session-Id", SERVER_ID],
+  ],
+};
 
 interface Scenario {
   name: string;
@@ -80,7 +96,11 @@ interface Scenario {
   check(ex: Exchange): boolean;
 }
 const SCENARIOS: Scenario[] = [
-  { name: "no session id", req: mcp({ body: TOOLS_LIST }), check: (ex) => ex.nextCalled && ex.headerWrites.length === 0 },
+  {
+    name: "no session id",
+    req: mcp({ body: TOOLS_LIST }),
+    check: (ex) => ex.nextCalled && ex.headerWrites.length === 0,
+  },
   {
     name: "hit",
     req: mcp({ sessionId: "bench-hit", cookie: `theme=dark; ${bk(COOKIE.a)}`, body: TOOLS_LIST }),
@@ -105,7 +125,9 @@ const SCENARIOS: Scenario[] = [
   {
     name: "wrapped POST",
     req: mcp({ sessionId: WRAPPED, cookie: bk(COOKIE.b), body: TOOLS_LIST }),
-    check: (ex) => ex.forwarded?.headers.get("Mcp-Session-Id") === SERVER_ID && ex.response.headers.values("Mcp-Session-Id")[0] === WRAPPED,
+    check: (ex) =>
+      ex.forwarded?.headers.get("Mcp-Session-Id") === SERVER_ID &&
+      ex.response.headers.values("Mcp-Session-Id")[0] === WRAPPED,
   },
 ];
 
@@ -135,7 +157,9 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       const view = await buildView(size);
       views.push(view);
-      console.error(`bench:plugin: view with ${size.toLocaleString("en-US")} sessions built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      console.error(
+        `bench:plugin: view with ${size.toLocaleString("en-US")} sessions built in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      );
       const cfg = { staleAfterMs: 3_600_000 };
       hosts.push({
         size,
@@ -147,18 +171,33 @@ async function main(): Promise<void> {
       for (const h of hosts) {
         const first = h.plugin.handle(s.req, s.name === "wrapped POST" ? () => ECHO : next);
         if (!s.check(first) || first.trap || first.violations.length)
-          throw new Error(`scenario "${s.name}" did not take its path: status ${first.response.status} ${first.trap?.message ?? ""} ${first.violations.join(", ")}`);
+          throw new Error(
+            `scenario "${s.name}" did not take its path: status ${first.response.status} ${first.trap?.message ?? ""} ${first.violations.join(", ")}`,
+          );
       }
       const up: NextHandler = s.name === "wrapped POST" ? () => ECHO : next;
       const ns = measureAll(hosts.flatMap((h) => [() => h.plugin.handle(s.req, up), () => h.pass.handle(s.req, up)]));
-      hosts.forEach((h, k) => ((results[s.name] ??= {})[String(h.size)] = { plugin: Math.round(ns[2 * k]!), passthrough: Math.round(ns[2 * k + 1]!) }));
+      hosts.forEach(
+        (h, k) =>
+          ((results[s.name] ??= {})[String(h.size)] = {
+            plugin: Math.round(ns[2 * k]!),
+            passthrough: Math.round(ns[2 * k + 1]!),
+          }),
+      );
     }
   } finally {
     for (const v of views) v.cleanup();
   }
 
   const fmt = (n: number) => Math.round(n).toLocaleString("en-US").padStart(9);
-  const header = ["scenario".padEnd(14), ...SIZES.flatMap((s) => [`plugin@${s / 1000}k`.padStart(13), `pass@${s / 1000}k`.padStart(13), `+plugin@${s / 1000}k`.padStart(14)])];
+  const header = [
+    "scenario".padEnd(14),
+    ...SIZES.flatMap((s) => [
+      `plugin@${s / 1000}k`.padStart(13),
+      `pass@${s / 1000}k`.padStart(13),
+      `+plugin@${s / 1000}k`.padStart(14),
+    ]),
+  ];
   console.log(`ns per request through the fake host (median of alternating rounds${quick ? ", quick" : ""})`);
   console.log(header.join(" "));
   for (const s of SCENARIOS) {
@@ -173,7 +212,18 @@ async function main(): Promise<void> {
   if (jsonOut) {
     writeFileSync(
       jsonOut,
-      JSON.stringify({ unit: "ns/request", host: "test/host (node:wasi)", node: process.version, date: new Date().toISOString(), quick, results }, null, 2) + "\n",
+      JSON.stringify(
+        {
+          unit: "ns/request",
+          host: "test/host (node:wasi)",
+          node: process.version,
+          date: new Date().toISOString(),
+          quick,
+          results,
+        },
+        null,
+        2,
+      ) + "\n",
     );
     console.error(`bench:plugin: wrote ${jsonOut}`);
   }

@@ -32,13 +32,23 @@ import { endResults, progressLog, runBench, startResults, writeResults } from ".
 import { BenchError, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
-import { ensureBenchDeps, preparePluginTraefik, startBenchSidecar, startExtraTraefik, type ExtraTraefik } from "./lib/traefik.ts";
+import {
+  ensureBenchDeps,
+  preparePluginTraefik,
+  startBenchSidecar,
+  startExtraTraefik,
+  type ExtraTraefik,
+} from "./lib/traefik.ts";
 import { Samples, median, percentile, summarize, type LatencySummary } from "./lib/stats.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Flags
 
-const { values: flags, usageError, num } = readFlags(
+const {
+  values: flags,
+  usageError,
+  num,
+} = readFlags(
   "traefik-bench",
   "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
     "                      [--rounds 3] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
@@ -87,7 +97,10 @@ if (cfg.noSidecar) {
   cfg.registrations = 0;
   cfg.restarts = 0;
 }
-for (const [flag, file] of [["--plugin-wasm", cfg.pluginWasm], ["--sidecar-main", cfg.sidecarMain]] as const) {
+for (const [flag, file] of [
+  ["--plugin-wasm", cfg.pluginWasm],
+  ["--sidecar-main", cfg.sidecarMain],
+] as const) {
   if (file !== undefined && !existsSync(file)) usageError(flag, `no such file ${JSON.stringify(file)}`);
 }
 // Flags are checked above, before the builds: --help and a typo cost nothing.
@@ -137,13 +150,22 @@ async function viewSessionCount(shared: string): Promise<number> {
 async function fillRegistry(stack: Stack, count: number): Promise<number> {
   const redis = new Redis(stack.redisUrl!, { maxRetriesPerRequest: 3 });
   const boots = await Promise.all(stack.nodes.map((n) => n.boot()));
-  const recs: string[] = stack.nodes.map((n, i) => encodeSession({ node: n.url, cookie: n.cookie, boot: boots[i]!, created: Date.now(), source: "node" } satisfies SessionRecord));
+  const recs: string[] = stack.nodes.map((n, i) =>
+    encodeSession({
+      node: n.url,
+      cookie: n.cookie,
+      boot: boots[i]!,
+      created: Date.now(),
+      source: "node",
+    } satisfies SessionRecord),
+  );
   const prefix = `bench-${randomBytes(6).toString("hex")}-`;
   const t0 = performance.now();
   const BATCH = 10_000;
   for (let i = 0; i < count; i += BATCH) {
     const p = redis.pipeline();
-    for (let j = i; j < Math.min(count, i + BATCH); j++) p.set(sessionKey(prefix + j), recs[j % recs.length]!, "PX", 3_600_000);
+    for (let j = i; j < Math.min(count, i + BATCH); j++)
+      p.set(sessionKey(prefix + j), recs[j % recs.length]!, "PX", 3_600_000);
     const res = await p.exec();
     const bad = res?.find(([e]) => e);
     if (bad) throw new BenchError(`Redis refused a session write: ${bad[0]!.message}`, "ERR_BENCH_REDIS");
@@ -155,11 +177,21 @@ async function fillRegistry(stack: Stack, count: number): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // Registration -> visible in the view
 
-async function measureRegistration(stack: Stack, n: number): Promise<{ samplesMs: number[]; putMs: number[]; missing: number }> {
+async function measureRegistration(
+  stack: Stack,
+  n: number,
+): Promise<{ samplesMs: number[]; putMs: number[]; missing: number }> {
   const node = stack.nodes[0]!;
   const boot = await node.boot();
   // The registry exactly as the node library opens it; it queues nothing while disconnected: wait for its connection first.
-  const registry = new RedisRegistry(nodeRedisOptions(stack.redisUrl!, { sessionTtlMs: 3_600_000, nodeTtlMs: 15_000, timeoutMs: 2000, onError: () => {} }));
+  const registry = new RedisRegistry(
+    nodeRedisOptions(stack.redisUrl!, {
+      sessionTtlMs: 3_600_000,
+      nodeTtlMs: 15_000,
+      timeoutMs: 2000,
+      onError: () => {},
+    }),
+  );
   if (registry.status() !== "ready") await new Promise<void>((r) => registry.onStatus((s) => s === "ready" && r()));
   const shards = viewPaths(SHARED).shards;
   let wake: (() => void) | null = null;
@@ -229,7 +261,15 @@ async function measureRestart(stack: Stack, s: BenchSession, nodeIndex: number):
     let rpc = 1_000_000;
     while (!stop && performance.now() - t0 < 30_000) {
       try {
-        const r = await agent.request({ origin: stack.httpBase, path: "/mcp", method: "POST", headers: sessionHeaders(s.id), body: counterBody(rpc++), headersTimeout: 2000, bodyTimeout: 2000 });
+        const r = await agent.request({
+          origin: stack.httpBase,
+          path: "/mcp",
+          method: "POST",
+          headers: sessionHeaders(s.id),
+          body: counterBody(rpc++),
+          headersTimeout: 2000,
+          bodyTimeout: 2000,
+        });
         await r.body.dump();
         const key = `${r.statusCode} ${String(r.headers["mcp-affinity"] ?? "-")}`;
         answers[key] = (answers[key] ?? 0) + 1;
@@ -263,7 +303,10 @@ async function measureRestart(stack: Stack, s: BenchSession, nodeIndex: number):
 
 async function captureProfile(apiUrl: string, seconds: number, outFile: string): Promise<string | null> {
   try {
-    const r = await request(`${apiUrl}/debug/pprof/profile?seconds=${seconds}`, { headersTimeout: (seconds + 10) * 1000, bodyTimeout: (seconds + 10) * 1000 });
+    const r = await request(`${apiUrl}/debug/pprof/profile?seconds=${seconds}`, {
+      headersTimeout: (seconds + 10) * 1000,
+      bodyTimeout: (seconds + 10) * 1000,
+    });
     if (r.statusCode !== 200) {
       await r.body.dump();
       return null;
@@ -276,7 +319,12 @@ async function captureProfile(apiUrl: string, seconds: number, outFile: string):
 }
 
 /** Shares of a Traefik CPU profile: the plugin (wazero frames), GC, and the kernel (syscalls). */
-function profileSummary(file: string): { totalMs: number; share: Record<string, number>; top: string; wazeroTop: string } {
+function profileSummary(file: string): {
+  totalMs: number;
+  share: Record<string, number>;
+  top: string;
+  wazeroTop: string;
+} {
   const bin = traefikBinary();
   const top = pprofTop(file, bin);
   const totalM = /Total samples = ([\d.]+)(ms|s)/.exec(top);
@@ -303,7 +351,10 @@ function profileSummary(file: string): { totalMs: number; share: Record<string, 
 
 function pprofTop(profile: string, binary: string, extra: string[] = ["-nodecount=35"]): string {
   try {
-    return execFileSync("go", ["tool", "pprof", "-top", ...extra, binary, profile], { stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 }).toString();
+    return execFileSync("go", ["tool", "pprof", "-top", ...extra, binary, profile], {
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: 60_000,
+    }).toString();
   } catch (err) {
     return `go tool pprof failed: ${(err as Error).message}`;
   }
@@ -321,21 +372,36 @@ interface ModeFigures {
   errors: number;
   discontinuities: number;
   errorSamples: string[];
-  rounds: Array<{ rps: number; p50: number; p99: number; p999: number; traefikCpuUs: number | null; nodesCpuUs: number }>;
+  rounds: Array<{
+    rps: number;
+    p50: number;
+    p99: number;
+    p999: number;
+    traefikCpuUs: number | null;
+    nodesCpuUs: number;
+  }>;
   /** CPU time per request of the Traefik serving this mode (none for the direct case). */
   traefikCpuUsPerRequest: number | null;
   /** CPU time per request of the three nodes. */
   nodesCpuUsPerRequest: number;
 }
 
-const fmt = (n: number | null | undefined, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? "n/a" : n.toFixed(digits));
+const fmt = (n: number | null | undefined, digits = 0) =>
+  n === null || n === undefined || Number.isNaN(n) ? "n/a" : n.toFixed(digits);
 
 async function main(): Promise<void> {
   const results = startResults(cfg, log);
   log(`starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin`);
   // The stack without its own sidecar: the bench runs the sidecar's CLI itself, with the settings a
   // deployment would use (defaults, plus Traefik's API for server health).
-  const stack = await startStack({ name: "bench", nodes: 3, plugin: true, sidecar: false, traefikLogLevel: "ERROR", pluginSettings: { staleAfterMs: "5000" } });
+  const stack = await startStack({
+    name: "bench",
+    nodes: 3,
+    plugin: true,
+    sidecar: false,
+    traefikLogLevel: "ERROR",
+    pluginSettings: { staleAfterMs: "5000" },
+  });
   SHARED = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-bench-") : join(stack.dir, "shared");
   results.sharedDir = SHARED;
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
@@ -357,10 +423,19 @@ async function main(): Promise<void> {
       log(`  written in ${(writeMs / 1000).toFixed(1)} s; restarting the sidecar so it loads them`);
       const t0 = performance.now();
       await sidecar!.restart();
-      await waitUntil("the view to hold every session", async () => (await viewSessionCount(SHARED)) >= cfg.sessions, 180_000, 500);
+      await waitUntil(
+        "the view to hold every session",
+        async () => (await viewSessionCount(SHARED)) >= cfg.sessions,
+        180_000,
+        500,
+      );
       const loadMs = performance.now() - t0;
       log(`  the view holds them ${(loadMs / 1000).toFixed(1)} s after the sidecar's start`);
-      results.registry = { sessions: cfg.sessions, redisWriteMs: Math.round(writeMs), sidecarLoadToViewMs: Math.round(loadMs) };
+      results.registry = {
+        sessions: cfg.sessions,
+        redisWriteMs: Math.round(writeMs),
+        sidecarLoadToViewMs: Math.round(loadMs),
+      };
     }
 
     // Real sessions on the nodes, initialized through plain Traefik (which hands out the sticky cookie).
@@ -384,23 +459,38 @@ async function main(): Promise<void> {
     const perNode = stack.nodes.map((n) => all.filter((s) => s.nodeUrl === n.url).length);
     log(`  sessions per node: ${perNode.join(" / ")}`);
     // The measured sessions must be in the view before (c) runs: the node registered each one.
-    if (!cfg.noSidecar) await waitUntil(
-      "the real sessions in the view",
-      async () => {
-        for (const s of all) if (!(await lookupSession(SHARED, sessionHash(s.id)))) return false;
-        return true;
-      },
-      20_000,
-      100,
-    );
+    if (!cfg.noSidecar)
+      await waitUntil(
+        "the real sessions in the view",
+        async () => {
+          for (const s of all) if (!(await lookupSession(SHARED, sessionHash(s.id)))) return false;
+          return true;
+        },
+        20_000,
+        100,
+      );
     results.viewSessions = await viewSessionCount(SHARED);
 
     // Tool-call load, rounds of a, b, c, c' (order reversed every other round to cancel drift).
     const targets: Array<LoadTarget & { label: string }> = [
       { name: "a", label: "(a) straight to the node", originOf: (s) => s.nodeUrl, withCookie: false },
       { name: "b", label: "(b) Traefik, sticky cookie only", originOf: () => plain!.base, withCookie: true },
-      ...(cfg.noSidecar ? [] : [{ name: "c", label: "(c) Traefik + plugin, no cookie (pinned by session id)", originOf: () => stack.httpBase, withCookie: false }]),
-      { name: "c2", label: "(c') Traefik + plugin, client sends the cookie", originOf: () => stack.httpBase, withCookie: true },
+      ...(cfg.noSidecar
+        ? []
+        : [
+            {
+              name: "c",
+              label: "(c) Traefik + plugin, no cookie (pinned by session id)",
+              originOf: () => stack.httpBase,
+              withCookie: false,
+            },
+          ]),
+      {
+        name: "c2",
+        label: "(c') Traefik + plugin, client sends the cookie",
+        originOf: () => stack.httpBase,
+        withCookie: true,
+      },
     ];
     const profileFiles: Record<string, { file: string; requests: number }> = {};
     // Two passes: throughput at `concurrency` (every core busy: the plugin's CPU competes with the
@@ -411,8 +501,28 @@ async function main(): Promise<void> {
     ];
     const passResults: Record<string, ModeFigures[]> = {};
     for (const pass of passes) {
-      const byMode = new Map<string, { samples: Samples; requests: number; seconds: number; errors: number; disc: number; errorSamples: string[]; rounds: ModeFigures["rounds"] }>();
-      for (const t of targets) byMode.set(t.name, { samples: new Samples(), requests: 0, seconds: 0, errors: 0, disc: 0, errorSamples: [], rounds: [] });
+      const byMode = new Map<
+        string,
+        {
+          samples: Samples;
+          requests: number;
+          seconds: number;
+          errors: number;
+          disc: number;
+          errorSamples: string[];
+          rounds: ModeFigures["rounds"];
+        }
+      >();
+      for (const t of targets)
+        byMode.set(t.name, {
+          samples: new Samples(),
+          requests: 0,
+          seconds: 0,
+          errors: 0,
+          disc: 0,
+          errorSamples: [],
+          rounds: [],
+        });
       const sessionsForPass = loadSessions.slice(0, pass.concurrency * SESSIONS_PER_WORKER);
       for (let round = 0; round < cfg.rounds; round++) {
         const order = round % 2 === 0 ? targets : [...targets].reverse();
@@ -420,7 +530,8 @@ async function main(): Promise<void> {
           // --profile: CPU profiles of the serving Traefik in the first throughput round of (b) and (c).
           // The profile covers the measured window, so its samples can be divided by its requests.
           const profTarget = cfg.noSidecar ? "c2" : "c";
-          const profileThis = cfg.profile && pass.name === "throughput" && round === 0 && (t.name === "b" || t.name === profTarget);
+          const profileThis =
+            cfg.profile && pass.name === "throughput" && round === 0 && (t.name === "b" || t.name === profTarget);
           let profiling: Promise<string | null> | null = null;
           // CPU time of the serving Traefik and of the nodes during the measured window: a figure
           // that other work on the machine disturbs far less than latency.
@@ -428,7 +539,10 @@ async function main(): Promise<void> {
           const nodePids = stack.nodes.map((n) => n.proc.pid!);
           let cpu0 = { traefik: 0, nodes: 0 };
           let cpu1 = { traefik: 0, nodes: 0 };
-          const cpuNow = () => ({ traefik: traefikPid ? cpuMicros(traefikPid) : 0, nodes: nodePids.reduce((a, p) => a + cpuMicros(p), 0) });
+          const cpuNow = () => ({
+            traefik: traefikPid ? cpuMicros(traefikPid) : 0,
+            nodes: nodePids.reduce((a, p) => a + cpuMicros(p), 0),
+          });
           const r: LoadResult = await runLoad(t, sessionsForPass, {
             concurrency: pass.concurrency,
             warmupMs: cfg.warmupMs,
@@ -437,7 +551,11 @@ async function main(): Promise<void> {
               cpu0 = cpuNow();
               if (profileThis) {
                 const api = t.name === "b" ? plain!.apiUrl : stack.apiUrl;
-                profiling = captureProfile(api, Math.max(1, Math.round(cfg.durationMs / 1000)), join(stack.dir, `traefik-${t.name}.cpu.pprof`));
+                profiling = captureProfile(
+                  api,
+                  Math.max(1, Math.round(cfg.durationMs / 1000)),
+                  join(stack.dir, `traefik-${t.name}.cpu.pprof`),
+                );
               }
             },
             onWindowEnd: () => (cpu1 = cpuNow()),
@@ -462,7 +580,9 @@ async function main(): Promise<void> {
             traefikCpuUs: t.name === "a" ? null : (cpu1.traefik - cpu0.traefik) / r.requests,
             nodesCpuUs: (cpu1.nodes - cpu0.nodes) / r.requests,
           });
-          log(`  ${pass.name} c=${pass.concurrency} round ${round + 1} ${t.name.padEnd(2)}: ${(r.requests / r.seconds).toFixed(0)} req/s, p50 ${percentile(v, 50).toFixed(0)} us, p99 ${percentile(v, 99).toFixed(0)} us, errors ${r.errors}, discontinuities ${r.discontinuities}${r.errorSamples.length ? ` (${r.errorSamples.join("; ")})` : ""}`);
+          log(
+            `  ${pass.name} c=${pass.concurrency} round ${round + 1} ${t.name.padEnd(2)}: ${(r.requests / r.seconds).toFixed(0)} req/s, p50 ${percentile(v, 50).toFixed(0)} us, p99 ${percentile(v, 99).toFixed(0)} us, errors ${r.errors}, discontinuities ${r.discontinuities}${r.errorSamples.length ? ` (${r.errorSamples.join("; ")})` : ""}`,
+          );
         }
       }
       // Every figure is the median of the rounds' own figures: one noisy round cannot decide a ratio.
@@ -502,10 +622,20 @@ async function main(): Promise<void> {
         writeFileSync(file.replace(/\.pprof$/, ".wazero.txt"), sum.wazeroTop);
         const usPerRequest = (pct: number) => (sum.totalMs * 1000 * pct) / 100 / requests;
         const perRequest = Object.fromEntries(Object.entries(sum.share).map(([k, v]) => [k, usPerRequest(v)]));
-        profile[mode] = { file, requests, totalMs: sum.totalMs, sampledUsPerRequest: usPerRequest(100), sharePercent: sum.share, usPerRequest: perRequest, wazeroTop: sum.wazeroTop.split("\n").slice(0, 35) };
+        profile[mode] = {
+          file,
+          requests,
+          totalMs: sum.totalMs,
+          sampledUsPerRequest: usPerRequest(100),
+          sharePercent: sum.share,
+          usPerRequest: perRequest,
+          wazeroTop: sum.wazeroTop.split("\n").slice(0, 35),
+        };
         log(
           `  CPU profile of Traefik during (${mode}): ${sum.totalMs} ms sampled over ${requests} requests = ${usPerRequest(100).toFixed(0)} us/request; ` +
-            Object.entries(sum.share).map(([k, v]) => `${k} ${v.toFixed(1)}% (${usPerRequest(v).toFixed(1)} us)`).join(", "),
+            Object.entries(sum.share)
+              .map(([k, v]) => `${k} ${v.toFixed(1)}% (${usPerRequest(v).toFixed(1)} us)`)
+              .join(", "),
         );
       }
     }
@@ -532,7 +662,9 @@ async function main(): Promise<void> {
           const file = join(stack.dir, "traefik-plugin-streams.heap.pprof");
           const hp = await request(`${apiUrl}/debug/pprof/heap`);
           writeFileSync(file, Buffer.from(await hp.body.arrayBuffer()));
-          heapTop = pprofTop(file, traefikBinary(), ["-sample_index=inuse_space", "-nodecount=12"]).split("\n").filter((l) => /^\s+[\d.]+[kMG]?B/.test(l));
+          heapTop = pprofTop(file, traefikBinary(), ["-sample_index=inuse_space", "-nodecount=12"])
+            .split("\n")
+            .filter((l) => /^\s+[\d.]+[kMG]?B/.test(l));
         }
         await st.close();
         const perStream = st.opened > 0 ? (after - before) / st.opened : NaN;
@@ -549,7 +681,9 @@ async function main(): Promise<void> {
           liveHeapPerStreamBytes: Math.round(heapPerStream),
           heapTop,
         };
-        log(`  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB RSS and ${(heapPerStream / 1024).toFixed(1)} KiB live Go heap per stream`);
+        log(
+          `  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB RSS and ${(heapPerStream / 1024).toFixed(1)} KiB live Go heap per stream`,
+        );
         await sleep(1000);
       }
       results.sse = sse;
@@ -579,7 +713,9 @@ async function main(): Promise<void> {
         if (!s) continue;
         const r = await measureRestart(stack, s, i);
         samples.push(r);
-        log(`  ${r.node}: edge 404 ${fmt(r.edge404AfterKillMs, 1)} ms after the kill, ${fmt(r.edge404AfterReadyMs, 1)} ms after the new process was ready; answers ${JSON.stringify(r.answers)}`);
+        log(
+          `  ${r.node}: edge 404 ${fmt(r.edge404AfterKillMs, 1)} ms after the kill, ${fmt(r.edge404AfterReadyMs, 1)} ms after the new process was ready; answers ${JSON.stringify(r.answers)}`,
+        );
         await stack.waitTraefikReady();
       }
       results.restart = { samples };
@@ -603,9 +739,13 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
   const table = (title: string, modes: ModeFigures[]) => {
     line();
     line(title);
-    line(`${"mode".padEnd(56)} ${"req/s".padStart(8)} ${"p50 us".padStart(8)} ${"p99 us".padStart(8)} ${"p99.9 us".padStart(9)} ${"errors".padStart(7)} ${"misroutes".padStart(9)} ${"Traefik CPU us/req".padStart(19)}`);
+    line(
+      `${"mode".padEnd(56)} ${"req/s".padStart(8)} ${"p50 us".padStart(8)} ${"p99 us".padStart(8)} ${"p99.9 us".padStart(9)} ${"errors".padStart(7)} ${"misroutes".padStart(9)} ${"Traefik CPU us/req".padStart(19)}`,
+    );
     for (const m of modes) {
-      line(`${m.label.padEnd(56)} ${fmt(m.rps).padStart(8)} ${fmt(m.latencyUs.p50).padStart(8)} ${fmt(m.latencyUs.p99).padStart(8)} ${fmt(m.latencyUs.p999).padStart(9)} ${String(m.errors).padStart(7)} ${String(m.discontinuities).padStart(9)} ${fmt(m.traefikCpuUsPerRequest).padStart(19)}`);
+      line(
+        `${m.label.padEnd(56)} ${fmt(m.rps).padStart(8)} ${fmt(m.latencyUs.p50).padStart(8)} ${fmt(m.latencyUs.p99).padStart(8)} ${fmt(m.latencyUs.p999).padStart(9)} ${String(m.errors).padStart(7)} ${String(m.discontinuities).padStart(9)} ${fmt(m.traefikCpuUsPerRequest).padStart(19)}`,
+      );
     }
   };
   const per = `medians of ${cfg.rounds} alternating rounds x ${cfg.durationMs / 1000} s per mode (p99.9 of each round), ${results.viewSessions ?? "?"} sessions in the view`;
@@ -623,25 +763,72 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
     const add50 = cL.latencyUs.p50 - bL.latencyUs.p50;
     const add99 = cL.latencyUs.p99 - bL.latencyUs.p99;
     targets.push({ what: `throughput ${tag}/(b)`, value: ratio.toFixed(3), target: ">= 0.9", ok: ratio >= 0.9 });
-    targets.push({ what: `added p50 ${tag}-(b), latency pass`, value: `${add50.toFixed(0)} us`, target: "<= 50 us", ok: add50 <= 50 });
-    targets.push({ what: `added p99 ${tag}-(b), latency pass`, value: `${add99.toFixed(0)} us`, target: "<= 250 us", ok: add99 <= 250 });
-    targets.push({ what: `added p99.9 ${tag}-(b), latency pass`, value: `${(cL.latencyUs.p999 - bL.latencyUs.p999).toFixed(0)} us`, target: "(reported)", ok: null });
-    targets.push({ what: `added Traefik CPU per request ${tag}-(b)`, value: `${((cT.traefikCpuUsPerRequest ?? NaN) - (bT.traefikCpuUsPerRequest ?? NaN)).toFixed(0)} us`, target: "(reported)", ok: null });
-    targets.push({ what: `added p50 ${tag}-(b), throughput pass`, value: `${(cT.latencyUs.p50 - bT.latencyUs.p50).toFixed(0)} us`, target: "(reported)", ok: null });
-    targets.push({ what: `added p99 ${tag}-(b), throughput pass`, value: `${(cT.latencyUs.p99 - bT.latencyUs.p99).toFixed(0)} us`, target: "(reported)", ok: null });
+    targets.push({
+      what: `added p50 ${tag}-(b), latency pass`,
+      value: `${add50.toFixed(0)} us`,
+      target: "<= 50 us",
+      ok: add50 <= 50,
+    });
+    targets.push({
+      what: `added p99 ${tag}-(b), latency pass`,
+      value: `${add99.toFixed(0)} us`,
+      target: "<= 250 us",
+      ok: add99 <= 250,
+    });
+    targets.push({
+      what: `added p99.9 ${tag}-(b), latency pass`,
+      value: `${(cL.latencyUs.p999 - bL.latencyUs.p999).toFixed(0)} us`,
+      target: "(reported)",
+      ok: null,
+    });
+    targets.push({
+      what: `added Traefik CPU per request ${tag}-(b)`,
+      value: `${((cT.traefikCpuUsPerRequest ?? NaN) - (bT.traefikCpuUsPerRequest ?? NaN)).toFixed(0)} us`,
+      target: "(reported)",
+      ok: null,
+    });
+    targets.push({
+      what: `added p50 ${tag}-(b), throughput pass`,
+      value: `${(cT.latencyUs.p50 - bT.latencyUs.p50).toFixed(0)} us`,
+      target: "(reported)",
+      ok: null,
+    });
+    targets.push({
+      what: `added p99 ${tag}-(b), throughput pass`,
+      value: `${(cT.latencyUs.p99 - bT.latencyUs.p99).toFixed(0)} us`,
+      target: "(reported)",
+      ok: null,
+    });
   }
   if (results.sse) {
     const p = results.sse.plain;
     const q = results.sse.plugin;
     line();
     line(`Traefik RSS with ${cfg.streams} open SSE streams`);
-    line(`${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"RSS/stream".padStart(11)} ${"Go live heap/stream".padStart(20)}`);
-    for (const [n, v] of [["plain Traefik", p], ["Traefik + plugin", q]] as const) {
-      line(`${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)} ${((v.liveHeapPerStreamBytes / 1024).toFixed(1) + " KiB").padStart(20)}`);
+    line(
+      `${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"RSS/stream".padStart(11)} ${"Go live heap/stream".padStart(20)}`,
+    );
+    for (const [n, v] of [
+      ["plain Traefik", p],
+      ["Traefik + plugin", q],
+    ] as const) {
+      line(
+        `${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)} ${((v.liveHeapPerStreamBytes / 1024).toFixed(1) + " KiB").padStart(20)}`,
+      );
     }
     const extra = q.perStreamBytes - p.perStreamBytes;
-    targets.push({ what: "extra memory per SSE stream (RSS)", value: `${(extra / 1024).toFixed(1)} KiB`, target: "<= 64 KiB", ok: extra <= 64 * 1024 });
-    targets.push({ what: "extra Go live heap per SSE stream", value: `${((q.liveHeapPerStreamBytes - p.liveHeapPerStreamBytes) / 1024).toFixed(1)} KiB`, target: "(reported)", ok: null });
+    targets.push({
+      what: "extra memory per SSE stream (RSS)",
+      value: `${(extra / 1024).toFixed(1)} KiB`,
+      target: "<= 64 KiB",
+      ok: extra <= 64 * 1024,
+    });
+    targets.push({
+      what: "extra Go live heap per SSE stream",
+      value: `${((q.liveHeapPerStreamBytes - p.liveHeapPerStreamBytes) / 1024).toFixed(1)} KiB`,
+      target: "(reported)",
+      ok: null,
+    });
     if (q.heapTop?.length) {
       line("  Traefik + plugin heap in use with the streams open (go tool pprof -top):");
       for (const l of q.heapTop.slice(0, 8)) line(`  ${l}`);
@@ -650,19 +837,34 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
   if (results.registration) {
     const r = results.registration;
     line();
-    line(`Registration -> in the view: ${r.count} sessions, p50 ${fmt(r.p50Ms, 2)} ms, p99 ${fmt(r.p99Ms, 2)} ms, max ${fmt(r.maxMs, 2)} ms (Redis write p50 ${fmt(r.redisWriteP50Ms, 2)} ms), ${r.missing} not seen within 2 s`);
-    targets.push({ what: "registration visible p99", value: `${fmt(r.p99Ms, 2)} ms`, target: "<= 5 ms", ok: r.missing === 0 && r.p99Ms <= 5 });
+    line(
+      `Registration -> in the view: ${r.count} sessions, p50 ${fmt(r.p50Ms, 2)} ms, p99 ${fmt(r.p99Ms, 2)} ms, max ${fmt(r.maxMs, 2)} ms (Redis write p50 ${fmt(r.redisWriteP50Ms, 2)} ms), ${r.missing} not seen within 2 s`,
+    );
+    targets.push({
+      what: "registration visible p99",
+      value: `${fmt(r.p99Ms, 2)} ms`,
+      target: "<= 5 ms",
+      ok: r.missing === 0 && r.p99Ms <= 5,
+    });
   }
   if (results.restart) {
     const s: RestartSample[] = results.restart.samples;
     const k = s.map((x) => x.edge404AfterKillMs).filter((x): x is number => x !== null);
     const rd = s.map((x) => x.edge404AfterReadyMs).filter((x): x is number => x !== null);
-    line(`Node restart -> first edge 404: ${s.length} restarts, median ${fmt(median(k), 0)} ms after the kill, ${fmt(median(rd), 0)} ms after the new process answered /healthz (each: ${s.map((x) => fmt(x.edge404AfterKillMs, 0)).join(", ")} ms)`);
+    line(
+      `Node restart -> first edge 404: ${s.length} restarts, median ${fmt(median(k), 0)} ms after the kill, ${fmt(median(rd), 0)} ms after the new process answered /healthz (each: ${s.map((x) => fmt(x.edge404AfterKillMs, 0)).join(", ")} ms)`,
+    );
   }
-  if (results.registry) line(`1M setup: Redis write ${(results.registry.redisWriteMs / 1000).toFixed(1)} s, sidecar start to full view ${(results.registry.sidecarLoadToViewMs / 1000).toFixed(1)} s`);
+  if (results.registry)
+    line(
+      `1M setup: Redis write ${(results.registry.redisWriteMs / 1000).toFixed(1)} s, sidecar start to full view ${(results.registry.sidecarLoadToViewMs / 1000).toFixed(1)} s`,
+    );
   line();
   line("Targets");
-  for (const t of targets) line(`  ${t.what.padEnd(44)} ${t.value.padStart(10)}  ${t.target.padEnd(10)} ${t.ok === null ? "" : t.ok ? "met" : "MISSED"}`);
+  for (const t of targets)
+    line(
+      `  ${t.what.padEnd(44)} ${t.value.padStart(10)}  ${t.target.padEnd(10)} ${t.ok === null ? "" : t.ok ? "met" : "MISSED"}`,
+    );
   results.targets = targets;
   process.stdout.write(out.join("\n") + "\n");
 }

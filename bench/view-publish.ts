@@ -31,13 +31,25 @@ const mem = () => {
   return { rss: m.rss, heap: m.heapUsed };
 };
 const urls = Array.from({ length: NODES }, (_, i) => `http://10.9.0.${i + 1}:3000`);
-const record = (i: number): SessionRecord => ({ node: urls[i % NODES], cookie: cookieValueFor(urls[i % NODES]), boot: `boot-${i % NODES}`, created: Date.now(), source: "node" });
+const record = (i: number): SessionRecord => ({
+  node: urls[i % NODES],
+  cookie: cookieValueFor(urls[i % NODES]),
+  boot: `boot-${i % NODES}`,
+  created: Date.now(),
+  source: "node",
+});
 const idOf = (i: number) => `bench-session-${i.toString(36)}-${(i * 2654435761) >>> 0}`;
 
 async function inProcess(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "mcpa-bench-view-"));
   const log = pino({ level: "silent" });
-  const mirror = new Mirror({ shardBits: SHARD_BITS, nodeTtlMs: 15_000, downLimitMs: 300_000, tombstoneTtlMs: 600_000, retryAfterSeconds: 0 });
+  const mirror = new Mirror({
+    shardBits: SHARD_BITS,
+    nodeTtlMs: 15_000,
+    downLimitMs: 300_000,
+    tombstoneTtlMs: 600_000,
+    retryAfterSeconds: 0,
+  });
   const metrics = createMetrics();
   const publisher = new Publisher(mirror, { dir, epoch: 42, log, metrics });
   const m0 = mem();
@@ -72,7 +84,9 @@ async function inProcess(): Promise<void> {
   console.log(`  one-change publish           median ${ms(one[10])}, max ${ms(one[19])}  (1 shard + meta)`);
   console.log(`  meta-only refresh            median ${ms(metaOnly[10])}, max ${ms(metaOnly[19])}`);
   console.log(`  memory before fill           rss ${mb(m0.rss)}, heap ${mb(m0.heap)}`);
-  console.log(`  memory after fill            rss ${mb(m1.rss)}, heap ${mb(m1.heap)}  (+${((m1.heap - m0.heap) / N).toFixed(0)} B heap/session)`);
+  console.log(
+    `  memory after fill            rss ${mb(m1.rss)}, heap ${mb(m1.heap)}  (+${((m1.heap - m0.heap) / N).toFixed(0)} B heap/session)`,
+  );
   console.log(`  memory after publishing      rss ${mb(m2.rss)}, heap ${mb(m2.heap)}`);
   await rm(dir, { recursive: true, force: true });
 }
@@ -88,7 +102,8 @@ async function withRedis(): Promise<void> {
     let t = performance.now();
     for (let i = 0; i < N; i += 10_000) {
       const p = client.pipeline();
-      for (let j = i; j < Math.min(N, i + 10_000); j++) p.set(`mcp:session:${idOf(j)}`, encodeSession(record(j)), "PX", 86_400_000);
+      for (let j = i; j < Math.min(N, i + 10_000); j++)
+        p.set(`mcp:session:${idOf(j)}`, encodeSession(record(j)), "PX", 86_400_000);
       await p.exec();
     }
     const loadMs = performance.now() - t;

@@ -101,7 +101,10 @@ export async function startL4Balancer(opts: L4BalancerOptions): Promise<L4Balanc
  * A fetch that sends every request to a random one of `bases` (same path and query), over its own
  * connection pool: one per user, so a user's connections are its own (close() when done).
  */
-export function randomReplicaFetch(bases: string[], pick: (n: number) => number = randomIndex): { fetch: typeof fetch; picks: number[]; close(): Promise<void> } {
+export function randomReplicaFetch(
+  bases: string[],
+  pick: (n: number) => number = randomIndex,
+): { fetch: typeof fetch; picks: number[]; close(): Promise<void> } {
   const agent = new Agent({ connections: 8 });
   const picks = bases.map(() => 0);
   const f = (async (input: RequestInfo | URL, init?: RequestInit) => {
@@ -118,6 +121,9 @@ export function randomReplicaFetch(bases: string[], pick: (n: number) => number 
 export function ownConnectionsFetch(): { fetch: typeof fetch; close(): Promise<void> } {
   const agent = new Agent({ connections: 8 });
   const f = ((input: RequestInfo | URL, init?: RequestInit) =>
-    undiciFetch(input as Parameters<typeof undiciFetch>[0], { ...(init as object), dispatcher: agent } as Parameters<typeof undiciFetch>[1])) as unknown as typeof fetch;
+    undiciFetch(
+      input as Parameters<typeof undiciFetch>[0],
+      { ...(init as object), dispatcher: agent } as Parameters<typeof undiciFetch>[1],
+    )) as unknown as typeof fetch;
   return { fetch: f, close: () => agent.destroy() };
 }

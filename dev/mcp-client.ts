@@ -67,7 +67,11 @@ export function stickyCookieOf(r: Pick<RawResponse, "headers">, name = STICKY_CO
 
 /** The headers of a request in a session, with the sticky cookie when one is given. */
 export function sessionHeaders(sessionId: string, cookie?: string): Record<string, string> {
-  const h: Record<string, string> = { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION };
+  const h: Record<string, string> = {
+    ...MCP_HEADERS,
+    "mcp-session-id": sessionId,
+    "mcp-protocol-version": PROTOCOL_VERSION,
+  };
   if (cookie !== undefined) h.cookie = `${STICKY_COOKIE}=${cookie}`;
   return h;
 }
@@ -100,24 +104,52 @@ export interface RawInitializeOptions {
 }
 
 /** A raw session: initialize + initialized, keeping whatever cookie the caller chooses to send. */
-export async function rawInitialize(base: string, o: RawInitializeOptions = {}): Promise<{ sessionId: string; cookie: string | undefined; init: RawResponse }> {
-  const init = await raw(`${base}/mcp`, { method: "POST", headers: MCP_HEADERS, body: initializeBody(1, o.clientName), dispatcher: o.dispatcher });
+export async function rawInitialize(
+  base: string,
+  o: RawInitializeOptions = {},
+): Promise<{ sessionId: string; cookie: string | undefined; init: RawResponse }> {
+  const init = await raw(`${base}/mcp`, {
+    method: "POST",
+    headers: MCP_HEADERS,
+    body: initializeBody(1, o.clientName),
+    dispatcher: o.dispatcher,
+  });
   if (init.status !== 200) throw new Error(`initialize answered ${init.status}: ${init.body}`);
   const sessionId = header(init, "mcp-session-id");
   if (!sessionId) throw new Error("initialize gave no Mcp-Session-Id");
   const cookie = stickyCookieOf(init);
   const headers = sessionHeaders(sessionId, o.withCookie ? cookie : undefined);
-  const n = await raw(`${base}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }), dispatcher: o.dispatcher });
+  const n = await raw(`${base}/mcp`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    dispatcher: o.dispatcher,
+  });
   if (n.status !== 202) throw new Error(`initialized answered ${n.status}: ${n.body}`);
   return { sessionId, cookie, init };
 }
 
 let rpcId = 100;
 /** tools/call over raw HTTP with a session id and optional Cookie header. */
-export async function rawCall(base: string, sessionId: string, tool: string, extra: { cookie?: string; headers?: Record<string, string>; args?: Record<string, unknown>; timeoutMs?: number } = {}): Promise<RawResponse & { text?: string }> {
+export async function rawCall(
+  base: string,
+  sessionId: string,
+  tool: string,
+  extra: { cookie?: string; headers?: Record<string, string>; args?: Record<string, unknown>; timeoutMs?: number } = {},
+): Promise<RawResponse & { text?: string }> {
   const headers: Record<string, string> = { ...sessionHeaders(sessionId), ...extra.headers };
   if (extra.cookie !== undefined) headers.cookie = extra.cookie;
-  const r = await raw(`${base}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: ++rpcId, method: "tools/call", params: { name: tool, arguments: extra.args ?? {} } }), timeoutMs: extra.timeoutMs });
+  const r = await raw(`${base}/mcp`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: ++rpcId,
+      method: "tools/call",
+      params: { name: tool, arguments: extra.args ?? {} },
+    }),
+    timeoutMs: extra.timeoutMs,
+  });
   let text: string | undefined;
   if (r.status === 200) text = jsonRpcOf(r.body)?.result?.content?.[0]?.text;
   return { ...r, text };
@@ -134,11 +166,20 @@ export interface SseStream {
 }
 
 /** Opens the standalone GET stream of a session (resolves once the response headers are in). */
-export async function openSse(base: string, sessionId: string, extraHeaders: Record<string, string> = {}): Promise<SseStream> {
+export async function openSse(
+  base: string,
+  sessionId: string,
+  extraHeaders: Record<string, string> = {},
+): Promise<SseStream> {
   const ac = new AbortController();
   const r = await undiciRequest(`${base}/mcp`, {
     method: "GET",
-    headers: { accept: "text/event-stream", "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION, ...extraHeaders },
+    headers: {
+      accept: "text/event-stream",
+      "mcp-session-id": sessionId,
+      "mcp-protocol-version": PROTOCOL_VERSION,
+      ...extraHeaders,
+    },
     dispatcher: streamDispatcher,
     signal: ac.signal,
     bodyTimeout: 0,
@@ -175,7 +216,10 @@ export async function openSse(base: string, sessionId: string, extraHeaders: Rec
     messages,
     waitFor(n, timeoutMs) {
       return new Promise((resolve, reject) => {
-        const deadline = setTimeout(() => reject(new Error(`SSE: ${messages.length}/${n} messages after ${timeoutMs} ms`)), timeoutMs);
+        const deadline = setTimeout(
+          () => reject(new Error(`SSE: ${messages.length}/${n} messages after ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         const check = () => {
           if (messages.length >= n) {
             clearTimeout(deadline);

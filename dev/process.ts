@@ -86,7 +86,10 @@ export class ManagedProcess {
     installExitHook();
     mkdirSync(dirname(this.spec.logFile), { recursive: true });
     const fd = openSync(this.spec.logFile, "a");
-    writeSync(fd, `--- ${new Date().toISOString()} start #${++this.starts}: ${this.spec.cmd} ${this.spec.args.join(" ")}\n`);
+    writeSync(
+      fd,
+      `--- ${new Date().toISOString()} start #${++this.starts}: ${this.spec.cmd} ${this.spec.args.join(" ")}\n`,
+    );
     const c = spawn(this.spec.cmd, this.spec.args, {
       cwd: this.spec.cwd ?? ROOT,
       env: { ...process.env, ...this.spec.env },
@@ -164,6 +167,9 @@ export class ManagedProcess {
 
   /** The last lines of the log, for error messages. */
   tail(lines = 20): string {
-    return this.log().split("\n").slice(-lines - 1).join("\n");
+    return this.log()
+      .split("\n")
+      .slice(-lines - 1)
+      .join("\n");
   }
 }

@@ -66,7 +66,9 @@ export interface StartRedisOptions {
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
   if (!existsSync(REDIS_SERVER)) {
     throw Object.assign(
-      new Error(`redis-server not found at ${REDIS_SERVER}: install it (Debian/Ubuntu: sudo apt-get install -y redis-server) or set REDIS_SERVER`),
+      new Error(
+        `redis-server not found at ${REDIS_SERVER}: install it (Debian/Ubuntu: sudo apt-get install -y redis-server) or set REDIS_SERVER`,
+      ),
       { code: "ERR_NO_REDIS" },
     );
   }
@@ -75,8 +77,29 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   let child: ChildProcess | null = null;
 
   const start = async () => {
-    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"];
-    if (opts.cluster) args.push("--cluster-enabled", "yes", "--cluster-announce-ip", "127.0.0.1", "--cluster-config-file", join(dir, `nodes-${Date.now()}.conf`));
+    const args = [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+      "--loglevel",
+      "warning",
+    ];
+    if (opts.cluster)
+      args.push(
+        "--cluster-enabled",
+        "yes",
+        "--cluster-announce-ip",
+        "127.0.0.1",
+        "--cluster-config-file",
+        join(dir, `nodes-${Date.now()}.conf`),
+      );
     const c = spawn(REDIS_SERVER, args, { stdio: ["ignore", "ignore", "pipe"] });
     child = c;
     let stderr = "";
@@ -92,7 +115,12 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
     );
     if (opts.cluster) {
       await redisCommand(port, "CLUSTER ADDSLOTSRANGE 0 16383");
-      await waitUntil("the one-node cluster to reach state ok", async () => (await redisCommand(port, "CLUSTER INFO")).includes("cluster_state:ok"), 10_000, 50);
+      await waitUntil(
+        "the one-node cluster to reach state ok",
+        async () => (await redisCommand(port, "CLUSTER INFO")).includes("cluster_state:ok"),
+        10_000,
+        50,
+      );
     }
   };
 
@@ -133,7 +161,13 @@ export async function startSentinel(masterPort: number, masterName = "mcpa"): Pr
   const conf = join(dir, "sentinel.conf");
   await writeFile(
     conf,
-    [`port ${port}`, "bind 127.0.0.1", `dir ${dir}`, `sentinel monitor ${masterName} 127.0.0.1 ${masterPort} 1`, ""].join("\n"),
+    [
+      `port ${port}`,
+      "bind 127.0.0.1",
+      `dir ${dir}`,
+      `sentinel monitor ${masterName} 127.0.0.1 ${masterPort} 1`,
+      "",
+    ].join("\n"),
   );
   const c = spawn(REDIS_SERVER, [conf, "--sentinel", "--loglevel", "warning"], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";

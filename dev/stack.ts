@@ -13,7 +13,14 @@ import { PYTHON_NODE_SCRIPT, ROOT, VENV_PYTHON } from "./paths.ts";
 import { GiveUp, sleep, waitUntil } from "./poll.ts";
 import { ManagedProcess, StackError, killOnExit } from "./process.ts";
 import { redisCommand, startRedis, type TestRedis } from "./redis.ts";
-import { makeCertificate, renderDynamic, renderStatic, type DynamicOptions, type RenderVars, type StackPorts } from "./traefik-config.ts";
+import {
+  makeCertificate,
+  renderDynamic,
+  renderStatic,
+  type DynamicOptions,
+  type RenderVars,
+  type StackPorts,
+} from "./traefik-config.ts";
 
 const PLUGIN_MODULE = "github.com/mcp-affinity/mcp-affinity";
 
@@ -81,11 +88,17 @@ export const DEMO_TIMING: StackTiming = {
 
 export function traefikBinary(): string {
   try {
-    return execFileSync("bash", [join(ROOT, "scripts", "install-traefik.sh")], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+    return execFileSync("bash", [join(ROOT, "scripts", "install-traefik.sh")], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    })
       .toString()
       .trim();
   } catch (err) {
-    throw new StackError(`no Traefik binary: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? err} (run: bash scripts/install-traefik.sh)`, "ERR_STACK_TRAEFIK");
+    throw new StackError(
+      `no Traefik binary: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? err} (run: bash scripts/install-traefik.sh)`,
+      "ERR_STACK_TRAEFIK",
+    );
   }
 }
 
@@ -241,7 +254,11 @@ export interface Stack extends Omit<ReplicaPart, ReplicaOnly> {
   stop(): Promise<void>;
 }
 
-async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}, extraReplicas: Array<Partial<ReplicaPorts>> = []): Promise<{ ports: StackPorts; replicaPorts: ReplicaPorts[] }> {
+async function allocatePorts(
+  n: number,
+  fixed: Partial<StackPorts> = {},
+  extraReplicas: Array<Partial<ReplicaPorts>> = [],
+): Promise<{ ports: StackPorts; replicaPorts: ReplicaPorts[] }> {
   const seen = new Set<number>();
   const pick = async (p?: number) => {
     if (p !== undefined) return p;
@@ -263,9 +280,16 @@ async function allocatePorts(n: number, fixed: Partial<StackPorts> = {}, extraRe
     api: await pick(fixed.api),
     nodes,
   };
-  const replicaPorts: ReplicaPorts[] = [{ http: ports.http, https: ports.https, api: ports.api, sidecar: ports.sidecar }];
+  const replicaPorts: ReplicaPorts[] = [
+    { http: ports.http, https: ports.https, api: ports.api, sidecar: ports.sidecar },
+  ];
   for (const f of extraReplicas) {
-    replicaPorts.push({ http: await pick(f.http), https: await pick(f.https), api: await pick(f.api), sidecar: await pick(f.sidecar) });
+    replicaPorts.push({
+      http: await pick(f.http),
+      https: await pick(f.https),
+      api: await pick(f.api),
+      sidecar: await pick(f.sidecar),
+    });
   }
   return { ports, replicaPorts };
 }
@@ -292,7 +316,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     throw new StackError(`replicas must be an integer from 1 to ${MAX_REPLICAS}, got ${nReplicas}`, "ERR_STACK_CONFIG");
   }
   if (nReplicas > 1 && !opts.redisUrl && opts.redis === false) {
-    throw new StackError("replicas > 1 needs Redis: each sidecar's in-memory store would be a registry of its own", "ERR_STACK_CONFIG");
+    throw new StackError(
+      "replicas > 1 needs Redis: each sidecar's in-memory store would be a registry of its own",
+      "ERR_STACK_CONFIG",
+    );
   }
   if (nodeKind === "python" && !existsSync(VENV_PYTHON)) {
     throw new StackError(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`", "ERR_STACK_NODE");
@@ -302,7 +329,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const logs = join(dir, "logs");
   mkdirSync(logs, { recursive: true });
 
-  const { ports, replicaPorts } = await allocatePorts(nNodes, opts.ports, Array.from({ length: nReplicas - 1 }, (_, k) => opts.replicaPorts?.[k] ?? {}));
+  const { ports, replicaPorts } = await allocatePorts(
+    nNodes,
+    opts.ports,
+    Array.from({ length: nReplicas - 1 }, (_, k) => opts.replicaPorts?.[k] ?? {}),
+  );
   const nodeUrls = ports.nodes.map((p) => `http://${bind}:${p}`);
   const { certFile, keyFile } = makeCertificate(dir);
   // Replica 1 keeps the single-Traefik layout; replica k adds "-k" to its files.
@@ -321,7 +352,12 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   for (const v of replicaVars) mkdirSync(v.shared, { recursive: true });
   const vars = replicaVars[0]!;
   const pluginSettings = { staleAfterMs: String(timing.staleAfterMs), ...opts.pluginSettings };
-  let dynamicOpts: DynamicOptions = { plugin: usePlugin, pluginSettings, healthIntervalMs: timing.healthIntervalMs, healthTimeoutMs: timing.healthTimeoutMs };
+  let dynamicOpts: DynamicOptions = {
+    plugin: usePlugin,
+    pluginSettings,
+    healthIntervalMs: timing.healthIntervalMs,
+    healthTimeoutMs: timing.healthTimeoutMs,
+  };
   const dynamicFile = join(dir, "dynamic.yml");
   const writeDynamic = (o: Partial<DynamicOptions> = {}) => {
     dynamicOpts = { ...dynamicOpts, ...o };
@@ -335,7 +371,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const pluginDir = join(dir, "plugins-local", "src", PLUGIN_MODULE);
   mkdirSync(dirname(pluginDir), { recursive: true });
   const built = opts.pluginDir ?? join(ROOT, "plugin", "build", "local");
-  if (!existsSync(join(built, "plugin.wasm"))) throw new StackError("plugin/build/local/plugin.wasm is missing: run `npm run build`", "ERR_STACK_PLUGIN");
+  if (!existsSync(join(built, "plugin.wasm")))
+    throw new StackError("plugin/build/local/plugin.wasm is missing: run `npm run build`", "ERR_STACK_PLUGIN");
   symlinkSync(built, pluginDir);
 
   const parts: { stop(): Promise<unknown> }[] = [];
@@ -366,7 +403,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         const { cmd, args } = sidecarCommand();
         proc = new ManagedProcess(`sidecar${suffix(k)}`, {
           cmd,
-          args: [...args, ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisUrl, timing, nodeUrls })],
+          args: [
+            ...args,
+            ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisUrl, timing, nodeUrls }),
+          ],
           logFile: join(logs, `sidecar${suffix(k)}.log`),
         });
         const p = proc;
@@ -397,13 +437,38 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
       const spec =
         nodeKind === "python"
-          ? { cmd: VENV_PYTHON, args: [PYTHON_NODE_SCRIPT, "--port", String(port), "--host", bind, "--name", name, ...(opts.nodeArgs?.(i) ?? [])] }
+          ? {
+              cmd: VENV_PYTHON,
+              args: [
+                PYTHON_NODE_SCRIPT,
+                "--port",
+                String(port),
+                "--host",
+                bind,
+                "--name",
+                name,
+                ...(opts.nodeArgs?.(i) ?? []),
+              ],
+            }
           : {
               cmd: process.execPath,
               args: [
-                "--import", "tsx", join(ROOT, "node", "reference", "main.ts"),
-                "--port", String(port), "--host", bind, "--name", name, "--node-url", url, ...registry,
-                "--heartbeat-ms", String(timing.heartbeatMs), "--drain-grace-ms", String(timing.drainGraceMs),
+                "--import",
+                "tsx",
+                join(ROOT, "node", "reference", "main.ts"),
+                "--port",
+                String(port),
+                "--host",
+                bind,
+                "--name",
+                name,
+                "--node-url",
+                url,
+                ...registry,
+                "--heartbeat-ms",
+                String(timing.heartbeatMs),
+                "--drain-grace-ms",
+                String(timing.drainGraceMs),
                 ...(opts.nodeArgs?.(i) ?? []),
               ],
             };
@@ -516,10 +581,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         viewMeta,
         viewNodeState,
         waitViewNodeState: (i, states, timeoutMs) =>
-          waitUntil(`node ${i + 1} in state ${states.join("|")} in ${name}'s view`, async () => {
-            const s = await viewNodeState(i);
-            return s && states.includes(s) ? s : null;
-          }, timeoutMs),
+          waitUntil(
+            `node ${i + 1} in state ${states.join("|")} in ${name}'s view`,
+            async () => {
+              const s = await viewNodeState(i);
+              return s && states.includes(s) ? s : null;
+            },
+            timeoutMs,
+          ),
         traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
         waitTraefikReady,
         async waitMiddleware(on, timeoutMs = 15_000) {
@@ -549,13 +618,17 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     if (useSidecar) {
       await Promise.all(
         replicas.map((r) =>
-          waitUntil(`${r.name}'s view to list every node up`, async () => {
-            // Every node has an incarnation (`boot` line) the view calls up.
-            const boots = (await r.viewMeta())?.boots ?? [];
-            const missing = nodes.filter((n) => !boots.some((b) => b.cookie === n.cookie && b.state === "up"));
-            if (missing.length === 0) return true;
-            throw new StackError(`not up in the view: ${missing.map((n) => n.name).join(", ")}`, "ERR_STACK_VIEW");
-          }, 20_000),
+          waitUntil(
+            `${r.name}'s view to list every node up`,
+            async () => {
+              // Every node has an incarnation (`boot` line) the view calls up.
+              const boots = (await r.viewMeta())?.boots ?? [];
+              const missing = nodes.filter((n) => !boots.some((b) => b.cookie === n.cookie && b.state === "up"));
+              if (missing.length === 0) return true;
+              throw new StackError(`not up in the view: ${missing.map((n) => n.name).join(", ")}`, "ERR_STACK_VIEW");
+            },
+            20_000,
+          ),
         ),
       );
     }
@@ -603,19 +676,30 @@ interface SidecarArgInput {
 /** The sidecar's command line (flags from docs/sidecar.md). */
 function sidecarArgs(v: SidecarArgInput): string[] {
   return [
-    "--dir", v.shared,
-    "--host", v.bind,
-    "--port", String(v.ports.sidecar),
+    "--dir",
+    v.shared,
+    "--host",
+    v.bind,
+    "--port",
+    String(v.ports.sidecar),
     ...(v.redisUrl ? ["--redis-url", v.redisUrl] : []),
-    "--node-ttl", `${v.timing.nodeTtlMs}ms`,
-    "--down-limit", `${v.timing.downToGoneMs}ms`,
-    "--meta-interval", `${v.timing.metaIntervalMs}ms`,
-    "--traefik-api", v.apiUrl,
-    "--traefik-services", "mcp@file",
-    "--traefik-poll-interval", `${v.timing.traefikPollMs}ms`,
-    "--node-poll-interval", `${v.timing.nodePollMs}ms`,
-    "--probe-interval", `${v.timing.probeIntervalMs}ms`,
-    "--probe-timeout", `${v.timing.probeTimeoutMs}ms`,
+    "--node-ttl",
+    `${v.timing.nodeTtlMs}ms`,
+    "--down-limit",
+    `${v.timing.downToGoneMs}ms`,
+    "--meta-interval",
+    `${v.timing.metaIntervalMs}ms`,
+    "--traefik-api",
+    v.apiUrl,
+    "--traefik-services",
+    "mcp@file",
+    "--traefik-poll-interval",
+    `${v.timing.traefikPollMs}ms`,
+    "--node-poll-interval",
+    `${v.timing.nodePollMs}ms`,
+    "--probe-interval",
+    `${v.timing.probeIntervalMs}ms`,
+    "--probe-timeout",
+    `${v.timing.probeTimeoutMs}ms`,
   ];
 }
-

@@ -35,14 +35,23 @@ const CLIENTS = {
   go: {
     dir: join(root, "test/clients/go"),
     tool: "go",
-    build: (src, out) => execFileSync("go", ["build", "-mod=readonly", "-trimpath", "-o", out, "."], { cwd: src, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, CGO_ENABLED: "0" } }),
+    build: (src, out) =>
+      execFileSync("go", ["build", "-mod=readonly", "-trimpath", "-o", out, "."], {
+        cwd: src,
+        stdio: ["ignore", "inherit", "inherit"],
+        env: { ...process.env, CGO_ENABLED: "0" },
+      }),
   },
   rust: {
     dir: join(root, "test/clients/rust"),
     tool: "cargo",
     build: (src, out) => {
       const target = join(cache, "rust-target"); // shared incremental cache: dependencies compile once
-      execFileSync("cargo", ["build", "--release", "--locked", "--quiet"], { cwd: src, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, CARGO_TARGET_DIR: target } });
+      execFileSync("cargo", ["build", "--release", "--locked", "--quiet"], {
+        cwd: src,
+        stdio: ["ignore", "inherit", "inherit"],
+        env: { ...process.env, CARGO_TARGET_DIR: target },
+      });
       execFileSync("cp", [join(target, "release", "mcp-affinity-e2e-rust"), out]);
     },
   },

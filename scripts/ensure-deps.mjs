@@ -38,7 +38,15 @@ function newest(path) {
 if (want.has("plugin")) {
   // Built only when a source is newer than the built plugin (npm start and the bench call this).
   const built = join(root, "plugin", "build", "local", "plugin.wasm");
-  const sources = ["plugin/assembly", "plugin/passthrough", "plugin/test", "plugin/.traefik.yml", "asconfig.json", "package-lock.json", "scripts/build-plugin.mjs"].map((p) => join(root, p));
+  const sources = [
+    "plugin/assembly",
+    "plugin/passthrough",
+    "plugin/test",
+    "plugin/.traefik.yml",
+    "asconfig.json",
+    "package-lock.json",
+    "scripts/build-plugin.mjs",
+  ].map((p) => join(root, p));
   const fresh = existsSync(built) && newest(built) > Math.max(...sources.filter(existsSync).map(newest));
   if (fresh) console.log("ensure-deps: plugin/build is up to date");
   else run(process.execPath, [join(root, "scripts/build-plugin.mjs")]);
@@ -48,19 +56,33 @@ if (want.has("redis") && !has("redis-server") && !existsSync("/usr/bin/redis-ser
   if (process.getuid?.() !== 0) fail("redis-server is missing: install Debian's redis-server package (needs root)");
   console.log("ensure-deps: installing redis-server (apt-get)");
   run("apt-get", ["update", "-qq"]);
-  run("apt-get", ["install", "-y", "-qq", "redis-server"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  run("apt-get", ["install", "-y", "-qq", "redis-server"], {
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
   // Debian starts a system redis on 6379; the project always starts its own on a free port.
   spawnSync("sh", ["-c", "service redis-server stop >/dev/null 2>&1 || true"]);
 }
 
 if (want.has("traefik")) {
-  const out = execFileSync("bash", [join(root, "scripts/install-traefik.sh")], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  const out = execFileSync("bash", [join(root, "scripts/install-traefik.sh")], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   console.log(`ensure-deps: traefik at ${out.toString().trim()}`);
 }
 
 if (want.has("python")) {
   const venvPy = join(root, ".venv", "bin", "python");
-  const ok = existsSync(venvPy) && spawnSync(venvPy, ["-c", `import mcp.client.streamable_http, importlib.metadata as m; assert m.version("mcp") == "${PYTHON_MCP_VERSION}"`], { stdio: "ignore" }).status === 0;
+  const ok =
+    existsSync(venvPy) &&
+    spawnSync(
+      venvPy,
+      [
+        "-c",
+        `import mcp.client.streamable_http, importlib.metadata as m; assert m.version("mcp") == "${PYTHON_MCP_VERSION}"`,
+      ],
+      { stdio: "ignore" },
+    ).status === 0;
   if (!ok) {
     const py = has("python3") ? "python3" : has("python") ? "python" : fail("python3 is missing");
     console.log(`ensure-deps: creating .venv with ${PYTHON_MCP}`);
@@ -74,7 +96,9 @@ if (want.has("chromium") && !existsSync("/usr/bin/chromium")) {
   if (process.getuid?.() !== 0) fail("chromium is missing: install Debian's chromium package (needs root)");
   console.log("ensure-deps: installing chromium (apt-get)");
   run("apt-get", ["update", "-qq"]);
-  run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
+  run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], {
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
 }
 
 for (const tool of ["promtool", "kubeconform"]) {

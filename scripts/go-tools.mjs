@@ -16,6 +16,9 @@ export const GO_TOOLS = {
 export function goTool(name) {
   const pkg = GO_TOOLS[name];
   if (!pkg) throw new Error(`unknown tool ${name}`);
-  const out = execFileSync("bash", [join(root, "scripts", "install-go-tool.sh"), name, pkg], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  const out = execFileSync("bash", [join(root, "scripts", "install-go-tool.sh"), name, pkg], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   return out.toString().trim();
 }

@@ -8,7 +8,16 @@
 // Cached in .cache/k8s-schemas/<versions>/ (built in a temporary folder, then renamed into place).
 // Prints the folder. Usage as a module: `k8sSchemas()` returns it, building it when missing.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
@@ -17,7 +26,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const KUBERNETES_VERSION = "1.34.0";
 const KUBERNETES_VALIDATE = "kubernetes-validate==1.37.0";
 /** The Traefik release the project pins (scripts/install-traefik.sh is its one home). */
-export const TRAEFIK_VERSION = /version=\$\{TRAEFIK_VERSION:-(v[0-9.]+)\}/.exec(readFileSync(join(root, "scripts", "install-traefik.sh"), "utf8"))[1];
+export const TRAEFIK_VERSION = /version=\$\{TRAEFIK_VERSION:-(v[0-9.]+)\}/.exec(
+  readFileSync(join(root, "scripts", "install-traefik.sh"), "utf8"),
+)[1];
 const CRD_FILE = "docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml";
 
 /** kubeconform's -schema-location templates for the folder `k8sSchemas()` returns. */
@@ -55,13 +66,33 @@ function python() {
 
 function kubernetesSchemas(work, dest) {
   console.error(`k8s-schemas: downloading ${KUBERNETES_VALIDATE} (PyPI)`);
-  execFileSync(python(), ["-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps", "-d", join(work, "wheel"), KUBERNETES_VALIDATE], { stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync(
+    python(),
+    [
+      "-m",
+      "pip",
+      "download",
+      "-q",
+      "--disable-pip-version-check",
+      "--no-deps",
+      "-d",
+      join(work, "wheel"),
+      KUBERNETES_VALIDATE,
+    ],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
   const wheel = readdirSync(join(work, "wheel")).find((f) => f.endsWith(".whl"));
   if (!wheel) throw new Error("k8s-schemas: pip gave no wheel");
   const prefix = `kubernetes_validate/kubernetes-json-schema/v${KUBERNETES_VERSION}-local-strict/`;
   const src = join(work, "src");
   // A wheel is a zip: Python's zipfile extracts the one version we use.
-  execFileSync(python(), ["-c", "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nz.extractall(sys.argv[3], [n for n in z.namelist() if n.startswith(sys.argv[2])])", join(work, "wheel", wheel), prefix, src]);
+  execFileSync(python(), [
+    "-c",
+    "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nz.extractall(sys.argv[3], [n for n in z.namelist() if n.startswith(sys.argv[2])])",
+    join(work, "wheel", wheel),
+    prefix,
+    src,
+  ]);
   const dir = join(src, prefix);
   const defs = JSON.parse(readFileSync(join(dir, "_definitions.json"), "utf8")).$defs;
   mkdirSync(dest, { recursive: true });
@@ -103,9 +134,16 @@ function standalone(schema, defs) {
 }
 
 function traefikCrdSchemas(dest) {
-  const info = JSON.parse(execFileSync("go", ["mod", "download", "-json", `github.com/traefik/traefik/v3@${TRAEFIK_VERSION}`], { cwd: join(root, ".cache"), env: { ...process.env, GOFLAGS: "-mod=mod" } }).toString());
+  const info = JSON.parse(
+    execFileSync("go", ["mod", "download", "-json", `github.com/traefik/traefik/v3@${TRAEFIK_VERSION}`], {
+      cwd: join(root, ".cache"),
+      env: { ...process.env, GOFLAGS: "-mod=mod" },
+    }).toString(),
+  );
   if (!info.Dir) throw new Error(`k8s-schemas: the Traefik module gave no source directory (${info.Error ?? "?"})`);
-  const docs = parseAllDocuments(readFileSync(join(info.Dir, CRD_FILE), "utf8")).map((d) => d.toJS()).filter(Boolean);
+  const docs = parseAllDocuments(readFileSync(join(info.Dir, CRD_FILE), "utf8"))
+    .map((d) => d.toJS())
+    .filter(Boolean);
   let n = 0;
   for (const crd of docs) {
     if (crd.kind !== "CustomResourceDefinition") continue;
@@ -135,7 +173,8 @@ function strictCrd(node) {
   }
   if (o.nullable && typeof o.type === "string") o.type = [o.type, "null"];
   const open = o["x-kubernetes-preserve-unknown-fields"] === true;
-  if (o.type === "object" && o.properties && o.additionalProperties === undefined && !open) o.additionalProperties = false;
+  if (o.type === "object" && o.properties && o.additionalProperties === undefined && !open)
+    o.additionalProperties = false;
   return o;
 }
 

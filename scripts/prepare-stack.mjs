@@ -7,11 +7,14 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const hasRedis = existsSync(process.env.REDIS_SERVER ?? "/usr/bin/redis-server") ||
+const hasRedis =
+  existsSync(process.env.REDIS_SERVER ?? "/usr/bin/redis-server") ||
   spawnSync("sh", ["-c", "command -v redis-server"], { stdio: "ignore" }).status === 0;
-const canInstall = process.getuid?.() === 0 && spawnSync("sh", ["-c", "command -v apt-get"], { stdio: "ignore" }).status === 0;
+const canInstall =
+  process.getuid?.() === 0 && spawnSync("sh", ["-c", "command -v apt-get"], { stdio: "ignore" }).status === 0;
 const steps = ["--plugin", "--traefik"];
-if (!hasRedis && canInstall && process.env.MCPA_STORE !== "memory" && !process.env.MCPA_REDIS_URL) steps.push("--redis");
+if (!hasRedis && canInstall && process.env.MCPA_STORE !== "memory" && !process.env.MCPA_REDIS_URL)
+  steps.push("--redis");
 try {
   execFileSync(process.execPath, [join(root, "scripts/ensure-deps.mjs"), ...steps], { stdio: "inherit" });
 } catch (err) {

@@ -4,4 +4,19 @@ import { execFileSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-execFileSync(process.execPath, [join(root, "scripts/ensure-deps.mjs"), "--plugin", "--redis", "--traefik", "--python", "--clients", "--chromium", "--promtool", "--kubeconform", "--k8s-schemas"], { stdio: "inherit" });
+execFileSync(
+  process.execPath,
+  [
+    join(root, "scripts/ensure-deps.mjs"),
+    "--plugin",
+    "--redis",
+    "--traefik",
+    "--python",
+    "--clients",
+    "--chromium",
+    "--promtool",
+    "--kubeconform",
+    "--k8s-schemas",
+  ],
+  { stdio: "inherit" },
+);

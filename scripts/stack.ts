@@ -45,7 +45,8 @@ class SettingError extends McpAffinityError {
 function portSetting(name: string, dflt: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === "") return dflt;
-  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 65535) throw new SettingError(`${name} must be a port number (1-65535), got "${raw}"`);
+  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 65535)
+    throw new SettingError(`${name} must be a port number (1-65535), got "${raw}"`);
   return Number(raw);
 }
 
@@ -63,7 +64,11 @@ interface Settings {
 function readSettings(installed = true): Settings {
   const nodesRaw = process.env.MCPA_NODE_PORTS || "8101,8102,8103";
   const nodes = nodesRaw.split(",").map((p) => p.trim());
-  if (nodes.length < 1 || nodes.length > 16 || nodes.some((p) => !/^\d+$/.test(p) || Number(p) < 1 || Number(p) > 65535)) {
+  if (
+    nodes.length < 1 ||
+    nodes.length > 16 ||
+    nodes.some((p) => !/^\d+$/.test(p) || Number(p) < 1 || Number(p) > 65535)
+  ) {
     throw new SettingError(`MCPA_NODE_PORTS must be 1 to 16 comma-separated port numbers, got "${nodesRaw}"`);
   }
   const ports: StackPorts = {
@@ -75,14 +80,19 @@ function readSettings(installed = true): Settings {
     nodes: nodes.map(Number),
   };
   const storeRaw = process.env.MCPA_STORE;
-  if (storeRaw && storeRaw !== "redis" && storeRaw !== "memory") throw new SettingError(`MCPA_STORE must be redis or memory, got "${storeRaw}"`);
+  if (storeRaw && storeRaw !== "redis" && storeRaw !== "memory")
+    throw new SettingError(`MCPA_STORE must be redis or memory, got "${storeRaw}"`);
   const redisUrl = process.env.MCPA_REDIS_URL || undefined;
-  if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) throw new SettingError(`MCPA_REDIS_URL must start with redis:// or rediss://, got "${redisUrl}"`);
-  if (redisUrl && storeRaw === "memory") throw new SettingError("MCPA_REDIS_URL and MCPA_STORE=memory exclude each other");
+  if (redisUrl && !/^rediss?:\/\//.test(redisUrl))
+    throw new SettingError(`MCPA_REDIS_URL must start with redis:// or rediss://, got "${redisUrl}"`);
+  if (redisUrl && storeRaw === "memory")
+    throw new SettingError("MCPA_REDIS_URL and MCPA_STORE=memory exclude each other");
   let store: "redis" | "memory" = storeRaw === "memory" ? "memory" : "redis";
   if (!storeRaw && !redisUrl && !existsSync(REDIS_SERVER)) store = "memory";
   if (installed && storeRaw === "redis" && !redisUrl && !existsSync(REDIS_SERVER)) {
-    throw new SettingError(`MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER}: install it, or set MCPA_REDIS_URL`);
+    throw new SettingError(
+      `MCPA_STORE=redis but redis-server is missing at ${REDIS_SERVER}: install it, or set MCPA_REDIS_URL`,
+    );
   }
   const replicasRaw = process.env.MCPA_REPLICAS || "1";
   if (!/^\d+$/.test(replicasRaw) || Number(replicasRaw) < 1 || Number(replicasRaw) > MAX_DEMO_REPLICAS) {
@@ -90,16 +100,27 @@ function readSettings(installed = true): Settings {
   }
   const replicas = Number(replicasRaw);
   // Before the builds redis-server may still be missing (they install it): only an explicit choice counts then.
-  if (replicas > 1 && store === "memory" && (installed || storeRaw === "memory")) throw new SettingError("MCPA_REPLICAS > 1 needs Redis (every sidecar reads the same registry): unset MCPA_STORE=memory, install redis-server or set MCPA_REDIS_URL");
+  if (replicas > 1 && store === "memory" && (installed || storeRaw === "memory"))
+    throw new SettingError(
+      "MCPA_REPLICAS > 1 needs Redis (every sidecar reads the same registry): unset MCPA_STORE=memory, install redis-server or set MCPA_REDIS_URL",
+    );
   const lbPort = portSetting("MCPA_LB_PORT", 8000);
   const replicaPorts: ReplicaPorts[] = [];
   for (let k = 1; k < replicas; k++) {
     const shift = (p: number, name: string) => {
       const q = p + REPLICA_PORT_STEP * k;
-      if (q > 65535) throw new SettingError(`${name} ${p} + ${REPLICA_PORT_STEP * k} for replica ${k + 1} is past 65535: choose a lower ${name}`);
+      if (q > 65535)
+        throw new SettingError(
+          `${name} ${p} + ${REPLICA_PORT_STEP * k} for replica ${k + 1} is past 65535: choose a lower ${name}`,
+        );
       return q;
     };
-    replicaPorts.push({ http: shift(ports.http, "MCPA_HTTP_PORT"), https: shift(ports.https, "MCPA_HTTPS_PORT"), api: shift(ports.api, "MCPA_API_PORT"), sidecar: shift(ports.sidecar, "MCPA_SIDECAR_PORT") });
+    replicaPorts.push({
+      http: shift(ports.http, "MCPA_HTTP_PORT"),
+      https: shift(ports.https, "MCPA_HTTPS_PORT"),
+      api: shift(ports.api, "MCPA_API_PORT"),
+      sidecar: shift(ports.sidecar, "MCPA_SIDECAR_PORT"),
+    });
   }
   // Every port the stack listens on, by the setting that names it: distinct, and free at start.
   const listens: Array<[string, number]> = [
@@ -150,7 +171,8 @@ async function selfCheck(url: string): Promise<string> {
     await transport.terminateSession().catch(() => {});
     await client.close().catch(() => {});
   }
-  if (values.join(",") !== "1,2,3") throw new StackError(`self-check: counter gave ${values.join(",")} instead of 1,2,3`, "ERR_STACK_SELF_CHECK");
+  if (values.join(",") !== "1,2,3")
+    throw new StackError(`self-check: counter gave ${values.join(",")} instead of 1,2,3`, "ERR_STACK_SELF_CHECK");
   return `initialize, whoami and 3 counter calls through Traefik without cookies: served by ${node}, counter 1,2,3`;
 }
 
@@ -216,7 +238,8 @@ async function main(): Promise<void> {
   const prepared = spawnSync(process.execPath, [join(ROOT, "scripts", "prepare-stack.mjs")], { stdio: "inherit" });
   if (prepared.status !== 0) process.exit(prepared.status ?? 1);
   const { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort } = settings(true);
-  if (store === "memory" && !process.env.MCPA_STORE) console.log(`npm start: no redis-server at ${REDIS_SERVER}: using the sidecar's in-memory store`);
+  if (store === "memory" && !process.env.MCPA_STORE)
+    console.log(`npm start: no redis-server at ${REDIS_SERVER}: using the sidecar's in-memory store`);
   for (const [name, p] of listens) {
     if (!(await portFree(p))) {
       console.error(`npm start: port ${p} (${name}) is already in use on 127.0.0.1: stop what uses it or set ${name}`);
@@ -225,7 +248,11 @@ async function main(): Promise<void> {
   }
 
   const nodesText = `${ports.nodes.length} reference node${ports.nodes.length === 1 ? "" : "s"}`;
-  console.log(replicas > 1 ? `npm start: starting Redis, ${nodesText}, ${replicas} Traefik replicas with a sidecar each and the balancer ...` : `npm start: starting ${store === "memory" ? "" : "Redis, "}the sidecar, ${nodesText} and Traefik ...`);
+  console.log(
+    replicas > 1
+      ? `npm start: starting Redis, ${nodesText}, ${replicas} Traefik replicas with a sidecar each and the balancer ...`
+      : `npm start: starting ${store === "memory" ? "" : "Redis, "}the sidecar, ${nodesText} and Traefik ...`,
+  );
   let stack: Stack | null = null;
   let balancer: L4Balancer | null = null;
   let stopping = false;
@@ -276,23 +303,35 @@ async function main(): Promise<void> {
   const s = stack;
   if (replicas > 1) {
     try {
-      balancer = await startL4Balancer({ port: lbPort, targets: s.replicas.map((r) => ({ host: "127.0.0.1", port: r.ports.http })) });
+      balancer = await startL4Balancer({
+        port: lbPort,
+        targets: s.replicas.map((r) => ({ host: "127.0.0.1", port: r.ports.http })),
+      });
     } catch (err) {
       console.error(`npm start: the balancer cannot listen on ${lbPort} (MCPA_LB_PORT): ${(err as Error).message}`);
       await shutdown("no balancer", 1);
       return;
     }
   }
-  const parts = [...s.replicas.flatMap((r) => [r.traefik, r.sidecar]), ...s.nodes.map((n) => n.proc)].filter((p) => p !== null);
+  const parts = [...s.replicas.flatMap((r) => [r.traefik, r.sidecar]), ...s.nodes.map((n) => n.proc)].filter(
+    (p) => p !== null,
+  );
   for (const p of parts) {
     p.onUnexpectedExit = (code, signal) => {
       // Ctrl-C in a terminal reaches every process of the group: their exit is then expected.
       if (stopping || signals > 0) return;
-      console.error(`npm start: ${p.name} exited unexpectedly (code ${code}, signal ${signal}); last log lines:\n${p.tail(10)}`);
+      console.error(
+        `npm start: ${p.name} exited unexpectedly (code ${code}, signal ${signal}); last log lines:\n${p.tail(10)}`,
+      );
       void shutdown(`${p.name} died`, 1);
     };
   }
-  const storeText = store === "memory" ? "in-memory store inside the sidecar" : redisUrl ? redisUrl : `${s.redisUrl} (redis-server started by the stack)`;
+  const storeText =
+    store === "memory"
+      ? "in-memory store inside the sidecar"
+      : redisUrl
+        ? redisUrl
+        : `${s.redisUrl} (redis-server started by the stack)`;
   let check: string;
   try {
     check = await selfCheck(balancer ? `${balancer.base}/mcp` : s.mcpUrl);

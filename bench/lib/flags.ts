@@ -13,14 +13,20 @@ export interface Flags {
 }
 
 /** Parses argv for `tool`; `--help` prints `usage` and exits 0. */
-export function readFlags(tool: string, usage: string, options: NonNullable<ParseArgsConfig["options"]>, argv = process.argv.slice(2)): Flags {
+export function readFlags(
+  tool: string,
+  usage: string,
+  options: NonNullable<ParseArgsConfig["options"]>,
+  argv = process.argv.slice(2),
+): Flags {
   const usageError = (setting: string, msg: string): never => {
     process.stderr.write(`${tool}: ${setting}: ${msg}\n`);
     process.exit(2);
   };
   let values: FlagValues = {};
   try {
-    values = parseArgs({ args: argv, strict: true, options: { ...options, help: { type: "boolean" } } }).values as FlagValues;
+    values = parseArgs({ args: argv, strict: true, options: { ...options, help: { type: "boolean" } } })
+      .values as FlagValues;
   } catch (err) {
     usageError("arguments", (err as Error).message.split("\n")[0]!);
   }
@@ -32,8 +38,18 @@ export function readFlags(tool: string, usage: string, options: NonNullable<Pars
     const raw = values[name];
     if (raw === undefined) return def;
     const n = Number(raw);
-    if (typeof raw !== "string" || raw.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
-      usageError(`--${name}`, `must be ${integer ? "a whole number" : "a number"} from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+    if (
+      typeof raw !== "string" ||
+      raw.trim() === "" ||
+      !Number.isFinite(n) ||
+      (integer && !Number.isInteger(n)) ||
+      n < min ||
+      n > max
+    ) {
+      usageError(
+        `--${name}`,
+        `must be ${integer ? "a whole number" : "a number"} from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+      );
     }
     return n;
   };

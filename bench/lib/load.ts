@@ -45,9 +45,23 @@ export async function runLoad(
     onWindowEnd?: () => void;
   },
 ): Promise<LoadResult> {
-  const agent = new Agent({ connections: opts.concurrency, pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 600_000 });
+  const agent = new Agent({
+    connections: opts.concurrency,
+    pipelining: 1,
+    keepAliveTimeout: 60_000,
+    keepAliveMaxTimeout: 600_000,
+  });
   const latency = new Samples();
-  const res: LoadResult = { target: target.name, seconds: 0, requests: 0, errors: 0, cuts: 0, discontinuities: 0, errorSamples: [], latencyUs: latency };
+  const res: LoadResult = {
+    target: target.name,
+    seconds: 0,
+    requests: 0,
+    errors: 0,
+    cuts: 0,
+    discontinuities: 0,
+    errorSamples: [],
+    latencyUs: latency,
+  };
   let rpc = 1;
   let measuring = false;
   let stop = false;
@@ -105,7 +119,8 @@ export async function runLoad(
 
   const groups: BenchSession[][] = Array.from({ length: opts.concurrency }, () => []);
   sessions.forEach((s, i) => groups[i % opts.concurrency]!.push(s));
-  if (groups.some((g) => g.length === 0)) throw new Error(`need at least ${opts.concurrency} sessions, have ${sessions.length}`);
+  if (groups.some((g) => g.length === 0))
+    throw new Error(`need at least ${opts.concurrency} sessions, have ${sessions.length}`);
   const running = groups.map((g) => worker(g));
   await new Promise((r) => setTimeout(r, opts.warmupMs));
   opts.onWindowStart?.();

@@ -12,7 +12,12 @@ export interface OpenStreams {
 }
 
 /** Opens one GET stream per session on `base` and resolves once every one answered its headers. */
-export async function openStreams(base: string, sessions: BenchSession[], withCookie: boolean, parallel = 50): Promise<OpenStreams> {
+export async function openStreams(
+  base: string,
+  sessions: BenchSession[],
+  withCookie: boolean,
+  parallel = 50,
+): Promise<OpenStreams> {
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
   const reqs: http.ClientRequest[] = [];
   const out: OpenStreams = {
@@ -28,7 +33,11 @@ export async function openStreams(base: string, sessions: BenchSession[], withCo
   const u = new URL(base);
   const openOne = (s: BenchSession) =>
     new Promise<void>((resolve) => {
-      const headers: Record<string, string> = { accept: "text/event-stream", "mcp-session-id": s.id, "mcp-protocol-version": PROTOCOL_VERSION };
+      const headers: Record<string, string> = {
+        accept: "text/event-stream",
+        "mcp-session-id": s.id,
+        "mcp-protocol-version": PROTOCOL_VERSION,
+      };
       if (withCookie) headers.cookie = `${STICKY_COOKIE}=${s.cookie}`;
       const req = http.request({ agent, host: u.hostname, port: u.port, path: "/mcp", method: "GET", headers });
       reqs.push(req);
@@ -43,7 +52,8 @@ export async function openStreams(base: string, sessions: BenchSession[], withCo
         if (res.statusCode === 200 && String(res.headers["content-type"]).startsWith("text/event-stream")) out.opened++;
         else {
           out.failed++;
-          if (out.failures.length < 5) out.failures.push(`${res.statusCode} ${String(res.headers["mcp-affinity"] ?? "")}`);
+          if (out.failures.length < 5)
+            out.failures.push(`${res.statusCode} ${String(res.headers["mcp-affinity"] ?? "")}`);
         }
         res.on("data", () => {}); // keep the stream flowing
         res.on("error", () => {});

@@ -31,7 +31,16 @@ export async function startExtraTraefik(
   mkdirSync(join(dir, "logs"), { recursive: true });
   const ports = { ...stack.ports, http: await freePort(), https: await freePort(), api: await freePort() };
   const { certFile, keyFile } = makeCertificate(dir);
-  const vars: RenderVars = { bind: "127.0.0.1", ports, dir, shared, certFile, keyFile, logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
+  const vars: RenderVars = {
+    bind: "127.0.0.1",
+    ports,
+    dir,
+    shared,
+    certFile,
+    keyFile,
+    logLevel: "ERROR",
+    nodeUrls: stack.nodes.map((n) => n.url),
+  };
   if (plugin) {
     // Traefik loads local plugins from ./plugins-local under its working directory: the stack's.
     rmSync(join(dir, "plugins-local"), { force: true });
@@ -40,9 +49,19 @@ export async function startExtraTraefik(
   writeFileSync(join(dir, "traefik.yml"), benchStatic(vars, plugin !== null));
   writeFileSync(
     join(dir, "dynamic.yml"),
-    renderDynamic(vars, { plugin: plugin !== null, pluginSettings: plugin?.settings, healthIntervalMs: stack.timing.healthIntervalMs, healthTimeoutMs: stack.timing.healthTimeoutMs }),
+    renderDynamic(vars, {
+      plugin: plugin !== null,
+      pluginSettings: plugin?.settings,
+      healthIntervalMs: stack.timing.healthIntervalMs,
+      healthTimeoutMs: stack.timing.healthTimeoutMs,
+    }),
   );
-  const proc = new ManagedProcess(`traefik-${name}`, { cmd: traefikBinary(), args: [`--configFile=${join(dir, "traefik.yml")}`], cwd: dir, logFile: join(dir, "logs", "traefik.log") });
+  const proc = new ManagedProcess(`traefik-${name}`, {
+    cmd: traefikBinary(),
+    args: [`--configFile=${join(dir, "traefik.yml")}`],
+    cwd: dir,
+    logFile: join(dir, "logs", "traefik.log"),
+  });
   proc.start();
   const apiUrl = `http://127.0.0.1:${ports.api}`;
   await waitUntil(
@@ -69,14 +88,28 @@ export async function startExtraTraefik(
  * API (pprof, forced GC for heap figures). Without the plugin, the experimental section goes: plain
  * Traefik must not even compile the plugin.
  */
-const benchStatic = (vars: RenderVars, withPlugin: boolean): string => renderStatic(vars, { accessLog: false, plugin: withPlugin, debugApi: true });
+const benchStatic = (vars: RenderVars, withPlugin: boolean): string =>
+  renderStatic(vars, { accessLog: false, plugin: withPlugin, debugApi: true });
 
 /**
  * Restarts the stack's Traefik with the debug API (pprof, forced GC for heap figures) switched on,
  * and with another plugin build when one is given (to compare builds: --plugin-wasm FILE).
  */
-export async function preparePluginTraefik(stack: Stack, shared: string, pluginWasm: string | undefined): Promise<void> {
-  const vars: RenderVars = { bind: "127.0.0.1", ports: stack.ports, dir: stack.dir, shared, certFile: "", keyFile: "", logLevel: "ERROR", nodeUrls: stack.nodes.map((n) => n.url) };
+export async function preparePluginTraefik(
+  stack: Stack,
+  shared: string,
+  pluginWasm: string | undefined,
+): Promise<void> {
+  const vars: RenderVars = {
+    bind: "127.0.0.1",
+    ports: stack.ports,
+    dir: stack.dir,
+    shared,
+    certFile: "",
+    keyFile: "",
+    logLevel: "ERROR",
+    nodeUrls: stack.nodes.map((n) => n.url),
+  };
   writeFileSync(join(stack.dir, "traefik.yml"), benchStatic(vars, true));
   if (pluginWasm) {
     const dir = join(stack.dir, "plugins-local", "src", "github.com", "mcp-affinity", "mcp-affinity");
@@ -93,7 +126,11 @@ export async function preparePluginTraefik(stack: Stack, shared: string, pluginW
 // ---------------------------------------------------------------------------------------------
 // The sidecar, as its CLI (bin/mcp-affinity-sidecar.js) runs in a deployment
 
-export async function startBenchSidecar(stack: Stack, shared: string, sidecarMain?: string): Promise<{ proc: ManagedProcess; url: string; restart(): Promise<void> }> {
+export async function startBenchSidecar(
+  stack: Stack,
+  shared: string,
+  sidecarMain?: string,
+): Promise<{ proc: ManagedProcess; url: string; restart(): Promise<void> }> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const proc = new ManagedProcess("sidecar", {
@@ -132,14 +169,15 @@ export async function startBenchSidecar(stack: Stack, shared: string, sidecarMai
   };
 }
 
-
 /**
  * Builds or installs what a Traefik bench needs (plugin, Traefik, redis-server), after its flags
  * were checked: --help and a typo cost no build. Exits with ensure-deps' code when it cannot.
  */
 export function ensureBenchDeps(): void {
   try {
-    execFileSync(process.execPath, [join(ROOT, "scripts", "ensure-deps.mjs"), "--plugin", "--traefik", "--redis"], { stdio: "inherit" });
+    execFileSync(process.execPath, [join(ROOT, "scripts", "ensure-deps.mjs"), "--plugin", "--traefik", "--redis"], {
+      stdio: "inherit",
+    });
   } catch (err) {
     process.exit((err as { status?: number }).status ?? 1); // ensure-deps named what is missing
   }

@@ -7,7 +7,13 @@ export * from "./schema.ts";
 export * from "./registry.ts";
 export { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
 export { SidecarApiStore, type SidecarApiOptions } from "./sidecar-api.ts";
-export { RedisRegistry, describeRedis, type RedisRegistryOptions, type RedisConnectionConfig, type HostPort } from "./redis.ts";
+export {
+  RedisRegistry,
+  describeRedis,
+  type RedisRegistryOptions,
+  type RedisConnectionConfig,
+  type HostPort,
+} from "./redis.ts";
 
 /** Redis when a url, sentinels or cluster nodes are configured; the in-memory store otherwise. */
 export function createRegistry(opts: RedisRegistryOptions & MemoryRegistryOptions): Registry {

@@ -9,7 +9,14 @@ import {
   type RegistryChange,
   type SessionRecord,
 } from "./schema.ts";
-import { RegistryError, ReadyUntilClosed, type ChangeListener, type RegisterOptions, type Registry, type ScanOptions } from "./registry.ts";
+import {
+  RegistryError,
+  ReadyUntilClosed,
+  type ChangeListener,
+  type RegisterOptions,
+  type Registry,
+  type ScanOptions,
+} from "./registry.ts";
 
 interface Entry<T> {
   value: T;
@@ -112,7 +119,8 @@ export class MemoryRegistry extends ReadyUntilClosed implements Registry {
 
   async heartbeat(record: NodeRecord, ttlMs?: number): Promise<void> {
     this.check("heartbeat");
-    if (!isCookieValue(record.cookie)) throw new RegistryError("heartbeat", "invalid node cookie", "ERR_REGISTRY_SCHEMA");
+    if (!isCookieValue(record.cookie))
+      throw new RegistryError("heartbeat", "invalid node cookie", "ERR_REGISTRY_SCHEMA");
     this.nodes.set(record.cookie, { value: { ...record }, expires: this.now() + (ttlMs ?? this.nodeTtlMs) });
     this.emit({ op: "node", cookie: record.cookie, record });
   }

@@ -22,7 +22,15 @@ import {
   type RegistryChange,
   type SessionRecord,
 } from "./schema.ts";
-import { RegistryError, StatusListeners, type ChangeListener, type RegisterOptions, type Registry, type RegistryStatus, type ScanOptions } from "./registry.ts";
+import {
+  RegistryError,
+  StatusListeners,
+  type ChangeListener,
+  type RegisterOptions,
+  type Registry,
+  type RegistryStatus,
+  type ScanOptions,
+} from "./registry.ts";
 
 export interface HostPort {
   host: string;
@@ -106,7 +114,8 @@ type ScriptClient = Client & {
 
 export function describeRedis(c: RedisConnectionConfig): string {
   if (c.cluster?.length) return `cluster ${c.cluster.map((h) => `${h.host}:${h.port}`).join(",")}`;
-  if (c.sentinels?.length) return `sentinel ${c.sentinelName} via ${c.sentinels.map((h) => `${h.host}:${h.port}`).join(",")}`;
+  if (c.sentinels?.length)
+    return `sentinel ${c.sentinelName} via ${c.sentinels.map((h) => `${h.host}:${h.port}`).join(",")}`;
   if (c.url) {
     try {
       const u = new URL(c.url);
@@ -170,12 +179,20 @@ export class RedisRegistry implements Registry {
       const copts: ClusterOptions = {
         enableOfflineQueue: false,
         clusterRetryStrategy: base.retryStrategy,
-        redisOptions: { username: base.username, password: base.password, tls: base.tls, connectTimeout: base.connectTimeout, commandTimeout: base.commandTimeout, maxRetriesPerRequest: 1 },
+        redisOptions: {
+          username: base.username,
+          password: base.password,
+          tls: base.tls,
+          connectTimeout: base.connectTimeout,
+          commandTimeout: base.commandTimeout,
+          maxRetriesPerRequest: 1,
+        },
       };
       return new Cluster(o.cluster, copts);
     }
     if (o.sentinels?.length) {
-      if (!o.sentinelName) throw new RegistryError("connect", "sentinel mode needs the master name", "ERR_REGISTRY_CONFIG");
+      if (!o.sentinelName)
+        throw new RegistryError("connect", "sentinel mode needs the master name", "ERR_REGISTRY_CONFIG");
       return new Redis({
         ...base,
         sentinels: o.sentinels,
@@ -184,7 +201,8 @@ export class RedisRegistry implements Registry {
         sentinelRetryStrategy: base.retryStrategy,
       });
     }
-    if (!o.url) throw new RegistryError("connect", "redis needs a url, sentinels or cluster nodes", "ERR_REGISTRY_CONFIG");
+    if (!o.url)
+      throw new RegistryError("connect", "redis needs a url, sentinels or cluster nodes", "ERR_REGISTRY_CONFIG");
     return new Redis(o.url, base);
   }
 
@@ -200,7 +218,8 @@ export class RedisRegistry implements Registry {
   private recomputeStatus(): void {
     if (this.closed) return;
     const ok = (c: Client | null) => c === null || c.status === "ready";
-    const next: RegistryStatus = ok(this.client) && ok(this.sub) ? "ready" : this.current === "connecting" ? "connecting" : "down";
+    const next: RegistryStatus =
+      ok(this.client) && ok(this.sub) ? "ready" : this.current === "connecting" ? "connecting" : "down";
     if (next !== this.current) {
       this.current = next;
       this.statusListeners.emit(next);
@@ -250,7 +269,12 @@ export class RedisRegistry implements Registry {
     const value = encodeSession(record);
     const change = encodeChange({ op: "session", id, record });
     const ttl = opts.ttlMs ?? this.sessionTtlMs;
-    return this.run("register", async () => (await this.client.mcpaSet(sessionKey(id), value, ttl, CHANGE_CHANNEL, change, opts.ifAbsent ? "1" : "0")) === 1);
+    return this.run(
+      "register",
+      async () =>
+        (await this.client.mcpaSet(sessionKey(id), value, ttl, CHANGE_CHANNEL, change, opts.ifAbsent ? "1" : "0")) ===
+        1,
+    );
   }
 
   async lookupSession(id: string): Promise<SessionRecord | null> {
@@ -272,13 +296,26 @@ export class RedisRegistry implements Registry {
 
   async touchEdgeSession(id: string, ttlMs: number, maxAgeMs: number): Promise<boolean> {
     if (!isValidSessionId(id)) return false;
-    return this.run("touch", async () => (await this.client.mcpaTouchEdge(sessionKey(id), ttlMs, maxAgeMs, Date.now())) === 1);
+    return this.run(
+      "touch",
+      async () => (await this.client.mcpaTouchEdge(sessionKey(id), ttlMs, maxAgeMs, Date.now())) === 1,
+    );
   }
 
   async heartbeat(record: NodeRecord, ttlMs?: number): Promise<void> {
-    if (!isCookieValue(record.cookie)) throw new RegistryError("heartbeat", "invalid node cookie", "ERR_REGISTRY_SCHEMA");
+    if (!isCookieValue(record.cookie))
+      throw new RegistryError("heartbeat", "invalid node cookie", "ERR_REGISTRY_SCHEMA");
     const change = encodeChange({ op: "node", cookie: record.cookie, record });
-    await this.run("heartbeat", () => this.client.mcpaSet(nodeKey(record.cookie), encodeNode(record), ttlMs ?? this.nodeTtlMs, CHANGE_CHANNEL, change, "0"));
+    await this.run("heartbeat", () =>
+      this.client.mcpaSet(
+        nodeKey(record.cookie),
+        encodeNode(record),
+        ttlMs ?? this.nodeTtlMs,
+        CHANGE_CHANNEL,
+        change,
+        "0",
+      ),
+    );
   }
 
   /** One pipeline (one round trip per Redis node); an unreadable record reads as null. */
@@ -306,7 +343,10 @@ export class RedisRegistry implements Registry {
   async removeNode(cookie: string, boot: string): Promise<boolean> {
     if (!isCookieValue(cookie)) return false;
     const change = encodeChange({ op: "node", cookie, record: null });
-    return this.run("node", async () => (await this.client.mcpaDelNodeIfBoot(nodeKey(cookie), boot, CHANGE_CHANNEL, change)) === 1);
+    return this.run(
+      "node",
+      async () => (await this.client.mcpaDelNodeIfBoot(nodeKey(cookie), boot, CHANGE_CHANNEL, change)) === 1,
+    );
   }
 
   private masters(): Redis[] {
@@ -358,7 +398,8 @@ export class RedisRegistry implements Registry {
       for (const [key, raw] of batch) {
         const id = key.slice(SESSION_KEY_PREFIX.length);
         try {
-          if (!isValidSessionId(id)) throw new RegistryError("scan", "key does not hold a valid session id", "ERR_REGISTRY_SCHEMA");
+          if (!isValidSessionId(id))
+            throw new RegistryError("scan", "key does not hold a valid session id", "ERR_REGISTRY_SCHEMA");
           out.push({ id, record: decodeSession(raw) });
         } catch (err) {
           opts.onInvalid?.(key, err as Error);

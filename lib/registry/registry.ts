@@ -120,7 +120,12 @@ export type RegistryErrorCode = Extract<ErrorCode, `ERR_REGISTRY_${string}`>;
 /** Every failed registry call: `op` names the operation (for metrics and logs). */
 export class RegistryError extends McpAffinityError {
   readonly op: string;
-  constructor(op: string, message: string, code: RegistryErrorCode = "ERR_REGISTRY_UNAVAILABLE", options?: { cause?: unknown }) {
+  constructor(
+    op: string,
+    message: string,
+    code: RegistryErrorCode = "ERR_REGISTRY_UNAVAILABLE",
+    options?: { cause?: unknown },
+  ) {
     super(code, message, options);
     this.op = op;
   }

@@ -140,7 +140,12 @@ export function encodeChange(c: RegistryChange): string {
     case "close":
       return JSON.stringify({ v: 1, op: "close", id: c.id });
     case "node":
-      return JSON.stringify({ v: 1, op: "node", cookie: c.cookie, record: c.record ? JSON.parse(encodeNode(c.record)) : null });
+      return JSON.stringify({
+        v: 1,
+        op: "node",
+        cookie: c.cookie,
+        record: c.record ? JSON.parse(encodeNode(c.record)) : null,
+      });
   }
 }
 

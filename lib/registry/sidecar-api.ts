@@ -36,7 +36,9 @@ export class SidecarApiStore extends ReadyUntilClosed implements SessionStore {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
     } catch (err) {
-      throw new RegistryError(op, `sidecar ${method} failed: ${(err as Error).message}`, "ERR_REGISTRY_SIDECAR_API", { cause: err });
+      throw new RegistryError(op, `sidecar ${method} failed: ${(err as Error).message}`, "ERR_REGISTRY_SIDECAR_API", {
+        cause: err,
+      });
     }
     // 404 is an answer (no such session); every other 4xx/5xx is a registry error.
     if (res.status >= 400 && res.status !== 404) {
@@ -50,7 +52,8 @@ export class SidecarApiStore extends ReadyUntilClosed implements SessionStore {
   async registerSession(id: string, record: SessionRecord): Promise<boolean> {
     const res = await this.call("register", "PUT", id, { node: record.node, boot: record.boot });
     await res.body?.cancel();
-    if (res.status === 404) throw new RegistryError("register", "sidecar has no sessions API", "ERR_REGISTRY_SIDECAR_API");
+    if (res.status === 404)
+      throw new RegistryError("register", "sidecar has no sessions API", "ERR_REGISTRY_SIDECAR_API");
     return true;
   }
 

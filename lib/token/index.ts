@@ -51,7 +51,8 @@ export function bootTag(boot: string): string {
 
 /** A new session id for a node library node: its token plus 132 random bits. */
 export function mintSessionId(cookie: string, tag: string): string {
-  if (!COOKIE.test(cookie)) throw new SessionTokenError(`cookie ${JSON.stringify(cookie)} is not 16 lowercase hex digits`);
+  if (!COOKIE.test(cookie))
+    throw new SessionTokenError(`cookie ${JSON.stringify(cookie)} is not 16 lowercase hex digits`);
   if (!TAG.test(tag)) throw new SessionTokenError(`boot tag ${JSON.stringify(tag)} is not 8 lowercase hex digits`);
   return MINTED_PREFIX + cookie + tag + "." + randomBytes(17).toString("base64url").slice(0, MINTED_RANDOM_LENGTH);
 }

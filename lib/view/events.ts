@@ -22,7 +22,6 @@ export const DECISION_REASONS = [
   "fail-open",
 ] as const;
 
-
 export interface EventBatch {
   t: number;
   learned: Array<{ id: string; hash: string; cookie: string }>;
@@ -86,7 +85,8 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       if (f.length !== 3) return "a line needs 2 fields";
       const [, id, hash] = f;
       if (!isValidSessionId(id)) return "a line has no valid session id";
-      if (!HEX32.test(hash) || schemaSessionHash(id).toString("hex") !== hash) return "a line hash does not match its session id";
+      if (!HEX32.test(hash) || schemaSessionHash(id).toString("hex") !== hash)
+        return "a line hash does not match its session id";
       (b.active ??= []).push({ id, hash });
       return null;
     }
@@ -143,4 +143,3 @@ export function parseEventBatch(text: string, opts: ParseEventOptions = {}): Eve
   if (opts.lenient) b.badLines = bad;
   return b;
 }
-

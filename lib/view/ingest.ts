@@ -205,11 +205,11 @@ async function quarantine(dir: string, file: string, err: Error, opts: DrainOpti
     await fs.mkdir(qDir, { recursive: true });
     // Names sort by time: the oldest go first when the folder is full.
     const kept = (await fs.readdir(qDir)).filter((n) => /^q-\d+-/.test(n)).sort();
-    for (const old of kept.slice(0, Math.max(0, kept.length - max + 1))) await fs.unlink(join(qDir, old)).catch(() => undefined);
+    for (const old of kept.slice(0, Math.max(0, kept.length - max + 1)))
+      await fs.unlink(join(qDir, old)).catch(() => undefined);
     await fs.rename(join(dir, "events", file), join(qDir, `q-${String(Date.now()).padStart(15, "0")}-${file}`));
   } catch {
     // Cannot keep it: drop it rather than block every later batch.
     await fs.unlink(join(dir, "events", file)).catch(() => undefined);
   }
 }
-

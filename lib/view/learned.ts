@@ -10,7 +10,8 @@ const LEARNED_NAME = /^[0-9a-f]{1,4}$/;
 /** The learned/ file name of a session hash: its first `digits` hex digits (plugin: maxLearnedFiles = 16^digits). */
 export function learnedName(hashHex: string, digits = LEARNED_DEFAULT_DIGITS): string {
   if (!HEX32.test(hashHex)) throw new ViewFormatError("learned hash is not 32 lowercase hex digits");
-  if (!Number.isInteger(digits) || digits < 1 || digits > 4) throw new ViewFormatError("learned name digits must be 1 to 4");
+  if (!Number.isInteger(digits) || digits < 1 || digits > 4)
+    throw new ViewFormatError("learned name digits must be 1 to 4");
   return hashHex.slice(0, digits);
 }
 
@@ -73,7 +74,11 @@ export async function listLearned(dir: string, opts: ListLearnedOptions = {}): P
  * Deletes learned/<name>; with `hashHex`, only while the file still holds that session (the
  * plugin may have replaced it with a newer session of the same prefix meanwhile).
  */
-export async function deleteLearned(dir: string, name: string, opts: ViewIoOptions & { hashHex?: string } = {}): Promise<void> {
+export async function deleteLearned(
+  dir: string,
+  name: string,
+  opts: ViewIoOptions & { hashHex?: string } = {},
+): Promise<void> {
   if (!LEARNED_NAME.test(name)) throw new ViewFormatError("learned name is not 1 to 4 lowercase hex digits");
   const fs = opts.fs ?? defaultViewFs;
   const path = join(viewPaths(dir).learned, name);

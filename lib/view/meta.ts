@@ -1,5 +1,17 @@
 // view/meta (docs/registry-view.md): encoder, decoder and the sidecar's reader/writer.
-import { ViewFormatError, COOKIE, BOOT_TAG, DEC, isU32, isShardBits, STATES, type ViewMeta, type ViewNode, type ViewBoot, type NodeViewState } from "./format.ts";
+import {
+  ViewFormatError,
+  COOKIE,
+  BOOT_TAG,
+  DEC,
+  isU32,
+  isShardBits,
+  STATES,
+  type ViewMeta,
+  type ViewNode,
+  type ViewBoot,
+  type NodeViewState,
+} from "./format.ts";
 import { atomicWrite, defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
 
 export const META_MAGIC = "MCPAVIEW 1";
@@ -7,8 +19,10 @@ export const META_MAX_BYTES = 64 * 1024;
 
 export function encodeMeta(meta: ViewMeta): string {
   if (!isU32(meta.epoch)) throw new ViewFormatError(`meta epoch ${meta.epoch} is not a u32`);
-  if (!Number.isSafeInteger(meta.generation) || meta.generation < 0) throw new ViewFormatError("meta generation is not a u64");
-  if (!Number.isSafeInteger(meta.published) || meta.published < 0) throw new ViewFormatError("meta published is not a timestamp");
+  if (!Number.isSafeInteger(meta.generation) || meta.generation < 0)
+    throw new ViewFormatError("meta generation is not a u64");
+  if (!Number.isSafeInteger(meta.published) || meta.published < 0)
+    throw new ViewFormatError("meta published is not a timestamp");
   if (!isShardBits(meta.shardBits)) throw new ViewFormatError(`meta shardBits ${meta.shardBits} is not 4, 8, 12 or 16`);
   const lines = [
     META_MAGIC,
@@ -58,7 +72,8 @@ export function decodeMeta(text: string): ViewMeta {
   const lines = text.split("\n");
   if (lines[lines.length - 1] === "") lines.pop();
   if (lines[0] !== META_MAGIC) throw new ViewFormatError("meta does not start with MCPAVIEW 1");
-  if (lines.length < 2 || lines[lines.length - 1] !== "end") throw new ViewFormatError("meta does not end with its end line");
+  if (lines.length < 2 || lines[lines.length - 1] !== "end")
+    throw new ViewFormatError("meta does not end with its end line");
   const scalars: Partial<Record<(typeof SCALARS)[number], number>> = {};
   const nodes: ViewNode[] = [];
   const boots: ViewBoot[] = [];

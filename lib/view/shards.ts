@@ -28,7 +28,8 @@ function allocShard(epoch: number, count: number): Buffer {
 export function encodeShard(epoch: number, sessions: readonly ViewSession[]): Buffer {
   if (!isU32(epoch)) throw new ViewFormatError(`shard epoch ${epoch} is not a u32`);
   for (const s of sessions) {
-    if (!Buffer.isBuffer(s.hash) || s.hash.length !== HASH_BYTES) throw new ViewFormatError("session hash is not 16 bytes");
+    if (!Buffer.isBuffer(s.hash) || s.hash.length !== HASH_BYTES)
+      throw new ViewFormatError("session hash is not 16 bytes");
     if (!isU32(s.node)) throw new ViewFormatError(`session node ${s.node} is not a u32`);
   }
   // Stable sort keeps input order among equal hashes, so "last wins" is well defined.
@@ -72,8 +73,14 @@ export function encodeShardEntries(epoch: number, entries: Array<[string, number
 }
 
 /** Writes an already encoded shard (see encodeShardEntries) atomically. */
-export async function writeShardBuffer(dir: string, prefix: string, buf: Buffer, opts: ViewIoOptions = {}): Promise<void> {
-  if (!/^[0-9a-f]{1,4}$/.test(prefix)) throw new ViewFormatError(`shard prefix ${JSON.stringify(prefix)} is not 1 to 4 hex digits`);
+export async function writeShardBuffer(
+  dir: string,
+  prefix: string,
+  buf: Buffer,
+  opts: ViewIoOptions = {},
+): Promise<void> {
+  if (!/^[0-9a-f]{1,4}$/.test(prefix))
+    throw new ViewFormatError(`shard prefix ${JSON.stringify(prefix)} is not 1 to 4 hex digits`);
   await atomicWrite(join(viewPaths(dir).shards, prefix), buf, opts);
 }
 
@@ -89,7 +96,8 @@ export function decodeShard(buf: Buffer): DecodedShard {
   if (buf.readUInt32LE(4) !== SHARD_VERSION) throw new ViewFormatError("shard format version is not 1");
   const n = buf.readUInt32LE(12);
   // Bytes after the last record are ignored (room for a later version's trailer; the plugin stops reading at the count).
-  if (buf.length < SHARD_HEADER_BYTES + n * SHARD_RECORD_BYTES) throw new ViewFormatError("shard is shorter than its count says");
+  if (buf.length < SHARD_HEADER_BYTES + n * SHARD_RECORD_BYTES)
+    throw new ViewFormatError("shard is shorter than its count says");
   const sessions: DecodedShard["sessions"] = [];
   for (let i = 0, off = SHARD_HEADER_BYTES; i < n; i++, off += SHARD_RECORD_BYTES) {
     sessions.push({
@@ -134,4 +142,3 @@ export async function listShards(dir: string, opts: ViewIoOptions = {}): Promise
     throw err;
   }
 }
-

@@ -65,7 +65,10 @@ function url(setting: string, raw: string, protocols: string[]): string {
     throw new ConfigError(setting, `${setting} is not a valid URL: "${raw}"`);
   }
   if (!protocols.includes(u.protocol)) {
-    throw new ConfigError(setting, `${setting} must use ${protocols.map((p) => p.replace(":", "")).join(" or ")}, got "${raw}"`);
+    throw new ConfigError(
+      setting,
+      `${setting} must use ${protocols.map((p) => p.replace(":", "")).join(" or ")}, got "${raw}"`,
+    );
   }
   return raw;
 }
@@ -113,14 +116,24 @@ export function parseNodeConfig(argv: string[], env: NodeJS.ProcessEnv): NodeCon
   const port = int(portS.setting, portS.raw, 0, 65535);
   const host = pick("host", "MCP_NODE_HOST")?.raw ?? "127.0.0.1";
   const nameS = pick("name", "MCP_NODE_NAME");
-  if (nameS && !/^[\x21-\x7e]{1,100}$/.test(nameS.raw)) throw new ConfigError(nameS.setting, `${nameS.setting} must be 1-100 visible ASCII characters`);
+  if (nameS && !/^[\x21-\x7e]{1,100}$/.test(nameS.raw))
+    throw new ConfigError(nameS.setting, `${nameS.setting} must be 1-100 visible ASCII characters`);
   const urlS = pick("node-url", "MCP_NODE_URL");
   if (urlS) url(urlS.setting, urlS.raw, ["http:", "https:"]);
-  if (!urlS && port === 0) throw new ConfigError("--node-url", "--node-url is required with --port 0 (the URL must name the real port)");
+  if (!urlS && port === 0)
+    throw new ConfigError("--node-url", "--node-url is required with --port 0 (the URL must name the real port)");
   const redisS = pick("redis-url", "MCP_NODE_REDIS_URL");
   const sidecarS = pick("sidecar-url", "MCP_NODE_SIDECAR_URL");
-  if (redisS && sidecarS) throw new ConfigError(redisS.setting, `${redisS.setting} and ${sidecarS.setting} exclude each other: choose one registry`);
-  if (!redisS && !sidecarS) throw new ConfigError("--redis-url", "a registry is required: --redis-url (MCP_NODE_REDIS_URL) or --sidecar-url (MCP_NODE_SIDECAR_URL)");
+  if (redisS && sidecarS)
+    throw new ConfigError(
+      redisS.setting,
+      `${redisS.setting} and ${sidecarS.setting} exclude each other: choose one registry`,
+    );
+  if (!redisS && !sidecarS)
+    throw new ConfigError(
+      "--redis-url",
+      "a registry is required: --redis-url (MCP_NODE_REDIS_URL) or --sidecar-url (MCP_NODE_SIDECAR_URL)",
+    );
   if (redisS) url(redisS.setting, redisS.raw, ["redis:", "rediss:"]);
   if (sidecarS) url(sidecarS.setting, sidecarS.raw, ["http:", "https:"]);
   const graceS = pick("drain-grace-ms", "MCP_NODE_DRAIN_GRACE_MS");
@@ -128,7 +141,8 @@ export function parseNodeConfig(argv: string[], env: NodeJS.ProcessEnv): NodeCon
   const ttlS = pick("session-ttl-ms", "MCP_NODE_SESSION_TTL_MS");
   const idleS = pick("idle-timeout-ms", "MCP_NODE_IDLE_TIMEOUT_MS");
   const levelS = pick("log-level", "MCP_NODE_LOG_LEVEL");
-  if (levelS && !LEVELS.includes(levelS.raw)) throw new ConfigError(levelS.setting, `${levelS.setting} must be one of ${LEVELS.join(", ")}`);
+  if (levelS && !LEVELS.includes(levelS.raw))
+    throw new ConfigError(levelS.setting, `${levelS.setting} must be one of ${LEVELS.join(", ")}`);
   const failEnv = env.MCP_NODE_FAIL_CLOSE;
   if (failEnv !== undefined && !["", "0", "1", "true", "false"].includes(failEnv)) {
     throw new ConfigError("MCP_NODE_FAIL_CLOSE", "MCP_NODE_FAIL_CLOSE must be 1, true, 0 or false");

@@ -28,20 +28,32 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 }
 
 export function buildMcpServer(affinity: Affinity, name: string): McpServer {
-  const server = new McpServer({ name: "mcp-affinity-reference-node", version: "0.1.0" }, { capabilities: { logging: {} } });
+  const server = new McpServer(
+    { name: "mcp-affinity-reference-node", version: "0.1.0" },
+    { capabilities: { logging: {} } },
+  );
   // Per-session state held only in this process: a misroute shows as a counter reset.
   let counter = 0;
-  server.registerTool("whoami", { description: "Node name and boot id of the node serving this session" }, async () => ({
-    content: [{ type: "text", text: JSON.stringify({ node: name, boot: affinity.bootId }) }],
-  }));
-  server.registerTool("counter", { description: "Increments this session's in-memory counter and returns it" }, async () => {
-    counter += 1;
-    return { content: [{ type: "text", text: String(counter) }] };
-  });
+  server.registerTool(
+    "whoami",
+    { description: "Node name and boot id of the node serving this session" },
+    async () => ({
+      content: [{ type: "text", text: JSON.stringify({ node: name, boot: affinity.bootId }) }],
+    }),
+  );
+  server.registerTool(
+    "counter",
+    { description: "Increments this session's in-memory counter and returns it" },
+    async () => {
+      counter += 1;
+      return { content: [{ type: "text", text: String(counter) }] };
+    },
+  );
   server.registerTool(
     "notify",
     {
-      description: "Sends `count` notifications, `intervalMs` apart, then returns. target=request: on this call's SSE stream (progress when a progress token is given, plus a log message); target=standalone: log messages on the session's GET stream",
+      description:
+        "Sends `count` notifications, `intervalMs` apart, then returns. target=request: on this call's SSE stream (progress when a progress token is given, plus a log message); target=standalone: log messages on the session's GET stream",
       inputSchema: {
         count: z.number().int().min(0).max(10_000).default(3),
         intervalMs: z.number().int().min(0).max(60_000).default(10),
@@ -52,13 +64,19 @@ export function buildMcpServer(affinity: Affinity, name: string): McpServer {
       const token = extra._meta?.progressToken;
       for (let i = 1; i <= count; i++) {
         if (i > 1 && intervalMs > 0) await sleep(intervalMs);
-        const message = { method: "notifications/message" as const, params: { level: "info" as const, logger: "notify", data: { i, count, node: name } } };
+        const message = {
+          method: "notifications/message" as const,
+          params: { level: "info" as const, logger: "notify", data: { i, count, node: name } },
+        };
         if (target === "standalone") {
           await server.server.notification(message);
           continue;
         }
         if (token !== undefined) {
-          await extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress: i, total: count, message: `${i}/${count}` } });
+          await extra.sendNotification({
+            method: "notifications/progress",
+            params: { progressToken: token, progress: i, total: count, message: `${i}/${count}` },
+          });
         }
         await extra.sendNotification(message);
       }
@@ -82,7 +100,8 @@ const SHUTDOWN_QUIET_MS = 500;
 const SHUTDOWN_LINGER_MAX_MS = 5000;
 
 export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {}): Promise<RunningNode> {
-  const log = opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node" } }) as unknown as LoggerLike);
+  const log =
+    opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node" } }) as unknown as LoggerLike);
   let affinity: Affinity | undefined;
 
   const http = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -91,7 +110,12 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
       // Healthy through the drain grace: Traefik must keep routing the sessions still served here.
       if (!affinity) return json(res, 503, { status: "starting" });
       const ok = affinity.healthy;
-      return json(res, ok ? 200 : 503, { status: affinity.state, node: cfg.name, boot: affinity.bootId, sessions: affinity.sessionCount });
+      return json(res, ok ? 200 : 503, {
+        status: affinity.state,
+        node: cfg.name,
+        boot: affinity.bootId,
+        sessions: affinity.sessionCount,
+      });
     }
     if (path === "/graphql") {
       if (req.method !== "GET" && req.method !== "POST") {
@@ -136,10 +160,14 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
   mountMcp(http, a, { createServer: () => buildMcpServer(a, cfg.name) });
   // MCP requests only: health probes keep coming until the listener closes.
   http.on("request", (req: IncomingMessage) => void (req.url?.startsWith("/mcp") && (lastRequestAt = Date.now())));
-  if (!(await a.ready())) a.log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
+  if (!(await a.ready()))
+    a.log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
   // Healthy only from here: Traefik sends nothing before the endpoint is mounted and the heartbeat written.
   affinity = a;
-  a.log.info({ url: `http://${cfg.host}:${port}`, nodeUrl, cookie: a.cookie, failClose: cfg.failClose }, "reference node listening");
+  a.log.info(
+    { url: `http://${cfg.host}:${port}`, nodeUrl, cookie: a.cookie, failClose: cfg.failClose },
+    "reference node listening",
+  );
 
   let stopping: Promise<void> | undefined;
   return {

@@ -4,7 +4,10 @@ import { randomBytes } from "node:crypto";
 import { bootTag, mintSessionId } from "../../lib/token/index.ts";
 import { pino } from "pino";
 import type { Registry as PromRegistry } from "prom-client";
-import { StreamableHTTPServerTransport, type StreamableHTTPServerTransportOptions } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import {
+  StreamableHTTPServerTransport,
+  type StreamableHTTPServerTransportOptions,
+} from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
   DEFAULT_SESSION_TTL_MS,
   RedisRegistry,
@@ -97,7 +100,10 @@ export interface SessionCheck {
   ownerLive?: boolean;
 }
 
-type TransportExtras = Omit<StreamableHTTPServerTransportOptions, "sessionIdGenerator" | "onsessioninitialized" | "onsessionclosed"> & {
+type TransportExtras = Omit<
+  StreamableHTTPServerTransportOptions,
+  "sessionIdGenerator" | "onsessioninitialized" | "onsessionclosed"
+> & {
   onsessioninitialized?: (sessionId: string) => void | Promise<void>;
   onsessionclosed?: (sessionId: string) => void | Promise<void>;
 };
@@ -136,12 +142,19 @@ export function nodeRedisOptions(url: string, s: NodeRegistrySettings): RedisReg
 }
 
 /** The node's session store, and its heartbeat store where the registry keeps node records. */
-export function openNodeRegistry(opts: RegistryOptions, s: NodeRegistrySettings): { sessions: SessionStore; nodes: NodeStore | null } {
+export function openNodeRegistry(
+  opts: RegistryOptions,
+  s: NodeRegistrySettings,
+): { sessions: SessionStore; nodes: NodeStore | null } {
   if ("redisUrl" in opts && opts.redisUrl) {
     const redis = new RedisRegistry(nodeRedisOptions(opts.redisUrl, s));
     return { sessions: redis, nodes: redis };
   }
-  if ("sidecarUrl" in opts && opts.sidecarUrl) return { sessions: new SidecarApiStore({ url: opts.sidecarUrl, token: opts.token, timeoutMs: s.timeoutMs }), nodes: null };
+  if ("sidecarUrl" in opts && opts.sidecarUrl)
+    return {
+      sessions: new SidecarApiStore({ url: opts.sidecarUrl, token: opts.token, timeoutMs: s.timeoutMs }),
+      nodes: null,
+    };
   throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
 }
 
@@ -156,7 +169,10 @@ function positive(name: string, v: number | undefined, dflt: number): number {
 function withTimeout<T>(p: Promise<T>, ms: number, op: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new McpAffinityError("ERR_AFFINITY_TIMEOUT", `registry ${op} timed out after ${ms} ms`)), ms);
+    timer = setTimeout(
+      () => reject(new McpAffinityError("ERR_AFFINITY_TIMEOUT", `registry ${op} timed out after ${ms} ms`)),
+      ms,
+    );
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
@@ -207,7 +223,11 @@ export class Affinity {
     this.sessionTtlMs = positive("sessionTtlMs", opts.sessionTtlMs, DEFAULT_SESSION_TTL_MS);
     this.heartbeatMs = positive("heartbeatMs", opts.heartbeatMs, 5000);
     this.drainGraceMs = opts.drainGraceMs === 0 ? 0 : positive("drainGraceMs", opts.drainGraceMs, 30_000);
-    this.refreshIntervalMs = positive("refreshIntervalMs", opts.refreshIntervalMs, Math.max(1, Math.floor(this.sessionTtlMs / 30)));
+    this.refreshIntervalMs = positive(
+      "refreshIntervalMs",
+      opts.refreshIntervalMs,
+      Math.max(1, Math.floor(this.sessionTtlMs / 30)),
+    );
     this.idleTimeoutMs = positive("idleTimeoutMs", opts.idleTimeoutMs, this.sessionTtlMs);
     this.registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, 1000);
     // Ids carry a routing token (owner cookie + boot tag) so every Traefik replica routes them at once.
@@ -216,14 +236,22 @@ export class Affinity {
     // The one session-id rule: an id the edge or the registry would refuse is never handed out.
     this.genId = () => {
       const id = gen();
-      if (!isValidSessionId(id)) throw new AffinityConfigError("sessionIdGenerator returned an id outside the session-id rule (1-1024 visible ASCII characters)");
+      if (!isValidSessionId(id))
+        throw new AffinityConfigError(
+          "sessionIdGenerator returned an id outside the session-id rule (1-1024 visible ASCII characters)",
+        );
       return id;
     };
     this.onSessionClosed = opts.onSessionClosed;
     const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
     this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;
-    this.metrics = new AffinityMetrics(opts.metrics, () => this.sessions.size, () => this._state);
-    if (!opts.registry || typeof opts.registry !== "object") throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
+    this.metrics = new AffinityMetrics(
+      opts.metrics,
+      () => this.sessions.size,
+      () => this._state,
+    );
+    if (!opts.registry || typeof opts.registry !== "object")
+      throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
     const { sessions, nodes } = openNodeRegistry(opts.registry, {
       sessionTtlMs: this.sessionTtlMs,
       nodeTtlMs: 3 * this.heartbeatMs,
@@ -243,7 +271,11 @@ export class Affinity {
       void this.heartbeat();
       void this.reregisterAll();
     });
-    if (!this.nodeStore) this.log.info({ registry: "sidecar" }, "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)");
+    if (!this.nodeStore)
+      this.log.info(
+        { registry: "sidecar" },
+        "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)",
+      );
     // The first heartbeat goes out when the registry is first ready; the sidecar mode has none.
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     this.heartbeatTimer.unref();
@@ -327,7 +359,8 @@ export class Affinity {
           refreshing: false,
         };
         this.sessions.set(id, entry);
-        if (this._state !== "up") this.log.warn({ session: sessionTag(id), state: this._state }, "new session while draining");
+        if (this._state !== "up")
+          this.log.warn({ session: sessionTag(id), state: this._state }, "new session while draining");
         await this.register(id, entry);
         await userInit?.(id);
       },
@@ -368,7 +401,11 @@ export class Affinity {
 
   private async register(id: string, entry: SessionEntry): Promise<boolean> {
     try {
-      await withTimeout(this.sessionStore.registerSession(id, this.sessionRecord(entry)), this.registryTimeoutMs, "register");
+      await withTimeout(
+        this.sessionStore.registerSession(id, this.sessionRecord(entry)),
+        this.registryTimeoutMs,
+        "register",
+      );
       entry.registered = true;
       entry.lastRefresh = Date.now();
       this.metrics.registration("ok");
@@ -379,7 +416,10 @@ export class Affinity {
       entry.lastRefresh = Date.now();
       this.metrics.registration("failed");
       this.metrics.registryError("register");
-      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "session registration failed; session continues on this node");
+      this.log.warn(
+        { session: sessionTag(id), ...errInfo(err) },
+        "session registration failed; session continues on this node",
+      );
       return false;
     }
   }
@@ -483,7 +523,8 @@ export class Affinity {
   /** hasSession with the registry explanation awaited (each call counts one mismatch when not local). */
   checkSession(id: string): Promise<SessionCheck> {
     if (this.sessions.has(id)) return Promise.resolve({ local: true });
-    if (!isValidSessionId(id)) return Promise.resolve(this.countMiss(id, { local: false, reason: "unknown" }, "malformed id"));
+    if (!isValidSessionId(id))
+      return Promise.resolve(this.countMiss(id, { local: false, reason: "unknown" }, "malformed id"));
     const pending = this.missChecks.get(id);
     if (pending) {
       // Same id asked again while its lookup runs: share the lookup, count the request.
@@ -507,7 +548,9 @@ export class Affinity {
       { session: sessionTag(id), reason, owner: r.owner, ...(detail ? { detail } : {}) },
       "session not served by this node",
     );
-    return r.ownerLive ? { local: false, reason, owner: r.owner, ownerLive: true } : { local: false, reason, owner: r.owner };
+    return r.ownerLive
+      ? { local: false, reason, owner: r.owner, ownerLive: true }
+      : { local: false, reason, owner: r.owner };
   }
 
   private async classify(id: string): Promise<SessionCheck & { detail?: string }> {
@@ -522,7 +565,12 @@ export class Affinity {
     const owner = rec.node || undefined;
     if (rec.cookie === this.cookie) {
       // Ours by URL, yet not in this process: a previous boot's session, or one closed without cleanup.
-      return { local: false, reason: "stale", owner, detail: rec.boot === this.bootId ? "closed on this boot" : "previous boot" };
+      return {
+        local: false,
+        reason: "stale",
+        owner,
+        detail: rec.boot === this.bootId ? "closed on this boot" : "previous boot",
+      };
     }
     const nodes = this.nodeStore;
     if (!nodes) return { local: false, reason: "misroute", owner, detail: "owner liveness unknown (sidecar registry)" };
@@ -534,7 +582,8 @@ export class Affinity {
       return { local: false, reason: "unchecked", owner, detail: errInfo(err).err };
     }
     if (!node) return { local: false, reason: "stale", owner, detail: "owner has no heartbeat" };
-    if (rec.boot !== null && node.boot !== rec.boot) return { local: false, reason: "stale", owner, detail: "owner rebooted" };
+    if (rec.boot !== null && node.boot !== rec.boot)
+      return { local: false, reason: "stale", owner, detail: "owner rebooted" };
     return { local: false, reason: "misroute", owner, ownerLive: true };
   }
 
@@ -574,7 +623,11 @@ export class Affinity {
           error ??= err;
         }
       }
-      if (local === "failed") this.log.warn({ session: sessionTag(id), ...errInfo(error) }, "local session close failed; cleaning registry anyway");
+      if (local === "failed")
+        this.log.warn(
+          { session: sessionTag(id), ...errInfo(error) },
+          "local session close failed; cleaning registry anyway",
+        );
     }
     let registry: CloseResult["registry"] = "deleted";
     try {

@@ -7,16 +7,30 @@ import { isValidSessionId, sessionTag } from "../../lib/registry/schema.ts";
 import type { Affinity, AffinityOptions, ConnectableServer } from "./affinity.ts";
 
 /** Byte for byte what the SDK's transport answers for a session it does not know (HTTP 404). */
-export const SESSION_NOT_FOUND_BODY = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
+export const SESSION_NOT_FOUND_BODY =
+  '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
 
 export function writeSessionNotFound(res: ServerResponse): void {
-  res.writeHead(404, { "content-type": "application/json", "content-length": Buffer.byteLength(SESSION_NOT_FOUND_BODY) });
+  res.writeHead(404, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(SESSION_NOT_FOUND_BODY),
+  });
   res.end(SESSION_NOT_FOUND_BODY);
 }
 
-function writeJsonRpcError(res: ServerResponse, status: number, code: number, message: string, id: string | number | null = null, retryAfterSeconds = 0): void {
+function writeJsonRpcError(
+  res: ServerResponse,
+  status: number,
+  code: number,
+  message: string,
+  id: string | number | null = null,
+  retryAfterSeconds = 0,
+): void {
   const body = JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id });
-  const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+  const headers: Record<string, string | number> = {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+  };
   if (retryAfterSeconds > 0) headers["retry-after"] = retryAfterSeconds;
   res.writeHead(status, headers);
   res.end(body);
@@ -53,7 +67,12 @@ async function readRequestId(req: IncomingMessage, parsedBody: unknown): Promise
 }
 
 /** 503 + Retry-After, naming the request when it is a single JSON-RPC request. */
-async function writeUnavailable(req: IncomingMessage, res: ServerResponse, parsedBody: unknown, message: string): Promise<void> {
+async function writeUnavailable(
+  req: IncomingMessage,
+  res: ServerResponse,
+  parsedBody: unknown,
+  message: string,
+): Promise<void> {
   const id = await readRequestId(req, parsedBody).catch(() => null);
   writeJsonRpcError(res, 503, -32000, message, id, NODE_RETRY_AFTER_SECONDS);
 }
@@ -75,14 +94,23 @@ export function createMcpHandler(affinity: Affinity, opts: McpHandlerOptions): M
     try {
       await route(affinity, opts, req, res, parsedBody);
     } catch (err) {
-      affinity.log.error({ err: (err as Error)?.message, code: (err as { code?: unknown })?.code }, "mcp request failed");
+      affinity.log.error(
+        { err: (err as Error)?.message, code: (err as { code?: unknown })?.code },
+        "mcp request failed",
+      );
       if (!res.headersSent) writeJsonRpcError(res, 500, -32603, "Internal error");
       else res.destroy();
     }
   };
 }
 
-async function route(affinity: Affinity, opts: McpHandlerOptions, req: IncomingMessage, res: ServerResponse, parsedBody: unknown) {
+async function route(
+  affinity: Affinity,
+  opts: McpHandlerOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  parsedBody: unknown,
+) {
   const header = req.headers["mcp-session-id"];
   const sid = Array.isArray(header) ? header.join(",") : header;
   if (sid !== undefined && sid !== "") {
@@ -182,13 +210,16 @@ export function keepIdleConnectionsOpen(server: KeepAliveSettings, proxyIdleTime
 }
 
 function checkProxyIdle(ms: number): void {
-  if (!Number.isSafeInteger(ms) || ms < 0) throw new RangeError(`proxyIdleTimeoutMs must be a whole number of milliseconds >= 0, got ${ms}`);
+  if (!Number.isSafeInteger(ms) || ms < 0)
+    throw new RangeError(`proxyIdleTimeoutMs must be a whole number of milliseconds >= 0, got ${ms}`);
 }
 
 /** The server a request came through, when it has keep-alive settings (http and https servers). */
 function serverOf(req: IncomingMessage): KeepAliveSettings | null {
   const server = (req.socket as { server?: unknown } | undefined)?.server as Partial<KeepAliveSettings> | undefined;
-  return server && typeof server.keepAliveTimeout === "number" && typeof server.headersTimeout === "number" ? (server as KeepAliveSettings) : null;
+  return server && typeof server.keepAliveTimeout === "number" && typeof server.headersTimeout === "number"
+    ? (server as KeepAliveSettings)
+    : null;
 }
 
 export interface Mounted {
@@ -215,7 +246,9 @@ export function mountMcp(target: HttpServer | AppLike, affinity: Affinity, opts:
   };
   // An Express app is a function with all() and listen(); an http(s).Server is a net.Server.
   if (!(target instanceof NetServer) && typeof (target as AppLike).all === "function") {
-    (target as AppLike).all(path, (req: IncomingMessage & { body?: unknown }, res: ServerResponse) => handler(req, res, req.body));
+    (target as AppLike).all(path, (req: IncomingMessage & { body?: unknown }, res: ServerResponse) =>
+      handler(req, res, req.body),
+    );
   } else {
     const server = target as HttpServer;
     keepIdleConnectionsOpen(server, proxyIdle);

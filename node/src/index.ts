@@ -1,7 +1,22 @@
 // Public entry of the node library: see docs/node-library.md.
 export { Affinity, AffinityConfigError, createAffinity } from "./affinity.ts";
-export type { AffinityOptions, AffinityState, CloseResult, ConnectableServer, LoggerLike, RegistryOptions, SessionCheck } from "./affinity.ts";
-export { createMcpHandler, keepIdleConnectionsOpen, mountMcp, PROXY_IDLE_TIMEOUT_MS, SESSION_NOT_FOUND_BODY, writeSessionNotFound } from "./http.ts";
+export type {
+  AffinityOptions,
+  AffinityState,
+  CloseResult,
+  ConnectableServer,
+  LoggerLike,
+  RegistryOptions,
+  SessionCheck,
+} from "./affinity.ts";
+export {
+  createMcpHandler,
+  keepIdleConnectionsOpen,
+  mountMcp,
+  PROXY_IDLE_TIMEOUT_MS,
+  SESSION_NOT_FOUND_BODY,
+  writeSessionNotFound,
+} from "./http.ts";
 export type { AppLike, McpHandlerOptions, McpRequestHandler, Mounted, MountOptions, TransportOptions } from "./http.ts";
 export { RegistryError } from "../../lib/registry/registry.ts";
 export { McpAffinityError, ERROR_CODES, type ErrorCode } from "../../lib/errors.ts";

@@ -25,7 +25,10 @@ export class AffinityMetrics {
     mismatches: { misroute: 0, stale: 0, unknown: 0, unchecked: 0 } as Record<MissReason, number>,
     closes: { closed: 0, failed: 0, unknown: 0 },
     heartbeats: { ok: 0, failed: 0 },
-    registryErrors: { register: 0, refresh: 0, lookup: 0, close: 0, heartbeat: 0, connection: 0 } as Record<RegistryOp, number>,
+    registryErrors: { register: 0, refresh: 0, lookup: 0, close: 0, heartbeat: 0, connection: 0 } as Record<
+      RegistryOp,
+      number
+    >,
   };
   private readonly prom?: {
     registrations: Counter<"result">;
@@ -40,14 +43,51 @@ export class AffinityMetrics {
     if (!registry) return;
     const registers = [registry];
     this.prom = {
-      registrations: new Counter({ name: "mcp_affinity_node_registrations_total", help: "Session registrations by result", labelNames: ["result"], registers }),
-      refreshes: new Counter({ name: "mcp_affinity_node_ttl_refreshes_total", help: "Session TTL refreshes by result", labelNames: ["result"], registers }),
-      mismatches: new Counter({ name: "mcp_affinity_node_session_mismatches_total", help: "Requests for sessions not held by this node, by reason", labelNames: ["reason"], registers }),
-      closes: new Counter({ name: "mcp_affinity_node_closes_total", help: "Session closes by local outcome", labelNames: ["local"], registers }),
-      heartbeats: new Counter({ name: "mcp_affinity_node_heartbeats_total", help: "Heartbeat writes by result", labelNames: ["result"], registers }),
-      registryErrors: new Counter({ name: "mcp_affinity_node_registry_errors_total", help: "Registry errors by operation", labelNames: ["op"], registers }),
+      registrations: new Counter({
+        name: "mcp_affinity_node_registrations_total",
+        help: "Session registrations by result",
+        labelNames: ["result"],
+        registers,
+      }),
+      refreshes: new Counter({
+        name: "mcp_affinity_node_ttl_refreshes_total",
+        help: "Session TTL refreshes by result",
+        labelNames: ["result"],
+        registers,
+      }),
+      mismatches: new Counter({
+        name: "mcp_affinity_node_session_mismatches_total",
+        help: "Requests for sessions not held by this node, by reason",
+        labelNames: ["reason"],
+        registers,
+      }),
+      closes: new Counter({
+        name: "mcp_affinity_node_closes_total",
+        help: "Session closes by local outcome",
+        labelNames: ["local"],
+        registers,
+      }),
+      heartbeats: new Counter({
+        name: "mcp_affinity_node_heartbeats_total",
+        help: "Heartbeat writes by result",
+        labelNames: ["result"],
+        registers,
+      }),
+      registryErrors: new Counter({
+        name: "mcp_affinity_node_registry_errors_total",
+        help: "Registry errors by operation",
+        labelNames: ["op"],
+        registers,
+      }),
     };
-    new Gauge({ name: "mcp_affinity_node_sessions", help: "Sessions held by this process", registers, collect() { this.set(sessions()); } });
+    new Gauge({
+      name: "mcp_affinity_node_sessions",
+      help: "Sessions held by this process",
+      registers,
+      collect() {
+        this.set(sessions());
+      },
+    });
     new Gauge({
       name: "mcp_affinity_node_draining",
       help: "1 while the node is draining or drained",

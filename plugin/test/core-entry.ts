@@ -10,7 +10,17 @@ const input = new RouteInput();
 const out = new Decision();
 
 /** Returns target * 256 + action * 16 + reason. */
-export function decide(id: i32, view: i32, session: i32, ownerState: i32, cookie: i32, rejectMisroute: i32, passWhenDown: i32, token: i32, tokenCookie: i32): i32 {
+export function decide(
+  id: i32,
+  view: i32,
+  session: i32,
+  ownerState: i32,
+  cookie: i32,
+  rejectMisroute: i32,
+  passWhenDown: i32,
+  token: i32,
+  tokenCookie: i32,
+): i32 {
   input.id = id;
   input.view = view;
   input.session = session;

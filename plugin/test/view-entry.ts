@@ -92,7 +92,7 @@ export function searchShard(epoch: u32): i64 {
   const off = view.searchShard(input, hash.ptr);
   if (off == SHARD_UNUSABLE || off == SHARD_ABSENT) return <i64>off;
   const rec = input.ptr + <usize>off;
-  return (<i64>load<u32>(rec, 16) << 1) | <i64>(load<u8>(rec, 20) & 1);
+  return ((<i64>load<u32>(rec, 16)) << 1) | (<i64>(load<u8>(rec, 20) & 1));
 }
 
 /** The input as a learned file probed for the hash at hashBuffer: its cookie at result, or false. */

@@ -77,7 +77,11 @@ export class DeathChecker {
     try {
       const res = await fetch(new URL(this.o.path, base), {
         method: "POST",
-        headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-session-id": s.id },
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-session-id": s.id,
+        },
         body: PING,
         signal: AbortSignal.timeout(this.o.timeoutMs ?? 2000),
       });

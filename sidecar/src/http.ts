@@ -97,10 +97,16 @@ export function createHttpServer(d: HttpDeps): Server {
           nodeUrl = null;
         }
         if (!nodeUrl || (nodeUrl.protocol !== "http:" && nodeUrl.protocol !== "https:")) {
-          send(res, 400, { error: 'body must be {"node":"<server URL as configured in Traefik>","boot":"<boot id, optional>"}' });
+          send(res, 400, {
+            error: 'body must be {"node":"<server URL as configured in Traefik>","boot":"<boot id, optional>"}',
+          });
           return 400;
         }
-        if (body.boot !== undefined && body.boot !== null && (typeof body.boot !== "string" || body.boot.length > 256)) {
+        if (
+          body.boot !== undefined &&
+          body.boot !== null &&
+          (typeof body.boot !== "string" || body.boot.length > 256)
+        ) {
           send(res, 400, { error: "boot must be a string of at most 256 characters" });
           return 400;
         }
@@ -142,7 +148,12 @@ export function createHttpServer(d: HttpDeps): Server {
       }
       const e = errFields(err);
       d.log.warn({ session: tag, err: e }, "sessions API: registry unavailable");
-      send(res, 503, { error: "registry unavailable", code: e.code ?? "ERR_REGISTRY_UNAVAILABLE" }, { "retry-after": "1" });
+      send(
+        res,
+        503,
+        { error: "registry unavailable", code: e.code ?? "ERR_REGISTRY_UNAVAILABLE" },
+        { "retry-after": "1" },
+      );
       return 503;
     }
   };

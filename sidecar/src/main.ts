@@ -4,7 +4,10 @@ import { SidecarError, startSidecar } from "./sidecar.ts";
 
 const NAME = "mcp-affinity-sidecar";
 
-export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Promise<void> {
+export async function main(
+  argv: string[] = process.argv.slice(2),
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<void> {
   if (argv.includes("--help") || argv.includes("-h")) {
     process.stdout.write(helpText());
     return;

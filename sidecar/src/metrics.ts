@@ -49,9 +49,15 @@ export function createMetrics(): SidecarMetrics {
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
   // Gauges named like counters (`promtool check metrics` refuses them); the same figures are the
   // sums of nodejs_active_{handles,requests,resources} by type.
-  for (const kind of ["handles", "requests", "resources"]) registry.removeSingleMetric(`${PREFIX}nodejs_active_${kind}_total`);
+  for (const kind of ["handles", "requests", "resources"])
+    registry.removeSingleMetric(`${PREFIX}nodejs_active_${kind}_total`);
 
-  const decisions = new Counter({ name: `${PREFIX}edge_decisions_total`, help: "Edge (plugin) decisions by reason, from the plugin's event batches", labelNames: ["reason"], registers: r });
+  const decisions = new Counter({
+    name: `${PREFIX}edge_decisions_total`,
+    help: "Edge (plugin) decisions by reason, from the plugin's event batches",
+    labelNames: ["reason"],
+    registers: r,
+  });
   // Pre-create the documented reasons so dashboards see zeros rather than gaps.
   for (const reason of DECISION_REASONS) decisions.inc({ reason }, 0);
   const postBodies = new Counter({
@@ -65,28 +71,131 @@ export function createMetrics(): SidecarMetrics {
     registry,
     decisions,
     postBodies,
-    eventsDropped: new Counter({ name: `${PREFIX}edge_session_events_lost_total`, help: "Learn and close events the plugin could not write (no free slot in events/ for session batches)", registers: r }),
-    eventFiles: new Counter({ name: `${PREFIX}event_files_total`, help: "Event files handled, by result (applied, corrupt, quarantined)", labelNames: ["result"], registers: r }),
-    eventQuarantine: new Gauge({ name: `${PREFIX}event_quarantine_files`, help: "Event batches kept in events-quarantine/ (could not be applied; bounded)", registers: r }),
-    deathChecks: new Counter({ name: `${PREFIX}death_checks_total`, help: "Sessions the edge saw answered without a session (possible 404), checked with their owner, by result (dead, alive, error, skipped)", labelNames: ["result"], registers: r }),
-    edgeTouches: new Counter({ name: `${PREFIX}edge_session_touches_total`, help: "Activity of edge-learned sessions written to Redis (TTL renewed), by result (renewed, skipped: not an edge record or gone, dropped: queue full, error)", labelNames: ["result"], registers: r }),
-    learnedFiles: new Gauge({ name: `${PREFIX}learned_files`, help: "Files in learned/ (bounded by the plugin's maxLearnedFiles)", registers: r }),
-    eventBadLines: new Counter({ name: `${PREFIX}event_bad_lines_total`, help: "Unreadable event lines skipped", registers: r }),
-    eventLag: new Histogram({ name: `${PREFIX}event_lag_seconds`, help: "Time from the plugin writing a batch to the sidecar applying it", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
-    eventPending: new Gauge({ name: `${PREFIX}event_files_pending`, help: "Event files waiting (incomplete, or held back by a failed apply)", registers: r }),
-    registrations: new Counter({ name: `${PREFIX}registrations_total`, help: "New session registrations seen by this sidecar, by source (node, edge); every sidecar sees every registration", labelNames: ["source"], registers: r }),
-    closes: new Counter({ name: `${PREFIX}closes_total`, help: "Sessions this sidecar saw closed, each once, by the path that told it first (edge: a DELETE seen by this Traefik, api: the sessions API, registry: other writers); every sidecar sees every close", labelNames: ["origin"], registers: r }),
-    redisErrors: new Counter({ name: `${PREFIX}redis_errors_total`, help: "Failed Redis operations, by operation", labelNames: ["operation"], registers: r }),
-    dirErrors: new Counter({ name: `${PREFIX}shared_dir_errors_total`, help: "Failed file operations in the shared directory, by operation", labelNames: ["operation"], registers: r }),
-    viewPublishDuration: new Histogram({ name: `${PREFIX}view_publish_duration_seconds`, help: "Time to publish the view, by kind (full, incremental, meta)", labelNames: ["kind"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r }),
-    viewPublishErrors: new Counter({ name: `${PREFIX}view_publish_errors_total`, help: "View publishes that failed (the previous view stays)", registers: r }),
-    viewShardsWritten: new Counter({ name: `${PREFIX}view_shards_written_total`, help: "Shard files written or removed", registers: r }),
-    reconciles: new Counter({ name: `${PREFIX}reconciles_total`, help: "Full resyncs with the registry, by result (ok, error)", labelNames: ["result"], registers: r }),
-    reconcileDuration: new Histogram({ name: `${PREFIX}reconcile_duration_seconds`, help: "Duration of a full resync", buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r }),
-    learnedDeleted: new Counter({ name: `${PREFIX}learned_files_deleted_total`, help: "learned/ files deleted, by reason (published, expired, invalid)", labelNames: ["reason"], registers: r }),
-    traefikErrors: new Counter({ name: `${PREFIX}traefik_api_errors_total`, help: "Failed polls of the Traefik API", registers: r }),
-    probes: new Counter({ name: `${PREFIX}node_probes_total`, help: "Health probes of the nodes by the sidecar, by result (ok, unhealthy, timeout, refused; late-ok, late-unhealthy: a timed-out probe answered later)", labelNames: ["result"], registers: r }),
-    apiRequests: new Counter({ name: `${PREFIX}api_requests_total`, help: "Sessions API requests, by method and status", labelNames: ["method", "status"], registers: r }),
+    eventsDropped: new Counter({
+      name: `${PREFIX}edge_session_events_lost_total`,
+      help: "Learn and close events the plugin could not write (no free slot in events/ for session batches)",
+      registers: r,
+    }),
+    eventFiles: new Counter({
+      name: `${PREFIX}event_files_total`,
+      help: "Event files handled, by result (applied, corrupt, quarantined)",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    eventQuarantine: new Gauge({
+      name: `${PREFIX}event_quarantine_files`,
+      help: "Event batches kept in events-quarantine/ (could not be applied; bounded)",
+      registers: r,
+    }),
+    deathChecks: new Counter({
+      name: `${PREFIX}death_checks_total`,
+      help: "Sessions the edge saw answered without a session (possible 404), checked with their owner, by result (dead, alive, error, skipped)",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    edgeTouches: new Counter({
+      name: `${PREFIX}edge_session_touches_total`,
+      help: "Activity of edge-learned sessions written to Redis (TTL renewed), by result (renewed, skipped: not an edge record or gone, dropped: queue full, error)",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    learnedFiles: new Gauge({
+      name: `${PREFIX}learned_files`,
+      help: "Files in learned/ (bounded by the plugin's maxLearnedFiles)",
+      registers: r,
+    }),
+    eventBadLines: new Counter({
+      name: `${PREFIX}event_bad_lines_total`,
+      help: "Unreadable event lines skipped",
+      registers: r,
+    }),
+    eventLag: new Histogram({
+      name: `${PREFIX}event_lag_seconds`,
+      help: "Time from the plugin writing a batch to the sidecar applying it",
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: r,
+    }),
+    eventPending: new Gauge({
+      name: `${PREFIX}event_files_pending`,
+      help: "Event files waiting (incomplete, or held back by a failed apply)",
+      registers: r,
+    }),
+    registrations: new Counter({
+      name: `${PREFIX}registrations_total`,
+      help: "New session registrations seen by this sidecar, by source (node, edge); every sidecar sees every registration",
+      labelNames: ["source"],
+      registers: r,
+    }),
+    closes: new Counter({
+      name: `${PREFIX}closes_total`,
+      help: "Sessions this sidecar saw closed, each once, by the path that told it first (edge: a DELETE seen by this Traefik, api: the sessions API, registry: other writers); every sidecar sees every close",
+      labelNames: ["origin"],
+      registers: r,
+    }),
+    redisErrors: new Counter({
+      name: `${PREFIX}redis_errors_total`,
+      help: "Failed Redis operations, by operation",
+      labelNames: ["operation"],
+      registers: r,
+    }),
+    dirErrors: new Counter({
+      name: `${PREFIX}shared_dir_errors_total`,
+      help: "Failed file operations in the shared directory, by operation",
+      labelNames: ["operation"],
+      registers: r,
+    }),
+    viewPublishDuration: new Histogram({
+      name: `${PREFIX}view_publish_duration_seconds`,
+      help: "Time to publish the view, by kind (full, incremental, meta)",
+      labelNames: ["kind"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
+    }),
+    viewPublishErrors: new Counter({
+      name: `${PREFIX}view_publish_errors_total`,
+      help: "View publishes that failed (the previous view stays)",
+      registers: r,
+    }),
+    viewShardsWritten: new Counter({
+      name: `${PREFIX}view_shards_written_total`,
+      help: "Shard files written or removed",
+      registers: r,
+    }),
+    reconciles: new Counter({
+      name: `${PREFIX}reconciles_total`,
+      help: "Full resyncs with the registry, by result (ok, error)",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    reconcileDuration: new Histogram({
+      name: `${PREFIX}reconcile_duration_seconds`,
+      help: "Duration of a full resync",
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: r,
+    }),
+    learnedDeleted: new Counter({
+      name: `${PREFIX}learned_files_deleted_total`,
+      help: "learned/ files deleted, by reason (published, expired, invalid)",
+      labelNames: ["reason"],
+      registers: r,
+    }),
+    traefikErrors: new Counter({
+      name: `${PREFIX}traefik_api_errors_total`,
+      help: "Failed polls of the Traefik API",
+      registers: r,
+    }),
+    probes: new Counter({
+      name: `${PREFIX}node_probes_total`,
+      help: "Health probes of the nodes by the sidecar, by result (ok, unhealthy, timeout, refused; late-ok, late-unhealthy: a timed-out probe answered later)",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    apiRequests: new Counter({
+      name: `${PREFIX}api_requests_total`,
+      help: "Sessions API requests, by method and status",
+      labelNames: ["method", "status"],
+      registers: r,
+    }),
   };
   return m;
 }

@@ -52,10 +52,14 @@ export function probeNode(nodeUrl: string, path: string, timeoutMs: number, late
     };
     // A fresh connection each time (agent: false): an idle keep-alive connection to a stopped
     // process would hide the refusal behind a reset.
-    const req = (u.protocol === "https:" ? requestTls : request)(u, { method: "GET", agent: false, headers: { connection: "close" } }, (res) => {
-      res.resume();
-      done(res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300 ? "ok" : "unhealthy");
-    });
+    const req = (u.protocol === "https:" ? requestTls : request)(
+      u,
+      { method: "GET", agent: false, headers: { connection: "close" } },
+      (res) => {
+        res.resume();
+        done(res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300 ? "ok" : "unhealthy");
+      },
+    );
     const timer = setTimeout(() => done("timeout"), timeoutMs);
     req.on("error", (err: NodeJS.ErrnoException) => done(err.code === "ECONNREFUSED" ? "refused" : "timeout"));
     req.end();

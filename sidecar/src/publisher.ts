@@ -60,7 +60,9 @@ export class Publisher {
    * liveness is old news, and a pin is harmless where a 503 would not be.
    */
   adopt(meta: ViewMeta): void {
-    this.onDisk = new Map(meta.nodes.map((n) => [n.id, n.state === "down" ? { ...n, state: "up" as const, retryAfterSeconds: 0 } : n]));
+    this.onDisk = new Map(
+      meta.nodes.map((n) => [n.id, n.state === "down" ? { ...n, state: "up" as const, retryAfterSeconds: 0 } : n]),
+    );
   }
 
   /** Writes the meta, listing `nodes` plus, when `keepOnDisk`, every owner the meta on disk lists. */
@@ -71,7 +73,18 @@ export class Publisher {
     const published = Date.now();
     this.generation++;
     const m = this.mirror;
-    await writeMeta(this.opts.dir, { epoch: this.opts.epoch, generation: this.generation, published, shardBits: m.shardBits as 4 | 8 | 12 | 16, nodes: list, boots: m.viewBoots() }, { fs: this.fs });
+    await writeMeta(
+      this.opts.dir,
+      {
+        epoch: this.opts.epoch,
+        generation: this.generation,
+        published,
+        shardBits: m.shardBits as 4 | 8 | 12 | 16,
+        nodes: list,
+        boots: m.viewBoots(),
+      },
+      { fs: this.fs },
+    );
     this.onDisk = table;
     this.lastPublished = published;
   }
@@ -146,7 +159,8 @@ export class Publisher {
     // Shards are encoded now, in the same tick as the node table: changes that land while the
     // files are written mark their shard dirty again and go out with the next publish.
     const encoded = new Map<number, Buffer | null>();
-    for (const s of work) encoded.set(s, m.sessions.shardSize(s) ? encodeShardEntries(epoch, m.sessions.shardEntries(s)) : null);
+    for (const s of work)
+      encoded.set(s, m.sessions.shardSize(s) ? encodeShardEntries(epoch, m.sessions.shardEntries(s)) : null);
     const before = m.viewNodes();
     if (before.some((n) => !this.onDisk.has(n.id))) {
       try {

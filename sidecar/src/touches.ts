@@ -32,7 +32,8 @@ export class EdgeTouches {
       this.pending.clear();
       for (let i = 0; i < ids.length; i += 8) {
         const results = await Promise.allSettled(ids.slice(i, i + 8).map((id) => this.o.touch(id)));
-        for (const r of results) this.o.onResult(r.status === "rejected" ? "error" : r.value ? "renewed" : "skipped", 1);
+        for (const r of results)
+          this.o.onResult(r.status === "rejected" ? "error" : r.value ? "renewed" : "skipped", 1);
       }
     })().finally(() => {
       this.flushing = null;

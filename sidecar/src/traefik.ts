@@ -18,7 +18,8 @@ export async function readTraefikServers(api: string, services: string[], timeou
   const u = new URL(api);
   const headers: Record<string, string> = {};
   if (u.username || u.password) {
-    headers.authorization = "Basic " + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString("base64");
+    headers.authorization =
+      "Basic " + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString("base64");
     u.username = "";
     u.password = "";
   }
@@ -27,7 +28,10 @@ export async function readTraefikServers(api: string, services: string[], timeou
   for (const name of services) {
     let res: Response;
     try {
-      res = await fetch(`${base}/api/http/services/${encodeURIComponent(name)}`, { headers, signal: AbortSignal.timeout(timeoutMs) });
+      res = await fetch(`${base}/api/http/services/${encodeURIComponent(name)}`, {
+        headers,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
     } catch (err) {
       throw new TraefikApiError(`Traefik API unreachable: ${(err as Error).message}`);
     }
@@ -44,7 +48,8 @@ export async function readTraefikServers(api: string, services: string[], timeou
     }
     const servers: unknown = body?.loadBalancer?.servers;
     if (!Array.isArray(servers)) throw new TraefikApiError(`service ${name} has no loadBalancer servers`);
-    const status: Record<string, string> = body?.serverStatus && typeof body.serverStatus === "object" ? body.serverStatus : {};
+    const status: Record<string, string> =
+      body?.serverStatus && typeof body.serverStatus === "object" ? body.serverStatus : {};
     for (const s of servers) {
       if (!s || typeof s.url !== "string") continue;
       // No status entry (no health check configured): Traefik routes to it, so it is up.

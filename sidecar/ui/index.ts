@@ -11,14 +11,27 @@ export interface StaticFile {
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The page loads its script and fetches /metrics from the same origin, nothing else.
-const CSP = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'";
+const CSP =
+  "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'";
 
 let files: Map<string, StaticFile> | null = null;
 function load(): Map<string, StaticFile> {
   const common = { "cache-control": "no-store", "x-content-type-options": "nosniff" };
   return new Map([
-    ["/status", { headers: { ...common, "content-type": "text/html; charset=utf-8", "content-security-policy": CSP }, body: readFileSync(join(here, "status.html")) }],
-    ["/status.js", { headers: { ...common, "content-type": "text/javascript; charset=utf-8" }, body: readFileSync(join(here, "status.js")) }],
+    [
+      "/status",
+      {
+        headers: { ...common, "content-type": "text/html; charset=utf-8", "content-security-policy": CSP },
+        body: readFileSync(join(here, "status.html")),
+      },
+    ],
+    [
+      "/status.js",
+      {
+        headers: { ...common, "content-type": "text/javascript; charset=utf-8" },
+        body: readFileSync(join(here, "status.js")),
+      },
+    ],
   ]);
 }
 

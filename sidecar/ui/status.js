@@ -20,10 +20,29 @@ const M = {
 const POLL_MS = 2000;
 const HISTORY = 150; // 5 minutes at 2 s
 const STALE_AFTER_S = 5; // the plugin's default staleAfterMs
-const REASONS = ["pass", "pin", "repair", "sessionless", "unknown", "lost", "unavailable", "reject", "invalid", "fail-open"];
+const REASONS = [
+  "pass",
+  "pin",
+  "repair",
+  "sessionless",
+  "unknown",
+  "lost",
+  "unavailable",
+  "reject",
+  "invalid",
+  "fail-open",
+];
 const COLORS = {
-  pass: "#2b6cb0", pin: "#38a169", repair: "#d69e2e", sessionless: "#a0aec0", unknown: "#805ad5",
-  lost: "#c53030", unavailable: "#dd6b20", reject: "#9b2c2c", invalid: "#d53f8c", "fail-open": "#1a202c",
+  pass: "#2b6cb0",
+  pin: "#38a169",
+  repair: "#d69e2e",
+  sessionless: "#a0aec0",
+  unknown: "#805ad5",
+  lost: "#c53030",
+  unavailable: "#dd6b20",
+  reject: "#9b2c2c",
+  invalid: "#d53f8c",
+  "fail-open": "#1a202c",
 };
 
 /** Prometheus text format -> Map(name -> [{labels, value}]). */
@@ -82,7 +101,8 @@ function fmtAge(s) {
 
 function renderNodes(m) {
   const nodes = new Map();
-  for (const s of samples(m, M.nodeState)) if (s.value === 1) nodes.set(s.labels.node, { state: s.labels.state, sessions: 0 });
+  for (const s of samples(m, M.nodeState))
+    if (s.value === 1) nodes.set(s.labels.node, { state: s.labels.state, sessions: 0 });
   for (const s of samples(m, M.sessions)) {
     const n = nodes.get(s.labels.node) || { state: s.labels.state || "unknown", sessions: 0 };
     n.sessions += s.value;
@@ -92,7 +112,9 @@ function renderNodes(m) {
   const tbody = $("nodes").tBodies[0];
   tbody.textContent = "";
   const order = { up: 0, draining: 1, down: 2, gone: 3 };
-  const rows = [...nodes.entries()].sort((a, b) => (order[a[1].state] ?? 9) - (order[b[1].state] ?? 9) || a[0].localeCompare(b[0]));
+  const rows = [...nodes.entries()].sort(
+    (a, b) => (order[a[1].state] ?? 9) - (order[b[1].state] ?? 9) || a[0].localeCompare(b[0]),
+  );
   if (rows.length === 0) {
     const tr = tbody.insertRow();
     const td = tr.insertCell();
@@ -185,7 +207,11 @@ function drawChart() {
   ctx.clearRect(0, 0, W, H);
   const reasons = REASONS.filter((r) => history.some((h) => h.rates[r] > 0));
   let max = 1;
-  for (const h of history) max = Math.max(max, reasons.reduce((a, r) => a + (h.rates[r] || 0), 0));
+  for (const h of history)
+    max = Math.max(
+      max,
+      reasons.reduce((a, r) => a + (h.rates[r] || 0), 0),
+    );
   max = niceCeil(max);
   // axes and grid
   ctx.strokeStyle = "#d9dee3";

@@ -12,11 +12,25 @@
 import { readFileSync } from "node:fs";
 import { listLearned } from "../../lib/view/index.ts";
 import { mintSessionId, wrapSessionId } from "../../lib/token/index.ts";
-import { CLUSTER_VIEW, COOKIE, GONE_COOKIE, cookieValueFor, publish, readEvents, republishMeta, sessionHashHex, type ViewSpec } from "../support/plugin-fixture.ts";
+import {
+  CLUSTER_VIEW,
+  COOKIE,
+  GONE_COOKIE,
+  cookieValueFor,
+  publish,
+  readEvents,
+  republishMeta,
+  sessionHashHex,
+  type ViewSpec,
+} from "../support/plugin-fixture.ts";
 import type { NodeViewState, ShardBits } from "../../lib/view/index.ts";
 
 /** The test cluster's nodes by name: sticky cookie values as Traefik computes them. */
-const NODE_COOKIES: Record<string, string> = { ...COOKIE, gone: GONE_COOKIE, unlisted: cookieValueFor("http://10.0.0.9:3000") };
+const NODE_COOKIES: Record<string, string> = {
+  ...COOKIE,
+  gone: GONE_COOKIE,
+  unlisted: cookieValueFor("http://10.0.0.9:3000"),
+};
 
 interface NodeSpec {
   id: number;
@@ -55,7 +69,8 @@ interface WriteInput {
 
 function cookieOf(name: string): string {
   const c = NODE_COOKIES[name];
-  if (!c) throw new Error(`fixtures.ts: no node ${JSON.stringify(name)} (known: ${Object.keys(NODE_COOKIES).join(", ")})`);
+  if (!c)
+    throw new Error(`fixtures.ts: no node ${JSON.stringify(name)} (known: ${Object.keys(NODE_COOKIES).join(", ")})`);
   return c;
 }
 
@@ -65,11 +80,27 @@ async function write(input: WriteInput): Promise<unknown> {
       v.base === "cluster"
         ? CLUSTER_VIEW
         : {
-            nodes: (v.nodes ?? []).map((n) => ({ id: n.id, cookie: cookieOf(n.node), state: n.state, retryAfterSeconds: n.retryAfterSeconds })),
+            nodes: (v.nodes ?? []).map((n) => ({
+              id: n.id,
+              cookie: cookieOf(n.node),
+              state: n.state,
+              retryAfterSeconds: n.retryAfterSeconds,
+            })),
             sessions: v.sessions ?? [],
           };
-    const boots = (v.boots ?? []).map((b) => ({ cookie: cookieOf(b.node), bootTag: b.bootTag, state: b.state, retryAfterSeconds: b.retryAfterSeconds }));
-    const spec: ViewSpec = { ...base, boots: [...(base.boots ?? []), ...boots], epoch: v.epoch, shardBits: v.shardBits, published: Date.now() - (v.publishedAgoMs ?? 0) };
+    const boots = (v.boots ?? []).map((b) => ({
+      cookie: cookieOf(b.node),
+      bootTag: b.bootTag,
+      state: b.state,
+      retryAfterSeconds: b.retryAfterSeconds,
+    }));
+    const spec: ViewSpec = {
+      ...base,
+      boots: [...(base.boots ?? []), ...boots],
+      epoch: v.epoch,
+      shardBits: v.shardBits,
+      published: Date.now() - (v.publishedAgoMs ?? 0),
+    };
     if (v.shardEpoch === undefined) await publish(dir, spec);
     else {
       await publish(dir, { ...spec, epoch: v.shardEpoch });
@@ -81,7 +112,9 @@ async function write(input: WriteInput): Promise<unknown> {
     tokens: Object.fromEntries(
       Object.entries(input.tokens ?? {}).map(([name, t]) => [
         name,
-        t.kind === "minted" ? mintSessionId(cookieOf(t.node), t.bootTag) : wrapSessionId(t.inner ?? "", cookieOf(t.node), t.bootTag),
+        t.kind === "minted"
+          ? mintSessionId(cookieOf(t.node), t.bootTag)
+          : wrapSessionId(t.inner ?? "", cookieOf(t.node), t.bootTag),
       ]),
     ),
     hashes: Object.fromEntries(input.sessionIds.map((id) => [id, sessionHashHex(id)])),

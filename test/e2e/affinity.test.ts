@@ -9,8 +9,30 @@ import { httpGet } from "../../dev/net.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startStack, type Stack } from "../../dev/stack.ts";
 import { watchViewConsistency } from "../support/view-consistency.ts";
-import { header, initializeBody, jsonRpcOf, MCP_HEADERS, openSse, PROTOCOL_VERSION, raw, rawCall, rawInitialize, setCookies, stickyCookieOf } from "../../dev/mcp-client.ts";
-import { connectSdk, counterLoad, newTally, pythonClient, rawSocket, report, sidecarMetric, type CounterLoadResult, type SdkSession } from "./helpers.ts";
+import {
+  header,
+  initializeBody,
+  jsonRpcOf,
+  MCP_HEADERS,
+  openSse,
+  PROTOCOL_VERSION,
+  raw,
+  rawCall,
+  rawInitialize,
+  setCookies,
+  stickyCookieOf,
+} from "../../dev/mcp-client.ts";
+import {
+  connectSdk,
+  counterLoad,
+  newTally,
+  pythonClient,
+  rawSocket,
+  report,
+  sidecarMetric,
+  type CounterLoadResult,
+  type SdkSession,
+} from "./helpers.ts";
 
 let stack: Stack;
 
@@ -25,7 +47,11 @@ afterAll(async () => {
 const nodeByCookie = (c: string | undefined) => stack.nodes.find((n) => n.cookie === c);
 
 async function waitInView(sessionId: string, timeoutMs = 5000): Promise<void> {
-  await waitUntil("the session in the published view", () => lookupSession(stack.shared, sessionHash(sessionId)), timeoutMs);
+  await waitUntil(
+    "the session in the published view",
+    () => lookupSession(stack.shared, sessionHash(sessionId)),
+    timeoutMs,
+  );
 }
 
 function pct(n: number, d: number): string {
@@ -54,7 +80,11 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
       ["sessions broken", pct(on.brokenSessions, on.sessions), pct(off.brokenSessions, off.sessions)],
       ["handshakes retried", String(on.failedHandshakes), String(off.failedHandshakes)],
       ["HTTP requests failed", pct(on.http.failed, on.http.requests), pct(off.http.failed, off.http.requests)],
-      ["call latency p50/p99 ms", `${on.latencyMs.p50}/${on.latencyMs.p99}`, `${off.latencyMs.p50}/${off.latencyMs.p99}`],
+      [
+        "call latency p50/p99 ms",
+        `${on.latencyMs.p50}/${on.latencyMs.p99}`,
+        `${off.latencyMs.p50}/${off.latencyMs.p99}`,
+      ],
       ["wall time ms", String(on.wallMs), String(off.wallMs)],
     ];
     const w0 = Math.max(...rows.map((r) => r[0].length));
@@ -68,7 +98,12 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
         "",
       ].join("\n"),
     );
-    report("1 plugin-on", { ...on, viewChecks: consistency.checks, viewInconsistent: consistency.inconsistent.length, viewInconsistentSamples: consistency.inconsistent.slice(0, 3) });
+    report("1 plugin-on", {
+      ...on,
+      viewChecks: consistency.checks,
+      viewInconsistent: consistency.inconsistent.length,
+      viewInconsistentSamples: consistency.inconsistent.slice(0, 3),
+    });
     report("1 plugin-off", { ...off });
     // With the plugin not one call fails: no misroute, no edge answer, no answer lost on the way.
     expect(on.failedCalls).toBe(0);
@@ -87,7 +122,16 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
   it("2. cookie-keeping client: the Python mcp client over TLS keeps the Secure sticky cookie, sessions stable", async () => {
     const sessions = 10;
     const calls = 10;
-    const out = await pythonClient(["--url", stack.mcpsUrl, "--cafile", stack.caFile, "--sessions", String(sessions), "--calls", String(calls)]);
+    const out = await pythonClient([
+      "--url",
+      stack.mcpsUrl,
+      "--cafile",
+      stack.caFile,
+      "--sessions",
+      String(sessions),
+      "--calls",
+      String(calls),
+    ]);
     const res: any[] = out.sessions;
     expect(res).toHaveLength(sessions);
     const errors = res.reduce((a, s) => a + s.errors.length, 0);
@@ -127,7 +171,9 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     for (const phase of ["learned", "view"]) {
       if (phase === "view") await waitInView(sessionId);
       for (const wrong of others) {
-        const r = await rawCall(base, sessionId, "counter", { cookie: `theme=dark; _mcp_backend=${wrong.cookie}; lang=en` });
+        const r = await rawCall(base, sessionId, "counter", {
+          cookie: `theme=dark; _mcp_backend=${wrong.cookie}; lang=en`,
+        });
         expectValue++;
         const repaired = stickyCookieOf(r);
         results.push({ phase, status: r.status, value: r.text, repaired });
@@ -150,7 +196,11 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     // Whoami with a wrong cookie names the owner.
     const who = await rawCall(base, sessionId, "whoami", { cookie: `_mcp_backend=${others[0]!.cookie}` });
     expect(JSON.parse(who.text!).node).toBe(owner!.name);
-    report("3 wrong-cookie", { owner: owner!.name, requests: results.length + 2, repaired: results.filter((r) => r.repaired === owner!.cookie).length });
+    report("3 wrong-cookie", {
+      owner: owner!.name,
+      requests: results.length + 2,
+      repaired: results.filter((r) => r.repaired === owner!.cookie).length,
+    });
   });
 
   it("7. non-/mcp traffic round-robins across the three nodes and gets no sticky cookie", async () => {
@@ -160,7 +210,11 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     for (let i = 0; i < n; i++) {
       // Half of them carry a sticky cookie for node 1: the default router must ignore it.
       const headers: Record<string, string> = i % 2 ? { cookie: `_mcp_backend=${stack.nodes[0]!.cookie}` } : {};
-      const r = await raw(`${stack.httpBase}/graphql`, { method: i % 3 ? "GET" : "POST", headers, body: i % 3 ? undefined : "{}" });
+      const r = await raw(`${stack.httpBase}/graphql`, {
+        method: i % 3 ? "GET" : "POST",
+        headers,
+        body: i % 3 ? undefined : "{}",
+      });
       expect(r.status).toBe(200);
       counts[JSON.parse(r.body).node] = (counts[JSON.parse(r.body).node] ?? 0) + 1;
       if (setCookies(r).length) cookies++;
@@ -174,7 +228,10 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
   it("10. requests without a session id pass untouched (initialize, a sessionless 2026-07-28 POST, GET)", async () => {
     const base = stack.httpBase;
     const direct = stack.nodes[0]!.url;
-    const bodies = async () => ({ buffered: await sidecarMetric(stack, "mcp_affinity_edge_post_bodies_total", 'body="buffered"'), streamed: await sidecarMetric(stack, "mcp_affinity_edge_post_bodies_total", 'body="streamed"') });
+    const bodies = async () => ({
+      buffered: await sidecarMetric(stack, "mcp_affinity_edge_post_bodies_total", 'body="buffered"'),
+      streamed: await sidecarMetric(stack, "mcp_affinity_edge_post_bodies_total", 'body="streamed"'),
+    });
     const before = await bodies();
     // An initialize: answered by a node, learned by the edge, with Traefik's own sticky cookie.
     const init = await raw(`${base}/mcp`, { method: "POST", headers: MCP_HEADERS, body: initializeBody() });
@@ -188,7 +245,11 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     const big = JSON.stringify({
       jsonrpc: "2.0",
       id: 7,
-      params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: "é—✓".repeat(5000) + "x".repeat(40_000), version: "1" } },
+      params: {
+        protocolVersion: PROTOCOL_VERSION,
+        capabilities: {},
+        clientInfo: { name: "é—✓".repeat(5000) + "x".repeat(40_000), version: "1" },
+      },
       method: "initialize",
     });
     const bigInit = await raw(`${base}/mcp`, { method: "POST", headers: MCP_HEADERS, body: big });
@@ -198,11 +259,31 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     // Sessionless requests in the 2026-07-28 style (no initialize, no session id): whatever the node
     // says, the answer through Traefik is the node's own, never the edge's.
     const cases: Array<{ name: string; method: string; headers: Record<string, string>; body?: string }> = [
-      { name: "2026 tools/list", method: "POST", headers: { ...MCP_HEADERS, "mcp-protocol-version": "2026-07-28" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list", params: {} }) },
-      { name: "2026 tools/call, 300 KB", method: "POST", headers: { ...MCP_HEADERS, "mcp-protocol-version": "2026-07-28" }, body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "whoami", arguments: { pad: "y".repeat(300_000) } } }) },
+      {
+        name: "2026 tools/list",
+        method: "POST",
+        headers: { ...MCP_HEADERS, "mcp-protocol-version": "2026-07-28" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list", params: {} }),
+      },
+      {
+        name: "2026 tools/call, 300 KB",
+        method: "POST",
+        headers: { ...MCP_HEADERS, "mcp-protocol-version": "2026-07-28" },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 2,
+          method: "tools/call",
+          params: { name: "whoami", arguments: { pad: "y".repeat(300_000) } },
+        }),
+      },
       { name: "GET without session", method: "GET", headers: { accept: "text/event-stream" } },
       { name: "DELETE without session", method: "DELETE", headers: {} },
-      { name: "empty Mcp-Session-Id", method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": "" }, body: JSON.stringify({ jsonrpc: "2.0", id: 3, method: "tools/list" }) },
+      {
+        name: "empty Mcp-Session-Id",
+        method: "POST",
+        headers: { ...MCP_HEADERS, "mcp-session-id": "" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 3, method: "tools/list" }),
+      },
     ];
     const seen: Record<string, number> = {};
     for (const c of cases) {
@@ -218,7 +299,11 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     const near = JSON.stringify({
       jsonrpc: "2.0",
       id: 8,
-      params: { protocolVersion: PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: "é—✓".repeat(3000) + "x".repeat(41_000), version: "1" } },
+      params: {
+        protocolVersion: PROTOCOL_VERSION,
+        capabilities: {},
+        clientInfo: { name: "é—✓".repeat(3000) + "x".repeat(41_000), version: "1" },
+      },
       method: "initialize",
     });
     expect(Buffer.byteLength(near)).toBeGreaterThan(65_000);
@@ -229,16 +314,29 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     // Every POST with a body is counted by how it went on: the initializes up to 64 KiB and the
     // small sessionless POSTs buffered; the 80 KB initialize and the 300 KB call streamed.
     // An instance writes its counts when it serves a request a second or more after its last batch.
-    const after = await waitUntil("the plugin's body counts at the sidecar", async () => {
-      await raw(`${base}/mcp`, { method: "GET", headers: { accept: "text/event-stream" } });
-      const b = await bodies();
-      return b.streamed - before.streamed >= 2 && b.buffered - before.buffered >= 4 ? b : null;
-    }, 10_000, 250);
+    const after = await waitUntil(
+      "the plugin's body counts at the sidecar",
+      async () => {
+        await raw(`${base}/mcp`, { method: "GET", headers: { accept: "text/event-stream" } });
+        const b = await bodies();
+        return b.streamed - before.streamed >= 2 && b.buffered - before.buffered >= 4 ? b : null;
+      },
+      10_000,
+      250,
+    );
     expect(after.streamed - before.streamed).toBe(2);
     // initialize, 64 KB initialize, tools/list, empty-id tools/list (plus counts of earlier scenarios
     // an instance had not flushed yet: an instance reports when it serves its next request)
     expect(after.buffered - before.buffered).toBeGreaterThanOrEqual(4);
-    report("10 sessionless", { initialize: init.status, bigInitialize: bigInit.status, bigInitializeBytes: Buffer.byteLength(big), nearInitializeBytes: Buffer.byteLength(near), bodiesBuffered: after.buffered - before.buffered, bodiesStreamed: after.streamed - before.streamed, ...seen });
+    report("10 sessionless", {
+      initialize: init.status,
+      bigInitialize: bigInit.status,
+      bigInitializeBytes: Buffer.byteLength(big),
+      nearInitializeBytes: Buffer.byteLength(near),
+      bodiesBuffered: after.buffered - before.buffered,
+      bodiesStreamed: after.streamed - before.streamed,
+      ...seen,
+    });
   });
 
   it("11. bad input through Traefik: clear 4xx JSON-RPC answers or a pass, never a 500; Traefik healthy afterwards", async () => {
@@ -256,7 +354,11 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
       expect(b.error.code, name).not.toBe(-32601);
     };
     const post = (headers: Record<string, string | string[]>) =>
-      raw(`${base}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-protocol-version": PROTOCOL_VERSION, ...headers }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }) });
+      raw(`${base}/mcp`, {
+        method: "POST",
+        headers: { ...MCP_HEADERS, "mcp-protocol-version": PROTOCOL_VERSION, ...headers },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+      });
 
     // Invalid characters (visible ASCII only is valid).
     for (const [name, sid] of [
@@ -267,7 +369,13 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     ] as const) {
       let status: number;
       if (/[^\x20-\x7e\t]/.test(sid)) {
-        const r = await rawSocket(port, Buffer.from(`POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: ${sid}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`, "utf8"));
+        const r = await rawSocket(
+          port,
+          Buffer.from(
+            `POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: ${sid}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+            "utf8",
+          ),
+        );
         status = r.status;
         if (status === 400 && r.head.toLowerCase().includes("application/json")) jsonRpc400(r, name);
       } else {
@@ -316,7 +424,12 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     expect(jsonRpcOf(tooManyCookies.body).error.code).toBe(-32600);
     // Thousands of tiny cookie lines.
     const lines = Array.from({ length: 300 }, (_, i) => `Cookie: k${i}=${i}\r\n`).join("");
-    const callBody = JSON.stringify({ jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "counter", arguments: {} } });
+    const callBody = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 9,
+      method: "tools/call",
+      params: { name: "counter", arguments: {} },
+    });
     const manyLines = await rawSocket(
       port,
       `POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: ${sessionId}\r\nMcp-Protocol-Version: ${PROTOCOL_VERSION}\r\n${lines}Content-Length: ${callBody.length}\r\nConnection: close\r\n\r\n${callBody}`,
@@ -332,13 +445,19 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
       ["bare LF in session id", `Mcp-Session-Id: abc\nX-Injected: 1`],
       ["CR in session id", `Mcp-Session-Id: abc\rX-Injected: 1`],
       ["CRLF in cookie", `Mcp-Session-Id: ${sessionId}\r\nCookie: _mcp_backend=${owner.cookie}\r\nSet-Cookie: evil=1`],
-      ["control char in cookie", `Mcp-Session-Id: ${sessionId}\r\nCookie: a=\x01b; _mcp_backend=zzzz\x0bSet-Cookie:evil`],
+      [
+        "control char in cookie",
+        `Mcp-Session-Id: ${sessionId}\r\nCookie: a=\x01b; _mcp_backend=zzzz\x0bSet-Cookie:evil`,
+      ],
       ["encoded CRLF in session id", `Mcp-Session-Id: abc%0d%0aX-Injected:%201`],
     ];
     for (const [name, hdrs] of injections) {
       const r = await rawSocket(
         port,
-        Buffer.from(`POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n${hdrs}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`, "latin1"),
+        Buffer.from(
+          `POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n${hdrs}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+          "latin1",
+        ),
       );
       results[name] = r.status;
       expect(r.status, name).toBeGreaterThanOrEqual(200);
@@ -396,20 +515,41 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     const owners = sessions.map((x) => nodeByCookie(x.cookie)!.name);
     const streams = await Promise.all(sessions.map((x) => openSse(base, x.sessionId)));
     expect(streams.every((st) => st.status === 200)).toBe(true);
-    const answers = await Promise.all(sessions.map((x) => rawCall(base, x.sessionId, "notify", { args: { count, intervalMs: 10, target: "standalone" } })));
+    const answers = await Promise.all(
+      sessions.map((x) =>
+        rawCall(base, x.sessionId, "notify", { args: { count, intervalMs: 10, target: "standalone" } }),
+      ),
+    );
     await Promise.all(streams.map((st) => st.waitFor(count, 10_000)));
     const wrong = streams.filter((st, i) => st.messages.some((m) => m.params?.data?.node !== owners[i])).length;
     const received = streams.reduce((a, st) => a + st.messages.length, 0);
     for (const st of streams) st.close();
-    const badAnswers = answers.filter((a, i) => a.status !== 200 || JSON.parse(a.text ?? "{}").node !== owners[i]).length;
+    const badAnswers = answers.filter(
+      (a, i) => a.status !== 200 || JSON.parse(a.text ?? "{}").node !== owners[i],
+    ).length;
     const perNode: Record<string, number> = {};
     for (const o of owners) perNode[o] = (perNode[o] ?? 0) + 1;
-    report("12 sse", { streams: n, notificationsEach: count, received, fromWrongNode: wrong, badToolAnswers: badAnswers, perNode, wallMs: Date.now() - t0 });
+    report("12 sse", {
+      streams: n,
+      notificationsEach: count,
+      received,
+      fromWrongNode: wrong,
+      badToolAnswers: badAnswers,
+      perNode,
+      wallMs: Date.now() - t0,
+    });
     expect(received).toBe(n * count);
     expect(wrong).toBe(0);
     expect(badAnswers).toBe(0);
     // All of them end cleanly.
-    const deletes = await Promise.all(sessions.map((x) => raw(`${base}/mcp`, { method: "DELETE", headers: { "mcp-session-id": x.sessionId, "mcp-protocol-version": PROTOCOL_VERSION } })));
+    const deletes = await Promise.all(
+      sessions.map((x) =>
+        raw(`${base}/mcp`, {
+          method: "DELETE",
+          headers: { "mcp-session-id": x.sessionId, "mcp-protocol-version": PROTOCOL_VERSION },
+        }),
+      ),
+    );
     expect(deletes.every((d) => d.status === 200)).toBe(true);
   });
 
@@ -445,7 +585,10 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     for (let i = 0; i < reloads; i++) {
       await sleep(700);
       const want = String(2 + ((i + 1) % 2));
-      stack.writeDynamic({ pluginSettings: { staleAfterMs: String(stack.timing.staleAfterMs), retryAfterSeconds: want }, comment: `reload ${i}` });
+      stack.writeDynamic({
+        pluginSettings: { staleAfterMs: String(stack.timing.staleAfterMs), retryAfterSeconds: want },
+        comment: `reload ${i}`,
+      });
       await waitUntil(
         "Traefik to apply the new dynamic configuration",
         async () => {
@@ -460,7 +603,15 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     stop = true;
     await Promise.all(loops);
     await Promise.all(sessions.map((s) => s.end()));
-    report("13 reload", { sessions: sessions.length, reloads: applied, calls, failed, discontinuities, errors, wallMs: Date.now() - t0 });
+    report("13 reload", {
+      sessions: sessions.length,
+      reloads: applied,
+      calls,
+      failed,
+      discontinuities,
+      errors,
+      wallMs: Date.now() - t0,
+    });
     expect(applied).toBe(reloads);
     expect(calls).toBeGreaterThan(100);
     expect(failed).toBe(0);

@@ -12,7 +12,15 @@ import { sleep, waitUntil } from "../../dev/poll.ts";
 import { redisCommand } from "../../dev/redis.ts";
 import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
 import { watchViewConsistency } from "../support/view-consistency.ts";
-import { header, initializeBody, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, stickyCookieOf } from "../../dev/mcp-client.ts";
+import {
+  header,
+  initializeBody,
+  MCP_HEADERS,
+  PROTOCOL_VERSION,
+  raw,
+  rawCall,
+  stickyCookieOf,
+} from "../../dev/mcp-client.ts";
 import { connectSdk, report, sidecarMetric, type SdkSession } from "./helpers.ts";
 
 let stack: Stack;
@@ -29,7 +37,11 @@ const base = () => stack.httpBase;
 
 /** A session created through Traefik on a chosen node (the sticky cookie steers the initialize). */
 async function sessionOn(node: NodePart): Promise<string> {
-  const init = await raw(`${base()}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, cookie: `_mcp_backend=${node.cookie}` }, body: initializeBody() });
+  const init = await raw(`${base()}/mcp`, {
+    method: "POST",
+    headers: { ...MCP_HEADERS, cookie: `_mcp_backend=${node.cookie}` },
+    body: initializeBody(),
+  });
   expect(init.status).toBe(200);
   const sid = header(init, "mcp-session-id")!;
   // Traefik kept the cookie: no new pick.
@@ -98,7 +110,8 @@ function runLoad(sessions: SdkSession[]) {
       } catch (err) {
         stats.failed++;
         maybeRan++;
-        if (stats.errors.length < 5) stats.errors.push(`${new Date().toISOString()} ${(err as Error).message.slice(0, 200)}`);
+        if (stats.errors.length < 5)
+          stats.errors.push(`${new Date().toISOString()} ${(err as Error).message.slice(0, 200)}`);
       }
       stats.calls++;
       await sleep(10);
@@ -120,24 +133,27 @@ function runNewSessions(calls = 3) {
   const born: string[] = [];
   const stats = { sessions: 0, failed: 0, errors: [] as string[] };
   // Two loops, so that sessions keep being born while one waits for a slow answer.
-  const loop = Promise.all([0, 1].map(async () => {
-    while (!stop) {
-      try {
-        const s = await connectSdk(stack.mcpUrl);
-        born.push(s.sessionId);
-        for (let i = 1; i <= calls; i++) {
-          const v = await s.call("counter");
-          if (v !== String(i)) throw new Error(`counter ${v} instead of ${i}`);
+  const loop = Promise.all(
+    [0, 1].map(async () => {
+      while (!stop) {
+        try {
+          const s = await connectSdk(stack.mcpUrl);
+          born.push(s.sessionId);
+          for (let i = 1; i <= calls; i++) {
+            const v = await s.call("counter");
+            if (v !== String(i)) throw new Error(`counter ${v} instead of ${i}`);
+          }
+          await s.client.close();
+          stats.sessions++;
+        } catch (err) {
+          stats.failed++;
+          if (stats.errors.length < 5)
+            stats.errors.push(`${new Date().toISOString()} ${(err as Error).message.slice(0, 200)}`);
         }
-        await s.client.close();
-        stats.sessions++;
-      } catch (err) {
-        stats.failed++;
-        if (stats.errors.length < 5) stats.errors.push(`${new Date().toISOString()} ${(err as Error).message.slice(0, 200)}`);
+        await sleep(50);
       }
-      await sleep(50);
-    }
-  }));
+    }),
+  );
   return {
     stats,
     born,
@@ -158,70 +174,75 @@ const eventFiles = () => {
 };
 
 async function redisOutage(keepData: boolean, label: string): Promise<void> {
-    const sessions = await Promise.all(Array.from({ length: 9 }, () => connectSdk(stack.mcpUrl)));
-    for (const s of sessions) await waitUntil("the session in the view", async () => (await lookupSession(stack.shared, sessionHash(s.sessionId))) !== null, 5000);
-    const load = runLoad(sessions);
-    const t0 = Date.now();
-    await sleep(500);
-    const errorsBefore = await metric("mcp_affinity_redis_errors_total");
-    // keepData: a snapshot on the way down, loaded on start (Debian's default RDB snapshot on
-    // shutdown). Otherwise the restarted Redis is empty, as a cache-only Redis would be.
-    if (keepData) await redisCommand(stack.redis!.port, "SAVE");
-    await stack.redis!.stop();
-    const fresh = runNewSessions();
-    await sleep(3000);
-    const registryUpWhileDown = await metric("mcp_affinity_registry_up");
-    const bornWhileDown = [...fresh.born];
-    const freshWhileDown = { ...fresh.stats };
-    await stack.redis!.start();
-    const restartedAt = Date.now();
-    await waitUntil("the sidecar to reconnect", async () => (await metric("mcp_affinity_registry_up")) === 1, 15_000);
-    const reconnectMs = Date.now() - restartedAt;
-    await sleep(2000);
-    const loadStats = await load.stop();
-    const freshStats = await fresh.stop();
+  const sessions = await Promise.all(Array.from({ length: 9 }, () => connectSdk(stack.mcpUrl)));
+  for (const s of sessions)
+    await waitUntil(
+      "the session in the view",
+      async () => (await lookupSession(stack.shared, sessionHash(s.sessionId))) !== null,
+      5000,
+    );
+  const load = runLoad(sessions);
+  const t0 = Date.now();
+  await sleep(500);
+  const errorsBefore = await metric("mcp_affinity_redis_errors_total");
+  // keepData: a snapshot on the way down, loaded on start (Debian's default RDB snapshot on
+  // shutdown). Otherwise the restarted Redis is empty, as a cache-only Redis would be.
+  if (keepData) await redisCommand(stack.redis!.port, "SAVE");
+  await stack.redis!.stop();
+  const fresh = runNewSessions();
+  await sleep(3000);
+  const registryUpWhileDown = await metric("mcp_affinity_registry_up");
+  const bornWhileDown = [...fresh.born];
+  const freshWhileDown = { ...fresh.stats };
+  await stack.redis!.start();
+  const restartedAt = Date.now();
+  await waitUntil("the sidecar to reconnect", async () => (await metric("mcp_affinity_registry_up")) === 1, 15_000);
+  const reconnectMs = Date.now() - restartedAt;
+  await sleep(2000);
+  const loadStats = await load.stop();
+  const freshStats = await fresh.stop();
 
-    // Registrations resume: a session created now is in Redis at once.
-    const s = await connectSdk(stack.mcpUrl);
-    expect(await redisHas(s.sessionId)).toBe(true);
-    await s.end();
-    // The sessions that lived through the outage are back in the registry (nodes re-register, the
-    // sidecar ingests the learned events that waited on disk).
-    let restored = 0;
-    for (const x of [...sessions.map((q) => q.sessionId), ...bornWhileDown]) {
-      try {
-        await waitUntil("a session back in Redis", () => redisHas(x), 5000);
-        restored++;
-      } catch {
-        /* counted below */
-      }
+  // Registrations resume: a session created now is in Redis at once.
+  const s = await connectSdk(stack.mcpUrl);
+  expect(await redisHas(s.sessionId)).toBe(true);
+  await s.end();
+  // The sessions that lived through the outage are back in the registry (nodes re-register, the
+  // sidecar ingests the learned events that waited on disk).
+  let restored = 0;
+  for (const x of [...sessions.map((q) => q.sessionId), ...bornWhileDown]) {
+    try {
+      await waitUntil("a session back in Redis", () => redisHas(x), 5000);
+      restored++;
+    } catch {
+      /* counted below */
     }
-    await Promise.all(sessions.map((q) => q.end()));
-    const errorsAfter = await metric("mcp_affinity_redis_errors_total");
-    report(label, {
-      outageMs: restartedAt - t0 - 500,
-      registryUpWhileDown,
-      sidecarReconnectMs: reconnectMs,
-      redisErrorsCounted: errorsAfter - errorsBefore,
-      loadCalls: loadStats.calls,
-      loadFailed: loadStats.failed,
-      discontinuities: loadStats.discontinuities,
-      newSessionsWhileDown: freshWhileDown.sessions,
-      newSessionsFailedWhileDown: freshWhileDown.failed,
-      newSessionsTotal: freshStats.sessions,
-      newSessionsFailedTotal: freshStats.failed,
-      sessionsBackInRedis: `${restored}/${sessions.length + bornWhileDown.length}`,
-      errors: [...loadStats.errors, ...freshStats.errors],
-    });
-    expect(registryUpWhileDown).toBe(0);
-    expect(errorsAfter).toBeGreaterThan(errorsBefore);
-    expect(loadStats.failed).toBe(0);
-    expect(freshStats.failed).toBe(0);
-    expect(loadStats.discontinuities).toBe(0);
-    expect(loadStats.calls).toBeGreaterThan(100);
-    expect(freshWhileDown.sessions).toBeGreaterThan(3);
-    expect(restored).toBe(sessions.length + bornWhileDown.length);
   }
+  await Promise.all(sessions.map((q) => q.end()));
+  const errorsAfter = await metric("mcp_affinity_redis_errors_total");
+  report(label, {
+    outageMs: restartedAt - t0 - 500,
+    registryUpWhileDown,
+    sidecarReconnectMs: reconnectMs,
+    redisErrorsCounted: errorsAfter - errorsBefore,
+    loadCalls: loadStats.calls,
+    loadFailed: loadStats.failed,
+    discontinuities: loadStats.discontinuities,
+    newSessionsWhileDown: freshWhileDown.sessions,
+    newSessionsFailedWhileDown: freshWhileDown.failed,
+    newSessionsTotal: freshStats.sessions,
+    newSessionsFailedTotal: freshStats.failed,
+    sessionsBackInRedis: `${restored}/${sessions.length + bornWhileDown.length}`,
+    errors: [...loadStats.errors, ...freshStats.errors],
+  });
+  expect(registryUpWhileDown).toBe(0);
+  expect(errorsAfter).toBeGreaterThan(errorsBefore);
+  expect(loadStats.failed).toBe(0);
+  expect(freshStats.failed).toBe(0);
+  expect(loadStats.discontinuities).toBe(0);
+  expect(loadStats.calls).toBeGreaterThan(100);
+  expect(freshWhileDown.sessions).toBeGreaterThan(3);
+  expect(restored).toBe(sessions.length + bornWhileDown.length);
+}
 
 describe("end to end through Traefik: failures", () => {
   it("6. DELETE: the registry entry is gone even when the node's local close fails", async () => {
@@ -236,7 +257,10 @@ describe("end to end through Traefik: failures", () => {
     const logBefore = node3.proc.log().length;
 
     const t0 = Date.now();
-    const del = await raw(`${base()}/mcp`, { method: "DELETE", headers: { "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION } });
+    const del = await raw(`${base()}/mcp`, {
+      method: "DELETE",
+      headers: { "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION },
+    });
     await waitUntil("the registry record to be deleted", async () => !(await redisHas(sid)), 5000, 10);
     const redisGoneMs = Date.now() - t0;
     const tombstoneMs = await waitViewState(sid, "closed", 5000);
@@ -248,10 +272,23 @@ describe("end to end through Traefik: failures", () => {
     // Afterwards the edge answers 404 itself, before any node.
     const after = await rawCall(base(), sid, "counter");
     expect(after.status).toBe(404);
-    expect(JSON.parse(after.body)).toEqual({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null });
+    expect(JSON.parse(after.body)).toEqual({
+      jsonrpc: "2.0",
+      error: { code: -32001, message: "Session not found" },
+      id: null,
+    });
     expect(header(after, "mcp-affinity")).toBe("lost");
-    await waitUntil("the close to be counted", async () => (await metric("mcp_affinity_closes_total")) > closesBefore, 5000);
-    report("6 delete-fail-close", { deleteStatus: del.status, redisGoneMs, tombstoneInViewMs: Date.now() - t0 - redisGoneMs + tombstoneMs, afterStatus: after.status });
+    await waitUntil(
+      "the close to be counted",
+      async () => (await metric("mcp_affinity_closes_total")) > closesBefore,
+      5000,
+    );
+    report("6 delete-fail-close", {
+      deleteStatus: del.status,
+      redisGoneMs,
+      tombstoneInViewMs: Date.now() - t0 - redisGoneMs + tombstoneMs,
+      afterStatus: after.status,
+    });
   });
 
   it("8. sidecar killed during load: no failed request (fail open); restarted, it resumes", async () => {
@@ -278,11 +315,19 @@ describe("end to end through Traefik: failures", () => {
     await Promise.all(sessions.map((s) => s.end()));
 
     // It resumes: a fresh view again, the outage's events ingested, its sessions in the view.
-    await waitUntil("a fresh view", async () => Date.now() - ((await readMeta(stack.shared))?.published ?? 0) < 1500, 5000);
+    await waitUntil(
+      "a fresh view",
+      async () => Date.now() - ((await readMeta(stack.shared))?.published ?? 0) < 1500,
+      5000,
+    );
     await waitUntil("the pending events to be ingested", async () => eventFiles() === 0, 10_000);
     const sample = fresh.born.slice(0, bornWhileDown);
     for (const sid of sample) {
-      await waitUntil(`session ${sessionTag(sid)} born during the outage in the view`, async () => (await lookupSession(stack.shared, sessionHash(sid))) !== null, 5000);
+      await waitUntil(
+        `session ${sessionTag(sid)} born during the outage in the view`,
+        async () => (await lookupSession(stack.shared, sessionHash(sid))) !== null,
+        5000,
+      );
     }
     // The decisions the plugin made during the outage reached the new sidecar process.
     const failOpen = await metric("mcp_affinity_edge_decisions_total", 'reason="fail-open"');
@@ -342,11 +387,20 @@ describe("end to end through Traefik: failures", () => {
       // Cookie-less, with the node's own cookie, a GET stream and a DELETE: all answered at the edge.
       answers.push(await rawCall(base(), sid, "counter"));
       answers.push(await rawCall(base(), sid, "counter", { cookie: `_mcp_backend=${n1.cookie}` }));
-      answers.push(await raw(`${base()}/mcp`, { method: "GET", headers: { accept: "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION } }));
+      answers.push(
+        await raw(`${base()}/mcp`, {
+          method: "GET",
+          headers: { accept: "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION },
+        }),
+      );
     }
     for (const a of answers) {
       expect(a.status).toBe(404);
-      expect(JSON.parse(a.body)).toEqual({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null });
+      expect(JSON.parse(a.body)).toEqual({
+        jsonrpc: "2.0",
+        error: { code: -32001, message: "Session not found" },
+        id: null,
+      });
       expect(header(a, "mcp-affinity")).toBe("lost");
     }
     // The restarted node received none of them (it logs every request for a session it lacks) ...
@@ -354,9 +408,17 @@ describe("end to end through Traefik: failures", () => {
     const seen = n1.proc.log().slice(logStart);
     for (const sid of old1) expect(seen).not.toContain(sessionTag(sid));
     // ... which this check would notice: one request straight to the node shows up in its log.
-    const direct = await raw(`${n1.url}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": old1[0]!, "mcp-protocol-version": PROTOCOL_VERSION }, body: "{}" });
+    const direct = await raw(`${n1.url}/mcp`, {
+      method: "POST",
+      headers: { ...MCP_HEADERS, "mcp-session-id": old1[0]!, "mcp-protocol-version": PROTOCOL_VERSION },
+      body: "{}",
+    });
     expect(direct.status).toBe(404);
-    await waitUntil("the node to log the direct request", async () => n1.proc.log().slice(logStart).includes(sessionTag(old1[0]!)), 3000);
+    await waitUntil(
+      "the node to log the direct request",
+      async () => n1.proc.log().slice(logStart).includes(sessionTag(old1[0]!)),
+      3000,
+    );
 
     // Other nodes' sessions are untouched.
     for (const sid of others) expect((await rawCall(base(), sid, "counter")).text).toBe("2");
@@ -368,7 +430,11 @@ describe("end to end through Traefik: failures", () => {
     const onNew = await sessionOn(n1);
     expect(JSON.parse((await rawCall(base(), onNew, "whoami")).text!).boot).toBe(bootAfter);
     expect((await rawCall(base(), onNew, "counter")).text).toBe("1");
-    report("4 node-restarted", { killToNewBootGoneInViewMs: killToGoneMs, edge404s: answers.length, requestsSeenByRestartedNode: 0 });
+    report("4 node-restarted", {
+      killToNewBootGoneInViewMs: killToGoneMs,
+      edge404s: answers.length,
+      requestsSeenByRestartedNode: 0,
+    });
   });
 
   it("5. node stopped: 503 + Retry-After while down, others untouched; back with the same boot its sessions continue; once gone, 404", async () => {

@@ -25,7 +25,11 @@ export const newTally = (): HttpTally => ({ requests: 0, failed: 0, byStatus: {}
 
 let callIds = 0;
 
-function countingFetch(tally: HttpTally, onCallId?: (id: number, method: string) => void, base: typeof fetch = fetch): typeof fetch {
+function countingFetch(
+  tally: HttpTally,
+  onCallId?: (id: number, method: string) => void,
+  base: typeof fetch = fetch,
+): typeof fetch {
   return async (input, init) => {
     tally.requests++;
     if (onCallId) {
@@ -77,7 +81,12 @@ export async function connectSdk(
   const transport = new StreamableHTTPClientTransport(new URL(url), {
     fetch: countingFetch(tally, opts.onCallId, opts.fetch),
     // The standalone GET stream must not spin reconnecting during outage scenarios.
-    reconnectionOptions: { maxRetries: 0, initialReconnectionDelay: 1000, maxReconnectionDelay: 1000, reconnectionDelayGrowFactor: 1 },
+    reconnectionOptions: {
+      maxRetries: 0,
+      initialReconnectionDelay: 1000,
+      maxReconnectionDelay: 1000,
+      reconnectionDelayGrowFactor: 1,
+    },
   });
   client.onerror = (e) => errors.push(e);
   if (opts.onNotification) {
@@ -93,7 +102,10 @@ export async function connectSdk(
     sessionId,
     errors,
     async call(name, args = {}) {
-      const r = (await client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS })) as { content?: Array<{ type: string; text?: string }>; isError?: boolean };
+      const r = (await client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS })) as {
+        content?: Array<{ type: string; text?: string }>;
+        isError?: boolean;
+      };
       if (r.isError) throw new Error(`tool ${name} failed: ${r.content?.[0]?.text}`);
       return r.content?.[0]?.text ?? "";
     },
@@ -104,7 +116,8 @@ export async function connectSdk(
   };
 }
 
-export const httpStatusOf = (err: unknown): number | null => (err instanceof StreamableHTTPError ? (err.code ?? null) : null);
+export const httpStatusOf = (err: unknown): number | null =>
+  err instanceof StreamableHTTPError ? (err.code ?? null) : null;
 
 export function percentile(values: number[], p: number): number {
   if (values.length === 0) return 0;
@@ -146,7 +159,8 @@ export async function counterLoad(url: string, sessions: number, calls: number):
   let failedHandshakes = 0;
   const errorSamples: string[] = [];
   const note = (err: unknown) => {
-    if (errorSamples.length < 5) errorSamples.push(`${new Date().toISOString()} ${(err as Error)?.message ?? err}`.slice(0, 300));
+    if (errorSamples.length < 5)
+      errorSamples.push(`${new Date().toISOString()} ${(err as Error)?.message ?? err}`.slice(0, 300));
   };
   const t0 = Date.now();
   await Promise.all(
@@ -216,21 +230,28 @@ const round = (n: number) => Math.round(n * 10) / 10;
 // The Python client
 
 export function pythonClient(args: string[], timeoutMs = 60_000): Promise<any> {
-  if (!existsSync(VENV_PYTHON)) throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
+  if (!existsSync(VENV_PYTHON))
+    throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
   return new Promise((resolve, reject) => {
-    execFile(VENV_PYTHON, [join(ROOT, "test", "e2e", "python_client.py"), ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`python_client failed: ${err.message}\n${stderr}`));
-      try {
-        resolve(JSON.parse(stdout));
-      } catch {
-        reject(new Error(`python_client printed no JSON:\n${stdout}\n${stderr}`));
-      }
-    });
+    execFile(
+      VENV_PYTHON,
+      [join(ROOT, "test", "e2e", "python_client.py"), ...args],
+      { timeout: timeoutMs, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`python_client failed: ${err.message}\n${stderr}`));
+        try {
+          resolve(JSON.parse(stdout));
+        } catch {
+          reject(new Error(`python_client printed no JSON:\n${stdout}\n${stderr}`));
+        }
+      },
+    );
   });
 }
 
 /** Sum of the series of a metric of the stack's sidecar whose labels contain every fragment; NaN when /metrics does not answer. */
-export const sidecarMetric = (stack: Stack, name: string, ...fragments: string[]): Promise<number> => scrapeMetric(`${stack.sidecarUrl}/metrics`, name, ...fragments);
+export const sidecarMetric = (stack: Stack, name: string, ...fragments: string[]): Promise<number> =>
+  scrapeMetric(`${stack.sidecarUrl}/metrics`, name, ...fragments);
 
 /** Prints one `[e2e] <scenario>: {json}` measurement line (docs/e2e.md lists what each prints). */
 export function report(scenario: string, data: Record<string, unknown>): void {
@@ -241,7 +262,11 @@ export function report(scenario: string, data: Record<string, unknown>): void {
  * Sends bytes as they are over a plain TCP connection (for requests no HTTP client would build:
  * CR/LF in header values, thousands of cookies) and parses the status line and headers.
  */
-export function rawSocket(port: number, request: string | Buffer, timeoutMs = 5000): Promise<{ status: number; head: string; body: string; closedWithoutAnswer: boolean }> {
+export function rawSocket(
+  port: number,
+  request: string | Buffer,
+  timeoutMs = 5000,
+): Promise<{ status: number; head: string; body: string; closedWithoutAnswer: boolean }> {
   return new Promise((resolve) => {
     const sock = connect(port, "127.0.0.1");
     const chunks: Buffer[] = [];

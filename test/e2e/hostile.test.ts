@@ -39,7 +39,6 @@ async function redisCalls(stack: Stack): Promise<number> {
   return n - (info ? Number(info[1]) : 0);
 }
 
-
 function dirCounts(stack: Stack): { session: number; count: number; learned: number } {
   const ev = join(stack.shared, "events");
   const names = existsSync(ev) ? readdirSync(ev) : [];
@@ -103,7 +102,8 @@ class RealTraffic {
       const before = c.lastPost();
       try {
         const v = Number(await s.call("counter"));
-        if (v !== expected && !(cutBefore && v === expected + 1)) this.failures.push(`${new Date().toISOString()} session ${tag}: counter ${v}, expected ${expected}`);
+        if (v !== expected && !(cutBefore && v === expected + 1))
+          this.failures.push(`${new Date().toISOString()} session ${tag}: counter ${v}, expected ${expected}`);
         expected = v + 1;
         cutBefore = false;
         this.calls++;
@@ -125,11 +125,13 @@ class RealTraffic {
           before = c.lastPost();
           got.push(await c.s.call("counter"));
         }
-        if (got.join() !== "1,2,3") this.failures.push(`${new Date().toISOString()} new session: counters ${got.join()}`);
+        if (got.join() !== "1,2,3")
+          this.failures.push(`${new Date().toISOString()} new session: counters ${got.join()}`);
         await c.s.end();
         this.churned++;
       } catch (err) {
-        if (!c || !this.timedOut(err, c.postAfter(before), "new session")) this.failures.push(`${new Date().toISOString()} new session: ${(err as Error).message}`);
+        if (!c || !this.timedOut(err, c.postAfter(before), "new session"))
+          this.failures.push(`${new Date().toISOString()} new session: ${(err as Error).message}`);
         await c?.s.end();
       }
     }
@@ -147,7 +149,10 @@ class RealTraffic {
     for (const t of this.timeouts) {
       const row = byCall.get(t.callId);
       if (row && isProxyCut(row)) cuts++;
-      else this.failures.push(`${t.what}: call ${t.callId} timed out (access log: ${row ? JSON.stringify({ status: row.DownstreamStatus, origin: row.OriginStatus, ms: row.Duration / 1e6 }) : "no row"})`);
+      else
+        this.failures.push(
+          `${t.what}: call ${t.callId} timed out (access log: ${row ? JSON.stringify({ status: row.DownstreamStatus, origin: row.OriginStatus, ms: row.Duration / 1e6 }) : "no row"})`,
+        );
     }
     return cuts;
   }
@@ -156,24 +161,38 @@ class RealTraffic {
 type Kind = "forged-post" | "forged-delete" | "big-cookie" | "big-id" | "initialize" | "big-body";
 
 /** FLOOD_CONNECTIONS workers sending `kinds` in turn until `ms` has passed; statuses per kind. */
-async function flood(stack: Stack, kinds: Kind[], ms: number, victim: string, sample: () => void): Promise<Record<string, Record<string, number>>> {
+async function flood(
+  stack: Stack,
+  kinds: Kind[],
+  ms: number,
+  victim: string,
+  sample: () => void,
+): Promise<Record<string, Record<string, number>>> {
   const pool = new Pool(stack.httpBase, { connections: FLOOD_CONNECTIONS, pipelining: 1 });
   const out: Record<string, Record<string, number>> = {};
   const end = Date.now() + ms;
-  const call = () => JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "counter", arguments: {} } });
+  const call = () =>
+    JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "counter", arguments: {} } });
   const session = (id: string) => ({ ...MCP_HEADERS, "mcp-session-id": id, "mcp-protocol-version": PROTOCOL_VERSION });
   const one = async (kind: Kind) => {
     const forged = randomBytes(16).toString("hex");
     const req =
-      kind === "forged-post" ? { method: "POST", headers: session(forged), body: call() }
-      : kind === "forged-delete" ? { method: "DELETE", headers: session(forged) }
-      : kind === "big-cookie" ? { method: "POST", headers: { ...session(victim), cookie: BIG_COOKIE }, body: call() }
-      : kind === "big-id" ? { method: "POST", headers: session(BIG_ID), body: call() }
-      : kind === "initialize" ? { method: "POST", headers: MCP_HEADERS, body: initializeBody(3) }
-      : { method: "POST", headers: MCP_HEADERS, body: BIG_BODY };
+      kind === "forged-post"
+        ? { method: "POST", headers: session(forged), body: call() }
+        : kind === "forged-delete"
+          ? { method: "DELETE", headers: session(forged) }
+          : kind === "big-cookie"
+            ? { method: "POST", headers: { ...session(victim), cookie: BIG_COOKIE }, body: call() }
+            : kind === "big-id"
+              ? { method: "POST", headers: session(BIG_ID), body: call() }
+              : kind === "initialize"
+                ? { method: "POST", headers: MCP_HEADERS, body: initializeBody(3) }
+                : { method: "POST", headers: MCP_HEADERS, body: BIG_BODY };
     let status: string;
     try {
-      const r = await pool.request({ path: "/mcp", ...req, headersTimeout: 15_000, bodyTimeout: 15_000 } as Parameters<Pool["request"]>[0]);
+      const r = await pool.request({ path: "/mcp", ...req, headersTimeout: 15_000, bodyTimeout: 15_000 } as Parameters<
+        Pool["request"]
+      >[0]);
       await r.body.text();
       status = String(r.statusCode);
     } catch (err) {
@@ -212,87 +231,91 @@ describe.each(["python", "reference"] as const)("hostile traffic, %s nodes", (no
     await stack?.stop();
   });
 
-  it(`keeps every real session while forged ids, forged DELETEs, initializes and 1 MiB inputs flood for ${FLOOD_MS / 1000} s`, async () => {
-    const real = new RealTraffic(stack.mcpUrl);
-    await real.start(10);
-    // A live session the giant Cookie lines are aimed at (answered 431: its counter is untouched).
-    const victim = (await rawInitialize(stack.httpBase)).sessionId;
-    const peak = { traefik: 0, sidecar: 0, session: 0, count: 0, learned: 0 };
-    const sample = () => {
-      peak.traefik = Math.max(peak.traefik, rssKiB(stack.traefik.pid));
-      peak.sidecar = Math.max(peak.sidecar, rssKiB(stack.sidecar!.pid));
-      const d = dirCounts(stack);
-      peak.session = Math.max(peak.session, d.session);
-      peak.count = Math.max(peak.count, d.count);
-      peak.learned = Math.max(peak.learned, d.learned);
-    };
-    await sleep(2000);
-    const before = { traefik: rssKiB(stack.traefik.pid), sidecar: rssKiB(stack.sidecar!.pid) };
+  it(
+    `keeps every real session while forged ids, forged DELETEs, initializes and 1 MiB inputs flood for ${FLOOD_MS / 1000} s`,
+    async () => {
+      const real = new RealTraffic(stack.mcpUrl);
+      await real.start(10);
+      // A live session the giant Cookie lines are aimed at (answered 431: its counter is untouched).
+      const victim = (await rawInitialize(stack.httpBase)).sessionId;
+      const peak = { traefik: 0, sidecar: 0, session: 0, count: 0, learned: 0 };
+      const sample = () => {
+        peak.traefik = Math.max(peak.traefik, rssKiB(stack.traefik.pid));
+        peak.sidecar = Math.max(peak.sidecar, rssKiB(stack.sidecar!.pid));
+        const d = dirCounts(stack);
+        peak.session = Math.max(peak.session, d.session);
+        peak.count = Math.max(peak.count, d.count);
+        peak.learned = Math.max(peak.learned, d.learned);
+      };
+      await sleep(2000);
+      const before = { traefik: rssKiB(stack.traefik.pid), sidecar: rssKiB(stack.sidecar!.pid) };
 
-    // Baseline: real traffic alone, then forged requests only, each PROBE_MS: Redis commands per forged request.
-    const c0 = await redisCalls(stack);
-    await sleep(PROBE_MS);
-    const c1 = await redisCalls(stack);
-    const forgedKinds: Kind[] = ["forged-post", "forged-delete", "big-cookie", "big-id"];
-    const probe = await flood(stack, forgedKinds, PROBE_MS, victim, sample);
-    const c2 = await redisCalls(stack);
-    const forged = total(probe, forgedKinds);
-    const perForged = (c2 - c1 - (c1 - c0)) / forged;
+      // Baseline: real traffic alone, then forged requests only, each PROBE_MS: Redis commands per forged request.
+      const c0 = await redisCalls(stack);
+      await sleep(PROBE_MS);
+      const c1 = await redisCalls(stack);
+      const forgedKinds: Kind[] = ["forged-post", "forged-delete", "big-cookie", "big-id"];
+      const probe = await flood(stack, forgedKinds, PROBE_MS, victim, sample);
+      const c2 = await redisCalls(stack);
+      const forged = total(probe, forgedKinds);
+      const perForged = (c2 - c1 - (c1 - c0)) / forged;
 
-    // The whole flood.
-    // (1 MiB initialize bodies pass the plugin untouched: their cost is the node's, shown in bench/hostile-bench.ts.)
-    const allKinds: Kind[] = ["forged-post", "forged-delete", "initialize", "big-cookie", "big-id"];
-    const t0 = Date.now();
-    const byStatus = await flood(stack, allKinds, FLOOD_MS, victim, sample);
-    const floodMs = Date.now() - t0;
-    await real.stop();
+      // The whole flood.
+      // (1 MiB initialize bodies pass the plugin untouched: their cost is the node's, shown in bench/hostile-bench.ts.)
+      const allKinds: Kind[] = ["forged-post", "forged-delete", "initialize", "big-cookie", "big-id"];
+      const t0 = Date.now();
+      const byStatus = await flood(stack, allKinds, FLOOD_MS, victim, sample);
+      const floodMs = Date.now() - t0;
+      await real.stop();
 
-    // Settle: the sidecar drains, Traefik's memory returns.
-    await waitUntil("events/ drained", async () => dirCounts(stack).session === 0, 20_000);
-    await sleep(10_000);
-    const after = { traefik: rssKiB(stack.traefik.pid), sidecar: rssKiB(stack.sidecar!.pid) };
-    const lost = await sidecarMetric(stack, "mcp_affinity_edge_session_events_lost_total");
-    const quarantined = await sidecarMetric(stack, "mcp_affinity_event_files_total", '{result="quarantined"}');
-    const edgeCloses = await sidecarMetric(stack, "mcp_affinity_closes_total", '{origin="edge"}');
-    const victimCall = await rawCall(stack.httpBase, victim, "counter");
-    const proxyCuts = real.nameTimeouts(stack.accessLog());
+      // Settle: the sidecar drains, Traefik's memory returns.
+      await waitUntil("events/ drained", async () => dirCounts(stack).session === 0, 20_000);
+      await sleep(10_000);
+      const after = { traefik: rssKiB(stack.traefik.pid), sidecar: rssKiB(stack.sidecar!.pid) };
+      const lost = await sidecarMetric(stack, "mcp_affinity_edge_session_events_lost_total");
+      const quarantined = await sidecarMetric(stack, "mcp_affinity_event_files_total", '{result="quarantined"}');
+      const edgeCloses = await sidecarMetric(stack, "mcp_affinity_closes_total", '{origin="edge"}');
+      const victimCall = await rawCall(stack.httpBase, victim, "counter");
+      const proxyCuts = real.nameTimeouts(stack.accessLog());
 
-    report(`hostile ${nodeKind}`, {
-      floodS: Math.round(floodMs / 100) / 10,
-      requests: Object.fromEntries(allKinds.map((k) => [k, byStatus[k]])),
-      floodRps: Math.round(total(byStatus, allKinds) / (floodMs / 1000)),
-      realCalls: real.calls,
-      newSessions: real.churned,
-      realFailures: real.failures.length,
-      answersCutByTraefikProxy: proxyCuts,
-      redisCommandsPerForgedRequest: Math.round(perForged * 1000) / 1000,
-      redisCommands: { baseline5s: c1 - c0, forged5s: c2 - c1 },
-      forgedInProbe: forged,
-      sessionEventsLost: lost,
-      quarantined,
-      edgeCloses,
-      peakFiles: { sessionEvents: peak.session, countEvents: peak.count, learned: peak.learned },
-      traefikRssMiB: { before: mib(before.traefik), peak: mib(peak.traefik), after: mib(after.traefik) },
-      sidecarRssMiB: { before: mib(before.sidecar), peak: mib(peak.sidecar), after: mib(after.sidecar) },
-    });
+      report(`hostile ${nodeKind}`, {
+        floodS: Math.round(floodMs / 100) / 10,
+        requests: Object.fromEntries(allKinds.map((k) => [k, byStatus[k]])),
+        floodRps: Math.round(total(byStatus, allKinds) / (floodMs / 1000)),
+        realCalls: real.calls,
+        newSessions: real.churned,
+        realFailures: real.failures.length,
+        answersCutByTraefikProxy: proxyCuts,
+        redisCommandsPerForgedRequest: Math.round(perForged * 1000) / 1000,
+        redisCommands: { baseline5s: c1 - c0, forged5s: c2 - c1 },
+        forgedInProbe: forged,
+        sessionEventsLost: lost,
+        quarantined,
+        edgeCloses,
+        peakFiles: { sessionEvents: peak.session, countEvents: peak.count, learned: peak.learned },
+        traefikRssMiB: { before: mib(before.traefik), peak: mib(peak.traefik), after: mib(after.traefik) },
+        sidecarRssMiB: { before: mib(before.sidecar), peak: mib(peak.sidecar), after: mib(after.sidecar) },
+      });
 
-    expect(real.failures).toEqual([]);
-    expect(real.churned).toBeGreaterThan(0);
-    expect(victimCall.text).toBe("1");
-    // Forged ids reach a node (the edge does not know them) and get its 404; forged DELETEs too.
-    expect(Object.keys(byStatus["forged-post"] ?? {})).toEqual(["404"]);
-    expect(Object.keys(byStatus["forged-delete"] ?? {})).toEqual(["404"]);
-    expect(Object.keys(byStatus["big-cookie"] ?? {})).toEqual(["431"]);
-    expect(Object.keys(byStatus["big-id"] ?? {})).toEqual(["400"]);
-    expect(Object.keys(byStatus["initialize"] ?? {})).toEqual(["200"]);
-    expect(perForged).toBeLessThanOrEqual(1);
-    expect(lost).toBe(0);
-    expect(quarantined).toBe(0);
-    // Closes come only from the real sessions' DELETEs: none for forged ids.
-    expect(edgeCloses).toBeLessThanOrEqual(real.churned + 10);
-    expect(peak.session).toBeLessThanOrEqual(SESSION_SLOTS);
-    expect(peak.learned).toBeLessThanOrEqual(LEARNED_FILES);
-  }, FLOOD_MS + PROBE_MS * 2 + 120_000);
+      expect(real.failures).toEqual([]);
+      expect(real.churned).toBeGreaterThan(0);
+      expect(victimCall.text).toBe("1");
+      // Forged ids reach a node (the edge does not know them) and get its 404; forged DELETEs too.
+      expect(Object.keys(byStatus["forged-post"] ?? {})).toEqual(["404"]);
+      expect(Object.keys(byStatus["forged-delete"] ?? {})).toEqual(["404"]);
+      expect(Object.keys(byStatus["big-cookie"] ?? {})).toEqual(["431"]);
+      expect(Object.keys(byStatus["big-id"] ?? {})).toEqual(["400"]);
+      expect(Object.keys(byStatus["initialize"] ?? {})).toEqual(["200"]);
+      expect(perForged).toBeLessThanOrEqual(1);
+      expect(lost).toBe(0);
+      expect(quarantined).toBe(0);
+      // Closes come only from the real sessions' DELETEs: none for forged ids.
+      expect(edgeCloses).toBeLessThanOrEqual(real.churned + 10);
+      expect(peak.session).toBeLessThanOrEqual(SESSION_SLOTS);
+      expect(peak.learned).toBeLessThanOrEqual(LEARNED_FILES);
+    },
+    FLOOD_MS + PROBE_MS * 2 + 120_000,
+  );
 
   it("a restarted server's old sessions get the edge 404 after their first node 404", async () => {
     const s = await rawInitialize(stack.httpBase);
@@ -300,7 +323,11 @@ describe.each(["python", "reference"] as const)("hostile traffic, %s nodes", (no
     const who = JSON.parse((await rawCall(stack.httpBase, s.sessionId, "whoami")).text!);
     const node = stack.nodes.find((n) => n.name === who.node)!;
     await node.restart();
-    await waitUntil(`${node.name} UP in Traefik`, async () => (await stack.traefikServerStatus(node.index)) === "UP", 20_000);
+    await waitUntil(
+      `${node.name} UP in Traefik`,
+      async () => (await stack.traefikServerStatus(node.index)) === "UP",
+      20_000,
+    );
     // (503 from the edge while the view still says the node is down: Traefik's health and the
     // view's are polled apart.) The first 404 after the restart: the node's own (Python), or
     // already the edge's (reference nodes: the new boot in the heartbeat retires the old sessions).
@@ -330,6 +357,10 @@ describe.each(["python", "reference"] as const)("hostile traffic, %s nodes", (no
     // refused connections while it restarted: proof it died) or from the node's own 404, whichever
     // comes first; either way every later request gets the edge 404.
     expect([undefined, "lost"]).toContain(first.headers["mcp-affinity"]);
-    report(`restart ${nodeKind}`, { edge503sBefore: unavailable, first: first.headers["mcp-affinity"] ?? "node 404", then: edge.headers["mcp-affinity"] });
+    report(`restart ${nodeKind}`, {
+      edge503sBefore: unavailable,
+      first: first.headers["mcp-affinity"] ?? "node 404",
+      then: edge.headers["mcp-affinity"],
+    });
   }, 60_000);
 });

@@ -33,7 +33,8 @@ interface Ev {
 }
 type ErrorKind = "503" | "404" | "502" | "timeout" | "other";
 /** Error text for the report: session ids are secrets (some SDKs put them in their messages). */
-const sample = (e: Ev) => `${e.client}: ${e.error!.replace(/\b(ma1|mw1)\.[!-~]+?(?=[\s),]|$)/g, "<session>").slice(0, 120)}`;
+const sample = (e: Ev) =>
+  `${e.client}: ${e.error!.replace(/\b(ma1|mw1)\.[!-~]+?(?=[\s),]|$)/g, "<session>").slice(0, 120)}`;
 
 function errorKind(e: string): ErrorKind {
   if (/\b503\b|unavailable|retry later/i.test(e)) return "503";
@@ -49,7 +50,9 @@ let rustBin: string;
 
 beforeAll(async () => {
   // Built (or found in the cache) by the project's script, as `npm test` does before the suites.
-  ({ go: goBin, rust: rustBin } = JSON.parse(execFileSync(process.execPath, ["scripts/build-clients.mjs"], { encoding: "utf8" })));
+  ({ go: goBin, rust: rustBin } = JSON.parse(
+    execFileSync(process.execPath, ["scripts/build-clients.mjs"], { encoding: "utf8" }),
+  ));
   stack = await startStack({ name: "e2e-liveness" });
 });
 afterAll(async () => {
@@ -57,8 +60,24 @@ afterAll(async () => {
 });
 
 /** Runs a Go, Rust or Python client process; resolves with its events. */
-function runProcessClient(kind: Exclude<ClientKind, "ts">, sessions: number, calls: number, pauseMs: number, reinit: boolean, live: Ev[]): Promise<Ev[]> {
-  const common = ["--url", stack.mcpUrl, "--sessions", String(sessions), "--calls", String(calls), "--pause-ms", String(pauseMs)];
+function runProcessClient(
+  kind: Exclude<ClientKind, "ts">,
+  sessions: number,
+  calls: number,
+  pauseMs: number,
+  reinit: boolean,
+  live: Ev[],
+): Promise<Ev[]> {
+  const common = [
+    "--url",
+    stack.mcpUrl,
+    "--sessions",
+    String(sessions),
+    "--calls",
+    String(calls),
+    "--pause-ms",
+    String(pauseMs),
+  ];
   const [cmd, args] =
     kind === "go"
       ? [goBin, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS), ...(reinit ? ["--reinit"] : [])]]
@@ -73,7 +92,18 @@ function runProcessClient(kind: Exclude<ClientKind, "ts">, sessions: number, cal
     createInterface({ input: child.stdout }).on("line", (line) => {
       const j = JSON.parse(line);
       if (j.ev === "done") return;
-      const e: Ev = { client: kind, ev: j.ev, s: `${kind}-${j.s}`, at: j.at, ms: j.ms, node: j.node, value: j.value, error: j.error, call: j.call ?? undefined, failed: j.failed };
+      const e: Ev = {
+        client: kind,
+        ev: j.ev,
+        s: `${kind}-${j.s}`,
+        at: j.at,
+        ms: j.ms,
+        node: j.node,
+        value: j.value,
+        error: j.error,
+        call: j.call ?? undefined,
+        failed: j.failed,
+      };
       out.push(e);
       live.push(e);
     });
@@ -87,7 +117,13 @@ function runProcessClient(kind: Exclude<ClientKind, "ts">, sessions: number, cal
 }
 
 /** TypeScript SDK sessions in this process, same events; with reinit a 404 leads to a new session. */
-async function runTsClient(sessions: number, calls: number, pauseMs: number, reinit: boolean, live: Ev[]): Promise<Ev[]> {
+async function runTsClient(
+  sessions: number,
+  calls: number,
+  pauseMs: number,
+  reinit: boolean,
+  live: Ev[],
+): Promise<Ev[]> {
   const out = { push: (e: Ev) => void (all.push(e), live.push(e)) };
   const all: Ev[] = [];
   const one = async (s: number) => {
@@ -104,7 +140,15 @@ async function runTsClient(sessions: number, calls: number, pauseMs: number, rei
         node = JSON.parse(await sess.call("whoami")).node;
         out.push({ client: "ts", ev: "whoami", s: `ts-${s}`, at, ms: Date.now() - at, node });
       } catch (err) {
-        out.push({ client: "ts", ev: "init", s: `ts-${s}`, at, ms: Date.now() - at, call: initCall, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+        out.push({
+          client: "ts",
+          ev: "init",
+          s: `ts-${s}`,
+          at,
+          ms: Date.now() - at,
+          call: initCall,
+          error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}`,
+        });
         return;
       }
       let gone = false;
@@ -117,7 +161,15 @@ async function runTsClient(sessions: number, calls: number, pauseMs: number, rei
           out.push({ client: "ts", ev: "call", s: `ts-${s}`, at, ms: Date.now() - at, node, value });
         } catch (err) {
           const status = httpStatusOf(err);
-          out.push({ client: "ts", ev: "call", s: `ts-${s}`, at, ms: Date.now() - at, node, error: `${status ?? ""} ${(err as Error).message}` });
+          out.push({
+            client: "ts",
+            ev: "call",
+            s: `ts-${s}`,
+            at,
+            ms: Date.now() - at,
+            node,
+            error: `${status ?? ""} ${(err as Error).message}`,
+          });
           gone = reinit && status === 404;
         }
       }
@@ -135,7 +187,10 @@ async function sessionOn(node: NodePart): Promise<string> {
     const { sessionId } = await rawInitialize(stack.httpBase);
     const who = await rawCall(stack.httpBase, sessionId, "whoami");
     if (JSON.parse(who.text!).node === node.name) return sessionId;
-    await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers: { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION } });
+    await raw(`${stack.httpBase}/mcp`, {
+      method: "DELETE",
+      headers: { ...MCP_HEADERS, "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION },
+    });
   }
   throw new Error(`no session landed on ${node.name}`);
 }
@@ -143,7 +198,8 @@ async function sessionOn(node: NodePart): Promise<string> {
 /** Lines of every node's log written since `marks` were taken. */
 const logMarks = () => stack.nodes.map((n) => n.proc.log().length);
 const logsSince = (marks: number[]) => stack.nodes.map((n, i) => n.proc.log().slice(marks[i]));
-const misrouteLines = (marks: number[]) => logsSince(marks).flatMap((l) => l.split("\n").filter((x) => x.includes("session not served by this node")));
+const misrouteLines = (marks: number[]) =>
+  logsSince(marks).flatMap((l) => l.split("\n").filter((x) => x.includes("session not served by this node")));
 
 interface Phase {
   name: string;
@@ -186,11 +242,20 @@ const resets = (run: number[]) => run.filter((v, i) => i > 0 && v <= run[i - 1]!
 
 /** Every client event of a scenario, for its timeline (the run directory, beside the node logs). */
 function saveTimeline(name: string, events: Ev[]): void {
-  writeFileSync(join(stack.dir, `timeline-${name}.jsonl`), [...events].sort((a, b) => a.at - b.at).map((e) => JSON.stringify({ ...e, error: e.error ? sample(e) : undefined })).join("\n") + "\n");
+  writeFileSync(
+    join(stack.dir, `timeline-${name}.jsonl`),
+    [...events]
+      .sort((a, b) => a.at - b.at)
+      .map((e) => JSON.stringify({ ...e, error: e.error ? sample(e) : undefined }))
+      .join("\n") + "\n",
+  );
 }
 
 /** Runs the clients and, meanwhile, the action (which sees the events so far). */
-async function loadAll(o: { ts: number; py: number; go: number; rust: number; calls: number; pauseMs: number; reinit: boolean }, action: (live: Ev[]) => Promise<void>): Promise<Ev[]> {
+async function loadAll(
+  o: { ts: number; py: number; go: number; rust: number; calls: number; pauseMs: number; reinit: boolean },
+  action: (live: Ev[]) => Promise<void>,
+): Promise<Ev[]> {
   const live: Ev[] = [];
   const clients = Promise.all([
     runTsClient(o.ts, o.calls, o.pauseMs, o.reinit, live),
@@ -205,7 +270,11 @@ async function loadAll(o: { ts: number; py: number; go: number; rust: number; ca
 
 /** Waits until the node's sessions are known up again and Traefik serves it (between scenarios). */
 async function settle(): Promise<void> {
-  await waitUntil("every node healthy", async () => (await Promise.all(stack.nodes.map((n) => n.health(1000)))).every(Boolean), 20_000);
+  await waitUntil(
+    "every node healthy",
+    async () => (await Promise.all(stack.nodes.map((n) => n.health(1000)))).every(Boolean),
+    20_000,
+  );
   await sleep(1500);
 }
 
@@ -227,28 +296,49 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
     // Each client session is sequential: its call in flight when the node stops waits for the
     // resume. Raw requests of one more session show what a new request gets meanwhile.
     const probes: Array<{ at: number; status: number | null; id: unknown; sentId: number }> = [];
-    const events = await loadAll({ ts: 6, py: 6, go: 6, rust: 6, calls: 56, pauseMs: 250, reinit: false }, async (live) => {
-      await sleep(4000);
-      victim = pickVictim(live);
-      const probe = await sessionOn(victim);
-      stopAt = Date.now();
-      victim.pause();
-      const pending: Promise<void>[] = [];
-      for (let k = 0; Date.now() < stopAt + 4800; k++) {
-        const sentId = 9000 + k;
-        const at = Date.now();
-        pending.push(
-          raw(`${stack.httpBase}/mcp`, { method: "POST", headers: { ...MCP_HEADERS, "mcp-session-id": probe, "mcp-protocol-version": PROTOCOL_VERSION }, body: JSON.stringify({ jsonrpc: "2.0", id: sentId, method: "tools/call", params: { name: "whoami", arguments: {} } }), timeoutMs: 10_000 })
-            .then((r) => void probes.push({ at, status: r.status, id: r.status === 503 ? JSON.parse(r.body).id : null, sentId }))
-            .catch(() => void probes.push({ at, status: null, id: null, sentId })),
-        );
-        await sleep(250);
-      }
-      await sleep(Math.max(0, stopAt + 5000 - Date.now()));
-      victim.resume();
-      resumeAt = Date.now();
-      await Promise.all(pending);
-    });
+    const events = await loadAll(
+      { ts: 6, py: 6, go: 6, rust: 6, calls: 56, pauseMs: 250, reinit: false },
+      async (live) => {
+        await sleep(4000);
+        victim = pickVictim(live);
+        const probe = await sessionOn(victim);
+        stopAt = Date.now();
+        victim.pause();
+        const pending: Promise<void>[] = [];
+        for (let k = 0; Date.now() < stopAt + 4800; k++) {
+          const sentId = 9000 + k;
+          const at = Date.now();
+          pending.push(
+            raw(`${stack.httpBase}/mcp`, {
+              method: "POST",
+              headers: { ...MCP_HEADERS, "mcp-session-id": probe, "mcp-protocol-version": PROTOCOL_VERSION },
+              body: JSON.stringify({
+                jsonrpc: "2.0",
+                id: sentId,
+                method: "tools/call",
+                params: { name: "whoami", arguments: {} },
+              }),
+              timeoutMs: 10_000,
+            })
+              .then(
+                (r) =>
+                  void probes.push({
+                    at,
+                    status: r.status,
+                    id: r.status === 503 ? JSON.parse(r.body).id : null,
+                    sentId,
+                  }),
+              )
+              .catch(() => void probes.push({ at, status: null, id: null, sentId })),
+          );
+          await sleep(250);
+        }
+        await sleep(Math.max(0, stopAt + 5000 - Date.now()));
+        victim.resume();
+        resumeAt = Date.now();
+        await Promise.all(pending);
+      },
+    );
     saveTimeline("stall", events);
     const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
     const phases: Phase[] = [
@@ -260,19 +350,32 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
     const victimSessions = new Set(events.filter((e) => e.ev === "whoami" && onVictim(e)).map((e) => e.s));
     const errors = events.filter((e) => e.error);
     const firstOkAfter = new Map<string, number>();
-    for (const e of events) if (e.ev === "call" && e.value !== undefined && e.at >= resumeAt && victimSessions.has(e.s)) firstOkAfter.set(e.s, Math.min(firstOkAfter.get(e.s) ?? Infinity, e.at + e.ms - resumeAt));
+    for (const e of events)
+      if (e.ev === "call" && e.value !== undefined && e.at >= resumeAt && victimSessions.has(e.s))
+        firstOkAfter.set(e.s, Math.min(firstOkAfter.get(e.s) ?? Infinity, e.at + e.ms - resumeAt));
     const runs = counterRuns(events);
     report("liveness stall", {
       sessions: runs.size,
       onStalledNode: victimSessions.size,
-      victimSessionsPerClient: Object.fromEntries((["ts", "py", "go", "rust"] as const).map((c) => [c, [...victimSessions].filter((s) => s.startsWith(c)).length])),
+      victimSessionsPerClient: Object.fromEntries(
+        (["ts", "py", "go", "rust"] as const).map((c) => [
+          c,
+          [...victimSessions].filter((s) => s.startsWith(c)).length,
+        ]),
+      ),
       victim: tally(events, phases, onVictim),
       others: tally(events, phases, (e) => !onVictim(e)),
       resumeToServedMsMax: Math.max(0, ...firstOkAfter.values()),
-      rawDuringStop: probes.sort((a, b) => a.at - b.at).map((p) => `${p.at - stopAt}ms:${p.status}`).join(" "),
+      rawDuringStop: probes
+        .sort((a, b) => a.at - b.at)
+        .map((p) => `${p.at - stopAt}ms:${p.status}`)
+        .join(" "),
       errorSamples: [...new Set(errors.map(sample))].slice(0, 8),
     });
-    expect(new Set([...victimSessions].map((x) => x.split("-")[0])).size, "client kinds on the stalled node").toBeGreaterThanOrEqual(3);
+    expect(
+      new Set([...victimSessions].map((x) => x.split("-")[0])).size,
+      "client kinds on the stalled node",
+    ).toBeGreaterThanOrEqual(3);
     // 0 sessions lost: one incarnation per session, and its counter never skips or restarts.
     for (const [s, r] of runs) {
       expect(r.length, `${s}: one session, never re-initialized`).toBe(1);
@@ -307,22 +410,29 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
     const rawAfterKill: Array<{ at: number; status: number | null; edge: boolean }> = [];
     const restartAfter: NodePart[] = [];
     try {
-      const events = await loadAll({ ts: 6, py: 6, go: 6, rust: 6, calls: 40, pauseMs: 250, reinit: true }, async (live) => {
-        await sleep(4000);
-        victim = pickVictim(live);
-        const probe = await sessionOn(victim);
-        killAt = Date.now();
-        await victim.kill();
-        restartAfter.push(victim);
-        // A raw request every 100 ms for one of its sessions: what the edge answers, and from when.
-        while (Date.now() < killAt + 4000) {
-          const at = Date.now();
-          const r = await rawCall(stack.httpBase, probe, "whoami", { timeoutMs: 1000 }).catch(() => null);
-          rawAfterKill.push({ at: at - killAt, status: r?.status ?? null, edge: r ? header(r, "mcp-affinity") === "lost" : false });
-          if (r?.status === 404) break;
-          await sleep(100);
-        }
-      });
+      const events = await loadAll(
+        { ts: 6, py: 6, go: 6, rust: 6, calls: 40, pauseMs: 250, reinit: true },
+        async (live) => {
+          await sleep(4000);
+          victim = pickVictim(live);
+          const probe = await sessionOn(victim);
+          killAt = Date.now();
+          await victim.kill();
+          restartAfter.push(victim);
+          // A raw request every 100 ms for one of its sessions: what the edge answers, and from when.
+          while (Date.now() < killAt + 4000) {
+            const at = Date.now();
+            const r = await rawCall(stack.httpBase, probe, "whoami", { timeoutMs: 1000 }).catch(() => null);
+            rawAfterKill.push({
+              at: at - killAt,
+              status: r?.status ?? null,
+              edge: r ? header(r, "mcp-affinity") === "lost" : false,
+            });
+            if (r?.status === 404) break;
+            await sleep(100);
+          }
+        },
+      );
       saveTimeline("crash", events);
       // The Python SDK ends a session on any HTTP error. A Python session that ended on a 502 is
       // excused only by that 502's call id: Traefik's own answer (access log) for a request it sent
@@ -336,7 +446,12 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         const row = e.call ? rows.get(e.call) : undefined;
         if (!row || !e.error || errorKind(e.error) !== "502") return false;
         const start = Date.parse(row.StartUTC);
-        return row.DownstreamStatus === 502 && row.ServiceURL === victim!.url && start + row.Duration / 1e6 >= killAt && start <= edge404At;
+        return (
+          row.DownstreamStatus === 502 &&
+          row.ServiceURL === victim!.url &&
+          start + row.Duration / 1e6 >= killAt &&
+          start <= edge404At
+        );
       };
       for (const e of events) if (e.client === "py" && e.ev === "init" && crash502(e)) e.node = victim!.name;
       const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
@@ -346,9 +461,13 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         { name: "later", from: killAt + 2000, to: end },
       ];
       const onVictim = (e: Ev) => e.node === victim!.name;
-      const victimSessions = new Set(events.filter((e) => e.ev === "whoami" && onVictim(e) && e.at < killAt).map((e) => e.s));
-        const first404 = new Map<string, number>();
-      for (const e of events) if (e.error && onVictim(e) && errorKind(e.error) === "404") first404.set(e.s, Math.min(first404.get(e.s) ?? Infinity, e.at + e.ms - killAt));
+      const victimSessions = new Set(
+        events.filter((e) => e.ev === "whoami" && onVictim(e) && e.at < killAt).map((e) => e.s),
+      );
+      const first404 = new Map<string, number>();
+      for (const e of events)
+        if (e.error && onVictim(e) && errorKind(e.error) === "404")
+          first404.set(e.s, Math.min(first404.get(e.s) ?? Infinity, e.at + e.ms - killAt));
       // rmcp re-initializes on the 404 by itself: its new run starting at 1 is the sign.
       const runs = counterRuns(events);
       report("liveness crash", {
@@ -356,14 +475,22 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         victim: tally(events, phases, onVictim),
         others: tally(events, phases, (e) => !onVictim(e)),
         rawAfterKill: rawAfterKill.map((r) => `${r.at}ms:${r.status}${r.edge ? "(edge)" : ""}`).join(" "),
-        pythonEndedOn502: events.filter((e) => e.client === "py" && e.error && errorKind(e.error) === "502").map((e) => `${e.s} ${e.call} +${Math.round(e.at - killAt)}ms`),
+        pythonEndedOn502: events
+          .filter((e) => e.client === "py" && e.error && errorKind(e.error) === "502")
+          .map((e) => `${e.s} ${e.call} +${Math.round(e.at - killAt)}ms`),
         first404PerSessionMs: Object.fromEntries([...first404].map(([k, v]) => [k, Math.round(v)])),
-        initErrors: events.filter((e) => e.ev === "init" && e.error).map((e) => `${e.s} +${Math.round(e.at - killAt)}ms ${e.call ?? ""} ${e.node ?? ""} ${sample(e)}`),
-      rustReinitialized: [...runs].filter(([s, r]) => s.startsWith("rust") && resets(r.flat()) > 0).length,
+        initErrors: events
+          .filter((e) => e.ev === "init" && e.error)
+          .map((e) => `${e.s} +${Math.round(e.at - killAt)}ms ${e.call ?? ""} ${e.node ?? ""} ${sample(e)}`),
+        rustReinitialized: [...runs].filter(([s, r]) => s.startsWith("rust") && resets(r.flat()) > 0).length,
         errorSamples: [...new Set(events.filter((e) => e.error).map(sample))].slice(0, 8),
       });
-      expect(new Set([...victimSessions].map((x) => x.split("-")[0])).size, "client kinds on the killed node").toBeGreaterThanOrEqual(3);
-      for (const e of events) if (e.error) expect(onVictim(e), `${e.client} ${e.s} error on a live node: ${e.error}`).toBe(true);
+      expect(
+        new Set([...victimSessions].map((x) => x.split("-")[0])).size,
+        "client kinds on the killed node",
+      ).toBeGreaterThanOrEqual(3);
+      for (const e of events)
+        if (e.error) expect(onVictim(e), `${e.client} ${e.s} error on a live node: ${e.error}`).toBe(true);
       // The edge answers 404 for its sessions within 2 s of the kill (the probe sees the refusal) ...
       const edge404 = rawAfterKill.find((r) => r.status === 404);
       expect(edge404?.edge, JSON.stringify(rawAfterKill)).toBe(true);
@@ -371,15 +498,26 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
       // ... so every call of its sessions sent later gets that 404 (a call in flight at the kill ends
       // as its client ends a cut answer: a 502, or the client's own timeout), and each session got it.
       // (rmcp re-initializes by itself: its later calls succeed in a new session, checked below.)
-      for (const e of events) if (e.ev === "call" && onVictim(e) && e.client !== "rust" && e.at > killAt + 2000) expect(errorKind(e.error ?? "ok"), `${e.client} ${e.s}: ${e.error}`).toBe("404");
+      for (const e of events)
+        if (e.ev === "call" && onVictim(e) && e.client !== "rust" && e.at > killAt + 2000)
+          expect(errorKind(e.error ?? "ok"), `${e.client} ${e.s}: ${e.error}`).toBe("404");
       // Each session got the 404, unless its SDK already ended it on a 502 (crash502 above).
-      const endedOn502 = (x: string) => events.find((e) => e.s === x && e.client === "py" && e.error && errorKind(e.error) === "502");
+      const endedOn502 = (x: string) =>
+        events.find((e) => e.s === x && e.client === "py" && e.error && errorKind(e.error) === "502");
       const pyEndedOn502 = [...victimSessions].filter((s) => !first404.has(s) && endedOn502(s));
-      for (const s of pyEndedOn502) expect(crash502(endedOn502(s)!), `${s}: its 502 (${endedOn502(s)!.call}) is Traefik's answer for the killed node before the edge knew`).toBe(true);
-      for (const s of victimSessions) if (!s.startsWith("rust")) expect(first404.has(s) || pyEndedOn502.includes(s), `${s}: got the 404`).toBe(true);
-      for (const [s, r] of runs) if (s.startsWith("rust") && victimSessions.has(s)) expect(resets(r.flat()), `${s} re-initialized: ${r}`).toBe(1);
+      for (const s of pyEndedOn502)
+        expect(
+          crash502(endedOn502(s)!),
+          `${s}: its 502 (${endedOn502(s)!.call}) is Traefik's answer for the killed node before the edge knew`,
+        ).toBe(true);
+      for (const s of victimSessions)
+        if (!s.startsWith("rust")) expect(first404.has(s) || pyEndedOn502.includes(s), `${s}: got the 404`).toBe(true);
+      for (const [s, r] of runs)
+        if (s.startsWith("rust") && victimSessions.has(s))
+          expect(resets(r.flat()), `${s} re-initialized: ${r}`).toBe(1);
       // After the 404 every client carried on in a new session on a live node: no other error later on.
-      for (const e of events) if (e.error && e.at > killAt + 2000) expect(errorKind(e.error), `${e.client} ${e.s}: ${e.error}`).toBe("404");
+      for (const e of events)
+        if (e.error && e.at > killAt + 2000) expect(errorKind(e.error), `${e.client} ${e.s}: ${e.error}`).toBe("404");
     } finally {
       for (const n of restartAfter) await n.start(); // the next scenario needs every node
     }
@@ -407,21 +545,47 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
           const s = `new-${k++}`;
           let initCall: string | undefined; // the initialize's call id (its first request)
           try {
-            const sess = await connectSdk(stack.mcpUrl, undefined, { onCallId: (id) => void (initCall ??= String(id)) });
+            const sess = await connectSdk(stack.mcpUrl, undefined, {
+              onCallId: (id) => void (initCall ??= String(id)),
+            });
             const node = JSON.parse(await sess.call("whoami")).node as string;
             newSessions.push({ client: "ts", ev: "whoami", s, at, ms: Date.now() - at, node });
             for (let i = 1; i <= 2; i++) {
               const t = Date.now();
               try {
-                newSessions.push({ client: "ts", ev: "call", s, at: t, ms: Date.now() - t, node, value: Number(await sess.call("counter")) });
+                newSessions.push({
+                  client: "ts",
+                  ev: "call",
+                  s,
+                  at: t,
+                  ms: Date.now() - t,
+                  node,
+                  value: Number(await sess.call("counter")),
+                });
               } catch (err) {
-                newSessions.push({ client: "ts", ev: "call", s, at: t, ms: Date.now() - t, node, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+                newSessions.push({
+                  client: "ts",
+                  ev: "call",
+                  s,
+                  at: t,
+                  ms: Date.now() - t,
+                  node,
+                  error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}`,
+                });
                 if (httpStatusOf(err) === 404) break; // its node restarted: the session is gone
               }
             }
             await sess.end();
           } catch (err) {
-            newSessions.push({ client: "ts", ev: "init", s, at, ms: Date.now() - at, call: initCall, error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}` });
+            newSessions.push({
+              client: "ts",
+              ev: "init",
+              s,
+              at,
+              ms: Date.now() - at,
+              call: initCall,
+              error: `${httpStatusOf(err) ?? ""} ${(err as Error).message}`,
+            });
           }
         });
         await Promise.all(runs);
@@ -452,7 +616,10 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
     // the drain). Each is listed with its delay after the SIGTERM.
     const rows = new Map(stack.accessLog().map((row) => [String(row[`request_${CALL_ID_HEADER}`]), row]));
     const refusalWindow = (e: Ev) => {
-      const row = e.ev === "init" && e.call && e.error && /^503 .*This node is shutting down/s.test(e.error) ? rows.get(e.call) : undefined;
+      const row =
+        e.ev === "init" && e.call && e.error && /^503 .*This node is shutting down/s.test(e.error)
+          ? rows.get(e.call)
+          : undefined;
       if (!row || row.OriginStatus !== 503) return undefined;
       const start = Date.parse(row.StartUTC);
       const w = r.windows.find((x) => row.ServiceURL === x.node.url && start >= x.sigterm && start <= x.exited);
@@ -462,20 +629,38 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
     // A session whose whoami got the 404 (born just before its node's SIGTERM): its node is the
     // one that answered its initialize (the initialize's call id in the access log).
     for (const e of [...r.events, ...r.newSessions]) {
-      const row = e.ev === "init" && !e.node && e.call && e.error && errorKind(e.error) === "404" ? rows.get(e.call) : undefined;
+      const row =
+        e.ev === "init" && !e.node && e.call && e.error && errorKind(e.error) === "404" ? rows.get(e.call) : undefined;
       if (row?.OriginStatus === 200) e.node = r.windows.find((w) => w.node.url === row.ServiceURL)?.node.name;
     }
-    const restartingAt = (e: Ev) => r.windows.find((w) => w.node.name === e.node && (e.ev === "init" ? e.at + e.ms : e.at) >= w.sigterm - 500 && e.at <= w.up + 3000);
+    const restartingAt = (e: Ev) =>
+      r.windows.find(
+        (w) =>
+          w.node.name === e.node && (e.ev === "init" ? e.at + e.ms : e.at) >= w.sigterm - 500 && e.at <= w.up + 3000,
+      );
     const all = [...r.events, ...r.newSessions];
     const errs = all.filter((e) => e.error && !refusedByDraining(e));
-    const onDraining = r.newSessions.filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at >= w.sigterm && e.at + e.ms <= w.exited));
+    const onDraining = r.newSessions.filter(
+      (e) =>
+        e.ev === "whoami" &&
+        r.windows.some((w) => w.node.name === e.node && e.at >= w.sigterm && e.at + e.ms <= w.exited),
+    );
     const terminal = new Map<string, number>();
-    for (const e of all) if (e.error && errorKind(e.error) === "404") terminal.set(`${e.s}@${e.node}`, (terminal.get(`${e.s}@${e.node}`) ?? 0) + 1);
-    const restartedSessions = new Set(r.events.filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at < w.sigterm)).map((e) => `${e.s}@${e.node}`));
+    for (const e of all)
+      if (e.error && errorKind(e.error) === "404")
+        terminal.set(`${e.s}@${e.node}`, (terminal.get(`${e.s}@${e.node}`) ?? 0) + 1);
+    const restartedSessions = new Set(
+      r.events
+        .filter((e) => e.ev === "whoami" && r.windows.some((w) => w.node.name === e.node && e.at < w.sigterm))
+        .map((e) => `${e.s}@${e.node}`),
+    );
     return {
       calls: all.filter((e) => e.ev === "call").length,
       errors: errs.length,
-      byKind: errs.reduce<Record<string, number>>((o, e) => ((o[errorKind(e.error!)] = (o[errorKind(e.error!)] ?? 0) + 1), o), {}),
+      byKind: errs.reduce<Record<string, number>>(
+        (o, e) => ((o[errorKind(e.error!)] = (o[errorKind(e.error!)] ?? 0) + 1), o),
+        {},
+      ),
       errorsOnNodesNotRestarting: errs.filter((e) => !restartingAt(e)).length,
       "502s": errs.filter((e) => errorKind(e.error!) === "502").length,
       newSessions: r.newSessions.filter((e) => e.ev === "whoami").length,
@@ -483,16 +668,25 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
       // A node refuses new sessions from the moment it drains (503 + Retry-After); the edge stops
       // sending it any within a view refresh. An initialize in between gets that prompt 503.
       initializesRefusedByDrainingNode: r.newSessions.filter((e) => refusedByDraining(e)).length,
-      refusals: r.newSessions.flatMap((e) => (refusedByDraining(e) ? [`${e.call} ${refusalWindow(e)!.w.node.name} +${refusalWindow(e)!.ms}ms`] : [])),
+      refusals: r.newSessions.flatMap((e) =>
+        refusedByDraining(e) ? [`${e.call} ${refusalWindow(e)!.w.node.name} +${refusalWindow(e)!.ms}ms`] : [],
+      ),
       // A new session born on a node just before its SIGTERM ends, like every session of a
       // restarted node, on its one terminal 404 (counted in sessionsWith404).
-      newSessionFailures: r.newSessions.filter((e) => e.error && !refusedByDraining(e) && !(errorKind(e.error) === "404" && restartingAt(e))).length,
+      newSessionFailures: r.newSessions.filter(
+        (e) => e.error && !refusedByDraining(e) && !(errorKind(e.error) === "404" && restartingAt(e)),
+      ).length,
       sessionsWith404: terminal.size,
       sessionsWithMoreThanOne404: [...terminal.values()].filter((n) => n > 1).length,
       restartedSessions: restartedSessions.size,
       samples: [...new Set(errs.map(sample))].slice(0, 6),
       // Each error a node not restarting answered (or an initialize), with its start relative to each SIGTERM.
-      notRestarting: errs.filter((e) => !restartingAt(e)).map((e) => `${e.s} ${e.ev} ${e.node} at ${r.windows.map((w) => `${w.node.name}:${e.at - w.sigterm}`).join(",")} ${sample(e)}`),
+      notRestarting: errs
+        .filter((e) => !restartingAt(e))
+        .map(
+          (e) =>
+            `${e.s} ${e.ev} ${e.node} at ${r.windows.map((w) => `${w.node.name}:${e.at - w.sigterm}`).join(",")} ${sample(e)}`,
+        ),
       terminal,
     };
   }
@@ -521,10 +715,18 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
     }
     const { terminal: _t1, ...ron } = son;
     const { terminal: _t2, ...roff } = soff;
-    const rows = Object.keys(ron).filter((k) => !["samples", "notRestarting", "refusals"].includes(k)).map((k) => `${k.padEnd(28)} ${JSON.stringify((ron as any)[k]).padStart(14)} ${JSON.stringify((roff as any)[k]).padStart(14)}`);
+    const rows = Object.keys(ron)
+      .filter((k) => !["samples", "notRestarting", "refusals"].includes(k))
+      .map(
+        (k) =>
+          `${k.padEnd(28)} ${JSON.stringify((ron as any)[k]).padStart(14)} ${JSON.stringify((roff as any)[k]).padStart(14)}`,
+      );
     console.log(["[e2e] liveness rolling deploy (plugin on | plain sticky):", ...rows].join("\n"));
     report("liveness rolling deploy", {
-      windows: on.windows.map((w) => ({ node: w.node.name, drainMs: w.exited - w.sigterm, startMs: w.up - w.exited })), on: ron, off: roff });
+      windows: on.windows.map((w) => ({ node: w.node.name, drainMs: w.exited - w.sigterm, startMs: w.up - w.exited })),
+      on: ron,
+      off: roff,
+    });
 
     expect(son.restartedSessions).toBeGreaterThanOrEqual(20);
     expect(son["502s"]).toBe(0);

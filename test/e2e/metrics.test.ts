@@ -24,7 +24,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const sidecarMetric = async (name: string, ...fragments: string[]) => metricSum(await scrapeMetrics(`${stack.sidecarUrl}/metrics`), name, ...fragments);
+const sidecarMetric = async (name: string, ...fragments: string[]) =>
+  metricSum(await scrapeMetrics(`${stack.sidecarUrl}/metrics`), name, ...fragments);
 
 describe("edge decisions and closes on /metrics", () => {
   it("a DELETE counts one close; N edge 404s count exactly N lost within 2 s, with the instance idle after them", async () => {
@@ -35,7 +36,12 @@ describe("edge decisions and closes on /metrics", () => {
     expect((await rawCall(stack.httpBase, sessionId, "counter")).text).toBe("1");
     const del = await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers });
     expect(del.status).toBe(200);
-    await waitUntil("the close in the view", async () => (await lookupSession(stack.shared, sessionHash(sessionId)))?.closed === true, 5000, 20);
+    await waitUntil(
+      "the close in the view",
+      async () => (await lookupSession(stack.shared, sessionHash(sessionId)))?.closed === true,
+      5000,
+      20,
+    );
     // The node's own close reaches the sidecar through the registry, the plugin's through its
     // event: both arrive well within a second; the count must stay 1.
     await sleep(1000);
@@ -44,7 +50,11 @@ describe("edge decisions and closes on /metrics", () => {
     const N = 10;
     const lostBefore = await sidecarMetric("mcp_affinity_edge_decisions_total", 'reason="lost"');
     for (let i = 0; i < N; i++) {
-      const r = await raw(`${stack.httpBase}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: i, method: "tools/list" }) });
+      const r = await raw(`${stack.httpBase}/mcp`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ jsonrpc: "2.0", id: i, method: "tools/list" }),
+      });
       expect(r.status).toBe(404);
       expect(header(r, "mcp-affinity")).toBe("lost"); // answered by the edge, not a node
     }
@@ -52,7 +62,10 @@ describe("edge decisions and closes on /metrics", () => {
     const t0 = Date.now();
     const { ms } = await waitUntil(
       `${N} lost decisions on /metrics`,
-      async () => ((await sidecarMetric("mcp_affinity_edge_decisions_total", 'reason="lost"')) - lostBefore >= N ? { ms: Date.now() - t0 } : null),
+      async () =>
+        (await sidecarMetric("mcp_affinity_edge_decisions_total", 'reason="lost"')) - lostBefore >= N
+          ? { ms: Date.now() - t0 }
+          : null,
       2000,
       25,
     );
@@ -81,18 +94,34 @@ describe("the scrapes", () => {
 describe("a plugin with a bad setting", () => {
   it("passes everything and reports nothing while Traefik counts the requests (what McpAffinityPluginSilent compares)", async () => {
     const headers = { ...MCP_HEADERS, "mcp-session-id": closedSession, "mcp-protocol-version": PROTOCOL_VERSION };
-    const post = () => raw(`${stack.httpBase}/mcp`, { method: "POST", headers, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }) });
+    const post = () =>
+      raw(`${stack.httpBase}/mcp`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+      });
     expect(header(await post(), "mcp-affinity")).toBe("lost");
     // eventFlushMs below its range: the plugin logs the setting once and passes every request.
     stack.writeDynamic({ pluginSettings: { staleAfterMs: String(stack.timing.staleAfterMs), eventFlushMs: "5" } });
-    await waitUntil("Traefik to load the middleware with the bad setting", async () => header(await post(), "mcp-affinity") === undefined, 15_000, 200);
+    await waitUntil(
+      "Traefik to load the middleware with the bad setting",
+      async () => header(await post(), "mcp-affinity") === undefined,
+      15_000,
+      200,
+    );
     await sleep(1500); // batches of the old instances
     const decisionsBefore = await sidecarMetric("mcp_affinity_edge_decisions_total");
-    const servedBefore = metricSum(await scrapeMetrics(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"');
+    const servedBefore = metricSum(
+      await scrapeMetrics(stack.traefikMetricsUrl),
+      "traefik_service_requests_total",
+      'service="mcp@file"',
+    );
     const N = 30;
     for (let i = 0; i < N; i++) expect((await post()).status).toBe(404); // the node's own 404 now
     await sleep(1500);
-    const served = metricSum(await scrapeMetrics(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"') - servedBefore;
+    const served =
+      metricSum(await scrapeMetrics(stack.traefikMetricsUrl), "traefik_service_requests_total", 'service="mcp@file"') -
+      servedBefore;
     expect(served).toBeGreaterThanOrEqual(N);
     const decisions = (await sidecarMetric("mcp_affinity_edge_decisions_total")) - decisionsBefore;
     expect(decisions).toBe(0);

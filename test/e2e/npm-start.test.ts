@@ -25,7 +25,9 @@ function pidsAlive(pids: number[]): number[] {
 /** Pids still alive a moment after the runner exited (an exiting child needs a few ms to be reaped). */
 async function partsLeft(pids: number[]): Promise<string[]> {
   for (let i = 0; i < 40 && pidsAlive(pids).length; i++) await sleep(50);
-  return pidsAlive(pids).map((p) => `${p} ${spawnSync("ps", ["-o", "args=", "-p", String(p)], { encoding: "utf8" }).stdout.trim()}`);
+  return pidsAlive(pids).map(
+    (p) => `${p} ${spawnSync("ps", ["-o", "args=", "-p", String(p)], { encoding: "utf8" }).stdout.trim()}`,
+  );
 }
 
 /** Child pids of `pid` (the stack's parts), from /proc. */
@@ -68,7 +70,11 @@ async function runStack(env: Record<string, string>) {
     MCPA_LB_PORT: String(ports[8]),
     ...env,
   };
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/stack.ts"], { cwd: ROOT, env: { ...process.env, ...vars }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--import", "tsx", "scripts/stack.ts"], {
+    cwd: ROOT,
+    env: { ...process.env, ...vars },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
@@ -121,7 +127,10 @@ describe("npm start (scripts/stack.ts)", () => {
     const s = await runStack({ MCPA_STORE: "memory", MCPA_NODE_PORTS: `${p1},${p2}` });
     expect(s.out()).toContain("in-memory store inside the sidecar");
     expect(s.out()).toContain("the sidecar, 2 reference nodes and Traefik");
-    expect(/Nodes\s+(.*)/.exec(s.out())![1]!.match(/http:\/\/127\.0\.0\.1:\d+/g)).toEqual([`http://127.0.0.1:${p1}`, `http://127.0.0.1:${p2}`]);
+    expect(/Nodes\s+(.*)/.exec(s.out())![1]!.match(/http:\/\/127\.0\.0\.1:\d+/g)).toEqual([
+      `http://127.0.0.1:${p1}`,
+      `http://127.0.0.1:${p2}`,
+    ]);
     expect(s.out()).toMatch(/Self-check: .* counter 1,2,3/);
     const c = await connectSdk(`http://127.0.0.1:${s.vars.MCPA_HTTP_PORT}/mcp`);
     for (let i = 1; i <= 5; i++) expect(await c.call("counter")).toBe(String(i));
@@ -169,7 +178,12 @@ describe("npm start (scripts/stack.ts)", () => {
       ["MCPA_STORE", "disk", "MCPA_STORE must be redis or memory"],
       ["MCPA_REPLICAS", "9", "MCPA_REPLICAS must be a number from 1 to 4"],
     ] as const) {
-      const r = spawnSync(process.execPath, ["--import", "tsx", "scripts/stack.ts"], { cwd: ROOT, env: { ...process.env, [k]: v }, encoding: "utf8", timeout: 30_000 });
+      const r = spawnSync(process.execPath, ["--import", "tsx", "scripts/stack.ts"], {
+        cwd: ROOT,
+        env: { ...process.env, [k]: v },
+        encoding: "utf8",
+        timeout: 30_000,
+      });
       expect(r.status, k).toBe(2);
       expect(r.stderr.trim().split("\n"), k).toHaveLength(1);
       expect(r.stderr, k).toContain(needle);

@@ -73,7 +73,9 @@ interface SequentialResult {
 
 /** Requests of the /mcp router in [from, to] from a replica's access log. */
 function mcpRows(rows: AccessLogRow[], from: number, to: number): AccessLogRow[] {
-  return rows.filter((r) => (r.RouterName ?? "").includes("mcp") && Date.parse(r.StartUTC) >= from && Date.parse(r.StartUTC) <= to);
+  return rows.filter(
+    (r) => (r.RouterName ?? "").includes("mcp") && Date.parse(r.StartUTC) >= from && Date.parse(r.StartUTC) <= to,
+  );
 }
 
 /** Records what the client sent and got, by call id and session tag (never the id). */
@@ -87,7 +89,13 @@ function recording(base: typeof fetch, log: Exchange[]): typeof fetch {
     }
     const headers = new Headers(init?.headers);
     const sid = headers.get("mcp-session-id");
-    const x = { t0: Date.now(), call: headers.get(CALL_ID_HEADER) ?? "", method: init?.method ?? "GET", rpc, session: sid ? sessionTag(sid) : "-" };
+    const x = {
+      t0: Date.now(),
+      call: headers.get(CALL_ID_HEADER) ?? "",
+      method: init?.method ?? "GET",
+      rpc,
+      session: sid ? sessionTag(sid) : "-",
+    };
     try {
       const r = await base(input, init);
       log.push({ ...x, t: Date.now(), status: r.status });
@@ -181,17 +189,24 @@ async function sequentialLoad(stack: Stack, lb: L4Balancer, front: Front): Promi
     for (const row of rows) {
       if (row.OriginStatus === 404) {
         nodeSide404++;
-        if (node404Rows.length < 10) node404Rows.push(`${r.name} ${row.StartUTC} ${row.RequestMethod} -> ${row.ServiceURL}`);
+        if (node404Rows.length < 10)
+          node404Rows.push(`${r.name} ${row.StartUTC} ${row.RequestMethod} -> ${row.ServiceURL}`);
       } else if (row.DownstreamStatus === 404 && !row.OriginStatus) edge404++;
       const call = row[`request_${CALL_ID_HEADER}`];
-      if (call !== undefined) byCall.set(String(call), `${r.name} ${row.StartUTC} ${row.RequestMethod} ${row.DownstreamStatus} origin ${row.OriginStatus ?? "-"} -> ${row.ServiceURL ?? "edge"}${isProxyCut(row) ? " (proxy cut)" : ""}`);
+      if (call !== undefined)
+        byCall.set(
+          String(call),
+          `${r.name} ${row.StartUTC} ${row.RequestMethod} ${row.DownstreamStatus} origin ${row.OriginStatus ?? "-"} -> ${row.ServiceURL ?? "edge"}${isProxyCut(row) ? " (proxy cut)" : ""}`,
+        );
     }
     proxyCuts += r.proxyCuts(t0 - 50, t1 + 50).length;
   }
   // Each failure is named by the exchanges of its operation that got no 2xx (one user at a time:
   // every exchange in its time span is its own), with the access-log row of each call id.
   for (const p of pending) {
-    p.f.calls = exchanges.filter((e) => e.t0 >= p.from && e.t0 <= p.to && (e.status < 200 || e.status > 299)).map((e) => `${e.call} ${e.method} ${e.rpc} ${e.status}: ${byCall.get(e.call) ?? "no access-log row"}`);
+    p.f.calls = exchanges
+      .filter((e) => e.t0 >= p.from && e.t0 <= p.to && (e.status < 200 || e.status > 299))
+      .map((e) => `${e.call} ${e.method} ${e.rpc} ${e.status}: ${byCall.get(e.call) ?? "no access-log row"}`);
   }
   return {
     front,
@@ -230,7 +245,10 @@ function table(kind: NodeKind, on: SequentialResult[], off: SequentialResult[]):
   const head = ["", ...on.map((r) => `plugin on, ${r.front}`), ...off.map((r) => `plugin off, ${r.front}`)];
   const lines = [head, ...rows.map(([name, f]) => [name, ...on.map(f), ...off.map(f)])];
   const widths = head.map((_, c) => Math.max(...lines.map((l) => l[c]!.length)));
-  return [`two replicas, ${kind} nodes, ${SESSIONS} sessions x ${CALLS} calls one user at a time:`, ...lines.map((l) => l.map((v, c) => v.padEnd(widths[c]!)).join(" | "))].join("\n");
+  return [
+    `two replicas, ${kind} nodes, ${SESSIONS} sessions x ${CALLS} calls one user at a time:`,
+    ...lines.map((l) => l.map((v, c) => v.padEnd(widths[c]!)).join(" | ")),
+  ].join("\n");
 }
 
 for (const kind of ["reference", "python"] as const) {
@@ -261,18 +279,39 @@ for (const kind of ["reference", "python"] as const) {
       }
       console.log(table(kind, on, off));
       report(`replicas ${kind}`, {
-        on: on.map((r) => ({ front: r.front, proxyCuts: r.proxyCuts, failedHandshakes: r.failedHandshakes, failedCalls: r.failedCalls, nodeSide404: r.nodeSide404, discontinuous: r.discontinuousSessions, wallMs: r.wallMs })),
-        off: off.map((r) => ({ front: r.front, failedHandshakes: r.failedHandshakes, failedCalls: r.failedCalls, nodeSide404: r.nodeSide404, discontinuous: r.discontinuousSessions, wallMs: r.wallMs })),
+        on: on.map((r) => ({
+          front: r.front,
+          proxyCuts: r.proxyCuts,
+          failedHandshakes: r.failedHandshakes,
+          failedCalls: r.failedCalls,
+          nodeSide404: r.nodeSide404,
+          discontinuous: r.discontinuousSessions,
+          wallMs: r.wallMs,
+        })),
+        off: off.map((r) => ({
+          front: r.front,
+          failedHandshakes: r.failedHandshakes,
+          failedCalls: r.failedCalls,
+          nodeSide404: r.nodeSide404,
+          discontinuous: r.discontinuousSessions,
+          wallMs: r.wallMs,
+        })),
         l4Picks: lb.picks,
       });
       for (const r of on) {
-        if (r.failures.length || r.nodeSide404) console.log(`plugin on, ${r.front}: failures`, r.failures.slice(0, 10), "node 404s", r.node404Rows);
+        if (r.failures.length || r.nodeSide404)
+          console.log(`plugin on, ${r.front}: failures`, r.failures.slice(0, 10), "node 404s", r.node404Rows);
       }
       // Both replicas took part in every front.
       for (const r of [...on, ...off]) for (const n of r.perReplica) expect(n, r.front).toBeGreaterThan(0);
       // Plugin on: nothing fails (a failure is printed with its call ids and their access-log rows).
       for (const r of on) {
-        expect({ front: r.front, failures: r.failures, node404: r.nodeSide404, edge404: r.edge404 }).toEqual({ front: r.front, failures: [], node404: 0, edge404: 0 });
+        expect({ front: r.front, failures: r.failures, node404: r.nodeSide404, edge404: r.edge404 }).toEqual({
+          front: r.front,
+          failures: [],
+          node404: 0,
+          edge404: 0,
+        });
       }
       // The plain-sticky run shows what the load detects: without cookies, requests scatter.
       expect(off.some((r) => r.failedHandshakes + r.failedCalls > 0)).toBe(true);
@@ -302,11 +341,18 @@ for (const kind of ["reference", "python"] as const) {
         for (const r of stack.replicas) {
           await waitUntil(
             `${r.name}'s view to mark node 1's old boot gone`,
-            async () => (await r.viewMeta())?.boots?.some((x) => x.cookie === n1.cookie && x.bootTag === bootTag(bootBefore) && x.state === "gone"),
+            async () =>
+              (await r.viewMeta())?.boots?.some(
+                (x) => x.cookie === n1.cookie && x.bootTag === bootTag(bootBefore) && x.state === "gone",
+              ),
             15_000,
             25,
           );
-          await waitUntil(`${r.name} to see the restarted node UP`, async () => (await r.traefikServerStatus(0)) === "UP", 10_000);
+          await waitUntil(
+            `${r.name} to see the restarted node UP`,
+            async () => (await r.traefikServerStatus(0)) === "UP",
+            10_000,
+          );
         }
         const goneMs = Date.now() - t0;
         const t1 = Date.now();
@@ -315,13 +361,24 @@ for (const kind of ["reference", "python"] as const) {
             const answers = [
               await rawCall(r.httpBase, sid, "counter"),
               await rawCall(r.httpBase, sid, "counter", { cookie: `_mcp_backend=${n1.cookie}` }),
-              await raw(`${r.httpBase}/mcp`, { method: "GET", headers: { accept: "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": PROTOCOL_VERSION } }),
+              await raw(`${r.httpBase}/mcp`, {
+                method: "GET",
+                headers: {
+                  accept: "text/event-stream",
+                  "mcp-session-id": sid,
+                  "mcp-protocol-version": PROTOCOL_VERSION,
+                },
+              }),
             ];
             for (const ans of answers) {
               const who = `${r.name}, session ${sessionTag(sid)}`;
               expect(ans.status, who).toBe(404);
               expect(header(ans, "mcp-affinity"), who).toBe("lost");
-              expect(JSON.parse(ans.body), who).toEqual({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null });
+              expect(JSON.parse(ans.body), who).toEqual({
+                jsonrpc: "2.0",
+                error: { code: -32001, message: "Session not found" },
+                id: null,
+              });
             }
           }
         }

@@ -38,7 +38,12 @@ interface NodeRow {
 }
 const nodeRows = (p: Page): Promise<NodeRow[]> =>
   p.$$eval("#nodes tbody tr[data-node]", (trs) =>
-    trs.map((tr) => ({ node: (tr as HTMLElement).dataset.node!, name: (tr as HTMLElement).dataset.name!, state: (tr as HTMLElement).dataset.state!, sessions: Number((tr as HTMLElement).dataset.sessions) })),
+    trs.map((tr) => ({
+      node: (tr as HTMLElement).dataset.node!,
+      name: (tr as HTMLElement).dataset.name!,
+      state: (tr as HTMLElement).dataset.state!,
+      sessions: Number((tr as HTMLElement).dataset.sessions),
+    })),
   );
 
 /** Calls through Traefik that did not get their answer: each fails the test. */
@@ -48,7 +53,10 @@ async function traffic(): Promise<number> {
   const r = await Promise.all(
     sessions.map((s) =>
       rawCall(stack.httpBase, s.sessionId, "counter", { timeoutMs: 8000 }).then(
-        (x) => (x.status === 200 && /^\d+$/.test(x.text ?? "") ? true : (failedCalls.push(`${x.status} ${String(x.body).slice(0, 120)}`), false)),
+        (x) =>
+          x.status === 200 && /^\d+$/.test(x.text ?? "")
+            ? true
+            : (failedCalls.push(`${x.status} ${String(x.body).slice(0, 120)}`), false),
         (err) => (failedCalls.push(String((err as Error).message)), false),
       ),
     ),
@@ -105,7 +113,11 @@ describe("status page", () => {
       "three up nodes holding the six sessions on the page",
       async () => {
         const r = await nodeRows(page);
-        return r.length === 3 && r.every((x) => x.state === "up") && expectedSessions(r.reduce((a, x) => a + x.sessions, 0)) ? r : null;
+        return r.length === 3 &&
+          r.every((x) => x.state === "up") &&
+          expectedSessions(r.reduce((a, x) => a + x.sessions, 0))
+          ? r
+          : null;
       },
       15_000,
       200,
@@ -140,7 +152,11 @@ describe("status page", () => {
         "pin decisions in the table and at least three chart points",
         async () => {
           const points = Number(await page.getAttribute("#decisions", "data-points"));
-          const pinned = await page.$eval('#decision-totals tr[data-reason="pin"] td:nth-child(2)', (td) => Number(td.textContent!.replace(/\D/g, ""))).catch(() => 0);
+          const pinned = await page
+            .$eval('#decision-totals tr[data-reason="pin"] td:nth-child(2)', (td) =>
+              Number(td.textContent!.replace(/\D/g, "")),
+            )
+            .catch(() => 0);
           return points >= 3 && pinned > 0;
         },
         20_000,
@@ -166,21 +182,32 @@ describe("status page", () => {
 
   it("follows changes live: new sessions and a node that goes down", async () => {
     for (let i = 0; i < 3; i++) sessions.push(await newSession());
-    await waitUntil("the new sessions on the page", async () => expectedSessions(Number((await page.textContent("#sessions-total"))!.replace(/\D/g, ""))), 10_000, 200);
+    await waitUntil(
+      "the new sessions on the page",
+      async () => expectedSessions(Number((await page.textContent("#sessions-total"))!.replace(/\D/g, ""))),
+      10_000,
+      200,
+    );
 
     const victim = stack.nodes[2]!;
     victim.pause(); // same process, same boot, answers nothing: Traefik's health check marks it DOWN
     try {
       await waitUntil(
         `${victim.url} shown down`,
-        async () => (await nodeRows(page)).find((r) => r.node === victim.url && (r.state === "down" || r.state === "gone")),
+        async () =>
+          (await nodeRows(page)).find((r) => r.node === victim.url && (r.state === "down" || r.state === "gone")),
         20_000,
         250,
       );
     } finally {
       victim.resume();
     }
-    await waitUntil(`${victim.url} shown up again`, async () => (await nodeRows(page)).find((r) => r.node === victim.url && r.state === "up"), 20_000, 250);
+    await waitUntil(
+      `${victim.url} shown up again`,
+      async () => (await nodeRows(page)).find((r) => r.node === victim.url && r.state === "up"),
+      20_000,
+      250,
+    );
   });
 
   it("takes a screenshot and saw no script errors", async () => {
@@ -194,13 +221,21 @@ describe("status page", () => {
   });
 
   it("is readable at phone width: nothing wider than the screen", async () => {
-    const phone = await browser.newPage({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true });
+    const phone = await browser.newPage({
+      viewport: { width: 360, height: 740 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+    });
     try {
       await phone.goto(`${stack.sidecarUrl}/status`);
       await waitUntil("nodes on the phone page", async () => (await nodeRows(phone)).length === 3, 10_000, 200);
       const widths = await phone.evaluate(() => ({
         page: document.documentElement.scrollWidth,
-        widest: Math.max(...[...document.querySelectorAll("section, table, canvas, header")].map((e) => e.getBoundingClientRect().right)),
+        widest: Math.max(
+          ...[...document.querySelectorAll("section, table, canvas, header")].map(
+            (e) => e.getBoundingClientRect().right,
+          ),
+        ),
         tileFont: parseFloat(getComputedStyle(document.querySelector(".tile .v")!).fontSize),
       }));
       expect(widths.page).toBeLessThanOrEqual(360);
@@ -236,7 +271,12 @@ describe("status page", () => {
     } finally {
       await stack.startSidecar();
     }
-    await waitUntil("the page current again", async () => (await page.textContent("#ready")) === "ready" && !(await page.isVisible("#error")), 15_000, 200);
+    await waitUntil(
+      "the page current again",
+      async () => (await page.textContent("#ready")) === "ready" && !(await page.isVisible("#error")),
+      15_000,
+      200,
+    );
     expect(await page.evaluate(() => document.body.classList.contains("stale"))).toBe(false);
   });
 });

@@ -9,7 +9,12 @@ import asc from "assemblyscript/asc";
 export async function compileAsGuest(sourcePath: string, opts: { optimizeLevel?: number } = {}): Promise<Uint8Array> {
   const source = readFileSync(sourcePath, "utf8");
   const name = basename(sourcePath).replace(/\..*$/, "");
-  const key = createHash("sha256").update(asc.version).update(String(opts.optimizeLevel ?? 1)).update(source).digest("hex").slice(0, 16);
+  const key = createHash("sha256")
+    .update(asc.version)
+    .update(String(opts.optimizeLevel ?? 1))
+    .update(source)
+    .digest("hex")
+    .slice(0, 16);
   const cacheDir = join(tmpdir(), "mcpa-as-guests");
   const cached = join(cacheDir, `${name}-${key}.wasm`);
   if (existsSync(cached)) return readFileSync(cached);
@@ -23,7 +28,8 @@ export async function compileAsGuest(sourcePath: string, opts: { optimizeLevel?:
       use: [`abort=${name}/myAbort`],
     },
   );
-  if (r.error || !r.binary) throw new Error(`asc failed for ${sourcePath}: ${r.error?.message}\n${r.stderr.toString()}`);
+  if (r.error || !r.binary)
+    throw new Error(`asc failed for ${sourcePath}: ${r.error?.message}\n${r.stderr.toString()}`);
   mkdirSync(cacheDir, { recursive: true });
   writeFileSync(cached, r.binary);
   return r.binary;

@@ -36,7 +36,9 @@ export class GoHeader {
     if (!init) return h;
     const pairs: [string, string][] = Array.isArray(init)
       ? init
-      : Object.entries(init).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => [k, x] as [string, string]) : [[k, v] as [string, string]]));
+      : Object.entries(init).flatMap(([k, v]) =>
+          Array.isArray(v) ? v.map((x) => [k, x] as [string, string]) : [[k, v] as [string, string]],
+        );
     for (const [k, v] of pairs) h.add(k, v);
     return h;
   }

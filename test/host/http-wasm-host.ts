@@ -11,7 +11,14 @@
 
 import { openSync, readFileSync } from "node:fs";
 import { WASI } from "node:wasi";
-import { GoHeader, TRAILER_PREFIX, canonicalHeaderKey, goJsonMarshal, goSortStrings, type HeaderInit } from "./go-http.ts";
+import {
+  GoHeader,
+  TRAILER_PREFIX,
+  canonicalHeaderKey,
+  goJsonMarshal,
+  goSortStrings,
+  type HeaderInit,
+} from "./go-http.ts";
 import { readWasm, sig } from "./wasm-binary.ts";
 
 /** A function the guest imports; each is called with the guest's i32/i64 arguments. */
@@ -213,11 +220,14 @@ export function compileGuest(wasm: WebAssembly.Module | Uint8Array | string): We
   const fn = (n: string) => info.exports.find((e) => e.name === n && e.kind === "function");
   const hr = fn("handle_request");
   if (!hr) throw new Error("wasm: guest doesn't export func[handle_request]");
-  if (sig(hr.type) !== "()->(i64)") throw new Error("wasm: guest exports the wrong signature for func[handle_request]. should be () -> (i64)");
+  if (sig(hr.type) !== "()->(i64)")
+    throw new Error("wasm: guest exports the wrong signature for func[handle_request]. should be () -> (i64)");
   const hs = fn("handle_response");
   if (!hs) throw new Error("wasm: guest doesn't export func[handle_response]");
-  if (sig(hs.type) !== "(i32,i32)->()") throw new Error("wasm: guest exports the wrong signature for func[handle_response]. should be (i32, 32) -> ()");
-  if (!info.exports.some((e) => e.name === "memory" && e.kind === "memory")) throw new Error("wasm: guest doesn't export memory[memory]");
+  if (sig(hs.type) !== "(i32,i32)->()")
+    throw new Error("wasm: guest exports the wrong signature for func[handle_response]. should be (i32, 32) -> ()");
+  if (!info.exports.some((e) => e.name === "memory" && e.kind === "memory"))
+    throw new Error("wasm: guest doesn't export memory[memory]");
   return new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
 }
 
@@ -281,7 +291,8 @@ function drain(r: RequestBody): Uint8Array {
   if (r instanceof BufferingRequestBody) throw new Error("unreachable");
   return r.remaining();
 }
-const concat = (parts: Uint8Array[]): Uint8Array => (parts.length === 1 ? parts[0]! : new Uint8Array(Buffer.concat(parts)));
+const concat = (parts: Uint8Array[]): Uint8Array =>
+  parts.length === 1 ? parts[0]! : new Uint8Array(Buffer.concat(parts));
 
 // ---- response writers: Go's server ResponseWriter and nethttp's bufferingResponseWriter ----
 
@@ -391,7 +402,8 @@ class RequestState {
     this.host = init.host ?? "";
     this.sourceAddr = init.sourceAddr ?? "127.0.0.1:40000";
     const h = new GoHeader();
-    if (init.headers) for (const [k, vs] of GoHeader.from(init.headers).map) for (const v of vs) h.add(utf8ToBytes(k), utf8ToBytes(v));
+    if (init.headers)
+      for (const [k, vs] of GoHeader.from(init.headers).map) for (const v of vs) h.add(utf8ToBytes(k), utf8ToBytes(v));
     // Go's server promotes the Host header to r.Host and removes it from the map.
     if (!this.host) this.host = h.get("Host") ?? "localhost";
     h.del("Host");
@@ -415,7 +427,8 @@ class RequestState {
   enableNetFeatures(features: number): void {
     this.netFeatures |= features;
     if (features & FEATURE_BUFFER_REQUEST) this.body = new BufferingRequestBody(this.body as ServerBody);
-    if (this.netFeatures & FEATURE_BUFFER_RESPONSE && !(this.w instanceof BufferingWriter)) this.w = new BufferingWriter(this.client);
+    if (this.netFeatures & FEATURE_BUFFER_RESPONSE && !(this.w instanceof BufferingWriter))
+      this.w = new BufferingWriter(this.client);
   }
 }
 
@@ -480,7 +493,8 @@ export class HttpWasmHost {
       stdout: nullFd(),
       stderr: nullFd(),
     });
-    const wasiImports = (this.wasi.getImportObject() as Record<string, Record<string, HostFunction>>).wasi_snapshot_preview1!;
+    const wasiImports = (this.wasi.getImportObject() as Record<string, Record<string, HostFunction>>)
+      .wasi_snapshot_preview1!;
     const imports: WebAssembly.Imports = {
       wasi_snapshot_preview1: { ...wasiImports, ...this.wazeroSys() },
       http_handler: this.hostFunctions(),
@@ -489,7 +503,8 @@ export class HttpWasmHost {
     for (const imp of WebAssembly.Module.imports(mw.module)) {
       const mod = (imports as Record<string, Record<string, unknown>>)[imp.module];
       if (!mod) throw new Error(`wasm: error instantiating guest: module[${imp.module}] not instantiated`);
-      if (!(imp.name in mod)) throw new Error(`wasm: error instantiating guest: "${imp.name}" is not exported in module "${imp.module}"`);
+      if (!(imp.name in mod))
+        throw new Error(`wasm: error instantiating guest: "${imp.name}" is not exported in module "${imp.module}"`);
     }
     this.instance = new WebAssembly.Instance(mw.module, imports);
     const ex = this.instance.exports;
@@ -558,7 +573,10 @@ export class HttpWasmHost {
       const nextFlag = Number(ctxNext & 0xffffffffn);
       ex.reqCtx = Number(ctxNext >> 32n);
       if (nextFlag === 0) {
-        if (ex.reqCtx !== 0) ex.violations.push("handle_request returned next=0 with a non-zero reqCtx: the host never returns this instance to its pool");
+        if (ex.reqCtx !== 0)
+          ex.violations.push(
+            "handle_request returned next=0 with a non-zero reqCtx: the host never returns this instance to its pool",
+          );
       } else {
         ex.nextCalled = true;
         this.runNext(s, ex, next);
@@ -580,7 +598,8 @@ export class HttpWasmHost {
       clock_time_get: (id: number, _precision: bigint, resultPtr: number): number => {
         let t: bigint;
         if (id === 0) t = this.clock.nowNs();
-        else if (id === 1) t = this.monotonic += 1_000_000n; // fake nanotime: +1 ms per reading
+        else if (id === 1)
+          t = this.monotonic += 1_000_000n; // fake nanotime: +1 ms per reading
         else return ERRNO_INVAL;
         if (!this.inRange(resultPtr >>> 0, 8)) return ERRNO_FAULT;
         this.view().setBigUint64(resultPtr >>> 0, t, true);
@@ -598,7 +617,8 @@ export class HttpWasmHost {
         outPtr >>>= 0;
         nsub >>>= 0;
         if (nsub === 0) return ERRNO_INVAL;
-        if (!this.inRange(inPtr, nsub * 48) || !this.inRange(outPtr, nsub * 32) || !this.inRange(neventsPtr >>> 0, 4)) return ERRNO_FAULT;
+        if (!this.inRange(inPtr, nsub * 48) || !this.inRange(outPtr, nsub * 32) || !this.inRange(neventsPtr >>> 0, 4))
+          return ERRNO_FAULT;
         const dv = this.view();
         // Clock subscriptions fire at once (fake nanosleep); fd ones are not supported here.
         for (let i = 0; i < nsub; i++) {
@@ -696,7 +716,12 @@ export class HttpWasmHost {
   private mustBeforeNextOrFeature(feature: number, op: string, kind: string): RequestState {
     const s = this.req();
     if (s.afterNext && !(s.features & feature)) {
-      const name = feature === FEATURE_BUFFER_REQUEST ? "buffer_request" : feature === FEATURE_BUFFER_RESPONSE ? "buffer_response" : "trailers";
+      const name =
+        feature === FEATURE_BUFFER_REQUEST
+          ? "buffer_request"
+          : feature === FEATURE_BUFFER_RESPONSE
+            ? "buffer_response"
+            : "trailers";
       throw new HostPanic(`can't ${op} ${kind} after next handler unless ${name} is enabled`);
     }
     return s;
@@ -746,22 +771,27 @@ export class HttpWasmHost {
         this.state?.exchange.logs.push(e);
         this.mw.opts.onLog?.(e);
       },
-      get_method: (buf: number, limit: number): number => this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().method, "latin1")),
+      get_method: (buf: number, limit: number): number =>
+        this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().method, "latin1")),
       set_method: (ptr: number, len: number): void => {
         const s = this.mustBeforeNext("set", "method");
         if (len >>> 0 === 0) throw new HostPanic("HTTP method cannot be empty");
         s.method = this.mustReadString("method", ptr, len);
       },
-      get_uri: (buf: number, limit: number): number => this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().uri || "/", "latin1")),
+      get_uri: (buf: number, limit: number): number =>
+        this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().uri || "/", "latin1")),
       set_uri: (ptr: number, len: number): void => {
         const s = this.mustBeforeNext("set", "uri");
         const uri = len >>> 0 ? this.mustReadString("uri", ptr, len) : "/";
         // url.ParseRequestURI: an absolute path or an absolute URL.
-        if (!uri.startsWith("/") && !/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(uri)) throw new HostPanic(`parse "${uri}": invalid URI for request`);
+        if (!uri.startsWith("/") && !/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(uri))
+          throw new HostPanic(`parse "${uri}": invalid URI for request`);
         s.uri = uri;
       },
-      get_protocol_version: (buf: number, limit: number): number => this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().protocol, "latin1")),
-      get_source_addr: (buf: number, limit: number): number => this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().sourceAddr, "latin1")),
+      get_protocol_version: (buf: number, limit: number): number =>
+        this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().protocol, "latin1")),
+      get_source_addr: (buf: number, limit: number): number =>
+        this.writeIfUnderLimit(buf, limit, Buffer.from(this.req().sourceAddr, "latin1")),
       get_header_names: (kind: number, buf: number, limit: number): bigint => {
         const s = this.req();
         let names: string[];
@@ -778,12 +808,21 @@ export class HttpWasmHost {
           case HEADER_REQUEST_TRAILERS:
           case HEADER_RESPONSE_TRAILERS:
             // nethttp keeps both kinds of trailers in the response header map.
-            names = goSortStrings(s.w.header.keys().filter((n) => n.startsWith(TRAILER_PREFIX)).map((n) => n.slice(TRAILER_PREFIX.length)));
+            names = goSortStrings(
+              s.w.header
+                .keys()
+                .filter((n) => n.startsWith(TRAILER_PREFIX))
+                .map((n) => n.slice(TRAILER_PREFIX.length)),
+            );
             break;
           default:
             throw new HostPanic(`unsupported header kind: ${kind}`);
         }
-        return this.writeNULTerminated(buf, limit, names.map((n) => n.toLowerCase()));
+        return this.writeNULTerminated(
+          buf,
+          limit,
+          names.map((n) => n.toLowerCase()),
+        );
       },
       get_header_values: (kind: number, namePtr: number, nameLen: number, buf: number, limit: number): bigint => {
         if (nameLen >>> 0 === 0) throw new HostPanic("HTTP header name cannot be empty");
@@ -827,7 +866,8 @@ export class HttpWasmHost {
           const s = this.mustBeforeNextOrFeature(FEATURE_BUFFER_RESPONSE, "read", "response body");
           if (!s.responseBodyReader) {
             // ResponseBodyReader type-asserts the buffering writer: without it Go panics.
-            if (!(s.w instanceof BufferingWriter)) throw new HostPanic("interface conversion: http.ResponseWriter is not *wasm.bufferingResponseWriter");
+            if (!(s.w instanceof BufferingWriter))
+              throw new HostPanic("interface conversion: http.ResponseWriter is not *wasm.bufferingResponseWriter");
             s.responseBodyReader = bytesBody(concat(s.w.body.length ? s.w.body : [new Uint8Array(0)]));
           }
           r = s.responseBodyReader;
@@ -870,7 +910,8 @@ export class HttpWasmHost {
       get_status_code: (): number => {
         const s = this.req();
         // nethttp type-asserts the buffering writer: without buffer_response this panics.
-        if (!(s.w instanceof BufferingWriter)) throw new HostPanic("interface conversion: http.ResponseWriter is not *wasm.bufferingResponseWriter");
+        if (!(s.w instanceof BufferingWriter))
+          throw new HostPanic("interface conversion: http.ResponseWriter is not *wasm.bufferingResponseWriter");
         return s.w.statusCode === 0 ? 200 : s.w.statusCode;
       },
       set_status_code: (code: number): void => {
@@ -885,7 +926,14 @@ export class HttpWasmHost {
     return this.mw.opts.logEnabled ? this.mw.opts.logEnabled(level) : true;
   }
 
-  private mutateHeader(op: "set" | "add", kind: number, namePtr: number, nameLen: number, valuePtr: number, valueLen: number): void {
+  private mutateHeader(
+    op: "set" | "add",
+    kind: number,
+    namePtr: number,
+    nameLen: number,
+    valuePtr: number,
+    valueLen: number,
+  ): void {
     if (nameLen >>> 0 === 0) throw new HostPanic("HTTP header name cannot be empty");
     const s = this.mustHeaderMutable(op, kind);
     const n = this.mustReadString("name", namePtr, nameLen);
@@ -893,11 +941,16 @@ export class HttpWasmHost {
     s.exchange.headerWrites.push({ kind, op, name: n, value: v });
     // Go's transport refuses such request headers and its server rewrites them in responses:
     // a guest must never produce them.
-    if (/[\r\n\0]/.test(v)) s.exchange.violations.push(`guest wrote ${kind === HEADER_REQUEST ? "request" : "response"} header ${JSON.stringify(n)} with CR, LF or NUL`);
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(n)) s.exchange.violations.push(`guest wrote an invalid header name ${JSON.stringify(n)}`);
+    if (/[\r\n\0]/.test(v))
+      s.exchange.violations.push(
+        `guest wrote ${kind === HEADER_REQUEST ? "request" : "response"} header ${JSON.stringify(n)} with CR, LF or NUL`,
+      );
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(n))
+      s.exchange.violations.push(`guest wrote an invalid header name ${JSON.stringify(n)}`);
     const h = kind === HEADER_REQUEST ? s.header : s.w.header;
     const name = kind === HEADER_REQUEST || kind === HEADER_RESPONSE ? n : TRAILER_PREFIX + n;
-    if (kind === HEADER_RESPONSE_TRAILERS || kind === HEADER_REQUEST_TRAILERS) h.set(name, v); // nethttp's addTrailer sets too
+    if (kind === HEADER_RESPONSE_TRAILERS || kind === HEADER_REQUEST_TRAILERS)
+      h.set(name, v); // nethttp's addTrailer sets too
     else if (op === "set") h.set(name, v);
     else h.add(name, v);
   }
@@ -912,7 +965,9 @@ export class HttpWasmHost {
     const bodyInMemory = s.requestBodyWriter !== undefined || s.body !== s.clientBody;
     const body = drain(currentBody(s));
     if (s.contentLength >= 0 && body.length !== s.contentLength)
-      ex.violations.push(`request body is ${body.length} bytes but Content-Length says ${s.contentLength}: Go's transport fails the request`);
+      ex.violations.push(
+        `request body is ${body.length} bytes but Content-Length says ${s.contentLength}: Go's transport fails the request`,
+      );
     const fwd: ForwardedRequest = {
       method: s.method,
       uri: s.uri,
@@ -928,7 +983,9 @@ export class HttpWasmHost {
     try {
       const up = (next ? next(fwd) : undefined) ?? {};
       // httputil.ReverseProxy: copy (add) headers, WriteHeader, then the body writes.
-      if (up.headers) for (const [k, vs] of GoHeader.from(up.headers).map) for (const v of vs) s.w.header.add(utf8ToBytes(k), utf8ToBytes(v));
+      if (up.headers)
+        for (const [k, vs] of GoHeader.from(up.headers).map)
+          for (const v of vs) s.w.header.add(utf8ToBytes(k), utf8ToBytes(v));
       s.w.writeHeader(up.status ?? 200);
       const parts = up.body === undefined ? [] : Array.isArray(up.body) ? up.body : [up.body];
       for (const p of parts) s.w.write(enc(p));
@@ -990,7 +1047,9 @@ export function createHost(opts: HostOptions): HttpWasmHost {
 }
 
 /** Runs requests through a HostPool in a worker thread (see pool-worker.ts). */
-export async function runPoolInWorker(input: import("./pool-worker.ts").PoolWorkerInput): Promise<import("./pool-worker.ts").PoolWorkerResult> {
+export async function runPoolInWorker(
+  input: import("./pool-worker.ts").PoolWorkerInput,
+): Promise<import("./pool-worker.ts").PoolWorkerResult> {
   const { Worker } = await import("node:worker_threads");
   const w = new Worker(new URL("./pool-worker.mjs", import.meta.url), { workerData: input });
   try {
@@ -1005,7 +1064,9 @@ export async function runPoolInWorker(input: import("./pool-worker.ts").PoolWork
 }
 
 /** Starts every worker, waits until all have built their pools, then releases them at once. */
-export async function runPoolsTogether(inputs: Omit<import("./pool-worker.ts").PoolWorkerInput, "gate">[]): Promise<import("./pool-worker.ts").PoolWorkerResult[]> {
+export async function runPoolsTogether(
+  inputs: Omit<import("./pool-worker.ts").PoolWorkerInput, "gate">[],
+): Promise<import("./pool-worker.ts").PoolWorkerResult[]> {
   const gate = new SharedArrayBuffer(8);
   const g = new Int32Array(gate);
   const results = inputs.map((i) => runPoolInWorker({ ...i, gate }));

@@ -27,7 +27,15 @@ export interface WasmInfo {
   memoryPages?: { min: number; max?: number };
 }
 
-const VALTYPES: Record<number, ValType> = { 0x7f: "i32", 0x7e: "i64", 0x7d: "f32", 0x7c: "f64", 0x7b: "v128", 0x70: "funcref", 0x6f: "externref" };
+const VALTYPES: Record<number, ValType> = {
+  0x7f: "i32",
+  0x7e: "i64",
+  0x7d: "f32",
+  0x7c: "f64",
+  0x7b: "v128",
+  0x70: "funcref",
+  0x6f: "externref",
+};
 const KINDS = ["function", "table", "memory", "global", "tag"] as const;
 
 export function readWasm(bytes: Uint8Array): WasmInfo {

@@ -28,7 +28,8 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const closeAnnounced = (id: string) => waitUntil("close announced on the channel", () => changes.some((m) => m.op === "close" && m.id === id), 5000);
+const closeAnnounced = (id: string) =>
+  waitUntil("close announced on the channel", () => changes.some((m) => m.op === "close" && m.id === id), 5000);
 
 describe("closeSession", () => {
   it("client DELETE on a node whose local close throws: Redis is cleaned, the session is gone", async () => {
@@ -80,7 +81,16 @@ describe("closeSession", () => {
   it("a previous boot's session: DELETE reaching a node that does not hold it cleans Redis and answers the SDK 404", async () => {
     const id = randomUUID();
     const url = healthy.affinity.nodeUrl;
-    await redis.client.set(sessionKey(id), encodeSession({ node: url, cookie: cookieValueFor(url), boot: "0badc0de0badc0de", created: Date.now(), source: "node" }));
+    await redis.client.set(
+      sessionKey(id),
+      encodeSession({
+        node: url,
+        cookie: cookieValueFor(url),
+        boot: "0badc0de0badc0de",
+        created: Date.now(),
+        source: "node",
+      }),
+    );
     const res = await rawMcp(healthy.url, "DELETE", id);
     expect(res).toMatchObject({ status: 404, body: SESSION_NOT_FOUND_BODY });
     expect(await redis.client.exists(sessionKey(id))).toBe(0);

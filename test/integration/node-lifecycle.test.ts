@@ -3,7 +3,15 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
-import { CHANGE_CHANNEL, decodeChange, cookieValueFor, decodeNode, decodeSession, nodeKey, sessionKey } from "../../lib/registry/schema.ts";
+import {
+  CHANGE_CHANNEL,
+  decodeChange,
+  cookieValueFor,
+  decodeNode,
+  decodeSession,
+  nodeKey,
+  sessionKey,
+} from "../../lib/registry/schema.ts";
 import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
 import { ConfigError, parseNodeConfig } from "../../node/reference/config.ts";
 import { waitUntil } from "../../dev/poll.ts";
@@ -54,9 +62,26 @@ async function health(url: string): Promise<{ status: number; body: any } | null
 }
 
 async function startProc(port: number, extra: string[] = []) {
-  const p = run(["--port", String(port), "--name", `proc-${port}`, "--redis-url", redis.url, "--heartbeat-ms", "200", "--drain-grace-ms", "300", ...extra]);
+  const p = run([
+    "--port",
+    String(port),
+    "--name",
+    `proc-${port}`,
+    "--redis-url",
+    redis.url,
+    "--heartbeat-ms",
+    "200",
+    "--drain-grace-ms",
+    "300",
+    ...extra,
+  ]);
   const url = `http://127.0.0.1:${port}`;
-  const h = await waitUntil(`node on ${port} healthy`, async () => ((await health(url))?.status === 200 ? health(url) : null), 15_000, 50);
+  const h = await waitUntil(
+    `node on ${port} healthy`,
+    async () => ((await health(url))?.status === 200 ? health(url) : null),
+    15_000,
+    50,
+  );
   return { ...p, url, boot: h.body.boot as string };
 }
 
@@ -80,7 +105,11 @@ describe("heartbeat and boot id", () => {
       expect(pttl).toBeGreaterThan(0);
       expect(pttl).toBeLessThanOrEqual(600);
       // Refreshed well within its TTL, and announced each time.
-      await waitUntil("heartbeat refreshed", async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).seen > rec1.seen, 5000);
+      await waitUntil(
+        "heartbeat refreshed",
+        async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).seen > rec1.seen,
+        5000,
+      );
       await waitUntil("node changes announced", () => nodeChanges.length >= 2, 5000);
       expect(nodeChanges[0].record).toMatchObject({ boot: first.boot, state: "up" });
 
@@ -104,13 +133,22 @@ describe("heartbeat and boot id", () => {
       expect(nodeChanges.at(-1).record.boot).toBe(second.boot);
 
       // The old session reaching the restarted node: the SDK's 404; a new initialize works.
-      const old = await rawMcp(second.url, "POST", c.sid, { jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "counter" } });
+      const old = await rawMcp(second.url, "POST", c.sid, {
+        jsonrpc: "2.0",
+        id: 3,
+        method: "tools/call",
+        params: { name: "counter" },
+      });
       expect(old).toMatchObject({ status: 404, body: SESSION_NOT_FOUND_BODY });
       const fresh = await connectClient(second.url);
       expect(await fresh.counter()).toBe(1);
       expect((await fresh.whoami()).boot).toBe(second.boot);
       await fresh.close();
-      await waitUntil("stale mismatch logged by the restarted node", () => second.stdout().includes('"reason":"stale"'), 5000);
+      await waitUntil(
+        "stale mismatch logged by the restarted node",
+        () => second.stdout().includes('"reason":"stale"'),
+        5000,
+      );
       expect(second.stdout()).not.toContain(c.sid);
       second.child.kill("SIGTERM");
       expect(await second.exited).toBe(0);
@@ -129,14 +167,27 @@ describe("drain on SIGTERM", () => {
     expect(await c.counter()).toBe(1);
     const t0 = Date.now();
     p.child.kill("SIGTERM");
-    await waitUntil("draining announced", async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).state === "draining", 2000);
+    await waitUntil(
+      "draining announced",
+      async () => decodeNode((await redis.client.get(nodeKey(cookie)))!).state === "draining",
+      2000,
+    );
     // Existing session keeps working during the grace period, and the node still reports healthy.
     expect(await c.counter()).toBe(2);
     expect(await health(p.url)).toMatchObject({ status: 200, body: { status: "draining" } });
     // No new session while draining: 503 + Retry-After naming the initialize, nothing registered.
-    const init = await rawMcp(p.url, "POST", undefined, { jsonrpc: "2.0", id: 9, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } } });
+    const init = await rawMcp(p.url, "POST", undefined, {
+      jsonrpc: "2.0",
+      id: 9,
+      method: "initialize",
+      params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } },
+    });
     expect(init).toMatchObject({ status: 503, retryAfter: "1" });
-    expect(JSON.parse(init.body)).toEqual({ jsonrpc: "2.0", error: { code: -32000, message: "This node is shutting down; retry later" }, id: 9 });
+    expect(JSON.parse(init.body)).toEqual({
+      jsonrpc: "2.0",
+      error: { code: -32000, message: "This node is shutting down; retry later" },
+      id: 9,
+    });
     expect(await p.exited).toBe(0);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1100);
     expect(await redis.client.exists(nodeKey(cookie))).toBe(0);
@@ -211,11 +262,25 @@ describe("configuration errors", () => {
       expect((err as ConfigError).code).toBe("ERR_NODE_CONFIG");
     }
     // Flags win over the environment; defaults follow the port.
-    const cfg = parseNodeConfig(["--port", "7100", "--redis-url", redis.url], { MCP_NODE_PORT: "7200", MCP_NODE_FAIL_CLOSE: "1" })!;
-    expect(cfg).toMatchObject({ port: 7100, nodeUrl: "http://127.0.0.1:7100", name: "node-7100", failClose: true, heartbeatMs: 5000 });
+    const cfg = parseNodeConfig(["--port", "7100", "--redis-url", redis.url], {
+      MCP_NODE_PORT: "7200",
+      MCP_NODE_FAIL_CLOSE: "1",
+    })!;
+    expect(cfg).toMatchObject({
+      port: 7100,
+      nodeUrl: "http://127.0.0.1:7100",
+      name: "node-7100",
+      failClose: true,
+      heartbeatMs: 5000,
+    });
     // Abandoned sessions do not live for the record TTL (30 days): idle expiry defaults to 30 minutes.
     expect(cfg.idleTimeoutMs).toBe(30 * 60 * 1000);
-    expect(parseNodeConfig(["--port", "7100", "--redis-url", redis.url, "--idle-timeout-ms", "60000"], {})!.idleTimeoutMs).toBe(60_000);
-    expect(parseNodeConfig(["--port", "7100", "--redis-url", redis.url], { MCP_NODE_IDLE_TIMEOUT_MS: "5000" })!.idleTimeoutMs).toBe(5000);
+    expect(
+      parseNodeConfig(["--port", "7100", "--redis-url", redis.url, "--idle-timeout-ms", "60000"], {})!.idleTimeoutMs,
+    ).toBe(60_000);
+    expect(
+      parseNodeConfig(["--port", "7100", "--redis-url", redis.url], { MCP_NODE_IDLE_TIMEOUT_MS: "5000" })!
+        .idleTimeoutMs,
+    ).toBe(5000);
   });
 });

@@ -4,7 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Registry } from "prom-client";
 import { cookieValueFor, encodeSession, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
 import { waitUntil } from "../../dev/poll.ts";
-import { connectClient, rawMcp, startNode, startRedis, type McpTestClient, type TestRedis } from "./node-redis-helper.ts";
+import {
+  connectClient,
+  rawMcp,
+  startNode,
+  startRedis,
+  type McpTestClient,
+  type TestRedis,
+} from "./node-redis-helper.ts";
 
 let redis: TestRedis;
 let a: Awaited<ReturnType<typeof startNode>>;
@@ -25,7 +32,8 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const mismatchLogs = (logs: Array<Record<string, unknown>>, tag: string) => logs.filter((e) => e.msg === "session not served by this node" && e.session === tag);
+const mismatchLogs = (logs: Array<Record<string, unknown>>, tag: string) =>
+  logs.filter((e) => e.msg === "session not served by this node" && e.session === tag);
 
 describe("hasSession", () => {
   it("is true for a local session without touching the registry or counting anything", async () => {
@@ -37,13 +45,22 @@ describe("hasSession", () => {
   it("misroute: the record names another live node (heartbeat with the record's boot)", async () => {
     expect(b.affinity.hasSession(onA.sid)).toBe(false);
     await waitUntil("misroute counted", () => b.affinity.stats().mismatches.misroute === 1, 5000);
-    expect(await b.affinity.checkSession(onA.sid)).toEqual({ local: false, reason: "misroute", owner: a.affinity.nodeUrl, ownerLive: true });
+    expect(await b.affinity.checkSession(onA.sid)).toEqual({
+      local: false,
+      reason: "misroute",
+      owner: a.affinity.nodeUrl,
+      ownerLive: true,
+    });
     // Through HTTP: not the SDK's 404 (the session is alive on its owner) but 503 + Retry-After
     // naming the request, so the client retries and the proxy gets it to the owner; same explanation.
     const res = await rawMcp(b.url, "POST", onA.sid, { jsonrpc: "2.0", id: 41, method: "tools/list" });
     expect(res.status).toBe(503);
     expect(res.retryAfter).toBe("1");
-    expect(JSON.parse(res.body)).toEqual({ jsonrpc: "2.0", error: { code: -32000, message: "This session is held by another node; retry later" }, id: 41 });
+    expect(JSON.parse(res.body)).toEqual({
+      jsonrpc: "2.0",
+      error: { code: -32000, message: "This session is held by another node; retry later" },
+      id: 41,
+    });
     await waitUntil("3 misroutes counted", () => b.affinity.stats().mismatches.misroute === 3, 5000);
     const logged = mismatchLogs(b.logs, sessionTag(onA.sid));
     expect(logged.length).toBe(3);
@@ -55,15 +72,36 @@ describe("hasSession", () => {
   it("stale: the owner has no heartbeat (gone)", async () => {
     const id = randomUUID();
     const gone = "http://127.0.0.1:1";
-    await redis.client.set(sessionKey(id), encodeSession({ node: gone, cookie: cookieValueFor(gone), boot: "0011223344556677", created: Date.now(), source: "node" }));
+    await redis.client.set(
+      sessionKey(id),
+      encodeSession({
+        node: gone,
+        cookie: cookieValueFor(gone),
+        boot: "0011223344556677",
+        created: Date.now(),
+        source: "node",
+      }),
+    );
     expect(await b.affinity.checkSession(id)).toEqual({ local: false, reason: "stale", owner: gone });
-    expect(mismatchLogs(b.logs, sessionTag(id))[0]).toMatchObject({ reason: "stale", detail: "owner has no heartbeat" });
+    expect(mismatchLogs(b.logs, sessionTag(id))[0]).toMatchObject({
+      reason: "stale",
+      detail: "owner has no heartbeat",
+    });
   });
 
   it("stale: the owner's heartbeat carries another boot (rebooted)", async () => {
     const id = randomUUID();
     const url = a.affinity.nodeUrl;
-    await redis.client.set(sessionKey(id), encodeSession({ node: url, cookie: cookieValueFor(url), boot: "feedfacefeedface", created: Date.now(), source: "node" }));
+    await redis.client.set(
+      sessionKey(id),
+      encodeSession({
+        node: url,
+        cookie: cookieValueFor(url),
+        boot: "feedfacefeedface",
+        created: Date.now(),
+        source: "node",
+      }),
+    );
     expect(await b.affinity.checkSession(id)).toEqual({ local: false, reason: "stale", owner: url });
     expect(mismatchLogs(b.logs, sessionTag(id))[0]).toMatchObject({ reason: "stale", detail: "owner rebooted" });
   });
@@ -71,7 +109,16 @@ describe("hasSession", () => {
   it("stale: the record names this node's URL from a previous boot", async () => {
     const id = randomUUID();
     const url = b.affinity.nodeUrl;
-    await redis.client.set(sessionKey(id), encodeSession({ node: url, cookie: cookieValueFor(url), boot: "0123456789abcdef", created: Date.now(), source: "node" }));
+    await redis.client.set(
+      sessionKey(id),
+      encodeSession({
+        node: url,
+        cookie: cookieValueFor(url),
+        boot: "0123456789abcdef",
+        created: Date.now(),
+        source: "node",
+      }),
+    );
     expect(await b.affinity.checkSession(id)).toMatchObject({ local: false, reason: "stale" });
     expect(mismatchLogs(b.logs, sessionTag(id))[0]).toMatchObject({ reason: "stale", detail: "previous boot" });
   });

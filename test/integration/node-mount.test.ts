@@ -21,7 +21,9 @@ afterAll(async () => {
 function echoServer(): McpServer {
   const s = new McpServer({ name: "mount-test", version: "1" });
   let n = 0;
-  s.registerTool("counter", { description: "per-session counter" }, async () => ({ content: [{ type: "text", text: String(++n) }] }));
+  s.registerTool("counter", { description: "per-session counter" }, async () => ({
+    content: [{ type: "text", text: String(++n) }],
+  }));
   return s;
 }
 
@@ -37,7 +39,12 @@ describe("mountMcp", () => {
     app.get("/graphql", (_req: unknown, res: { json(v: unknown): void }) => res.json({ ok: true }));
     const http = createServer(app);
     const base = await listen(http);
-    const affinity = createAffinity({ nodeUrl: base, nodeName: "express", registry: { redisUrl: redis.url }, logger: captureLogger() });
+    const affinity = createAffinity({
+      nodeUrl: base,
+      nodeName: "express",
+      registry: { redisUrl: redis.url },
+      logger: captureLogger(),
+    });
     await affinity.ready();
     const mounted = mountMcp(app, affinity, { createServer: echoServer });
     try {
@@ -45,7 +52,9 @@ describe("mountMcp", () => {
       expect(await redis.client.exists(sessionKey(c.sid))).toBe(1);
       expect(await c.counter()).toBe(1);
       expect(await c.counter()).toBe(2);
-      expect(await rawMcp(base, "POST", "no-such-session", { jsonrpc: "2.0", id: 1, method: "tools/list" })).toMatchObject({
+      expect(
+        await rawMcp(base, "POST", "no-such-session", { jsonrpc: "2.0", id: 1, method: "tools/list" }),
+      ).toMatchObject({
         status: 404,
         body: SESSION_NOT_FOUND_BODY,
       });
@@ -62,7 +71,12 @@ describe("mountMcp", () => {
   it("on a node:http Server: other routes keep their handler, /mcp goes to the library", async () => {
     const http = createServer((_req, res) => res.writeHead(200, { "content-type": "text/plain" }).end("app"));
     const base = await listen(http);
-    const affinity = createAffinity({ nodeUrl: base, registry: { redisUrl: redis.url }, logger: captureLogger(), drainGraceMs: 0 });
+    const affinity = createAffinity({
+      nodeUrl: base,
+      registry: { redisUrl: redis.url },
+      logger: captureLogger(),
+      drainGraceMs: 0,
+    });
     await affinity.ready();
     const mounted = mountMcp(http, affinity, { createServer: echoServer });
     try {
@@ -83,7 +97,11 @@ describe("mountMcp", () => {
 });
 
 /** Sends one request on a raw keep-alive connection, waits for its answer, then for `idleMs` of silence. */
-async function idleAfterOneRequest(base: string, path: string, idleMs: number): Promise<{ closedAfterMs: number | null; answer: string }> {
+async function idleAfterOneRequest(
+  base: string,
+  path: string,
+  idleMs: number,
+): Promise<{ closedAfterMs: number | null; answer: string }> {
   const u = new URL(base);
   const sock: Socket = connect(Number(u.port), u.hostname);
   let answer = "";
@@ -105,7 +123,12 @@ describe("mountMcp keeps idle connections open longer than the proxy", () => {
   it("a node:http Server and an Express app's server: keepAliveTimeout beyond Traefik's 90 s idle timeout, headersTimeout above it", async () => {
     const plain = createServer();
     const http = createServer();
-    const affinity = createAffinity({ nodeUrl: "http://127.0.0.1:1", registry: { redisUrl: redis.url }, logger: captureLogger(), drainGraceMs: 0 });
+    const affinity = createAffinity({
+      nodeUrl: "http://127.0.0.1:1",
+      registry: { redisUrl: redis.url },
+      logger: captureLogger(),
+      drainGraceMs: 0,
+    });
     await affinity.ready();
     try {
       mountMcp(http, affinity, { createServer: echoServer });
@@ -120,7 +143,9 @@ describe("mountMcp keeps idle connections open longer than the proxy", () => {
       const slowProxy = createServer();
       mountMcp(slowProxy, affinity, { createServer: echoServer, proxyIdleTimeoutMs: 300_000 });
       expect(slowProxy.keepAliveTimeout).toBe(330_000);
-      expect(() => mountMcp(createServer(), affinity, { createServer: echoServer, proxyIdleTimeoutMs: -1 })).toThrow(/proxyIdleTimeoutMs/);
+      expect(() => mountMcp(createServer(), affinity, { createServer: echoServer, proxyIdleTimeoutMs: -1 })).toThrow(
+        /proxyIdleTimeoutMs/,
+      );
 
       // An Express app: the server it runs in is found from its first MCP request.
       const app = express();
@@ -142,12 +167,20 @@ describe("mountMcp keeps idle connections open longer than the proxy", () => {
     const handler: RequestListener = (_req, res) => res.writeHead(200, { "content-type": "text/plain" }).end("ok");
     const plain = createServer(handler);
     const mounted = createServer(handler);
-    const affinity = createAffinity({ nodeUrl: "http://127.0.0.1:1", registry: { redisUrl: redis.url }, logger: captureLogger(), drainGraceMs: 0 });
+    const affinity = createAffinity({
+      nodeUrl: "http://127.0.0.1:1",
+      registry: { redisUrl: redis.url },
+      logger: captureLogger(),
+      drainGraceMs: 0,
+    });
     await affinity.ready();
     mountMcp(mounted, affinity, { createServer: echoServer });
     const [plainBase, mountedBase] = [await listen(plain), await listen(mounted)];
     try {
-      const [p, m] = await Promise.all([idleAfterOneRequest(plainBase, "/other", 6_500), idleAfterOneRequest(mountedBase, "/other", 6_500)]);
+      const [p, m] = await Promise.all([
+        idleAfterOneRequest(plainBase, "/other", 6_500),
+        idleAfterOneRequest(mountedBase, "/other", 6_500),
+      ]);
       expect(p.answer).toMatch(/^HTTP\/1\.1 200/);
       expect(m.answer).toMatch(/^HTTP\/1\.1 200/);
       expect(p.closedAfterMs).not.toBeNull(); // the baseline closes its idle connection at ~5 s

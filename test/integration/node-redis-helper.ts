@@ -24,19 +24,33 @@ export async function startRedis(port?: number): Promise<TestRedis> {
   const p = port ?? (await freePort());
   let proc: ChildProcess | undefined;
   const launch = async () => {
-    proc = spawn("/usr/bin/redis-server", ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-      stdio: "ignore",
+    proc = spawn(
+      "/usr/bin/redis-server",
+      ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      {
+        stdio: "ignore",
+      },
+    );
+    const probe = new Redis({
+      port: p,
+      host: "127.0.0.1",
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
     });
-    const probe = new Redis({ port: p, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on("error", () => {});
     try {
-      await waitUntil(`redis-server on port ${p}`, async () => {
-        if (probe.status !== "ready") {
-          probe.disconnect();
-          await probe.connect();
-        }
-        return (await probe.ping()) === "PONG";
-      }, 5000);
+      await waitUntil(
+        `redis-server on port ${p}`,
+        async () => {
+          if (probe.status !== "ready") {
+            probe.disconnect();
+            await probe.connect();
+          }
+          return (await probe.ping()) === "PONG";
+        },
+        5000,
+      );
     } finally {
       probe.disconnect();
     }
@@ -51,7 +65,12 @@ export async function startRedis(port?: number): Promise<TestRedis> {
     });
   };
   await launch();
-  const client = new Redis({ port: p, host: "127.0.0.1", maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 50, 500) });
+  const client = new Redis({
+    port: p,
+    host: "127.0.0.1",
+    maxRetriesPerRequest: 1,
+    retryStrategy: (n) => Math.min(n * 50, 500),
+  });
   client.on("error", () => {});
   return {
     port: p,
@@ -108,7 +127,10 @@ export function nodeConfig(over: Partial<NodeConfig>): NodeConfig {
 }
 
 /** Starts the reference node in this process; its log entries land in the returned `logs`. */
-export async function startNode(over: Partial<NodeConfig>, opts: StartOptions = {}): Promise<RunningNode & { logs: LogEntry[] }> {
+export async function startNode(
+  over: Partial<NodeConfig>,
+  opts: StartOptions = {},
+): Promise<RunningNode & { logs: LogEntry[] }> {
   const logger = captureLogger();
   const node = await startReferenceNode(nodeConfig(over), { logger, ...opts });
   return Object.assign(node, { logs: logger.entries });
@@ -123,11 +145,14 @@ export interface McpTestClient {
   close(): Promise<void>;
 }
 
-const textOf = (r: unknown): string => ((r as { content: Array<{ type: string; text: string }> }).content[0]!.text);
+const textOf = (r: unknown): string => (r as { content: Array<{ type: string; text: string }> }).content[0]!.text;
 
 export async function connectClient(baseUrl: string, fetchImpl?: typeof fetch): Promise<McpTestClient> {
   const client = new Client({ name: "node-lib-test", version: "1.0.0" });
-  const transport = new StreamableHTTPClientTransport(new URL(`${baseUrl}/mcp`), fetchImpl ? { fetch: fetchImpl } : undefined);
+  const transport = new StreamableHTTPClientTransport(
+    new URL(`${baseUrl}/mcp`),
+    fetchImpl ? { fetch: fetchImpl } : undefined,
+  );
   await client.connect(transport);
   return {
     client,
@@ -142,10 +167,24 @@ export async function connectClient(baseUrl: string, fetchImpl?: typeof fetch): 
 }
 
 /** A raw request to the MCP endpoint, as a client would send it for an existing session. */
-export async function rawMcp(baseUrl: string, method: "POST" | "GET" | "DELETE", sid: string | undefined, body?: unknown) {
+export async function rawMcp(
+  baseUrl: string,
+  method: "POST" | "GET" | "DELETE",
+  sid: string | undefined,
+  body?: unknown,
+) {
   const headers: Record<string, string> = { accept: MCP_HEADERS.accept, "mcp-protocol-version": PROTOCOL_VERSION };
   if (sid !== undefined) headers["mcp-session-id"] = sid;
   if (body !== undefined) headers["content-type"] = MCP_HEADERS["content-type"];
-  const r = await raw(`${baseUrl}/mcp`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: r.status, contentType: header(r, "content-type") ?? null, retryAfter: header(r, "retry-after") ?? null, body: r.body };
+  const r = await raw(`${baseUrl}/mcp`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return {
+    status: r.status,
+    contentType: header(r, "content-type") ?? null,
+    retryAfter: header(r, "retry-after") ?? null,
+    body: r.body,
+  };
 }

@@ -15,7 +15,10 @@ afterAll(async () => {
 
 describe("Redis outage", () => {
   it("sessions keep counting on their node, new sessions still start, and everything is re-registered on recovery", async () => {
-    const node = await startNode({ name: "outage", redisUrl: redis.url, heartbeatMs: 200 }, { affinity: { registryTimeoutMs: 300 } });
+    const node = await startNode(
+      { name: "outage", redisUrl: redis.url, heartbeatMs: 200 },
+      { affinity: { registryTimeoutMs: 300 } },
+    );
     try {
       const c1 = await connectClient(node.url);
       expect(await c1.counter()).toBe(1);
@@ -35,18 +38,27 @@ describe("Redis outage", () => {
       const stats = node.affinity.stats();
       expect(stats.registrations.failed).toBe(1);
       expect(stats.registryErrors.register).toBe(1);
-      expect(node.logs.find((e) => e.msg === "session registration failed; session continues on this node")).toMatchObject({ level: "warn" });
+      expect(
+        node.logs.find((e) => e.msg === "session registration failed; session continues on this node"),
+      ).toMatchObject({ level: "warn" });
       // A lookup that cannot reach Redis is counted as unchecked, never guessed.
       expect(await node.affinity.checkSession("not-a-session-here")).toEqual({ local: false, reason: "unchecked" });
       await waitUntil("heartbeat failures counted", () => node.affinity.stats().heartbeats.failed > 0, 5000);
 
       // Redis back, empty: sessions and heartbeat are written again without a restart.
       await redis.start();
-      await waitUntil("both sessions re-registered", async () => (await redis.client.exists(sessionKey(c1.sid), sessionKey(c2.sid))) === 2, 8000, 50);
+      await waitUntil(
+        "both sessions re-registered",
+        async () => (await redis.client.exists(sessionKey(c1.sid), sessionKey(c2.sid))) === 2,
+        8000,
+        50,
+      );
       for (const sid of [c1.sid, c2.sid]) {
         expect(decodeSession((await redis.client.get(sessionKey(sid)))!).boot).toBe(node.affinity.bootId);
       }
-      const rec = decodeNode((await waitUntil("heartbeat back", () => redis.client.get(nodeKey(node.affinity.cookie)), 5000))!);
+      const rec = decodeNode(
+        (await waitUntil("heartbeat back", () => redis.client.get(nodeKey(node.affinity.cookie)), 5000))!,
+      );
       expect(rec.boot).toBe(node.affinity.bootId);
       expect(await c1.counter()).toBe(12);
       expect(await c2.counter()).toBe(2);
@@ -60,12 +72,20 @@ describe("Redis outage", () => {
 
   it("a node started while Redis is down serves at once and registers once Redis appears", async () => {
     await redis.kill();
-    const node = await startNode({ name: "late-redis", redisUrl: redis.url, heartbeatMs: 200 }, { affinity: { registryTimeoutMs: 200 } });
+    const node = await startNode(
+      { name: "late-redis", redisUrl: redis.url, heartbeatMs: 200 },
+      { affinity: { registryTimeoutMs: 200 } },
+    );
     try {
       const c = await connectClient(node.url);
       expect(await c.counter()).toBe(1);
       await redis.start();
-      await waitUntil("session registered after Redis came up", async () => (await redis.client.exists(sessionKey(c.sid))) === 1, 8000, 50);
+      await waitUntil(
+        "session registered after Redis came up",
+        async () => (await redis.client.exists(sessionKey(c.sid))) === 1,
+        8000,
+        50,
+      );
       expect(await c.counter()).toBe(2);
       await c.close();
     } finally {

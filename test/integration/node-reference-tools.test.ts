@@ -46,12 +46,16 @@ describe("reference node", () => {
     const logs: any[] = [];
     c.client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => void logs.push(n.params.data));
     // The SDK client opens the GET stream after initialize; wait until the node holds it.
-    await waitUntil("GET stream delivering", async () => {
-      logs.length = 0;
-      await c.client.callTool({ name: "notify", arguments: { count: 1, intervalMs: 0, target: "standalone" } });
-      await new Promise((r) => setTimeout(r, 50));
-      return logs.length === 1;
-    }, 5000);
+    await waitUntil(
+      "GET stream delivering",
+      async () => {
+        logs.length = 0;
+        await c.client.callTool({ name: "notify", arguments: { count: 1, intervalMs: 0, target: "standalone" } });
+        await new Promise((r) => setTimeout(r, 50));
+        return logs.length === 1;
+      },
+      5000,
+    );
     logs.length = 0;
     await c.client.callTool({ name: "notify", arguments: { count: 4, intervalMs: 5, target: "standalone" } });
     await waitUntil("4 standalone notifications", () => logs.length === 4, 5000);
@@ -61,7 +65,11 @@ describe("reference node", () => {
 
   it("/graphql answers the node name for GET and POST; /healthz reports state and boot", async () => {
     expect(await (await fetch(`${node.url}/graphql`)).json()).toEqual({ node: "tools" });
-    const post = await fetch(`${node.url}/graphql`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"query":"{ x }"}' });
+    const post = await fetch(`${node.url}/graphql`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"query":"{ x }"}',
+    });
     expect(post.status).toBe(200);
     expect(await post.json()).toEqual({ node: "tools" });
     expect(post.headers.get("set-cookie")).toBeNull();

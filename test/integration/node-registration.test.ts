@@ -45,10 +45,19 @@ describe("registration before the initialize response", () => {
       expect(atHeaders).toBeTypeOf("string");
       expect(headersAt - started).toBeGreaterThanOrEqual(300);
       const rec = decodeSession(atHeaders!);
-      expect(rec).toMatchObject({ node: node.affinity.nodeUrl, cookie: cookieValueFor(node.affinity.nodeUrl), boot: node.affinity.bootId, source: "node" });
+      expect(rec).toMatchObject({
+        node: node.affinity.nodeUrl,
+        cookie: cookieValueFor(node.affinity.nodeUrl),
+        boot: node.affinity.bootId,
+        source: "node",
+      });
       const pttl = await redis.client.pttl(sessionKey(c.sid));
       expect(pttl).toBeGreaterThan(29 * 24 * 3600 * 1000);
-      const change = await waitUntil("session change on the channel", () => changes.find((m) => m.op === "session" && m.id === c.sid), 5000);
+      const change = await waitUntil(
+        "session change on the channel",
+        () => changes.find((m) => m.op === "session" && m.id === c.sid),
+        5000,
+      );
       expect(change.record).toMatchObject({ cookie: node.affinity.cookie, boot: node.affinity.bootId, source: "node" });
       expect(await c.counter()).toBe(1);
       expect(node.affinity.stats().registrations).toEqual({ ok: 1, failed: 0 });
@@ -76,7 +85,12 @@ describe("registration before the initialize response", () => {
       const res = await fetch(`${url}/mcp`, {
         method: "POST",
         headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "x", version: "1" } } }),
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 1,
+          method: "initialize",
+          params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "x", version: "1" } },
+        }),
       });
       expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
       expect(res.headers.get("mcp-session-id")).toBeTruthy();
@@ -103,7 +117,11 @@ describe("unknown sessions get the SDK's own 404", () => {
       expect(expected.status).toBe(404);
       expect(expected.body).toBe(SESSION_NOT_FOUND_BODY);
       const ping = { jsonrpc: "2.0", id: 1, method: "tools/list" };
-      for (const [method, body] of [["POST", ping], ["GET", undefined], ["DELETE", undefined]] as const) {
+      for (const [method, body] of [
+        ["POST", ping],
+        ["GET", undefined],
+        ["DELETE", undefined],
+      ] as const) {
         const got = await rawMcp(node.url, method, randomUUID(), body);
         expect({ method, status: got.status, body: got.body, type: got.contentType }).toEqual({
           method,
@@ -141,7 +159,10 @@ describe("unknown sessions get the SDK's own 404", () => {
 
 describe("TTL refresh", () => {
   it("refreshes at most once per interval, and puts a vanished record back", async () => {
-    const node = await startNode({ name: "reg-ttl", redisUrl: redis.url, sessionTtlMs: 600_000 }, { affinity: { refreshIntervalMs: 2500 } });
+    const node = await startNode(
+      { name: "reg-ttl", redisUrl: redis.url, sessionTtlMs: 600_000 },
+      { affinity: { refreshIntervalMs: 2500 } },
+    );
     try {
       const c = await connectClient(node.url);
       const key = sessionKey(c.sid);

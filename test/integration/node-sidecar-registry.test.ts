@@ -28,7 +28,13 @@ beforeAll(async () => {
       if (req.headers.authorization !== `Bearer ${TOKEN}`) return void res.writeHead(401).end();
       if (failWith) return void res.writeHead(failWith).end();
       if (req.method === "PUT") {
-        store.set(id, { node: body.node, cookie: cookieValueFor(body.node), boot: body.boot, created: Date.now(), source: "node" });
+        store.set(id, {
+          node: body.node,
+          cookie: cookieValueFor(body.node),
+          boot: body.boot,
+          created: Date.now(),
+          source: "node",
+        });
         return void res.writeHead(204).end();
       }
       if (req.method === "GET") {
@@ -71,7 +77,11 @@ describe("sidecar registry", () => {
       // Another node's session: misroute (the sidecar API has no node liveness to tell stale apart).
       const other = "http://127.0.0.1:9";
       store.set("other-session", { node: other, cookie: cookieValueFor(other), boot: "b", created: 1, source: "edge" });
-      expect(await node.affinity.checkSession("other-session")).toEqual({ local: false, reason: "misroute", owner: other });
+      expect(await node.affinity.checkSession("other-session")).toEqual({
+        local: false,
+        reason: "misroute",
+        owner: other,
+      });
       expect(await node.affinity.checkSession("nobody-has-this")).toEqual({ local: false, reason: "unknown" });
 
       await c.transport.terminateSession();
@@ -86,7 +96,10 @@ describe("sidecar registry", () => {
   });
 
   it("sidecar errors never break a session; the registration is retried on a later request", async () => {
-    const node = await startNode({ name: "side-b", sidecarUrl: apiUrl, sidecarToken: TOKEN }, { affinity: { refreshIntervalMs: 200 } });
+    const node = await startNode(
+      { name: "side-b", sidecarUrl: apiUrl, sidecarToken: TOKEN },
+      { affinity: { refreshIntervalMs: 200 } },
+    );
     try {
       failWith = 503;
       const c = await connectClient(node.url);

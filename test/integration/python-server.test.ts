@@ -29,7 +29,12 @@ describe("python MCP test server", () => {
     const after = await (await fetch(`${server.url}/healthz`)).json();
     expect(after.boot).not.toBe(health.boot);
     // The new process does not know the old session: the spec's answer is 404.
-    const res = await rawMcp(server.url, "POST", c.sid, { jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "counter", arguments: {} } });
+    const res = await rawMcp(server.url, "POST", c.sid, {
+      jsonrpc: "2.0",
+      id: 9,
+      method: "tools/call",
+      params: { name: "counter", arguments: {} },
+    });
     expect(res.status).toBe(404);
     await c.close();
   });

@@ -68,20 +68,35 @@ interface Store {
 }
 const stores: Store[] = [
   { name: "memory", make: (o) => new MemoryRegistry(o), shared: false },
-  { name: "redis", make: (o) => createRegistry({ url: redis.url, ...o }), raw: () => new Redis(redis.url), shared: true },
+  {
+    name: "redis",
+    make: (o) => createRegistry({ url: redis.url, ...o }),
+    raw: () => new Redis(redis.url),
+    shared: true,
+  },
   {
     // The node library's registry: the same class with the node's connection settings.
     name: "redis (node library settings)",
     make: (o) =>
       new RedisRegistry(
-        nodeRedisOptions(redis.url, { sessionTtlMs: o?.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS, nodeTtlMs: o?.nodeTtlMs ?? DEFAULT_NODE_TTL_MS, timeoutMs: 1000, onError: () => {} }),
+        nodeRedisOptions(redis.url, {
+          sessionTtlMs: o?.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS,
+          nodeTtlMs: o?.nodeTtlMs ?? DEFAULT_NODE_TTL_MS,
+          timeoutMs: 1000,
+          onError: () => {},
+        }),
       ),
     raw: () => new Redis(redis.url),
     shared: true,
   },
   {
     name: "sentinel",
-    make: (o) => new RedisRegistry({ sentinels: [{ host: "127.0.0.1", port: sentinel.port }], sentinelName: sentinel.masterName, ...o }),
+    make: (o) =>
+      new RedisRegistry({
+        sentinels: [{ host: "127.0.0.1", port: sentinel.port }],
+        sentinelName: sentinel.masterName,
+        ...o,
+      }),
     raw: () => new Redis(redis.url),
     shared: true,
   },
@@ -126,7 +141,9 @@ describe.each(stores)("registry contract: $name", (store) => {
     const reg = make();
     const id = sid("nx");
     expect(await reg.registerSession(id, rec({ source: "node" }))).toBe(true);
-    expect(await reg.registerSession(id, rec({ source: "edge", node: "", boot: null }), { ifAbsent: true })).toBe(false);
+    expect(await reg.registerSession(id, rec({ source: "edge", node: "", boot: null }), { ifAbsent: true })).toBe(
+      false,
+    );
     expect((await reg.lookupSession(id))?.source).toBe("node");
     expect(await reg.registerSession(id, rec({ node: URL_B, cookie: cookieValueFor(URL_B) }))).toBe(true);
     expect((await reg.lookupSession(id))?.node).toBe(URL_B);
@@ -191,7 +208,8 @@ describe.each(stores)("registry contract: $name", (store) => {
     const reg = make();
     const prefix = sid("scan");
     const ids = Array.from({ length: 2500 }, (_, i) => `${prefix}-${i}`);
-    for (let i = 0; i < ids.length; i += 250) await Promise.all(ids.slice(i, i + 250).map((id) => reg.registerSession(id, rec())));
+    for (let i = 0; i < ids.length; i += 250)
+      await Promise.all(ids.slice(i, i + 250).map((id) => reg.registerSession(id, rec())));
     const seen = new Set<string>();
     for await (const batch of reg.scanSessions({ batch: 500 })) {
       for (const { id, record } of batch) {
@@ -216,7 +234,10 @@ describe.each(stores)("registry contract: $name", (store) => {
     await reg.removeNode(nodeRec().cookie, `not-${id}`); // another boot's record: no write, no change
     await reg.closeSession(id);
     await reg.removeNode(nodeRec().cookie, id);
-    await waitUntil("4 changes of this node received", () => got.filter((c) => c.op !== "node" || c.record === null || c.record.boot === id).length >= 4);
+    await waitUntil(
+      "4 changes of this node received",
+      () => got.filter((c) => c.op !== "node" || c.record === null || c.record.boot === id).length >= 4,
+    );
     const mine = got.filter((c) => (c.op === "node" ? c.record === null || c.record.boot === id : c.id === id));
     expect(mine).toEqual([
       { op: "session", id, record: rec() },
@@ -304,16 +325,23 @@ describe("redis registry: outage", () => {
       await own.stop(true);
       await waitUntil("registry down", () => reg.status() === "down");
       const t0 = Date.now();
-      await expect(reg.registerSession("during-outage", rec())).rejects.toMatchObject({ code: "ERR_REGISTRY_UNAVAILABLE", op: "register" });
+      await expect(reg.registerSession("during-outage", rec())).rejects.toMatchObject({
+        code: "ERR_REGISTRY_UNAVAILABLE",
+        op: "register",
+      });
       expect(Date.now() - t0).toBeLessThan(1000);
       expect(errors).toContain("register");
       await own.start();
       await waitUntil("registry ready", () => reg.status() === "ready", 5000);
       expect(statuses).toEqual(expect.arrayContaining(["down", "ready"]));
-      await waitUntil("after-outage registered and announced", async () => {
-        await reg.registerSession("after-outage", rec()).catch(() => undefined);
-        return got.some((c) => c.op === "session" && c.id === "after-outage");
-      }, 5000);
+      await waitUntil(
+        "after-outage registered and announced",
+        async () => {
+          await reg.registerSession("after-outage", rec()).catch(() => undefined);
+          return got.some((c) => c.op === "session" && c.id === "after-outage");
+        },
+        5000,
+      );
     } finally {
       await reg.close();
       await own.close();
@@ -346,17 +374,28 @@ describe("session store contract (what a node uses)", () => {
   const open: SessionStore[] = [];
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "mcpa-contract-"));
-    sidecar = await startSidecar({ dir, port: 0, redisUrl: redis.url, apiToken: TOKEN, probePath: "off" }, { logger: pino({ level: "silent" }) });
+    sidecar = await startSidecar(
+      { dir, port: 0, redisUrl: redis.url, apiToken: TOKEN, probePath: "off" },
+      { logger: pino({ level: "silent" }) },
+    );
   });
   afterAll(async () => {
     await Promise.all(open.splice(0).map((s) => s.close()));
     await sidecar?.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const settings = { sessionTtlMs: DEFAULT_SESSION_TTL_MS, nodeTtlMs: DEFAULT_NODE_TTL_MS, timeoutMs: 1000, onError: () => {} };
+  const settings = {
+    sessionTtlMs: DEFAULT_SESSION_TTL_MS,
+    nodeTtlMs: DEFAULT_NODE_TTL_MS,
+    timeoutMs: 1000,
+    onError: () => {},
+  };
   const stores: Array<{ name: string; make: (token?: string) => SessionStore }> = [
     { name: "redis", make: () => openNodeRegistry({ redisUrl: redis.url }, settings).sessions },
-    { name: "sidecar sessions API", make: (token = TOKEN) => openNodeRegistry({ sidecarUrl: sidecar.url, token }, settings).sessions },
+    {
+      name: "sidecar sessions API",
+      make: (token = TOKEN) => openNodeRegistry({ sidecarUrl: sidecar.url, token }, settings).sessions,
+    },
   ];
 
   describe.each(stores)("$name", (store) => {
@@ -372,7 +411,12 @@ describe("session store contract (what a node uses)", () => {
       const id = sid("node-store");
       expect(await s.lookupSession(id)).toBeNull();
       expect(await s.registerSession(id, rec())).toBe(true);
-      expect(await s.lookupSession(id)).toMatchObject({ node: URL_A, cookie: cookieValueFor(URL_A), boot: "boot-1", source: "node" });
+      expect(await s.lookupSession(id)).toMatchObject({
+        node: URL_A,
+        cookie: cookieValueFor(URL_A),
+        boot: "boot-1",
+        source: "node",
+      });
       expect(await s.touchSession(id, rec())).toBe(true);
       const r = new Redis(redis.url);
       try {
@@ -396,8 +440,14 @@ describe("session store contract (what a node uses)", () => {
   it("a refused call of the sessions API is an ERR_REGISTRY_SIDECAR_API error", async () => {
     const s = stores[1]!.make("wrong-token-0123456789");
     open.push(s);
-    await expect(s.registerSession(sid("refused"), rec())).rejects.toMatchObject({ code: "ERR_REGISTRY_SIDECAR_API", op: "register" });
-    await expect(s.lookupSession(sid("refused"))).rejects.toMatchObject({ code: "ERR_REGISTRY_SIDECAR_API", op: "lookup" });
+    await expect(s.registerSession(sid("refused"), rec())).rejects.toMatchObject({
+      code: "ERR_REGISTRY_SIDECAR_API",
+      op: "register",
+    });
+    await expect(s.lookupSession(sid("refused"))).rejects.toMatchObject({
+      code: "ERR_REGISTRY_SIDECAR_API",
+      op: "lookup",
+    });
   });
 
   it("node heartbeats come only with Redis (the sessions API keeps no node records)", () => {

@@ -7,7 +7,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
-import { RedisRegistry, cookieValueFor, sessionHash, sessionHashHex, type SessionRecord } from "../../lib/registry/index.ts";
+import {
+  RedisRegistry,
+  cookieValueFor,
+  sessionHash,
+  sessionHashHex,
+  type SessionRecord,
+} from "../../lib/registry/index.ts";
 import { defaultViewFs, readMeta, type EventBatch, type ViewFs } from "../../lib/view/index.ts";
 import { formatEventBatch, lookupSession } from "../support/view-writers.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
@@ -19,8 +25,16 @@ import { scrapeMetric } from "../../dev/metrics.ts";
 
 const URL_A = "http://10.2.0.1:3000";
 const COOKIE_A = cookieValueFor(URL_A);
-const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({ node: URL_A, cookie: COOKIE_A, boot: "A1", created: Date.now(), source: "node", ...over });
-const ev = (over: Partial<EventBatch>): string => formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
+const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({
+  node: URL_A,
+  cookie: COOKIE_A,
+  boot: "A1",
+  created: Date.now(),
+  source: "node",
+  ...over,
+});
+const ev = (over: Partial<EventBatch>): string =>
+  formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
 
 let dir: string;
 let logLines: string[];
@@ -39,7 +53,17 @@ async function start(over: Partial<SidecarConfig>, fs?: ViewFs): Promise<Sidecar
     },
   });
   const s = await startSidecar(
-    { dir, port: 0, metaIntervalMs: 100, eventIntervalMs: 10, nodeTtlMs: 300, downLimitMs: 600, nodePollIntervalMs: 50, probePath: "off", ...over }, // made-up node URLs: no probing
+    {
+      dir,
+      port: 0,
+      metaIntervalMs: 100,
+      eventIntervalMs: 10,
+      nodeTtlMs: 300,
+      downLimitMs: 600,
+      nodePollIntervalMs: 50,
+      probePath: "off",
+      ...over,
+    }, // made-up node URLs: no probing
     { logger: pino({ level: "debug" }, stream), fs },
   );
   cleanup.push(() => s.close());
@@ -56,7 +80,8 @@ async function redisFor(): Promise<{ redis: TestRedis; writer: RedisRegistry }> 
   cleanup.push(() => writer.close());
   return { redis, writer };
 }
-const metric = (s: Sidecar, name: string, labels = ""): Promise<number> => scrapeMetric(`${s.url}/metrics`, name, labels);
+const metric = (s: Sidecar, name: string, labels = ""): Promise<number> =>
+  scrapeMetric(`${s.url}/metrics`, name, labels);
 let slot = 100;
 async function putEvent(text: string, name = `e-${slot++}.evt`): Promise<string> {
   await mkdir(join(dir, "events"), { recursive: true });
@@ -78,7 +103,15 @@ describe("sidecar failure behaviour", () => {
     expect((await fetch(`${sc.url}/healthz`)).status).toBe(200);
     expect(sc.ready()).toBe(false);
     await redis.start();
-    await waitUntil("writer reconnected", () => writer.registerSession("after", rec()).then(() => true, () => false), 5000);
+    await waitUntil(
+      "writer reconnected",
+      () =>
+        writer.registerSession("after", rec()).then(
+          () => true,
+          () => false,
+        ),
+      5000,
+    );
     await waitUntil("ready after Redis came up", () => sc.ready(), 8000);
     await waitUntil("synced session in view", () => lookupSession(dir, sessionHash("after")), 3000);
     expect((await fetch(`${sc.url}/readyz`)).status).toBe(200);
@@ -89,7 +122,10 @@ describe("sidecar failure behaviour", () => {
     const { redis, writer } = await redisFor();
     const sc = await start({ redisUrl: redis.url });
     await waitUntil("ready", () => sc.ready(), 3000);
-    await writer.heartbeat({ url: URL_A, cookie: COOKIE_A, boot: "A1", name: "a", state: "up", seen: Date.now() }, 60_000);
+    await writer.heartbeat(
+      { url: URL_A, cookie: COOKIE_A, boot: "A1", name: "a", state: "up", seen: Date.now() },
+      60_000,
+    );
     await writer.registerSession("kept", rec());
     await waitUntil("kept in view", () => lookupSession(dir, sessionHash("kept")));
 
@@ -118,7 +154,11 @@ describe("sidecar failure behaviour", () => {
     expect(await writer.lookupSession("learned-in-outage")).toMatchObject({ source: "edge", cookie: COOKIE_A });
     // The first resync after the outage spares what the (restarted, empty) Redis does not have
     // yet: nodes re-register their sessions on reconnect, and dropping them first misroutes.
-    await waitUntil("resync after the outage", async () => (await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}')) > resyncs, 5000);
+    await waitUntil(
+      "resync after the outage",
+      async () => (await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}')) > resyncs,
+      5000,
+    );
     await sleep(300); // a publish, had the resync dropped anything
     expect(await lookupSession(dir, sessionHash("kept"))).not.toBeNull();
     // The next one drops what is still missing, without a restart.
@@ -136,7 +176,10 @@ describe("sidecar failure behaviour", () => {
     await putEvent("this is not an event batch\nend\n", "e-1.evt");
     await putEvent(Buffer.from([0xff, 0x00, 0x13, 0x37]).toString("latin1") + "\nend\n", "e-2.evt");
     await writeFile(join(dir, "events", "notes.txt"), "someone else's file");
-    await putEvent(ev({ learned: [{ id: "good", hash: sessionHashHex("good"), cookie: COOKIE_A }], decisions: { pass: 1 } }), "e-3.evt");
+    await putEvent(
+      ev({ learned: [{ id: "good", hash: sessionHashHex("good"), cookie: COOKIE_A }], decisions: { pass: 1 } }),
+      "e-3.evt",
+    );
     await waitUntil("one event file", async () => (await events()).length === 1, 3000);
     expect(await events()).toEqual(["notes.txt"]);
     expect(await metric(sc, "mcp_affinity_event_files_total", '{result="corrupt"}')).toBe(2);
@@ -197,7 +240,11 @@ describe("sidecar failure behaviour", () => {
     full = false;
     await waitUntil("shard retried after recovery", () => lookupSession(dir, sessionHash("during-full")), 3000);
     // shards are written before the meta that announces them: wait for the meta too
-    await waitUntil("meta republished after recovery", async () => (await readMeta(dir))!.published > before.published, 3000);
+    await waitUntil(
+      "meta republished after recovery",
+      async () => (await readMeta(dir))!.published > before.published,
+      3000,
+    );
   });
 });
 
@@ -220,7 +267,16 @@ describe("sidecar CLI", () => {
     dir = await mkdtemp(join(tmpdir(), "mcpa-cli-"));
     const r = runCli(["--help"]);
     expect(await r.exited).toBe(0);
-    for (const s of ["--dir", "MCP_AFFINITY_DIR", "--redis-url", "MCP_AFFINITY_REDIS_URL", "--api-token", "--shard-bits", "--down-limit", "--traefik-api"]) {
+    for (const s of [
+      "--dir",
+      "MCP_AFFINITY_DIR",
+      "--redis-url",
+      "MCP_AFFINITY_REDIS_URL",
+      "--api-token",
+      "--shard-bits",
+      "--down-limit",
+      "--traefik-api",
+    ]) {
       expect(r.out()).toContain(s);
     }
   });
@@ -250,7 +306,11 @@ describe("sidecar CLI", () => {
     cleanup.push(async () => {
       if (r.child.exitCode === null) r.child.kill("SIGKILL");
     });
-    await waitUntil("CLI ready", async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.status === 200, 8000);
+    await waitUntil(
+      "CLI ready",
+      async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.status === 200,
+      8000,
+    );
     // The drain interval is long: only the shutdown flush can apply this batch.
     await putEvent(ev({ decisions: { pin: 1 } }));
     r.child.kill("SIGTERM");

@@ -46,11 +46,14 @@ function watchView(): { stop(): Promise<{ reads: number; bad: string[] }> } {
           continue; // removed between readdir and read: a missing shard is "no session"
         }
         reads++;
-        const fits = (mm: ViewMeta) => shard.epoch === mm.epoch && shard.sessions.every((s) => mm.nodes.some((n) => n.id === s.node));
+        const fits = (mm: ViewMeta) =>
+          shard.epoch === mm.epoch && shard.sessions.every((s) => mm.nodes.some((n) => n.id === s.node));
         if (fits(m)) continue;
         const again = await meta(); // the plugin re-reads the meta once
         if (again && fits(again)) continue;
-        bad.push(`${name}: epoch ${shard.epoch} vs ${again?.epoch}; owners ${[...new Set(shard.sessions.map((s) => s.node))]} vs ${again?.nodes.map((n) => n.id)}`);
+        bad.push(
+          `${name}: epoch ${shard.epoch} vs ${again?.epoch}; owners ${[...new Set(shard.sessions.map((s) => s.node))]} vs ${again?.nodes.map((n) => n.id)}`,
+        );
       }
     }
   })();

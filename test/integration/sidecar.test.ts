@@ -25,7 +25,6 @@ import { startPythonServer } from "../support/python-server.ts";
 import { connectClient } from "./node-redis-helper.ts";
 import { metricValues, scrapeMetric, scrapeMetrics } from "../../dev/metrics.ts";
 
-
 const URL_A = "http://10.1.0.1:3000";
 const URL_B = "http://10.1.0.2:3000";
 const COOKIE_A = cookieValueFor(URL_A);
@@ -87,8 +86,23 @@ const newDir = async () => {
   logLines = [];
 };
 
-const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({ node: URL_A, cookie: COOKIE_A, boot: "A1", created: Date.now(), source: "node", ...over });
-const hb = (over: Partial<NodeRecord> = {}): NodeRecord => ({ url: URL_A, cookie: COOKIE_A, boot: "A1", name: "a", state: "up", seen: Date.now(), ...over });
+const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({
+  node: URL_A,
+  cookie: COOKIE_A,
+  boot: "A1",
+  created: Date.now(),
+  source: "node",
+  ...over,
+});
+const hb = (over: Partial<NodeRecord> = {}): NodeRecord => ({
+  url: URL_A,
+  cookie: COOKIE_A,
+  boot: "A1",
+  name: "a",
+  state: "up",
+  seen: Date.now(),
+  ...over,
+});
 
 /** The owner state the view gives a session, as the plugin would resolve it. */
 async function viewOf(id: string): Promise<{ state: string; cookie: string; closed: boolean } | null> {
@@ -98,8 +112,10 @@ async function viewOf(id: string): Promise<{ state: string; cookie: string; clos
   const node = meta.nodes.find((n) => n.id === hit.node);
   return node ? { state: node.state, cookie: node.cookie, closed: hit.closed } : null;
 }
-const metric = (s: Sidecar, name: string, labels = ""): Promise<number> => scrapeMetric(`${s.url}/metrics`, name, labels);
-const ev = (over: Partial<EventBatch>): string => formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
+const metric = (s: Sidecar, name: string, labels = ""): Promise<number> =>
+  scrapeMetric(`${s.url}/metrics`, name, labels);
+const ev = (over: Partial<EventBatch>): string =>
+  formatEventBatch({ t: Date.now(), learned: [], closed: [], decisions: {}, dropped: 0, ...over });
 let slot = 0;
 async function putEvent(text: string): Promise<string> {
   const name = `s-${slot++}.evt`;
@@ -209,7 +225,12 @@ describe("sidecar with Redis", () => {
     expect((await writer.lookupSession("node-owned"))?.cookie).toBe(COOKIE_A);
 
     // A DELETE seen at the edge: the record goes whatever the node did, and the view says closed.
-    const closesTotal = async () => (await Promise.all(["edge", "registry", "api"].map((o) => metric(sc!, "mcp_affinity_closes_total", `{origin="${o}"}`)))).reduce((a, b) => a + (b || 0), 0);
+    const closesTotal = async () =>
+      (
+        await Promise.all(
+          ["edge", "registry", "api"].map((o) => metric(sc!, "mcp_affinity_closes_total", `{origin="${o}"}`)),
+        )
+      ).reduce((a, b) => a + (b || 0), 0);
     const closesBefore = await closesTotal();
     await putEvent(ev({ closed: [{ id: "node-owned", hash: sessionHashHex("node-owned"), cookie: COOKIE_A }] }));
     await waitUntil("record deleted", async () => (await writer.lookupSession("node-owned")) === null, 2000);
@@ -231,21 +252,35 @@ describe("sidecar with Redis", () => {
     await writer.heartbeat(hb(), 60_000);
     // A key of the wrong type: every read of it fails with a Redis error reply (permanent).
     await raw.rpush("mcp:session:poisoned", "x");
-    await putEvent(ev({ t: Date.now() - 10, learned: [{ id: "poisoned", hash: sessionHashHex("poisoned"), cookie: COOKIE_A }] }));
+    await putEvent(
+      ev({ t: Date.now() - 10, learned: [{ id: "poisoned", hash: sessionHashHex("poisoned"), cookie: COOKIE_A }] }),
+    );
     await putEvent(ev({ learned: [{ id: "after-poison", hash: sessionHashHex("after-poison"), cookie: COOKIE_A }] }));
     await waitUntil("the batch after the poisoned one applied", () => writer.lookupSession("after-poison"), 3000);
     await waitUntil("quarantined", async () => (await readdir(join(dir, "events-quarantine"))).length === 1, 3000);
     expect(await readdir(join(dir, "events"))).toEqual([]);
-    await waitUntil("counted", async () => (await metric(sc!, "mcp_affinity_event_files_total", '{result="quarantined"}')) === 1, 3000);
+    await waitUntil(
+      "counted",
+      async () => (await metric(sc!, "mcp_affinity_event_files_total", '{result="quarantined"}')) === 1,
+      3000,
+    );
     await waitUntil("gauge", async () => (await metric(sc!, "mcp_affinity_event_quarantine_files")) === 1, 3000);
 
     // Transient: Redis down. The batch waits (counted pending) and is applied once Redis is back.
     await redis.stop();
     await putEvent(ev({ learned: [{ id: "while-down", hash: sessionHashHex("while-down"), cookie: COOKIE_A }] }));
-    await waitUntil("pending while Redis is down", async () => (await metric(sc!, "mcp_affinity_event_files_pending")) >= 1, 5000);
+    await waitUntil(
+      "pending while Redis is down",
+      async () => (await metric(sc!, "mcp_affinity_event_files_pending")) >= 1,
+      5000,
+    );
     expect((await readdir(join(dir, "events"))).length).toBe(1);
     await redis.start();
-    await waitUntil("applied after Redis came back", () => writer.lookupSession("while-down").catch(() => null), 10_000);
+    await waitUntil(
+      "applied after Redis came back",
+      () => writer.lookupSession("while-down").catch(() => null),
+      10_000,
+    );
     expect(await metric(sc, "mcp_affinity_event_files_total", '{result="quarantined"}')).toBe(1);
   });
 
@@ -260,14 +295,23 @@ describe("sidecar with Redis", () => {
       await writer.heartbeat(hb({ url: py.url, cookie, boot: "py" }), 60_000);
       const live = await connectClient(py.url);
       const dead = await connectClient(py.url);
-      for (const c of [live, dead]) await putEvent(ev({ learned: [{ id: c.sid, hash: sessionHashHex(c.sid), cookie }] }));
+      for (const c of [live, dead])
+        await putEvent(ev({ learned: [{ id: c.sid, hash: sessionHashHex(c.sid), cookie }] }));
       await waitUntil("learned", () => writer.lookupSession(dead.sid), 3000);
       await waitUntil("learned", () => writer.lookupSession(live.sid), 3000);
       await dead.transport.terminateSession(); // DELETE at the node: the node no longer holds it
       await putEvent(ev({ suspects: [live, dead].map((c) => ({ id: c.sid, hash: sessionHashHex(c.sid), cookie })) }));
-      await waitUntil("dead session's record deleted", async () => (await writer.lookupSession(dead.sid)) === null, 5000);
+      await waitUntil(
+        "dead session's record deleted",
+        async () => (await writer.lookupSession(dead.sid)) === null,
+        5000,
+      );
       await waitUntil("tombstone in the view", async () => (await viewOf(dead.sid))?.closed === true, 3000);
-      await waitUntil("live one checked", async () => (await metric(sc!, "mcp_affinity_death_checks_total", '{result="alive"}')) === 1, 3000);
+      await waitUntil(
+        "live one checked",
+        async () => (await metric(sc!, "mcp_affinity_death_checks_total", '{result="alive"}')) === 1,
+        3000,
+      );
       expect(await writer.lookupSession(live.sid)).not.toBeNull();
       expect(await live.counter()).toBe(1); // the check (a ping) did not disturb the live session
       expect(await metric(sc, "mcp_affinity_death_checks_total", '{result="dead"}')).toBe(1);
@@ -299,8 +343,20 @@ describe("sidecar with Redis", () => {
     await sleep(1500);
     const before = await raw.pttl("mcp:session:edge-active");
     const hash = (id: string) => sessionHashHex(id);
-    await putEvent(ev({ active: [{ id: "edge-active", hash: hash("edge-active") }, { id: "node-own", hash: hash("node-own") }, { id: "edge-active", hash: hash("edge-active") }] }));
-    await waitUntil("renewed", async () => (await metric(sc!, "mcp_affinity_edge_session_touches_total", '{result="renewed"}')) === 1, 3000);
+    await putEvent(
+      ev({
+        active: [
+          { id: "edge-active", hash: hash("edge-active") },
+          { id: "node-own", hash: hash("node-own") },
+          { id: "edge-active", hash: hash("edge-active") },
+        ],
+      }),
+    );
+    await waitUntil(
+      "renewed",
+      async () => (await metric(sc!, "mcp_affinity_edge_session_touches_total", '{result="renewed"}')) === 1,
+      3000,
+    );
     expect(await raw.pttl("mcp:session:edge-active")).toBeGreaterThan(before + 1000);
     expect(await metric(sc, "mcp_affinity_edge_session_touches_total", '{result="skipped"}')).toBe(1); // the node's record
     expect(await raw.pttl("mcp:session:node-own")).toBeLessThanOrEqual(nodeTtl0);
@@ -312,10 +368,18 @@ describe("sidecar with Redis", () => {
     sc = await start();
     await waitUntil("ready", () => sc!.ready());
     await putEvent(ev({ decisions: { pin: 2 } }));
-    await waitUntil("2 pin decisions counted", async () => (await metric(sc!, "mcp_affinity_edge_decisions_total", '{reason="pin"}')) === 2);
+    await waitUntil(
+      "2 pin decisions counted",
+      async () => (await metric(sc!, "mcp_affinity_edge_decisions_total", '{reason="pin"}')) === 2,
+    );
     await sc.close();
     // Written while no sidecar runs.
-    await putEvent(ev({ decisions: { pin: 7 }, learned: [{ id: "while-down", hash: sessionHashHex("while-down"), cookie: COOKIE_A }] }));
+    await putEvent(
+      ev({
+        decisions: { pin: 7 },
+        learned: [{ id: "while-down", hash: sessionHashHex("while-down"), cookie: COOKIE_A }],
+      }),
+    );
     const again = await start();
     await waitUntil("ready again", () => again.ready());
     await waitUntil("drained", async () => (await readdir(join(dir, "events"))).length === 0, 3000);
@@ -379,7 +443,13 @@ describe("sidecar with Redis", () => {
         return;
       }
       res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ name: "mcp@file", loadBalancer: { servers: servers.map((url) => ({ url })) }, serverStatus: status }));
+      res.end(
+        JSON.stringify({
+          name: "mcp@file",
+          loadBalancer: { servers: servers.map((url) => ({ url })) },
+          serverStatus: status,
+        }),
+      );
     });
     await new Promise<void>((r) => traefik.listen(0, "127.0.0.1", () => r()));
     try {
@@ -388,16 +458,35 @@ describe("sidecar with Redis", () => {
       await waitUntil("ready", () => sc!.ready());
       await writer.registerSession("t-a", rec({ boot: null }));
       await writer.registerSession("t-b", rec({ node: URL_B, cookie: COOKIE_B, boot: null }));
-      await waitUntil("t-a and t-b up in view", async () => (await viewOf("t-a"))?.state === "up" && (await viewOf("t-b"))?.state === "up");
+      await waitUntil(
+        "t-a and t-b up in view",
+        async () => (await viewOf("t-a"))?.state === "up" && (await viewOf("t-b"))?.state === "up",
+      );
       status = { [URL_A]: "DOWN", [URL_B]: "UP" };
       await waitUntil("down from Traefik", async () => (await viewOf("t-a"))?.state === "down", 2000);
       servers = [URL_A];
       await waitUntil("removed from Traefik", async () => (await viewOf("t-b"))?.state === "gone", 2000);
       const nodes = await (await fetch(`${sc.url}/v1/nodes`)).json();
       // A node without a heartbeat is named by Traefik's server URL; a gone node's sessions are not live.
-      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({ url: URL_A, name: URL_A, state: "down", traefik: "down", sessions: 1 });
-      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_B)).toMatchObject({ name: URL_B, state: "gone", sessions: 0 });
-      expect(metricValues(await scrapeMetrics(`${sc.url}/metrics`), "mcp_affinity_sessions", `{node="${URL_B}",state="gone"}`)).toEqual([]);
+      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_A)).toMatchObject({
+        url: URL_A,
+        name: URL_A,
+        state: "down",
+        traefik: "down",
+        sessions: 1,
+      });
+      expect(nodes.nodes.find((n: any) => n.cookie === COOKIE_B)).toMatchObject({
+        name: URL_B,
+        state: "gone",
+        sessions: 0,
+      });
+      expect(
+        metricValues(
+          await scrapeMetrics(`${sc.url}/metrics`),
+          "mcp_affinity_sessions",
+          `{node="${URL_B}",state="gone"}`,
+        ),
+      ).toEqual([]);
       expect(await metric(sc, "mcp_affinity_nodes", '{state="down"}')).toBe(1);
       expect(await metric(sc, "mcp_affinity_traefik_api_errors_total")).toBe(0);
     } finally {
@@ -412,7 +501,9 @@ describe("sidecar with Redis", () => {
     const secret = "Secret-Session-Id-1234567890";
     await writer.heartbeat(hb(), 60_000);
     await writer.registerSession(secret, rec());
-    await putEvent(ev({ closed: [{ id: secret, hash: sessionHashHex(secret), cookie: COOKIE_A }], decisions: { lost: 1 } }));
+    await putEvent(
+      ev({ closed: [{ id: secret, hash: sessionHashHex(secret), cookie: COOKIE_A }], decisions: { lost: 1 } }),
+    );
     await waitUntil("closed in view", async () => (await viewOf(secret))?.closed === true);
     const text = await scrapeMetrics(`${sc.url}/metrics`);
     for (const name of [
@@ -436,7 +527,9 @@ describe("sidecar with Redis", () => {
     expect(logLines.join("")).toContain(sessionHashHex(secret).slice(0, 12)); // the log-safe tag
     const files = await readdir(dir, { recursive: true });
     for (const f of files) {
-      const content = await import("node:fs/promises").then((fs) => fs.readFile(join(dir, f)).catch(() => Buffer.alloc(0)));
+      const content = await import("node:fs/promises").then((fs) =>
+        fs.readFile(join(dir, f)).catch(() => Buffer.alloc(0)),
+      );
       expect(content.includes(secret), f).toBe(false);
     }
   });

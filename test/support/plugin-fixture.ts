@@ -18,7 +18,15 @@ import {
   type ViewBoot,
 } from "../../lib/view/index.ts";
 import { publishView } from "./view-writers.ts";
-import { HostPool, OffsetClock, type Exchange, type HostOptions, type HostRequestInit, type NextHandler, type UpstreamResponse } from "../host/http-wasm-host.ts";
+import {
+  HostPool,
+  OffsetClock,
+  type Exchange,
+  type HostOptions,
+  type HostRequestInit,
+  type NextHandler,
+  type UpstreamResponse,
+} from "../host/http-wasm-host.ts";
 
 const root = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
 export const PLUGIN_WASM = join(root, "plugin", "build", "plugin.wasm");
@@ -49,7 +57,12 @@ export function makeViewDir(prefix = "mcpa-plugin-"): TempDir {
 }
 
 /** Three nodes of a test cluster: sticky cookie values as Traefik computes them. */
-export const NODE_URLS = { a: "http://10.0.0.1:3000", b: "http://10.0.0.2:3000", c: "http://10.0.0.3:3000", d: "http://10.0.0.4:3000" } as const;
+export const NODE_URLS = {
+  a: "http://10.0.0.1:3000",
+  b: "http://10.0.0.2:3000",
+  c: "http://10.0.0.3:3000",
+  d: "http://10.0.0.4:3000",
+} as const;
 export const COOKIE = {
   a: cookieValueFor(NODE_URLS.a),
   b: cookieValueFor(NODE_URLS.b),
@@ -87,7 +100,12 @@ export function metaOf(spec: ViewSpec): ViewMeta {
     generation: spec.generation ?? 1,
     published: spec.published ?? Date.now(),
     shardBits: spec.shardBits ?? 12,
-    nodes: spec.nodes.map((n) => ({ id: n.id, cookie: n.cookie, state: n.state, retryAfterSeconds: n.retryAfterSeconds ?? 0 })),
+    nodes: spec.nodes.map((n) => ({
+      id: n.id,
+      cookie: n.cookie,
+      state: n.state,
+      retryAfterSeconds: n.retryAfterSeconds ?? 0,
+    })),
     boots: spec.boots ?? [],
   };
 }
@@ -189,7 +207,10 @@ export interface PluginHandle {
 }
 export function newPlugin(opts: PluginOptions = {}): PluginHandle {
   const clock = opts.clock ?? new OffsetClock();
-  const config = typeof opts.config === "string" ? opts.config : Object.fromEntries(Object.entries(opts.config ?? {}).filter(([, v]) => v !== undefined));
+  const config =
+    typeof opts.config === "string"
+      ? opts.config
+      : Object.fromEntries(Object.entries(opts.config ?? {}).filter(([, v]) => v !== undefined));
   const pool = new HostPool(
     {
       wasm: opts.wasm ?? pluginWasm(),
@@ -224,24 +245,43 @@ export function mcp(r: McpReq = {}): HostRequestInit {
   const method = r.method ?? "POST";
   const headers: [string, string][] = [["Accept", "application/json, text/event-stream"]];
   if (method === "POST") headers.push(["Content-Type", "application/json"]);
-  for (const id of r.sessionId === undefined ? [] : Array.isArray(r.sessionId) ? r.sessionId : [r.sessionId]) headers.push(["Mcp-Session-Id", id]);
-  for (const c of r.cookie === undefined ? [] : Array.isArray(r.cookie) ? r.cookie : [r.cookie]) headers.push(["Cookie", c]);
+  for (const id of r.sessionId === undefined ? [] : Array.isArray(r.sessionId) ? r.sessionId : [r.sessionId])
+    headers.push(["Mcp-Session-Id", id]);
+  for (const c of r.cookie === undefined ? [] : Array.isArray(r.cookie) ? r.cookie : [r.cookie])
+    headers.push(["Cookie", c]);
   if (r.headers) headers.push(...r.headers);
-  return { method, uri: "/mcp", host: "edge.test", headers, body: method === "POST" ? (r.body ?? TOOLS_LIST_BODY) : undefined };
+  return {
+    method,
+    uri: "/mcp",
+    host: "edge.test",
+    headers,
+    body: method === "POST" ? (r.body ?? TOOLS_LIST_BODY) : undefined,
+  };
 }
 
 /** An upstream (Traefik's balancer + the node) answering an initialize with a new session. */
-export function initializeUpstream(sessionId: string, opts: { setCookie?: string | null; status?: number; contentType?: string } = {}): NextHandler {
+export function initializeUpstream(
+  sessionId: string,
+  opts: { setCookie?: string | null; status?: number; contentType?: string } = {},
+): NextHandler {
   return () => {
     const headers: [string, string][] = [
       ["Content-Type", opts.contentType ?? "application/json"],
       ["Mcp-Session-Id", sessionId],
     ];
-    if (opts.setCookie !== null) headers.unshift(["Set-Cookie", opts.setCookie ?? `_mcp_backend=${COOKIE.a}; Path=/; HttpOnly; Secure; SameSite=Strict`]);
+    if (opts.setCookie !== null)
+      headers.unshift([
+        "Set-Cookie",
+        opts.setCookie ?? `_mcp_backend=${COOKIE.a}; Path=/; HttpOnly; Secure; SameSite=Strict`,
+      ]);
     return {
       status: opts.status ?? 200,
       headers,
-      body: JSON.stringify({ jsonrpc: "2.0", id: 1, result: { protocolVersion: "2025-06-18", capabilities: {}, serverInfo: { name: "n", version: "1" } } }),
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        result: { protocolVersion: "2025-06-18", capabilities: {}, serverInfo: { name: "n", version: "1" } },
+      }),
     };
   };
 }
@@ -250,7 +290,13 @@ export const okUpstream: NextHandler = (req): UpstreamResponse => {
   const sid = req.headers.get("Mcp-Session-Id");
   return {
     status: 200,
-    headers: sid === undefined ? [["Content-Type", "application/json"]] : [["Content-Type", "application/json"], ["Mcp-Session-Id", sid]],
+    headers:
+      sid === undefined
+        ? [["Content-Type", "application/json"]]
+        : [
+            ["Content-Type", "application/json"],
+            ["Mcp-Session-Id", sid],
+          ],
     body: '{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}',
   };
 };

@@ -26,7 +26,8 @@ export interface PythonServerOptions {
 }
 
 export async function startPythonServer(opts: PythonServerOptions): Promise<PythonServer> {
-  if (!existsSync(VENV_PYTHON)) throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
+  if (!existsSync(VENV_PYTHON))
+    throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
   const port = opts.port ?? (await freePort());
   const url = `http://127.0.0.1:${port}`;
   let child: ChildProcess | null = null;
@@ -34,7 +35,9 @@ export async function startPythonServer(opts: PythonServerOptions): Promise<Pyth
 
   const start = async () => {
     stderr = "";
-    const c = spawn(VENV_PYTHON, [SCRIPT, "--port", String(port), "--name", opts.name], { stdio: ["ignore", "ignore", "pipe"] });
+    const c = spawn(VENV_PYTHON, [SCRIPT, "--port", String(port), "--name", opts.name], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     child = c;
     c.stderr?.on("data", (d) => {
       // Keep the tail only: enough to explain a failed start.
@@ -44,7 +47,8 @@ export async function startPythonServer(opts: PythonServerOptions): Promise<Pyth
       await waitUntil(
         `python MCP server ${opts.name}'s /healthz on ${port}`,
         async () => {
-          if (c.exitCode !== null || c.signalCode !== null) throw new GiveUp(`python MCP server ${opts.name} exited (${c.exitCode ?? c.signalCode}): ${stderr}`);
+          if (c.exitCode !== null || c.signalCode !== null)
+            throw new GiveUp(`python MCP server ${opts.name} exited (${c.exitCode ?? c.signalCode}): ${stderr}`);
           return (await httpGet(`${url}/healthz`))?.status === 200;
         },
         opts.readyMs ?? 20_000,

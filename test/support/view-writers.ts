@@ -3,13 +3,34 @@
 // Production code never writes these shapes this way (the sidecar publishes in its own order).
 import { join } from "node:path";
 import {
-  ViewFormatError, HASH_BYTES, encodeShard, findInShard, shardPrefix, listShards, removeShard, readMeta, writeMeta,
-  learnedName, defaultViewFs, viewPaths, atomicWrite, SHARD_HEADER_BYTES, SHARD_MAGIC, SHARD_VERSION,
-  BODY_KINDS, DECISION_REASONS, EVENT_MAGIC, type ViewIoOptions, type ViewMeta, type ViewSession, type EventBatch,
+  ViewFormatError,
+  HASH_BYTES,
+  encodeShard,
+  findInShard,
+  shardPrefix,
+  listShards,
+  removeShard,
+  readMeta,
+  writeMeta,
+  learnedName,
+  defaultViewFs,
+  viewPaths,
+  atomicWrite,
+  SHARD_HEADER_BYTES,
+  SHARD_MAGIC,
+  SHARD_VERSION,
+  BODY_KINDS,
+  DECISION_REASONS,
+  EVENT_MAGIC,
+  type ViewIoOptions,
+  type ViewMeta,
+  type ViewSession,
+  type EventBatch,
 } from "../../lib/view/index.ts";
 import { COOKIE, isShardBits } from "../../lib/view/format.ts";
 
-const isPrefixFor = (prefix: string, shardBits: number) => prefix.length === shardBits / 4 && /^[0-9a-f]+$/.test(prefix);
+const isPrefixFor = (prefix: string, shardBits: number) =>
+  prefix.length === shardBits / 4 && /^[0-9a-f]+$/.test(prefix);
 
 export async function writeShard(
   dir: string,
@@ -18,7 +39,8 @@ export async function writeShard(
   sessions: ViewSession[],
   opts: ViewIoOptions = {},
 ): Promise<void> {
-  if (!isPrefixFor(prefix, meta.shardBits)) throw new ViewFormatError(`shard prefix ${JSON.stringify(prefix)} does not fit shardBits ${meta.shardBits}`);
+  if (!isPrefixFor(prefix, meta.shardBits))
+    throw new ViewFormatError(`shard prefix ${JSON.stringify(prefix)} does not fit shardBits ${meta.shardBits}`);
   for (const s of sessions) {
     if (Buffer.isBuffer(s.hash) && s.hash.length === HASH_BYTES && shardPrefix(s.hash, meta.shardBits) !== prefix) {
       throw new ViewFormatError(`a session hash does not belong to shard ${prefix}`);
@@ -30,7 +52,6 @@ export async function writeShard(
   await fs.mkdir(p.shards, { recursive: true });
   await atomicWrite(join(p.shards, prefix), buf, opts);
 }
-
 
 /** Runs fn over items with at most `limit` in flight. */
 async function eachLimited<T>(items: readonly T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
@@ -47,11 +68,17 @@ async function eachLimited<T>(items: readonly T[], limit: number, fn: (t: T) => 
  * the sidecar's publisher follows the writer rules of docs/registry-view.md instead (the meta with
  * the union of old and new owners first, then the shards, then the meta with the current owners).
  */
-export async function publishView(dir: string, meta: ViewMeta, sessions: Iterable<ViewSession>, opts: ViewIoOptions = {}): Promise<void> {
+export async function publishView(
+  dir: string,
+  meta: ViewMeta,
+  sessions: Iterable<ViewSession>,
+  opts: ViewIoOptions = {},
+): Promise<void> {
   if (!isShardBits(meta.shardBits)) throw new ViewFormatError(`shardBits ${meta.shardBits} is not 4, 8, 12 or 16`);
   const groups = new Map<string, ViewSession[]>();
   for (const s of sessions) {
-    if (!Buffer.isBuffer(s.hash) || s.hash.length !== HASH_BYTES) throw new ViewFormatError("session hash is not 16 bytes");
+    if (!Buffer.isBuffer(s.hash) || s.hash.length !== HASH_BYTES)
+      throw new ViewFormatError("session hash is not 16 bytes");
     const prefix = shardPrefix(s.hash, meta.shardBits);
     let g = groups.get(prefix);
     if (!g) groups.set(prefix, (g = []));
@@ -66,7 +93,11 @@ export async function publishView(dir: string, meta: ViewMeta, sessions: Iterabl
 }
 
 /** Looks a session hash up the way the plugin does: meta, then the one shard of its prefix. */
-export async function lookupSession(dir: string, hash: Buffer, opts: ViewIoOptions = {}): Promise<{ node: number; closed: boolean } | null> {
+export async function lookupSession(
+  dir: string,
+  hash: Buffer,
+  opts: ViewIoOptions = {},
+): Promise<{ node: number; closed: boolean } | null> {
   const meta = await readMeta(dir, opts);
   if (!meta) return null;
   const fs = opts.fs ?? defaultViewFs;
@@ -77,12 +108,22 @@ export async function lookupSession(dir: string, hash: Buffer, opts: ViewIoOptio
     if (err?.code === "ENOENT") return null;
     throw err;
   }
-  if (buf.length < SHARD_HEADER_BYTES || buf.toString("latin1", 0, 4) !== SHARD_MAGIC || buf.readUInt32LE(4) !== SHARD_VERSION) return null;
+  if (
+    buf.length < SHARD_HEADER_BYTES ||
+    buf.toString("latin1", 0, 4) !== SHARD_MAGIC ||
+    buf.readUInt32LE(4) !== SHARD_VERSION
+  )
+    return null;
   if (buf.readUInt32LE(8) !== meta.epoch) return null;
   return findInShard(buf, hash);
 }
 
-export async function writeLearned(dir: string, hashHex: string, cookie: string, opts: ViewIoOptions & { digits?: number } = {}): Promise<void> {
+export async function writeLearned(
+  dir: string,
+  hashHex: string,
+  cookie: string,
+  opts: ViewIoOptions & { digits?: number } = {},
+): Promise<void> {
   const name = learnedName(hashHex, opts.digits);
   if (!COOKIE.test(cookie)) throw new ViewFormatError("learned cookie is not 16 hex digits");
   const fs = opts.fs ?? defaultViewFs;
@@ -102,7 +143,10 @@ export function formatEventBatch(b: EventBatch): string {
   for (const v of b.suspects ?? []) lines.push(`v ${v.id} ${v.hash} ${v.cookie}`);
   for (const a of b.active ?? []) lines.push(`a ${a.id} ${a.hash}`);
   // The plugin writes reasons in DECISION_REASONS order; any other reason follows.
-  const reasons = [...DECISION_REASONS.filter((r) => r in b.decisions), ...Object.keys(b.decisions).filter((r) => !(DECISION_REASONS as readonly string[]).includes(r))];
+  const reasons = [
+    ...DECISION_REASONS.filter((r) => r in b.decisions),
+    ...Object.keys(b.decisions).filter((r) => !(DECISION_REASONS as readonly string[]).includes(r)),
+  ];
   for (const reason of reasons) if (b.decisions[reason] > 0) lines.push(`d ${reason} ${b.decisions[reason]}`);
   for (const kind of BODY_KINDS) if ((b.bodies?.[kind] ?? 0) > 0) lines.push(`b ${kind} ${b.bodies![kind]}`);
   if (b.dropped > 0) lines.push(`x ${b.dropped}`);

@@ -10,12 +10,30 @@ const OWNER = { up: 0, draining: 1, down: 2, gone: 3 } as const;
 const COOKIE = { none: 0, owner: 1, other: 2 } as const;
 const TOKEN = { none: 0, unverified: 1, live: 2, down: 3, dead: 4, newBoot: 5, unknownNode: 6 } as const;
 const ACTIONS = ["pass", "pin", "pin+repair", "400", "404", "503"];
-const REASONS = ["sessionless", "pass", "pin", "repair", "reject", "lost", "unavailable", "unknown", "invalid", "fail-open"];
+const REASONS = [
+  "sessionless",
+  "pass",
+  "pin",
+  "repair",
+  "reject",
+  "lost",
+  "unavailable",
+  "unknown",
+  "invalid",
+  "fail-open",
+];
 const TARGETS = ["owner", "token"];
 
 type Case = {
-  id: number; view: number; session: number; owner: number; cookie: number; reject: boolean; passDown: boolean;
-  token: number; tokenCookie: number;
+  id: number;
+  view: number;
+  session: number;
+  owner: number;
+  cookie: number;
+  reject: boolean;
+  passDown: boolean;
+  token: number;
+  tokenCookie: number;
 };
 type Outcome = [action: string, reason: string, target: string];
 
@@ -26,12 +44,14 @@ function expected(c: Case): Outcome {
   const usable = c.view !== VIEW.absent && c.session !== S.unusable;
   const recorded = usable && (c.session === S.owner || c.session === S.closed);
   const toward = (cookie: number, reason?: string): [string, string] => {
-    const [a, r]: [string, string] = cookie === COOKIE.owner ? ["pass", "pass"] : cookie === COOKIE.none ? ["pin", "pin"] : ["pin+repair", "repair"];
+    const [a, r]: [string, string] =
+      cookie === COOKIE.owner ? ["pass", "pass"] : cookie === COOKIE.none ? ["pin", "pin"] : ["pin+repair", "repair"];
     return [a, reason ?? r];
   };
   const byState = (state: number, cookie: number): [string, string] => {
     if (state === OWNER.gone) return ["404", "lost"];
-    if (state === OWNER.down) return c.passDown ? [cookie === COOKIE.owner ? "pass" : "pin", "pin"] : ["503", "unavailable"];
+    if (state === OWNER.down)
+      return c.passDown ? [cookie === COOKIE.owner ? "pass" : "pin", "pin"] : ["503", "unavailable"];
     if (cookie === COOKIE.other && c.reject) return ["404", "reject"];
     return toward(cookie);
   };
@@ -65,7 +85,17 @@ beforeAll(async () => {
 });
 
 const run = (c: Case): Outcome => {
-  const r = decide(c.id, c.view, c.session, c.owner, c.cookie, c.reject ? 1 : 0, c.passDown ? 1 : 0, c.token, c.tokenCookie);
+  const r = decide(
+    c.id,
+    c.view,
+    c.session,
+    c.owner,
+    c.cookie,
+    c.reject ? 1 : 0,
+    c.passDown ? 1 : 0,
+    c.token,
+    c.tokenCookie,
+  );
   return [ACTIONS[(r >> 4) & 15], REASONS[r & 15], TARGETS[r >> 8]];
 };
 
@@ -78,7 +108,8 @@ function* allCases(): Generator<Case> {
             for (const reject of [false, true])
               for (const passDown of [false, true])
                 for (const token of Object.values(TOKEN))
-                  for (const tokenCookie of Object.values(COOKIE)) yield { id, view, session, owner, cookie, reject, passDown, token, tokenCookie };
+                  for (const tokenCookie of Object.values(COOKIE))
+                    yield { id, view, session, owner, cookie, reject, passDown, token, tokenCookie };
 }
 
 describe("decideRoute (pure core)", () => {
@@ -101,7 +132,17 @@ describe("decideRoute (pure core)", () => {
   it("a token pins even when the view is stale or missing (fail open still routes)", () => {
     for (const view of [VIEW.stale, VIEW.absent])
       for (const token of [TOKEN.unverified, TOKEN.live, TOKEN.dead, TOKEN.unknownNode]) {
-        const c = { id: ID.valid, view, session: S.unknown, owner: OWNER.up, cookie: COOKIE.none, reject: false, passDown: false, token, tokenCookie: COOKIE.none };
+        const c = {
+          id: ID.valid,
+          view,
+          session: S.unknown,
+          owner: OWNER.up,
+          cookie: COOKIE.none,
+          reject: false,
+          passDown: false,
+          token,
+          tokenCookie: COOKIE.none,
+        };
         expect(run(c)).toEqual(["pin", "fail-open", "token"]);
       }
   });

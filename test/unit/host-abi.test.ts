@@ -5,7 +5,14 @@ import { beforeAll, describe, expect, test } from "vitest";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { compileAsGuest } from "../host/compile-guest.ts";
-import { HostPool, OffsetClock, compileGuest, type Exchange, type HostRequestInit, type NextHandler } from "../host/http-wasm-host.ts";
+import {
+  HostPool,
+  OffsetClock,
+  compileGuest,
+  type Exchange,
+  type HostRequestInit,
+  type NextHandler,
+} from "../host/http-wasm-host.ts";
 import { goJsonMarshal, canonicalHeaderKey } from "../host/go-http.ts";
 import { readWasm, sig } from "../host/wasm-binary.ts";
 
@@ -33,17 +40,47 @@ describe("module checks (compileGuest)", () => {
     const vec = (items: number[][]) => [items.length, ...items.flat()];
     const name = (s: string) => [s.length, ...Buffer.from(s)];
     const section = (id: number, content: number[]) => [id, content.length, ...content];
-    const types = section(1, vec([[0x60, 0, 1, o.hrResult], [0x60, 2, 0x7f, 0x7f, 0]]));
+    const types = section(
+      1,
+      vec([
+        [0x60, 0, 1, o.hrResult],
+        [0x60, 2, 0x7f, 0x7f, 0],
+      ]),
+    );
     const imports = o.envImport ? section(2, vec([[...name("env"), ...name("abort"), 0, 1]])) : [];
     const base = o.envImport ? 1 : 0;
     const funcs = section(3, vec([[0], [1]]));
     const mem = o.memory ? section(5, vec([[0, 1]])) : [];
-    const exp = [[...name("handle_request"), 0, base], [...name("handle_response"), 0, base + 1]];
+    const exp = [
+      [...name("handle_request"), 0, base],
+      [...name("handle_response"), 0, base + 1],
+    ];
     if (o.memory) exp.push([...name("memory"), 2, 0]);
     const exports = section(7, vec(exp));
     const zero = o.hrResult === 0x7e ? [0x42, 0] : [0x41, 0];
-    const code = section(10, vec([[2 + zero.length, 0, ...zero, 0x0b], [2, 0, 0x0b]]));
-    return Uint8Array.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, ...types, ...imports, ...funcs, ...mem, ...exports, ...code]);
+    const code = section(
+      10,
+      vec([
+        [2 + zero.length, 0, ...zero, 0x0b],
+        [2, 0, 0x0b],
+      ]),
+    );
+    return Uint8Array.from([
+      0,
+      0x61,
+      0x73,
+      0x6d,
+      1,
+      0,
+      0,
+      0,
+      ...types,
+      ...imports,
+      ...funcs,
+      ...mem,
+      ...exports,
+      ...code,
+    ]);
   }
 
   test("accepts the exact signatures and reads them back", () => {
@@ -57,12 +94,16 @@ describe("module checks (compileGuest)", () => {
     ]);
   });
   test("rejects a wrong handle_request signature and a missing memory, like wazero's compileGuest", () => {
-    expect(() => compileGuest(module({ hrResult: 0x7f, memory: true }))).toThrow("wrong signature for func[handle_request]");
+    expect(() => compileGuest(module({ hrResult: 0x7f, memory: true }))).toThrow(
+      "wrong signature for func[handle_request]",
+    );
     expect(() => compileGuest(module({ hrResult: 0x7e, memory: false }))).toThrow("doesn't export memory[memory]");
   });
   test("an env import cannot be linked (the host instantiates only http_handler and WASI)", () => {
     const bytes = module({ hrResult: 0x7e, memory: true, envImport: true });
-    expect(readWasm(bytes).imports).toEqual([{ module: "env", name: "abort", kind: "function", type: { params: ["i32", "i32"], results: [] } }]);
+    expect(readWasm(bytes).imports).toEqual([
+      { module: "env", name: "abort", kind: "function", type: { params: ["i32", "i32"], results: [] } },
+    ]);
     expect(() => new HostPool({ wasm: bytes })).toThrow("module[env] not instantiated");
   });
 });
@@ -87,14 +128,28 @@ describe("http_handler ABI", () => {
   });
 
   test("get_header_names: count<<32|len, NUL-terminated, sorted, lower-cased, Host included; nothing written when short", () => {
-    const ex = pool().handle(op("names-retry", { headers: [["accept", "*/*"], ["X-Multi", "1"]] }));
+    const ex = pool().handle(
+      op("names-retry", {
+        headers: [
+          ["accept", "*/*"],
+          ["X-Multi", "1"],
+        ],
+      }),
+    );
     const names = ["accept", "host", "x-multi", "x-op"];
     const len = names.join("").length + names.length;
     expect(text(ex)).toBe(`count=4 len=${len} untouched=1 same=1 names=${names.join("|")}`);
   });
 
   test("get_header_values: every line of a repeated header, case-insensitive name; missing -> 0; Host from r.Host", () => {
-    const ex = pool().handle(op("values-retry", { headers: [["X-MULTI", "a"], ["x-multi", "bb"]] }));
+    const ex = pool().handle(
+      op("values-retry", {
+        headers: [
+          ["X-MULTI", "a"],
+          ["x-multi", "bb"],
+        ],
+      }),
+    );
     expect(text(ex)).toBe("count=2 len=5 untouched=1 same=1 values=a|bb missing=0 host=edge.test");
   });
 
@@ -236,7 +291,15 @@ describe("http_handler ABI", () => {
 
   test("set_header_value(Cookie) replaces every Cookie line; remove_header; empty name traps", () => {
     const p = pool();
-    let ex = p.handle(op("cookie-set", { headers: [["Cookie", "a=1"], ["Cookie", "b=2"]] }), up);
+    let ex = p.handle(
+      op("cookie-set", {
+        headers: [
+          ["Cookie", "a=1"],
+          ["Cookie", "b=2"],
+        ],
+      }),
+      up,
+    );
     expect(ex.forwarded!.cookies).toEqual(["only=1"]);
     ex = p.handle(op("remove-header", { headers: [["X-Drop", "1"]] }), up);
     expect(ex.forwarded!.headers.has("X-Drop")).toBe(false);

@@ -17,10 +17,16 @@ describe("package-lock.json", () => {
     for (const [path, p] of Object.entries(pkgs)) {
       for (const dep of Object.keys(p.optionalDependencies ?? {})) {
         // Resolved as node does: nested node_modules first, then each parent's, then the top.
-        const parts = path.split("node_modules/").filter(Boolean).map((x) => x.replace(/\/$/, ""));
+        const parts = path
+          .split("node_modules/")
+          .filter(Boolean)
+          .map((x) => x.replace(/\/$/, ""));
         let found = false;
         for (let i = parts.length; i >= 0 && !found; i--) {
-          const prefix = parts.slice(0, i).map((x) => `node_modules/${x}/`).join("");
+          const prefix = parts
+            .slice(0, i)
+            .map((x) => `node_modules/${x}/`)
+            .join("");
           found = pkgs[`${prefix}node_modules/${dep}`] !== undefined;
         }
         if (!found) missing.push(`${path} -> ${dep}`);

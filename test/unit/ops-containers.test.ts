@@ -25,7 +25,10 @@ interface Image {
 /** Our image: the last stage of the Dockerfile (JSON-form ENTRYPOINT/CMD, COPY lines). */
 function ourImage(): Image {
   const lines = read("deploy", "compose", "Dockerfile").split("\n");
-  const last = lines.map((l, i) => (/^FROM\s/.test(l) ? i : -1)).filter((i) => i >= 0).pop()!;
+  const last = lines
+    .map((l, i) => (/^FROM\s/.test(l) ? i : -1))
+    .filter((i) => i >= 0)
+    .pop()!;
   const stage = lines.slice(last);
   const from = /^FROM\s+(\S+)/.exec(stage[0]!)![1]!;
   // The official node images (Debian based) have node, npm and the Debian base's coreutils and sh.
@@ -50,7 +53,8 @@ function ourImage(): Image {
       for (const src of c.src) {
         // `COPY a b dir/`: files land in dir by their base name; `COPY dir ./dir`: the tree.
         if (c.dest.endsWith("/") && abs === join(dest, src.split("/").pop()!)) return src;
-        if (!c.dest.endsWith("/") && (abs === dest || abs.startsWith(dest + "/"))) return join(src, abs.slice(dest.length));
+        if (!c.dest.endsWith("/") && (abs === dest || abs.startsWith(dest + "/")))
+          return join(src, abs.slice(dest.length));
       }
     }
     return null;
@@ -63,9 +67,17 @@ const OUR_IMAGE = ourImage();
 /** Third-party images: ENTRYPOINT, CMD, and what their entrypoint script runs. */
 const OTHER_IMAGES: Record<string, { entrypoint: string[]; cmd: string[]; runs: (argv: string[]) => string }> = {
   // traefik's /entrypoint.sh runs `traefik "$@"` when the first argument is a flag, else the argument.
-  traefik: { entrypoint: ["/entrypoint.sh"], cmd: ["traefik"], runs: (a) => (a[1]?.startsWith("-") ? "traefik" : a[1]!) },
+  traefik: {
+    entrypoint: ["/entrypoint.sh"],
+    cmd: ["traefik"],
+    runs: (a) => (a[1]?.startsWith("-") ? "traefik" : a[1]!),
+  },
   // redis's docker-entrypoint.sh runs `redis-server "$@"` for a flag or a .conf file, else the argument.
-  redis: { entrypoint: ["docker-entrypoint.sh"], cmd: ["redis-server"], runs: (a) => (a[1]?.startsWith("-") ? "redis-server" : a[1]!) },
+  redis: {
+    entrypoint: ["docker-entrypoint.sh"],
+    cmd: ["redis-server"],
+    runs: (a) => (a[1]?.startsWith("-") ? "redis-server" : a[1]!),
+  },
 };
 const OTHER_PROGRAMS: Record<string, string[]> = { traefik: ["traefik"], redis: ["redis-server", "redis-cli"] };
 
@@ -143,7 +155,8 @@ describe("deploy/kubernetes", () => {
     const argv = k8sArgv(OUR_IMAGE, c);
     expect(checkOurs(argv, c.name)).toBe(SIDECAR_SCRIPT);
     // Secrets the operator creates (kustomization.yaml): a Redis URL and a token.
-    const secret = (e: Any) => (e.valueFrom.secretKeyRef.key === "url" ? "redis://redis.example:6379" : "a-token-of-at-least-16-characters");
+    const secret = (e: Any) =>
+      e.valueFrom.secretKeyRef.key === "url" ? "redis://redis.example:6379" : "a-token-of-at-least-16-characters";
     const env = Object.fromEntries(c.env.map((e: Any) => [e.name, e.value ?? secret(e)]));
     sidecarAccepts(argv, env, c.name);
   });

@@ -30,7 +30,8 @@ function templates(): { dyn: Any; stat: Any } {
 
 /** Settings as the plugin sees them: the file provider gives strings, the CRD typed values. */
 const normalize = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, String(v)]));
-const lowerKeys = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k.toLowerCase(), typeof v === "string" ? v.toLowerCase() : v]));
+const lowerKeys = (o: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(o).map(([k, v]) => [k.toLowerCase(), typeof v === "string" ? v.toLowerCase() : v]));
 
 const { dyn, stat } = templates();
 const ref = {
@@ -71,7 +72,12 @@ describe("deploy/compose", () => {
     for (const r of ["mcp", "default"]) {
       const { rule, priority, middlewares, entryPoints } = cdyn.http.routers[r];
       const want = dyn.http.routers[r];
-      expect({ rule, priority, middlewares, entryPoints }, r).toEqual({ rule: want.rule, priority: want.priority, middlewares: want.middlewares, entryPoints: want.entryPoints });
+      expect({ rule, priority, middlewares, entryPoints }, r).toEqual({
+        rule: want.rule,
+        priority: want.priority,
+        middlewares: want.middlewares,
+        entryPoints: want.entryPoints,
+      });
     }
     expect(cdyn.http.services.nodes.loadBalancer.sticky).toBeUndefined();
   });
@@ -88,7 +94,9 @@ describe("deploy/compose", () => {
     expect(shared, "Traefik mounts the shared volume").toBeTruthy();
     const volume = shared.split(":")[0];
     expect(compose.volumes).toHaveProperty(volume);
-    expect(compose.services.sidecar.volumes).toContain(`${volume}:${compose.services.sidecar.environment.MCP_AFFINITY_DIR}`);
+    expect(compose.services.sidecar.volumes).toContain(
+      `${volume}:${compose.services.sidecar.environment.MCP_AFFINITY_DIR}`,
+    );
   });
 
   it("every node registers the server URL Traefik uses for it", () => {
@@ -110,7 +118,9 @@ describe("deploy/kubernetes", () => {
   const values: Any = parseYaml(read("deploy", "kubernetes", "traefik-values.yaml"));
   const nodes = docs("mcp-nodes.yaml");
   const mcpRoute = routes.map((r) => r.spec.routes.find((x: Any) => x.match === ref.mcpRouter.rule)).find(Boolean);
-  const defaultRoute = routes.map((r) => r.spec.routes.find((x: Any) => x.match === ref.defaultRouter.rule)).find(Boolean);
+  const defaultRoute = routes
+    .map((r) => r.spec.routes.find((x: Any) => x.match === ref.defaultRouter.rule))
+    .find(Boolean);
 
   it("the Middleware CRD carries the plugin settings of traefik/dynamic.yml", () => {
     expect(middleware.apiVersion).toBe("traefik.io/v1alpha1");
@@ -135,7 +145,9 @@ describe("deploy/kubernetes", () => {
     const local = values.experimental.localPlugins["mcp-affinity"];
     expect(local.moduleName).toBe(ref.local.moduleName);
     expect(local.mountPath).toBe(`/plugins-local/src/${ref.local.moduleName}`);
-    const mountsArg = values.additionalArguments.find((a: string) => a.startsWith("--experimental.localPlugins.mcp-affinity.settings.mounts="));
+    const mountsArg = values.additionalArguments.find((a: string) =>
+      a.startsWith("--experimental.localPlugins.mcp-affinity.settings.mounts="),
+    );
     const [host, guest] = mountsArg.split("=")[1].split(":");
     expect(guest).toBe(ref.plugin.viewDir);
     const traefikMount = values.additionalVolumeMounts.find((m: Any) => m.mountPath === host);
@@ -149,7 +161,9 @@ describe("deploy/kubernetes", () => {
     const svc = mcpRoute.services[0];
     const ns = routes.find((r) => r.spec.routes.includes(mcpRoute)).metadata.namespace;
     expect(sidecar.args).toContain(`--traefik-services=${ns}-${svc.name}-${svc.port}@kubernetescrd`);
-    expect(values.deployment.initContainers.some((c: Any) => c.volumeMounts.some((m: Any) => m.name === local.volumeName))).toBe(true);
+    expect(
+      values.deployment.initContainers.some((c: Any) => c.volumeMounts.some((m: Any) => m.name === local.volumeName)),
+    ).toBe(true);
   });
 
   it("nodes register the URL Traefik builds for their endpoint", () => {

@@ -8,7 +8,23 @@ import { parse as parseYaml } from "yaml";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import { ROOT } from "../../dev/paths.ts";
 
-const KEYWORDS = new Set(["and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan", "Inf", "NaN"]);
+const KEYWORDS = new Set([
+  "and",
+  "or",
+  "unless",
+  "bool",
+  "offset",
+  "by",
+  "without",
+  "on",
+  "ignoring",
+  "group_left",
+  "group_right",
+  "inf",
+  "nan",
+  "Inf",
+  "NaN",
+]);
 
 /** Metric names a PromQL expression selects (functions, labels, keywords and Grafana variables removed). */
 function promqlMetricNames(expr: string): string[] {
@@ -21,7 +37,13 @@ function promqlMetricNames(expr: string): string[] {
   for (const m of s.matchAll(/[A-Za-z_:][A-Za-z0-9_:]*/g)) {
     const before = s[m.index! - 1];
     if (before !== undefined && /[0-9.]/.test(before)) continue; // exponent of a number literal (1e3)
-    if (s.slice(m.index! + m[0].length).trimStart().startsWith("(")) continue; // a function
+    if (
+      s
+        .slice(m.index! + m[0].length)
+        .trimStart()
+        .startsWith("(")
+    )
+      continue; // a function
     if (KEYWORDS.has(m[0])) continue;
     names.push(m[0]);
   }
@@ -47,7 +69,10 @@ interface Panel {
   panels?: Panel[];
 }
 
-function dashboardExprs(d: { panels: Panel[]; templating?: { list: Array<{ query?: unknown; definition?: string }> } }): string[] {
+function dashboardExprs(d: {
+  panels: Panel[];
+  templating?: { list: Array<{ query?: unknown; definition?: string }> };
+}): string[] {
   const out: string[] = [];
   const walk = (ps: Panel[]) => {
     for (const p of ps) {
@@ -87,10 +112,14 @@ afterAll(async () => {
 
 describe("PromQL name extraction", () => {
   it("finds metric names and skips functions, labels, keywords and variables", () => {
-    expect(promqlMetricNames('sum by (reason) (rate(mcp_affinity_edge_decisions_total{instance=~"$instance",reason!="x"}[$__rate_interval]))')).toEqual([
-      "mcp_affinity_edge_decisions_total",
-    ]);
-    expect(promqlMetricNames("histogram_quantile(0.99, sum by (le) (rate(a_bucket[5m]))) > 1e3 and b == 1 or absent(c)")).toEqual(["a_bucket", "b", "c"]);
+    expect(
+      promqlMetricNames(
+        'sum by (reason) (rate(mcp_affinity_edge_decisions_total{instance=~"$instance",reason!="x"}[$__rate_interval]))',
+      ),
+    ).toEqual(["mcp_affinity_edge_decisions_total"]);
+    expect(
+      promqlMetricNames("histogram_quantile(0.99, sum by (le) (rate(a_bucket[5m]))) > 1e3 and b == 1 or absent(c)"),
+    ).toEqual(["a_bucket", "b", "c"]);
   });
 
   it("would catch a metric the sidecar does not export", () => {
@@ -101,7 +130,12 @@ describe("PromQL name extraction", () => {
 
 describe("ops files use only exported metrics", () => {
   it("the sidecar exports its mcp_affinity_ metrics", () => {
-    for (const n of ["mcp_affinity_edge_decisions_total", "mcp_affinity_view_age_seconds", "mcp_affinity_node_state", "mcp_affinity_redis_errors_total"]) {
+    for (const n of [
+      "mcp_affinity_edge_decisions_total",
+      "mcp_affinity_view_age_seconds",
+      "mcp_affinity_node_state",
+      "mcp_affinity_redis_errors_total",
+    ]) {
       expect(exported.has(n), n).toBe(true);
     }
   });
@@ -115,12 +149,22 @@ describe("ops files use only exported metrics", () => {
     expect([...used].filter((n) => !exported.has(n))).toEqual([]);
     // Every panel that queries has a datasource the importer can bind.
     const walk = (ps: Panel[]): Panel[] => ps.flatMap((p) => [p, ...walk(p.panels ?? [])]);
-    for (const p of walk(d.panels)) if (p.targets?.length) expect((p as { datasource?: unknown }).datasource, p.title).toBeTruthy();
+    for (const p of walk(d.panels))
+      if (p.targets?.length) expect((p as { datasource?: unknown }).datasource, p.title).toBeTruthy();
   });
 
   it("prometheus-alerts.yml", () => {
     const doc = parseYaml(readFileSync(join(ROOT, "ops", "prometheus-alerts.yml"), "utf8")) as {
-      groups: Array<{ name: string; rules: Array<{ alert: string; expr: string; for?: string; labels: { severity: string }; annotations: { summary: string } }> }>;
+      groups: Array<{
+        name: string;
+        rules: Array<{
+          alert: string;
+          expr: string;
+          for?: string;
+          labels: { severity: string };
+          annotations: { summary: string };
+        }>;
+      }>;
     };
     const rules = doc.groups.flatMap((g) => g.rules);
     expect(rules.length).toBeGreaterThan(5);
@@ -132,10 +176,14 @@ describe("ops files use only exported metrics", () => {
       const names = promqlMetricNames(r.expr);
       expect(names.length, r.alert).toBeGreaterThan(0);
       // Traefik's own series (test/e2e/metrics.test.ts reads them from the real Traefik).
-      expect(names.filter((n) => !exported.has(n) && !TRAEFIK_SERIES.includes(n)), r.alert).toEqual([]);
+      expect(
+        names.filter((n) => !exported.has(n) && !TRAEFIK_SERIES.includes(n)),
+        r.alert,
+      ).toEqual([]);
     }
     // The four an operator needs first: lost-session spikes, view stale, Redis errors, a node gone.
-    const uses = (metric: string, fragment = "") => rules.some((r) => promqlMetricNames(r.expr).includes(metric) && r.expr.includes(fragment));
+    const uses = (metric: string, fragment = "") =>
+      rules.some((r) => promqlMetricNames(r.expr).includes(metric) && r.expr.includes(fragment));
     expect(uses("mcp_affinity_edge_decisions_total", 'reason="lost"')).toBe(true);
     expect(uses("mcp_affinity_view_age_seconds")).toBe(true);
     expect(uses("mcp_affinity_redis_errors_total")).toBe(true);

@@ -21,7 +21,11 @@ import { useView } from "../support/use-view.ts";
 
 const t = useView(CLUSTER_VIEW, "per-test");
 const setCookieB = `${bk(COOKIE.b)}; Path=/; HttpOnly; Secure; SameSite=Strict`;
-const sse: NextHandler = () => ({ status: 200, headers: [["Content-Type", "text/event-stream"]], body: ["event: message\ndata: {\"a\":1}\n\n", "event: message\ndata: {\"b\":2}\n\n"] });
+const sse: NextHandler = () => ({
+  status: 200,
+  headers: [["Content-Type", "text/event-stream"]],
+  body: ['event: message\ndata: {"a":1}\n\n', 'event: message\ndata: {"b":2}\n\n'],
+});
 
 /** A JSON-RPC call of exactly `size` bytes (multi-byte text in its padding). */
 function callOf(size: number): string {
@@ -46,28 +50,34 @@ function bodies(): Record<string, number> {
 }
 
 describe("a POST of a known session", () => {
-  test.each([1, 100, 4095, 4096, 4097, 12_288, 65_535, 65_536])("%i bytes: the proxy gets the exact body from memory; counted buffered", (size) => {
-    const p = newPlugin({ dir: t.dir, config: { eventFlushMs: 100 } });
-    const body = callOf(Math.max(size, 120)).slice(0, size);
-    const ex = p.handle(mcp({ sessionId: "s-up", body }), sse);
-    clean(ex);
-    expect(ex.forwarded!.bodyInMemory).toBe(true);
-    expect(Buffer.from(ex.forwarded!.body).equals(Buffer.from(body))).toBe(true);
-    expect(ex.forwarded!.headers.get("Content-Length")).toBe(String(Buffer.byteLength(body)));
-    // The SSE answer is never held.
-    expect(ex.responseBuffered).toBe(false);
-    expect(ex.response.text()).toBe((sse({} as never)!.body as string[]).join(""));
-    p.clock.advance(200);
-    p.handle(mcp({ method: "GET" }), okUpstream); // flushes the counts
-    expect(bodies()).toEqual({ buffered: 1 });
-  });
+  test.each([1, 100, 4095, 4096, 4097, 12_288, 65_535, 65_536])(
+    "%i bytes: the proxy gets the exact body from memory; counted buffered",
+    (size) => {
+      const p = newPlugin({ dir: t.dir, config: { eventFlushMs: 100 } });
+      const body = callOf(Math.max(size, 120)).slice(0, size);
+      const ex = p.handle(mcp({ sessionId: "s-up", body }), sse);
+      clean(ex);
+      expect(ex.forwarded!.bodyInMemory).toBe(true);
+      expect(Buffer.from(ex.forwarded!.body).equals(Buffer.from(body))).toBe(true);
+      expect(ex.forwarded!.headers.get("Content-Length")).toBe(String(Buffer.byteLength(body)));
+      // The SSE answer is never held.
+      expect(ex.responseBuffered).toBe(false);
+      expect(ex.response.text()).toBe((sse({} as never)!.body as string[]).join(""));
+      p.clock.advance(200);
+      p.handle(mcp({ method: "GET" }), okUpstream); // flushes the counts
+      expect(bodies()).toEqual({ buffered: 1 });
+    },
+  );
 
   test("one byte over maxBufferedBodyBytes, and a chunked body: streamed as they come, counted streamed", () => {
     const p = newPlugin({ dir: t.dir });
     const big = callOf(65_537);
     const a = p.handle(mcp({ sessionId: "s-up", body: big }), okUpstream);
     const b = p.handle({ ...mcp({ sessionId: "s-up", body: callOf(300) }), chunked: true }, okUpstream);
-    for (const [ex, want] of [[a, big], [b, callOf(300)]] as const) {
+    for (const [ex, want] of [
+      [a, big],
+      [b, callOf(300)],
+    ] as const) {
       clean(ex);
       expect(ex.forwarded!.bodyInMemory).toBe(false);
       expect(Buffer.from(ex.forwarded!.body).toString()).toBe(want);
@@ -125,12 +135,13 @@ describe("a POST without a session id", () => {
   });
 
   // The key and value straddle every cut between two 4 KiB pieces, with whitespace around the colon.
-  test("an initialize whose \"method\" : \"initialize\" straddles the copy buffer's cuts is still found", () => {
+  test('an initialize whose "method" : "initialize" straddles the copy buffer\'s cuts is still found', () => {
     const p = newPlugin({ dir: t.dir });
     const member = '"method" :\n "initialize"';
     for (let k = 0; k <= member.length; k++) {
       clearEvents(t.dir);
-      const prefix = '{"jsonrpc":"2.0","id":1,"params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"},"pad":"';
+      const prefix =
+        '{"jsonrpc":"2.0","id":1,"params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"},"pad":"';
       const padLen = 4096 * 3 - k - prefix.length - 3; // the member starts k bytes before a cut
       const body = prefix + "p".repeat(padLen) + '"},' + member + "}";
       expect(JSON.parse(body).method).toBe("initialize");
@@ -153,7 +164,10 @@ describe("a POST without a session id", () => {
     ['"method"\t:\r\n"initialize"', true],
   ])("%s -> initialize %s", (member, want) => {
     const p = newPlugin({ dir: t.dir });
-    const ex = p.handle(mcp({ body: `{"jsonrpc":"2.0","id":1,${member}}` }), initializeUpstream("m", { setCookie: setCookieB }));
+    const ex = p.handle(
+      mcp({ body: `{"jsonrpc":"2.0","id":1,${member}}` }),
+      initializeUpstream("m", { setCookie: setCookieB }),
+    );
     expect(ex.responseBuffered).toBe(want);
     expect(ex.forwarded!.bodyInMemory).toBe(true);
   });

@@ -25,7 +25,8 @@ const SPEC = CLUSTER_VIEW;
 
 const t = useView(SPEC);
 
-const plugin = (config: Record<string, unknown> | string, extra: Parameters<typeof newPlugin>[0] = {}) => newPlugin({ dir: t.dir, config, ...extra });
+const plugin = (config: Record<string, unknown> | string, extra: Parameters<typeof newPlugin>[0] = {}) =>
+  newPlugin({ dir: t.dir, config, ...extra });
 const errors = (p: ReturnType<typeof newPlugin>) => p.pool.logs.filter((l) => l.level === 2);
 function setCookie(ex: Exchange): { pair: string; attrs: string[] } {
   const v = ex.response.headers.values("Set-Cookie");
@@ -128,7 +129,9 @@ describe("each setting, string and typed", () => {
   });
 
   test("onMisroute: pin / reject", () => {
-    expect(plugin({ onMisroute: "pin" }).handle(mcp({ sessionId: "s-up", cookie: bk(COOKIE.b) }), okUpstream).nextCalled).toBe(true);
+    expect(
+      plugin({ onMisroute: "pin" }).handle(mcp({ sessionId: "s-up", cookie: bk(COOKIE.b) }), okUpstream).nextCalled,
+    ).toBe(true);
     const ex = plugin({ onMisroute: "reject" }).handle(mcp({ sessionId: "s-up", cookie: bk(COOKIE.b) }), okUpstream);
     expect(ex.response.status).toBe(404);
     expect(ex.response.header("Mcp-Affinity")).toBe("reject");
@@ -149,14 +152,20 @@ describe("each setting, string and typed", () => {
   test.each([0, "0"])("viewRefreshMs=%o: a meta change is seen by the very next request", async (v) => {
     const p = plugin({ viewRefreshMs: v });
     expect(p.handle(mcp({ sessionId: "s-up" }), okUpstream).nextCalled).toBe(true);
-    await republishMeta(t.dir, { ...SPEC, nodes: SPEC.nodes.map((n) => (n.id === 1 ? { ...n, state: "gone" as const } : n)) });
+    await republishMeta(t.dir, {
+      ...SPEC,
+      nodes: SPEC.nodes.map((n) => (n.id === 1 ? { ...n, state: "gone" as const } : n)),
+    });
     expect(p.handle(mcp({ sessionId: "s-up" })).response.status).toBe(404);
   });
 
   test.each([10000, "10000"])("viewRefreshMs=%o: the instance reuses the meta it read until then", async (v) => {
     const p = plugin({ viewRefreshMs: v });
     expect(p.handle(mcp({ sessionId: "s-up" }), okUpstream).nextCalled).toBe(true);
-    await republishMeta(t.dir, { ...SPEC, nodes: SPEC.nodes.map((n) => (n.id === 1 ? { ...n, state: "gone" as const } : n)) });
+    await republishMeta(t.dir, {
+      ...SPEC,
+      nodes: SPEC.nodes.map((n) => (n.id === 1 ? { ...n, state: "gone" as const } : n)),
+    });
     expect(p.handle(mcp({ sessionId: "s-up" }), okUpstream).nextCalled).toBe(true);
     p.clock.advance(10_001);
     await republishMeta(t.dir, {
@@ -173,21 +182,33 @@ describe("each setting, string and typed", () => {
     expect(p.handle(mcp({ sessionId: "z".repeat(16) }), okUpstream).nextCalled).toBe(true);
   });
 
-  test.each([SESSION_ID_MAX_LENGTH, String(SESSION_ID_MAX_LENGTH)])("maxSessionIdLength=%o (the session-id rule's maximum) admits ids up to it", (v) => {
-    const p = plugin({ maxSessionIdLength: v });
-    expect(p.handle(mcp({ sessionId: "z".repeat(SESSION_ID_MAX_LENGTH) }), okUpstream).nextCalled).toBe(true);
-    expect(p.handle(mcp({ sessionId: "z".repeat(SESSION_ID_MAX_LENGTH + 1) })).response.status).toBe(400);
-  });
+  test.each([SESSION_ID_MAX_LENGTH, String(SESSION_ID_MAX_LENGTH)])(
+    "maxSessionIdLength=%o (the session-id rule's maximum) admits ids up to it",
+    (v) => {
+      const p = plugin({ maxSessionIdLength: v });
+      expect(p.handle(mcp({ sessionId: "z".repeat(SESSION_ID_MAX_LENGTH) }), okUpstream).nextCalled).toBe(true);
+      expect(p.handle(mcp({ sessionId: "z".repeat(SESSION_ID_MAX_LENGTH + 1) })).response.status).toBe(400);
+    },
+  );
 
-  test.each([256, "256"])("maxCookieBytes=%o: Cookie lines beyond it get 431 on a session request, untouched without a session", (v) => {
-    const p = plugin({ maxCookieBytes: v });
-    const big = "x=" + "y".repeat(300);
-    const ex = p.handle(mcp({ sessionId: "s-up", cookie: big }));
-    expect(ex.response.status).toBe(431);
-    expect(ex.response.json()).toEqual({ jsonrpc: "2.0", error: { code: -32600, message: "Cookie header too large" }, id: null });
-    expect(p.handle(mcp({ sessionId: "s-up", cookie: "x=" + "y".repeat(200) }), okUpstream).forwarded!.cookies[0]).toMatch(/^_mcp_backend=/);
-    expect(p.handle(mcp({ method: "GET", cookie: big }), okUpstream).headerWrites).toEqual([]);
-  });
+  test.each([256, "256"])(
+    "maxCookieBytes=%o: Cookie lines beyond it get 431 on a session request, untouched without a session",
+    (v) => {
+      const p = plugin({ maxCookieBytes: v });
+      const big = "x=" + "y".repeat(300);
+      const ex = p.handle(mcp({ sessionId: "s-up", cookie: big }));
+      expect(ex.response.status).toBe(431);
+      expect(ex.response.json()).toEqual({
+        jsonrpc: "2.0",
+        error: { code: -32600, message: "Cookie header too large" },
+        id: null,
+      });
+      expect(
+        p.handle(mcp({ sessionId: "s-up", cookie: "x=" + "y".repeat(200) }), okUpstream).forwarded!.cookies[0],
+      ).toMatch(/^_mcp_backend=/);
+      expect(p.handle(mcp({ method: "GET", cookie: big }), okUpstream).headerWrites).toEqual([]);
+    },
+  );
 
   test.each([16, "256", 65536])("maxLearnedFiles=%o names learned/ files by that many hash prefixes", (v) => {
     rmSync(viewPaths(t.dir).learned, { recursive: true, force: true });
@@ -286,7 +307,11 @@ describe("bad settings: one error line naming the setting, then fail open", () =
       () => p.handle(mcp({ sessionId: "s-gone" }), okUpstream),
       () => p.handle(mcp({ sessionId: "s-up", cookie: bk(COOKIE.b) }), okUpstream),
       () => p.handle(mcp({ sessionId: "bad id" }), okUpstream),
-      () => p.handle(mcp({ body: INIT_BODY }), initializeUpstream(`learn-${key}`, { setCookie: `${bk(COOKIE.a)}; Path=/` })),
+      () =>
+        p.handle(
+          mcp({ body: INIT_BODY }),
+          initializeUpstream(`learn-${key}`, { setCookie: `${bk(COOKIE.a)}; Path=/` }),
+        ),
     ];
     for (const r of requests) {
       const ex = r();

@@ -42,7 +42,10 @@ function run(req: McpReq, config: Record<string, unknown> = {}, dir = t.dir): { 
   const counts = { ...readEvents(dir).all.decisions };
   counts.sessionless = (counts.sessionless ?? 1) - 1;
   const reasons = Object.entries(counts).filter(([, n]) => n > 0);
-  expect(reasons.map(([r, n]) => [r, n]), "exactly one decision counted").toHaveLength(1);
+  expect(
+    reasons.map(([r, n]) => [r, n]),
+    "exactly one decision counted",
+  ).toHaveLength(1);
   expect(reasons[0]![1]).toBe(1);
   expect(ex.violations).toEqual([]);
   expect(ex.trap).toBeUndefined();
@@ -57,7 +60,10 @@ function expectUntouched(ex: Exchange, req: McpReq): void {
   expect(ex.forwarded!.headers.toObject()).toEqual(
     Object.fromEntries(
       Object.entries(
-        (sent.headers as [string, string][]).reduce<Record<string, string[]>>((o, [k, v]) => ((o[k.toLowerCase()] ??= []).push(v), o), {}),
+        (sent.headers as [string, string][]).reduce<Record<string, string[]>>(
+          (o, [k, v]) => ((o[k.toLowerCase()] ??= []).push(v), o),
+          {},
+        ),
       ).concat(sent.body ? [["content-length", [String(Buffer.byteLength(sent.body))]]] : []),
     ),
   );
@@ -81,7 +87,14 @@ function repairAttrs(ex: Exchange): { pair: string; attrs: string[] } | undefine
   return { pair: pair!, attrs: attrs.sort() };
 }
 
-function expectAnswer(ex: Exchange, status: number, reason: string, code: number, message?: string, id: unknown = null): any {
+function expectAnswer(
+  ex: Exchange,
+  status: number,
+  reason: string,
+  code: number,
+  message?: string,
+  id: unknown = null,
+): any {
   expect(ex.nextCalled).toBe(false);
   expect(ex.response.status).toBe(status);
   expect(ex.response.headers.values("Content-Type")).toEqual(["application/json"]);
@@ -165,7 +178,10 @@ describe("owner up or draining", () => {
     expect(reason).toBe("repair");
   });
   test("pinning keeps every other cookie of every Cookie line in order, drops every _mcp_backend pair", () => {
-    const req = { sessionId: "s-up", cookie: [`theme=dark; ${bk(COOKIE.b)}; lang=en`, `sid=xyz; ${bk(COOKIE.c)}`, "last=1"] };
+    const req = {
+      sessionId: "s-up",
+      cookie: [`theme=dark; ${bk(COOKIE.b)}; lang=en`, `sid=xyz; ${bk(COOKIE.c)}`, "last=1"],
+    };
     const { ex, reason } = run(req);
     expectPinned(ex, COOKIE.a, "theme=dark; lang=en; sid=xyz; last=1");
     expect(forwardedBackends(ex)).toEqual([COOKIE.a]);

@@ -65,7 +65,8 @@ describe("close (DELETE)", () => {
 
   test("a flood of forged DELETEs writes no session batch and at most one count batch per eventFlushMs", () => {
     const p = newPlugin({ dir: t.dir, instances: 4, clock: new OffsetClock().freeze() });
-    for (let i = 0; i < 2000; i++) p.handle(mcp({ method: "DELETE", sessionId: `forged-${i}` }), () => ({ status: 404 }), i % 4);
+    for (let i = 0; i < 2000; i++)
+      p.handle(mcp({ method: "DELETE", sessionId: `forged-${i}` }), () => ({ status: 404 }), i % 4);
     expect(sessionFiles(t.dir)).toEqual([]);
     // A fresh instance writes its first counts at once, then every eventFlushMs.
     expect(countFiles(t.dir).length).toBeLessThanOrEqual(4);
@@ -86,7 +87,9 @@ describe("close (DELETE)", () => {
     clearEvents(t.dir);
     const ex = p.handle(mcp({ method: "DELETE", sessionId: "edge-learned" }), () => ({ status: 200 }), 1);
     expect(forwardedBackends(ex)).toEqual([COOKIE.b]);
-    expect(readEvents(t.dir).all.closed).toEqual([{ id: "edge-learned", hash: sessionHashHex("edge-learned"), cookie: COOKIE.b }]);
+    expect(readEvents(t.dir).all.closed).toEqual([
+      { id: "edge-learned", hash: sessionHashHex("edge-learned"), cookie: COOKIE.b },
+    ]);
   });
 });
 
@@ -187,7 +190,9 @@ describe("many instances at once", () => {
       expect(r.nextCalled).toBe(per);
     }
     const { all } = readEvents(t.dir); // strict parse: a torn or mixed file fails here
-    const want = inputs.flatMap((inp) => inp.requests.map((r) => (r.headers as [string, string][]).find(([k]) => k === "Mcp-Session-Id")![1]));
+    const want = inputs.flatMap((inp) =>
+      inp.requests.map((r) => (r.headers as [string, string][]).find(([k]) => k === "Mcp-Session-Id")![1]),
+    );
     expect(all.closed.map((c) => c.id).sort()).toEqual(want.sort());
     expect(all.dropped).toBe(0);
   });
@@ -234,7 +239,8 @@ describe("bounded disk", () => {
   test("typed maxSessionEventFiles works too, and every event file stays under 8 KiB", () => {
     const p = newPlugin({ dir: t.dir, config: { maxSessionEventFiles: 20 } });
     const long = "L".repeat(250);
-    for (let i = 0; i < 60; i++) p.handle(mcp({ method: "DELETE", sessionId: `${long}-${i}` }), () => ({ status: 200 }));
+    for (let i = 0; i < 60; i++)
+      p.handle(mcp({ method: "DELETE", sessionId: `${long}-${i}` }), () => ({ status: 200 }));
     const files = eventFileNames(t.dir);
     expect(files.length).toBe(20);
     for (const f of files) expect(readFileSync(join(viewPaths(t.dir).events, f)).length).toBeLessThanOrEqual(8192);
@@ -243,7 +249,11 @@ describe("bounded disk", () => {
 
 describe("separate channels", () => {
   test("count batches filling every e- slot never stop a learn or a close (s- slots)", () => {
-    const p = newPlugin({ dir: t.dir, instances: 2, config: { maxEventFiles: 16, eventFlushMs: 100, wrapSessionIds: false } });
+    const p = newPlugin({
+      dir: t.dir,
+      instances: 2,
+      config: { maxEventFiles: 16, eventFlushMs: 100, wrapSessionIds: false },
+    });
     // Fill the count channel: every instance flushes counts every 100 ms.
     for (let i = 0; i < 200; i++) {
       p.clock.advance(101);
@@ -261,7 +271,11 @@ describe("separate channels", () => {
 });
 
 describe("deaths seen at the edge", () => {
-  const notFound = () => ({ status: 404, headers: [["Content-Type", "application/json"]] as [string, string][], body: "{}" });
+  const notFound = () => ({
+    status: 404,
+    headers: [["Content-Type", "application/json"]] as [string, string][],
+    body: "{}",
+  });
   test("the owner answering a held session without Mcp-Session-Id (a 404) is reported as v, once per 10 s", () => {
     const p = newPlugin({ dir: t.dir, clock: new OffsetClock().freeze() });
     p.handle(mcp({ sessionId: "s-up", cookie: bk(COOKIE.a) }), notFound);
@@ -275,10 +289,23 @@ describe("deaths seen at the edge", () => {
   test("not reported: answers carrying the session, SSE streams, another node's answer, unknown sessions, DELETEs", () => {
     const p = newPlugin({ dir: t.dir });
     p.handle(mcp({ sessionId: "s-up" }), okUpstream);
-    p.handle(mcp({ sessionId: "s-up", method: "GET" }), () => ({ status: 200, headers: [["Content-Type", "text/event-stream"]], body: "event: message\n\n" }));
+    p.handle(mcp({ sessionId: "s-up", method: "GET" }), () => ({
+      status: 200,
+      headers: [["Content-Type", "text/event-stream"]],
+      body: "event: message\n\n",
+    }));
     // A notification's 202: no body, no Content-Type, no session header.
-    p.handle(mcp({ sessionId: "s-up", body: '{"jsonrpc":"2.0","method":"notifications/initialized"}' }), () => ({ status: 202 }));
-    p.handle(mcp({ sessionId: "s-up" }), () => ({ status: 404, headers: [["Content-Type", "application/json"], ["Set-Cookie", `${bk(COOKIE.b)}; Path=/`]], body: "{}" }));
+    p.handle(mcp({ sessionId: "s-up", body: '{"jsonrpc":"2.0","method":"notifications/initialized"}' }), () => ({
+      status: 202,
+    }));
+    p.handle(mcp({ sessionId: "s-up" }), () => ({
+      status: 404,
+      headers: [
+        ["Content-Type", "application/json"],
+        ["Set-Cookie", `${bk(COOKIE.b)}; Path=/`],
+      ],
+      body: "{}",
+    }));
     p.handle(mcp({ sessionId: "never-seen" }), notFound);
     p.handle(mcp({ sessionId: "close-1", method: "DELETE" }), () => ({ status: 200 }));
     expect(readEvents(t.dir).all.suspects ?? []).toEqual([]);

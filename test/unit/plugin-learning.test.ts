@@ -86,7 +86,9 @@ describe("learning from an initialize response", () => {
     const ex = p.handle(mcp({ sessionId: "learned-2", cookie: `a=1; ${bk(COOKIE.a)}` }), okUpstream);
     clean(ex);
     expect(ex.forwarded!.cookies).toEqual([`${bk(COOKIE.b)}; a=1`]);
-    expect(ex.response.headers.values("Set-Cookie")).toEqual([`${bk(COOKIE.b)}; Path=/; HttpOnly; Secure; SameSite=Strict`]);
+    expect(ex.response.headers.values("Set-Cookie")).toEqual([
+      `${bk(COOKIE.b)}; Path=/; HttpOnly; Secure; SameSite=Strict`,
+    ]);
     // docs/plugin.md: a session only in learned/ is counted `pass`, `pin` or `repair`.
     p.clock.advance(61_000);
     p.handle({ method: "GET", uri: "/mcp" });
@@ -95,7 +97,10 @@ describe("learning from an initialize response", () => {
   });
 
   test("a shard naming an owner its meta lacks (mid-rewrite): a learned session is still pinned, an unlearned one passes", async () => {
-    await publish(t.dir, { nodes: SPEC.nodes, sessions: [...SPEC.sessions, { id: "orphan", node: 99 }, { id: "orphan-2", node: 99 }] });
+    await publish(t.dir, {
+      nodes: SPEC.nodes,
+      sessions: [...SPEC.sessions, { id: "orphan", node: 99 }, { id: "orphan-2", node: 99 }],
+    });
     const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     p.handle(mcp({ body: INIT_BODY }), initializeUpstream("orphan", { setCookie: setCookieB }));
     const pinned = p.handle(mcp({ sessionId: "orphan" }), okUpstream);
@@ -137,7 +142,10 @@ describe("learning from an initialize response", () => {
 
   test("no Set-Cookie from the balancer: the request's own valid cookie names the owner", () => {
     const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
-    const ex = p.handle(mcp({ body: INIT_BODY, cookie: `x=y; ${bk(COOKIE.a)}` }), initializeUpstream("own-cookie", { setCookie: null }));
+    const ex = p.handle(
+      mcp({ body: INIT_BODY, cookie: `x=y; ${bk(COOKIE.a)}` }),
+      initializeUpstream("own-cookie", { setCookie: null }),
+    );
     clean(ex);
     expect(ex.responseBuffered).toBe(true);
     expect([...learnedFiles(t.dir)]).toEqual([[hash16("own-cookie"), COOKIE.a + "\n"]]);
@@ -173,7 +181,10 @@ describe("learning from an initialize response", () => {
     ["no Mcp-Session-Id", (() => ({ status: 200, headers: [["Set-Cookie", setCookieB]], body: "{}" })) as NextHandler],
     ["an invalid Mcp-Session-Id", initializeUpstream("has space", { setCookie: setCookieB })],
     ["no usable sticky cookie", initializeUpstream("no-cookie", { setCookie: null })],
-    ["a sticky cookie that is not 16 hex digits", initializeUpstream("bad-cookie", { setCookie: "_mcp_backend=node-a; Path=/" })],
+    [
+      "a sticky cookie that is not 16 hex digits",
+      initializeUpstream("bad-cookie", { setCookie: "_mcp_backend=node-a; Path=/" }),
+    ],
   ])("%s: nothing learned, response released unchanged", (_n, up) => {
     const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const ex = p.handle(mcp({ body: INIT_BODY }), up);
@@ -190,7 +201,7 @@ describe("never buffered", () => {
   const sse: NextHandler = () => ({
     status: 200,
     headers: [["Content-Type", "text/event-stream"]],
-    body: ["event: message\ndata: {\"a\":1}\n\n", ": keep-alive\n\n", "event: message\ndata: {\"b\":2}\n\n"],
+    body: ['event: message\ndata: {"a":1}\n\n', ": keep-alive\n\n", 'event: message\ndata: {"b":2}\n\n'],
   });
 
   test.each([
@@ -198,7 +209,10 @@ describe("never buffered", () => {
     ["GET SSE stream of a known session (pinned)", mcp({ method: "GET", sessionId: "known" })],
     ["POST of a known session", mcp({ sessionId: "known", body: INIT_BODY })],
     ["POST without a session id that is not an initialize", mcp({ body: TOOLS_LIST_BODY })],
-    ["an initialize larger than maxInitializeBodyBytes", mcp({ body: INIT_BODY.replace('"params":{', `"params":{"pad":"${"p".repeat(70_000)}",`) })],
+    [
+      "an initialize larger than maxInitializeBodyBytes",
+      mcp({ body: INIT_BODY.replace('"params":{', `"params":{"pad":"${"p".repeat(70_000)}",`) }),
+    ],
   ])("%s", (_n, req) => {
     const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
     const ex = p.handle(req, sse);
@@ -211,7 +225,10 @@ describe("never buffered", () => {
 
   test("an initialize without Content-Length (chunked) is not inspected", () => {
     const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
-    const ex = p.handle({ ...mcp({ body: INIT_BODY }), chunked: true }, initializeUpstream("chunked", { setCookie: setCookieB }));
+    const ex = p.handle(
+      { ...mcp({ body: INIT_BODY }), chunked: true },
+      initializeUpstream("chunked", { setCookie: setCookieB }),
+    );
     clean(ex);
     expect(ex.responseBuffered).toBe(false);
     expect(Buffer.from(ex.forwarded!.body).toString()).toBe(INIT_BODY);
@@ -242,7 +259,8 @@ describe("never buffered", () => {
 
 test("the learned/ directory holds only hash names (no clear ids)", () => {
   const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
-  for (let i = 0; i < 5; i++) p.handle(mcp({ body: INIT_BODY }), initializeUpstream(`sess-${i}`, { setCookie: setCookieB }));
+  for (let i = 0; i < 5; i++)
+    p.handle(mcp({ body: INIT_BODY }), initializeUpstream(`sess-${i}`, { setCookie: setCookieB }));
   const names = readdirSync(`${t.dir}/learned`);
   expect(names.sort()).toEqual([0, 1, 2, 3, 4].map((i) => hash16(`sess-${i}`).slice(0, 3)).sort());
   expect([...learnedFiles(t.dir).keys()].sort()).toEqual([0, 1, 2, 3, 4].map((i) => hash16(`sess-${i}`)).sort());

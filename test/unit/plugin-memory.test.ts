@@ -43,7 +43,8 @@ const bigCall = (size: number) => {
   return head + "x".repeat(size - head.length - 4) + '"}}}';
 };
 const bigInitialize = (size: number) => {
-  const head = '{"jsonrpc":"2.0","id":1,"params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"},"pad":"';
+  const head =
+    '{"jsonrpc":"2.0","id":1,"params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"},"pad":"';
   const tail = '"},"method":"initialize"}';
   return head + "p".repeat(size - head.length - tail.length) + tail;
 };
@@ -69,13 +70,15 @@ test("100,000 requests through one instance leave its memory size unchanged afte
       kind = "initialize-60k";
       ex = host.handle(mcp({ body: INIT_60K }), initializeUpstream(`mem-big-${i}`));
       want = 200;
-      if (!ex.responseBuffered || ex.forwarded?.body.length !== INIT_60K.length) throw new Error(`request ${i}: 60 KB initialize not learned or not forwarded whole`);
+      if (!ex.responseBuffered || ex.forwarded?.body.length !== INIT_60K.length)
+        throw new Error(`request ${i}: 60 KB initialize not learned or not forwarded whole`);
     } else if (i % 100 === 39 || i % 100 === 59) {
       kind = i % 100 === 39 ? "buffered-64k" : "streamed-200k";
       const body = i % 100 === 39 ? BODY_64K : BODY_200K;
       ex = host.handle(mcp({ sessionId: "s-up", body }), okUpstream);
       want = 200;
-      if (ex.forwarded?.bodyInMemory !== (i % 100 === 39) || ex.forwarded?.body.length !== body.length) throw new Error(`request ${i} (${kind}): body not passed on as expected`);
+      if (ex.forwarded?.bodyInMemory !== (i % 100 === 39) || ex.forwarded?.body.length !== body.length)
+        throw new Error(`request ${i} (${kind}): body not passed on as expected`);
     } else if (i % 100 === 49) {
       kind = "delete";
       ex = host.handle(mcp({ method: "DELETE", sessionId: "s-up" }), () => ({ status: 200 }));
@@ -86,7 +89,8 @@ test("100,000 requests through one instance leave its memory size unchanged afte
       ex = host.handle(req(i), up);
       want = status;
     }
-    if (ex.response.status !== want || ex.trap || ex.responseTrap) throw new Error(`request ${i} (${kind}): ${ex.response.status} ${ex.trap ?? ex.responseTrap ?? ""}`);
+    if (ex.response.status !== want || ex.trap || ex.responseTrap)
+      throw new Error(`request ${i} (${kind}): ${ex.response.status} ${ex.trap ?? ex.responseTrap ?? ""}`);
     seen.set(kind, (seen.get(kind) ?? 0) + 1);
     if (i % 1000 === 999) clearEvents(t.dir); // the sidecar consumes events
     i++;
@@ -133,7 +137,14 @@ test("1 MiB Cookie lines, session ids and initialize bodies never grow an instan
       ["id", () => host.handle(mcp({ sessionId: bigId }), okUpstream)],
       ["body", () => host.handle(mcp({ body: bigBody, cookie: bigCookie }), initializeUpstream(`big-${i}`))],
       ["edge-body", () => host.handle(mcp({ body: edgeBody, cookie: edgeCookie }), initializeUpstream(`edge-${i}`))],
-      ["edge-body-cookie", () => host.handle(mcp({ body: edgeBody, cookie: edgeCookie.slice(0, 2047) }), initializeUpstream(`edgec-${i}`, { setCookie: null }))],
+      [
+        "edge-body-cookie",
+        () =>
+          host.handle(
+            mcp({ body: edgeBody, cookie: edgeCookie.slice(0, 2047) }),
+            initializeUpstream(`edgec-${i}`, { setCookie: null }),
+          ),
+      ],
       ["edge-cookie", () => host.handle(mcp({ sessionId: "s-up", cookie: edgeCookie }), okUpstream)],
       ["init-cookie", () => host.handle(mcp({ body: INIT_BODY, cookie: bigCookie }), initializeUpstream(`ic-${i}`))],
     ];

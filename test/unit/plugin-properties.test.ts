@@ -64,15 +64,19 @@ function pinnedCookie(lines: string[], owner: string): string {
 function model(ids: string[], cookieLines: string[], stale: boolean): Outcome {
   if (ids.length === 0 || (ids.length === 1 && ids[0] === "")) return { kind: "untouched", reason: "sessionless" };
   const id = ids[0]!;
-  if (ids.length > 1 || id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) return { kind: "answer", status: 400, affinity: "invalid", reason: "invalid" };
+  if (ids.length > 1 || id.length > 256 || !/^[\x21-\x7e]+$/.test(id))
+    return { kind: "answer", status: 400, affinity: "invalid", reason: "invalid" };
   // Bounded read: Cookie lines beyond maxCookieBytes (default 4096, a NUL after each line) are not read.
-  if (cookieLines.reduce((n, l) => n + l.length + 1, 0) > 4096) return { kind: "answer", status: 431, affinity: "invalid", reason: "invalid" };
+  if (cookieLines.reduce((n, l) => n + l.length + 1, 0) > 4096)
+    return { kind: "answer", status: 431, affinity: "invalid", reason: "invalid" };
   const s = SPEC.sessions.find((x) => x.id === id);
   if (!s) return { kind: "untouched", reason: stale ? "fail-open" : "unknown" };
   const node = SPEC.nodes.find((n) => n.id === s.node)!;
   const cookie = firstCookie(cookieLines);
   const toOwner = (reason: string, repair: boolean): Outcome =>
-    cookie === node.cookie ? { kind: "untouched", reason } : { kind: "pin", owner: node.cookie, repair: repair && cookie !== undefined, reason };
+    cookie === node.cookie
+      ? { kind: "untouched", reason }
+      : { kind: "pin", owner: node.cookie, repair: repair && cookie !== undefined, reason };
   if (stale) {
     if (s.closed) return { kind: "untouched", reason: "fail-open" };
     return toOwner("fail-open", true);
@@ -80,19 +84,37 @@ function model(ids: string[], cookieLines: string[], stale: boolean): Outcome {
   if (s.closed || node.state === "gone") return { kind: "answer", status: 404, affinity: "lost", reason: "lost" };
   if (node.state === "down") return { kind: "answer", status: 503, affinity: "unavailable", reason: "unavailable" };
   if (cookie === node.cookie) return { kind: "untouched", reason: "pass" };
-  return cookie === undefined ? { kind: "pin", owner: node.cookie, repair: false, reason: "pin" } : { kind: "pin", owner: node.cookie, repair: true, reason: "repair" };
+  return cookie === undefined
+    ? { kind: "pin", owner: node.cookie, repair: false, reason: "pin" }
+    : { kind: "pin", owner: node.cookie, repair: true, reason: "repair" };
 }
 
 // ------------------------------------------------------------------ generators
 
-const visible = fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)), minLength: 1, maxLength: 300 });
+const visible = fc.string({
+  unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)),
+  minLength: 1,
+  maxLength: 300,
+});
 // Anything but NUL (no HTTP host delivers a NUL inside a header value).
 const anyText = fc.string({ unit: "binary", maxLength: 40 }).map((s) => s.replace(/\0/g, ""));
 const idArb = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...SPEC.sessions.map((s) => s.id)) },
   { weight: 2, arbitrary: visible },
   { weight: 2, arbitrary: anyText },
-  { weight: 1, arbitrary: fc.constantFrom("", " ", "s-up ", "s-up\r\nX-Injected: 1", "s\u00e9", "x".repeat(256), "x".repeat(257), "y".repeat(5000)) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      "",
+      " ",
+      "s-up ",
+      "s-up\r\nX-Injected: 1",
+      "s\u00e9",
+      "x".repeat(256),
+      "x".repeat(257),
+      "y".repeat(5000),
+    ),
+  },
 );
 const idsArb = fc.oneof(
   { weight: 1, arbitrary: fc.constant<string[]>([]) },
@@ -100,10 +122,25 @@ const idsArb = fc.oneof(
   { weight: 1, arbitrary: fc.tuple(idArb, idArb).map(([a, b]) => [a, b]) },
   { weight: 1, arbitrary: fc.constantFrom("s-up", "s-gone").map((x) => [x, x]) },
 );
-const backendValue = fc.constantFrom(COOKIE.a, COOKIE.b, COOKIE.c, COOKIE.d, GONE_COOKIE, "", "zz", `"${COOKIE.a}"`, `"${COOKIE.b}"`, `${COOKIE.a}\r\n`, COOKIE.a.toUpperCase());
+const backendValue = fc.constantFrom(
+  COOKIE.a,
+  COOKIE.b,
+  COOKIE.c,
+  COOKIE.d,
+  GONE_COOKIE,
+  "",
+  "zz",
+  `"${COOKIE.a}"`,
+  `"${COOKIE.b}"`,
+  `${COOKIE.a}\r\n`,
+  COOKIE.a.toUpperCase(),
+);
 const pairArb = fc.oneof(
   { weight: 4, arbitrary: backendValue.map((v) => `${NAME}=${v}`) },
-  { weight: 3, arbitrary: fc.tuple(fc.constantFrom("theme", "sid", "a", "lang", "_ga", "x"), anyText).map(([k, v]) => `${k}=${v}`) },
+  {
+    weight: 3,
+    arbitrary: fc.tuple(fc.constantFrom("theme", "sid", "a", "lang", "_ga", "x"), anyText).map(([k, v]) => `${k}=${v}`),
+  },
   { weight: 2, arbitrary: anyText },
   {
     weight: 1,
@@ -122,7 +159,9 @@ const pairArb = fc.oneof(
     ),
   },
 );
-const lineArb = fc.tuple(fc.array(pairArb, { maxLength: 6 }), fc.constantFrom("; ", ";", " ;  ", ";\t")).map(([ps, sep]) => ps.join(sep));
+const lineArb = fc
+  .tuple(fc.array(pairArb, { maxLength: 6 }), fc.constantFrom("; ", ";", " ;  ", ";\t"))
+  .map(([ps, sep]) => ps.join(sep));
 const cookiesArb = fc.array(lineArb, { maxLength: 4 });
 const methodArb = fc.constantFrom("POST", "GET", "DELETE");
 
@@ -130,7 +169,13 @@ function request(ids: string[], cookies: string[], method: string): HostRequestI
   const headers: [string, string][] = [["Accept", "application/json, text/event-stream"]];
   for (const id of ids) headers.push(["Mcp-Session-Id", id]);
   for (const c of cookies) headers.push(["Cookie", c]);
-  return { method, uri: "/mcp", host: "edge.test", headers, body: method === "POST" ? '{"jsonrpc":"2.0","id":1,"method":"ping"}' : undefined };
+  return {
+    method,
+    uri: "/mcp",
+    host: "edge.test",
+    headers,
+    body: method === "POST" ? '{"jsonrpc":"2.0","id":1,"method":"ping"}' : undefined,
+  };
 }
 
 function check(ex: Exchange, want: Outcome, ids: string[], cookies: string[], method = "GET"): void {
@@ -246,9 +291,15 @@ describe("SHA-256 in the plugin vs node:crypto", () => {
       const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir, instances: 1 });
       const lengths = fc.oneof(
         visible,
-        fc.constantFrom(1, 31, 32, 33, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 256).chain((len) =>
-          fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)), minLength: len, maxLength: len }),
-        ),
+        fc
+          .constantFrom(1, 31, 32, 33, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 256)
+          .chain((len) =>
+            fc.string({
+              unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)),
+              minLength: len,
+              maxLength: len,
+            }),
+          ),
       );
       fc.assert(
         fc.property(lengths, (id) => {
@@ -278,7 +329,10 @@ describe("SHA-256 in the plugin vs node:crypto", () => {
     try {
       const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir });
       for (const id of ["abc", "a".repeat(55), "a".repeat(64), "x".repeat(256)]) {
-        p.handle({ method: "POST", uri: "/mcp", headers: [["Content-Type", "application/json"]], body: INIT_BODY }, initializeUpstream(id));
+        p.handle(
+          { method: "POST", uri: "/mcp", headers: [["Content-Type", "application/json"]], body: INIT_BODY },
+          initializeUpstream(id),
+        );
         expect(learnedFiles(t.dir).has(hash16(id)), `len ${id.length}`).toBe(true);
       }
     } finally {

@@ -19,24 +19,39 @@ const KEEP_OLD_BINARIES_MS = 7 * 24 * 3600 * 1000;
 
 function go(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): string {
   try {
-    return execFileSync("go", args, { cwd, env: { ...process.env, ...env }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    return execFileSync("go", args, {
+      cwd,
+      env: { ...process.env, ...env },
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
   } catch (err) {
     const e = err as { code?: string; stderr?: string };
-    if (e.code === "ENOENT") throw new Error("Go is needed for the real-host conformance test (it also builds the pinned Traefik)", { cause: err });
+    if (e.code === "ENOENT")
+      throw new Error("Go is needed for the real-host conformance test (it also builds the pinned Traefik)", {
+        cause: err,
+      });
     throw new Error(`go ${args.join(" ")}: ${e.stderr ?? err}`, { cause: err });
   }
 }
 
 /** The Traefik version the project pins (scripts/install-traefik.sh, overridable as there). */
 function traefikVersion(): string {
-  const m = /version=\$\{TRAEFIK_VERSION:-(v[0-9.]+)\}/.exec(readFileSync(join(root, "scripts", "install-traefik.sh"), "utf8"));
+  const m = /version=\$\{TRAEFIK_VERSION:-(v[0-9.]+)\}/.exec(
+    readFileSync(join(root, "scripts", "install-traefik.sh"), "utf8"),
+  );
   if (!m) throw new Error("scripts/install-traefik.sh names no Traefik version");
   return process.env.TRAEFIK_VERSION ?? m[1]!;
 }
 
 /** Versions a go.mod requires, for the modules in `paths`. */
 function required(goMod: string, paths: string[]): Record<string, string | undefined> {
-  return Object.fromEntries(paths.map((p) => [p, new RegExp(`^\\s*(?:require\\s+)?${p.replace(/\./g, "\\.")}\\s+(v\\S+)`, "m").exec(goMod)?.[1]]));
+  return Object.fromEntries(
+    paths.map((p) => [
+      p,
+      new RegExp(`^\\s*(?:require\\s+)?${p.replace(/\./g, "\\.")}\\s+(v\\S+)`, "m").exec(goMod)?.[1],
+    ]),
+  );
 }
 
 let binary = "";
@@ -45,7 +60,9 @@ beforeAll(() => {
   if (!existsSync(PLUGIN_WASM)) throw new Error(`${PLUGIN_WASM} is missing: run \`npm run build\``);
   // The key covers everything compiled in: the Go sources, go.mod/go.sum and the toolchain.
   const key = createHash("sha256").update(go(["version"], pkg));
-  for (const name of readdirSync(pkg).filter((n) => n.endsWith(".go") || n === "go.mod" || n === "go.sum").sort()) {
+  for (const name of readdirSync(pkg)
+    .filter((n) => n.endsWith(".go") || n === "go.mod" || n === "go.sum")
+    .sort()) {
     key.update(`${name}\0`).update(readFileSync(join(pkg, name)));
   }
   const dir = join(root, ".cache", "real-host-conformance");
@@ -71,7 +88,9 @@ test("the host libraries are the versions the pinned Traefik's go.mod requires",
   const version = traefikVersion();
   const empty = mkdtempSync(join(tmpdir(), "mcpa-gomod-"));
   try {
-    const info = JSON.parse(go(["list", "-m", "-json", `github.com/traefik/traefik/v3@${version}`], empty, { GOFLAGS: "-mod=mod" })) as { GoMod: string };
+    const info = JSON.parse(
+      go(["list", "-m", "-json", `github.com/traefik/traefik/v3@${version}`], empty, { GOFLAGS: "-mod=mod" }),
+    ) as { GoMod: string };
     const traefik = required(readFileSync(info.GoMod, "utf8"), PINNED);
     const ours = Object.fromEntries(
       go(["list", "-m", "-f", "{{.Path}} {{.Version}}", ...PINNED], pkg)
@@ -99,7 +118,9 @@ function runGo(pattern: string): void {
   if (r.status !== 0) {
     // The failing checks with their messages first, then the whole run.
     const failures = out.split("\n").filter((l) => /^\s+\S/.test(l) && !/^\s*(--- PASS|--- SKIP|=== )/.test(l));
-    throw new Error(`Go conformance ${pattern} failed (exit ${r.status ?? r.signal}${r.error ? `, ${r.error.message}` : ""}):\n${failures.join("\n")}\n\n--- full output ---\n${out}`);
+    throw new Error(
+      `Go conformance ${pattern} failed (exit ${r.status ?? r.signal}${r.error ? `, ${r.error.message}` : ""}):\n${failures.join("\n")}\n\n--- full output ---\n${out}`,
+    );
   }
   // Guard against a run that checked nothing: the top-level test passed and had subtests.
   expect(out).toMatch(new RegExp(`^--- PASS: ${pattern.replace(/^\^|\$$/g, "")} `, "m"));
@@ -107,5 +128,9 @@ function runGo(pattern: string): void {
 }
 
 test("decision table rows on the real host", () => runGo("^TestDecisionTable$"), 300_000);
-test("learning on the real host: learned/<hash> before release, next request on another middleware pinned", () => runGo("^TestLearning$"), 300_000);
+test(
+  "learning on the real host: learned/<hash> before release, next request on another middleware pinned",
+  () => runGo("^TestLearning$"),
+  300_000,
+);
 test("request bodies reach the upstream byte-identical on the real host", () => runGo("^TestRequestBodies$"), 300_000);

@@ -2,7 +2,18 @@
 // up server's cookie (request Cookie rewritten, the same cookie set on the answer), spread evenly;
 // everything else is left to Traefik. Through the built plugin.wasm on the fake http-wasm host.
 import { describe, expect, test } from "vitest";
-import { COOKIE, GONE_COOKIE, INIT_BODY, bk, forwardedBackends, initializeUpstream, mcp, newPlugin, okUpstream, type ViewSpec } from "../support/plugin-fixture.ts";
+import {
+  COOKIE,
+  GONE_COOKIE,
+  INIT_BODY,
+  bk,
+  forwardedBackends,
+  initializeUpstream,
+  mcp,
+  newPlugin,
+  okUpstream,
+  type ViewSpec,
+} from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 
 // The view's incarnation table: each node's running boot in its state, older boots gone.
@@ -22,7 +33,8 @@ const t = useView(SERVERS);
 const UP = new Set([COOKIE.a, COOKIE.c]);
 
 /** Cookie and Set-Cookie writes (the plugin also wraps the new session's id in the answer). */
-const cookieWrites = (ex: { headerWrites: Array<{ name: string }> }) => ex.headerWrites.filter((w) => /^(set-)?cookie$/i.test(w.name));
+const cookieWrites = (ex: { headerWrites: Array<{ name: string }> }) =>
+  ex.headerWrites.filter((w) => /^(set-)?cookie$/i.test(w.name));
 
 function initialize(p: ReturnType<typeof newPlugin>, cookie?: string) {
   return p.handle(mcp({ body: INIT_BODY, cookie }), initializeUpstream("new-session", { setCookie: null }));
@@ -73,7 +85,13 @@ describe("placement of new sessions", () => {
 });
 
 describe("no placement without a fresh view or an up server", () => {
-  const none = useView({ ...SERVERS, boots: SERVERS.boots!.map((s) => ({ ...s, state: s.state === "up" ? ("draining" as const) : s.state })) }, "per-test");
+  const none = useView(
+    {
+      ...SERVERS,
+      boots: SERVERS.boots!.map((s) => ({ ...s, state: s.state === "up" ? ("draining" as const) : s.state })),
+    },
+    "per-test",
+  );
   test("no up server: Traefik picks", () => {
     const ex = initialize(newPlugin({ dir: none.dir }));
     expect(cookieWrites(ex)).toEqual([]);

@@ -4,8 +4,19 @@
 import { describe, expect, test } from "vitest";
 import type { Exchange } from "../host/http-wasm-host.ts";
 import {
-  COOKIE, INIT_BODY, bk, clearEvents, forwardedBackends, initializeUpstream, learnedFiles, makeViewDir, mcp, newPlugin,
-  okUpstream, readEvents, type ViewSpec,
+  COOKIE,
+  INIT_BODY,
+  bk,
+  clearEvents,
+  forwardedBackends,
+  initializeUpstream,
+  learnedFiles,
+  makeViewDir,
+  mcp,
+  newPlugin,
+  okUpstream,
+  readEvents,
+  type ViewSpec,
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 import { bootTag, mintSessionId, parseSessionToken, wrapSessionId, UNKNOWN_BOOT_TAG } from "../../lib/token/index.ts";
@@ -42,7 +53,10 @@ const sid = (ex: Exchange) => ex.forwarded?.headers.values("Mcp-Session-Id");
 describe("ids minted by the node library", () => {
   test("a live incarnation the view has never seen a session of: pinned on the very first request", () => {
     const p = newPlugin({ dir: t.dir });
-    for (const [cookie, tag] of [[COOKIE.a, BOOT_A], [COOKIE.b, BOOT_B]] as const) {
+    for (const [cookie, tag] of [
+      [COOKIE.a, BOOT_A],
+      [COOKIE.b, BOOT_B],
+    ] as const) {
       const id = mintSessionId(cookie, tag);
       const ex = p.handle(mcp({ sessionId: id }), okUpstream);
       clean(ex);
@@ -69,7 +83,11 @@ describe("ids minted by the node library", () => {
     clean(ex);
     expect(ex.response.status).toBe(404);
     expect(ex.response.header("Mcp-Affinity")).toBe("lost");
-    expect(JSON.parse(ex.response.text())).toEqual({ jsonrpc: "2.0", error: { code: -32001, message: "Session not found" }, id: null });
+    expect(JSON.parse(ex.response.text())).toEqual({
+      jsonrpc: "2.0",
+      error: { code: -32001, message: "Session not found" },
+      id: null,
+    });
   });
 
   test("a down incarnation gets 503 with the view's Retry-After", () => {
@@ -141,7 +159,10 @@ describe("ids minted by the node library", () => {
   test("a node minting ids for another URL than Traefik's is reported (a warning, once per answer)", () => {
     const p = newPlugin({ dir: t.dir });
     // The client's cookie names an up node (no placement); Traefik's answer names another one.
-    p.handle(mcp({ body: INIT_BODY, cookie: bk(COOKIE.d) }), initializeUpstream(mintSessionId(COOKIE.a, BOOT_A), { setCookie: setCookie(COOKIE.b) }));
+    p.handle(
+      mcp({ body: INIT_BODY, cookie: bk(COOKIE.d) }),
+      initializeUpstream(mintSessionId(COOKIE.a, BOOT_A), { setCookie: setCookie(COOKIE.b) }),
+    );
     expect(p.pool.logs.map((l) => l.message).join("\n")).toMatch(/another server URL than Traefik's/);
   });
 });
@@ -151,7 +172,11 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
 
   function initialize(p: ReturnType<typeof newPlugin>, owner: string, serverId = SERVER_ID): Exchange {
     // The initialize goes where its cookie says (an up node: the edge places new sessions on up nodes only).
-    const ex = p.handle(mcp({ body: INIT_BODY, cookie: bk(owner) }), initializeUpstream(serverId, { setCookie: setCookie(owner) }), 0);
+    const ex = p.handle(
+      mcp({ body: INIT_BODY, cookie: bk(owner) }),
+      initializeUpstream(serverId, { setCookie: setCookie(owner) }),
+      0,
+    );
     clean(ex);
     return ex;
   }
@@ -164,7 +189,9 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
     expect([...learnedFiles(t.dir)]).toEqual([[sessionHashHex(wrapped), COOKIE.a + "\n"]]);
     expect(readEvents(t.dir).all.learned).toEqual([{ id: wrapped, hash: sessionHashHex(wrapped), cookie: COOKIE.a }]);
     // A node without a known boot gets the unknown tag.
-    expect(initialize(p, COOKIE.d).response.headers.values("Mcp-Session-Id")).toEqual([wrapSessionId(SERVER_ID, COOKIE.d, UNKNOWN_BOOT_TAG)]);
+    expect(initialize(p, COOKIE.d).response.headers.values("Mcp-Session-Id")).toEqual([
+      wrapSessionId(SERVER_ID, COOKIE.d, UNKNOWN_BOOT_TAG),
+    ]);
   });
 
   test("every request is unwrapped for the node and pinned by the token on any instance, learned or not", () => {
@@ -191,7 +218,14 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
   test("POST answers that repeat the server's id show the client the wrapped id; GET streams are never held", () => {
     const p = newPlugin({ dir: t.dir });
     const wrapped = initialize(p, COOKIE.a).response.headers.values("Mcp-Session-Id")[0]!;
-    const echo = () => ({ status: 200, headers: [["Content-Type", "text/event-stream"], ["Mcp-Session-Id", SERVER_ID]] as [string, string][], body: ["event: message\n", "data: {}\n\n"] });
+    const echo = () => ({
+      status: 200,
+      headers: [
+        ["Content-Type", "text/event-stream"],
+        ["Mcp-Session-Id", SERVER_ID],
+      ] as [string, string][],
+      body: ["event: message\n", "data: {}\n\n"],
+    });
     const post = p.handle(mcp({ sessionId: wrapped }), echo);
     clean(post);
     expect(post.responseBuffered).toBe(true);

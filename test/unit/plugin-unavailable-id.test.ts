@@ -6,7 +6,8 @@ import { CLUSTER_VIEW, mcp, newPlugin } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 
 const t = useView(CLUSTER_VIEW);
-const HEAD = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":';
+const HEAD =
+  '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":';
 
 function answer503(req: Parameters<typeof mcp>[0]): string {
   const ex = newPlugin({ dir: t.dir }).handle(mcp({ sessionId: "s-down", ...req }), () => {
@@ -25,7 +26,11 @@ function answer503(req: Parameters<typeof mcp>[0]): string {
 describe("edge 503 body: the request's JSON-RPC id", () => {
   test.each([
     ["integer id", '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"counter"}}', "7"],
-    ["id after method and params", '{"jsonrpc":"2.0","method":"tools/call","params":{"id":99,"x":[1,{"id":3}]},"id":12}', "12"],
+    [
+      "id after method and params",
+      '{"jsonrpc":"2.0","method":"tools/call","params":{"id":99,"x":[1,{"id":3}]},"id":12}',
+      "12",
+    ],
     ["string id", '{"jsonrpc":"2.0","id":"req-1","method":"ping"}', '"req-1"'],
     ["string id with escapes", '{"jsonrpc":"2.0","id":"a\\"b\\\\c\\u00e9","method":"ping"}', '"a\\"b\\\\c\\u00e9"'],
     ["whitespace everywhere", ' \n{ "id" :\t-3.5e2 , "method" : "ping" , "jsonrpc" : "2.0" }\r\n', "-3.5e2"],
@@ -48,7 +53,10 @@ describe("edge 503 body: the request's JSON-RPC id", () => {
     ["unterminated", '{"jsonrpc":"2.0","id":1,"method":"ping"'],
     ["trailing bytes", '{"jsonrpc":"2.0","id":1,"method":"ping"}{"id":2}'],
     ["an id longer than 128 bytes", JSON.stringify({ jsonrpc: "2.0", id: "x".repeat(200), method: "ping" })],
-    ["a body larger than the fixed buffer", JSON.stringify({ jsonrpc: "2.0", id: 4, method: "tools/call", params: { pad: "p".repeat(5000) } })],
+    [
+      "a body larger than the fixed buffer",
+      JSON.stringify({ jsonrpc: "2.0", id: 4, method: "tools/call", params: { pad: "p".repeat(5000) } }),
+    ],
     ["not JSON", "id=3&method=ping"],
     ["empty", ""],
   ])("%s: id null", (_name, body) => {
@@ -61,8 +69,12 @@ describe("edge 503 body: the request's JSON-RPC id", () => {
   });
 
   test("the 404 stays byte-identical to the official TypeScript server's, whatever the body", () => {
-    const ex = newPlugin({ dir: t.dir }).handle(mcp({ sessionId: "s-gone", body: '{"jsonrpc":"2.0","id":7,"method":"ping"}' }));
+    const ex = newPlugin({ dir: t.dir }).handle(
+      mcp({ sessionId: "s-gone", body: '{"jsonrpc":"2.0","id":7,"method":"ping"}' }),
+    );
     expect(ex.response.status).toBe(404);
-    expect(Buffer.from(ex.response.body).toString("latin1")).toBe('{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}');
+    expect(Buffer.from(ex.response.body).toString("latin1")).toBe(
+      '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}',
+    );
   });
 });

@@ -4,7 +4,14 @@ import { describe, expect, test } from "vitest";
 import { readFileSync } from "node:fs";
 import { compileGuest } from "../host/http-wasm-host.ts";
 import { readWasm, sig } from "../host/wasm-binary.ts";
-import { PASSTHROUGH_WASM, PLUGIN_WASM, makeViewDir, mcp, newPlugin, passthroughWasm } from "../support/plugin-fixture.ts";
+import {
+  PASSTHROUGH_WASM,
+  PLUGIN_WASM,
+  makeViewDir,
+  mcp,
+  newPlugin,
+  passthroughWasm,
+} from "../support/plugin-fixture.ts";
 
 describe.each([
   ["plugin.wasm", PLUGIN_WASM],
@@ -33,7 +40,11 @@ describe.each([
     expect(exports.memory).toBe("memory");
     expect(exports._start).toBe("()->()");
     expect(exports._initialize).toBeUndefined();
-    expect(WebAssembly.Module.exports(mod).map((e) => e.name).sort()).toEqual(info.exports.map((e) => e.name).sort());
+    expect(
+      WebAssembly.Module.exports(mod)
+        .map((e) => e.name)
+        .sort(),
+    ).toEqual(info.exports.map((e) => e.name).sort());
   });
 
   test("host-side http_handler imports have the ABI's signatures", () => {
@@ -58,7 +69,8 @@ describe.each([
       get_status_code: "()->(i32)",
       set_status_code: "(i32)->()",
     };
-    for (const i of info.imports.filter((x) => x.module === "http_handler")) expect(sig(i.type), i.name).toBe(want[i.name]);
+    for (const i of info.imports.filter((x) => x.module === "http_handler"))
+      expect(sig(i.type), i.name).toBe(want[i.name]);
   });
 
   test("no start section (wazero would run it before _start, outside any request)", () => {

@@ -4,7 +4,13 @@ import { describe, it, expect, beforeAll } from "vitest";
 import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import {
-  bootTag, mintSessionId, parseSessionToken, wrapSessionId, MINTED_LENGTH, UNKNOWN_BOOT_TAG, type SessionToken,
+  bootTag,
+  mintSessionId,
+  parseSessionToken,
+  wrapSessionId,
+  MINTED_LENGTH,
+  UNKNOWN_BOOT_TAG,
+  type SessionToken,
 } from "../../lib/token/index.ts";
 import { isValidSessionId } from "../../lib/registry/schema.ts";
 
@@ -39,7 +45,12 @@ function pluginParse(id: string): SessionToken | null {
   if (kind === 0) return null;
   const text = Buffer.from(new Uint8Array(wasm.memory.buffer, wasm.resultPtr(), wasm.resultLen())).toString("latin1");
   const [cookie, tag, start] = text.split(" ");
-  return { kind: kind === 1 ? "minted" : "wrapped", cookie: cookie!, bootTag: tag!, inner: kind === 1 ? id : id.slice(Number(start)) };
+  return {
+    kind: kind === 1 ? "minted" : "wrapped",
+    cookie: cookie!,
+    bootTag: tag!,
+    inner: kind === 1 ? id : id.slice(Number(start)),
+  };
 }
 
 describe("session token golden vectors", () => {
@@ -91,9 +102,15 @@ describe("minting and wrapping (lib/token)", () => {
   });
   it("random ids parse the same on both sides", () => {
     fc.assert(
-      fc.property(fc.oneof(fc.stringMatching(/^m[aw]1\.[0-9a-f]{24}\.[\x21-\x7e]{0,30}$/), fc.stringMatching(/^[\x21-\x7e]{1,60}$/)), (id) => {
-        expect(pluginParse(id)).toEqual(parseSessionToken(id));
-      }),
+      fc.property(
+        fc.oneof(
+          fc.stringMatching(/^m[aw]1\.[0-9a-f]{24}\.[\x21-\x7e]{0,30}$/),
+          fc.stringMatching(/^[\x21-\x7e]{1,60}$/),
+        ),
+        (id) => {
+          expect(pluginParse(id)).toEqual(parseSessionToken(id));
+        },
+      ),
       { numRuns: 500 },
     );
   });

@@ -27,7 +27,9 @@ describe("probeNode", () => {
     const silent = createTcpServer(() => {}); // accepts, never answers
     await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
     const t0 = performance.now();
-    expect(await probeNode(`http://127.0.0.1:${(silent.address() as AddressInfo).port}`, "/healthz", 200)).toBe("timeout");
+    expect(await probeNode(`http://127.0.0.1:${(silent.address() as AddressInfo).port}`, "/healthz", 200)).toBe(
+      "timeout",
+    );
     expect(performance.now() - t0).toBeGreaterThanOrEqual(190);
     silent.close();
   });
@@ -39,7 +41,9 @@ describe("probeNode", () => {
     const answers: Array<string | null> = [];
     let answered!: () => void;
     const got = new Promise<void>((r) => (answered = r));
-    expect(await probeNode(url, "/healthz", 100, { maxMs: 2000, onAnswer: (r) => (answers.push(r), answered()) })).toBe("timeout");
+    expect(await probeNode(url, "/healthz", 100, { maxMs: 2000, onAnswer: (r) => (answers.push(r), answered()) })).toBe(
+      "timeout",
+    );
     await got;
     expect(answers).toEqual(["ok"]);
     // No answer within maxMs: null.

@@ -7,12 +7,35 @@ import { Mirror } from "../../sidecar/src/mirror.ts";
 
 const URL_A = "http://10.3.0.1:3000";
 const A = cookieValueFor(URL_A);
-const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({ node: URL_A, cookie: A, boot: "A1", created: 1000, source: "node", ...over });
-const hb = (over: Partial<NodeRecord> = {}): NodeRecord => ({ url: URL_A, cookie: A, boot: "A1", name: "a", state: "up", seen: 1000, ...over });
+const rec = (over: Partial<SessionRecord> = {}): SessionRecord => ({
+  node: URL_A,
+  cookie: A,
+  boot: "A1",
+  created: 1000,
+  source: "node",
+  ...over,
+});
+const hb = (over: Partial<NodeRecord> = {}): NodeRecord => ({
+  url: URL_A,
+  cookie: A,
+  boot: "A1",
+  name: "a",
+  state: "up",
+  seen: 1000,
+  ...over,
+});
 
 function mirror(over: Partial<ConstructorParameters<typeof Mirror>[0]> = {}) {
   const clock = { now: 10_000 };
-  const m = new Mirror({ shardBits: 8, nodeTtlMs: 100, downLimitMs: 500, tombstoneTtlMs: 1000, retryAfterSeconds: 7, now: () => clock.now, ...over });
+  const m = new Mirror({
+    shardBits: 8,
+    nodeTtlMs: 100,
+    downLimitMs: 500,
+    tombstoneTtlMs: 1000,
+    retryAfterSeconds: 7,
+    now: () => clock.now,
+    ...over,
+  });
   return { m, clock };
 }
 const state = (m: Mirror, id: string) => {
@@ -33,7 +56,10 @@ describe("mirror keys and shards", () => {
     const ids = Array.from({ length: 50 }, (_, i) => `s${i}`);
     const entries = ids.map((id, i) => [Mirror.key(id), i + 1, i % 3 === 0] as [string, number, boolean]);
     const a = encodeShardEntries(9, [...entries]);
-    const b = encodeShard(9, ids.map((id, i) => ({ hash: sessionHash(id), node: i + 1, closed: i % 3 === 0 })));
+    const b = encodeShard(
+      9,
+      ids.map((id, i) => ({ hash: sessionHash(id), node: i + 1, closed: i % 3 === 0 })),
+    );
     expect(a.equals(b)).toBe(true);
     expect(decodeShard(a).sessions).toHaveLength(50);
   });
@@ -70,7 +96,9 @@ describe("mirror sessions", () => {
     const { m } = mirror();
     m.applySession("s", rec());
     const before = state(m, "s")!.owner;
-    expect(m.applySession("s", rec({ node: "http://10.3.0.2:3000", cookie: cookieValueFor("http://10.3.0.2:3000") }))).toBe("changed");
+    expect(
+      m.applySession("s", rec({ node: "http://10.3.0.2:3000", cookie: cookieValueFor("http://10.3.0.2:3000") })),
+    ).toBe("changed");
     expect(state(m, "s")!.owner).not.toBe(before);
     expect(m.owners.has(before)).toBe(false);
     expect(m.liveCount).toBe(1);
@@ -181,7 +209,13 @@ describe("mirror node states", () => {
     const B = "http://10.3.0.2:3000";
     m.applySession("a", rec({ boot: null }));
     m.applySession("b", rec({ node: B, cookie: cookieValueFor(B), boot: null }));
-    m.applyTraefik([{ url: URL_A, up: false }, { url: B, up: true }], true);
+    m.applyTraefik(
+      [
+        { url: URL_A, up: false },
+        { url: B, up: true },
+      ],
+      true,
+    );
     m.refreshStates();
     expect(state(m, "a")?.state).toBe("down");
     expect(state(m, "b")?.state).toBe("up");

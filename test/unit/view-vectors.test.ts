@@ -5,7 +5,16 @@
 // plugin's encoder must produce the vector's bytes, and lib/view must decode them as stated.
 import { describe, it, expect, beforeAll } from "vitest";
 import { readFileSync } from "node:fs";
-import { decodeLearned, decodeMeta, decodeShard, findInShard, parseEventBatch, DECISION_REASONS, BODY_KINDS, type ViewMeta } from "../../lib/view/index.ts";
+import {
+  decodeLearned,
+  decodeMeta,
+  decodeShard,
+  findInShard,
+  parseEventBatch,
+  DECISION_REASONS,
+  BODY_KINDS,
+  type ViewMeta,
+} from "../../lib/view/index.ts";
 
 const vectors = (name: string) => JSON.parse(readFileSync(`test/vectors/view/${name}.json`, "utf8"));
 const { meta: metaVectors, freshness } = vectors("meta") as {
@@ -14,15 +23,23 @@ const { meta: metaVectors, freshness } = vectors("meta") as {
 };
 const { shards } = vectors("shards") as {
   shards: Array<{
-    name: string; hex: string; metaEpoch: number;
+    name: string;
+    hex: string;
+    metaEpoch: number;
     decode: { epoch: number; sessions: Array<{ hash: string; node: number; closed: boolean }> } | { error: string };
     probes: Array<{ hash: string; expect: "absent" | "unusable" | { node: number; closed: boolean } }>;
   }>;
 };
-const { learned } = vectors("learned") as { learned: Array<{ name: string; text: string; probe: string; cookie: string | null }> };
+const { learned } = vectors("learned") as {
+  learned: Array<{ name: string; text: string; probe: string; cookie: string | null }>;
+};
 type EventInput = {
-  t: number; lines?: Array<{ kind: "l" | "c" | "v"; id: string; cookie: string }>; touches?: Array<{ id: string; now: number }>;
-  counts?: string[]; bodies?: string[]; dropped?: number;
+  t: number;
+  lines?: Array<{ kind: "l" | "c" | "v"; id: string; cookie: string }>;
+  touches?: Array<{ id: string; now: number }>;
+  counts?: string[];
+  bodies?: string[];
+  dropped?: number;
 };
 const events = vectors("events") as {
   written: Array<{ name: string; input: EventInput; text: string; decode: unknown }>;
@@ -32,10 +49,21 @@ const events = vectors("events") as {
 /** The plugin's parsers, run on its own code without a host. */
 let plugin: {
   memory: WebAssembly.Memory;
-  inputBuffer(len: number): number; hashBuffer(): number; resultPtr(): number; resultLen(): number;
-  parseMeta(): number; isStale(published: bigint, now: bigint, staleAfterMs: bigint): number; searchShard(epoch: number): bigint;
-  parseLearned(): number; eventsReset(): void; eventsSessionLine(kind: number, idLen: number): void; eventsTouch(now: bigint): void;
-  eventsCount(reason: number): void; eventsBody(kind: number): void; eventsDropped(n: number): void; eventsEncode(now: bigint): void;
+  inputBuffer(len: number): number;
+  hashBuffer(): number;
+  resultPtr(): number;
+  resultLen(): number;
+  parseMeta(): number;
+  isStale(published: bigint, now: bigint, staleAfterMs: bigint): number;
+  searchShard(epoch: number): bigint;
+  parseLearned(): number;
+  eventsReset(): void;
+  eventsSessionLine(kind: number, idLen: number): void;
+  eventsTouch(now: bigint): void;
+  eventsCount(reason: number): void;
+  eventsBody(kind: number): void;
+  eventsDropped(n: number): void;
+  eventsEncode(now: bigint): void;
 };
 // The buffer is asked for first: growing it may grow the memory, which detaches the old ArrayBuffer.
 const put = (bytes: Buffer) => {
@@ -46,7 +74,8 @@ const putHash = (hex: string) => {
   const at = plugin.hashBuffer();
   new Uint8Array(plugin.memory.buffer, at, 16).set(Buffer.from(hex, "hex"));
 };
-const result = () => Buffer.from(new Uint8Array(plugin.memory.buffer, plugin.resultPtr(), plugin.resultLen())).toString("latin1");
+const result = () =>
+  Buffer.from(new Uint8Array(plugin.memory.buffer, plugin.resultPtr(), plugin.resultLen())).toString("latin1");
 
 beforeAll(async () => {
   const { instance } = await WebAssembly.instantiate(readFileSync("plugin/build/view.wasm"), {});
@@ -56,7 +85,12 @@ beforeAll(async () => {
 
 /** What the plugin took from a meta, in the form parseMeta leaves at result. */
 function pluginForm(m: ViewMeta): string {
-  const lines = [`epoch ${m.epoch}`, `generation ${m.generation}`, `published ${m.published}`, `shardBits ${m.shardBits}`];
+  const lines = [
+    `epoch ${m.epoch}`,
+    `generation ${m.generation}`,
+    `published ${m.published}`,
+    `shardBits ${m.shardBits}`,
+  ];
   for (const n of m.nodes) lines.push(`node ${n.id} ${n.cookie} ${n.state} ${n.retryAfterSeconds}`);
   for (const b of m.boots ?? []) lines.push(`boot ${b.cookie} ${b.bootTag} ${b.state} ${b.retryAfterSeconds}`);
   return lines.join("\n") + "\n";
@@ -88,17 +122,22 @@ describe("view/shards", () => {
       if ("error" in v.decode) expect(() => decodeShard(buf)).toThrow();
       else {
         decoded = decodeShard(buf);
-        expect({ epoch: decoded.epoch, sessions: decoded.sessions.map((s) => ({ ...s, hash: s.hash.toString("hex") })) }).toEqual(v.decode);
+        expect({
+          epoch: decoded.epoch,
+          sessions: decoded.sessions.map((s) => ({ ...s, hash: s.hash.toString("hex") })),
+        }).toEqual(v.decode);
       }
       put(buf);
       for (const p of v.probes) {
         // lib/view as the plugin reads: a shard of this view, then a binary search.
         const hash = Buffer.from(p.hash, "hex");
-        const ours = decoded === null || decoded.epoch !== v.metaEpoch ? "unusable" : (findInShard(buf, hash) ?? "absent");
+        const ours =
+          decoded === null || decoded.epoch !== v.metaEpoch ? "unusable" : (findInShard(buf, hash) ?? "absent");
         expect(ours, `lib/view, probe ${p.hash}`).toEqual(p.expect);
         putHash(p.hash);
         const r = plugin.searchShard(v.metaEpoch);
-        const theirs = r === -2n ? "unusable" : r === -1n ? "absent" : { node: Number(r >> 1n), closed: (r & 1n) === 1n };
+        const theirs =
+          r === -2n ? "unusable" : r === -1n ? "absent" : { node: Number(r >> 1n), closed: (r & 1n) === 1n };
         expect(theirs, `plugin, probe ${p.hash}`).toEqual(p.expect);
       }
     });

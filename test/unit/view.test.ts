@@ -90,7 +90,9 @@ describe("view/meta", () => {
     await writeMeta(dir, { ...meta(), boots });
     expect((await readMeta(dir))!.boots).toEqual(boots);
     expect(() => encodeMeta({ ...meta(), boots: [{ ...boots[0]!, bootTag: "A1B2C3D4" }] })).toThrow(/boot tag/);
-    expect(() => decodeMeta("MCPAVIEW 1\nepoch 1\ngeneration 1\npublished 1\nshardBits 12\nboot 0123456789abcdef xyz up 0\nend\n")).toThrow(/boot tag/);
+    expect(() =>
+      decodeMeta("MCPAVIEW 1\nepoch 1\ngeneration 1\npublished 1\nshardBits 12\nboot 0123456789abcdef xyz up 0\nend\n"),
+    ).toThrow(/boot tag/);
   });
   it("is null when missing, truncated (no end) or foreign", async () => {
     expect(await readMeta(dir)).toBeNull();
@@ -126,8 +128,14 @@ describe("view/shards", () => {
       "01000000" + // version 1
       "04030201" + // epoch LE
       "02000000" + // count 2
-      "ba700000000000000000000000000001" + "0d0c0b0a" + "01" + "000000" + // b sorts first, closed
-      "ba7816bf8f01cfea414140de5dae2223" + "05000000" + "00" + "000000";
+      "ba700000000000000000000000000001" +
+      "0d0c0b0a" +
+      "01" +
+      "000000" + // b sorts first, closed
+      "ba7816bf8f01cfea414140de5dae2223" +
+      "05000000" +
+      "00" +
+      "000000";
     expect(bytes.toString("hex")).toBe(expected);
     expect(bytes.length).toBe(16 + 2 * 24);
   });
@@ -145,7 +153,8 @@ describe("view/shards", () => {
   });
   it("publishView round-trips through lookupSession for many sessions", async () => {
     const sessions: ViewSession[] = [];
-    for (let i = 0; i < 3000; i++) sessions.push({ hash: sessionHash(`sess-${i}`), node: (i % 5) + 1, closed: i % 7 === 0 });
+    for (let i = 0; i < 3000; i++)
+      sessions.push({ hash: sessionHash(`sess-${i}`), node: (i % 5) + 1, closed: i % 7 === 0 });
     await publishView(dir, meta({ shardBits: 8 }), sessions);
     for (const i of [0, 1, 6, 7, 999, 2999]) {
       expect(await lookupSession(dir, sessionHash(`sess-${i}`))).toEqual({ node: (i % 5) + 1, closed: i % 7 === 0 });
@@ -239,7 +248,9 @@ describe("learned/", () => {
     const partial = sessionHash("L2").toString("hex").slice(0, 3);
     await writeFile(join(dir, "learned", partial), "0123");
     const invalid: string[] = [];
-    expect(await listLearned(dir, { onInvalid: (n) => invalid.push(n) })).toEqual([{ name: hex.slice(0, 3), hashHex: hex, cookie: "0123456789abcdef" }]);
+    expect(await listLearned(dir, { onInvalid: (n) => invalid.push(n) })).toEqual([
+      { name: hex.slice(0, 3), hashHex: hex, cookie: "0123456789abcdef" },
+    ]);
     expect(invalid).toEqual([partial]);
     await expect(writeLearned(dir, "xyz", "0123456789abcdef")).rejects.toThrow();
     expect(await listLearned(join(dir, "missing"))).toEqual([]);
@@ -389,7 +400,13 @@ describe("drainEvents", () => {
       const b: EventBatch =
         i % 2 === 0
           ? { t: 1_000 + i, learned: [{ id, hash, cookie: "0123456789abcdef" }], closed: [], decisions: {}, dropped: 0 }
-          : { t: 1_000 + i, learned: [], closed: [{ id, hash, cookie: "0123456789abcdef" }], decisions: {}, dropped: 0 };
+          : {
+              t: 1_000 + i,
+              learned: [],
+              closed: [{ id, hash, cookie: "0123456789abcdef" }],
+              decisions: {},
+              dropped: 0,
+            };
       await put(`s-${slot}.evt`, formatEventBatch(b));
       order.push(1_000 + i);
     }
@@ -427,7 +444,11 @@ describe("drainEvents", () => {
         if (b.t <= 5) throw Object.assign(new Error("refused"), { code: "ERR_REGISTRY_SCHEMA" });
         seen.push(b.t);
       },
-      { isPermanent: (e: any) => e.code === "ERR_REGISTRY_SCHEMA", onQuarantine: (f) => quarantined.push(f), maxQuarantine: 3 },
+      {
+        isPermanent: (e: any) => e.code === "ERR_REGISTRY_SCHEMA",
+        onQuarantine: (f) => quarantined.push(f),
+        maxQuarantine: 3,
+      },
     );
     expect(seen).toEqual([9]);
     expect(r).toMatchObject({ applied: 1, quarantined: 5, failed: 0, pending: 0 });
