@@ -2,12 +2,11 @@
 // variable (MCP_AFFINITY_NAME); flags win. A bad setting is one ConfigError naming it.
 import { isIP } from "node:net";
 import type { HostPort } from "../../lib/registry/index.ts";
-import type { ViewFs } from "../../lib/view/index.ts";
+import type { ShardBits, ViewFs } from "../../lib/view/index.ts";
 import type { Logger } from "pino";
 import { McpAffinityError } from "../../lib/errors.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
-export type ShardBits = 4 | 8 | 12 | 16;
 
 export interface SidecarConfig {
   /** Shared directory (the plugin's viewDir on the host side). */
