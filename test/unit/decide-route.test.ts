@@ -2,6 +2,7 @@
 // host): every input combination against the table in docs/plugin.md, written out independently.
 import { describe, it, expect, beforeAll } from "vitest";
 import { readFileSync } from "node:fs";
+import { DECISION_REASONS } from "../../lib/view/index.ts";
 
 const ID = { none: 0, valid: 1, invalid: 2 } as const;
 const VIEW = { fresh: 0, stale: 1, absent: 2 } as const;
@@ -10,18 +11,8 @@ const OWNER = { up: 0, draining: 1, down: 2, gone: 3 } as const;
 const COOKIE = { none: 0, owner: 1, other: 2 } as const;
 const TOKEN = { none: 0, unverified: 1, live: 2, down: 3, dead: 4, newBoot: 5, unknownNode: 6 } as const;
 const ACTIONS = ["pass", "pin", "pin+repair", "400", "404", "503"];
-const REASONS = [
-  "sessionless",
-  "pass",
-  "pin",
-  "repair",
-  "reject",
-  "lost",
-  "unavailable",
-  "unknown",
-  "invalid",
-  "fail-open",
-];
+// The reasons in the order the core numbers them: the event format's list (the same order on the wire).
+const REASONS = DECISION_REASONS;
 const TARGETS = ["owner", "token"];
 
 type Case = {
