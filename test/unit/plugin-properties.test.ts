@@ -291,15 +291,13 @@ describe("SHA-256 in the plugin vs node:crypto", () => {
       const p = newPlugin({ config: { wrapSessionIds: false }, dir: t.dir, instances: 1 });
       const lengths = fc.oneof(
         visible,
-        fc
-          .constantFrom(1, 31, 32, 33, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 256)
-          .chain((len) =>
-            fc.string({
-              unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)),
-              minLength: len,
-              maxLength: len,
-            }),
-          ),
+        fc.constantFrom(1, 31, 32, 33, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 256).chain((len) =>
+          fc.string({
+            unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)),
+            minLength: len,
+            maxLength: len,
+          }),
+        ),
       );
       fc.assert(
         fc.property(lengths, (id) => {
