@@ -104,7 +104,9 @@ describe("sidecar registry", () => {
       failWith = 503;
       const c = await connectClient(node.url);
       expect(await c.counter()).toBe(1);
-      expect(node.affinity.stats().registrations.failed).toBe(1);
+      // At least the initialize's registration failed and was counted; on a slow machine a request
+      // more than refreshIntervalMs later retries it (and fails again) before the counter answers.
+      expect(node.affinity.stats().registrations.failed).toBeGreaterThanOrEqual(1);
       expect(store.has(c.sid)).toBe(false);
       failWith = 0;
       await new Promise((r) => setTimeout(r, 250));

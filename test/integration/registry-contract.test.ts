@@ -150,15 +150,16 @@ describe.each(stores)("registry contract: $name", (store) => {
   });
 
   it("expires sessions after their TTL and touch renews it", async () => {
-    // a expires at 600 ms; b, touched at about 300 ms, at about 900 ms: checked at about 750 ms.
-    const reg = make({ sessionTtlMs: 600 });
+    // a expires at 1500 ms; b, touched at about 750 ms, at about 2250 ms: checked at about 1900 ms
+    // (margins of about 400 ms either side: a loaded machine delays each step).
+    const reg = make({ sessionTtlMs: 1500 });
     const a = sid("ttl-a");
     const b = sid("ttl-b");
     await reg.registerSession(a, rec());
     await reg.registerSession(b, rec());
-    await sleep(300);
+    await sleep(750);
     expect(await reg.touchSession(b, rec())).toBe(true);
-    await sleep(450);
+    await sleep(1150);
     expect(await reg.lookupSession(a)).toBeNull();
     expect(await reg.lookupSession(b)).not.toBeNull();
     expect(await reg.touchSession(a, rec())).toBe(false);
@@ -169,15 +170,17 @@ describe.each(stores)("registry contract: $name", (store) => {
     const edge = sid("edge-touch");
     const old = sid("edge-old");
     const node = sid("node-touch");
-    await reg.registerSession(edge, rec({ source: "edge", created: Date.now() }), { ttlMs: 150 });
-    await reg.registerSession(old, rec({ source: "edge", created: Date.now() - 10_000 }), { ttlMs: 150 });
-    await reg.registerSession(node, rec(), { ttlMs: 150 });
+    // Records live 1 s; the edge renews to 3 s. Checked at about 1.9 s: the renewed one lives, the
+    // node's (not renewable here) and the one capped by its maximum age (1.3 s) are gone.
+    await reg.registerSession(edge, rec({ source: "edge", created: Date.now() }), { ttlMs: 1000 });
+    await reg.registerSession(old, rec({ source: "edge", created: Date.now() - 10_000 }), { ttlMs: 1000 });
+    await reg.registerSession(node, rec(), { ttlMs: 1000 });
     await sleep(50);
-    expect(await reg.touchEdgeSession(edge, 2000, 60_000)).toBe(true);
-    expect(await reg.touchEdgeSession(node, 2000, 60_000)).toBe(false); // a node's record: its node renews it
-    // Created 10 s ago, maximum age 10.25 s: renewed only up to that age (about 200 ms more).
-    expect(await reg.touchEdgeSession(old, 2000, 10_250)).toBe(true);
-    await sleep(400);
+    expect(await reg.touchEdgeSession(edge, 3000, 60_000)).toBe(true);
+    expect(await reg.touchEdgeSession(node, 3000, 60_000)).toBe(false); // a node's record: its node renews it
+    // Created 10 s ago, maximum age 11.3 s: renewed only up to that age (about 1.3 s from now).
+    expect(await reg.touchEdgeSession(old, 3000, 11_300)).toBe(true);
+    await sleep(1850);
     expect(await reg.lookupSession(edge)).not.toBeNull();
     expect(await reg.lookupSession(node)).toBeNull();
     expect(await reg.lookupSession(old)).toBeNull();
