@@ -67,3 +67,12 @@ export class McpAffinityError extends Error {
     this.name = new.target.name;
   }
 }
+
+/** What a log line carries of any thrown value (ours, Node's errno errors, others): message and code, never a stack. */
+export function errFields(err: unknown): { message?: string; code?: string } {
+  const e = err as { message?: unknown; code?: unknown } | null | undefined;
+  return {
+    message: typeof e?.message === "string" ? e.message : undefined,
+    code: typeof e?.code === "string" ? e.code : undefined,
+  };
+}

@@ -2,6 +2,7 @@
 // atomic write every writer uses.
 import * as nodeFs from "node:fs/promises";
 import { join } from "node:path";
+import { errFields } from "../errors.ts";
 
 /** The file operations this module uses: a seam so tests can inject failures (full disk). */
 export interface ViewFs {
@@ -55,5 +56,5 @@ export async function atomicWrite(path: string, data: Buffer | string, opts: Vie
   }
 }
 
-/** The errno code of a failed fs call (`ENOENT`, ...), or undefined for any other error. */
-export const errnoCode = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | null)?.code;
+/** The errno code of a failed fs call (`ENOENT`, ...), or undefined for an error without one. */
+export const errnoCode = (err: unknown): string | undefined => errFields(err).code;

@@ -6,6 +6,7 @@ import type { ViewFs } from "../../lib/view/index.ts";
 import type { SidecarConfig } from "./config.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { Mirror, SessionChangeKind } from "./mirror.ts";
+import { errFields } from "../../lib/errors.ts";
 
 export interface SidecarContext {
   readonly cfg: SidecarConfig;
@@ -66,12 +67,3 @@ export class Periodic {
 /** Resolves when `p` settles or after `ms`, whichever comes first. */
 export const settleWithin = (p: Promise<unknown>, ms: number): Promise<unknown> =>
   Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, ms).unref())]);
-
-/** What a log line carries of an error: its message and code, never a stack. */
-export function errFields(err: unknown): { message?: string; code?: string } {
-  const e = err as { message?: unknown; code?: unknown } | null | undefined;
-  return {
-    message: typeof e?.message === "string" ? e.message : undefined,
-    code: typeof e?.code === "string" ? e.code : undefined,
-  };
-}

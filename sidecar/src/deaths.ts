@@ -4,7 +4,7 @@
 // spec's answer for a terminated session, a 404. Any other answer (or none) leaves it alone: a
 // false death would be a false 404 at the edge.
 import type { Logger } from "pino";
-import { errFields } from "./context.ts";
+import { errFields } from "../../lib/errors.ts";
 
 export interface DeathCheckOptions {
   /** The owner's server URL for a cookie ("" when unknown). */

@@ -3,7 +3,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { timingSafeEqual, createHash } from "node:crypto";
 import type { Logger } from "pino";
-import { errFields } from "./context.ts";
 import {
   cookieValueFor,
   encodeSession,
@@ -15,6 +14,7 @@ import {
 import type { SidecarMetrics } from "./metrics.ts";
 import type { Mirror } from "./mirror.ts";
 import { statusFile } from "../ui/index.ts";
+import { errFields } from "../../lib/errors.ts";
 
 export interface HttpDeps {
   log: Logger;

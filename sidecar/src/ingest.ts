@@ -5,8 +5,9 @@
 import { join } from "node:path";
 import { sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
 import { drainEvents, QUARANTINE_DIR, type DrainResult, type EventBatch } from "../../lib/view/index.ts";
-import { countRegistration, hashKeyFromHex, settleWithin, type SidecarContext, errFields } from "./context.ts";
+import { countRegistration, hashKeyFromHex, settleWithin, type SidecarContext } from "./context.ts";
 import { EdgeTouches } from "./touches.ts";
+import { errFields } from "../../lib/errors.ts";
 
 // Redis replies that say "not now" rather than "never" (ioredis ReplyError messages).
 const TRANSIENT_REPLY = /^(OOM|LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|MOVED|ASK)\b/;

@@ -5,8 +5,9 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { deleteLearned, listLearned, viewPaths } from "../../lib/view/index.ts";
-import { hashKeyFromHex, type SidecarContext, errFields } from "./context.ts";
+import { hashKeyFromHex, type SidecarContext } from "./context.ts";
 import type { Publisher } from "./publisher.ts";
+import { errFields } from "../../lib/errors.ts";
 
 /** An unreadable file younger than this may be mid-write by the plugin: it is left alone. */
 const UNREADABLE_GRACE_MS = 5000;

@@ -1,7 +1,6 @@
 // Publishes the mirror as the registry view (lib/view formats): changed shards only, then the
 // meta; the meta alone at least every metaInterval so the view stays fresh while we are healthy.
 import type { Logger } from "pino";
-import { errFields } from "./context.ts";
 import {
   encodeShardEntries,
   listShards,
@@ -16,6 +15,7 @@ import {
 } from "../../lib/view/index.ts";
 import type { Mirror } from "./mirror.ts";
 import type { SidecarMetrics } from "./metrics.ts";
+import { errFields } from "../../lib/errors.ts";
 
 export interface PublisherOptions {
   dir: string;

@@ -8,7 +8,7 @@ import { pino, type Logger } from "pino";
 import { createRegistry, describeRedis, type Registry } from "../../lib/registry/index.ts";
 import { defaultViewFs, readMeta, viewPaths, type DrainResult } from "../../lib/view/index.ts";
 import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
-import { countRegistration, Periodic, settleWithin, throttledLog, type SidecarContext, errFields } from "./context.ts";
+import { countRegistration, Periodic, settleWithin, throttledLog, type SidecarContext } from "./context.ts";
 import { createHttpServer } from "./http.ts";
 import { EventIngest } from "./ingest.ts";
 import { LearnedJanitor } from "./janitor.ts";
@@ -19,7 +19,7 @@ import { Publisher, type PublishResult } from "./publisher.ts";
 import { PublishSchedule } from "./schedule.ts";
 import { RegistrySync } from "./sync.ts";
 import { NodeWatch } from "./watch.ts";
-import { McpAffinityError, type ErrorCode } from "../../lib/errors.ts";
+import { McpAffinityError, type ErrorCode, errFields } from "../../lib/errors.ts";
 
 export { isPermanentApplyError } from "./ingest.ts";
 

@@ -2,7 +2,8 @@
 // (reconcile) at start, after every outage and every reconcileInterval catches what the channel
 // missed. At start the sync is retried with backoff until it succeeds (Redis down at start).
 import type { RegistryChange } from "../../lib/registry/index.ts";
-import { countRegistration, type SidecarContext, errFields } from "./context.ts";
+import { countRegistration, type SidecarContext } from "./context.ts";
+import { errFields } from "../../lib/errors.ts";
 
 export class RegistrySync {
   /** A full scan has completed once: the mirror holds the registry. */

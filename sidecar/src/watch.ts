@@ -3,10 +3,11 @@
 // library), the sidecar's own probe of each node, and the death checks of sessions the edge saw
 // answered without a session.
 import { sessionTag } from "../../lib/registry/index.ts";
-import { hashKeyFromHex, type SidecarContext, errFields } from "./context.ts";
+import { hashKeyFromHex, type SidecarContext } from "./context.ts";
 import { DeathChecker } from "./deaths.ts";
 import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
+import { errFields } from "../../lib/errors.ts";
 
 export class NodeWatch {
   readonly #deaths: DeathChecker;
