@@ -126,6 +126,9 @@ export function renderDynamic(v: RenderVars, o: DynamicOptions): string {
   if (!o.plugin) {
     requireIn(doc, DYNAMIC_TEMPLATE, ["http", "routers", "mcp", "middlewares"]);
     doc.deleteIn(["http", "routers", "mcp", "middlewares"]);
+    // Without the plugin no id is wrapped: the wrapped-session router goes too.
+    requireIn(doc, DYNAMIC_TEMPLATE, ["http", "routers", "mcp-wrapped"]);
+    doc.deleteIn(["http", "routers", "mcp-wrapped"]);
     // Plain sticky cookies, as a deployment without the plugin runs them: with Traefik's health check.
     doc.setIn(["http", "services", "mcp", "loadBalancer", "healthCheck"], doc.createNode({ path: "/healthz" }));
   }

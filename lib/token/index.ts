@@ -79,3 +79,13 @@ export function parseSessionToken(id: string): SessionToken | null {
   if (!VISIBLE.test(rest)) return null;
   return { kind: "wrapped", cookie: hex.slice(0, 16), bootTag: hex.slice(16), inner: rest };
 }
+
+/**
+ * The id the node itself knows the session by: the server's own id inside a wrapped id (the plugin
+ * unwraps every request before a node sees it), any other id as it is. Whoever talks to a node
+ * directly, not through the plugin, sends this one.
+ */
+export function serverSessionId(id: string): string {
+  const t = parseSessionToken(id);
+  return t?.kind === "wrapped" ? t.inner : id;
+}

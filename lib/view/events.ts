@@ -34,6 +34,11 @@ export interface EventBatch {
   dropped: number;
   /** POSTs with a body by how the plugin passed the body on (`b` lines): buffered, streamed. */
   bodies?: Record<string, number>;
+  /**
+   * Answers of wrapped sessions that showed the client the server's own Mcp-Session-Id (`w`
+   * lines): the router that strips it from those answers is missing (docs/plugin.md).
+   */
+  exposedServerIds?: number;
   /** Lines skipped by a lenient parse (never written). */
   badLines?: number;
 }
@@ -101,6 +106,12 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       if (f.length !== 3 || !(BODY_KINDS as readonly string[]).includes(f[1]!) || n === null) return "bad b line";
       b.bodies ??= {};
       b.bodies[f[1]!] = (b.bodies[f[1]!] ?? 0) + n;
+      return null;
+    }
+    case "w": {
+      const n = count(f[1]);
+      if (f.length !== 2 || n === null) return "bad w line";
+      b.exposedServerIds = (b.exposedServerIds ?? 0) + n;
       return null;
     }
     case "x": {

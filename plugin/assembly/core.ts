@@ -127,7 +127,14 @@ function byToken(i: RouteInput, d: Decision, fresh: bool): Decision {
     d.reason = R_FAIL_OPEN;
     return d;
   }
-  if (i.token == T_UNKNOWN_NODE) return set(d, PASS, R_UNKNOWN);
+  // A node the view does not list (yet: a server just added, a view published before the sidecar
+  // learned the servers): still pinned, since the balancer ignores a cookie naming no server of the
+  // service, a pin is never worse than a pass. The client's cookie is left alone (nothing to repair).
+  if (i.token == T_UNKNOWN_NODE) {
+    pinTo(d, i.tokenCookie, false);
+    d.reason = R_UNKNOWN;
+    return d;
+  }
   // A boot the view has not heard of yet (or no longer lists): the node itself decides.
   if (i.token == T_NEW_BOOT) return pinTo(d, i.tokenCookie, true);
   const state = i.token == T_DEAD ? NODE_GONE : i.token == T_DOWN ? NODE_DOWN : NODE_UP;

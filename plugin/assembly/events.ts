@@ -50,6 +50,8 @@ export class EventLog {
   counts: StaticArray<u32> = new StaticArray<u32>(REASON_COUNT);
   /** POSTs with a body, by how the body went on: [buffered, streamed]. */
   bodies: StaticArray<u32> = new StaticArray<u32>(2);
+  /** Answers of wrapped sessions that showed the client the server's own id (`w` line). */
+  exposed: u32 = 0;
   pendingCounts: u32 = 0;
   /** A rare decision is pending: the next maybeFlush writes at once. */
   urgent: bool = false;
@@ -84,6 +86,11 @@ export class EventLog {
 
   countBody(kind: i32): void {
     unchecked(this.bodies[kind] += 1);
+    this.pendingCounts++;
+  }
+
+  countExposed(): void {
+    this.exposed++;
     this.pendingCounts++;
   }
 
@@ -137,6 +144,7 @@ export class EventLog {
       for (let r = 0; r < REASON_COUNT; r++) unchecked(this.counts[r] = 0);
       unchecked(this.bodies[0] = 0);
       unchecked(this.bodies[1] = 0);
+      this.exposed = 0;
       this.pendingCounts = 0;
       this.urgent = false;
       this.full = false;
@@ -155,7 +163,7 @@ export class EventLog {
     this.lineCount = 0;
   }
 
-  /** The pending batch as the file's bytes (docs/registry-view.md, events): header, t, l/c/v, a, d, b, x, end. */
+  /** The pending batch as the file's bytes (docs/registry-view.md, events): header, t, l/c/v, a, d, b, w, x, end. */
   encode(now: u64): Bytes {
     const o = this.out;
     o.clear();
@@ -166,6 +174,11 @@ export class EventLog {
     o.pushBytes(this.touches, 0, this.touches.len);
     pushCounts(o, "d ", REASONS, this.counts);
     pushCounts(o, "b ", BODY_KINDS, this.bodies);
+    if (this.exposed > 0) {
+      o.pushAscii("w ");
+      o.pushU64(this.exposed);
+      o.pushByte(10);
+    }
     if (this.dropped > 0) {
       o.pushAscii("x ");
       o.pushU64(this.dropped);

@@ -32,12 +32,16 @@ const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp
 const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie header too large"},"id":null}';
 const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
-// handle_response's job for a request (the upper word of handle_request's result).
+// handle_response's job for a request (the upper word of handle_request's result): bit flags.
 const REQCTX_LEARN: u64 = 1; // an initialize: learn (and wrap) the session it creates
 /** A request pinned to (or passed to) the owner the edge holds: its response may report a death. */
 const REQCTX_OWNER: u64 = 2;
-/** A POST of a wrapped session (held answer): show the client its wrapped id again; also OWNER. */
-const REQCTX_REWRAP: u64 = 3;
+/**
+ * A request of a wrapped session: its answer flows as the server writes it (never held: a server may
+ * send the client a request mid-call), so the plugin only checks that the answer does not show the
+ * client the server's own id (the router that strips it is missing).
+ */
+const REQCTX_WRAPPED: u64 = 4;
 /** Cookie lines read on an initialize (with its body in memory). */
 const INITIALIZE_COOKIE_BYTES: i32 = 2048;
 
@@ -129,13 +133,9 @@ function readClientCookie(limit: i32): bool {
 export function handle_request(): u64 {
   if (!ready) init();
   if (cfg.error.length > 0) {
-    // Failing open still unwraps (a node must never see an id it did not choose), and shows the
-    // client its wrapped id again on POST answers.
-    if (readSessionId(KIND_REQUEST) != ID_VALID || parseToken(idVals, token) != TOKEN_WRAPPED) return 1;
-    unwrapRequestId();
-    if (getMethod() != "POST") return 1;
-    enableFeatures(FEATURE_BUFFER_RESPONSE);
-    return (REQCTX_REWRAP << 32) | 1;
+    // Failing open still unwraps: a node must never see an id it did not choose.
+    if (readSessionId(KIND_REQUEST) == ID_VALID && parseToken(idVals, token) == TOKEN_WRAPPED) unwrapRequestId();
+    return 1;
   }
   const now = nowMs();
   const id = readSessionId(KIND_REQUEST);
@@ -189,13 +189,10 @@ export function handle_request(): u64 {
   }
   if (next != 0 && token.kind == TOKEN_WRAPPED) {
     unwrapRequestId();
-    // Servers repeat the session id on their answers, and the TypeScript client adopts whatever a
-    // POST answer says: hold POST answers of wrapped sessions to show the wrapped id again. GET
-    // streams are never held (clients do not take ids from them).
-    if (method == "POST") {
-      enableFeatures(FEATURE_BUFFER_RESPONSE);
-      next |= REQCTX_REWRAP << 32;
-    }
+    // Servers repeat the session id on their answers and the TypeScript client adopts whatever a
+    // POST answer says; Traefik strips the header from these answers (the wrapped-session router,
+    // docs/plugin.md). Only POST answers matter: no client takes an id from a GET stream or a DELETE.
+    if (method == "POST") next |= REQCTX_WRAPPED << 32;
   }
   if (next != 0) passBody(method, false);
   finish(d.reason, now);
@@ -367,14 +364,14 @@ function finish(reason: i32, now: u64): void {
 export function handle_response(reqCtx: u32, isError: u32): void {
   if (isError != 0) return;
   const routing = dirfd >= 0 && cfg.error.length == 0;
-  if (<u64>reqCtx == REQCTX_OWNER || <u64>reqCtx == REQCTX_REWRAP) {
-    // First: it reports the request's own id (rewrapping rereads idVals from the response).
-    if (routing) suspectDeath();
-    // Rewrapping needs neither the shared directory nor valid settings: it follows every unwrap.
-    if (<u64>reqCtx == REQCTX_REWRAP) rewrapResponseId();
+  const ctx = <u64>reqCtx;
+  if (ctx & (REQCTX_OWNER | REQCTX_WRAPPED)) {
+    // First: it reports the request's own id (the exposure check rereads idVals from the response).
+    if (routing && ctx & REQCTX_OWNER) suspectDeath();
+    if (ctx & REQCTX_WRAPPED) noteExposedServerId();
     return;
   }
-  if (<u64>reqCtx != REQCTX_LEARN || !routing) return;
+  if (ctx != REQCTX_LEARN || !routing) return;
   const status = statusCode();
   if (status < 200 || status > 299) return;
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
@@ -417,13 +414,22 @@ function wrapResponseId(owner: string): void {
   idVals.pushBytes(clientId, 0, clientId.len);
 }
 
-/** A held POST answer of a wrapped session: if it repeats the server's id, repeat the wrapped one. */
-function rewrapResponseId(): void {
+/**
+ * A POST answer of a wrapped session that repeats the server's own id: the client (the TypeScript
+ * SDK adopts it) would lose its routing token. Counted and logged once per instance; the fix is the
+ * router that strips Mcp-Session-Id from these answers (docs/plugin.md).
+ */
+function noteExposedServerId(): void {
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
   const inner = clientId.len - TOKEN_HEAD_LENGTH;
   if (idVals.len != inner || memory.compare(idVals.ptr, clientId.ptr + <usize>TOKEN_HEAD_LENGTH, <usize>inner) != 0) return;
-  setHeader(KIND_RESPONSE, "Mcp-Session-Id", clientId);
+  events.countExposed();
+  events.maybeFlush(nowMs());
+  if (exposureLogged) return;
+  exposureLogged = true;
+  log(LOG_WARN, "mcp-affinity: an answer of a wrapped session shows the client the server's own Mcp-Session-Id; add the wrapped-session router that strips it (docs/plugin.md), or clients lose their routing token");
 }
+let exposureLogged = false;
 
 /**
  * A response for a session the edge holds that may be the owner's 404 (the spec's answer for a
@@ -440,6 +446,8 @@ function suspectDeath(): void {
   // A 404 carries a JSON-RPC error body; a notification's 202 has no body and no Content-Type,
   // and an SSE stream is an answer: only a JSON answer without the session header is suspicious.
   if (headerValues(KIND_RESPONSE, "Content-Type", scratch, 256) <= 0 || !startsWithIgnoreCase(scratch, "application/json")) return;
+  // An empty JSON answer is a notification's 202 (the Python SDK labels it JSON), never a 404.
+  if (headerValues(KIND_RESPONSE, "Content-Length", scratch, 32) == 1 && scratch.len == 2 && scratch.at(0) == 48) return;
   const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals, cfg.maxCookieBytes);
   if (n < 0 || (n > 0 && findCookie(cookieVals, cfg.cookieName) && cookieVals.toAscii(foundStart, foundEnd) != heldOwner)) return;
   // One report per session per instance and 10 s: a client repeating a failing request costs one check.

@@ -125,6 +125,9 @@ export function eventsCount(reason: i32): void {
 export function eventsBody(kind: i32): void {
   events.countBody(kind);
 }
+export function eventsExposed(n: u32): void {
+  for (let i: u32 = 0; i < n; i++) events.countExposed();
+}
 export function eventsDropped(n: u32): void {
   events.dropped += n;
 }

@@ -5,6 +5,7 @@
 // false death would be a false 404 at the edge.
 import type { Logger } from "pino";
 import { errFields } from "../../lib/errors.ts";
+import { serverSessionId } from "../../lib/token/index.ts";
 
 export interface DeathCheckOptions {
   /** The owner's server URL for a cookie ("" when unknown). */
@@ -80,7 +81,9 @@ export class DeathChecker {
         headers: {
           "content-type": "application/json",
           accept: "application/json, text/event-stream",
-          "mcp-session-id": s.id,
+          // Straight to the node, past the plugin: the node knows a wrapped session by its own id
+          // (asked with the wrapped one, it would answer 404 for a live session).
+          "mcp-session-id": serverSessionId(s.id),
         },
         body: PING,
         signal: AbortSignal.timeout(this.o.timeoutMs ?? 2000),

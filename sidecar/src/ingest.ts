@@ -154,6 +154,7 @@ export class EventIngest {
     for (const a of b.active ?? []) if (mirror.lookup(hashKeyFromHex(a.hash))) this.#touches.add(a.id);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
     for (const [body, n] of Object.entries(b.bodies ?? {})) metrics.postBodies.inc({ body }, n);
+    if (b.exposedServerIds) metrics.exposedServerIds.inc(b.exposedServerIds);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
     if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
     this.ctx.changed();

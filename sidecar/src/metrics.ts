@@ -10,6 +10,7 @@ export interface SidecarMetrics {
   registry: Registry;
   decisions: Counter<"reason">;
   postBodies: Counter<"body">;
+  exposedServerIds: Counter<string>;
   eventsDropped: Counter<string>;
   eventFiles: Counter<"result">;
   eventBadLines: Counter<string>;
@@ -71,6 +72,11 @@ export function createMetrics(): SidecarMetrics {
     registry,
     decisions,
     postBodies,
+    exposedServerIds: new Counter({
+      name: `${PREFIX}edge_exposed_server_ids_total`,
+      help: "Answers of wrapped sessions that showed the client the server's own Mcp-Session-Id (clients may adopt it and lose their routing token): the router that strips it is missing",
+      registers: r,
+    }),
     eventsDropped: new Counter({
       name: `${PREFIX}edge_session_events_lost_total`,
       help: "Learn and close events the plugin could not write (no free slot in events/ for session batches)",

@@ -157,7 +157,8 @@ var decisionRows = []row{
 		want: want{reason: "unavailable", status: 503, code: -32000, retryAfter: "5"},
 	},
 	{name: "minted token, gone incarnation: 404", view: cluster, req: request{sessionIDs: []string{"$minted-gone"}}, want: lost},
-	{name: "minted token, node the view does not list: pass", view: cluster, req: request{sessionIDs: []string{"$minted-unlisted"}}, want: want{reason: "unknown", untouched: true}},
+	{name: "minted token, node the view does not list (yet): pin to it", view: cluster, req: request{sessionIDs: []string{"$minted-unlisted"}}, want: want{reason: "unknown", pinTo: "unlisted"}},
+	{name: "minted token, node the view does not list, cookie names another node: pin, no repair", view: cluster, req: request{sessionIDs: []string{"$minted-unlisted"}, cookies: []string{"@a"}}, want: want{reason: "unknown", pinTo: "unlisted"}},
 	{name: "minted token, no view: pin to its node", view: nil, req: request{sessionIDs: []string{"$minted-a"}}, want: want{reason: "fail-open", pinTo: "a"}},
 	{name: "minted token, stale view: pin to its node (no 404)", view: staleCluster, req: request{sessionIDs: []string{"$minted-gone"}}, want: want{reason: "fail-open", pinTo: "gone"}},
 	{

@@ -24,6 +24,7 @@ import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startPythonServer } from "../support/python-server.ts";
 import { connectClient } from "./node-redis-helper.ts";
 import { metricValues, scrapeMetric, scrapeMetrics } from "../../dev/metrics.ts";
+import { UNKNOWN_BOOT_TAG, wrapSessionId } from "../../lib/token/index.ts";
 
 const URL_A = "http://10.1.0.1:3000";
 const URL_B = "http://10.1.0.2:3000";
@@ -284,7 +285,7 @@ describe("sidecar with Redis", () => {
     expect(await metric(sc, "mcp_affinity_event_files_total", '{result="quarantined"}')).toBe(1);
   });
 
-  it("confirms a death the edge suspected with the owner itself (a real Python MCP server): 404 -> record deleted, tombstone; a live session stays", async () => {
+  it("confirms a death the edge suspected with the owner itself (a real Python MCP server, ids wrapped as the edge wraps them): 404 -> record deleted, tombstone; a live session stays", async () => {
     await newDir();
     const py = await startPythonServer({ name: "py-death" });
     try {
@@ -293,13 +294,17 @@ describe("sidecar with Redis", () => {
       const cookie = cookieValueFor(py.url);
       // The sidecar learns the node's URL from a heartbeat or Traefik's API; a heartbeat here.
       await writer.heartbeat(hb({ url: py.url, cookie, boot: "py" }), 60_000);
-      const live = await connectClient(py.url);
-      const dead = await connectClient(py.url);
+      // The edge knows these sessions by the ids it wrapped; the server knows its own (the sidecar
+      // asks it directly, past the plugin, so it must ask with the server's id).
+      const wrap = (c: { sid: string }) => ({ ...c, sid: wrapSessionId(c.sid, cookie, UNKNOWN_BOOT_TAG) });
+      const liveClient = await connectClient(py.url);
+      const deadClient = await connectClient(py.url);
+      const [live, dead] = [wrap(liveClient), wrap(deadClient)];
       for (const c of [live, dead])
         await putEvent(ev({ learned: [{ id: c.sid, hash: sessionHashHex(c.sid), cookie }] }));
       await waitUntil("learned", () => writer.lookupSession(dead.sid), 3000);
       await waitUntil("learned", () => writer.lookupSession(live.sid), 3000);
-      await dead.transport.terminateSession(); // DELETE at the node: the node no longer holds it
+      await deadClient.transport.terminateSession(); // DELETE at the node: the node no longer holds it
       await putEvent(ev({ suspects: [live, dead].map((c) => ({ id: c.sid, hash: sessionHashHex(c.sid), cookie })) }));
       await waitUntil(
         "dead session's record deleted",
@@ -313,7 +318,7 @@ describe("sidecar with Redis", () => {
         3000,
       );
       expect(await writer.lookupSession(live.sid)).not.toBeNull();
-      expect(await live.counter()).toBe(1); // the check (a ping) did not disturb the live session
+      expect(await liveClient.counter()).toBe(1); // the check (a ping) did not disturb the live session
       expect(await metric(sc, "mcp_affinity_death_checks_total", '{result="dead"}')).toBe(1);
       expect(await metric(sc, "mcp_affinity_closes_total", '{origin="owner-404"}')).toBe(1);
       // Reported again within the recheck period: not checked twice.
@@ -321,7 +326,7 @@ describe("sidecar with Redis", () => {
       await waitUntil("events consumed", async () => (await readdir(join(dir, "events"))).length === 0);
       await sleep(200);
       expect(await metric(sc, "mcp_affinity_death_checks_total", '{result="alive"}')).toBe(1);
-      await live.close();
+      await liveClient.close();
     } finally {
       await py.stop();
     }

@@ -182,6 +182,7 @@ export function readEvents(dir: string): { files: string[]; batches: EventBatch[
     for (const [k, v] of Object.entries(b.decisions)) all.decisions[k] = (all.decisions[k] ?? 0) + v;
     all.dropped += b.dropped;
     for (const [k, v] of Object.entries(b.bodies ?? {})) all.bodies![k] = (all.bodies![k] ?? 0) + v;
+    if (b.exposedServerIds) all.exposedServerIds = (all.exposedServerIds ?? 0) + b.exposedServerIds;
   }
   return { files, batches, all };
 }

@@ -149,6 +149,7 @@ export function formatEventBatch(b: EventBatch): string {
   ];
   for (const reason of reasons) if (b.decisions[reason] > 0) lines.push(`d ${reason} ${b.decisions[reason]}`);
   for (const kind of BODY_KINDS) if ((b.bodies?.[kind] ?? 0) > 0) lines.push(`b ${kind} ${b.bodies![kind]}`);
+  if ((b.exposedServerIds ?? 0) > 0) lines.push(`w ${b.exposedServerIds}`);
   if (b.dropped > 0) lines.push(`x ${b.dropped}`);
   lines.push("end");
   return lines.join("\n") + "\n";

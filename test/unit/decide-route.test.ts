@@ -50,7 +50,8 @@ function expected(c: Case): Outcome {
   if (c.token !== TOKEN.none && !recorded) {
     const t = (o: [string, string]): Outcome => [o[0], o[1], "token"];
     if (c.view !== VIEW.fresh || c.token === TOKEN.unverified) return t(toward(c.tokenCookie, "fail-open"));
-    if (c.token === TOKEN.unknownNode) return t(["pass", "unknown"]);
+    // A node the view does not list yet: pinned by the token, the client's cookie never repaired.
+    if (c.token === TOKEN.unknownNode) return t([c.tokenCookie === COOKIE.owner ? "pass" : "pin", "unknown"]);
     if (c.token === TOKEN.newBoot) return t(toward(c.tokenCookie));
     if (c.token === TOKEN.dead) return t(["404", "lost"]);
     if (c.token === TOKEN.down) return t(byState(OWNER.down, c.tokenCookie));

@@ -51,6 +51,15 @@ describe("the reference (traefik/ templates)", () => {
     expect(ref.mcpRouter.rule).toBe("PathPrefix(`/mcp`)");
     expect(ref.mcpRouter.middlewares).toEqual(["mcp-affinity"]);
     expect(ref.mcpRouter.priority).toBeGreaterThan(ref.defaultRouter.priority);
+    // Wrapped sessions: the same plugin and service, and the server's own id dropped from answers.
+    const wrapped = dyn.http.routers["mcp-wrapped"];
+    expect(wrapped.rule).toBe("PathPrefix(`/mcp`) && HeaderRegexp(`Mcp-Session-Id`, `^mw1\\.`)");
+    expect(wrapped.middlewares).toEqual(["mcp-affinity", "mcp-wrapped-answers"]);
+    expect(wrapped.service).toBe(ref.mcpRouter.service);
+    expect(wrapped.priority).toBeGreaterThan(ref.mcpRouter.priority);
+    expect(dyn.http.middlewares["mcp-wrapped-answers"]).toEqual({
+      headers: { customResponseHeaders: { "Mcp-Session-Id": "" } },
+    });
     expect(dyn.http.services.nodes.loadBalancer.sticky).toBeUndefined();
     expect(ref.plugin.cookieName).toBe(ref.sticky.name);
     const [, guest] = String(ref.local.settings.mounts[0]).split(":");
@@ -69,7 +78,8 @@ describe("deploy/compose", () => {
     expect(ref.mcpHealth).toBeUndefined();
     expect(cdyn.http.services.mcp.loadBalancer.healthCheck).toBeUndefined();
     expect(cdyn.http.services.nodes.loadBalancer.healthCheck.path).toBe(ref.health.path);
-    for (const r of ["mcp", "default"]) {
+    expect(cdyn.http.middlewares["mcp-wrapped-answers"]).toEqual(dyn.http.middlewares["mcp-wrapped-answers"]);
+    for (const r of ["mcp", "mcp-wrapped", "default"]) {
       const { rule, priority, middlewares, entryPoints } = cdyn.http.routers[r];
       const want = dyn.http.routers[r];
       expect({ rule, priority, middlewares, entryPoints }, r).toEqual({
@@ -113,7 +123,8 @@ describe("deploy/compose", () => {
 
 describe("deploy/kubernetes", () => {
   const docs = (f: string): Any[] => parseAllDocuments(read("deploy", "kubernetes", f)).map((d) => d.toJS());
-  const middleware = docs("middleware.yaml").find((d) => d.kind === "Middleware");
+  const middleware = docs("middleware.yaml").find((d) => d.kind === "Middleware" && d.spec.plugin);
+  const stripMiddleware = docs("middleware.yaml").find((d) => d.kind === "Middleware" && d.spec.headers);
   const routes = docs("ingressroutes.yaml").filter((d) => d.kind === "IngressRoute");
   const values: Any = parseYaml(read("deploy", "kubernetes", "traefik-values.yaml"));
   const nodes = docs("mcp-nodes.yaml");
@@ -139,6 +150,20 @@ describe("deploy/kubernetes", () => {
     expect(defaultRoute.middlewares).toBeUndefined();
     expect(defaultRoute.services.every((s: Any) => s.sticky === undefined)).toBe(true);
     expect(defaultRoute.services[0].name).toBe(mcpRoute.services[0].name);
+  });
+
+  it("the wrapped-session route: the plugin, the header-stripping Middleware, the /mcp route's service", () => {
+    const wrapped = routes
+      .map((r) => r.spec.routes.find((x: Any) => x.match === dyn.http.routers["mcp-wrapped"].rule))
+      .find(Boolean);
+    expect(wrapped, "a route matching the templates' mcp-wrapped rule").toBeTruthy();
+    expect(wrapped.priority).toBe(dyn.http.routers["mcp-wrapped"].priority);
+    expect(wrapped.middlewares.map((m: Any) => m.name)).toEqual([
+      middleware.metadata.name,
+      stripMiddleware.metadata.name,
+    ]);
+    expect(stripMiddleware.spec).toEqual(dyn.http.middlewares["mcp-wrapped-answers"]);
+    expect(wrapped.services).toEqual(mcpRoute.services);
   });
 
   it("the Helm values load the plugin with the shared emptyDir in settings.mounts, beside the sidecar", () => {

@@ -298,6 +298,15 @@ describe("deaths seen at the edge", () => {
     p.handle(mcp({ sessionId: "s-up", body: '{"jsonrpc":"2.0","method":"notifications/initialized"}' }), () => ({
       status: 202,
     }));
+    // The Python SDK's 202 says application/json with an empty body (and its session header, which
+    // Traefik strips from a wrapped session's answers).
+    p.handle(mcp({ sessionId: "s-up", body: '{"jsonrpc":"2.0","method":"notifications/initialized"}' }), () => ({
+      status: 202,
+      headers: [
+        ["Content-Type", "application/json"],
+        ["Content-Length", "0"],
+      ],
+    }));
     p.handle(mcp({ sessionId: "s-up" }), () => ({
       status: 404,
       headers: [

@@ -98,15 +98,21 @@ describe("ids minted by the node library", () => {
     expect(ex.response.header("Retry-After")).toBe("7");
   });
 
-  test("a boot the view has not heard of is pinned (the node decides); a node the view lacks passes", () => {
+  test("a boot the view has not heard of, and a node the view does not list yet, are pinned (the node decides)", () => {
     const p = newPlugin({ dir: t.dir });
     const fresh = p.handle(mcp({ sessionId: mintSessionId(COOKIE.a, bootTag("boot-a-3")) }), okUpstream);
     clean(fresh);
     expect(forwardedBackends(fresh)).toEqual([COOKIE.a]);
-    const stranger = p.handle(mcp({ sessionId: mintSessionId("fedcba9876543210", BOOT_A) }), okUpstream);
-    clean(stranger);
-    expect(stranger.headerWrites).toEqual([]);
-    expect(stranger.response.status).toBe(200);
+    // A server that joined after this view was published: pinned (Traefik ignores a cookie naming no
+    // server it has, so a pin never does worse than a pass); a client cookie is not "repaired".
+    const unlisted = "fedcba9876543210";
+    for (const cookie of [undefined, bk(COOKIE.a)]) {
+      const joined = p.handle(mcp({ sessionId: mintSessionId(unlisted, BOOT_A), cookie }), okUpstream);
+      clean(joined);
+      expect(forwardedBackends(joined)).toEqual([unlisted]);
+      expect(joined.response.headers.values("Set-Cookie")).toEqual([]);
+      expect(joined.response.status).toBe(200);
+    }
   });
 
   test("the view's record of the session outranks its token", async () => {
@@ -215,9 +221,10 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
     expect(sid(ex)).toEqual([SERVER_ID]);
   });
 
-  test("POST answers that repeat the server's id show the client the wrapped id; GET streams are never held", () => {
+  test("no answer is held: an answer that repeats the server's id flows as written and is counted as exposed", () => {
     const p = newPlugin({ dir: t.dir });
     const wrapped = initialize(p, COOKIE.a).response.headers.values("Mcp-Session-Id")[0]!;
+    clearEvents(t.dir);
     const echo = () => ({
       status: 200,
       headers: [
@@ -226,17 +233,27 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
       ] as [string, string][],
       body: ["event: message\n", "data: {}\n\n"],
     });
+    // Without the router that strips the header (Traefik's job), the client sees the server's id:
+    // the edge does not hold the stream to hide it, it counts it for the operator.
     const post = p.handle(mcp({ sessionId: wrapped }), echo);
     clean(post);
-    expect(post.responseBuffered).toBe(true);
-    expect(post.response.headers.values("Mcp-Session-Id")).toEqual([wrapped]);
+    expect(post.responseBuffered).toBe(false);
+    expect(post.response.headers.values("Mcp-Session-Id")).toEqual([SERVER_ID]);
     expect(post.response.text()).toBe("event: message\ndata: {}\n\n");
-    // A server that names some other id is not second-guessed.
+    // Stripped (the router is there), or an id that is not the server's: nothing to count.
+    const stripped = p.handle(mcp({ sessionId: wrapped }), () => ({ status: 200, headers: [] }));
+    expect(stripped.responseBuffered).toBe(false);
     const odd = p.handle(mcp({ sessionId: wrapped }), () => ({ status: 200, headers: [["Mcp-Session-Id", "other"]] }));
     expect(odd.response.headers.values("Mcp-Session-Id")).toEqual(["other"]);
-    const get = p.handle(mcp({ method: "GET", sessionId: wrapped }), echo);
-    clean(get);
-    expect(get.responseBuffered).toBe(false);
+    // GET streams and DELETEs are never checked: no client takes an id from them.
+    for (const method of ["GET", "DELETE"]) {
+      const ex = p.handle(mcp({ method, sessionId: wrapped }), echo);
+      clean(ex);
+      expect(ex.responseBuffered).toBe(false);
+    }
+    p.clock.advance(61_000);
+    p.handle(mcp({ method: "GET" }), okUpstream); // flushes the counts
+    expect(readEvents(t.dir).all.exposedServerIds).toBe(1);
   });
 
   test("answers the edge gives itself do not unwrap: a dead incarnation's wrapped id gets the edge 404", () => {
@@ -247,18 +264,16 @@ describe("ids of servers that do not mint tokens (wrapped at the edge)", () => {
     expect(ex.forwarded).toBeUndefined();
   });
 
-  test("a plugin failing open (a bad setting, or no shared directory) still unwraps, and rewraps POST answers", () => {
+  test("a plugin failing open (a bad setting, or no shared directory) still unwraps and holds nothing", () => {
     const wrapped = wrapSessionId(SERVER_ID, COOKIE.b, BOOT_B);
     const echo = () => ({ status: 200, headers: [["Mcp-Session-Id", SERVER_ID]] as [string, string][], body: "{}" });
     for (const p of [newPlugin({ dir: t.dir, config: { onMisroute: "bogus" } }), newPlugin({})]) {
-      const ex = p.handle(mcp({ sessionId: wrapped }), echo);
-      clean(ex);
-      expect(sid(ex)).toEqual([SERVER_ID]);
-      expect(ex.response.headers.values("Mcp-Session-Id")).toEqual([wrapped]);
-      const get = p.handle(mcp({ method: "GET", sessionId: wrapped }), okUpstream);
-      clean(get);
-      expect(sid(get)).toEqual([SERVER_ID]);
-      expect(get.responseBuffered).toBe(false);
+      for (const method of ["POST", "GET"]) {
+        const ex = p.handle(mcp({ method, sessionId: wrapped }), echo);
+        clean(ex);
+        expect(sid(ex)).toEqual([SERVER_ID]);
+        expect(ex.responseBuffered).toBe(false);
+      }
     }
   });
 

@@ -39,6 +39,7 @@ type EventInput = {
   touches?: Array<{ id: string; now: number }>;
   counts?: string[];
   bodies?: string[];
+  exposed?: number;
   dropped?: number;
 };
 const events = vectors("events") as {
@@ -62,6 +63,7 @@ let plugin: {
   eventsTouch(now: bigint): void;
   eventsCount(reason: number): void;
   eventsBody(kind: number): void;
+  eventsExposed(n: number): void;
   eventsDropped(n: number): void;
   eventsEncode(now: bigint): void;
 };
@@ -171,6 +173,7 @@ describe("events/ batches", () => {
       }
       for (const r of i.counts ?? []) plugin.eventsCount((DECISION_REASONS as readonly string[]).indexOf(r));
       for (const b of i.bodies ?? []) plugin.eventsBody((BODY_KINDS as readonly string[]).indexOf(b));
+      if (i.exposed) plugin.eventsExposed(i.exposed);
       if (i.dropped) plugin.eventsDropped(i.dropped);
       plugin.eventsEncode(BigInt(i.t));
       expect(result()).toBe(v.text);
