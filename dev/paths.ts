@@ -7,3 +7,5 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const VENV_PYTHON = join(ROOT, ".venv", "bin", "python");
 /** An MCP server on the official Python SDK that knows nothing of mcp-affinity. */
 export const PYTHON_NODE_SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
+/** Builds (or finds in .cache/clients/) the Go SDK test clients and the Go SDK test server (test/servers/go). */
+export const BUILD_CLIENTS_SCRIPT = join(ROOT, "scripts", "build-clients.mjs");

@@ -9,7 +9,7 @@ import { cookieValueFor } from "../lib/registry/schema.ts";
 import { readMeta, type NodeViewState, type ViewMeta } from "../lib/view/index.ts";
 import { isProxyCut, readAccessLog, type AccessLogRow } from "./access-log.ts";
 import { freePort, httpGet } from "./net.ts";
-import { PYTHON_NODE_SCRIPT, ROOT, VENV_PYTHON } from "./paths.ts";
+import { BUILD_CLIENTS_SCRIPT, PYTHON_NODE_SCRIPT, ROOT, VENV_PYTHON } from "./paths.ts";
 import { GiveUp, sleep, waitUntil } from "./poll.ts";
 import { ManagedProcess, StackError, killOnExit } from "./process.ts";
 import { redisCommand, startRedis, type TestRedis } from "./redis.ts";
@@ -102,6 +102,29 @@ export function traefikBinary(): string {
   }
 }
 
+/**
+ * The Go SDK test server (test/servers/go): scripts/build-clients.mjs builds it once per source
+ * hash into .cache/clients/, as it does the Go and Rust test clients the end-to-end tests run.
+ */
+export function goServerBinary(): string {
+  let path: string | undefined;
+  try {
+    const out = execFileSync(process.execPath, [BUILD_CLIENTS_SCRIPT, "goServer"], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    path = (JSON.parse(out.toString()) as { goServer?: string }).goServer;
+  } catch (err) {
+    throw new StackError(
+      `no Go MCP test server: ${(err as { stderr?: Buffer }).stderr?.toString().trim() || err} (run: node scripts/build-clients.mjs goServer)`,
+      "ERR_STACK_NODE",
+    );
+  }
+  if (!path || !existsSync(path))
+    throw new StackError(`the Go MCP test server binary is missing (${path ?? "no path"})`, "ERR_STACK_NODE");
+  return path;
+}
+
 /** The sidecar's entry: the npm bin when it exists, else its TypeScript main. */
 export function sidecarCommand(): { cmd: string; args: string[] } {
   const bin = join(ROOT, "bin", "mcp-affinity-sidecar.js");
@@ -122,7 +145,8 @@ export interface StackOptions {
   /**
    * "reference" (default): node/reference on the node library, registering in Redis (or through the
    * sidecar). "python": test/servers/python_mcp_server.py, an MCP server on the official Python SDK
-   * that knows nothing of mcp-affinity (the edge is its only source of truth).
+   * that knows nothing of mcp-affinity (the edge is its only source of truth). "go": the same on the
+   * official Go SDK (test/servers/go, built by scripts/build-clients.mjs).
    */
   nodeKind?: NodeKind;
   /**
@@ -155,7 +179,7 @@ export interface StackOptions {
   pluginDir?: string;
 }
 
-export type NodeKind = "reference" | "python";
+export type NodeKind = "reference" | "python" | "go";
 
 export const MAX_REPLICAS = 8;
 
@@ -324,6 +348,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   if (nodeKind === "python" && !existsSync(VENV_PYTHON)) {
     throw new StackError(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`", "ERR_STACK_NODE");
   }
+  // The SDK servers know nothing of the registry and take the same flags: their command line's start.
+  const sdkServer =
+    nodeKind === "python" ? [VENV_PYTHON, PYTHON_NODE_SCRIPT] : nodeKind === "go" ? [goServerBinary()] : null;
   const dir = resolve(opts.dir ?? join(ROOT, ".run", opts.name));
   rmSync(dir, { recursive: true, force: true });
   const logs = join(dir, "logs");
@@ -436,11 +463,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const name = `node-${i + 1}`;
       const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
       const spec =
-        nodeKind === "python"
+        sdkServer !== null
           ? {
-              cmd: VENV_PYTHON,
+              cmd: sdkServer[0]!,
               args: [
-                PYTHON_NODE_SCRIPT,
+                ...sdkServer.slice(1),
                 "--port",
                 String(port),
                 "--host",

@@ -1,9 +1,12 @@
 #!/usr/bin/env node
-// Builds the Go and Rust SDK test clients (test/clients/go, test/clients/rust) from the Go module
-// proxy and crates.io, pinned by go.sum and Cargo.lock, and caches each binary under
-// .cache/clients/ by a hash of its sources: a changed client is rebuilt, an unchanged one is reused.
-// The cache may be shared by several checkouts: each build goes to a temporary name, then is renamed.
-// Prints the paths as JSON ({"go": ..., "rust": ...}); exits 2 naming what is missing.
+// Builds the Go and Rust SDK test clients (test/clients/go, test/clients/rust) and the Go SDK test
+// server (test/servers/go) from the Go module proxy and crates.io, pinned by go.sum and Cargo.lock,
+// and caches each binary under .cache/clients/ by a hash of its sources: a changed one is rebuilt,
+// an unchanged one is reused. The cache may be shared by several checkouts: each build goes to a
+// temporary name, then is renamed.
+//   node scripts/build-clients.mjs            all: {"go": ..., "rust": ..., "goServer": ...}
+//   node scripts/build-clients.mjs goServer   only those named: {"goServer": ...}
+// Prints the paths as JSON; exits 2 naming what is missing.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
@@ -31,20 +34,19 @@ function sourcesHash(dir) {
   return h.digest("hex").slice(0, 12);
 }
 
+const goBuild = (src, out) =>
+  execFileSync("go", ["build", "-mod=readonly", "-trimpath", "-o", out, "."], {
+    cwd: src,
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, CGO_ENABLED: "0" },
+  });
+
 const CLIENTS = {
-  go: {
-    dir: join(root, "test/clients/go"),
-    tool: "go",
-    build: (src, out) =>
-      execFileSync("go", ["build", "-mod=readonly", "-trimpath", "-o", out, "."], {
-        cwd: src,
-        stdio: ["ignore", "inherit", "inherit"],
-        env: { ...process.env, CGO_ENABLED: "0" },
-      }),
-  },
+  go: { dir: join(root, "test/clients/go"), tool: "go", what: "Go SDK client", build: goBuild },
   rust: {
     dir: join(root, "test/clients/rust"),
     tool: "cargo",
+    what: "Rust SDK client",
     build: (src, out) => {
       const target = join(cache, "rust-target"); // shared incremental cache: dependencies compile once
       execFileSync("cargo", ["build", "--release", "--locked", "--quiet"], {
@@ -55,22 +57,25 @@ const CLIENTS = {
       execFileSync("cp", [join(target, "release", "mcp-affinity-e2e-rust"), out]);
     },
   },
+  // The MCP server on the Go SDK (dev/stack.ts's "go" node kind, the server tests).
+  goServer: { dir: join(root, "test/servers/go"), tool: "go", what: "Go SDK test server", build: goBuild },
 };
 
-/** Path of the client binary, building it when missing. */
+/** Path of the client (or test server) binary, building it when missing. */
 export function ensureClient(name) {
   const c = CLIENTS[name];
+  if (!c) fail(`unknown name ${name}: one of ${Object.keys(CLIENTS).join(", ")}`);
   const out = join(cache, `${name}-${sourcesHash(c.dir)}`);
   if (existsSync(out)) return out;
   try {
     execFileSync("sh", ["-c", `command -v ${c.tool}`], { stdio: "ignore" });
   } catch {
-    fail(`${c.tool} is needed to build the ${name} SDK test client`);
+    fail(`${c.tool} is needed to build the ${c.what} (${relative(root, c.dir)})`);
   }
   mkdirSync(cache, { recursive: true });
   const work = mkdtempSync(join(cache, `${name}-build.`));
   try {
-    console.error(`build-clients: building the ${name} SDK client (first time: minutes on 2 cores)`);
+    console.error(`build-clients: building the ${c.what} (first time: minutes on 2 cores)`);
     c.build(c.dir, join(work, "bin"));
     renameSync(join(work, "bin"), out);
   } finally {
@@ -80,5 +85,6 @@ export function ensureClient(name) {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  console.log(JSON.stringify({ go: ensureClient("go"), rust: ensureClient("rust") }));
+  const names = process.argv.length > 2 ? process.argv.slice(2) : Object.keys(CLIENTS);
+  console.log(JSON.stringify(Object.fromEntries(names.map((n) => [n, ensureClient(n)]))));
 }

@@ -1,5 +1,7 @@
 // The reference MCP node: a stateful Streamable HTTP server on the node library, with tools that make
-// affinity visible (whoami, counter, notify), /graphql for round-robin traffic and /healthz.
+// affinity visible (whoami, counter, notify), tools that ask the client in the middle of a call (ask,
+// sample, progress: the same as the test servers on the Python and Go SDKs), /graphql for round-robin
+// traffic and /healthz.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -20,6 +22,9 @@ export interface RunningNode {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The `progress` tool: 3 notifications 400 ms apart, 1.2 s in all. */
+const PROGRESS_STEPS = 3;
+const PROGRESS_EVERY_MS = 400;
 
 function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -81,6 +86,54 @@ export function buildMcpServer(affinity: Affinity, name: string): McpServer {
         await extra.sendNotification(message);
       }
       return { content: [{ type: "text", text: JSON.stringify({ sent: count, node: name }) }] };
+    },
+  );
+  // Server-to-client requests related to the call (relatedRequestId, as extra.sendRequest does it):
+  // the transport writes them on the call's SSE stream, not on the session's GET stream, so the
+  // client's answer must come back to this node while the call is still open.
+  server.registerTool(
+    "ask",
+    { description: "Asks the client for a name (elicitation) and greets it" },
+    async (extra) => {
+      const r = await server.server.elicitInput(
+        {
+          message: "What is your name?",
+          requestedSchema: { type: "object", properties: { name: { type: "string" } }, required: ["name"] },
+        },
+        { relatedRequestId: extra.requestId },
+      );
+      const text = r.action === "accept" ? `hello ${String(r.content?.name)}` : "declined";
+      return { content: [{ type: "text", text }] };
+    },
+  );
+  server.registerTool(
+    "sample",
+    { description: 'Asks the client\'s model to answer "ping" (sampling)' },
+    async (extra) => {
+      const r = await server.server.createMessage(
+        { messages: [{ role: "user", content: { type: "text", text: "ping" } }], maxTokens: 16 },
+        { relatedRequestId: extra.requestId },
+      );
+      if (r.content.type !== "text") throw new Error(`sampling answered ${r.content.type}, not text`);
+      return { content: [{ type: "text", text: `sampled: ${r.content.text}` }] };
+    },
+  );
+  server.registerTool(
+    "progress",
+    { description: "Sends 3 progress notifications 400 ms apart (when given a progress token), then returns" },
+    async (extra) => {
+      const token = extra._meta?.progressToken;
+      for (let i = 1; i <= PROGRESS_STEPS; i++) {
+        // extra.sendNotification relates the notification to this call: it goes on the call's stream.
+        if (token !== undefined) {
+          await extra.sendNotification({
+            method: "notifications/progress",
+            params: { progressToken: token, progress: i, total: PROGRESS_STEPS },
+          });
+        }
+        await sleep(PROGRESS_EVERY_MS);
+      }
+      return { content: [{ type: "text", text: "done" }] };
     },
   );
   return server;

@@ -1,6 +1,6 @@
 // The Python MCP test server (official Python SDK, no node library) through the TypeScript SDK client.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startPythonServer, type PythonServer } from "../support/python-server.ts";
+import { startPythonServer, type TestServer as PythonServer } from "../support/test-server.ts";
 import { connectClient, rawMcp } from "./node-redis-helper.ts";
 
 let server: PythonServer;

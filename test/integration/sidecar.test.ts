@@ -21,7 +21,7 @@ import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { startRedis, type TestRedis } from "../../dev/redis.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
-import { startPythonServer } from "../support/python-server.ts";
+import { startPythonServer } from "../support/test-server.ts";
 import { connectClient } from "./node-redis-helper.ts";
 import { metricValues, scrapeMetric, scrapeMetrics } from "../../dev/metrics.ts";
 import { UNKNOWN_BOOT_TAG, wrapSessionId } from "../../lib/token/index.ts";

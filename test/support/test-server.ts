@@ -1,12 +1,15 @@
-// Starts and stops test/servers/python_mcp_server.py: an MCP server on the official Python SDK that
-// does not use the node library (the edge is its only source of truth).
+// Starts and stops the MCP test servers on the official SDKs that do not use the node library (the
+// edge is their only source of truth): test/servers/python_mcp_server.py (Python SDK) and
+// test/servers/go (Go SDK, built by scripts/build-clients.mjs). Both take --port/--host/--name and
+// answer GET /healthz with {status, node, boot}.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { freePort, httpGet } from "../../dev/net.ts";
-import { PYTHON_NODE_SCRIPT as SCRIPT, VENV_PYTHON } from "../../dev/paths.ts";
+import { PYTHON_NODE_SCRIPT, VENV_PYTHON } from "../../dev/paths.ts";
 import { GiveUp, waitUntil } from "../../dev/poll.ts";
+import { goServerBinary } from "../../dev/stack.ts";
 
-export interface PythonServer {
+export interface TestServer {
   name: string;
   port: number;
   /** http://127.0.0.1:<port> (the MCP endpoint is <url>/mcp). */
@@ -18,16 +21,37 @@ export interface PythonServer {
   restart(): Promise<void>;
 }
 
-export interface PythonServerOptions {
+export interface TestServerOptions {
   name: string;
   port?: number;
-  /** How long to wait for /healthz (default 20 s: the first import of the SDK is slow on a busy machine). */
+  /** How long to wait for /healthz (default 20 s: the first import of the Python SDK is slow on a busy machine). */
   readyMs?: number;
 }
 
-export async function startPythonServer(opts: PythonServerOptions): Promise<PythonServer> {
-  if (!existsSync(VENV_PYTHON))
-    throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
+/** What differs between the servers: how to run one and what to call it in errors. */
+interface Launcher {
+  label: string;
+  /** The command line before --port/--host/--name; throws when the server is not installed. */
+  command(): string[];
+}
+
+const PYTHON: Launcher = {
+  label: "python MCP server",
+  command() {
+    if (!existsSync(VENV_PYTHON))
+      throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
+    return [VENV_PYTHON, PYTHON_NODE_SCRIPT];
+  },
+};
+
+const GO: Launcher = { label: "go MCP server", command: () => [goServerBinary()] };
+
+export const startPythonServer = (opts: TestServerOptions) => startTestServer(PYTHON, opts);
+export const startGoServer = (opts: TestServerOptions) => startTestServer(GO, opts);
+
+async function startTestServer(launcher: Launcher, opts: TestServerOptions): Promise<TestServer> {
+  const [cmd, ...prefix] = launcher.command();
+  const label = `${launcher.label} ${opts.name}`;
   const port = opts.port ?? (await freePort());
   const url = `http://127.0.0.1:${port}`;
   let child: ChildProcess | null = null;
@@ -35,7 +59,7 @@ export async function startPythonServer(opts: PythonServerOptions): Promise<Pyth
 
   const start = async () => {
     stderr = "";
-    const c = spawn(VENV_PYTHON, [SCRIPT, "--port", String(port), "--name", opts.name], {
+    const c = spawn(cmd!, [...prefix, "--port", String(port), "--host", "127.0.0.1", "--name", opts.name], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     child = c;
@@ -45,10 +69,10 @@ export async function startPythonServer(opts: PythonServerOptions): Promise<Pyth
     });
     try {
       await waitUntil(
-        `python MCP server ${opts.name}'s /healthz on ${port}`,
+        `${label}'s /healthz on ${port}`,
         async () => {
           if (c.exitCode !== null || c.signalCode !== null)
-            throw new GiveUp(`python MCP server ${opts.name} exited (${c.exitCode ?? c.signalCode}): ${stderr}`);
+            throw new GiveUp(`${label} exited (${c.exitCode ?? c.signalCode}): ${stderr}`);
           return (await httpGet(`${url}/healthz`))?.status === 200;
         },
         opts.readyMs ?? 20_000,
