@@ -4,7 +4,7 @@
 //   --redis    redis-server from Debian's packages (apt-get; needs root)
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
 //   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client, the Python MCP test server)
-//   --clients  the Go and Rust SDK test clients (scripts/build-clients.mjs)
+//   --clients  the Go and Rust SDK test clients and the Go SDK test server (scripts/build-clients.mjs)
 //   --chromium Debian's chromium (apt-get; needs root) for the status-page test (playwright-core)
 //   --promtool, --kubeconform  pinned Go tools for the ops checks (scripts/go-tools.mjs)
 //   --k8s-schemas  offline schemas for kubeconform (scripts/k8s-schemas.mjs; after --python)
@@ -112,5 +112,5 @@ if (want.has("k8s-schemas")) {
 
 if (want.has("clients")) {
   run(process.execPath, [join(root, "scripts/build-clients.mjs")], { stdio: ["ignore", "ignore", "inherit"] });
-  console.log("ensure-deps: Go and Rust SDK test clients built");
+  console.log("ensure-deps: Go and Rust SDK test clients and the Go SDK test server built");
 }
