@@ -168,6 +168,11 @@ export interface StackOptions {
   /** Ports of replicas 2..N, in order (free ports when not given). */
   replicaPorts?: Array<Partial<ReplicaPorts>>;
   timing?: Partial<StackTiming>;
+  /**
+   * false: return as soon as every Traefik serves /mcp, without waiting for the sidecars' views to
+   * list every node (sessions opened in the first second after start-up). Default true.
+   */
+  waitForView?: boolean;
   pluginSettings?: Record<string, string>;
   /** Extra flags for node i (e.g. ["--fail-close"]). */
   nodeArgs?: (i: number) => string[];
@@ -273,6 +278,12 @@ export interface Stack extends Omit<ReplicaPart, ReplicaOnly> {
   plugin: boolean;
   /** Rewrites dynamic.yml, which every replica reads (Traefik's file provider picks it up). */
   writeDynamic(o?: Partial<DynamicOptions>): void;
+  /**
+   * Starts one more node of the stack's kind and adds it to both services of dynamic.yml: a server
+   * joining a running cluster. The sidecars learn of it from their Traefik's API (and a reference
+   * node's heartbeats) on their own schedule.
+   */
+  addNode(): Promise<NodePart>;
   /** Waits until every replica serves the /mcp router with (or without) the plugin middleware. */
   waitMiddleware(on: boolean, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -458,8 +469,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     // Nodes (shared by every replica)
     const firstSidecarUrl = sidecars[0]!.url;
-    const nodes: NodePart[] = nodeUrls.map((url, i) => {
-      const port = ports.nodes[i]!;
+    const makeNode = (i: number, port: number): NodePart => {
+      const url = `http://${bind}:${port}`;
       const name = `node-${i + 1}`;
       const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
       const spec =
@@ -538,8 +549,19 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         pause: () => proc.pause(),
         resume: () => proc.resume(),
       };
-    });
+    };
+    const nodes: NodePart[] = ports.nodes.map((port, i) => makeNode(i, port));
     parts.push({ stop: () => Promise.all(nodes.map((n) => n.proc.stop(timing.drainGraceMs + 2000))) });
+    const addNode = async (): Promise<NodePart> => {
+      const port = await freePort();
+      const node = makeNode(nodes.length, port);
+      nodes.push(node);
+      await node.start();
+      // Both services list it from now on (Traefik's file provider picks the file up).
+      nodeUrls.push(node.url);
+      writeDynamic();
+      return node;
+    };
     // Start the nodes in parallel: each tsx start costs about a second of CPU.
     await Promise.all(nodes.map((n) => n.start()));
 
@@ -641,8 +663,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     for (const r of replicas) r.traefik.start();
     await Promise.all(replicas.map((r) => r.waitTraefikReady()));
     // A sidecar lists nodes that do not heartbeat (servers without the node library) once it has
-    // read its Traefik's API: until then its plugin cannot tell where their sessions live.
-    if (useSidecar) {
+    // read its Traefik's API. Session ids name their node, so nothing depends on it; steering new
+    // sessions over every node does, and most tests want that from their first request.
+    if (useSidecar && opts.waitForView !== false) {
       await Promise.all(
         replicas.map((r) =>
           waitUntil(
@@ -676,6 +699,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       replicas,
       plugin: usePlugin,
       writeDynamic,
+      addNode,
       async waitMiddleware(on, timeoutMs) {
         await Promise.all(replicas.map((r) => r.waitMiddleware(on, timeoutMs)));
         // The router object changes before every entrypoint has switched handlers: let it settle.

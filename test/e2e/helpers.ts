@@ -1,11 +1,13 @@
 // Clients for the end-to-end suites: the official TypeScript SDK client (Node fetch, no cookies),
 // raw HTTP requests through Traefik, and the Python `mcp` client (httpx, keeps cookies).
-import { execFile } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { ROOT, VENV_PYTHON } from "../../dev/paths.ts";
 import type { Stack } from "../../dev/stack.ts";
 import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
@@ -74,9 +76,25 @@ export async function connectSdk(
     onCallId?: (id: number, method: string) => void;
     /** The fetch under the counting one (default: Node's). */
     fetch?: typeof fetch;
+    /**
+     * Declare elicitation and sampling and answer the server's requests at once: elicitation with
+     * `{name: "ada"}`, sampling with the text "pong" (the test servers' `ask` and `sample` tools).
+     */
+    answerServer?: boolean;
   } = {},
 ): Promise<SdkSession> {
-  const client = new Client({ name: "mcp-affinity-e2e", version: "0.1.0" });
+  const client = new Client(
+    { name: "mcp-affinity-e2e", version: "0.1.0" },
+    opts.answerServer ? { capabilities: { elicitation: {}, sampling: {} } } : undefined,
+  );
+  if (opts.answerServer) {
+    client.setRequestHandler(ElicitRequestSchema, async () => ({ action: "accept", content: { name: "ada" } }));
+    client.setRequestHandler(CreateMessageRequestSchema, async () => ({
+      role: "assistant",
+      content: { type: "text", text: "pong" },
+      model: "e2e",
+    }));
+  }
   const errors: Error[] = [];
   const transport = new StreamableHTTPClientTransport(new URL(url), {
     fetch: countingFetch(tally, opts.onCallId, opts.fetch),
@@ -299,4 +317,96 @@ function dechunk(body: string): string {
     out += rest.slice(eol + 2, eol + 2 + size);
     rest = rest.slice(eol + 2 + size + 2);
   }
+}
+
+export type ClientKind = "ts" | "py" | "go" | "rust";
+export type ProcessClientKind = Exclude<ClientKind, "ts">;
+/** One operation of one client session; `at` is the wall clock when it started. */
+export interface ClientEvent {
+  client: ClientKind;
+  ev: "init" | "whoami" | "call";
+  s: string;
+  at: number;
+  ms: number;
+  node?: string;
+  value?: number;
+  error?: string;
+  /** Python: the call id (`X-E2e-Call`, kept by Traefik's access log) of the request whose error ended the session. */
+  call?: string;
+  /** Python: the session's HTTP exchanges that got no 2xx (call id, JSON-RPC method, status), when the SDK ended it. */
+  failed?: Array<{ call: string; rpc: string; status: number | null }>;
+}
+
+export interface SdkClientBinaries {
+  go: string;
+  rust: string;
+}
+
+/** The Go and Rust SDK test clients, built (or found in the cache) by the project's script, as `npm test` does. */
+export function sdkClientBinaries(): SdkClientBinaries {
+  const out = execFileSync(process.execPath, [join(ROOT, "scripts/build-clients.mjs"), "go", "rust"], {
+    encoding: "utf8",
+  });
+  return JSON.parse(out) as SdkClientBinaries;
+}
+
+/**
+ * Runs the Python, Go or Rust SDK test client as its own process against `url`: `sessions` sessions
+ * at once, each `calls` counter calls after a whoami. Resolves with its events (also pushed to `live`
+ * as they come); rejects when the process fails.
+ */
+export function runSdkClientProcess(
+  kind: ProcessClientKind,
+  bins: SdkClientBinaries,
+  url: string,
+  o: { sessions: number; calls: number; pauseMs?: number; reinit?: boolean },
+  live: ClientEvent[] = [],
+): Promise<ClientEvent[]> {
+  const pauseMs = o.pauseMs ?? 0;
+  const common = [
+    "--url",
+    url,
+    "--sessions",
+    String(o.sessions),
+    "--calls",
+    String(o.calls),
+    "--pause-ms",
+    String(pauseMs),
+  ];
+  const [cmd, args] =
+    kind === "go"
+      ? [bins.go, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS), ...(o.reinit ? ["--reinit"] : [])]]
+      : kind === "rust"
+        ? [bins.rust, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS)]] // rmcp re-initializes on a 404 by itself
+        : [VENV_PYTHON, ["test/e2e/python_client.py", "--events", ...common, ...(o.reinit ? ["--reinit"] : [])]];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], cwd: ROOT });
+    const out: ClientEvent[] = [];
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const j = JSON.parse(line);
+      if (j.ev === "done") return;
+      const e: ClientEvent = {
+        client: kind,
+        ev: j.ev,
+        s: `${kind}-${j.s}`,
+        at: j.at,
+        ms: j.ms,
+        node: j.node,
+        value: j.value,
+        error: j.error,
+        call: j.call ?? undefined,
+        failed: j.failed,
+      };
+      out.push(e);
+      live.push(e);
+    });
+    const limit = setTimeout(() => child.kill("SIGKILL"), o.calls * (pauseMs + CALL_TIMEOUT_MS) + 60_000);
+    child.on("exit", (code) => {
+      clearTimeout(limit);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${kind} client exited ${code}: ${stderr}`));
+    });
+  });
 }

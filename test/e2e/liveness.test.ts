@@ -2,35 +2,27 @@
 // process; Python, Go and Rust as their own processes) see when a node stalls, crashes or is
 // restarted by a rolling deploy, each printed as a timeline with errors per phase, plugin on and
 // (for the deploy) plain sticky cookies side by side.
-import { execFileSync, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { httpGet } from "../../dev/net.ts";
-import { VENV_PYTHON } from "../../dev/paths.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
 import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
 import { header, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
-import { CALL_TIMEOUT_MS, connectSdk, httpStatusOf, report, type SdkSession } from "./helpers.ts";
+import {
+  connectSdk,
+  httpStatusOf,
+  report,
+  runSdkClientProcess,
+  sdkClientBinaries,
+  type ClientEvent,
+  type ProcessClientKind,
+  type SdkClientBinaries,
+  type SdkSession,
+} from "./helpers.ts";
 
-type ClientKind = "ts" | "py" | "go" | "rust";
-/** One operation of one client session; `at` is the wall clock when it started. */
-interface Ev {
-  client: ClientKind;
-  ev: "init" | "whoami" | "call";
-  s: string;
-  at: number;
-  ms: number;
-  node?: string;
-  value?: number;
-  error?: string;
-  /** Python: the call id (`X-E2e-Call`, kept by Traefik's access log) of the request whose error ended the session. */
-  call?: string;
-  /** Python: the session's HTTP exchanges that got no 2xx (call id, JSON-RPC method, status), when the SDK ended it. */
-  failed?: Array<{ call: string; rpc: string; status: number | null }>;
-}
+type Ev = ClientEvent;
 type ErrorKind = "503" | "404" | "502" | "timeout" | "other";
 /** Error text for the report: session ids are secrets (some SDKs put them in their messages). */
 const sample = (e: Ev) =>
@@ -45,76 +37,24 @@ function errorKind(e: string): ErrorKind {
 }
 
 let stack: Stack;
-let goBin: string;
-let rustBin: string;
+let bins: SdkClientBinaries;
 
 beforeAll(async () => {
-  // Built (or found in the cache) by the project's script, as `npm test` does before the suites.
-  ({ go: goBin, rust: rustBin } = JSON.parse(
-    execFileSync(process.execPath, ["scripts/build-clients.mjs"], { encoding: "utf8" }),
-  ));
+  bins = sdkClientBinaries();
   stack = await startStack({ name: "e2e-liveness" });
 });
 afterAll(async () => {
   await stack?.stop();
 });
 
-/** Runs a Go, Rust or Python client process; resolves with its events. */
-function runProcessClient(
-  kind: Exclude<ClientKind, "ts">,
+const runProcessClient = (
+  kind: ProcessClientKind,
   sessions: number,
   calls: number,
   pauseMs: number,
   reinit: boolean,
   live: Ev[],
-): Promise<Ev[]> {
-  const common = [
-    "--url",
-    stack.mcpUrl,
-    "--sessions",
-    String(sessions),
-    "--calls",
-    String(calls),
-    "--pause-ms",
-    String(pauseMs),
-  ];
-  const [cmd, args] =
-    kind === "go"
-      ? [goBin, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS), ...(reinit ? ["--reinit"] : [])]]
-      : kind === "rust"
-        ? [rustBin, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS)]] // rmcp re-initializes on a 404 by itself
-        : [VENV_PYTHON, ["test/e2e/python_client.py", "--events", ...common, ...(reinit ? ["--reinit"] : [])]];
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    const out: Ev[] = [];
-    let stderr = "";
-    child.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const j = JSON.parse(line);
-      if (j.ev === "done") return;
-      const e: Ev = {
-        client: kind,
-        ev: j.ev,
-        s: `${kind}-${j.s}`,
-        at: j.at,
-        ms: j.ms,
-        node: j.node,
-        value: j.value,
-        error: j.error,
-        call: j.call ?? undefined,
-        failed: j.failed,
-      };
-      out.push(e);
-      live.push(e);
-    });
-    const limit = setTimeout(() => child.kill("SIGKILL"), calls * (pauseMs + CALL_TIMEOUT_MS) + 60_000);
-    child.on("exit", (code) => {
-      clearTimeout(limit);
-      if (code === 0) resolve(out);
-      else reject(new Error(`${kind} client exited ${code}: ${stderr}`));
-    });
-  });
-}
+): Promise<Ev[]> => runSdkClientProcess(kind, bins, stack.mcpUrl, { sessions, calls, pauseMs, reinit }, live);
 
 /** TypeScript SDK sessions in this process, same events; with reinit a 404 leads to a new session. */
 async function runTsClient(
