@@ -21,7 +21,7 @@ import {
   rawCall,
   stickyCookieOf,
 } from "../../dev/mcp-client.ts";
-import { connectSdk, report, sidecarMetric, type SdkSession } from "./helpers.ts";
+import { connectSdk, CounterSequence, report, sidecarMetric, type SdkSession } from "./helpers.ts";
 
 let stack: Stack;
 
@@ -99,17 +99,13 @@ function runLoad(sessions: SdkSession[]) {
   let stop = false;
   const stats = { calls: 0, failed: 0, discontinuities: 0, errors: [] as string[] };
   const loops = sessions.map(async (s) => {
-    let last = Number(await s.call("counter"));
-    let maybeRan = 0;
+    const seq = new CounterSequence(Number(await s.call("counter")));
     while (!stop) {
       try {
-        const v = Number(await s.call("counter"));
-        if (v < last + 1 || v > last + 1 + maybeRan) stats.discontinuities++;
-        last = v;
-        maybeRan = 0;
+        if (!seq.answered(Number(await s.call("counter")))) stats.discontinuities++;
       } catch (err) {
         stats.failed++;
-        maybeRan++;
+        seq.failed();
         if (stats.errors.length < 5)
           stats.errors.push(`${new Date().toISOString()} ${(err as Error).message.slice(0, 200)}`);
       }
