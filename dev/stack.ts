@@ -36,12 +36,12 @@ export interface StackTiming {
   /** Sidecar: a node whose heartbeat is older than this is down (--node-ttl). */
   nodeTtlMs: number;
   /** Sidecar: a node down longer than this counts as gone (--down-limit). */
-  downToGoneMs: number;
+  downLimitMs: number;
   /** Sidecar: the view's freshness stamp is rewritten this often (--meta-interval). */
   metaIntervalMs: number;
   /** Sidecar: Traefik API poll (--traefik-poll-interval) and node record re-read (--node-poll-interval). */
-  traefikPollMs: number;
-  nodePollMs: number;
+  traefikPollIntervalMs: number;
+  nodePollIntervalMs: number;
   /** Plugin: a view older than this is stale. */
   staleAfterMs: number;
   /** Sidecar: its own probe of each node (--probe-interval, --probe-timeout). */
@@ -57,10 +57,10 @@ export const TEST_TIMING: StackTiming = {
   healthIntervalMs: 1000,
   healthTimeoutMs: 2000,
   nodeTtlMs: 1000,
-  downToGoneMs: 5000,
+  downLimitMs: 5000,
   metaIntervalMs: 500,
-  traefikPollMs: 500,
-  nodePollMs: 250,
+  traefikPollIntervalMs: 500,
+  nodePollIntervalMs: 250,
   staleAfterMs: 3000,
   // Generous for the same reason as the health check: a busy machine must not fake a stall.
   probeIntervalMs: 250,
@@ -74,10 +74,10 @@ export const DEMO_TIMING: StackTiming = {
   healthIntervalMs: 1000,
   healthTimeoutMs: 1000,
   nodeTtlMs: 6000,
-  downToGoneMs: 30_000,
+  downLimitMs: 30_000,
   metaIntervalMs: 1000,
-  traefikPollMs: 2000,
-  nodePollMs: 2000,
+  traefikPollIntervalMs: 2000,
+  nodePollIntervalMs: 2000,
   staleAfterMs: 5000,
   probeIntervalMs: 250,
   probeTimeoutMs: 1000,
@@ -737,7 +737,7 @@ function sidecarArgs(v: SidecarArgInput): string[] {
     "--node-ttl",
     `${v.timing.nodeTtlMs}ms`,
     "--down-limit",
-    `${v.timing.downToGoneMs}ms`,
+    `${v.timing.downLimitMs}ms`,
     "--meta-interval",
     `${v.timing.metaIntervalMs}ms`,
     "--traefik-api",
@@ -745,9 +745,9 @@ function sidecarArgs(v: SidecarArgInput): string[] {
     "--traefik-services",
     "mcp@file",
     "--traefik-poll-interval",
-    `${v.timing.traefikPollMs}ms`,
+    `${v.timing.traefikPollIntervalMs}ms`,
     "--node-poll-interval",
-    `${v.timing.nodePollMs}ms`,
+    `${v.timing.nodePollIntervalMs}ms`,
     "--probe-interval",
     `${v.timing.probeIntervalMs}ms`,
     "--probe-timeout",

@@ -502,7 +502,7 @@ describe("end to end through Traefik: failures", () => {
         if (edgeLost) lostAfter = Date.now() - g0;
         return edgeLost ? r : null;
       },
-      stack.timing.downToGoneMs + 15_000,
+      stack.timing.downLimitMs + 15_000,
       200,
     );
     for (const sid of down) {
@@ -518,7 +518,7 @@ describe("end to end through Traefik: failures", () => {
       retryAfter: header(unavailable[0]!, "retry-after"),
       resumeToServedMs: back,
       pauseToGone404Ms: lostAfter,
-      downLimitMs: stack.timing.downToGoneMs,
+      downLimitMs: stack.timing.downLimitMs,
       nodeTtlMs: stack.timing.nodeTtlMs,
     });
   });

@@ -228,7 +228,7 @@ describe.each(["python", "reference"] as const)("hostile traffic, %s nodes", (no
       nodeKind,
       pluginSettings: { maxSessionEventFiles: String(SESSION_SLOTS), maxLearnedFiles: String(LEARNED_FILES) },
       // A restarted node must not turn gone by the down limit: its sessions' deaths are learned otherwise.
-      timing: { downToGoneMs: 120_000 },
+      timing: { downLimitMs: 120_000 },
     });
   });
   afterAll(async () => {
