@@ -406,43 +406,15 @@ function makeNode(ctx: PartContext, i: number, port: number, registry: string[],
   const { bind, timing, logs, opts } = ctx;
   const url = `http://${bind}:${port}`;
   const name = `node-${i + 1}`;
+  // Every kind takes the same address and name flags; the reference node also joins the registry.
+  const common = ["--port", String(port), "--host", bind, "--name", name];
+  const extra = opts.nodeArgs?.(i) ?? [];
+  const reference = [join(ROOT, "node", "reference", "main.ts"), ...common, "--node-url", url, ...registry];
+  const timingArgs = ["--heartbeat-ms", String(timing.heartbeatMs), "--drain-grace-ms", String(timing.drainGraceMs)];
   const spec =
     sdkServer !== null
-      ? {
-          cmd: sdkServer[0]!,
-          args: [
-            ...sdkServer.slice(1),
-            "--port",
-            String(port),
-            "--host",
-            bind,
-            "--name",
-            name,
-            ...(opts.nodeArgs?.(i) ?? []),
-          ],
-        }
-      : {
-          cmd: process.execPath,
-          args: [
-            "--import",
-            "tsx",
-            join(ROOT, "node", "reference", "main.ts"),
-            "--port",
-            String(port),
-            "--host",
-            bind,
-            "--name",
-            name,
-            "--node-url",
-            url,
-            ...registry,
-            "--heartbeat-ms",
-            String(timing.heartbeatMs),
-            "--drain-grace-ms",
-            String(timing.drainGraceMs),
-            ...(opts.nodeArgs?.(i) ?? []),
-          ],
-        };
+      ? { cmd: sdkServer[0]!, args: [...sdkServer.slice(1), ...common, ...extra] }
+      : { cmd: process.execPath, args: ["--import", "tsx", ...reference, ...timingArgs, ...extra] };
   const proc = new ManagedProcess(name, { ...spec, logFile: join(logs, `${name}.log`) });
   const health = async (timeoutMs = 500) => {
     const r = await httpGet(`${url}/healthz`, timeoutMs);
