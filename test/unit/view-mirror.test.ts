@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
 import { decodeShard, encodeShard, encodeShardEntries } from "../../lib/view/index.ts";
 import { Mirror } from "../../sidecar/src/mirror.ts";
+import { PLACEMENT_SETTLE_MS } from "../../sidecar/src/nodes.ts";
 
 const URL_A = "http://10.3.0.1:3000";
 const A = cookieValueFor(URL_A);
@@ -227,6 +228,53 @@ describe("mirror node states", () => {
     m.refreshStates();
     expect(state(m, "b")?.state).toBe("up");
     expect(m.urlFor(cookieValueFor(B))).toBe(B);
+  });
+  it("a server that joins Traefik's service later gets new sessions only after the placement settle time; its sessions stay pinned", () => {
+    const { m, clock } = mirror();
+    const B = "http://10.3.0.2:3000";
+    const C = "http://10.3.0.3:3000";
+    const bootOf = (url: string) => m.viewBoots().find((b) => b.cookie === cookieValueFor(url));
+    // The first complete reading is the baseline: servers there from the start are placeable at once.
+    m.applyTraefik([{ url: URL_A, up: true }], true);
+    m.refreshStates();
+    expect(bootOf(URL_A)?.state).toBe("up");
+    // B joins (a server without the node library), C too (one with a heartbeat, which comes first:
+    // no Traefik routes to C yet, so no new session goes there either).
+    clock.now += 1000;
+    m.applyNode(cookieValueFor(C), hb({ url: C, cookie: cookieValueFor(C), boot: "C1", seen: clock.now }));
+    m.refreshStates();
+    expect(bootOf(C)?.state).toBe("draining");
+    m.applyTraefik(
+      [
+        { url: URL_A, up: true },
+        { url: B, up: true },
+        { url: C, up: true },
+      ],
+      true,
+    );
+    m.refreshStates();
+    // Live (a token of theirs is pinned), not yet offered for new sessions.
+    expect([bootOf(B)?.state, bootOf(C)?.state]).toEqual(["draining", "draining"]);
+    const v = m.metaVersion;
+    clock.now += PLACEMENT_SETTLE_MS - 1;
+    m.applyNode(cookieValueFor(C), hb({ url: C, cookie: cookieValueFor(C), boot: "C1", seen: clock.now }));
+    m.refreshStates();
+    expect(bootOf(B)?.state).toBe("draining");
+    clock.now += 1;
+    expect(m.refreshStates()).toBe(true); // the meta is republished
+    expect(m.metaVersion).toBeGreaterThan(v);
+    expect([bootOf(B)?.state, bootOf(C)?.state]).toEqual(["up", "up"]);
+    // Removed and back (a new endpoint in Kubernetes): joining again.
+    m.applyTraefik([{ url: URL_A, up: true }], true);
+    m.applyTraefik(
+      [
+        { url: URL_A, up: true },
+        { url: B, up: true },
+      ],
+      true,
+    );
+    m.refreshStates();
+    expect(bootOf(B)?.state).toBe("draining");
   });
 });
 
