@@ -232,7 +232,6 @@ export class NodeLiveness {
     return n.joinedAt === 0 || now - n.joinedAt >= (this.opts.placementSettleMs ?? PLACEMENT_SETTLE_MS);
   }
 
-
   /**
    * A probe result. A refused connection proves the running process is over: its boot is retired
    * at once (its sessions: edge 404). Returns true when the view must change.
