@@ -4,6 +4,7 @@ import { RedisRegistry, type RedisRegistryOptions } from "./redis.ts";
 import type { Registry } from "./registry.ts";
 
 export * from "./schema.ts";
+export * from "./session-hash.ts";
 export * from "./registry.ts";
 export { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
 export { SidecarApiStore, type SidecarApiOptions } from "./sidecar-api.ts";

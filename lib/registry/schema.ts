@@ -50,18 +50,6 @@ export function cookieValueFor(serverUrl: string): string {
   return createHash("sha256").update(serverUrl).digest("hex").slice(0, 16);
 }
 
-/** The 16-byte session hash used everywhere a session id must not appear in clear. */
-export function sessionHash(id: string): Buffer {
-  return createHash("sha256").update(id, "latin1").digest().subarray(0, 16);
-}
-
-export function sessionHashHex(id: string): string {
-  return sessionHash(id).toString("hex");
-}
-
-/** Short, log-safe tag for a session id (never log the id itself). */
-export const sessionTag = (id: string): string => sessionHashHex(id).slice(0, 12);
-
 /**
  * The one session-id rule (docs/registry-view.md): 1 to SESSION_ID_MAX_LENGTH visible ASCII
  * characters (0x21-0x7E), as the spec allows. The plugin's maxSessionIdLength cannot exceed it,

@@ -1,5 +1,6 @@
 // events/<s|e>-<slot>.evt (docs/registry-view.md): the batch format the plugin writes and the sidecar parses.
-import { isValidSessionId, sessionHash as schemaSessionHash } from "../registry/schema.ts";
+import { isValidSessionId } from "../registry/schema.ts";
+import { sessionHashHex } from "../registry/session-hash.ts";
 import { HEX32, COOKIE, DEC } from "./format.ts";
 import { McpAffinityError } from "../errors.ts";
 
@@ -75,7 +76,7 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       const [, id, hash, cookie] = f;
       if (!isValidSessionId(id)) return `${f[0]} line has no valid session id`;
       if (!HEX32.test(hash)) return `${f[0]} line has no valid hash`;
-      if (schemaSessionHash(id).toString("hex") !== hash) return `${f[0]} line hash does not match its session id`;
+      if (sessionHashHex(id) !== hash) return `${f[0]} line hash does not match its session id`;
       if (f[0] === "l" || f[0] === "v") {
         if (!COOKIE.test(cookie)) return `${f[0]} line has no valid cookie`;
         if (f[0] === "l") b.learned.push({ id, hash, cookie });
@@ -90,8 +91,7 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       if (f.length !== 3) return "a line needs 2 fields";
       const [, id, hash] = f;
       if (!isValidSessionId(id)) return "a line has no valid session id";
-      if (!HEX32.test(hash) || schemaSessionHash(id).toString("hex") !== hash)
-        return "a line hash does not match its session id";
+      if (!HEX32.test(hash) || sessionHashHex(id) !== hash) return "a line hash does not match its session id";
       (b.active ??= []).push({ id, hash });
       return null;
     }

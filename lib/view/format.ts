@@ -1,7 +1,6 @@
 // What the shared-directory formats (docs/registry-view.md) have in common: the record types, the
 // session hash, the lexical rules (lowercase hex, decimal integers without leading zeros) and the
 // one error class their decoders and encoders throw.
-import { sessionHash as schemaSessionHash } from "../registry/schema.ts";
 import { McpAffinityError } from "../errors.ts";
 
 export type NodeViewState = "up" | "draining" | "down" | "gone";
@@ -35,8 +34,8 @@ export interface ViewMeta {
   boots?: ViewBoot[];
 }
 
-export const HASH_BYTES = 16;
-export const sessionHash = schemaSessionHash;
+// The formats name sessions by the registry's session hash (lib/registry/session-hash.ts).
+export { SESSION_HASH_BYTES as HASH_BYTES, sessionHash } from "../registry/session-hash.ts";
 
 export class ViewFormatError extends McpAffinityError {
   constructor(message: string) {

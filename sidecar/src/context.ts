@@ -36,9 +36,6 @@ export function countRegistration(metrics: SidecarMetrics, kind: SessionChangeKi
   if (kind === "new") metrics.registrations.inc({ source: record.source });
 }
 
-/** The session hash of an event (hex) as the mirror's key (latin1). */
-export const hashKeyFromHex = (hex: string) => Buffer.from(hex, "hex").toString("latin1");
-
 /** Runs tasks on intervals, one run of each at a time; stop() ends them all. */
 export class Periodic {
   readonly #timers: NodeJS.Timeout[] = [];

@@ -3,9 +3,9 @@
 // edge-learned sessions renewed, counts added to the metrics). A batch that can never apply is
 // moved to events-quarantine/; one that fails for now (registry down) stays for the next drain.
 import { join } from "node:path";
-import { sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
+import { hexToKey, sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
 import { drainEvents, QUARANTINE_DIR, type DrainResult, type EventBatch } from "../../lib/view/index.ts";
-import { countRegistration, hashKeyFromHex, settleWithin, type SidecarContext } from "./context.ts";
+import { countRegistration, settleWithin, type SidecarContext } from "./context.ts";
 import { EdgeTouches } from "./touches.ts";
 import { errFields } from "../../lib/errors.ts";
 
@@ -119,7 +119,7 @@ export class EventIngest {
   private async apply(b: EventBatch): Promise<void> {
     const { cfg, registry, mirror, metrics, log } = this.ctx;
     for (const l of b.learned) {
-      const key = hashKeyFromHex(l.hash);
+      const key = hexToKey(l.hash);
       if (mirror.wasClosed(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
       const record: SessionRecord = {
         node: mirror.urlFor(l.cookie),
@@ -146,12 +146,12 @@ export class EventIngest {
       await registry.closeSession(c.id);
       // One close, one count: the node's own close reaches this mirror through the registry too,
       // and a retried batch finds the session closed already.
-      if (mirror.applyClose(c.id, hashKeyFromHex(c.hash))) metrics.closes.inc({ origin: "edge" });
+      if (mirror.applyClose(c.id, hexToKey(c.hash))) metrics.closes.inc({ origin: "edge" });
       log.debug({ session: sessionTag(c.id) }, "session closed at the edge");
     }
     // Counted only once the whole batch is applied: a retried batch is never counted twice.
     for (const v of b.suspects ?? []) this.suspect(v.id, v.hash, v.cookie);
-    for (const a of b.active ?? []) if (mirror.lookup(hashKeyFromHex(a.hash))) this.#touches.add(a.id);
+    for (const a of b.active ?? []) if (mirror.lookup(hexToKey(a.hash))) this.#touches.add(a.id);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
     for (const [body, n] of Object.entries(b.bodies ?? {})) metrics.postBodies.inc({ body }, n);
     if (b.exposedServerIds) metrics.exposedServerIds.inc(b.exposedServerIds);

@@ -4,7 +4,7 @@
 // each change to the parts it concerns, in the order that keeps them consistent, and answers what
 // the view and the metrics ask; per-owner counts are kept on every change, so neither a scrape nor
 // a publish walks the keyspace.
-import type { NodeRecord, SessionRecord } from "../../lib/registry/index.ts";
+import { sessionHashKey, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
 import type { NodeViewState, ViewBoot, ViewNode } from "../../lib/view/index.ts";
 import { NodeLiveness, type NodeInfo } from "./nodes.ts";
 import { OwnerTable, type Owner } from "./owners.ts";
@@ -53,10 +53,6 @@ export class Mirror {
     });
   }
 
-  /** The session hash as a 16-character latin1 string (the mirror's key). */
-  static key(id: string): string {
-    return SessionIndex.key(id);
-  }
   shardOf(key: string): number {
     return this.sessions.shardOf(key);
   }
@@ -125,7 +121,7 @@ export class Mirror {
    * Applies a session record (from a change, the API, an edge learn, or a reconcile scan).
    * A scan never overrides what a live change did since the reconcile started.
    */
-  applySession(id: string, record: SessionRecord, fromScan = false, key = Mirror.key(id)): SessionChangeKind {
+  applySession(id: string, record: SessionRecord, fromScan = false, key = sessionHashKey(id)): SessionChangeKind {
     if (fromScan && this.sessions.scanIsOutdated(key)) return "same";
     this.nodes.noteSession(record, !fromScan);
     const retired = !!record.boot && this.nodes.isPastBoot(record.cookie, record.boot);
@@ -133,7 +129,7 @@ export class Mirror {
     return this.sessions.put(key, owner.id, fromScan);
   }
   /** A close: the session becomes a tombstone (edge 404) if known; remembered either way. */
-  applyClose(id: string, key = Mirror.key(id)): boolean {
+  applyClose(id: string, key = sessionHashKey(id)): boolean {
     return this.sessions.close(key);
   }
   expireTombstones(): number {

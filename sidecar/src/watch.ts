@@ -2,8 +2,8 @@
 // records re-read every nodePollInterval, Traefik's view of its servers (nodes without the node
 // library), the sidecar's own probe of each node, and the death checks of sessions the edge saw
 // answered without a session.
-import { sessionTag } from "../../lib/registry/index.ts";
-import { hashKeyFromHex, type SidecarContext } from "./context.ts";
+import { hexToKey, sessionTag } from "../../lib/registry/index.ts";
+import type { SidecarContext } from "./context.ts";
 import { DeathChecker } from "./deaths.ts";
 import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
@@ -26,7 +26,7 @@ export class NodeWatch {
       onResult: (result) => metrics.deathChecks.inc({ result }),
       onDead: async (id, hash) => {
         await registry.closeSession(id);
-        if (mirror.applyClose(id, hashKeyFromHex(hash))) metrics.closes.inc({ origin: "owner-404" });
+        if (mirror.applyClose(id, hexToKey(hash))) metrics.closes.inc({ origin: "owner-404" });
         log.info({ session: sessionTag(id) }, "session gone on its node (404): closed at the edge");
         ctx.changed();
       },

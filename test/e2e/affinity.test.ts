@@ -3,7 +3,7 @@
 // of docs/e2e.md "Scenarios"). They share
 // one stack; each scenario leaves it as it found it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sessionHash } from "../../lib/registry/schema.ts";
+import { sessionHash } from "../../lib/registry/session-hash.ts";
 import { lookupSession } from "../support/view-writers.ts";
 import { httpGet } from "../../dev/net.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";

@@ -5,7 +5,8 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sessionHash, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
+import { sessionKey } from "../../lib/registry/schema.ts";
+import { sessionHash, sessionTag } from "../../lib/registry/session-hash.ts";
 import { readMeta } from "../../lib/view/index.ts";
 import { lookupSession } from "../support/view-writers.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";

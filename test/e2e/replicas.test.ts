@@ -8,7 +8,7 @@
 // same loads with the plugin off (plain sticky) are printed beside them. Every request carries a call
 // id (X-E2e-Call, kept by Traefik's access log): a failure is printed with the rows of its calls.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sessionTag } from "../../lib/registry/schema.ts";
+import { sessionTag } from "../../lib/registry/session-hash.ts";
 import { bootTag, parseSessionToken } from "../../lib/token/index.ts";
 import { isProxyCut, type AccessLogRow } from "../../dev/access-log.ts";
 import { ownConnectionsFetch, randomReplicaFetch, startL4Balancer, type L4Balancer } from "../../dev/l4-balancer.ts";

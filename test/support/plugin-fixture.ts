@@ -5,7 +5,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { cookieValueFor, sessionHashHex } from "../../lib/registry/schema.ts";
+import { cookieValueFor } from "../../lib/registry/schema.ts";
+import { sessionHashHex } from "../../lib/registry/session-hash.ts";
 import {
   parseEventBatch,
   sessionHash,

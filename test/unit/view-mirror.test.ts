@@ -1,7 +1,13 @@
 // The sidecar's registry mirror (what the view is built from): keys, owners, tombstones,
 // reconcile and node states, with a fake clock.
 import { describe, expect, it } from "vitest";
-import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
+import {
+  cookieValueFor,
+  sessionHash,
+  sessionHashKey,
+  type NodeRecord,
+  type SessionRecord,
+} from "../../lib/registry/index.ts";
 import { decodeShard, encodeShard, encodeShardEntries } from "../../lib/view/index.ts";
 import { Mirror } from "../../sidecar/src/mirror.ts";
 import { PLACEMENT_SETTLE_MS } from "../../sidecar/src/nodes.ts";
@@ -40,22 +46,22 @@ function mirror(over: Partial<ConstructorParameters<typeof Mirror>[0]> = {}) {
   return { m, clock };
 }
 const state = (m: Mirror, id: string) => {
-  const e = m.lookup(Mirror.key(id));
+  const e = m.lookup(sessionHashKey(id));
   return e ? { state: m.ownerState(e.owner), closed: e.closed, owner: e.owner.id } : null;
 };
 
 describe("mirror keys and shards", () => {
-  it("keys are the schema's session hash, and shards match the view's prefixes", () => {
+  it("keys are the session hash, and shards match the view's prefixes", () => {
     const { m } = mirror({ shardBits: 12 });
     for (const id of ["a", "Session-123", "x".repeat(300)]) {
-      const key = Mirror.key(id);
+      const key = sessionHashKey(id);
       expect(Buffer.from(key, "latin1").equals(sessionHash(id))).toBe(true);
       expect(m.prefixOf(m.shardOf(key))).toBe(sessionHash(id).toString("hex").slice(0, 3));
     }
   });
   it("the fast shard encoder writes the same bytes as encodeShard", () => {
     const ids = Array.from({ length: 50 }, (_, i) => `s${i}`);
-    const entries = ids.map((id, i) => [Mirror.key(id), i + 1, i % 3 === 0] as [string, number, boolean]);
+    const entries = ids.map((id, i) => [sessionHashKey(id), i + 1, i % 3 === 0] as [string, number, boolean]);
     const a = encodeShardEntries(9, [...entries]);
     const b = encodeShard(
       9,
@@ -119,7 +125,7 @@ describe("mirror sessions", () => {
     expect(state(m, "vanished")).toBeNull();
     expect(state(m, "kept")).not.toBeNull();
     expect(state(m, "closed-during")?.closed).toBe(true);
-    expect(m.lookup(Mirror.key("moved"))?.owner.boot).toBe("A2");
+    expect(m.lookup(sessionHashKey("moved"))?.owner.boot).toBe("A2");
     // An incomplete reconcile drops nothing.
     m.beginReconcile();
     expect(m.endReconcile(false)).toBe(0);
