@@ -61,6 +61,7 @@ export function isValidSessionId(id: unknown): id is string {
   return typeof id === "string" && id.length > 0 && id.length <= SESSION_ID_MAX_LENGTH && SESSION_ID.test(id);
 }
 
+/** A sticky cookie value as cookieValueFor makes it (16 lowercase hex digits): the one check of its form. */
 const COOKIE_VALUE = /^[0-9a-f]{16}$/;
 export const isCookieValue = (v: unknown): v is string => typeof v === "string" && COOKIE_VALUE.test(v);
 

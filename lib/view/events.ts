@@ -1,7 +1,7 @@
 // events/<s|e>-<slot>.evt (docs/registry-view.md): the batch format the plugin writes and the sidecar parses.
-import { isValidSessionId } from "../registry/schema.ts";
+import { isCookieValue, isValidSessionId } from "../registry/schema.ts";
 import { sessionHashHex } from "../registry/session-hash.ts";
-import { HEX32, COOKIE, DEC } from "./format.ts";
+import { HEX32, DEC } from "./format.ts";
 import { McpAffinityError } from "../errors.ts";
 
 export const EVENT_MAGIC = "MCPAEV 1";
@@ -78,11 +78,11 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       if (!HEX32.test(hash)) return `${f[0]} line has no valid hash`;
       if (sessionHashHex(id) !== hash) return `${f[0]} line hash does not match its session id`;
       if (f[0] === "l" || f[0] === "v") {
-        if (!COOKIE.test(cookie)) return `${f[0]} line has no valid cookie`;
+        if (!isCookieValue(cookie)) return `${f[0]} line has no valid cookie`;
         if (f[0] === "l") b.learned.push({ id, hash, cookie });
         else (b.suspects ??= []).push({ id, hash, cookie });
       } else {
-        if (cookie !== "-" && !COOKIE.test(cookie)) return "c line has no valid cookie";
+        if (cookie !== "-" && !isCookieValue(cookie)) return "c line has no valid cookie";
         b.closed.push({ id, hash, cookie: cookie === "-" ? null : cookie });
       }
       return null;

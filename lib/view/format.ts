@@ -44,7 +44,6 @@ export class ViewFormatError extends McpAffinityError {
 }
 
 export const HEX32 = /^[0-9a-f]{32}$/;
-export const COOKIE = /^[0-9a-f]{16}$/;
 export const BOOT_TAG = /^[0-9a-f]{8}$/;
 /** A decimal integer as the formats write it: no sign, no leading zeros. */
 export const DEC = /^(0|[1-9][0-9]*)$/;

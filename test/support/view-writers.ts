@@ -27,7 +27,8 @@ import {
   type ViewSession,
   type EventBatch,
 } from "../../lib/view/index.ts";
-import { COOKIE, isShardBits } from "../../lib/view/format.ts";
+import { isShardBits } from "../../lib/view/format.ts";
+import { isCookieValue } from "../../lib/registry/schema.ts";
 
 const isPrefixFor = (prefix: string, shardBits: number) =>
   prefix.length === shardBits / 4 && /^[0-9a-f]+$/.test(prefix);
@@ -125,7 +126,7 @@ export async function writeLearned(
   opts: ViewIoOptions & { digits?: number } = {},
 ): Promise<void> {
   const name = learnedName(hashHex, opts.digits);
-  if (!COOKIE.test(cookie)) throw new ViewFormatError("learned cookie is not 16 hex digits");
+  if (!isCookieValue(cookie)) throw new ViewFormatError("learned cookie is not 16 hex digits");
   const fs = opts.fs ?? defaultViewFs;
   const p = viewPaths(dir);
   await fs.mkdir(p.learned, { recursive: true });
