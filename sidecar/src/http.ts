@@ -5,8 +5,8 @@ import { timingSafeEqual, createHash } from "node:crypto";
 import type { Logger } from "pino";
 import {
   cookieValueFor,
-  encodeSession,
   isValidSessionId,
+  sessionJson,
   sessionTag,
   type Registry,
   type SessionRecord,
@@ -129,7 +129,7 @@ export function createHttpServer(d: HttpDeps): Server {
           send(res, 404, { error: "session not found" });
           return 404;
         }
-        send(res, 200, JSON.parse(encodeSession(r)));
+        send(res, 200, sessionJson(r));
         return 200;
       }
       if (req.method === "DELETE") {
