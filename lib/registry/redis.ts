@@ -95,11 +95,15 @@ redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1`;
 
-// KEYS[1] key; ARGV: ttl ms, max age ms, now ms. Only records with source "edge" (encodeSession).
+// KEYS[1] key; ARGV: ttl ms, max age ms, now ms. Only records with source "edge". The record is
+// read with cjson (as DEL_NODE_IF_BOOT reads a node's), so nothing depends on how encodeSession
+// lays the JSON out; an unreadable value is left alone.
 const TOUCH_EDGE = `
 local v = redis.call('GET', KEYS[1])
-if not v or not string.find(v, '"source":"edge"', 1, true) then return 0 end
-local created = tonumber(string.match(v, '"created":(%d+)')) or 0
+if not v then return 0 end
+local ok, rec = pcall(cjson.decode, v)
+if not ok or type(rec) ~= 'table' or rec.source ~= 'edge' then return 0 end
+local created = tonumber(rec.created) or 0
 local ttl = math.min(tonumber(ARGV[1]), created + tonumber(ARGV[2]) - tonumber(ARGV[3]))
 if ttl <= 0 then redis.call('DEL', KEYS[1]) return 0 end
 return redis.call('PEXPIRE', KEYS[1], ttl)`;
