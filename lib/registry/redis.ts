@@ -37,13 +37,22 @@ export interface HostPort {
   port: number;
 }
 
+export interface RedisSentinel {
+  nodes: HostPort[];
+  /** The monitored master's name. */
+  name: string;
+  password?: string;
+}
+
 export interface RedisConnectionConfig {
   /** `redis://[user:password@]host:port[/db]` (or `rediss://`) for a single server. */
   url?: string;
-  /** Sentinel addresses; with `sentinelName` (the monitored master's name). */
-  sentinels?: HostPort[];
-  sentinelName?: string;
-  sentinelPassword?: string;
+  /**
+   * Sentinel mode: the Sentinels' addresses and the name of the master they monitor. The name is
+   * part of the type, not checked here: options are validated where they are made (the sidecar's
+   * settings: --redis-sentinels needs --redis-sentinel-name, sidecar/src/config.ts).
+   */
+  sentinel?: RedisSentinel;
   /** Cluster seed nodes. */
   cluster?: HostPort[];
   username?: string;
@@ -118,8 +127,8 @@ type ScriptClient = Client & {
 
 export function describeRedis(c: RedisConnectionConfig): string {
   if (c.cluster?.length) return `cluster ${c.cluster.map((h) => `${h.host}:${h.port}`).join(",")}`;
-  if (c.sentinels?.length)
-    return `sentinel ${c.sentinelName} via ${c.sentinels.map((h) => `${h.host}:${h.port}`).join(",")}`;
+  if (c.sentinel?.nodes.length)
+    return `sentinel ${c.sentinel.name} via ${c.sentinel.nodes.map((h) => `${h.host}:${h.port}`).join(",")}`;
   if (c.url) {
     try {
       const u = new URL(c.url);
@@ -194,19 +203,17 @@ export class RedisRegistry implements Registry {
       };
       return new Cluster(o.cluster, copts);
     }
-    if (o.sentinels?.length) {
-      if (!o.sentinelName)
-        throw new RegistryError("connect", "sentinel mode needs the master name", "ERR_REGISTRY_CONFIG");
+    if (o.sentinel?.nodes.length) {
       return new Redis({
         ...base,
-        sentinels: o.sentinels,
-        name: o.sentinelName,
-        sentinelPassword: o.sentinelPassword,
+        sentinels: o.sentinel.nodes,
+        name: o.sentinel.name,
+        sentinelPassword: o.sentinel.password,
         sentinelRetryStrategy: base.retryStrategy,
       });
     }
     if (!o.url)
-      throw new RegistryError("connect", "redis needs a url, sentinels or cluster nodes", "ERR_REGISTRY_CONFIG");
+      throw new RegistryError("connect", "redis needs a url, a sentinel or cluster nodes", "ERR_REGISTRY_CONFIG");
     return new Redis(o.url, base);
   }
 

@@ -111,8 +111,8 @@ export async function startSidecar(
 
   const conn = {
     url: cfg.redisUrl ?? undefined,
-    sentinels: cfg.redisSentinels ?? undefined,
-    sentinelName: cfg.redisSentinelName ?? undefined,
+    // The settings checked that --redis-sentinels comes with --redis-sentinel-name.
+    sentinel: cfg.redisSentinels ? { nodes: cfg.redisSentinels, name: cfg.redisSentinelName! } : undefined,
     cluster: cfg.redisCluster ?? undefined,
     password: cfg.redisPassword ?? undefined,
   };

@@ -93,8 +93,7 @@ const stores: Store[] = [
     name: "sentinel",
     make: (o) =>
       new RedisRegistry({
-        sentinels: [{ host: "127.0.0.1", port: sentinel.port }],
-        sentinelName: sentinel.masterName,
+        sentinel: { nodes: [{ host: "127.0.0.1", port: sentinel.port }], name: sentinel.masterName },
         ...o,
       }),
     raw: () => new Redis(redis.url),
