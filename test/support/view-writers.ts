@@ -16,9 +16,7 @@ import {
   defaultViewFs,
   viewPaths,
   atomicWrite,
-  SHARD_HEADER_BYTES,
-  SHARD_MAGIC,
-  SHARD_VERSION,
+  decodeShardHeader,
   BODY_KINDS,
   DECISION_REASONS,
   EVENT_MAGIC,
@@ -109,13 +107,13 @@ export async function lookupSession(
     if (err?.code === "ENOENT") return null;
     throw err;
   }
-  if (
-    buf.length < SHARD_HEADER_BYTES ||
-    buf.toString("latin1", 0, 4) !== SHARD_MAGIC ||
-    buf.readUInt32LE(4) !== SHARD_VERSION
-  )
-    return null;
-  if (buf.readUInt32LE(8) !== meta.epoch) return null;
+  let epoch: number;
+  try {
+    ({ epoch } = decodeShardHeader(buf));
+  } catch {
+    return null; // not a shard (the plugin treats it as absent)
+  }
+  if (epoch !== meta.epoch) return null;
   return findInShard(buf, hash);
 }
 
