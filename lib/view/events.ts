@@ -23,6 +23,16 @@ export const DECISION_REASONS = [
   "fail-open",
 ] as const;
 
+/**
+ * The channel of an events/ file by its name: `s-<slot>.evt` session batches (learns, closes,
+ * suspected deaths: order matters), `e-<slot>.evt` count batches; null for any other name.
+ */
+export function eventFileChannel(name: string): "session" | "count" | null {
+  const m = EVENT_FILE.exec(name);
+  return m ? (m[1] === "s" ? "session" : "count") : null;
+}
+const EVENT_FILE = /^([es])-[0-9]{1,10}\.evt$/;
+
 export interface EventBatch {
   t: number;
   learned: Array<{ id: string; hash: string; cookie: string }>;

@@ -2,10 +2,10 @@
 // (learned sessions registered, closes recorded, suspects handed to the death checks, activity of
 // edge-learned sessions renewed, counts added to the metrics). A batch that can never apply is
 // moved to events-quarantine/; one that fails for now (registry down) stays for the next drain.
-import { join } from "node:path";
 import { hexToKey, sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
-import { drainEvents, QUARANTINE_DIR, type DrainResult, type EventBatch } from "../../lib/view/index.ts";
+import { viewPaths, type EventBatch } from "../../lib/view/index.ts";
 import { countRegistration, settleWithin, type SidecarContext } from "./context.ts";
+import { drainEvents, type DrainResult } from "./drain.ts";
 import { EdgeTouches } from "./touches.ts";
 import { errFields } from "../../lib/errors.ts";
 
@@ -161,7 +161,7 @@ export class EventIngest {
   }
 
   private async countQuarantine(): Promise<void> {
-    const names = await this.ctx.fs.readdir(join(this.ctx.cfg.dir, QUARANTINE_DIR)).catch(() => [] as string[]);
+    const names = await this.ctx.fs.readdir(viewPaths(this.ctx.cfg.dir).quarantine).catch(() => [] as string[]);
     this.ctx.metrics.eventQuarantine.set(names.filter((n) => n.startsWith("q-")).length);
   }
 }
