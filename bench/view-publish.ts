@@ -10,6 +10,7 @@ import { pino } from "pino";
 import { cookieValueFor, encodeSession, sessionHash, type SessionRecord } from "../lib/registry/index.ts";
 import { readMeta } from "../lib/view/index.ts";
 import { lookupSession } from "../test/support/view-writers.ts";
+import { makeConfig } from "../sidecar/src/config.ts";
 import { createMetrics } from "../sidecar/src/metrics.ts";
 import { Mirror } from "../sidecar/src/mirror.ts";
 import { Publisher } from "../sidecar/src/publisher.ts";
@@ -43,13 +44,7 @@ const idOf = (i: number) => `bench-session-${i.toString(36)}-${(i * 2654435761) 
 async function inProcess(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "mcpa-bench-view-"));
   const log = pino({ level: "silent" });
-  const mirror = new Mirror({
-    shardBits: SHARD_BITS,
-    nodeTtlMs: 15_000,
-    downLimitMs: 300_000,
-    tombstoneTtlMs: 600_000,
-    retryAfterSeconds: 0,
-  });
+  const mirror = new Mirror(makeConfig({ shardBits: SHARD_BITS as 12, downLimitMs: 300_000 }));
   const metrics = createMetrics();
   const publisher = new Publisher(mirror, { dir, epoch: 42, log, metrics });
   const m0 = mem();

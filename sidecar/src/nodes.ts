@@ -48,13 +48,19 @@ export interface NodeInfo {
 
 type NodeEntry = { -readonly [K in keyof NodeInfo]: NodeInfo[K] } & { hb: Heartbeat | null; hbBootsSeen: Set<string> };
 
+/** The sidecar's own probes (--probe-interval, --probe-timeout, --probe-failures). */
+export interface ProbeSettings {
+  intervalMs: number;
+  timeoutMs: number;
+  /** Failed probes in a row before a node counts as down (a busy machine must not fake a stall). */
+  failures: number;
+}
+
 export interface NodeLivenessOptions {
   nodeTtlMs: number;
   downLimitMs: number;
-  /** A probe result older than this no longer counts (the prober stopped or fell behind). */
-  probeValidMs?: number;
-  /** Failed probes in a row before a node counts as down (a busy machine must not fake a stall). */
-  probeFailuresToDown?: number;
+  /** null: no probes (liveness from heartbeats and Traefik's API only). */
+  probe: ProbeSettings | null;
   /**
    * A server that joins Traefik's service gets new sessions only this long after this sidecar first
    * saw it there (default PLACEMENT_SETTLE_MS): every Traefik replica applies a new configuration on
@@ -77,6 +83,17 @@ const BOOTS_KEPT = 64;
  */
 export const PLACEMENT_SETTLE_MS = 3000;
 
+/**
+ * How long a probe result counts: a few missed rounds (a busy event loop) keep the last result; a
+ * prober that stopped or fell behind loses its say (Traefik's view and heartbeats decide again).
+ */
+export const probeValidMs = (p: ProbeSettings): number => 4 * p.intervalMs + p.failures * p.timeoutMs;
+
+/** How metrics and logs name a node: its server URL, or its cookie while the URL is unknown. */
+export const nodeLabel = (n: { url: string; cookie: string }): string => n.url || n.cookie;
+/** How people see a node (/v1/nodes, the status page, logs): its heartbeat name, else its label. */
+export const nodeName = (n: { name: string; url: string; cookie: string }): string => n.name || nodeLabel(n);
+
 export class NodeLiveness {
   readonly #nodes = new Map<string, NodeEntry>();
   /** While false (registry unreachable), heartbeats do not age: an outage must not turn nodes down. */
@@ -86,7 +103,11 @@ export class NodeLiveness {
   /** Bumped whenever what the meta says about nodes changes (a node, a boot, a state). */
   #version = 0;
 
-  constructor(private readonly opts: NodeLivenessOptions) {}
+  readonly #probeValidMs: number;
+
+  constructor(private readonly opts: NodeLivenessOptions) {
+    this.#probeValidMs = opts.probe ? probeValidMs(opts.probe) : 0;
+  }
 
   // --- queries -------------------------------------------------------------------------------
 
@@ -110,10 +131,6 @@ export class NodeLiveness {
   urlFor(cookie: string): string {
     return this.#nodes.get(cookie)?.url ?? "";
   }
-  /** What to call a node: its heartbeat name, else Traefik's server URL, else its cookie. */
-  nameOf(n: NodeInfo): string {
-    return n.name || n.url || n.cookie;
-  }
   /** A boot the node no longer runs (the heartbeat shows a different one it has seen before). */
   isPastBoot(cookie: string, boot: string): boolean {
     const n = this.#nodes.get(cookie);
@@ -131,9 +148,8 @@ export class NodeLiveness {
    * its previous boots (the last BOOTS_LISTED) as gone, and nodes whose boot nobody reports (servers
    * without the node library) under the unknown tag.
    */
-  viewBoots(retryAfterSeconds: number): ViewBoot[] {
+  viewBoots(retry: (state: NodeViewState) => number): ViewBoot[] {
     const out: ViewBoot[] = [];
-    const retry = (state: NodeViewState) => (state === "down" ? retryAfterSeconds : 0);
     const now = this.opts.now();
     for (const n of this.#nodes.values()) {
       const current = n.hb?.boot ?? null;
@@ -319,13 +335,13 @@ export class NodeLiveness {
 
   /** The sidecar's own probe, when recent: "up", "down" (no answer or unhealthy), "refused" or null. */
   private probeVerdict(n: NodeEntry, now: number): "up" | "down" | "refused" | null {
-    const valid = this.opts.probeValidMs;
-    if (!n.probe || !valid || now - n.probedAt > valid) return null;
+    const settings = this.opts.probe;
+    if (!settings || !n.probe || now - n.probedAt > this.#probeValidMs) return null;
     if (n.probe === "ok") return "up";
     if (n.probe === "refused") return "refused";
     // One failure is no verdict (heartbeats decide meanwhile); a session created after the failed
     // probe proves the node serves (it answered since).
-    if (n.probeFailures < (this.opts.probeFailuresToDown ?? 2)) return null;
+    if (n.probeFailures < settings.failures) return null;
     return n.servedAt > n.probedAt ? "up" : "down";
   }
 

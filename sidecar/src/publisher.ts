@@ -95,7 +95,7 @@ export class Publisher {
 
   /** Shards with changes not yet on disk: dirty, or being written right now. */
   pendingShards(): ReadonlySet<number> {
-    const dirty = this.mirror.sessions.dirtyShards();
+    const dirty = this.mirror.dirtyShards();
     if (!this.inflight.size) return dirty;
     return new Set([...dirty, ...this.inflight]);
   }
@@ -132,7 +132,7 @@ export class Publisher {
     const { dir, epoch, metrics } = this.opts;
     const io = { fs: this.fs };
     const m = this.mirror;
-    const kind: PublishResult["kind"] = this.cold ? "full" : m.sessions.dirtyCount ? "incremental" : "meta";
+    const kind: PublishResult["kind"] = this.cold ? "full" : m.dirtyShards().size ? "incremental" : "meta";
     let ok = true;
     let existing: Set<string> | null = null;
     const work: number[] = [];
@@ -143,10 +143,10 @@ export class Publisher {
         existing = new Set(await listShards(dir, io));
         const width = m.shardBits / 4;
         for (const name of existing) if (name.length !== width) await removeShard(dir, name, io);
-        m.sessions.takeDirty();
-        for (let s = 0; s < m.sessions.shardCount; s++) work.push(s);
+        m.takeDirtyShards();
+        for (let s = 0; s < m.shardCount; s++) work.push(s);
       } else {
-        work.push(...m.sessions.takeDirty());
+        work.push(...m.takeDirtyShards());
       }
     } catch (err) {
       metrics.dirErrors.inc({ operation: "list" });
@@ -159,8 +159,10 @@ export class Publisher {
     // Shards are encoded now, in the same tick as the node table: changes that land while the
     // files are written mark their shard dirty again and go out with the next publish.
     const encoded = new Map<number, Buffer | null>();
-    for (const s of work)
-      encoded.set(s, m.sessions.shardSize(s) ? encodeShardEntries(epoch, m.sessions.shardEntries(s)) : null);
+    for (const s of work) {
+      const entries = m.shardEntries(s);
+      encoded.set(s, entries.length ? encodeShardEntries(epoch, entries) : null);
+    }
     const before = m.viewNodes();
     if (before.some((n) => !this.onDisk.has(n.id))) {
       try {
@@ -168,7 +170,7 @@ export class Publisher {
       } catch (err) {
         metrics.dirErrors.inc({ operation: "write_meta" });
         this.logError("cannot write the view meta; the view will go stale (the plugin fails open)", err);
-        for (const s of work) m.sessions.markDirty(s);
+        for (const s of work) m.markShardDirty(s);
         return this.finish(kind, 0, t0, false);
       }
     }
@@ -190,7 +192,7 @@ export class Publisher {
           }
         } catch (err) {
           ok = false;
-          m.sessions.markDirty(s); // retried on the next publish
+          m.markShardDirty(s); // retried on the next publish
           metrics.dirErrors.inc({ operation: "write_shard" });
           this.logError("cannot write a view shard; keeping the previous one", err);
         } finally {
@@ -204,7 +206,7 @@ export class Publisher {
     this.cold = false;
     // Shards still dirty (failed, or changed meanwhile) may name owners the mirror dropped: keep those listed.
     try {
-      await this.writeNodeTable(m.viewNodes(), m.sessions.dirtyCount > 0 || !ok);
+      await this.writeNodeTable(m.viewNodes(), m.dirtyShards().size > 0 || !ok);
     } catch (err) {
       ok = false;
       metrics.dirErrors.inc({ operation: "write_meta" });

@@ -51,7 +51,7 @@ export class PublishSchedule {
   /** Publishes soon when the mirror holds anything the view does not show yet. */
   changed(): void {
     const m = this.o.mirror;
-    if (m.sessions.dirtyCount || m.metaVersion !== this.#publishedMetaVersion) this.soon();
+    if (m.dirtyShards().size || m.metaVersion !== this.#publishedMetaVersion) this.soon();
   }
 
   // The time from a registration to the view is what the edge waits on: no delay beyond the tick;

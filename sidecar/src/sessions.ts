@@ -58,9 +58,6 @@ export class SessionIndex {
   get shardCount(): number {
     return this.#shards.length;
   }
-  shardSize(shard: number): number {
-    return this.#shards[shard].size;
-  }
   /** Tombstones in the index. */
   get closedCount(): number {
     return this.#closedCount;
@@ -87,9 +84,6 @@ export class SessionIndex {
 
   // --- the shards the view must rewrite --------------------------------------------------------
 
-  get dirtyCount(): number {
-    return this.#dirty.size;
-  }
   dirtyShards(): ReadonlySet<number> {
     return this.#dirty;
   }

@@ -97,16 +97,7 @@ export async function startSidecar(
   }
 
   const lifecycle = new Lifecycle();
-  const mirror = new Mirror({
-    shardBits: cfg.shardBits,
-    nodeTtlMs: cfg.nodeTtlMs,
-    downLimitMs: cfg.downLimitMs,
-    tombstoneTtlMs: cfg.tombstoneTtlMs,
-    retryAfterSeconds: cfg.retryAfterSeconds,
-    // A few missed rounds (a busy event loop) keep the last result; a stopped prober loses its say.
-    probeValidMs: cfg.probePath === "off" ? 0 : 4 * cfg.probeIntervalMs + cfg.probeFailures * cfg.probeTimeoutMs,
-    probeFailuresToDown: cfg.probeFailures,
-  });
+  const mirror = new Mirror(cfg);
   const metrics = createMetrics();
   const throttled = throttledLog();
 
@@ -187,7 +178,7 @@ export async function startSidecar(
     epoch,
     viewAgeMs: publisher.lastPublished === null ? null : Date.now() - publisher.lastPublished,
     sessions: mirror.liveCount,
-    nodes: mirror.nodes.size,
+    nodes: mirror.nodeCount,
   });
   const server = createHttpServer({
     log,

@@ -104,7 +104,7 @@ export class RegistrySync {
     metrics.reconcileDuration.observe((performance.now() - t0) / 1000);
     if (!this.#synced)
       log.info(
-        { sessions: mirror.liveCount, nodes: mirror.nodes.size, ms: Math.round(performance.now() - t0), invalid },
+        { sessions: mirror.liveCount, nodes: mirror.nodeCount, ms: Math.round(performance.now() - t0), invalid },
         "registry synced",
       );
     else log.debug({ scanned, [spare ? "spared" : "dropped"]: dropped, invalid }, "reconciled");

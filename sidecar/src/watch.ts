@@ -5,6 +5,7 @@
 import { hexToKey, sessionTag } from "../../lib/registry/index.ts";
 import type { SidecarContext } from "./context.ts";
 import { DeathChecker } from "./deaths.ts";
+import { nodeName } from "./nodes.ts";
 import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
 import { errFields } from "../../lib/errors.ts";
@@ -47,7 +48,7 @@ export class NodeWatch {
   async pollHeartbeats(): Promise<void> {
     const { registry, mirror } = this.ctx;
     if (registry.status() !== "ready") return;
-    const cookies = [...mirror.nodes.values()].filter((n) => n.hb).map((n) => n.cookie);
+    const cookies = [...mirror.nodes()].filter((n) => n.hb).map((n) => n.cookie);
     if (!cookies.length) return;
     try {
       const recs = await registry.getNodes(cookies);
@@ -100,14 +101,11 @@ export class NodeWatch {
     if (this.#stopped) return;
     const { mirror, metrics, log } = this.ctx;
     metrics.probes.inc({ result: late ? `late-${result}` : result });
-    const before = mirror.nodes.get(cookie)?.state;
+    const before = mirror.node(cookie)?.state;
     if (mirror.applyProbe(cookie, result)) this.ctx.changed();
-    const after = mirror.nodes.get(cookie)?.state;
-    if (before !== after)
-      log.info(
-        { node: mirror.nodes.get(cookie)?.name || url, probe: result, late, from: before, to: after },
-        "node state changed",
-      );
+    const n = mirror.node(cookie);
+    if (before !== n?.state)
+      log.info({ node: n ? nodeName(n) : url, probe: result, late, from: before, to: n?.state }, "node state changed");
   }
 
   /** No more results applied; queued death checks dropped. */

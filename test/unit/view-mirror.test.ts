@@ -40,6 +40,10 @@ function mirror(over: Partial<ConstructorParameters<typeof Mirror>[0]> = {}) {
     downLimitMs: 500,
     tombstoneTtlMs: 1000,
     retryAfterSeconds: 7,
+    probePath: "off",
+    probeIntervalMs: 250,
+    probeTimeoutMs: 500,
+    probeFailures: 2,
     now: () => clock.now,
     ...over,
   });
@@ -79,16 +83,16 @@ describe("mirror sessions", () => {
     expect(m.applySession("s1", rec())).toBe("same");
     expect(m.applySession("s2", rec({ boot: null }))).toBe("new");
     expect(m.liveCount).toBe(2);
-    expect(m.sessions.dirtyCount).toBeGreaterThan(0);
+    expect(m.dirtyShards().size).toBeGreaterThan(0);
     const owners = m.viewNodes();
     expect(owners).toHaveLength(2); // (A, A1) and (A, unknown boot)
-    m.sessions.takeDirty();
+    m.takeDirtyShards();
     expect(m.applyClose("s1")).toBe(true);
     expect(m.applyClose("s1")).toBe(false); // an echo is not a second close
     expect(state(m, "s1")).toMatchObject({ closed: true });
     expect(m.liveCount).toBe(1);
     expect(m.closedCount).toBe(1);
-    expect(m.sessions.dirtyCount).toBe(1);
+    expect(m.dirtyShards().size).toBe(1);
     // The tombstone keeps its owner in the table until it expires.
     expect(m.viewNodes()).toHaveLength(2);
     clock.now += 1001;
@@ -99,6 +103,27 @@ describe("mirror sessions", () => {
     m.applySession("s3", rec({ boot: "A9" }));
     expect(Math.max(...m.viewNodes().map((n) => n.id))).toBe(3);
   });
+  it("counts live sessions per node once: closed ones and those of gone incarnations do not count", () => {
+    const { m, clock } = mirror();
+    const B = "http://10.3.0.2:3000";
+    m.applyNode(A, hb({ boot: "A1", seen: 1000 }));
+    m.applySession("a1", rec());
+    m.applySession("a-noboot", rec({ boot: null }));
+    m.applySession("closed", rec());
+    m.applyClose("closed");
+    m.applySession("b1", rec({ node: B, cookie: cookieValueFor(B), boot: null }));
+    expect(m.liveSessionsByNode()).toEqual(
+      new Map([
+        [A, 2],
+        [cookieValueFor(B), 1],
+      ]),
+    );
+    m.applyNode(A, hb({ boot: "A2", seen: 2000 })); // A1 is over: its session is gone, the boot-less one follows A2
+    clock.now += 1;
+    m.refreshStates();
+    expect(m.liveSessionsByNode().get(A)).toBe(1);
+    expect(m.liveCount).toBe(3); // the mirror still holds it (the edge answers 404 from its record)
+  });
   it("a re-registration moves a session to its new owner", () => {
     const { m } = mirror();
     m.applySession("s", rec());
@@ -107,7 +132,7 @@ describe("mirror sessions", () => {
       m.applySession("s", rec({ node: "http://10.3.0.2:3000", cookie: cookieValueFor("http://10.3.0.2:3000") })),
     ).toBe("changed");
     expect(state(m, "s")!.owner).not.toBe(before);
-    expect(m.owners.has(before)).toBe(false);
+    expect(m.viewNodes().some((n) => n.id === before)).toBe(false);
     expect(m.liveCount).toBe(1);
   });
   it("reconcile drops live entries the scan missed, keeps tombstones, and never lets a scan undo a newer change", () => {
@@ -285,7 +310,8 @@ describe("mirror node states", () => {
 });
 
 describe("mirror node states from the sidecar's own probe", () => {
-  const probed = () => mirror({ probeValidMs: 2000 });
+  // Results count for 4 rounds plus the failures' timeouts: 4 * 250 + 2 * 500 = 2000 ms.
+  const probed = () => mirror({ probePath: "/healthz" });
 
   it("a timeout is down (503), an answer brings the node back at once, down past the limit is gone", () => {
     const { m, clock } = probed();
