@@ -4,7 +4,7 @@
 // moved to events-quarantine/; one that fails for now (registry down) stays for the next drain.
 import { hexToKey, sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
 import { viewPaths, type EventBatch } from "../../lib/view/index.ts";
-import { countRegistration, settleWithin, type SidecarContext } from "./context.ts";
+import { settleWithin, type SidecarContext } from "./context.ts";
 import { drainEvents, type DrainResult } from "./drain.ts";
 import { EdgeTouches } from "./touches.ts";
 import { errFields } from "../../lib/errors.ts";
@@ -117,7 +117,7 @@ export class EventIngest {
   }
 
   private async apply(b: EventBatch): Promise<void> {
-    const { cfg, registry, mirror, metrics, log } = this.ctx;
+    const { cfg, registry, mirror, updates, metrics, log } = this.ctx;
     for (const l of b.learned) {
       const key = hexToKey(l.hash);
       if (mirror.wasClosed(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
@@ -135,18 +135,18 @@ export class EventIngest {
           ttlMs: Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs),
         })
       ) {
-        countRegistration(metrics, mirror.applySession(l.id, record, false, key), record);
+        updates.session(l.id, record, key);
         log.debug({ session: sessionTag(l.id), cookie: l.cookie }, "session learned at the edge registered");
       } else {
         const existing = await registry.lookupSession(l.id);
-        if (existing) countRegistration(metrics, mirror.applySession(l.id, existing, false, key), existing);
+        if (existing) updates.session(l.id, existing, key);
       }
     }
     for (const c of b.closed) {
       await registry.closeSession(c.id);
       // One close, one count: the node's own close reaches this mirror through the registry too,
       // and a retried batch finds the session closed already.
-      if (mirror.applyClose(c.id, hexToKey(c.hash))) metrics.closes.inc({ origin: "edge" });
+      updates.close(c.id, "edge", hexToKey(c.hash));
       log.debug({ session: sessionTag(c.id) }, "session closed at the edge");
     }
     // Counted only once the whole batch is applied: a retried batch is never counted twice.
@@ -157,7 +157,6 @@ export class EventIngest {
     if (b.exposedServerIds) metrics.exposedServerIds.inc(b.exposedServerIds);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
     if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
-    this.ctx.changed();
   }
 
   private async countQuarantine(): Promise<void> {

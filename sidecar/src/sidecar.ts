@@ -9,7 +9,7 @@ import { createRegistry, describeRedis, type Registry } from "../../lib/registry
 import { defaultViewFs, readMeta, viewPaths } from "../../lib/view/index.ts";
 import type { DrainResult } from "./drain.ts";
 import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
-import { countRegistration, Periodic, settleWithin, throttledLog, type SidecarContext } from "./context.ts";
+import { Periodic, settleWithin, throttledLog, type SidecarContext } from "./context.ts";
 import { createHttpServer } from "./http.ts";
 import { EventIngest } from "./ingest.ts";
 import { LearnedJanitor } from "./janitor.ts";
@@ -19,6 +19,7 @@ import { Mirror } from "./mirror.ts";
 import { Publisher, type PublishResult } from "./publisher.ts";
 import { PublishSchedule } from "./schedule.ts";
 import { RegistrySync } from "./sync.ts";
+import { MirrorUpdates } from "./updates.ts";
 import { NodeWatch } from "./watch.ts";
 import { McpAffinityError, type ErrorCode, errFields } from "../../lib/errors.ts";
 
@@ -141,7 +142,9 @@ export async function startSidecar(
       if (lifecycle.state === "syncing") lifecycle.to("ready");
     },
   });
-  const ctx: SidecarContext = { cfg, log, metrics, registry, mirror, fs, throttled, changed: () => schedule.changed() };
+  const changed = () => schedule.changed();
+  const updates = new MirrorUpdates(mirror, metrics, changed);
+  const ctx: SidecarContext = { cfg, log, metrics, registry, mirror, updates, fs, throttled, changed };
   const sync = new RegistrySync(ctx, () => schedule.mirrorSynced(), describeRedis(conn));
   const watch = new NodeWatch(ctx);
   const ingest = new EventIngest(ctx, (id, hash, cookie) => watch.suspect(id, hash, cookie));
@@ -188,14 +191,8 @@ export async function startSidecar(
     apiToken: cfg.apiToken,
     health,
     ready: isReady,
-    onRegistered: (id, record) => {
-      countRegistration(metrics, mirror.applySession(id, record), record);
-      ctx.changed();
-    },
-    onClosed: (id) => {
-      if (mirror.applyClose(id)) metrics.closes.inc({ origin: "api" });
-      ctx.changed();
-    },
+    onRegistered: (id, record) => updates.session(id, record),
+    onClosed: (id) => updates.close(id, "api"),
   });
   try {
     await new Promise<void>((resolve, reject) => {

@@ -2,7 +2,7 @@
 // (reconcile) at start, after every outage and every reconcileInterval catches what the channel
 // missed. At start the sync is retried with backoff until it succeeds (Redis down at start).
 import type { RegistryChange } from "../../lib/registry/index.ts";
-import { countRegistration, type SidecarContext } from "./context.ts";
+import type { SidecarContext } from "./context.ts";
 import { errFields } from "../../lib/errors.ts";
 
 export class RegistrySync {
@@ -46,22 +46,14 @@ export class RegistrySync {
     return this.#synced;
   }
 
+  // Every write announced, this sidecar's own among them: those were applied already when made,
+  // and applying them again changes nothing (updates.ts).
   private onChange = (c: RegistryChange): void => {
     if (this.#stopped) return;
-    const { mirror, metrics } = this.ctx;
-    switch (c.op) {
-      case "session":
-        countRegistration(metrics, mirror.applySession(c.id, c.record), c.record);
-        break;
-      case "close":
-        if (mirror.applyClose(c.id)) metrics.closes.inc({ origin: "registry" });
-        break;
-      case "node":
-        mirror.applyNode(c.cookie, c.record);
-        mirror.refreshStates();
-        break;
-    }
-    this.ctx.changed();
+    const { updates } = this.ctx;
+    if (c.op === "session") updates.session(c.id, c.record);
+    else if (c.op === "close") updates.close(c.id, "registry");
+    else updates.node(c.cookie, c.record);
   };
 
   /** One full scan (joined when one is running); resolves whether it completed. */

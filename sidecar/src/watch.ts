@@ -19,7 +19,7 @@ export class NodeWatch {
   readonly #awaitingLateAnswer = new Set<string>();
 
   constructor(private readonly ctx: SidecarContext) {
-    const { cfg, registry, mirror, metrics, log } = ctx;
+    const { cfg, registry, mirror, updates, metrics, log } = ctx;
     this.#deaths = new DeathChecker({
       urlFor: (cookie) => mirror.urlFor(cookie),
       path: cfg.mcpPath,
@@ -27,9 +27,8 @@ export class NodeWatch {
       onResult: (result) => metrics.deathChecks.inc({ result }),
       onDead: async (id, hash) => {
         await registry.closeSession(id);
-        if (mirror.applyClose(id, hexToKey(hash))) metrics.closes.inc({ origin: "owner-404" });
+        updates.close(id, "owner-404", hexToKey(hash));
         log.info({ session: sessionTag(id) }, "session gone on its node (404): closed at the edge");
-        ctx.changed();
       },
     });
   }

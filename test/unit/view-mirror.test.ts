@@ -124,6 +124,52 @@ describe("mirror sessions", () => {
     expect(m.liveSessionsByNode().get(A)).toBe(1);
     expect(m.liveCount).toBe(3); // the mirror still holds it (the edge answers 404 from its record)
   });
+  it("own writes applied twice (locally, then their echo) leave the mirror as the echoes alone do", () => {
+    // The sidecar applies its own registry writes at once, then again when their PUBLISH comes back
+    // (sidecar/src/updates.ts): correct only because applies are idempotent.
+    const { m } = mirror();
+    expect(m.applySession("s", rec())).toBe("new");
+    m.takeDirtyShards();
+    const before = { nodes: m.viewNodes(), meta: m.metaVersion, live: m.liveCount };
+    expect(m.applySession("s", rec()), "the echo of a registration").toBe("same");
+    expect(m.dirtyShards().size, "no shard to rewrite").toBe(0);
+    expect({ nodes: m.viewNodes(), meta: m.metaVersion, live: m.liveCount }).toEqual(before);
+    expect(m.applyClose("s")).toBe(true);
+    m.takeDirtyShards();
+    expect(m.applyClose("s"), "the echo of a close: not a second close").toBe(false);
+    expect(m.dirtyShards().size).toBe(0);
+    expect(m.closedCount).toBe(1);
+
+    // Interleaved: a register and a close applied locally, their echoes after both (in write order).
+    const B = "http://10.3.0.2:3000";
+    const moved = rec({ node: B, cookie: cookieValueFor(B), boot: "B1" });
+    const local = mirror().m;
+    const echoes = mirror().m;
+    local.applySession("x", rec());
+    local.applySession("y", rec());
+    local.applySession("y", moved); // a re-registration on another node
+    local.applyClose("x");
+    for (const m2 of [local, echoes]) {
+      m2.applySession("x", rec());
+      m2.applySession("y", rec());
+      m2.applySession("y", moved);
+      m2.applyClose("x");
+    }
+    // Owner ids may differ (an id dropped meanwhile is never reused); what they stand for may not.
+    const session = (m2: Mirror, id: string) => {
+      const e = m2.lookup(sessionHashKey(id))!;
+      return { cookie: e.owner.cookie, boot: e.owner.boot, closed: e.closed, state: m2.ownerState(e.owner) };
+    };
+    const seen = (m2: Mirror) => ({
+      x: session(m2, "x"),
+      y: session(m2, "y"),
+      live: m2.liveCount,
+      closed: m2.closedCount,
+      perNode: m2.liveSessionsByNode(),
+      owners: m2.viewNodes().map((n) => [n.cookie, n.state]),
+    });
+    expect(seen(local)).toEqual(seen(echoes));
+  });
   it("a re-registration moves a session to its new owner", () => {
     const { m } = mirror();
     m.applySession("s", rec());
