@@ -4,7 +4,7 @@
 // moved to events-quarantine/; one that fails for now (registry down) stays for the next drain.
 import { hexToKey, sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
 import { viewPaths, type EventBatch } from "../../lib/view/index.ts";
-import { settleWithin, type SidecarContext } from "./context.ts";
+import { settleWithin, type Periodic, type SidecarContext } from "./context.ts";
 import { drainEvents, type DrainResult } from "./drain.ts";
 import { EdgeTouches } from "./touches.ts";
 import { errFields } from "../../lib/errors.ts";
@@ -52,8 +52,14 @@ export class EventIngest {
     });
   }
 
+  /** Starts the drains (every eventInterval) and the renewals of edge records (every edgeTouchInterval). */
+  start(ticks: Periodic): void {
+    ticks.every(this.ctx.cfg.eventIntervalMs, () => this.tick());
+    ticks.every(this.ctx.cfg.edgeTouchIntervalMs, () => this.flushTouches());
+  }
+
   /** The eventInterval tick: a drain, unless the last one failed and the backoff has not run out. */
-  async tick(): Promise<void> {
+  private async tick(): Promise<void> {
     if (this.#retryBackoffMs && Date.now() < this.#retryNotBefore && this.ctx.registry.status() !== "ready") return;
     const r = await this.drain();
     this.#retryBackoffMs = r.failed
@@ -63,12 +69,12 @@ export class EventIngest {
   }
 
   /** The edgeTouchInterval tick: pending activity written while the registry is connected. */
-  async flushTouches(): Promise<void> {
+  private async flushTouches(): Promise<void> {
     if (this.ctx.registry.status() === "ready") await this.#touches.flush();
   }
 
   /** One drain of events/ now (joined when one is running). */
-  drain(): Promise<DrainResult> {
+  private drain(): Promise<DrainResult> {
     const { cfg, fs, metrics, log, throttled } = this.ctx;
     this.#draining ??= drainEvents(cfg.dir, (b) => this.apply(b), {
       fs,

@@ -6,7 +6,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { deleteLearned, listLearned, viewPaths } from "../../lib/view/index.ts";
 import { hexToKey } from "../../lib/registry/index.ts";
-import type { SidecarContext } from "./context.ts";
+import type { Periodic, SidecarContext } from "./context.ts";
 import type { Publisher } from "./publisher.ts";
 import { errFields } from "../../lib/errors.ts";
 
@@ -19,7 +19,12 @@ export class LearnedJanitor {
     private readonly publisher: Publisher,
   ) {}
 
-  async sweep(): Promise<void> {
+  /** Starts the sweeps: once a second. */
+  start(ticks: Periodic): void {
+    ticks.every(1000, () => this.sweep());
+  }
+
+  private async sweep(): Promise<void> {
     const { cfg, fs, mirror, metrics, log, throttled } = this.ctx;
     if (mirror.expireTombstones()) this.ctx.changed();
     if (!this.publisher.published) return;

@@ -1,9 +1,11 @@
 // Publishes the mirror as the registry view (lib/view formats): changed shards only, then the
 // meta; the meta alone at least every metaInterval so the view stays fresh while we are healthy.
+import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import {
   encodeShardEntries,
   listShards,
+  readMeta,
   removeShard,
   writeMeta,
   writeShardBuffer,
@@ -34,6 +36,23 @@ export interface PublishResult {
   ok: boolean;
 }
 
+/**
+ * The epoch to publish under, and the view to take over. A view a previous process left in `dir`
+ * with the same shard width is taken over (its epoch, then its owner ids: Publisher.adopt) rather
+ * than replaced: a new epoch would make every shard disagree with the meta until all were
+ * rewritten. Otherwise a random epoch; `fixed` (tests) wins over both.
+ */
+export async function chooseEpoch(
+  dir: string,
+  shardBits: number,
+  o: { fs?: ViewFs; fixed?: number } = {},
+): Promise<{ epoch: number; previous: ViewMeta | null }> {
+  if (o.fixed !== undefined) return { epoch: o.fixed, previous: null };
+  const meta = await readMeta(dir, { fs: o.fs }).catch(() => null);
+  const previous = meta && meta.shardBits === shardBits ? meta : null;
+  return { epoch: previous?.epoch ?? randomInt(1, 0xffff_ffff), previous };
+}
+
 export class Publisher {
   generation = 0;
   lastPublished: number | null = null;
@@ -55,11 +74,13 @@ export class Publisher {
   }
 
   /**
-   * Takes over the view a previous process left (same epoch): its owners stay listed until the
-   * shards naming them are rewritten. A carried-over `down` is listed as `up`: that process's
-   * liveness is old news, and a pin is harmless where a 503 would not be.
+   * Takes over the view a previous process left (same epoch, see chooseEpoch): the mirror's owner
+   * ids continue above its ids, and its owners stay listed until the shards naming them are
+   * rewritten. A carried-over `down` is listed as `up`: that process's liveness is old news, and a
+   * pin is harmless where a 503 would not be.
    */
   adopt(meta: ViewMeta): void {
+    this.mirror.reserveOwnerIds(meta.nodes.reduce((max, n) => Math.max(max, n.id), 0));
     this.onDisk = new Map(
       meta.nodes.map((n) => [n.id, n.state === "down" ? { ...n, state: "up" as const, retryAfterSeconds: 0 } : n]),
     );

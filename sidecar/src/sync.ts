@@ -1,9 +1,63 @@
-// Registry sync: the mirror follows the registry through its change channel, and a full scan
-// (reconcile) at start, after every outage and every reconcileInterval catches what the channel
-// missed. At start the sync is retried with backoff until it succeeds (Redis down at start).
-import type { RegistryChange } from "../../lib/registry/index.ts";
-import type { SidecarContext } from "./context.ts";
+// Registry sync: the registry the settings name, and the mirror following it through its change
+// channel, with a full scan (reconcile) at start, after every outage and every reconcileInterval
+// to catch what the channel missed. At start the sync is retried with backoff until it succeeds
+// (Redis down at start).
+import type { Logger } from "pino";
+import {
+  createRegistry,
+  describeRedis,
+  type RedisConnectionConfig,
+  type Registry,
+  type RegistryChange,
+} from "../../lib/registry/index.ts";
+import type { SidecarConfig } from "./config.ts";
+import type { Periodic, SidecarContext } from "./context.ts";
+import type { SidecarMetrics } from "./metrics.ts";
 import { errFields } from "../../lib/errors.ts";
+
+export interface OpenedRegistry {
+  registry: Registry;
+  /** What the logs call it: the Redis target without credentials, or "memory". */
+  target: string;
+}
+
+/**
+ * The registry the settings name: Redis (one server, Sentinel or Cluster) or, with no Redis
+ * setting, the in-memory store. Every failed operation is counted; it is logged at most every 5 s
+ * per operation unless `errorsExpected()` (the sidecar is closing the connection itself).
+ */
+export function openRegistry(
+  cfg: SidecarConfig,
+  o: {
+    metrics: SidecarMetrics;
+    log: Logger;
+    throttled: SidecarContext["throttled"];
+    errorsExpected: () => boolean;
+  },
+): OpenedRegistry {
+  const conn: RedisConnectionConfig = {
+    url: cfg.redisUrl ?? undefined,
+    // The settings checked that --redis-sentinels comes with --redis-sentinel-name.
+    sentinel: cfg.redisSentinels ? { nodes: cfg.redisSentinels, name: cfg.redisSentinelName! } : undefined,
+    cluster: cfg.redisCluster ?? undefined,
+    password: cfg.redisPassword ?? undefined,
+  };
+  const registry = createRegistry({
+    ...conn,
+    sessionTtlMs: cfg.sessionTtlMs,
+    nodeTtlMs: cfg.nodeTtlMs,
+    onError: (op, err) => {
+      o.metrics.redisErrors.inc({ operation: op });
+      if (!o.errorsExpected())
+        o.throttled(`redis:${op}`, () => o.log.warn({ op, err: { message: err.message } }, "redis operation failed"));
+    },
+    onBadChange: (err) =>
+      o.throttled("badchange", () =>
+        o.log.warn({ err: { message: err.message } }, "unreadable message on the change channel (skipped)"),
+      ),
+  });
+  return { registry, target: registry.kind === "redis" ? describeRedis(conn) : "memory" };
+}
 
 export class RegistrySync {
   /** A full scan has completed once: the mirror holds the registry. */
@@ -119,8 +173,14 @@ export class RegistrySync {
     this.#retryTimer = setTimeout(() => void this.syncUntilDone(), this.#retryDelayMs);
   }
 
+  /** Starts: the sync until a first scan completes, then a scan every reconcileInterval. */
+  start(ticks: Periodic): void {
+    ticks.every(this.ctx.cfg.reconcileIntervalMs, () => this.tick());
+    void this.syncUntilDone();
+  }
+
   /** The reconcileInterval tick: a full scan while synced and connected. */
-  async tick(): Promise<void> {
+  private async tick(): Promise<void> {
     if (this.#synced && this.ctx.registry.status() === "ready") await this.reconcile();
   }
 

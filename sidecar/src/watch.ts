@@ -3,7 +3,7 @@
 // library), the sidecar's own probe of each node, and the death checks of sessions the edge saw
 // answered without a session.
 import { hexToKey, sessionTag } from "../../lib/registry/index.ts";
-import type { SidecarContext } from "./context.ts";
+import type { Periodic, SidecarContext } from "./context.ts";
 import { DeathChecker } from "./deaths.ts";
 import { nodeName } from "./nodes.ts";
 import { probeNode, type ProbeResult } from "./probe.ts";
@@ -33,18 +33,34 @@ export class NodeWatch {
     });
   }
 
+  /**
+   * Starts the watch: node states recomputed often enough that a heartbeat's age is noticed within
+   * a quarter of --node-ttl (every 50-250 ms), heartbeats re-read every nodePollInterval, the
+   * nodes probed every probeInterval (unless --probe-path off), Traefik's API polled (when set).
+   */
+  start(ticks: Periodic): void {
+    const { cfg } = this.ctx;
+    ticks.every(Math.max(50, Math.min(250, Math.floor(cfg.nodeTtlMs / 4))), () => this.refresh());
+    ticks.every(cfg.nodePollIntervalMs, () => this.pollHeartbeats());
+    if (cfg.probePath !== "off") ticks.every(cfg.probeIntervalMs, () => this.probe());
+    if (cfg.traefikApi) {
+      ticks.every(cfg.traefikPollIntervalMs, () => this.pollTraefik());
+      void this.pollTraefik();
+    }
+  }
+
   /** A session the edge saw answered without a session: its owner is asked (JSON-RPC ping). */
   suspect(id: string, hash: string, cookie: string): void {
     this.#deaths.suspect(id, hash, cookie);
   }
 
   /** Node states recomputed (heartbeats age, down turns gone). */
-  refresh(): void {
+  private refresh(): void {
     if (this.ctx.mirror.refreshStates()) this.ctx.changed();
   }
 
   /** Heartbeat records of the nodes that have one, re-read (besides the change channel). */
-  async pollHeartbeats(): Promise<void> {
+  private async pollHeartbeats(): Promise<void> {
     const { registry, mirror } = this.ctx;
     if (registry.status() !== "ready") return;
     const cookies = [...mirror.nodes()].filter((n) => n.hb).map((n) => n.cookie);
@@ -58,7 +74,7 @@ export class NodeWatch {
     this.refresh();
   }
 
-  async pollTraefik(): Promise<void> {
+  private async pollTraefik(): Promise<void> {
     const { cfg, mirror, metrics, log, throttled } = this.ctx;
     if (!cfg.traefikApi) return;
     try {
@@ -74,7 +90,7 @@ export class NodeWatch {
 
   // Each result is applied (and published) as soon as it comes. A timed-out probe may stay open
   // for a late answer: the first one sent, since a resumed process answers its connections in order.
-  probe(): void {
+  private probe(): void {
     const { cfg, mirror } = this.ctx;
     for (const { cookie, url } of mirror.probeTargets()) {
       if (this.#probing.has(cookie)) continue;
