@@ -1,5 +1,5 @@
 // The sidecar's registry mirror (what the view is built from): keys, owners, tombstones,
-// reconcile and node states, with a fake clock.
+// reconcile and node states, with a fake clock; and the changes reported to it (updates.ts).
 import { describe, expect, it } from "vitest";
 import {
   cookieValueFor,
@@ -9,8 +9,10 @@ import {
   type SessionRecord,
 } from "../../lib/registry/index.ts";
 import { decodeShard, encodeShard, encodeShardEntries } from "../../lib/view/index.ts";
+import { createMetrics } from "../../sidecar/src/metrics.ts";
 import { Mirror } from "../../sidecar/src/mirror.ts";
 import { PLACEMENT_SETTLE_MS } from "../../sidecar/src/nodes.ts";
+import { MirrorUpdates } from "../../sidecar/src/updates.ts";
 
 const URL_A = "http://10.3.0.1:3000";
 const A = cookieValueFor(URL_A);
@@ -419,5 +421,39 @@ describe("mirror node states from the sidecar's own probe", () => {
     m.applyProbe(A, "ok");
     expect(state(m, "e1")!.state).toBe("up"); // a new process answers for itself (its own 404)
     expect(m.probeTargets()).toEqual([{ cookie: A, url: URL_A }]);
+  });
+});
+
+describe("mirror updates (changes the components report)", () => {
+  function updated() {
+    const { m } = mirror();
+    const metrics = createMetrics();
+    let publishes = 0;
+    const updates = new MirrorUpdates(m, metrics, () => void publishes++);
+    const count = async (name: "registrations" | "closes") =>
+      Object.fromEntries(
+        (await metrics[name].get()).values.filter((v) => v.value).map((v) => [Object.values(v.labels)[0], v.value]),
+      );
+    return { m, updates, count, publishes: () => publishes };
+  }
+
+  it("an own write and its echo: one registration, one close, under the origin that came first", async () => {
+    const { m, updates, count, publishes } = updated();
+    updates.session("s", rec({ source: "edge" })); // learned at the edge, applied at once
+    updates.session("s", rec({ source: "edge" })); // its PUBLISH, back through the change channel
+    updates.close("s", "api");
+    updates.close("s", "registry");
+    expect(await count("registrations")).toEqual({ edge: 1 });
+    expect(await count("closes")).toEqual({ api: 1 });
+    expect(m.closedCount).toBe(1);
+    expect(publishes()).toBe(4); // each report asks; the schedule coalesces
+  });
+  it("a heartbeat recomputes node states", () => {
+    const { m, updates } = updated();
+    updates.session("s", rec());
+    updates.node(A, hb({ state: "draining" }));
+    expect(m.nodeState(A)).toBe("draining");
+    updates.node(A, null);
+    expect(m.nodeState(A)).toBe("gone");
   });
 });
