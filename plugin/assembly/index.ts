@@ -7,7 +7,7 @@ import {
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
   statusCode, respond, readRequestBodyUpTo,
 } from "./abi";
-import { findRequestId, idStart, idEnd } from "./jsonrpc";
+import { BODY_400, BODY_404, BODY_431, BODY_503, BODY_REJECT, unavailableBody } from "./jsonrpc";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
@@ -24,13 +24,6 @@ import {
   T_NONE, T_UNVERIFIED, TARGET_TOKEN,
 } from "./core";
 import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG } from "./token";
-
-const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
-const BODY_503_HEAD = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":';
-const BODY_503 = BODY_503_HEAD + "null}";
-const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
-const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie header too large"},"id":null}';
-const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
 // handle_response's job for a request (the upper word of handle_request's result): bit flags.
 const REQCTX_LEARN: u64 = 1; // an initialize: learn (and wrap) the session it creates
@@ -184,7 +177,7 @@ export function handle_request(): u64 {
     next = 0;
   } else if (d.action == ANSWER_503) {
     const retry = d.target == TARGET_TOKEN ? view.ownerRetry : ownerRetry;
-    respond(503, "unavailable", unavailableBody(method), retry > 0 ? retry : cfg.retryAfterSeconds);
+    respond(503, "unavailable", unavailableAnswer(method), retry > 0 ? retry : cfg.retryAfterSeconds);
     next = 0;
   }
   if (next != 0 && token.kind == TOKEN_WRAPPED) {
@@ -226,9 +219,9 @@ const ID_BODY_MAX: i32 = 4096;
 // The 503 path answers itself, so nothing else needs scratch (sized MAX_COOKIE_READ_BYTES + 64) then.
 const rpcBody = scratch;
 
-function unavailableBody(method: string): string {
-  if (method != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX) || !findRequestId(rpcBody)) return BODY_503;
-  return BODY_503_HEAD + rpcBody.toAscii(idStart, idEnd) + "}";
+function unavailableAnswer(method: string): string {
+  if (method != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX)) return BODY_503;
+  return unavailableBody(rpcBody);
 }
 
 /** Fills input.view / input.session / input.ownerState / input.cookie from the view. */
