@@ -54,7 +54,8 @@ export const R_FAIL_OPEN: i32 = 9;
 export const REASONS: StaticArray<string> = [
   "sessionless", "pass", "pin", "repair", "reject", "lost", "unavailable", "unknown", "invalid", "fail-open",
 ];
-export const REASON_COUNT: i32 = 10;
+/** Size of the per-reason counters (events.ts): derived, so a reason appended to REASONS is counted. */
+export const REASON_COUNT: i32 = REASONS.length;
 
 /** High-volume reasons, batched per instance; every other decision is written to events/ at once
  *  (rare, alert-worthy, and lost with the instance if it waited: the host drops idle instances). */
