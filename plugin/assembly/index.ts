@@ -12,7 +12,7 @@ import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES 
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
 import { findCookie, foundStart, foundEnd, buildPinnedCookie } from "./cookie";
-import { RegistryView } from "./view";
+import { RegistryView, OwnerFacts } from "./view";
 import { pushHex } from "./hex";
 import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
 import { CHUNK_BYTES, InitializeMatcher, contentLength, copyRequestBody } from "./body";
@@ -21,7 +21,7 @@ import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_LEARNED, COOKIE_NONE, COOKIE_OWNER,
   COOKIE_OTHER, PIN, PIN_REPAIR, ANSWER_404, ANSWER_503, REASONS, R_SESSIONLESS, R_INVALID, R_REJECT,
-  T_NONE, T_UNVERIFIED, TARGET_TOKEN,
+  T_NONE, T_UNVERIFIED, TARGET_TOKEN, NODE_UP,
 } from "./core";
 import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG } from "./token";
 
@@ -56,6 +56,10 @@ const hashHex = new Bytes(32);
 // The client-facing id of a wrapped session (idVals is reused by the response phase).
 const clientId = new Bytes(320);
 const token = new SessionToken();
+/** The owner the session's own record names (the view's shard, or learned/): filled by classify. */
+const recordOwner = new OwnerFacts();
+/** The incarnation the session id's routing token names, as the meta tells it: filled by classifyToken. */
+const tokenIncarnation = new OwnerFacts();
 const initMatcher = new InitializeMatcher();
 const input = new RouteInput();
 const decision = new Decision();
@@ -153,31 +157,28 @@ export function handle_request(): u64 {
     return 0;
   }
   classify(now);
-  // classifyToken reuses the view's lookup fields: keep what the session's own record said.
-  const ownerCookie = view.ownerCookie;
-  const ownerRetry = view.ownerRetry;
   classifyToken(now);
   input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
   const d = decideRoute(input, decision);
-  const target = d.target == TARGET_TOKEN ? token.cookie : ownerCookie;
+  // The node a pin goes to, or whose Retry-After hint a 503 gives.
+  const target = d.target == TARGET_TOKEN ? tokenIncarnation : recordOwner;
 
-  const held = holdsSession(ownerCookie);
+  const held = holdsSession(recordOwner.cookie);
   const closing = held && method == "DELETE";
   if (closing) noteClose();
   else if (held) events.touch(load<u64>(DIGEST), idVals, idVals.len, hashHex, now);
   // The response of a held session may tell that the owner lost it (not a DELETE: it closes anyway).
   let next: u64 = held && !closing ? (REQCTX_OWNER << 32) | 1 : 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {
-    buildPinnedCookie(cookieVals, cfg.cookieName, target, scratch);
+    buildPinnedCookie(cookieVals, cfg.cookieName, target.cookie, scratch);
     setHeader(KIND_REQUEST, "Cookie", scratch);
-    if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(target));
+    if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(target.cookie));
   } else if (d.action == ANSWER_404) {
     respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
     next = 0;
   } else if (d.action == ANSWER_503) {
-    const retry = d.target == TARGET_TOKEN ? view.ownerRetry : ownerRetry;
-    respond(503, "unavailable", unavailableAnswer(method), retry > 0 ? retry : cfg.retryAfterSeconds);
+    respond(503, "unavailable", unavailableAnswer(method), target.retry > 0 ? target.retry : cfg.retryAfterSeconds);
     next = 0;
   }
   if (next != 0 && token.kind == TOKEN_WRAPPED) {
@@ -192,15 +193,19 @@ export function handle_request(): u64 {
   return next;
 }
 
-/** Fills input.token / input.tokenCookie from the session id's routing token and the meta. */
+/** Fills input.token / input.tokenCookie and tokenIncarnation from the session id's routing token and the meta. */
 function classifyToken(now: u64): void {
   input.token = T_NONE;
   input.tokenCookie = COOKIE_NONE;
   if (parseToken(idVals, token) == TOKEN_NONE) return;
   // A meta that loaded is enough to check a token; whether it is fresh is input.view's business.
-  input.token = dirfd >= 0 && view.refresh(now, false) ? view.lookupToken(token.cookie, token.bootTag) : T_UNVERIFIED;
-  input.tokenCookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == token.cookie ? COOKIE_OWNER : COOKIE_OTHER;
-  // lookupToken overwrote the view's owner fields; classify's own result was saved by the caller.
+  if (dirfd >= 0 && view.refresh(now, false)) {
+    input.token = view.lookupToken(token.cookie, token.bootTag, tokenIncarnation);
+  } else {
+    input.token = T_UNVERIFIED;
+    tokenIncarnation.set(token.cookie, NODE_UP, 0);
+  }
+  input.tokenCookie = cookieRelation(token.cookie);
 }
 
 /** Replaces the wrapped Mcp-Session-Id (in idVals) by the server's own id, keeping the wrapped one. */
@@ -224,8 +229,9 @@ function unavailableAnswer(method: string): string {
   return unavailableBody(rpcBody);
 }
 
-/** Fills input.view / input.session / input.ownerState / input.cookie from the view. */
+/** Fills input.view / input.session / input.ownerState / input.cookie and recordOwner from the view. */
 function classify(now: u64): void {
+  recordOwner.clear();
   if (dirfd < 0) {
     input.view = VIEW_ABSENT;
     input.session = S_UNUSABLE;
@@ -236,7 +242,7 @@ function classify(now: u64): void {
     // itself still pins cookie-less clients; nothing else is known, so nothing is refused.
     input.view = VIEW_ABSENT;
     input.session = S_UNUSABLE;
-    if (view.lookupLearned(DIGEST) == S_LEARNED) {
+    if (view.lookupLearned(DIGEST, recordOwner) == S_LEARNED) {
       input.view = VIEW_STALE;
       input.session = S_LEARNED;
       setCookieRelation();
@@ -244,13 +250,13 @@ function classify(now: u64): void {
     return;
   }
   // Unusable with a meta loaded (a shard of another epoch, or naming an owner the meta lacks): re-read the meta once.
-  let r = view.lookup(DIGEST);
-  if (r == S_UNUSABLE && view.refresh(now, true)) r = view.lookup(DIGEST);
+  let r = view.lookup(DIGEST, recordOwner);
+  if (r == S_UNUSABLE && view.refresh(now, true)) r = view.lookup(DIGEST, recordOwner);
   // Still inconsistent (a shard mid-rewrite): what this Traefik learned itself still pins.
-  if (r == S_UNUSABLE && view.lookupLearned(DIGEST) == S_LEARNED) r = S_LEARNED;
+  if (r == S_UNUSABLE && view.lookupLearned(DIGEST, recordOwner) == S_LEARNED) r = S_LEARNED;
   input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
   input.session = r;
-  if (r == S_OWNER) input.ownerState = view.ownerState;
+  if (r == S_OWNER) input.ownerState = recordOwner.state;
   setCookieRelation();
 }
 
@@ -267,9 +273,13 @@ function noteClose(): void {
 }
 
 function setCookieRelation(): void {
-  if (input.session == S_OWNER || input.session == S_LEARNED) {
-    input.cookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == view.ownerCookie ? COOKIE_OWNER : COOKIE_OTHER;
-  } else input.cookie = COOKIE_NONE;
+  input.cookie = input.session == S_OWNER || input.session == S_LEARNED ? cookieRelation(recordOwner.cookie) : COOKIE_NONE;
+}
+
+/** What the client's own sticky cookie says relative to a node's cookie value (COOKIE_*). */
+function cookieRelation(node: string): i32 {
+  if (clientCookie.length == 0) return COOKIE_NONE;
+  return clientCookie == node ? COOKIE_OWNER : COOKIE_OTHER;
 }
 
 function repairCookie(owner: string): Bytes {
