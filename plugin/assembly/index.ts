@@ -44,17 +44,42 @@ const view = new RegistryView(100);
 const events = new EventLog(-1, 1000, 4096);
 let dirfd: i32 = -1;
 
+// Buffers: allocated once at start at their largest size and never grown (a grown buffer leaves its
+// old block behind and pushes the instance past its first 64 KiB page; every open SSE stream holds
+// an instance). Each use has its own name; names that share one block (the aliases below) are uses
+// one request never needs at the same time.
+
+/** The Mcp-Session-Id value: the request's; in handle_response the response's (then the wrapped id). */
 const idVals = new Bytes(512);
-// Sized once for the largest Cookie lines the plugin reads (and the pinned line it writes from
-// them): growing them later would leave the old blocks behind and push the instance past a page.
-const cookieVals = new Bytes(MAX_COOKIE_READ_BYTES + 1);
-// Also the piece buffer request bodies are copied through (after the Cookie line went out).
-const scratch = new Bytes(MAX_COOKIE_READ_BYTES + 64);
-// Repair Set-Cookie values and learned/ contents.
-const body = new Bytes(1024);
-const hashHex = new Bytes(32);
-// The client-facing id of a wrapped session (idVals is reused by the response phase).
+/** The client-facing id of a wrapped session, kept from the request to its response (idVals is reused there). */
 const clientId = new Bytes(320);
+/** SHA-256 of the session id, 16 bytes in hex: learned/ names and event lines. */
+const hashHex = new Bytes(32);
+/** The request's Cookie lines, read once, up to the largest bound a setting allows. */
+const cookieLines = new Bytes(MAX_COOKIE_READ_BYTES + 1);
+/** handle_response: the response's Set-Cookie lines (the request's Cookie lines are done with). */
+const setCookieLines = cookieLines;
+/** The Set-Cookie value a repair or a steered initialize sends the client; the host copies it at once. */
+const setCookieValue = new Bytes(1024);
+/** handle_response: the name of the learned/ file an initialize's session is written to, and its line. */
+const learnedPath = new Bytes(16);
+const learnedLine = new Bytes(64);
+
+// One block, 64 bytes above the largest Cookie lines, for the large values a request passes on
+// one after another. Each is handed on (to the host, which copies it, or to a parser) before the
+// next is written, so none of them outlives the next one's use:
+const sharedBlock = new Bytes(MAX_COOKIE_READ_BYTES + 64);
+/** The one Cookie line a pin or a steered initialize writes from cookieLines (buildPinnedCookie). */
+const pinnedCookieLine = sharedBlock;
+/** The server's own id a wrapped session's request goes on with. */
+const innerIdValue = sharedBlock;
+/** The Content-Length value, then the pieces the request body is copied through (passBody). */
+const contentLengthValue = sharedBlock;
+const bodyPiece = sharedBlock;
+/** The small POST body a 503 reads the request's JSON-RPC id from (the 503 answers itself: no body is copied). */
+const rpcRequestBody = sharedBlock;
+/** handle_response: the response header values read to suspect an owner's death. */
+const responseHeaderValue = sharedBlock;
 const token = new SessionToken();
 /** The owner the session's own record names (the view's shard, or learned/): filled by classify. */
 const recordOwner = new OwnerFacts();
@@ -122,8 +147,8 @@ function hashSessionId(): void {
 /** False when the Cookie lines exceed `limit` (maxCookieBytes): they are not read (bounded read). */
 function readClientCookie(limit: i32): bool {
   clientCookie = "";
-  if (headerValues(KIND_REQUEST, "Cookie", cookieVals, limit) < 0) return false;
-  if (findCookie(cookieVals, cfg.cookieName)) clientCookie = cookieVals.toAscii(foundStart, foundEnd);
+  if (headerValues(KIND_REQUEST, "Cookie", cookieLines, limit) < 0) return false;
+  if (findCookie(cookieLines, cfg.cookieName)) clientCookie = cookieLines.toAscii(foundStart, foundEnd);
   return true;
 }
 
@@ -171,8 +196,8 @@ export function handle_request(): u64 {
   // The response of a held session may tell that the owner lost it (not a DELETE: it closes anyway).
   let next: u64 = held && !closing ? (REQCTX_OWNER << 32) | 1 : 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {
-    buildPinnedCookie(cookieVals, cfg.cookieName, target.cookie, scratch);
-    setHeader(KIND_REQUEST, "Cookie", scratch);
+    buildPinnedCookie(cookieLines, cfg.cookieName, target.cookie, pinnedCookieLine);
+    setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
     if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(target.cookie));
   } else if (d.action == ANSWER_404) {
     respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
@@ -212,21 +237,20 @@ function classifyToken(now: u64): void {
 function unwrapRequestId(): void {
   clientId.clear();
   clientId.pushBytes(idVals, 0, idVals.len);
-  scratch.clear();
-  scratch.pushBytes(idVals, token.innerStart, idVals.len);
-  setHeader(KIND_REQUEST, "Mcp-Session-Id", scratch);
+  innerIdValue.clear();
+  innerIdValue.pushBytes(idVals, token.innerStart, idVals.len);
+  setHeader(KIND_REQUEST, "Mcp-Session-Id", innerIdValue);
 }
 
 
 // The 503 carries the request's JSON-RPC id, so the client can match the error to its request.
-// Only a small POST body is read, into a buffer of fixed size: this path is rare, the rest never reads bodies.
+// Only a small POST body is read, into rpcRequestBody (MAX_COOKIE_READ_BYTES + 64 bytes, so never
+// grown): this path is rare, the rest never reads bodies.
 const ID_BODY_MAX: i32 = 4096;
-// The 503 path answers itself, so nothing else needs scratch (sized MAX_COOKIE_READ_BYTES + 64) then.
-const rpcBody = scratch;
 
 function unavailableAnswer(method: string): string {
-  if (method != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX)) return BODY_503;
-  return unavailableBody(rpcBody);
+  if (method != "POST" || !readRequestBodyUpTo(rpcRequestBody, ID_BODY_MAX)) return BODY_503;
+  return unavailableBody(rpcRequestBody);
 }
 
 /** Fills input.view / input.session / input.ownerState / input.cookie and recordOwner from the view. */
@@ -283,19 +307,20 @@ function cookieRelation(node: string): i32 {
 }
 
 function repairCookie(owner: string): Bytes {
-  body.clear();
-  body.pushAscii(cfg.cookieName);
-  body.pushByte(61);
-  body.pushAscii(owner);
-  body.pushAscii("; Path=");
-  body.pushAscii(cfg.cookiePath);
-  if (cfg.cookieHttpOnly) body.pushAscii("; HttpOnly");
-  if (cfg.cookieSecure) body.pushAscii("; Secure");
+  const v = setCookieValue;
+  v.clear();
+  v.pushAscii(cfg.cookieName);
+  v.pushByte(61);
+  v.pushAscii(owner);
+  v.pushAscii("; Path=");
+  v.pushAscii(cfg.cookiePath);
+  if (cfg.cookieHttpOnly) v.pushAscii("; HttpOnly");
+  if (cfg.cookieSecure) v.pushAscii("; Secure");
   if (cfg.cookieSameSite.length > 0) {
-    body.pushAscii("; SameSite=");
-    body.pushAscii(cfg.cookieSameSite);
+    v.pushAscii("; SameSite=");
+    v.pushAscii(cfg.cookieSameSite);
   }
-  return body;
+  return v;
 }
 
 /**
@@ -307,7 +332,7 @@ function repairCookie(owner: string): Bytes {
 function passBody(method: string, inspect: bool): bool {
   if (method != "POST") return false;
   const limit = inspect && cfg.maxInitializeBodyBytes > cfg.maxBufferedBodyBytes ? cfg.maxInitializeBodyBytes : cfg.maxBufferedBodyBytes;
-  const len = contentLength(scratch, <i64>limit);
+  const len = contentLength(contentLengthValue, <i64>limit);
   if (len == 0) return false;
   if (len < 0) {
     // Chunked, or larger than the bound: the body streams to the node as in plain Traefik.
@@ -316,7 +341,7 @@ function passBody(method: string, inspect: bool): bool {
   }
   initMatcher.reset();
   const matcher = inspect && len <= <i64>cfg.maxInitializeBodyBytes ? initMatcher : null;
-  copyRequestBody(scratch, matcher);
+  copyRequestBody(bodyPiece, matcher);
   // A long copy leaves garbage in proportion to its pieces; collect it now rather than let the
   // allocator grow this instance past its first page before the periodic collection.
   if (len > <i64>(16 * CHUNK_BYTES)) __collect();
@@ -342,8 +367,8 @@ function steerInitialize(now: u64): void {
   if (!view.refresh(now, false) || view.isStale(now, cfg.staleAfterMs)) return;
   const pick = steerNewSession(view, clientCookie);
   if (pick.length == 0) return;
-  buildPinnedCookie(cookieVals, cfg.cookieName, pick, scratch);
-  setHeader(KIND_REQUEST, "Cookie", scratch);
+  buildPinnedCookie(cookieLines, cfg.cookieName, pick, pinnedCookieLine);
+  setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
   addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(pick));
   clientCookie = pick;
 }
@@ -380,10 +405,10 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
   // The balancer's Set-Cookie names the node it picked; without one it kept the client's cookie.
   let owner = clientCookie;
-  const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals);
-  if (n > 0 && findCookie(cookieVals, cfg.cookieName)) {
+  const n = headerValues(KIND_RESPONSE, "Set-Cookie", setCookieLines);
+  if (n > 0 && findCookie(setCookieLines, cfg.cookieName)) {
     // Set-Cookie lines carry attributes after ';': findCookie stops the value at ';' already.
-    owner = cookieVals.toAscii(foundStart, foundEnd);
+    owner = setCookieLines.toAscii(foundStart, foundEnd);
   }
   if (!isCookieValue(owner)) {
     log(LOG_DEBUG, "mcp-affinity: initialize response without a usable sticky cookie; not learned");
@@ -445,14 +470,15 @@ let exposureLogged = false;
  */
 function suspectDeath(): void {
   if (heldOwner.length == 0) return;
-  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", scratch, 64) != 0) return;
+  const value = responseHeaderValue;
+  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", value, 64) != 0) return;
   // A 404 carries a JSON-RPC error body; a notification's 202 has no body and no Content-Type,
   // and an SSE stream is an answer: only a JSON answer without the session header is suspicious.
-  if (headerValues(KIND_RESPONSE, "Content-Type", scratch, 256) <= 0 || !startsWithIgnoreCase(scratch, "application/json")) return;
+  if (headerValues(KIND_RESPONSE, "Content-Type", value, 256) <= 0 || !startsWithIgnoreCase(value, "application/json")) return;
   // An empty JSON answer is a notification's 202 (the Python SDK labels it JSON), never a 404.
-  if (headerValues(KIND_RESPONSE, "Content-Length", scratch, 32) == 1 && scratch.len == 2 && scratch.at(0) == 48) return;
-  const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals, cfg.maxCookieBytes);
-  if (n < 0 || (n > 0 && findCookie(cookieVals, cfg.cookieName) && cookieVals.toAscii(foundStart, foundEnd) != heldOwner)) return;
+  if (headerValues(KIND_RESPONSE, "Content-Length", value, 32) == 1 && value.len == 2 && value.at(0) == 48) return;
+  const n = headerValues(KIND_RESPONSE, "Set-Cookie", setCookieLines, cfg.maxCookieBytes);
+  if (n < 0 || (n > 0 && findCookie(setCookieLines, cfg.cookieName) && setCookieLines.toAscii(foundStart, foundEnd) != heldOwner)) return;
   // One report per session per instance and 10 s: a client repeating a failing request costs one check.
   const now = nowMs();
   if (now - lastSuspectAt < 10000 && lastSuspect == hashHex.toAscii(0, 32)) return;
@@ -485,24 +511,24 @@ function isCookieValue(s: string): bool {
 
 /** learned/<first learnedDigits hex of the hash>: `<32 hex hash> <cookie>\n`; a bounded set of names. */
 function writeLearned(owner: string): void {
-  scratch.clear();
-  scratch.pushAscii("learned/");
-  scratch.pushBytes(hashHex, 0, cfg.learnedDigits);
-  let fd = openWrite(dirfd, scratch, false);
+  learnedPath.clear();
+  learnedPath.pushAscii("learned/");
+  learnedPath.pushBytes(hashHex, 0, cfg.learnedDigits);
+  let fd = openWrite(dirfd, learnedPath, false);
   if (fd == -<i32>ERRNO_NOENT) {
     mkdir(dirfd, "learned");
-    fd = openWrite(dirfd, scratch, false);
+    fd = openWrite(dirfd, learnedPath, false);
   }
   if (fd < 0) {
     log(LOG_ERROR, "mcp-affinity: cannot write learned/ in viewDir (errno " + (-fd).toString() + ")");
     return;
   }
-  body.clear();
-  body.pushBytes(hashHex, 0, hashHex.len);
-  body.pushByte(32);
-  body.pushAscii(owner);
-  body.pushByte(10);
-  writeAll(fd, body);
+  learnedLine.clear();
+  learnedLine.pushBytes(hashHex, 0, hashHex.len);
+  learnedLine.pushByte(32);
+  learnedLine.pushAscii(owner);
+  learnedLine.pushByte(10);
+  writeAll(fd, learnedLine);
   close(fd);
 }
 
