@@ -20,8 +20,8 @@ import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_LEARNED, COOKIE_NONE, COOKIE_OWNER,
-  COOKIE_OTHER, PIN, PIN_REPAIR, ANSWER_404, ANSWER_503, REASONS, R_SESSIONLESS, R_INVALID, R_REJECT,
-  T_NONE, T_UNVERIFIED, TARGET_TOKEN, NODE_UP,
+  COOKIE_OTHER, PASS, PIN, PIN_REPAIR, ANSWER_400, ANSWER_404, ANSWER_431, REASONS, R_SESSIONLESS, R_REJECT,
+  T_UNVERIFIED, TARGET_TOKEN, NODE_UP,
 } from "./core";
 import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG } from "./token";
 
@@ -160,35 +160,47 @@ export function handle_request(): u64 {
     return 1;
   }
   const now = nowMs();
-  const id = readSessionId(KIND_REQUEST);
-  input.id = id;
   // Read once per request: every host call copies the method into a new string.
   const method = getMethod();
-  if (id == ID_NONE) {
-    const ctx = passBody(method, dirfd >= 0) ? learnInitialize(now) : 0;
-    finish(R_SESSIONLESS, now);
-    return (ctx << 32) | 1;
-  }
-  if (id == ID_INVALID) {
-    respond(400, "invalid", BODY_400, 0);
-    finish(R_INVALID, now);
-    return 0;
-  }
+  readInput(now);
+  const d = decideRoute(input, decision);
+  const next = d.reason == R_SESSIONLESS ? passSessionless(method, now) : carryOut(d, method, now);
+  finish(d.reason, now);
+  return next;
+}
 
+/**
+ * Fills `input` from the request and the view. What cannot be read is an input too: an id that is
+ * not one, or Cookie lines larger than maxCookieBytes, and then nothing is looked up (the inputs
+ * that would need it say "nothing known").
+ */
+function readInput(now: u64): void {
+  input.reset();
+  token.kind = TOKEN_NONE;
+  recordOwner.clear();
+  input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
+  input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
+  input.id = readSessionId(KIND_REQUEST);
+  if (input.id != ID_VALID) return;
   hashSessionId();
   if (!readClientCookie(cfg.maxCookieBytes)) {
-    respond(431, "invalid", BODY_431, 0);
-    finish(R_INVALID, now);
-    return 0;
+    input.cookieUnreadable = true;
+    return;
   }
   classify(now);
   classifyToken(now);
-  input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
-  input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
-  const d = decideRoute(input, decision);
+}
+
+/** No session id: the request passes untouched; a POST may be an initialize, placed and learned. */
+function passSessionless(method: string, now: u64): u64 {
+  const ctx = passBody(method, dirfd >= 0) ? learnInitialize(now) : 0;
+  return (ctx << 32) | 1;
+}
+
+/** Carries out the decision for a request that sent Mcp-Session-Id; returns handle_request's result. */
+function carryOut(d: Decision, method: string, now: u64): u64 {
   // The node a pin goes to, or whose Retry-After hint a 503 gives.
   const target = d.target == TARGET_TOKEN ? tokenIncarnation : recordOwner;
-
   const held = holdsSession(recordOwner.cookie);
   const closing = held && method == "DELETE";
   if (closing) noteClose();
@@ -199,29 +211,32 @@ export function handle_request(): u64 {
     buildPinnedCookie(cookieLines, cfg.cookieName, target.cookie, pinnedCookieLine);
     setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
     if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(target.cookie));
-  } else if (d.action == ANSWER_404) {
-    respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
-    next = 0;
-  } else if (d.action == ANSWER_503) {
-    respond(503, "unavailable", unavailableAnswer(method), target.retry > 0 ? target.retry : cfg.retryAfterSeconds);
-    next = 0;
+  } else if (d.action != PASS) {
+    answer(d, target, method);
+    return 0;
   }
-  if (next != 0 && token.kind == TOKEN_WRAPPED) {
+  if (token.kind == TOKEN_WRAPPED) {
     unwrapRequestId();
     // Servers repeat the session id on their answers and the TypeScript client adopts whatever a
     // POST answer says; Traefik strips the header from these answers (the wrapped-session router,
     // docs/plugin.md). Only POST answers matter: no client takes an id from a GET stream or a DELETE.
     if (method == "POST") next |= REQCTX_WRAPPED << 32;
   }
-  if (next != 0) passBody(method, false);
-  finish(d.reason, now);
+  passBody(method, false);
   return next;
+}
+
+/** The plugin's own answer: status, JSON-RPC body (jsonrpc.ts), `Mcp-Affinity: <reason>`, Retry-After on a 503. */
+function answer(d: Decision, target: OwnerFacts, method: string): void {
+  const reason = REASONS[d.reason];
+  if (d.action == ANSWER_400) respond(400, reason, BODY_400, 0);
+  else if (d.action == ANSWER_431) respond(431, reason, BODY_431, 0);
+  else if (d.action == ANSWER_404) respond(404, reason, d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
+  else respond(503, reason, unavailableAnswer(method), target.retry > 0 ? target.retry : cfg.retryAfterSeconds); // ANSWER_503
 }
 
 /** Fills input.token / input.tokenCookie and tokenIncarnation from the session id's routing token and the meta. */
 function classifyToken(now: u64): void {
-  input.token = T_NONE;
-  input.tokenCookie = COOKIE_NONE;
   if (parseToken(idVals, token) == TOKEN_NONE) return;
   // A meta that loaded is enough to check a token; whether it is fresh is input.view's business.
   if (dirfd >= 0 && view.refresh(now, false)) {
@@ -255,7 +270,6 @@ function unavailableAnswer(method: string): string {
 
 /** Fills input.view / input.session / input.ownerState / input.cookie and recordOwner from the view. */
 function classify(now: u64): void {
-  recordOwner.clear();
   if (dirfd < 0) {
     input.view = VIEW_ABSENT;
     input.session = S_UNUSABLE;
