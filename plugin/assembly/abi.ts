@@ -36,9 +36,10 @@ export const LOG_INFO: i32 = 0;
 export const LOG_WARN: i32 = 1;
 export const LOG_ERROR: i32 = 2;
 
-// Scratch buffers shared by the ABI wrappers (one request at a time per instance).
-// Small: method, configuration (grown once at start when larger), headers and bodies the plugin writes.
-const scratch = new Bytes(512);
+// The text the ABI wrappers pass across the boundary as strings: the configuration (grown once at
+// start when larger), the method, and the header values and answer bodies the plugin writes from
+// strings. Each wrapper is done with it before it returns, so calls never overlap.
+const hostText = new Bytes(512);
 const nameBuf = new Bytes(64);
 
 function setName(name: string): void {
@@ -64,12 +65,12 @@ export function log(level: i32, message: string): void {
 
 /** The guest configuration (JSON) as a string; empty when none was given. */
 export function getConfig(): string {
-  let n = _get_config(scratch.ptr, <u32>scratch.buf.length);
-  if (n > <u32>scratch.buf.length) {
-    scratch.ensure(<i32>n);
-    n = _get_config(scratch.ptr, <u32>scratch.buf.length);
+  let n = _get_config(hostText.ptr, <u32>hostText.buf.length);
+  if (n > <u32>hostText.buf.length) {
+    hostText.ensure(<i32>n);
+    n = _get_config(hostText.ptr, <u32>hostText.buf.length);
   }
-  return String.UTF8.decodeUnsafe(scratch.ptr, <usize>n);
+  return String.UTF8.decodeUnsafe(hostText.ptr, <usize>n);
 }
 
 export function enableFeatures(features: u32): u32 {
@@ -78,12 +79,12 @@ export function enableFeatures(features: u32): u32 {
 
 /** Request method, upper case as sent. */
 export function getMethod(): string {
-  let n = _get_method(scratch.ptr, <u32>scratch.buf.length);
-  if (n > <u32>scratch.buf.length) {
-    scratch.ensure(<i32>n);
-    n = _get_method(scratch.ptr, <u32>scratch.buf.length);
+  let n = _get_method(hostText.ptr, <u32>hostText.buf.length);
+  if (n > <u32>hostText.buf.length) {
+    hostText.ensure(<i32>n);
+    n = _get_method(hostText.ptr, <u32>hostText.buf.length);
   }
-  return String.UTF8.decodeUnsafe(scratch.ptr, <usize>n);
+  return String.UTF8.decodeUnsafe(hostText.ptr, <usize>n);
 }
 
 /**
@@ -121,9 +122,9 @@ export function addHeader(kind: u32, name: string, value: Bytes): void {
 }
 
 export function addHeaderAscii(kind: u32, name: string, value: string): void {
-  scratch.clear();
-  scratch.pushAscii(value);
-  addHeader(kind, name, scratch);
+  hostText.clear();
+  hostText.pushAscii(value);
+  addHeader(kind, name, hostText);
 }
 
 /**
@@ -170,7 +171,7 @@ export function respond(status: u32, reason: string, body: string, retryAfter: u
   addHeaderAscii(KIND_RESPONSE, "Mcp-Affinity", reason);
   if (retryAfter > 0) addHeaderAscii(KIND_RESPONSE, "Retry-After", retryAfter.toString());
   _set_status_code(status);
-  scratch.clear();
-  scratch.pushAscii(body);
-  _write_body(KIND_RESPONSE, scratch.ptr, <u32>scratch.len);
+  hostText.clear();
+  hostText.pushAscii(body);
+  _write_body(KIND_RESPONSE, hostText.ptr, <u32>hostText.len);
 }

@@ -15,16 +15,17 @@ export const CHUNK_BYTES: i32 = 4096;
 
 /**
  * Content-Length of the request when it is given once, in decimal, and at most `limit`; -1
- * otherwise (absent, as for chunked bodies, malformed, repeated, or larger).
+ * otherwise (absent, as for chunked bodies, malformed, repeated, or larger). `value` receives the
+ * header's value (at most 24 bytes are read).
  */
-export function contentLength(scratch: Bytes, limit: i64): i64 {
-  const n = headerValues(KIND_REQUEST, "Content-Length", scratch, 24);
+export function contentLength(value: Bytes, limit: i64): i64 {
+  const n = headerValues(KIND_REQUEST, "Content-Length", value, 24);
   if (n != 1) return -1;
-  const end = scratch.len - 1; // NUL-terminated
+  const end = value.len - 1; // NUL-terminated
   if (end <= 0) return -1;
   let len: i64 = 0;
   for (let i = 0; i < end; i++) {
-    const c = scratch.at(i);
+    const c = value.at(i);
     if (c < 48 || c > 57) return -1;
     len = len * 10 + <i64>(c - 48);
     if (len > limit) return -1;

@@ -1,4 +1,5 @@
-// decideRoute: the edge decision table (docs/plugin.md), pure: no I/O, no ABI.
+// decideRoute: the edge decision table (docs/plugin.md), every row of it, pure: no I/O, no ABI.
+// index.ts reads the request and the view into a RouteInput and carries out the Decision.
 
 // Session id header.
 export const ID_NONE: i32 = 0;
@@ -26,6 +27,11 @@ export const T_DEAD: i32 = 4; // its incarnation is gone (removed, rebooted, dow
 export const T_NEW_BOOT: i32 = 5; // the node is known, this boot is not (yet)
 export const T_UNKNOWN_NODE: i32 = 6; // no node of the view has its cookie
 
+// The client's sticky cookie relative to a node (the owner, or the token's node).
+export const COOKIE_NONE: i32 = 0;
+export const COOKIE_OWNER: i32 = 1; // names that node
+export const COOKIE_OTHER: i32 = 2; // names another node
+
 // A node's state (the state field of the meta's `node` and `boot` lines, docs/registry-view.md).
 export const NODE_UP: u8 = 0;
 export const NODE_DRAINING: u8 = 1;
@@ -36,9 +42,10 @@ export const NODE_GONE: u8 = 3;
 export const PASS: i32 = 0;
 export const PIN: i32 = 1; // rewrite Cookie to the owner
 export const PIN_REPAIR: i32 = 2; // and Set-Cookie on the response
-export const ANSWER_400: i32 = 3;
-export const ANSWER_404: i32 = 4;
-export const ANSWER_503: i32 = 5;
+export const ANSWER_400: i32 = 3; // the session id is not one
+export const ANSWER_404: i32 = 4; // the session is gone (or onMisroute=reject)
+export const ANSWER_503: i32 = 5; // its owner is down for now
+export const ANSWER_431: i32 = 6; // the Cookie lines are too large to read
 
 // Reasons (index into REASONS; also the decision metric label).
 export const R_SESSIONLESS: i32 = 0;
@@ -54,7 +61,8 @@ export const R_FAIL_OPEN: i32 = 9;
 export const REASONS: StaticArray<string> = [
   "sessionless", "pass", "pin", "repair", "reject", "lost", "unavailable", "unknown", "invalid", "fail-open",
 ];
-export const REASON_COUNT: i32 = 10;
+/** Size of the per-reason counters (events.ts): derived, so a reason appended to REASONS is counted. */
+export const REASON_COUNT: i32 = REASONS.length;
 
 /** High-volume reasons, batched per instance; every other decision is written to events/ at once
  *  (rare, alert-worthy, and lost with the instance if it waited: the host drops idle instances). */
@@ -62,18 +70,39 @@ export function isFrequentReason(r: i32): bool {
   return r == R_SESSIONLESS || r == R_PASS || r == R_PIN || r == R_UNKNOWN || r == R_FAIL_OPEN;
 }
 
+/** What index.ts read from the request and the view. */
 export class RouteInput {
-  id: i32 = ID_NONE;
-  view: i32 = VIEW_ABSENT;
-  session: i32 = S_UNUSABLE;
-  ownerState: u8 = NODE_UP;
-  /** Client's cookie relative to the owner: 0 none, 1 names the owner, 2 names another node. */
-  cookie: i32 = 0;
-  token: i32 = T_NONE;
+  id: i32;
+  /** The Cookie lines exceed maxCookieBytes and were not read (nothing below was looked up). */
+  cookieUnreadable: bool;
+  view: i32;
+  session: i32;
+  ownerState: u8;
+  /** Client's cookie relative to the owner (COOKIE_*). */
+  cookie: i32;
+  token: i32;
   /** Client's cookie relative to the token's node (COOKIE_*). */
-  tokenCookie: i32 = 0;
-  rejectMisroute: bool = false;
-  passWhenDown: bool = false;
+  tokenCookie: i32;
+  rejectMisroute: bool;
+  passWhenDown: bool;
+
+  constructor() {
+    this.reset();
+  }
+
+  /** "Nothing known": no session id, no view, no token, default policies. */
+  reset(): void {
+    this.id = ID_NONE;
+    this.cookieUnreadable = false;
+    this.view = VIEW_ABSENT;
+    this.session = S_UNUSABLE;
+    this.ownerState = NODE_UP;
+    this.cookie = COOKIE_NONE;
+    this.token = T_NONE;
+    this.tokenCookie = COOKIE_NONE;
+    this.rejectMisroute = false;
+    this.passWhenDown = false;
+  }
 }
 
 // Which node a PIN / PIN_REPAIR goes to.
@@ -85,10 +114,6 @@ export class Decision {
   reason: i32 = R_SESSIONLESS;
   target: i32 = TARGET_OWNER;
 }
-
-export const COOKIE_NONE: i32 = 0;
-export const COOKIE_OWNER: i32 = 1;
-export const COOKIE_OTHER: i32 = 2;
 
 function set(d: Decision, action: i32, reason: i32): Decision {
   d.action = action;
@@ -145,6 +170,8 @@ export function decideRoute(i: RouteInput, d: Decision): Decision {
   d.target = TARGET_OWNER;
   if (i.id == ID_NONE) return set(d, PASS, R_SESSIONLESS);
   if (i.id == ID_INVALID) return set(d, ANSWER_400, R_INVALID);
+  // Unread Cookie lines: a pin would drop the client's other cookies, a pass could misroute.
+  if (i.cookieUnreadable) return set(d, ANSWER_431, R_INVALID);
   const usable = i.view != VIEW_ABSENT && i.session != S_UNUSABLE;
   // The view's record of this very session outranks the token; otherwise the token decides.
   if (i.token != T_NONE && !(usable && (i.session == S_OWNER || i.session == S_CLOSED))) {

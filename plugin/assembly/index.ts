@@ -7,12 +7,12 @@ import {
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
   statusCode, respond, readRequestBodyUpTo,
 } from "./abi";
-import { findRequestId, idStart, idEnd } from "./jsonrpc";
+import { BODY_400, BODY_404, BODY_431, BODY_503, BODY_REJECT, unavailableBody } from "./jsonrpc";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
 import { findCookie, foundStart, foundEnd, buildPinnedCookie } from "./cookie";
-import { RegistryView } from "./view";
+import { RegistryView, OwnerFacts } from "./view";
 import { pushHex } from "./hex";
 import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
 import { CHUNK_BYTES, InitializeMatcher, contentLength, copyRequestBody } from "./body";
@@ -20,17 +20,10 @@ import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_LEARNED, COOKIE_NONE, COOKIE_OWNER,
-  COOKIE_OTHER, PIN, PIN_REPAIR, ANSWER_404, ANSWER_503, REASONS, R_SESSIONLESS, R_INVALID, R_REJECT,
-  T_NONE, T_UNVERIFIED, TARGET_TOKEN,
+  COOKIE_OTHER, PASS, PIN, PIN_REPAIR, ANSWER_400, ANSWER_404, ANSWER_431, REASONS, R_SESSIONLESS, R_REJECT,
+  T_UNVERIFIED, TARGET_TOKEN, NODE_UP,
 } from "./core";
 import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG } from "./token";
-
-const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
-const BODY_503_HEAD = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":';
-const BODY_503 = BODY_503_HEAD + "null}";
-const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
-const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie header too large"},"id":null}';
-const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
 
 // handle_response's job for a request (the upper word of handle_request's result): bit flags.
 const REQCTX_LEARN: u64 = 1; // an initialize: learn (and wrap) the session it creates
@@ -51,18 +44,47 @@ const view = new RegistryView(100);
 const events = new EventLog(-1, 1000, 4096);
 let dirfd: i32 = -1;
 
+// Buffers: allocated once at start at their largest size and never grown (a grown buffer leaves its
+// old block behind and pushes the instance past its first 64 KiB page; every open SSE stream holds
+// an instance). Each use has its own name; names that share one block (the aliases below) are uses
+// one request never needs at the same time.
+
+/** The Mcp-Session-Id value: the request's; in handle_response the response's (then the wrapped id). */
 const idVals = new Bytes(512);
-// Sized once for the largest Cookie lines the plugin reads (and the pinned line it writes from
-// them): growing them later would leave the old blocks behind and push the instance past a page.
-const cookieVals = new Bytes(MAX_COOKIE_READ_BYTES + 1);
-// Also the piece buffer request bodies are copied through (after the Cookie line went out).
-const scratch = new Bytes(MAX_COOKIE_READ_BYTES + 64);
-// Repair Set-Cookie values and learned/ contents.
-const body = new Bytes(1024);
-const hashHex = new Bytes(32);
-// The client-facing id of a wrapped session (idVals is reused by the response phase).
+/** The client-facing id of a wrapped session, kept from the request to its response (idVals is reused there). */
 const clientId = new Bytes(320);
+/** SHA-256 of the session id, 16 bytes in hex: learned/ names and event lines. */
+const hashHex = new Bytes(32);
+/** The request's Cookie lines, read once, up to the largest bound a setting allows. */
+const cookieLines = new Bytes(MAX_COOKIE_READ_BYTES + 1);
+/** handle_response: the response's Set-Cookie lines (the request's Cookie lines are done with). */
+const setCookieLines = cookieLines;
+/** The Set-Cookie value a repair or a steered initialize sends the client; the host copies it at once. */
+const setCookieValue = new Bytes(1024);
+/** handle_response: the name of the learned/ file an initialize's session is written to, and its line. */
+const learnedPath = new Bytes(16);
+const learnedLine = new Bytes(64);
+
+// One block, 64 bytes above the largest Cookie lines, for the large values a request passes on
+// one after another. Each is handed on (to the host, which copies it, or to a parser) before the
+// next is written, so none of them outlives the next one's use:
+const sharedBlock = new Bytes(MAX_COOKIE_READ_BYTES + 64);
+/** The one Cookie line a pin or a steered initialize writes from cookieLines (buildPinnedCookie). */
+const pinnedCookieLine = sharedBlock;
+/** The server's own id a wrapped session's request goes on with. */
+const innerIdValue = sharedBlock;
+/** The Content-Length value, then the pieces the request body is copied through (passBody). */
+const contentLengthValue = sharedBlock;
+const bodyPiece = sharedBlock;
+/** The small POST body a 503 reads the request's JSON-RPC id from (the 503 answers itself: no body is copied). */
+const rpcRequestBody = sharedBlock;
+/** handle_response: the response header values read to suspect an owner's death. */
+const responseHeaderValue = sharedBlock;
 const token = new SessionToken();
+/** The owner the session's own record names (the view's shard, or learned/): filled by classify. */
+const recordOwner = new OwnerFacts();
+/** The incarnation the session id's routing token names, as the meta tells it: filled by classifyToken. */
+const tokenIncarnation = new OwnerFacts();
 const initMatcher = new InitializeMatcher();
 const input = new RouteInput();
 const decision = new Decision();
@@ -125,8 +147,8 @@ function hashSessionId(): void {
 /** False when the Cookie lines exceed `limit` (maxCookieBytes): they are not read (bounded read). */
 function readClientCookie(limit: i32): bool {
   clientCookie = "";
-  if (headerValues(KIND_REQUEST, "Cookie", cookieVals, limit) < 0) return false;
-  if (findCookie(cookieVals, cfg.cookieName)) clientCookie = cookieVals.toAscii(foundStart, foundEnd);
+  if (headerValues(KIND_REQUEST, "Cookie", cookieLines, limit) < 0) return false;
+  if (findCookie(cookieLines, cfg.cookieName)) clientCookie = cookieLines.toAscii(foundStart, foundEnd);
   return true;
 }
 
@@ -138,100 +160,115 @@ export function handle_request(): u64 {
     return 1;
   }
   const now = nowMs();
-  const id = readSessionId(KIND_REQUEST);
-  input.id = id;
   // Read once per request: every host call copies the method into a new string.
   const method = getMethod();
-  if (id == ID_NONE) {
-    const ctx = passBody(method, dirfd >= 0) ? learnInitialize(now) : 0;
-    finish(R_SESSIONLESS, now);
-    return (ctx << 32) | 1;
-  }
-  if (id == ID_INVALID) {
-    respond(400, "invalid", BODY_400, 0);
-    finish(R_INVALID, now);
-    return 0;
-  }
+  readInput(now);
+  const d = decideRoute(input, decision);
+  const next = d.reason == R_SESSIONLESS ? passSessionless(method, now) : carryOut(d, method, now);
+  finish(d.reason, now);
+  return next;
+}
 
-  hashSessionId();
-  if (!readClientCookie(cfg.maxCookieBytes)) {
-    respond(431, "invalid", BODY_431, 0);
-    finish(R_INVALID, now);
-    return 0;
-  }
-  classify(now);
-  // classifyToken reuses the view's lookup fields: keep what the session's own record said.
-  const ownerCookie = view.ownerCookie;
-  const ownerRetry = view.ownerRetry;
-  classifyToken(now);
+/**
+ * Fills `input` from the request and the view. What cannot be read is an input too: an id that is
+ * not one, or Cookie lines larger than maxCookieBytes, and then nothing is looked up (the inputs
+ * that would need it say "nothing known").
+ */
+function readInput(now: u64): void {
+  input.reset();
+  token.kind = TOKEN_NONE;
+  recordOwner.clear();
   input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
-  const d = decideRoute(input, decision);
-  const target = d.target == TARGET_TOKEN ? token.cookie : ownerCookie;
+  input.id = readSessionId(KIND_REQUEST);
+  if (input.id != ID_VALID) return;
+  hashSessionId();
+  if (!readClientCookie(cfg.maxCookieBytes)) {
+    input.cookieUnreadable = true;
+    return;
+  }
+  classify(now);
+  classifyToken(now);
+}
 
-  const held = holdsSession(ownerCookie);
+/** No session id: the request passes untouched; a POST may be an initialize, placed and learned. */
+function passSessionless(method: string, now: u64): u64 {
+  const ctx = passBody(method, dirfd >= 0) ? learnInitialize(now) : 0;
+  return (ctx << 32) | 1;
+}
+
+/** Carries out the decision for a request that sent Mcp-Session-Id; returns handle_request's result. */
+function carryOut(d: Decision, method: string, now: u64): u64 {
+  // The node a pin goes to, or whose Retry-After hint a 503 gives.
+  const target = d.target == TARGET_TOKEN ? tokenIncarnation : recordOwner;
+  const held = holdsSession(recordOwner.cookie);
   const closing = held && method == "DELETE";
   if (closing) noteClose();
   else if (held) events.touch(load<u64>(DIGEST), idVals, idVals.len, hashHex, now);
   // The response of a held session may tell that the owner lost it (not a DELETE: it closes anyway).
   let next: u64 = held && !closing ? (REQCTX_OWNER << 32) | 1 : 1;
   if (d.action == PIN || d.action == PIN_REPAIR) {
-    buildPinnedCookie(cookieVals, cfg.cookieName, target, scratch);
-    setHeader(KIND_REQUEST, "Cookie", scratch);
-    if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(target));
-  } else if (d.action == ANSWER_404) {
-    respond(404, REASONS[d.reason], d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
-    next = 0;
-  } else if (d.action == ANSWER_503) {
-    const retry = d.target == TARGET_TOKEN ? view.ownerRetry : ownerRetry;
-    respond(503, "unavailable", unavailableBody(method), retry > 0 ? retry : cfg.retryAfterSeconds);
-    next = 0;
+    buildPinnedCookie(cookieLines, cfg.cookieName, target.cookie, pinnedCookieLine);
+    setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
+    if (d.action == PIN_REPAIR) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(target.cookie));
+  } else if (d.action != PASS) {
+    answer(d, target, method);
+    return 0;
   }
-  if (next != 0 && token.kind == TOKEN_WRAPPED) {
+  if (token.kind == TOKEN_WRAPPED) {
     unwrapRequestId();
     // Servers repeat the session id on their answers and the TypeScript client adopts whatever a
     // POST answer says; Traefik strips the header from these answers (the wrapped-session router,
     // docs/plugin.md). Only POST answers matter: no client takes an id from a GET stream or a DELETE.
     if (method == "POST") next |= REQCTX_WRAPPED << 32;
   }
-  if (next != 0) passBody(method, false);
-  finish(d.reason, now);
+  passBody(method, false);
   return next;
 }
 
-/** Fills input.token / input.tokenCookie from the session id's routing token and the meta. */
+/** The plugin's own answer: status, JSON-RPC body (jsonrpc.ts), `Mcp-Affinity: <reason>`, Retry-After on a 503. */
+function answer(d: Decision, target: OwnerFacts, method: string): void {
+  const reason = REASONS[d.reason];
+  if (d.action == ANSWER_400) respond(400, reason, BODY_400, 0);
+  else if (d.action == ANSWER_431) respond(431, reason, BODY_431, 0);
+  else if (d.action == ANSWER_404) respond(404, reason, d.reason == R_REJECT ? BODY_REJECT : BODY_404, 0);
+  else respond(503, reason, unavailableAnswer(method), target.retry > 0 ? target.retry : cfg.retryAfterSeconds); // ANSWER_503
+}
+
+/** Fills input.token / input.tokenCookie and tokenIncarnation from the session id's routing token and the meta. */
 function classifyToken(now: u64): void {
-  input.token = T_NONE;
-  input.tokenCookie = COOKIE_NONE;
   if (parseToken(idVals, token) == TOKEN_NONE) return;
   // A meta that loaded is enough to check a token; whether it is fresh is input.view's business.
-  input.token = dirfd >= 0 && view.refresh(now, false) ? view.lookupToken(token.cookie, token.bootTag) : T_UNVERIFIED;
-  input.tokenCookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == token.cookie ? COOKIE_OWNER : COOKIE_OTHER;
-  // lookupToken overwrote the view's owner fields; classify's own result was saved by the caller.
+  if (dirfd >= 0 && view.refresh(now, false)) {
+    input.token = view.lookupToken(token.cookie, token.bootTag, tokenIncarnation);
+  } else {
+    input.token = T_UNVERIFIED;
+    tokenIncarnation.set(token.cookie, NODE_UP, 0);
+  }
+  input.tokenCookie = cookieRelation(token.cookie);
 }
 
 /** Replaces the wrapped Mcp-Session-Id (in idVals) by the server's own id, keeping the wrapped one. */
 function unwrapRequestId(): void {
   clientId.clear();
   clientId.pushBytes(idVals, 0, idVals.len);
-  scratch.clear();
-  scratch.pushBytes(idVals, token.innerStart, idVals.len);
-  setHeader(KIND_REQUEST, "Mcp-Session-Id", scratch);
+  innerIdValue.clear();
+  innerIdValue.pushBytes(idVals, token.innerStart, idVals.len);
+  setHeader(KIND_REQUEST, "Mcp-Session-Id", innerIdValue);
 }
 
 
 // The 503 carries the request's JSON-RPC id, so the client can match the error to its request.
-// Only a small POST body is read, into a buffer of fixed size: this path is rare, the rest never reads bodies.
+// Only a small POST body is read, into rpcRequestBody (MAX_COOKIE_READ_BYTES + 64 bytes, so never
+// grown): this path is rare, the rest never reads bodies.
 const ID_BODY_MAX: i32 = 4096;
-// The 503 path answers itself, so nothing else needs scratch (sized MAX_COOKIE_READ_BYTES + 64) then.
-const rpcBody = scratch;
 
-function unavailableBody(method: string): string {
-  if (method != "POST" || !readRequestBodyUpTo(rpcBody, ID_BODY_MAX) || !findRequestId(rpcBody)) return BODY_503;
-  return BODY_503_HEAD + rpcBody.toAscii(idStart, idEnd) + "}";
+function unavailableAnswer(method: string): string {
+  if (method != "POST" || !readRequestBodyUpTo(rpcRequestBody, ID_BODY_MAX)) return BODY_503;
+  return unavailableBody(rpcRequestBody);
 }
 
-/** Fills input.view / input.session / input.ownerState / input.cookie from the view. */
+/** Fills input.view / input.session / input.ownerState / input.cookie and recordOwner from the view. */
 function classify(now: u64): void {
   if (dirfd < 0) {
     input.view = VIEW_ABSENT;
@@ -243,7 +280,7 @@ function classify(now: u64): void {
     // itself still pins cookie-less clients; nothing else is known, so nothing is refused.
     input.view = VIEW_ABSENT;
     input.session = S_UNUSABLE;
-    if (view.lookupLearned(DIGEST) == S_LEARNED) {
+    if (view.lookupLearned(DIGEST, recordOwner) == S_LEARNED) {
       input.view = VIEW_STALE;
       input.session = S_LEARNED;
       setCookieRelation();
@@ -251,13 +288,13 @@ function classify(now: u64): void {
     return;
   }
   // Unusable with a meta loaded (a shard of another epoch, or naming an owner the meta lacks): re-read the meta once.
-  let r = view.lookup(DIGEST);
-  if (r == S_UNUSABLE && view.refresh(now, true)) r = view.lookup(DIGEST);
+  let r = view.lookup(DIGEST, recordOwner);
+  if (r == S_UNUSABLE && view.refresh(now, true)) r = view.lookup(DIGEST, recordOwner);
   // Still inconsistent (a shard mid-rewrite): what this Traefik learned itself still pins.
-  if (r == S_UNUSABLE && view.lookupLearned(DIGEST) == S_LEARNED) r = S_LEARNED;
+  if (r == S_UNUSABLE && view.lookupLearned(DIGEST, recordOwner) == S_LEARNED) r = S_LEARNED;
   input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
   input.session = r;
-  if (r == S_OWNER) input.ownerState = view.ownerState;
+  if (r == S_OWNER) input.ownerState = recordOwner.state;
   setCookieRelation();
 }
 
@@ -274,25 +311,30 @@ function noteClose(): void {
 }
 
 function setCookieRelation(): void {
-  if (input.session == S_OWNER || input.session == S_LEARNED) {
-    input.cookie = clientCookie.length == 0 ? COOKIE_NONE : clientCookie == view.ownerCookie ? COOKIE_OWNER : COOKIE_OTHER;
-  } else input.cookie = COOKIE_NONE;
+  input.cookie = input.session == S_OWNER || input.session == S_LEARNED ? cookieRelation(recordOwner.cookie) : COOKIE_NONE;
+}
+
+/** What the client's own sticky cookie says relative to a node's cookie value (COOKIE_*). */
+function cookieRelation(node: string): i32 {
+  if (clientCookie.length == 0) return COOKIE_NONE;
+  return clientCookie == node ? COOKIE_OWNER : COOKIE_OTHER;
 }
 
 function repairCookie(owner: string): Bytes {
-  body.clear();
-  body.pushAscii(cfg.cookieName);
-  body.pushByte(61);
-  body.pushAscii(owner);
-  body.pushAscii("; Path=");
-  body.pushAscii(cfg.cookiePath);
-  if (cfg.cookieHttpOnly) body.pushAscii("; HttpOnly");
-  if (cfg.cookieSecure) body.pushAscii("; Secure");
+  const v = setCookieValue;
+  v.clear();
+  v.pushAscii(cfg.cookieName);
+  v.pushByte(61);
+  v.pushAscii(owner);
+  v.pushAscii("; Path=");
+  v.pushAscii(cfg.cookiePath);
+  if (cfg.cookieHttpOnly) v.pushAscii("; HttpOnly");
+  if (cfg.cookieSecure) v.pushAscii("; Secure");
   if (cfg.cookieSameSite.length > 0) {
-    body.pushAscii("; SameSite=");
-    body.pushAscii(cfg.cookieSameSite);
+    v.pushAscii("; SameSite=");
+    v.pushAscii(cfg.cookieSameSite);
   }
-  return body;
+  return v;
 }
 
 /**
@@ -304,7 +346,7 @@ function repairCookie(owner: string): Bytes {
 function passBody(method: string, inspect: bool): bool {
   if (method != "POST") return false;
   const limit = inspect && cfg.maxInitializeBodyBytes > cfg.maxBufferedBodyBytes ? cfg.maxInitializeBodyBytes : cfg.maxBufferedBodyBytes;
-  const len = contentLength(scratch, <i64>limit);
+  const len = contentLength(contentLengthValue, <i64>limit);
   if (len == 0) return false;
   if (len < 0) {
     // Chunked, or larger than the bound: the body streams to the node as in plain Traefik.
@@ -313,7 +355,7 @@ function passBody(method: string, inspect: bool): bool {
   }
   initMatcher.reset();
   const matcher = inspect && len <= <i64>cfg.maxInitializeBodyBytes ? initMatcher : null;
-  copyRequestBody(scratch, matcher);
+  copyRequestBody(bodyPiece, matcher);
   // A long copy leaves garbage in proportion to its pieces; collect it now rather than let the
   // allocator grow this instance past its first page before the periodic collection.
   if (len > <i64>(16 * CHUNK_BYTES)) __collect();
@@ -339,8 +381,8 @@ function steerInitialize(now: u64): void {
   if (!view.refresh(now, false) || view.isStale(now, cfg.staleAfterMs)) return;
   const pick = steerNewSession(view, clientCookie);
   if (pick.length == 0) return;
-  buildPinnedCookie(cookieVals, cfg.cookieName, pick, scratch);
-  setHeader(KIND_REQUEST, "Cookie", scratch);
+  buildPinnedCookie(cookieLines, cfg.cookieName, pick, pinnedCookieLine);
+  setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
   addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(pick));
   clientCookie = pick;
 }
@@ -377,10 +419,10 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
   // The balancer's Set-Cookie names the node it picked; without one it kept the client's cookie.
   let owner = clientCookie;
-  const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals);
-  if (n > 0 && findCookie(cookieVals, cfg.cookieName)) {
+  const n = headerValues(KIND_RESPONSE, "Set-Cookie", setCookieLines);
+  if (n > 0 && findCookie(setCookieLines, cfg.cookieName)) {
     // Set-Cookie lines carry attributes after ';': findCookie stops the value at ';' already.
-    owner = cookieVals.toAscii(foundStart, foundEnd);
+    owner = setCookieLines.toAscii(foundStart, foundEnd);
   }
   if (!isCookieValue(owner)) {
     log(LOG_DEBUG, "mcp-affinity: initialize response without a usable sticky cookie; not learned");
@@ -442,14 +484,15 @@ let exposureLogged = false;
  */
 function suspectDeath(): void {
   if (heldOwner.length == 0) return;
-  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", scratch, 64) != 0) return;
+  const value = responseHeaderValue;
+  if (headerValues(KIND_RESPONSE, "Mcp-Session-Id", value, 64) != 0) return;
   // A 404 carries a JSON-RPC error body; a notification's 202 has no body and no Content-Type,
   // and an SSE stream is an answer: only a JSON answer without the session header is suspicious.
-  if (headerValues(KIND_RESPONSE, "Content-Type", scratch, 256) <= 0 || !startsWithIgnoreCase(scratch, "application/json")) return;
+  if (headerValues(KIND_RESPONSE, "Content-Type", value, 256) <= 0 || !startsWithIgnoreCase(value, "application/json")) return;
   // An empty JSON answer is a notification's 202 (the Python SDK labels it JSON), never a 404.
-  if (headerValues(KIND_RESPONSE, "Content-Length", scratch, 32) == 1 && scratch.len == 2 && scratch.at(0) == 48) return;
-  const n = headerValues(KIND_RESPONSE, "Set-Cookie", cookieVals, cfg.maxCookieBytes);
-  if (n < 0 || (n > 0 && findCookie(cookieVals, cfg.cookieName) && cookieVals.toAscii(foundStart, foundEnd) != heldOwner)) return;
+  if (headerValues(KIND_RESPONSE, "Content-Length", value, 32) == 1 && value.len == 2 && value.at(0) == 48) return;
+  const n = headerValues(KIND_RESPONSE, "Set-Cookie", setCookieLines, cfg.maxCookieBytes);
+  if (n < 0 || (n > 0 && findCookie(setCookieLines, cfg.cookieName) && setCookieLines.toAscii(foundStart, foundEnd) != heldOwner)) return;
   // One report per session per instance and 10 s: a client repeating a failing request costs one check.
   const now = nowMs();
   if (now - lastSuspectAt < 10000 && lastSuspect == hashHex.toAscii(0, 32)) return;
@@ -482,24 +525,24 @@ function isCookieValue(s: string): bool {
 
 /** learned/<first learnedDigits hex of the hash>: `<32 hex hash> <cookie>\n`; a bounded set of names. */
 function writeLearned(owner: string): void {
-  scratch.clear();
-  scratch.pushAscii("learned/");
-  scratch.pushBytes(hashHex, 0, cfg.learnedDigits);
-  let fd = openWrite(dirfd, scratch, false);
+  learnedPath.clear();
+  learnedPath.pushAscii("learned/");
+  learnedPath.pushBytes(hashHex, 0, cfg.learnedDigits);
+  let fd = openWrite(dirfd, learnedPath, false);
   if (fd == -<i32>ERRNO_NOENT) {
     mkdir(dirfd, "learned");
-    fd = openWrite(dirfd, scratch, false);
+    fd = openWrite(dirfd, learnedPath, false);
   }
   if (fd < 0) {
     log(LOG_ERROR, "mcp-affinity: cannot write learned/ in viewDir (errno " + (-fd).toString() + ")");
     return;
   }
-  body.clear();
-  body.pushBytes(hashHex, 0, hashHex.len);
-  body.pushByte(32);
-  body.pushAscii(owner);
-  body.pushByte(10);
-  writeAll(fd, body);
+  learnedLine.clear();
+  learnedLine.pushBytes(hashHex, 0, hashHex.len);
+  learnedLine.pushByte(32);
+  learnedLine.pushAscii(owner);
+  learnedLine.pushByte(10);
+  writeAll(fd, learnedLine);
   close(fd);
 }
 

@@ -1,15 +1,34 @@
-// The JSON-RPC `id` of a single request, read from a small POST body, for the edge's own error
-// answers: a client matches an error to its request only by id (rmcp drops an error whose id is
-// null and waits forever). Batches, notifications, responses and anything unreadable give none.
+// The plugin's own JSON-RPC answers (docs/plugin.md, "Request phase"): the error bodies it sends,
+// and the `id` of a single request, read from a small POST body, that a 503 carries: a client
+// matches an error to its request only by id (rmcp drops an error whose id is null and waits
+// forever). Batches, notifications, responses and anything unreadable give none. Pure: no ABI.
 import { Bytes } from "./bytes";
+
+/** Owner gone or rebooted, session closed (`lost`): byte for byte the official TypeScript server's 404. */
+export const BODY_404 = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
+/** onMisroute=reject (`reject`): worded apart from `lost` so an operator can tell the two 404s apart. */
+export const BODY_REJECT = '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found on this route"},"id":null}';
+/** An Mcp-Session-Id that is not one (`invalid`, 400). */
+export const BODY_400 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Mcp-Session-Id header"},"id":null}';
+/** Cookie lines too large to read (`invalid`, 431). */
+export const BODY_431 = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Cookie header too large"},"id":null}';
+const BODY_503_HEAD = '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The node holding this session is temporarily unavailable; retry later"},"id":';
+/** The owner is down for now (`unavailable`, 503) and the request has no id to echo. */
+export const BODY_503 = BODY_503_HEAD + "null}";
+
+/** The 503's body for a request whose whole body is `request`: with the request's own id when it has one. */
+export function unavailableBody(request: Bytes): string {
+  if (!findRequestId(request)) return BODY_503;
+  return BODY_503_HEAD + request.toAscii(idStart, idEnd) + "}";
+}
 
 /** Longest id token copied into an answer (a longer one is left out: "id": null). */
 export const MAX_ID_TOKEN: i32 = 128;
 
 // Start/end of the id token found by findRequestId: module globals rather than a returned object,
 // so a request allocates nothing (the instance stays in its one page of memory).
-export let idStart: i32 = 0;
-export let idEnd: i32 = 0;
+let idStart: i32 = 0;
+let idEnd: i32 = 0;
 
 @inline function isWs(c: u8): bool {
   return c == 32 || c == 9 || c == 10 || c == 13;

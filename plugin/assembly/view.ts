@@ -21,6 +21,29 @@ const U32_MAX: i64 = 0xffffffff;
 export const SHARD_UNUSABLE: i32 = -2; // not a shard of this view (magic, version, epoch, too short)
 export const SHARD_ABSENT: i32 = -1; // a shard of this view without the session
 
+/**
+ * What a lookup found out about the node a request belongs to: its sticky cookie value, its state
+ * and its Retry-After hint. The caller passes the record a lookup fills (one per kind of lookup,
+ * allocated once when the instance starts: a request allocates none, and an instance stays in its
+ * first page). A lookup that finds no owner leaves the record as it was.
+ */
+export class OwnerFacts {
+  cookie: string = "";
+  state: u8 = NODE_UP;
+  /** Seconds for Retry-After (at most MAX_RETRY_SECONDS); 0: no hint, the setting decides. */
+  retry: u32 = 0;
+
+  set(cookie: string, state: u8, retry: u32): void {
+    this.cookie = cookie;
+    this.state = state;
+    this.retry = min<u32>(retry, MAX_RETRY_SECONDS);
+  }
+
+  clear(): void {
+    this.set("", NODE_UP, 0);
+  }
+}
+
 export class RegistryView {
   dirfd: i32 = -1;
   loadedAt: u64 = 0;
@@ -38,11 +61,6 @@ export class RegistryView {
   bootTags: string[] = [];
   bootStates: u8[] = [];
   bootRetry: u32[] = [];
-  // Result of the last lookup (or lookupToken), in fields rather than a returned object: no
-  // allocation per request, and the instance stays in its one page of memory.
-  ownerCookie: string = "";
-  ownerState: u8 = NODE_UP;
-  ownerRetry: u32 = 0;
   /** learned/ file names are this many leading hex digits of the session hash (maxLearnedFiles). */
   learnedDigits: i32 = 3;
 
@@ -167,8 +185,12 @@ export class RegistryView {
     return true;
   }
 
-  /** Looks a 16-byte session hash up (at `hash`): S_OWNER sets ownerCookie/ownerState/ownerRetry. */
-  lookup(hash: usize): i32 {
+  /**
+   * Looks a 16-byte session hash up (at `hash`) in its shard, then in learned/: S_OWNER or
+   * S_LEARNED with `owner` filled, S_CLOSED, S_UNKNOWN, or S_UNUSABLE (no meta, a shard of another
+   * epoch, an owner id the meta lacks).
+   */
+  lookup(hash: usize, owner: OwnerFacts): i32 {
     if (!this.haveMeta) return S_UNUSABLE;
     const digits = this.shardBits >> 2;
     this.path.clear();
@@ -176,16 +198,16 @@ export class RegistryView {
     pushHex(this.path, hash, (digits + 1) >> 1);
     if (digits & 1) this.path.len--; // odd digit count: drop the last nibble
     const fd = openRead(this.dirfd, this.path);
-    if (fd < 0) return -fd == <i32>ERRNO_NOENT ? this.lookupLearned(hash) : S_UNUSABLE;
+    if (fd < 0) return -fd == <i32>ERRNO_NOENT ? this.lookupLearned(hash, owner) : S_UNUSABLE;
     const ok = this.readShard(fd);
     close(fd);
     if (!ok) return S_UNUSABLE;
     const rec = this.searchShard(this.file, hash);
     if (rec == SHARD_UNUSABLE) return S_UNUSABLE;
-    if (rec == SHARD_ABSENT) return this.lookupLearned(hash);
+    if (rec == SHARD_ABSENT) return this.lookupLearned(hash, owner);
     const at = this.file.ptr + <usize>rec;
     if (load<u8>(at, 20) & 1) return S_CLOSED;
-    return this.resolveOwner(load<u32>(at, 16)) ? S_OWNER : S_UNUSABLE;
+    return this.resolveOwner(load<u32>(at, 16), owner) ? S_OWNER : S_UNUSABLE;
   }
 
   /**
@@ -231,12 +253,10 @@ export class RegistryView {
     }
   }
 
-  private resolveOwner(id: u32): bool {
+  private resolveOwner(id: u32, owner: OwnerFacts): bool {
     for (let i = 0; i < this.nodeIds.length; i++) {
       if (unchecked(this.nodeIds[i]) == id) {
-        this.ownerCookie = unchecked(this.nodeCookies[i]);
-        this.ownerState = unchecked(this.nodeStates[i]);
-        this.ownerRetry = min<u32>(unchecked(this.nodeRetry[i]), MAX_RETRY_SECONDS);
+        owner.set(unchecked(this.nodeCookies[i]), unchecked(this.nodeStates[i]), unchecked(this.nodeRetry[i]));
         return true;
       }
     }
@@ -244,26 +264,24 @@ export class RegistryView {
   }
 
   /**
-   * What the meta says about a session token's incarnation (cookie, boot tag): T_LIVE, T_DOWN or
-   * T_DEAD with ownerCookie/ownerState/ownerRetry set, T_NEW_BOOT (the node is known but not this
-   * boot: a boot younger than the view, or one the sidecar no longer lists), T_UNKNOWN_NODE.
+   * What the meta says about a session token's incarnation (cookie, boot tag), with `incarnation`
+   * filled in every case: T_LIVE, T_DOWN or T_DEAD (its state and Retry-After hint), T_NEW_BOOT
+   * (the node is known but not this boot: a boot younger than the view, or one the sidecar no
+   * longer lists), T_UNKNOWN_NODE (both: up, no hint).
    */
-  lookupToken(cookie: string, tag: string): i32 {
+  lookupToken(cookie: string, tag: string, incarnation: OwnerFacts): i32 {
     let nodeKnown = false;
     for (let i = 0; i < this.bootCookies.length; i++) {
       if (unchecked(this.bootCookies[i]) != cookie) continue;
       nodeKnown = true;
       if (unchecked(this.bootTags[i]) != tag) continue;
-      this.ownerCookie = cookie;
-      this.ownerState = unchecked(this.bootStates[i]);
-      this.ownerRetry = min<u32>(unchecked(this.bootRetry[i]), MAX_RETRY_SECONDS);
-      if (this.ownerState == NODE_GONE) return T_DEAD;
-      if (this.ownerState == NODE_DOWN) return T_DOWN;
+      const state = unchecked(this.bootStates[i]);
+      incarnation.set(cookie, state, unchecked(this.bootRetry[i]));
+      if (state == NODE_GONE) return T_DEAD;
+      if (state == NODE_DOWN) return T_DOWN;
       return T_LIVE;
     }
-    this.ownerCookie = cookie;
-    this.ownerState = NODE_UP;
-    this.ownerRetry = 0;
+    incarnation.set(cookie, NODE_UP, 0);
     return nodeKnown ? T_NEW_BOOT : T_UNKNOWN_NODE;
   }
 
@@ -279,7 +297,7 @@ export class RegistryView {
    * learned/<hash prefix>: `<32 hex hash> <cookie>\n`, written by this Traefik's plugin instances
    * on initialize responses. The file is one of a bounded set; it answers only for its own hash.
    */
-  lookupLearned(hash: usize): i32 {
+  lookupLearned(hash: usize, owner: OwnerFacts): i32 {
     this.path.clear();
     this.path.pushAscii("learned/");
     pushHex(this.path, hash, (this.learnedDigits + 1) >> 1);
@@ -288,15 +306,16 @@ export class RegistryView {
     if (fd < 0) return S_UNKNOWN;
     const ok = readAll(fd, this.file);
     close(fd);
-    return ok ? this.parseLearned(this.file, hash) : S_UNKNOWN;
+    return ok ? this.parseLearned(this.file, hash, owner) : S_UNKNOWN;
   }
 
-  /** A learned file's content for the hash at `hash`: S_LEARNED (ownerCookie set) or S_UNKNOWN (partial, foreign, another session). */
-  parseLearned(b: Bytes, hash: usize): i32 {
+  /**
+   * A learned file's content for the hash at `hash`: S_LEARNED (`owner` filled: its cookie, up, no
+   * hint) or S_UNKNOWN (partial, foreign, another session).
+   */
+  parseLearned(b: Bytes, hash: usize, owner: OwnerFacts): i32 {
     if (b.len != 50 || b.at(32) != 32 || b.at(49) != 10 || !sameHashHex(b, hash) || !isHexBytes(b, 33, 16)) return S_UNKNOWN;
-    this.ownerCookie = b.toAscii(33, 49);
-    this.ownerState = NODE_UP;
-    this.ownerRetry = 0;
+    owner.set(b.toAscii(33, 49), NODE_UP, 0);
     return S_LEARNED;
   }
 }

@@ -12,6 +12,7 @@ const out = new Decision();
 /** Returns target * 256 + action * 16 + reason. */
 export function decide(
   id: i32,
+  cookieUnreadable: i32,
   view: i32,
   session: i32,
   ownerState: i32,
@@ -22,6 +23,7 @@ export function decide(
   tokenCookie: i32,
 ): i32 {
   input.id = id;
+  input.cookieUnreadable = cookieUnreadable != 0;
   input.view = view;
   input.session = session;
   input.ownerState = <u8>ownerState;

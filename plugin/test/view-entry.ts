@@ -3,12 +3,13 @@
 // test/vectors/view run on the very code the plugin runs. Built to plugin/build/view.wasm.
 import "../assembly/abort";
 import { Bytes } from "../assembly/bytes";
-import { RegistryView, SHARD_ABSENT, SHARD_UNUSABLE } from "../assembly/view";
+import { RegistryView, OwnerFacts, SHARD_ABSENT, SHARD_UNUSABLE } from "../assembly/view";
 import { EventLog, pushSessionLine } from "../assembly/events";
 import { sha256, DIGEST } from "../assembly/sha256";
 import { pushHex } from "../assembly/hex";
 
 const view = new RegistryView(0);
+const learnedOwner = new OwnerFacts();
 const input = new Bytes(1024);
 const result = new Bytes(1024);
 const hash = new Bytes(16);
@@ -98,8 +99,8 @@ export function searchShard(epoch: u32): i64 {
 /** The input as a learned file probed for the hash at hashBuffer: its cookie at result, or false. */
 export function parseLearned(): bool {
   result.clear();
-  if (view.parseLearned(input, hash.ptr) != 3 /* S_LEARNED */) return false;
-  result.pushAscii(view.ownerCookie);
+  if (view.parseLearned(input, hash.ptr, learnedOwner) != 3 /* S_LEARNED */) return false;
+  result.pushAscii(learnedOwner.cookie);
   return true;
 }
 
