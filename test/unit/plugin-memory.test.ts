@@ -137,7 +137,7 @@ test.each([
     const bigBody = INIT_BODY.slice(0, -1) + ',"pad":"' + "b".repeat(MiB) + '"}';
     // The largest inputs the plugin does read: a body and Cookie lines at their bounds (2048 and 4096 bytes).
     const edgeCookie = `${bk(COOKIE.b)}; x=` + "c".repeat(4096 - 1 - bk(COOKIE.b).length - 4);
-  const shortPairs = "a;".repeat(2047) + "a";
+    const shortPairs = "a;".repeat(2047) + "a";
     const edgeBody = INIT_BODY.slice(0, -1) + ',"pad":"' + "b".repeat(2048 - INIT_BODY.length - 9) + '"}';
     expect(edgeBody.length).toBe(2048);
     const outcomes = new Map<string, number>();
@@ -156,9 +156,9 @@ test.each([
             ),
         ],
         ["edge-cookie", () => host.handle(mcp({ sessionId: "s-up", cookie: edgeCookie }), okUpstream)],
-      // Within maxCookieBytes, but 2,048 one-letter pairs: the pinned line ("; " before each) would
-      // be half as long again, past its buffer.
-      ["short-pairs", () => host.handle(mcp({ sessionId: "s-up", cookie: shortPairs }), okUpstream)],
+        // Within maxCookieBytes, but 2,048 one-letter pairs: the pinned line ("; " before each) would
+        // be half as long again, past its buffer.
+        ["short-pairs", () => host.handle(mcp({ sessionId: "s-up", cookie: shortPairs }), okUpstream)],
         ["init-cookie", () => host.handle(mcp({ body: INIT_BODY, cookie: bigCookie }), initializeUpstream(`ic-${i}`))],
       ];
       for (const [kind, run] of runs) {
@@ -178,7 +178,7 @@ test.each([
       "body 200": 400,
       "edge-body 200 learned": 400,
       "edge-cookie 200": 400,
-    "short-pairs 431": 400,
+      "short-pairs 431": 400,
       // Both at an initialize's bounds (2048-byte body, 2048 bytes of Cookie lines), no Set-Cookie: learned from the client's cookie.
       "edge-body-cookie 200 learned": 400,
       // Cookie lines too large on an initialize: learned from the balancer's Set-Cookie alone.
