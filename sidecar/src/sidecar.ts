@@ -7,7 +7,9 @@ import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import { createRegistry, describeRedis, type Registry } from "../../lib/registry/index.ts";
 import { defaultViewFs, readMeta, viewPaths, type DrainResult } from "../../lib/view/index.ts";
-import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
+import { makeConfig, SIDECAR_SETTINGS, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
+import { logRedaction, redactSettings } from "../../lib/settings/index.ts";
+import { redisConnection } from "../../lib/settings/redis.ts";
 import { countRegistration, Periodic, settleWithin, throttledLog, type SidecarContext } from "./context.ts";
 import { createHttpServer } from "./http.ts";
 import { EventIngest } from "./ingest.ts";
@@ -74,7 +76,7 @@ export async function startSidecar(
     pino({
       level: cfg.logLevel,
       base: { service: "mcp-affinity-sidecar" },
-      redact: { paths: ["*.password", "*.token", "*.apiToken"], censor: "***" },
+      redact: logRedaction(SIDECAR_SETTINGS, ["password", "token"]),
     });
   const fs = runtime.fs ?? defaultViewFs;
   const paths = viewPaths(cfg.dir);
@@ -109,13 +111,7 @@ export async function startSidecar(
   const metrics = createMetrics();
   const throttled = throttledLog();
 
-  const conn = {
-    url: cfg.redisUrl ?? undefined,
-    sentinels: cfg.redisSentinels ?? undefined,
-    sentinelName: cfg.redisSentinelName ?? undefined,
-    cluster: cfg.redisCluster ?? undefined,
-    password: cfg.redisPassword ?? undefined,
-  };
+  const conn = redisConnection(cfg);
   const registry = createRegistry({
     ...conn,
     sessionTtlMs: cfg.sessionTtlMs,
@@ -231,6 +227,7 @@ export async function startSidecar(
       epoch,
       registry: registry.kind === "redis" ? describeRedis(conn) : "memory",
       shardBits: cfg.shardBits,
+      settings: redactSettings(SIDECAR_SETTINGS, cfg),
     },
     "mcp-affinity sidecar started",
   );
