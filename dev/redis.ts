@@ -241,6 +241,28 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   };
 }
 
+/** The users of a Redis run as managed services run it: the registry's, and the Sentinels' on the master. */
+export const MANAGED = {
+  app: { user: "mcp-affinity", password: "app-secret-7f3a9c" },
+  sentinelUser: { user: "sentinel", password: "sentinel-user-secret" },
+  /** The Sentinels' own password (requirepass). */
+  sentinelPassword: "sentinel-secret-51be",
+};
+
+/** A TLS-only server (or one-node Cluster) with the MANAGED users and the default user off. */
+export function startManagedRedis(tls: TestCa, opts: { cluster?: boolean } = {}): Promise<TestRedis> {
+  const users = [
+    { ...MANAGED.app, rules: REGISTRY_ACL },
+    { ...MANAGED.sentinelUser, rules: SENTINEL_ACL },
+  ];
+  return startRedis({ ...opts, tls, users });
+}
+
+/** A TLS-only Sentinel of such a server, with the MANAGED Sentinel password and user. */
+export function startManagedSentinel(masterPort: number, tls: TestCa): Promise<TestSentinel> {
+  return startSentinel(masterPort, { tls, masterUser: MANAGED.sentinelUser, password: MANAGED.sentinelPassword });
+}
+
 export interface TestSentinel {
   port: number;
   masterName: string;

@@ -15,19 +15,16 @@ import { parseNodeConfig } from "../../node/reference/config.ts";
 import { freePort } from "../../dev/net.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import {
-  REGISTRY_ACL,
-  SENTINEL_ACL,
-  startRedis,
-  startSentinel,
+  MANAGED,
+  startManagedRedis,
+  startManagedSentinel,
   type TestRedis,
   type TestSentinel,
 } from "../../dev/redis.ts";
 import { makeTestCa, type TestCa } from "../../dev/tls.ts";
 import { connectClient, startNode } from "./node-redis-helper.ts";
 
-const APP = { user: "mcp-affinity", password: "app-secret-7f3a9c" };
-const SENTINEL_USER = { user: "sentinel", password: "sentinel-user-secret" };
-const SENTINEL_PASSWORD = "sentinel-secret-51be";
+const { app: APP, sentinelPassword: SENTINEL_PASSWORD } = MANAGED;
 
 let dir: string;
 let ca: TestCa;
@@ -39,14 +36,8 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mcpa-redis-tls-"));
   ca = makeTestCa(dir);
   otherCa = makeTestCa(dir, "other");
-  redis = await startRedis({
-    tls: ca,
-    users: [
-      { ...APP, rules: REGISTRY_ACL },
-      { ...SENTINEL_USER, rules: SENTINEL_ACL },
-    ],
-  });
-  sentinel = await startSentinel(redis.port, { tls: ca, masterUser: SENTINEL_USER, password: SENTINEL_PASSWORD });
+  redis = await startManagedRedis(ca);
+  sentinel = await startManagedSentinel(redis.port, ca);
 });
 afterAll(async () => {
   await sentinel?.close();

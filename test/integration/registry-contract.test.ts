@@ -26,8 +26,9 @@ import { nodeRedisOptions, openNodeRegistry } from "../../node/src/affinity.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import {
-  REGISTRY_ACL,
-  SENTINEL_ACL,
+  MANAGED,
+  startManagedRedis,
+  startManagedSentinel,
   startRedis,
   startSentinel,
   type TestRedis,
@@ -69,27 +70,18 @@ let seq = 0;
 /** A fresh id per test so stores shared by the suite never collide. */
 const sid = (name: string) => `t${++seq}-${name}`;
 
-const APP = { user: "mcp-affinity", password: "app-password-0123" };
-const SENTINEL_USER = { user: "sentinel", password: "sentinel-user-password" };
-const SENTINEL_PASSWORD = "sentinel-password-0123";
+const { app: APP, sentinelPassword: SENTINEL_PASSWORD } = MANAGED;
 
 beforeAll(async () => {
   caDir = await mkdtemp(join(tmpdir(), "mcpa-ca-"));
   ca = makeTestCa(caDir);
-  const users = [
-    { ...APP, rules: REGISTRY_ACL },
-    { ...SENTINEL_USER, rules: SENTINEL_ACL },
-  ];
   [redis, cluster, secure, secureCluster] = await Promise.all([
     startRedis(),
     startRedis({ cluster: true }),
-    startRedis({ tls: ca, users }),
-    startRedis({ tls: ca, users, cluster: true }),
+    startManagedRedis(ca),
+    startManagedRedis(ca, { cluster: true }),
   ]);
-  [sentinel, secureSentinel] = await Promise.all([
-    startSentinel(redis.port),
-    startSentinel(secure.port, { tls: ca, masterUser: SENTINEL_USER, password: SENTINEL_PASSWORD }),
-  ]);
+  [sentinel, secureSentinel] = await Promise.all([startSentinel(redis.port), startManagedSentinel(secure.port, ca)]);
 });
 afterAll(async () => {
   await Promise.all([sentinel?.close(), secureSentinel?.close()]);
