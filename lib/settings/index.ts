@@ -5,8 +5,7 @@
 // typed value given programmatically goes through the same type and the same rules. A bad setting
 // throws the tool's own McpAffinityError subclass (a SettingError), naming the flag and the
 // variable. `secret` specs are masked by redactSettings/logRedaction wherever settings are logged.
-import type { ErrorCode } from "../errors.ts";
-import { McpAffinityError } from "../errors.ts";
+import { McpAffinityError, type ErrorCode } from "../errors.ts";
 import { BadValue, REDACTED, type SettingType } from "./types.ts";
 
 export * from "./types.ts";
