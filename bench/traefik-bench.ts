@@ -12,7 +12,7 @@
 //        fail-open path; skips what needs the view).
 // Logs, configs and profiles stay in .run/bench/.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, readdirSync, watch, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, watch, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { readFlags } from "./lib/flags.ts";
@@ -25,7 +25,14 @@ import { metricSum, scrapeMetrics } from "../dev/metrics.ts";
 import { sleep, waitUntil } from "../dev/poll.ts";
 import { startStack, traefikBinary, type Stack } from "../dev/stack.ts";
 import { encodeSession, sessionKey, type SessionRecord } from "../lib/registry/schema.ts";
-import { readMeta, sessionHash, viewPaths } from "../lib/view/index.ts";
+import {
+  decodeShardHeader,
+  listShards,
+  readMeta,
+  sessionHash,
+  SHARD_HEADER_BYTES,
+  viewPaths,
+} from "../lib/view/index.ts";
 import { lookupSession } from "../test/support/view-writers.ts";
 import { RedisRegistry } from "../lib/registry/index.ts";
 import { nodeRedisOptions } from "../node/src/affinity.ts";
@@ -124,14 +131,16 @@ async function viewSessionCount(shared: string): Promise<number> {
   if (!meta) return 0;
   const dir = viewPaths(shared).shards;
   let total = 0;
-  const head = Buffer.alloc(16);
-  for (const name of readdirSync(dir)) {
-    if (!/^[0-9a-f]+$/.test(name)) continue;
+  const head = Buffer.alloc(SHARD_HEADER_BYTES);
+  for (const name of await listShards(shared)) {
     const fh = await open(join(dir, name), "r").catch(() => null);
     if (!fh) continue;
     try {
-      const { bytesRead } = await fh.read(head, 0, 16, 0);
-      if (bytesRead === 16 && head.readUInt32LE(8) === meta.epoch) total += head.readUInt32LE(12);
+      const { bytesRead } = await fh.read(head, 0, SHARD_HEADER_BYTES, 0);
+      const h = bytesRead === SHARD_HEADER_BYTES ? decodeShardHeader(head) : null;
+      if (h?.epoch === meta.epoch) total += h.count;
+    } catch {
+      /* a shard being replaced, or not one: not counted */
     } finally {
       await fh.close();
     }

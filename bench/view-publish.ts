@@ -7,9 +7,16 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { cookieValueFor, encodeSession, sessionHash, type SessionRecord } from "../lib/registry/index.ts";
+import {
+  cookieValueFor,
+  encodeSession,
+  RedisRegistry,
+  sessionHash,
+  type SessionRecord,
+} from "../lib/registry/index.ts";
 import { readMeta } from "../lib/view/index.ts";
 import { lookupSession } from "../test/support/view-writers.ts";
+import { makeConfig } from "../sidecar/src/config.ts";
 import { createMetrics } from "../sidecar/src/metrics.ts";
 import { Mirror } from "../sidecar/src/mirror.ts";
 import { Publisher } from "../sidecar/src/publisher.ts";
@@ -43,13 +50,7 @@ const idOf = (i: number) => `bench-session-${i.toString(36)}-${(i * 2654435761) 
 async function inProcess(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "mcpa-bench-view-"));
   const log = pino({ level: "silent" });
-  const mirror = new Mirror({
-    shardBits: SHARD_BITS,
-    nodeTtlMs: 15_000,
-    downLimitMs: 300_000,
-    tombstoneTtlMs: 600_000,
-    retryAfterSeconds: 0,
-  });
+  const mirror = new Mirror(makeConfig({ shardBits: SHARD_BITS as 12, downLimitMs: 300_000 }));
   const metrics = createMetrics();
   const publisher = new Publisher(mirror, { dir, epoch: 42, log, metrics });
   const m0 = mem();
@@ -94,7 +95,7 @@ async function inProcess(): Promise<void> {
 async function withRedis(): Promise<void> {
   const { startRedis } = await import("../dev/redis.ts");
   const { Redis } = await import("ioredis");
-  const { startSidecar } = await import("../sidecar/src/sidecar.ts");
+  const { startSidecar, sidecarTestHooks } = await import("../sidecar/src/sidecar.ts");
   const redis = await startRedis();
   const dir = await mkdtemp(join(tmpdir(), "mcpa-bench-sc-"));
   const client = new Redis(redis.url);
@@ -112,13 +113,15 @@ async function withRedis(): Promise<void> {
     while (!sc.ready()) await new Promise((r) => setTimeout(r, 20));
     const readyMs = performance.now() - t;
     const rss = process.memoryUsage().rss;
+    const writer = new RedisRegistry({ url: redis.url }); // plays a node
+    await writer.lookupSession("warm-up"); // connected before the clock starts
     t = performance.now();
     await client.set(`mcp:session:one-more`, encodeSession(record(1)));
-    await sc.registry.registerSession("one-more-published", record(1));
+    await writer.registerSession("one-more-published", record(1));
     while (!(await lookupSession(dir, sessionHash("one-more-published")))) await new Promise((r) => setImmediate(r));
     const changeMs = performance.now() - t;
     t = performance.now();
-    await sc.reconcileNow();
+    await sidecarTestHooks(sc).reconcile();
     const reconcileMs = performance.now() - t;
     console.log(`whole sidecar with redis-server: ${N.toLocaleString("en")} sessions`);
     console.log(`  load keys into Redis         ${ms(loadMs)}`);
@@ -126,6 +129,7 @@ async function withRedis(): Promise<void> {
     console.log(`  registration -> in view      ${ms(changeMs)}`);
     console.log(`  full reconcile (SCAN)        ${ms(reconcileMs)}`);
     console.log(`  process rss (bench + sidecar) ${mb(rss)}`);
+    await writer.close();
     await sc.close();
   } finally {
     client.disconnect();

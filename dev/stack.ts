@@ -36,12 +36,12 @@ export interface StackTiming {
   /** Sidecar: a node whose heartbeat is older than this is down (--node-ttl). */
   nodeTtlMs: number;
   /** Sidecar: a node down longer than this counts as gone (--down-limit). */
-  downToGoneMs: number;
+  downLimitMs: number;
   /** Sidecar: the view's freshness stamp is rewritten this often (--meta-interval). */
   metaIntervalMs: number;
   /** Sidecar: Traefik API poll (--traefik-poll-interval) and node record re-read (--node-poll-interval). */
-  traefikPollMs: number;
-  nodePollMs: number;
+  traefikPollIntervalMs: number;
+  nodePollIntervalMs: number;
   /** Plugin: a view older than this is stale. */
   staleAfterMs: number;
   /** Sidecar: its own probe of each node (--probe-interval, --probe-timeout). */
@@ -57,10 +57,10 @@ export const TEST_TIMING: StackTiming = {
   healthIntervalMs: 1000,
   healthTimeoutMs: 2000,
   nodeTtlMs: 1000,
-  downToGoneMs: 5000,
+  downLimitMs: 5000,
   metaIntervalMs: 500,
-  traefikPollMs: 500,
-  nodePollMs: 250,
+  traefikPollIntervalMs: 500,
+  nodePollIntervalMs: 250,
   staleAfterMs: 3000,
   // Generous for the same reason as the health check: a busy machine must not fake a stall.
   probeIntervalMs: 250,
@@ -74,10 +74,10 @@ export const DEMO_TIMING: StackTiming = {
   healthIntervalMs: 1000,
   healthTimeoutMs: 1000,
   nodeTtlMs: 6000,
-  downToGoneMs: 30_000,
+  downLimitMs: 30_000,
   metaIntervalMs: 1000,
-  traefikPollMs: 2000,
-  nodePollMs: 2000,
+  traefikPollIntervalMs: 2000,
+  nodePollIntervalMs: 2000,
   staleAfterMs: 5000,
   probeIntervalMs: 250,
   probeTimeoutMs: 1000,
@@ -339,6 +339,240 @@ async function redisPid(port: number): Promise<number | null> {
   }
 }
 
+/** Replica 1 keeps the single-Traefik layout; replica k adds "-k" to its files. */
+const replicaSuffix = (k: number) => (k === 0 ? "" : `-${k + 1}`);
+
+/** Something startStack started and stopAll stops (in reverse order). */
+interface StackPartHandle {
+  stop(): Promise<unknown>;
+}
+
+/** What every part of a stack is made from. */
+interface PartContext {
+  opts: StackOptions;
+  bind: string;
+  timing: StackTiming;
+  dir: string;
+  logs: string;
+  /** Registered stoppers. */
+  parts: StackPartHandle[];
+  /** Every node's server URL (both services list them; addNode appends). */
+  nodeUrls: string[];
+}
+
+interface SidecarPart {
+  apiUrl: string;
+  url: string | null;
+  proc: ManagedProcess | null;
+  start(): Promise<void>;
+}
+
+/** Replica k's sidecar (none with `sidecar: false`): its process, API URLs and a start that waits for /readyz. */
+function makeSidecar(ctx: PartContext, v: RenderVars, k: number, redisUrl: string | null): SidecarPart {
+  const { bind, timing, logs, parts, nodeUrls } = ctx;
+  const useSidecar = ctx.opts.sidecar ?? true;
+  const suffix = replicaSuffix;
+  const apiUrl = `http://${bind}:${v.ports.api}`;
+  const url = useSidecar ? `http://${bind}:${v.ports.sidecar}` : null;
+  let proc: ManagedProcess | null = null;
+  if (useSidecar) {
+    const { cmd, args } = sidecarCommand();
+    proc = new ManagedProcess(`sidecar${suffix(k)}`, {
+      cmd,
+      args: [...args, ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisUrl, timing, nodeUrls })],
+      logFile: join(logs, `sidecar${suffix(k)}.log`),
+    });
+    const p = proc;
+    parts.push({ stop: () => p.stop() });
+  }
+  const start = async () => {
+    if (!proc) throw new StackError("this stack has no sidecar", "ERR_STACK_STATE");
+    const p = proc;
+    p.start();
+    await waitUntil(
+      `${p.name}'s /readyz`,
+      async () => {
+        if (!p.running) throw new GiveUp(`${p.name} exited:\n${p.tail()}`, "ERR_STACK_SIDECAR");
+        return (await httpGet(`${url}/readyz`))?.status === 200;
+      },
+      20_000,
+    );
+  };
+  return { apiUrl, url, proc, start };
+}
+
+/** Node i of the stack's kind on `port` (not started). */
+function makeNode(ctx: PartContext, i: number, port: number, registry: string[], sdkServer: string[] | null): NodePart {
+  const { bind, timing, logs, opts } = ctx;
+  const url = `http://${bind}:${port}`;
+  const name = `node-${i + 1}`;
+  // Every kind takes the same address and name flags; the reference node also joins the registry.
+  const common = ["--port", String(port), "--host", bind, "--name", name];
+  const extra = opts.nodeArgs?.(i) ?? [];
+  const reference = [join(ROOT, "node", "reference", "main.ts"), ...common, "--node-url", url, ...registry];
+  const timingArgs = ["--heartbeat-ms", String(timing.heartbeatMs), "--drain-grace-ms", String(timing.drainGraceMs)];
+  const spec =
+    sdkServer !== null
+      ? { cmd: sdkServer[0]!, args: [...sdkServer.slice(1), ...common, ...extra] }
+      : { cmd: process.execPath, args: ["--import", "tsx", ...reference, ...timingArgs, ...extra] };
+  const proc = new ManagedProcess(name, { ...spec, logFile: join(logs, `${name}.log`) });
+  const health = async (timeoutMs = 500) => {
+    const r = await httpGet(`${url}/healthz`, timeoutMs);
+    if (!r || r.status !== 200) return null;
+    return JSON.parse(r.text);
+  };
+  const start = async () => {
+    proc.start();
+    await waitUntil(
+      `${name}'s /healthz`,
+      async () => {
+        if (!proc.running) throw new GiveUp(`${name} exited:\n${proc.tail()}`, "ERR_STACK_NODE");
+        return health();
+      },
+      20_000,
+    );
+  };
+  return {
+    index: i,
+    name,
+    port,
+    url,
+    cookie: cookieValueFor(url),
+    proc,
+    health,
+    async boot() {
+      const h = await health(2000);
+      if (!h) throw new StackError(`${name} does not answer /healthz`, "ERR_STACK_NODE");
+      return h.boot;
+    },
+    start,
+    async restart() {
+      await proc.kill();
+      await start();
+    },
+    kill: () => proc.kill(),
+    pause: () => proc.pause(),
+    resume: () => proc.resume(),
+  };
+}
+
+/** Replica k: its Traefik (not started) with what tests read of it (view, access log, API). */
+function makeReplica(ctx: PartContext, v: RenderVars, k: number, sc: SidecarPart, nodes: NodePart[]): ReplicaPart {
+  const { bind, dir, logs, parts, nodeUrls } = ctx;
+  const suffix = replicaSuffix;
+  const traefikBin = traefikBinary();
+  const name = `traefik${suffix(k)}`;
+  const { apiUrl, url: sidecarUrl, proc: sidecar, start: startSidecar } = sc;
+  const traefik = new ManagedProcess(name, {
+    cmd: traefikBin,
+    args: [`--configFile=${join(dir, `traefik${suffix(k)}.yml`)}`],
+    cwd: dir,
+    logFile: join(logs, `${name}.log`),
+  });
+  // Traefik waits up to its graceTimeOut (10 s) for open SSE streams; the stack does not.
+  parts.push({ stop: () => traefik.stop(3000) });
+  const httpBase = `http://${bind}:${v.ports.http}`;
+  const serviceStatus = async (): Promise<Record<string, string> | null> => {
+    const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
+    if (!r || r.status !== 200) return null;
+    return (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
+  };
+  const waitTraefikReady = async (timeoutMs = 30_000) => {
+    await waitUntil(
+      `${name}'s routers and healthy servers`,
+      async () => {
+        if (!traefik.running) throw new GiveUp(`${name} exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
+        const st = await serviceStatus();
+        // No status entry: the service has no health check (plugin on), and Traefik routes to it.
+        if (!st || nodeUrls.some((u) => st[u] !== undefined && st[u] !== "UP")) return false;
+        const router = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
+        if (!router || router.status !== 200 || JSON.parse(router.text).status !== "enabled") return false;
+        // The plugin compiles lazily on its first request: make that happen here, not in a test.
+        const probe = await httpGet(`${httpBase}/mcp`, 5000);
+        return probe !== null && probe.status !== 500;
+      },
+      timeoutMs,
+      100,
+    );
+  };
+  const accessLog = () => readAccessLog(v.accessLogFile!);
+  const viewMeta = () => readMeta(v.shared).catch(() => null);
+  const viewNodeState = async (i: number): Promise<NodeViewState | null> => {
+    const meta = await viewMeta();
+    if (!meta) return null;
+    const mine = meta.nodes.filter((n) => n.cookie === nodes[i]!.cookie);
+    if (mine.length === 0) return null;
+    return mine.reduce((a, b) => (b.id > a.id ? b : a)).state;
+  };
+  return {
+    index: k,
+    name,
+    ports: { http: v.ports.http, https: v.ports.https, api: v.ports.api, sidecar: v.ports.sidecar },
+    mcpUrl: `${httpBase}/mcp`,
+    mcpsUrl: `https://${bind}:${v.ports.https}/mcp`,
+    httpBase,
+    httpsBase: `https://${bind}:${v.ports.https}`,
+    apiUrl,
+    traefikMetricsUrl: `${apiUrl}/metrics`,
+    sidecarUrl,
+    shared: v.shared,
+    accessLogFile: v.accessLogFile!,
+    traefik,
+    sidecar,
+    startSidecar,
+    viewMeta,
+    viewNodeState,
+    waitViewNodeState: (i, states, timeoutMs) =>
+      waitUntil(
+        `node ${i + 1} in state ${states.join("|")} in ${name}'s view`,
+        async () => {
+          const s = await viewNodeState(i);
+          return s && states.includes(s) ? s : null;
+        },
+        timeoutMs,
+      ),
+    traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
+    waitTraefikReady,
+    async waitMiddleware(on, timeoutMs = 15_000) {
+      await waitUntil(
+        `${name}'s mcp router ${on ? "with" : "without"} the plugin`,
+        async () => {
+          const r = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
+          if (!r || r.status !== 200) return false;
+          const mws: string[] = JSON.parse(r.text).middlewares ?? [];
+          return mws.includes("mcp-affinity@file") === on;
+        },
+        timeoutMs,
+      );
+    },
+    accessLog,
+    proxyCuts: (fromMs, toMs = Date.now()) =>
+      accessLog().filter((r) => {
+        const t = Date.parse(r.StartUTC);
+        return isProxyCut(r) && t >= fromMs && t <= toMs;
+      }),
+  };
+}
+
+/** Waits until every replica's view lists every node with an up incarnation (`boot` line). */
+async function waitViewsListNodes(replicas: ReplicaPart[], nodes: NodePart[]): Promise<void> {
+  await Promise.all(
+    replicas.map((r) =>
+      waitUntil(
+        `${r.name}'s view to list every node up`,
+        async () => {
+          // Every node has an incarnation (`boot` line) the view calls up.
+          const boots = (await r.viewMeta())?.boots ?? [];
+          const missing = nodes.filter((n) => !boots.some((b) => b.cookie === n.cookie && b.state === "up"));
+          if (missing.length === 0) return true;
+          throw new StackError(`not up in the view: ${missing.map((n) => n.name).join(", ")}`, "ERR_STACK_VIEW");
+        },
+        20_000,
+      ),
+    ),
+  );
+}
+
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const nNodes = opts.nodes ?? 3;
   const nReplicas = opts.replicas ?? 1;
@@ -375,7 +609,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const nodeUrls = ports.nodes.map((p) => `http://${bind}:${p}`);
   const { certFile, keyFile } = makeCertificate(dir);
   // Replica 1 keeps the single-Traefik layout; replica k adds "-k" to its files.
-  const suffix = (k: number) => (k === 0 ? "" : `-${k + 1}`);
+  const suffix = replicaSuffix;
   const replicaVars: RenderVars[] = replicaPorts.map((rp, k) => ({
     bind,
     ports: { ...ports, ...rp },
@@ -413,7 +647,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     throw new StackError("plugin/build/local/plugin.wasm is missing: run `npm run build`", "ERR_STACK_PLUGIN");
   symlinkSync(built, pluginDir);
 
-  const parts: { stop(): Promise<unknown> }[] = [];
+  const parts: StackPartHandle[] = [];
+  const ctx: PartContext = { opts, bind, timing, dir, logs, parts, nodeUrls };
   const stopAll = async () => {
     for (const p of parts.reverse()) await p.stop().catch(() => {});
     parts.length = 0;
@@ -433,128 +668,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
 
     // Sidecars: one per replica, each publishing into its replica's shared directory.
-    const sidecars = replicaVars.map((v, k) => {
-      const apiUrl = `http://${bind}:${v.ports.api}`;
-      const url = useSidecar ? `http://${bind}:${v.ports.sidecar}` : null;
-      let proc: ManagedProcess | null = null;
-      if (useSidecar) {
-        const { cmd, args } = sidecarCommand();
-        proc = new ManagedProcess(`sidecar${suffix(k)}`, {
-          cmd,
-          args: [
-            ...args,
-            ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisUrl, timing, nodeUrls }),
-          ],
-          logFile: join(logs, `sidecar${suffix(k)}.log`),
-        });
-        const p = proc;
-        parts.push({ stop: () => p.stop() });
-      }
-      const start = async () => {
-        if (!proc) throw new StackError("this stack has no sidecar", "ERR_STACK_STATE");
-        const p = proc;
-        p.start();
-        await waitUntil(
-          `${p.name}'s /readyz`,
-          async () => {
-            if (!p.running) throw new GiveUp(`${p.name} exited:\n${p.tail()}`, "ERR_STACK_SIDECAR");
-            return (await httpGet(`${url}/readyz`))?.status === 200;
-          },
-          20_000,
-        );
-      };
-      return { apiUrl, url, proc, start };
-    });
+    const sidecars = replicaVars.map((v, k) => makeSidecar(ctx, v, k, redisUrl));
     if (useSidecar) await Promise.all(sidecars.map((s) => s.start()));
 
     // Nodes (shared by every replica)
     const firstSidecarUrl = sidecars[0]!.url;
-    const makeNode = (i: number, port: number): NodePart => {
-      const url = `http://${bind}:${port}`;
-      const name = `node-${i + 1}`;
-      const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
-      const spec =
-        sdkServer !== null
-          ? {
-              cmd: sdkServer[0]!,
-              args: [
-                ...sdkServer.slice(1),
-                "--port",
-                String(port),
-                "--host",
-                bind,
-                "--name",
-                name,
-                ...(opts.nodeArgs?.(i) ?? []),
-              ],
-            }
-          : {
-              cmd: process.execPath,
-              args: [
-                "--import",
-                "tsx",
-                join(ROOT, "node", "reference", "main.ts"),
-                "--port",
-                String(port),
-                "--host",
-                bind,
-                "--name",
-                name,
-                "--node-url",
-                url,
-                ...registry,
-                "--heartbeat-ms",
-                String(timing.heartbeatMs),
-                "--drain-grace-ms",
-                String(timing.drainGraceMs),
-                ...(opts.nodeArgs?.(i) ?? []),
-              ],
-            };
-      const proc = new ManagedProcess(name, { ...spec, logFile: join(logs, `${name}.log`) });
-      const health = async (timeoutMs = 500) => {
-        const r = await httpGet(`${url}/healthz`, timeoutMs);
-        if (!r || r.status !== 200) return null;
-        return JSON.parse(r.text);
-      };
-      const start = async () => {
-        proc.start();
-        await waitUntil(
-          `${name}'s /healthz`,
-          async () => {
-            if (!proc.running) throw new GiveUp(`${name} exited:\n${proc.tail()}`, "ERR_STACK_NODE");
-            return health();
-          },
-          20_000,
-        );
-      };
-      return {
-        index: i,
-        name,
-        port,
-        url,
-        cookie: cookieValueFor(url),
-        proc,
-        health,
-        async boot() {
-          const h = await health(2000);
-          if (!h) throw new StackError(`${name} does not answer /healthz`, "ERR_STACK_NODE");
-          return h.boot;
-        },
-        start,
-        async restart() {
-          await proc.kill();
-          await start();
-        },
-        kill: () => proc.kill(),
-        pause: () => proc.pause(),
-        resume: () => proc.resume(),
-      };
-    };
-    const nodes: NodePart[] = ports.nodes.map((port, i) => makeNode(i, port));
+    const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
+    const makeNodeAt = (i: number, port: number) => makeNode(ctx, i, port, registry, sdkServer);
+    const nodes: NodePart[] = ports.nodes.map((port, i) => makeNodeAt(i, port));
     parts.push({ stop: () => Promise.all(nodes.map((n) => n.proc.stop(timing.drainGraceMs + 2000))) });
     const addNode = async (): Promise<NodePart> => {
       const port = await freePort();
-      const node = makeNode(nodes.length, port);
+      const node = makeNodeAt(nodes.length, port);
       nodes.push(node);
       await node.start();
       // Both services list it from now on (Traefik's file provider picks the file up).
@@ -566,122 +691,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     await Promise.all(nodes.map((n) => n.start()));
 
     // Traefik replicas
-    const traefikBin = traefikBinary();
-    const replicas: ReplicaPart[] = replicaVars.map((v, k) => {
-      const name = `traefik${suffix(k)}`;
-      const { apiUrl, url: sidecarUrl, proc: sidecar, start: startSidecar } = sidecars[k]!;
-      const traefik = new ManagedProcess(name, {
-        cmd: traefikBin,
-        args: [`--configFile=${join(dir, `traefik${suffix(k)}.yml`)}`],
-        cwd: dir,
-        logFile: join(logs, `${name}.log`),
-      });
-      // Traefik waits up to its graceTimeOut (10 s) for open SSE streams; the stack does not.
-      parts.push({ stop: () => traefik.stop(3000) });
-      const httpBase = `http://${bind}:${v.ports.http}`;
-      const serviceStatus = async (): Promise<Record<string, string> | null> => {
-        const r = await httpGet(`${apiUrl}/api/http/services/mcp@file`);
-        if (!r || r.status !== 200) return null;
-        return (JSON.parse(r.text).serverStatus ?? {}) as Record<string, string>;
-      };
-      const waitTraefikReady = async (timeoutMs = 30_000) => {
-        await waitUntil(
-          `${name}'s routers and healthy servers`,
-          async () => {
-            if (!traefik.running) throw new GiveUp(`${name} exited:\n${traefik.tail()}`, "ERR_STACK_TRAEFIK");
-            const st = await serviceStatus();
-            // No status entry: the service has no health check (plugin on), and Traefik routes to it.
-            if (!st || nodeUrls.some((u) => st[u] !== undefined && st[u] !== "UP")) return false;
-            const router = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
-            if (!router || router.status !== 200 || JSON.parse(router.text).status !== "enabled") return false;
-            // The plugin compiles lazily on its first request: make that happen here, not in a test.
-            const probe = await httpGet(`${httpBase}/mcp`, 5000);
-            return probe !== null && probe.status !== 500;
-          },
-          timeoutMs,
-          100,
-        );
-      };
-      const accessLog = () => readAccessLog(v.accessLogFile!);
-      const viewMeta = () => readMeta(v.shared).catch(() => null);
-      const viewNodeState = async (i: number): Promise<NodeViewState | null> => {
-        const meta = await viewMeta();
-        if (!meta) return null;
-        const mine = meta.nodes.filter((n) => n.cookie === nodes[i]!.cookie);
-        if (mine.length === 0) return null;
-        return mine.reduce((a, b) => (b.id > a.id ? b : a)).state;
-      };
-      return {
-        index: k,
-        name,
-        ports: { http: v.ports.http, https: v.ports.https, api: v.ports.api, sidecar: v.ports.sidecar },
-        mcpUrl: `${httpBase}/mcp`,
-        mcpsUrl: `https://${bind}:${v.ports.https}/mcp`,
-        httpBase,
-        httpsBase: `https://${bind}:${v.ports.https}`,
-        apiUrl,
-        traefikMetricsUrl: `${apiUrl}/metrics`,
-        sidecarUrl,
-        shared: v.shared,
-        accessLogFile: v.accessLogFile!,
-        traefik,
-        sidecar,
-        startSidecar,
-        viewMeta,
-        viewNodeState,
-        waitViewNodeState: (i, states, timeoutMs) =>
-          waitUntil(
-            `node ${i + 1} in state ${states.join("|")} in ${name}'s view`,
-            async () => {
-              const s = await viewNodeState(i);
-              return s && states.includes(s) ? s : null;
-            },
-            timeoutMs,
-          ),
-        traefikServerStatus: async (i) => (await serviceStatus())?.[nodeUrls[i]!] ?? null,
-        waitTraefikReady,
-        async waitMiddleware(on, timeoutMs = 15_000) {
-          await waitUntil(
-            `${name}'s mcp router ${on ? "with" : "without"} the plugin`,
-            async () => {
-              const r = await httpGet(`${apiUrl}/api/http/routers/mcp@file`);
-              if (!r || r.status !== 200) return false;
-              const mws: string[] = JSON.parse(r.text).middlewares ?? [];
-              return mws.includes("mcp-affinity@file") === on;
-            },
-            timeoutMs,
-          );
-        },
-        accessLog,
-        proxyCuts: (fromMs, toMs = Date.now()) =>
-          accessLog().filter((r) => {
-            const t = Date.parse(r.StartUTC);
-            return isProxyCut(r) && t >= fromMs && t <= toMs;
-          }),
-      };
-    });
+    const replicas: ReplicaPart[] = replicaVars.map((v, k) => makeReplica(ctx, v, k, sidecars[k]!, nodes));
     for (const r of replicas) r.traefik.start();
     await Promise.all(replicas.map((r) => r.waitTraefikReady()));
     // A sidecar lists nodes that do not heartbeat (servers without the node library) once it has
     // read its Traefik's API. Session ids name their node, so nothing depends on it; steering new
     // sessions over every node does, and most tests want that from their first request.
-    if (useSidecar && opts.waitForView !== false) {
-      await Promise.all(
-        replicas.map((r) =>
-          waitUntil(
-            `${r.name}'s view to list every node up`,
-            async () => {
-              // Every node has an incarnation (`boot` line) the view calls up.
-              const boots = (await r.viewMeta())?.boots ?? [];
-              const missing = nodes.filter((n) => !boots.some((b) => b.cookie === n.cookie && b.state === "up"));
-              if (missing.length === 0) return true;
-              throw new StackError(`not up in the view: ${missing.map((n) => n.name).join(", ")}`, "ERR_STACK_VIEW");
-            },
-            20_000,
-          ),
-        ),
-      );
-    }
+    if (useSidecar && opts.waitForView !== false) await waitViewsListNodes(replicas, nodes);
 
     // The stack's own fields are its first replica's, except what only a replica has.
     const { index: _index, name: _name, ports: _ports, accessLogFile: _log, proxyCuts: _cuts, ...first } = replicas[0]!;
@@ -737,7 +753,7 @@ function sidecarArgs(v: SidecarArgInput): string[] {
     "--node-ttl",
     `${v.timing.nodeTtlMs}ms`,
     "--down-limit",
-    `${v.timing.downToGoneMs}ms`,
+    `${v.timing.downLimitMs}ms`,
     "--meta-interval",
     `${v.timing.metaIntervalMs}ms`,
     "--traefik-api",
@@ -745,9 +761,9 @@ function sidecarArgs(v: SidecarArgInput): string[] {
     "--traefik-services",
     "mcp@file",
     "--traefik-poll-interval",
-    `${v.timing.traefikPollMs}ms`,
+    `${v.timing.traefikPollIntervalMs}ms`,
     "--node-poll-interval",
-    `${v.timing.nodePollMs}ms`,
+    `${v.timing.nodePollIntervalMs}ms`,
     "--probe-interval",
     `${v.timing.probeIntervalMs}ms`,
     "--probe-timeout",

@@ -2,7 +2,7 @@
 // (a stable string), never on the message or the class; `cause` keeps the underlying error.
 
 export const ERROR_CODES = {
-  /** A registry setting that cannot work (no url, sentinel without a master name). */
+  /** A registry setting that cannot work (no url, sentinel or cluster nodes). */
   ERR_REGISTRY_CONFIG: "registry configuration",
   /** The registry store could not be reached or a command failed (down, timeout). */
   ERR_REGISTRY_UNAVAILABLE: "registry unreachable or failing",

@@ -4,6 +4,7 @@ import { RedisRegistry, type RedisRegistryOptions } from "./redis.ts";
 import type { Registry } from "./registry.ts";
 
 export * from "./schema.ts";
+export * from "./session-hash.ts";
 export * from "./registry.ts";
 export { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
 export { SidecarApiStore, type SidecarApiOptions } from "./sidecar-api.ts";
@@ -12,11 +13,12 @@ export {
   describeRedis,
   type RedisRegistryOptions,
   type RedisConnectionConfig,
+  type RedisSentinel,
   type HostPort,
 } from "./redis.ts";
 
-/** Redis when a url, sentinels or cluster nodes are configured; the in-memory store otherwise. */
+/** Redis when a url, a sentinel or cluster nodes are configured; the in-memory store otherwise. */
 export function createRegistry(opts: RedisRegistryOptions & MemoryRegistryOptions): Registry {
-  if (opts.url || opts.sentinels?.length || opts.cluster?.length) return new RedisRegistry(opts);
+  if (opts.url || opts.sentinel?.nodes.length || opts.cluster?.length) return new RedisRegistry(opts);
   return new MemoryRegistry(opts);
 }

@@ -37,13 +37,22 @@ export interface HostPort {
   port: number;
 }
 
+export interface RedisSentinel {
+  nodes: HostPort[];
+  /** The monitored master's name. */
+  name: string;
+  password?: string;
+}
+
 export interface RedisConnectionConfig {
   /** `redis://[user:password@]host:port[/db]` (or `rediss://`) for a single server. */
   url?: string;
-  /** Sentinel addresses; with `sentinelName` (the monitored master's name). */
-  sentinels?: HostPort[];
-  sentinelName?: string;
-  sentinelPassword?: string;
+  /**
+   * Sentinel mode: the Sentinels' addresses and the name of the master they monitor. The name is
+   * part of the type, not checked here: options are validated where they are made (the sidecar's
+   * settings: --redis-sentinels needs --redis-sentinel-name, sidecar/src/config.ts).
+   */
+  sentinel?: RedisSentinel;
   /** Cluster seed nodes. */
   cluster?: HostPort[];
   username?: string;
@@ -96,11 +105,15 @@ redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1`;
 
-// KEYS[1] key; ARGV: ttl ms, max age ms, now ms. Only records with source "edge" (encodeSession).
+// KEYS[1] key; ARGV: ttl ms, max age ms, now ms. Only records with source "edge". The record is
+// read with cjson (as DEL_NODE_IF_BOOT reads a node's), so nothing depends on how encodeSession
+// lays the JSON out; an unreadable value is left alone.
 const TOUCH_EDGE = `
 local v = redis.call('GET', KEYS[1])
-if not v or not string.find(v, '"source":"edge"', 1, true) then return 0 end
-local created = tonumber(string.match(v, '"created":(%d+)')) or 0
+if not v then return 0 end
+local ok, rec = pcall(cjson.decode, v)
+if not ok or type(rec) ~= 'table' or rec.source ~= 'edge' then return 0 end
+local created = tonumber(rec.created) or 0
 local ttl = math.min(tonumber(ARGV[1]), created + tonumber(ARGV[2]) - tonumber(ARGV[3]))
 if ttl <= 0 then redis.call('DEL', KEYS[1]) return 0 end
 return redis.call('PEXPIRE', KEYS[1], ttl)`;
@@ -115,8 +128,8 @@ type ScriptClient = Client & {
 
 export function describeRedis(c: RedisConnectionConfig): string {
   if (c.cluster?.length) return `cluster ${c.cluster.map((h) => `${h.host}:${h.port}`).join(",")}`;
-  if (c.sentinels?.length)
-    return `sentinel ${c.sentinelName} via ${c.sentinels.map((h) => `${h.host}:${h.port}`).join(",")}`;
+  if (c.sentinel?.nodes.length)
+    return `sentinel ${c.sentinel.name} via ${c.sentinel.nodes.map((h) => `${h.host}:${h.port}`).join(",")}`;
   if (c.url) {
     try {
       const u = new URL(c.url);
@@ -191,20 +204,18 @@ export class RedisRegistry implements Registry {
       };
       return new Cluster(o.cluster, copts);
     }
-    if (o.sentinels?.length) {
-      if (!o.sentinelName)
-        throw new RegistryError("connect", "sentinel mode needs the master name", "ERR_REGISTRY_CONFIG");
+    if (o.sentinel?.nodes.length) {
       return new Redis({
         ...base,
-        sentinels: o.sentinels,
-        name: o.sentinelName,
-        sentinelPassword: o.sentinelPassword,
+        sentinels: o.sentinel.nodes,
+        name: o.sentinel.name,
+        sentinelPassword: o.sentinel.password,
         sentinelRetryStrategy: base.retryStrategy,
         ...(base.tls ? { enableTLSForSentinelMode: true, sentinelTLS: base.tls } : {}),
       });
     }
     if (!o.url)
-      throw new RegistryError("connect", "redis needs a url, sentinels or cluster nodes", "ERR_REGISTRY_CONFIG");
+      throw new RegistryError("connect", "redis needs a url, a sentinel or cluster nodes", "ERR_REGISTRY_CONFIG");
     return new Redis(o.url, base);
   }
 

@@ -50,18 +50,6 @@ export function cookieValueFor(serverUrl: string): string {
   return createHash("sha256").update(serverUrl).digest("hex").slice(0, 16);
 }
 
-/** The 16-byte session hash used everywhere a session id must not appear in clear. */
-export function sessionHash(id: string): Buffer {
-  return createHash("sha256").update(id, "latin1").digest().subarray(0, 16);
-}
-
-export function sessionHashHex(id: string): string {
-  return sessionHash(id).toString("hex");
-}
-
-/** Short, log-safe tag for a session id (never log the id itself). */
-export const sessionTag = (id: string): string => sessionHashHex(id).slice(0, 12);
-
 /**
  * The one session-id rule (docs/registry-view.md): 1 to SESSION_ID_MAX_LENGTH visible ASCII
  * characters (0x21-0x7E), as the spec allows. The plugin's maxSessionIdLength cannot exceed it,
@@ -73,6 +61,7 @@ export function isValidSessionId(id: unknown): id is string {
   return typeof id === "string" && id.length > 0 && id.length <= SESSION_ID_MAX_LENGTH && SESSION_ID.test(id);
 }
 
+/** A sticky cookie value as cookieValueFor makes it (16 lowercase hex digits): the one check of its form. */
 const COOKIE_VALUE = /^[0-9a-f]{16}$/;
 export const isCookieValue = (v: unknown): v is string => typeof v === "string" && COOKIE_VALUE.test(v);
 
@@ -82,18 +71,33 @@ export class RegistrySchemaError extends McpAffinityError {
   }
 }
 
+// Each record has one JSON shape (`v` first, then its fields in this order), built once: a record
+// is stringified exactly once, alone (its key) or inside a change message.
+
+/** A session record as the JSON object its key holds, the sessions API answers and a change carries. */
+export function sessionJson(r: SessionRecord): { v: 1 } & SessionRecord {
+  return { v: 1, node: r.node, cookie: r.cookie, boot: r.boot, created: r.created, source: r.source };
+}
+
 export function encodeSession(r: SessionRecord): string {
-  return JSON.stringify({ v: 1, node: r.node, cookie: r.cookie, boot: r.boot, created: r.created, source: r.source });
+  return JSON.stringify(sessionJson(r));
+}
+
+function parseJson(raw: string, what: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    throw new RegistrySchemaError(`${what} is not JSON`);
+  }
 }
 
 export function decodeSession(raw: string): SessionRecord {
+  return sessionFromJson(parseJson(raw, "session record"));
+}
+
+function sessionFromJson(json: unknown): SessionRecord {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
-  let o: any;
-  try {
-    o = JSON.parse(raw);
-  } catch {
-    throw new RegistrySchemaError("session record is not JSON");
-  }
+  const o: any = json;
   if (!o || typeof o !== "object") throw new RegistrySchemaError("session record is not an object");
   if (typeof o.node !== "string") throw new RegistrySchemaError("session record has no node");
   if (!isCookieValue(o.cookie)) throw new RegistrySchemaError("session record has no valid cookie");
@@ -107,18 +111,19 @@ export function decodeSession(raw: string): SessionRecord {
   };
 }
 
+const nodeJson = (r: NodeRecord): { v: 1 } & NodeRecord => ({ v: 1, ...r });
+
 export function encodeNode(r: NodeRecord): string {
-  return JSON.stringify({ v: 1, ...r });
+  return JSON.stringify(nodeJson(r));
 }
 
 export function decodeNode(raw: string): NodeRecord {
+  return nodeFromJson(parseJson(raw, "node record"));
+}
+
+function nodeFromJson(json: unknown): NodeRecord {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
-  let o: any;
-  try {
-    o = JSON.parse(raw);
-  } catch {
-    throw new RegistrySchemaError("node record is not JSON");
-  }
+  const o: any = json;
   if (!o || typeof o.url !== "string" || !isCookieValue(o.cookie) || typeof o.boot !== "string" || !o.boot) {
     throw new RegistrySchemaError("node record lacks url, cookie or boot");
   }
@@ -136,38 +141,28 @@ export function decodeNode(raw: string): NodeRecord {
 export function encodeChange(c: RegistryChange): string {
   switch (c.op) {
     case "session":
-      return JSON.stringify({ v: 1, op: "session", id: c.id, record: JSON.parse(encodeSession(c.record)) });
+      return JSON.stringify({ v: 1, op: "session", id: c.id, record: sessionJson(c.record) });
     case "close":
       return JSON.stringify({ v: 1, op: "close", id: c.id });
     case "node":
-      return JSON.stringify({
-        v: 1,
-        op: "node",
-        cookie: c.cookie,
-        record: c.record ? JSON.parse(encodeNode(c.record)) : null,
-      });
+      return JSON.stringify({ v: 1, op: "node", cookie: c.cookie, record: c.record ? nodeJson(c.record) : null });
   }
 }
 
 export function decodeChange(raw: string): RegistryChange {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
-  let o: any;
-  try {
-    o = JSON.parse(raw);
-  } catch {
-    throw new RegistrySchemaError("change is not JSON");
-  }
+  const o: any = parseJson(raw, "change");
   if (!o || typeof o !== "object") throw new RegistrySchemaError("change is not an object");
   switch (o.op) {
     case "session":
       if (!isValidSessionId(o.id)) throw new RegistrySchemaError("session change has no valid id");
-      return { op: "session", id: o.id, record: decodeSession(JSON.stringify(o.record)) };
+      return { op: "session", id: o.id, record: sessionFromJson(o.record) };
     case "close":
       if (!isValidSessionId(o.id)) throw new RegistrySchemaError("close change has no valid id");
       return { op: "close", id: o.id };
     case "node":
       if (!isCookieValue(o.cookie)) throw new RegistrySchemaError("node change has no valid cookie");
-      return { op: "node", cookie: o.cookie, record: o.record == null ? null : decodeNode(JSON.stringify(o.record)) };
+      return { op: "node", cookie: o.cookie, record: o.record == null ? null : nodeFromJson(o.record) };
     default:
       throw new RegistrySchemaError("change has an unknown op");
   }

@@ -132,9 +132,10 @@ export function redisConnection(c: RedisSettings): RedisConnectionConfig {
   }
   return {
     url: or(c.redisUrl),
-    sentinels: or(c.redisSentinels),
-    sentinelName: or(c.redisSentinelName),
-    sentinelPassword: or(c.redisSentinelPassword),
+    // The rules checked that --redis-sentinels comes with --redis-sentinel-name.
+    sentinel: c.redisSentinels
+      ? { nodes: c.redisSentinels, name: c.redisSentinelName!, password: or(c.redisSentinelPassword) }
+      : undefined,
     cluster: or(c.redisCluster),
     username: or(c.redisUsername),
     password: or(c.redisPassword),

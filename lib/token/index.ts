@@ -5,6 +5,7 @@
 // pins both implementations to one set of cases.
 import { createHash, randomBytes } from "node:crypto";
 import { McpAffinityError } from "../errors.ts";
+import { isCookieValue } from "../registry/schema.ts";
 
 /** An id minted by the node library: `ma1.<cookie 16 hex><boot tag 8 hex>.<22 base64url>`. */
 export const MINTED_PREFIX = "ma1.";
@@ -18,7 +19,6 @@ export const MINTED_LENGTH = TOKEN_HEAD_LENGTH + MINTED_RANDOM_LENGTH;
 export const UNKNOWN_BOOT_TAG = "00000000";
 
 const HEX24 = /^[0-9a-f]{24}$/;
-const COOKIE = /^[0-9a-f]{16}$/;
 const TAG = /^[0-9a-f]{8}$/;
 const B64URL22 = /^[A-Za-z0-9_-]{22}$/;
 const VISIBLE = /^[\x21-\x7e]+$/;
@@ -51,7 +51,7 @@ export function bootTag(boot: string): string {
 
 /** A new session id for a node library node: its token plus 132 random bits. */
 export function mintSessionId(cookie: string, tag: string): string {
-  if (!COOKIE.test(cookie))
+  if (!isCookieValue(cookie))
     throw new SessionTokenError(`cookie ${JSON.stringify(cookie)} is not 16 lowercase hex digits`);
   if (!TAG.test(tag)) throw new SessionTokenError(`boot tag ${JSON.stringify(tag)} is not 8 lowercase hex digits`);
   return MINTED_PREFIX + cookie + tag + "." + randomBytes(17).toString("base64url").slice(0, MINTED_RANDOM_LENGTH);
@@ -59,7 +59,7 @@ export function mintSessionId(cookie: string, tag: string): string {
 
 /** The id the client sees for a server-chosen id (what the plugin writes into the initialize answer). */
 export function wrapSessionId(inner: string, cookie: string, tag: string): string {
-  if (!COOKIE.test(cookie) || !TAG.test(tag)) throw new SessionTokenError("cookie or boot tag is malformed");
+  if (!isCookieValue(cookie) || !TAG.test(tag)) throw new SessionTokenError("cookie or boot tag is malformed");
   if (!VISIBLE.test(inner)) throw new SessionTokenError("a session id is visible ASCII");
   return WRAPPED_PREFIX + cookie + tag + "." + inner;
 }

@@ -1,6 +1,7 @@
 // events/<s|e>-<slot>.evt (docs/registry-view.md): the batch format the plugin writes and the sidecar parses.
-import { isValidSessionId, sessionHash as schemaSessionHash } from "../registry/schema.ts";
-import { HEX32, COOKIE, DEC } from "./format.ts";
+import { isCookieValue, isValidSessionId } from "../registry/schema.ts";
+import { sessionHashHex } from "../registry/session-hash.ts";
+import { HEX32, DEC } from "./format.ts";
 import { McpAffinityError } from "../errors.ts";
 
 export const EVENT_MAGIC = "MCPAEV 1";
@@ -21,6 +22,16 @@ export const DECISION_REASONS = [
   "invalid",
   "fail-open",
 ] as const;
+
+/**
+ * The channel of an events/ file by its name: `s-<slot>.evt` session batches (learns, closes,
+ * suspected deaths: order matters), `e-<slot>.evt` count batches; null for any other name.
+ */
+export function eventFileChannel(name: string): "session" | "count" | null {
+  const m = EVENT_FILE.exec(name);
+  return m ? (m[1] === "s" ? "session" : "count") : null;
+}
+const EVENT_FILE = /^([es])-[0-9]{1,10}\.evt$/;
 
 export interface EventBatch {
   t: number;
@@ -75,13 +86,13 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       const [, id, hash, cookie] = f;
       if (!isValidSessionId(id)) return `${f[0]} line has no valid session id`;
       if (!HEX32.test(hash)) return `${f[0]} line has no valid hash`;
-      if (schemaSessionHash(id).toString("hex") !== hash) return `${f[0]} line hash does not match its session id`;
+      if (sessionHashHex(id) !== hash) return `${f[0]} line hash does not match its session id`;
       if (f[0] === "l" || f[0] === "v") {
-        if (!COOKIE.test(cookie)) return `${f[0]} line has no valid cookie`;
+        if (!isCookieValue(cookie)) return `${f[0]} line has no valid cookie`;
         if (f[0] === "l") b.learned.push({ id, hash, cookie });
         else (b.suspects ??= []).push({ id, hash, cookie });
       } else {
-        if (cookie !== "-" && !COOKIE.test(cookie)) return "c line has no valid cookie";
+        if (cookie !== "-" && !isCookieValue(cookie)) return "c line has no valid cookie";
         b.closed.push({ id, hash, cookie: cookie === "-" ? null : cookie });
       }
       return null;
@@ -90,8 +101,7 @@ function parseEventLine(line: string, b: EventBatch, seenT: { v: boolean }): str
       if (f.length !== 3) return "a line needs 2 fields";
       const [, id, hash] = f;
       if (!isValidSessionId(id)) return "a line has no valid session id";
-      if (!HEX32.test(hash) || schemaSessionHash(id).toString("hex") !== hash)
-        return "a line hash does not match its session id";
+      if (!HEX32.test(hash) || sessionHashHex(id) !== hash) return "a line hash does not match its session id";
       (b.active ??= []).push({ id, hash });
       return null;
     }

@@ -1,7 +1,6 @@
 // What the shared-directory formats (docs/registry-view.md) have in common: the record types, the
 // session hash, the lexical rules (lowercase hex, decimal integers without leading zeros) and the
 // one error class their decoders and encoders throw.
-import { sessionHash as schemaSessionHash } from "../registry/schema.ts";
 import { McpAffinityError } from "../errors.ts";
 
 export type NodeViewState = "up" | "draining" | "down" | "gone";
@@ -35,8 +34,8 @@ export interface ViewMeta {
   boots?: ViewBoot[];
 }
 
-export const HASH_BYTES = 16;
-export const sessionHash = schemaSessionHash;
+// The formats name sessions by the registry's session hash (lib/registry/session-hash.ts).
+export { SESSION_HASH_BYTES as HASH_BYTES, sessionHash } from "../registry/session-hash.ts";
 
 export class ViewFormatError extends McpAffinityError {
   constructor(message: string) {
@@ -45,7 +44,6 @@ export class ViewFormatError extends McpAffinityError {
 }
 
 export const HEX32 = /^[0-9a-f]{32}$/;
-export const COOKIE = /^[0-9a-f]{16}$/;
 export const BOOT_TAG = /^[0-9a-f]{8}$/;
 /** A decimal integer as the formats write it: no sign, no leading zeros. */
 export const DEC = /^(0|[1-9][0-9]*)$/;

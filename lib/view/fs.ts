@@ -33,6 +33,8 @@ export const viewPaths = (dir: string) => ({
   shards: join(dir, "view", "shards"),
   learned: join(dir, "learned"),
   events: join(dir, "events"),
+  /** Batches the sidecar could never apply (its policy: sidecar/src/drain.ts). */
+  quarantine: join(dir, "events-quarantine"),
 });
 
 let tmpCounter = 0;

@@ -1,6 +1,7 @@
 // learned/<hash prefix> (docs/registry-view.md): written by the plugin, read and deleted by the sidecar.
 import { join } from "node:path";
-import { ViewFormatError, HEX32, COOKIE } from "./format.ts";
+import { isCookieValue } from "../registry/schema.ts";
+import { ViewFormatError, HEX32 } from "./format.ts";
 import { defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
 
 /** Default plugin setting maxLearnedFiles (16^3): learned/ file names are 3 hex digits. */
@@ -20,7 +21,7 @@ export function decodeLearned(text: string): { hashHex: string; cookie: string }
   if (text.length !== 50 || text[32] !== " " || text[49] !== "\n") return null;
   const hashHex = text.slice(0, 32);
   const cookie = text.slice(33, 49);
-  return HEX32.test(hashHex) && COOKIE.test(cookie) ? { hashHex, cookie } : null;
+  return HEX32.test(hashHex) && isCookieValue(cookie) ? { hashHex, cookie } : null;
 }
 
 export interface ListLearnedOptions extends ViewIoOptions {

@@ -1,7 +1,6 @@
 // view/meta (docs/registry-view.md): encoder, decoder and the sidecar's reader/writer.
 import {
   ViewFormatError,
-  COOKIE,
   BOOT_TAG,
   DEC,
   isU32,
@@ -12,6 +11,7 @@ import {
   type ViewBoot,
   type NodeViewState,
 } from "./format.ts";
+import { isCookieValue } from "../registry/schema.ts";
 import { atomicWrite, defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
 
 export const META_MAGIC = "MCPAVIEW 1";
@@ -33,14 +33,14 @@ export function encodeMeta(meta: ViewMeta): string {
   ];
   for (const n of meta.nodes) {
     if (!isU32(n.id)) throw new ViewFormatError(`node id ${n.id} is not a u32`);
-    if (!COOKIE.test(n.cookie)) throw new ViewFormatError(`node ${n.id} cookie is not 16 hex digits`);
+    if (!isCookieValue(n.cookie)) throw new ViewFormatError(`node ${n.id} cookie is not 16 hex digits`);
     if (!STATES.has(n.state)) throw new ViewFormatError(`node ${n.id} state ${n.state} is unknown`);
     const retry = n.retryAfterSeconds ?? 0;
     if (!isU32(retry)) throw new ViewFormatError(`node ${n.id} retryAfterSeconds is not a u32`);
     lines.push(`node ${n.id} ${n.cookie} ${n.state} ${retry}`);
   }
   for (const b of meta.boots ?? []) {
-    if (!COOKIE.test(b.cookie)) throw new ViewFormatError(`boot ${b.bootTag} cookie is not 16 hex digits`);
+    if (!isCookieValue(b.cookie)) throw new ViewFormatError(`boot ${b.bootTag} cookie is not 16 hex digits`);
     if (!BOOT_TAG.test(b.bootTag)) throw new ViewFormatError(`boot tag of ${b.cookie} is not 8 hex digits`);
     if (!STATES.has(b.state)) throw new ViewFormatError(`boot ${b.cookie} ${b.bootTag} state ${b.state} is unknown`);
     const retry = b.retryAfterSeconds ?? 0;
@@ -92,7 +92,7 @@ export function decodeMeta(text: string): ViewMeta {
         if (f.length !== 5) throw new ViewFormatError(`meta line ${i + 1}: node needs 4 fields`);
         const id = decInt(f[1], "node id");
         if (!isU32(id)) throw new ViewFormatError("meta node id is not a u32");
-        if (!COOKIE.test(f[2])) throw new ViewFormatError(`meta line ${i + 1}: bad cookie`);
+        if (!isCookieValue(f[2])) throw new ViewFormatError(`meta line ${i + 1}: bad cookie`);
         if (!STATES.has(f[3])) throw new ViewFormatError(`meta line ${i + 1}: bad state`);
         const retry = decInt(f[4], "retryAfterSeconds");
         if (!isU32(retry)) throw new ViewFormatError(`meta line ${i + 1}: retryAfterSeconds is not a u32`);
@@ -101,7 +101,7 @@ export function decodeMeta(text: string): ViewMeta {
       }
       case "boot": {
         if (f.length !== 5) throw new ViewFormatError(`meta line ${i + 1}: boot needs 4 fields`);
-        if (!COOKIE.test(f[1])) throw new ViewFormatError(`meta line ${i + 1}: bad cookie`);
+        if (!isCookieValue(f[1])) throw new ViewFormatError(`meta line ${i + 1}: bad cookie`);
         if (!BOOT_TAG.test(f[2])) throw new ViewFormatError(`meta line ${i + 1}: bad boot tag`);
         if (!STATES.has(f[3])) throw new ViewFormatError(`meta line ${i + 1}: bad state`);
         const retry = decInt(f[4], "retryAfterSeconds");

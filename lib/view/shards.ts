@@ -84,17 +84,31 @@ export async function writeShardBuffer(
   await atomicWrite(join(viewPaths(dir).shards, prefix), buf, opts);
 }
 
+export interface ShardHeader {
+  epoch: number;
+  /** Records in the shard. */
+  count: number;
+}
+
+/**
+ * A shard's header: its first SHARD_HEADER_BYTES bytes are enough (a reader that only counts the
+ * view's sessions reads no records).
+ */
+export function decodeShardHeader(buf: Buffer): ShardHeader {
+  if (buf.length < SHARD_HEADER_BYTES || buf.toString("latin1", 0, 4) !== SHARD_MAGIC) {
+    throw new ViewFormatError("shard has no MCPS header");
+  }
+  if (buf.readUInt32LE(4) !== SHARD_VERSION) throw new ViewFormatError("shard format version is not 1");
+  return { epoch: buf.readUInt32LE(8), count: buf.readUInt32LE(12) };
+}
+
 export interface DecodedShard {
   epoch: number;
   sessions: Array<{ hash: Buffer; node: number; closed: boolean }>;
 }
 
 export function decodeShard(buf: Buffer): DecodedShard {
-  if (buf.length < SHARD_HEADER_BYTES || buf.toString("latin1", 0, 4) !== SHARD_MAGIC) {
-    throw new ViewFormatError("shard has no MCPS header");
-  }
-  if (buf.readUInt32LE(4) !== SHARD_VERSION) throw new ViewFormatError("shard format version is not 1");
-  const n = buf.readUInt32LE(12);
+  const { epoch, count: n } = decodeShardHeader(buf);
   // Bytes after the last record are ignored (room for a later version's trailer; the plugin stops reading at the count).
   if (buf.length < SHARD_HEADER_BYTES + n * SHARD_RECORD_BYTES)
     throw new ViewFormatError("shard is shorter than its count says");
@@ -106,7 +120,7 @@ export function decodeShard(buf: Buffer): DecodedShard {
       closed: (buf[off + 20] & 1) === 1,
     });
   }
-  return { epoch: buf.readUInt32LE(8), sessions };
+  return { epoch, sessions };
 }
 
 /** Binary search in an encoded shard, as the plugin does it. */

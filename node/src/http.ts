@@ -3,7 +3,8 @@
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
 import { Server as NetServer } from "node:net";
 import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { isValidSessionId, sessionTag } from "../../lib/registry/schema.ts";
+import { isValidSessionId } from "../../lib/registry/schema.ts";
+import { sessionTag } from "../../lib/registry/session-hash.ts";
 import type { Affinity, AffinityOptions, ConnectableServer } from "./affinity.ts";
 
 /** Byte for byte what the SDK's transport answers for a session it does not know (HTTP 404). */

@@ -58,6 +58,10 @@ export class RegistryView {
     if (!force && this.haveMeta && now - this.loadedAt < this.refreshMs && now >= this.loadedAt) return true;
     this.loadedAt = now;
     this.haveMeta = this.loadMeta();
+    // Parsing leaves a string per line and field behind. An instance that serves a request now and
+    // then (the pool spreads them) reloads the meta on every one: collect at once, or that garbage
+    // outruns the periodic collection and the allocator grows the instance past its first page.
+    __collect();
     return this.haveMeta;
   }
 

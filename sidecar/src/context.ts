@@ -1,11 +1,13 @@
-// What every sidecar component is given: settings, log, metrics, the registry and the mirror, and
-// the one way to say "the view must change".
+// What every sidecar component is given: settings, log, metrics, the registry and the mirror, the
+// one way to report a change to the mirror (updates.ts), and the one way to say "the view must
+// change" for what the mirror found out by itself (node states, expired tombstones, a scan).
 import type { Logger } from "pino";
-import type { Registry, SessionRecord } from "../../lib/registry/index.ts";
+import type { Registry } from "../../lib/registry/index.ts";
 import type { ViewFs } from "../../lib/view/index.ts";
 import type { SidecarConfig } from "./config.ts";
 import type { SidecarMetrics } from "./metrics.ts";
-import type { Mirror, SessionChangeKind } from "./mirror.ts";
+import type { Mirror } from "./mirror.ts";
+import type { MirrorUpdates } from "./updates.ts";
 import { errFields } from "../../lib/errors.ts";
 
 export interface SidecarContext {
@@ -14,6 +16,8 @@ export interface SidecarContext {
   readonly metrics: SidecarMetrics;
   readonly registry: Registry;
   readonly mirror: Mirror;
+  /** Sessions registered or closed, heartbeats: applied, counted once, published. */
+  readonly updates: MirrorUpdates;
   readonly fs: ViewFs;
   /** Logs through `fn` at most once per 5 s per kind: an outage must not flood the log. */
   throttled(kind: string, fn: () => void): void;
@@ -30,14 +34,6 @@ export function throttledLog(intervalMs = 5000): SidecarContext["throttled"] {
     fn();
   };
 }
-
-/** Counts a session this sidecar sees for the first time (each registration once, by source). */
-export function countRegistration(metrics: SidecarMetrics, kind: SessionChangeKind, record: SessionRecord): void {
-  if (kind === "new") metrics.registrations.inc({ source: record.source });
-}
-
-/** The session hash of an event (hex) as the mirror's key (latin1). */
-export const hashKeyFromHex = (hex: string) => Buffer.from(hex, "hex").toString("latin1");
 
 /** Runs tasks on intervals, one run of each at a time; stop() ends them all. */
 export class Periodic {

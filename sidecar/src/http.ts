@@ -5,14 +5,15 @@ import { timingSafeEqual, createHash } from "node:crypto";
 import type { Logger } from "pino";
 import {
   cookieValueFor,
-  encodeSession,
   isValidSessionId,
+  sessionJson,
   sessionTag,
   type Registry,
   type SessionRecord,
 } from "../../lib/registry/index.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { Mirror } from "./mirror.ts";
+import { nodeName } from "./nodes.ts";
 import { statusFile } from "../ui/index.ts";
 import { errFields } from "../../lib/errors.ts";
 
@@ -129,7 +130,7 @@ export function createHttpServer(d: HttpDeps): Server {
           send(res, 404, { error: "session not found" });
           return 404;
         }
-        send(res, 200, JSON.parse(encodeSession(r)));
+        send(res, 200, sessionJson(r));
         return 200;
       }
       if (req.method === "DELETE") {
@@ -201,14 +202,15 @@ export function createHttpServer(d: HttpDeps): Server {
           return;
         }
         if (path === "/v1/nodes" && req.method === "GET") {
-          const nodes = [...d.mirror.nodes.values()].map((n) => ({
+          const live = d.mirror.liveSessionsByNode();
+          const nodes = [...d.mirror.nodes()].map((n) => ({
             url: n.url,
             cookie: n.cookie,
-            name: d.mirror.nodeName(n),
+            name: nodeName(n),
             state: n.state,
             boot: n.hb?.boot ?? null,
             traefik: n.traefik,
-            sessions: d.mirror.liveSessionsOf(n.cookie),
+            sessions: live.get(n.cookie) ?? 0,
           }));
           send(res, 200, { nodes });
           return;

@@ -2,10 +2,10 @@
 // (learned sessions registered, closes recorded, suspects handed to the death checks, activity of
 // edge-learned sessions renewed, counts added to the metrics). A batch that can never apply is
 // moved to events-quarantine/; one that fails for now (registry down) stays for the next drain.
-import { join } from "node:path";
-import { sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
-import { drainEvents, QUARANTINE_DIR, type DrainResult, type EventBatch } from "../../lib/view/index.ts";
-import { countRegistration, hashKeyFromHex, settleWithin, type SidecarContext } from "./context.ts";
+import { hexToKey, sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
+import { viewPaths, type EventBatch } from "../../lib/view/index.ts";
+import { settleWithin, type Periodic, type SidecarContext } from "./context.ts";
+import { drainEvents, type DrainResult } from "./drain.ts";
 import { EdgeTouches } from "./touches.ts";
 import { errFields } from "../../lib/errors.ts";
 
@@ -52,8 +52,14 @@ export class EventIngest {
     });
   }
 
+  /** Starts the drains (every eventInterval) and the renewals of edge records (every edgeTouchInterval). */
+  start(ticks: Periodic): void {
+    ticks.every(this.ctx.cfg.eventIntervalMs, () => this.tick());
+    ticks.every(this.ctx.cfg.edgeTouchIntervalMs, () => this.flushTouches());
+  }
+
   /** The eventInterval tick: a drain, unless the last one failed and the backoff has not run out. */
-  async tick(): Promise<void> {
+  private async tick(): Promise<void> {
     if (this.#retryBackoffMs && Date.now() < this.#retryNotBefore && this.ctx.registry.status() !== "ready") return;
     const r = await this.drain();
     this.#retryBackoffMs = r.failed
@@ -63,12 +69,12 @@ export class EventIngest {
   }
 
   /** The edgeTouchInterval tick: pending activity written while the registry is connected. */
-  async flushTouches(): Promise<void> {
+  private async flushTouches(): Promise<void> {
     if (this.ctx.registry.status() === "ready") await this.#touches.flush();
   }
 
   /** One drain of events/ now (joined when one is running). */
-  drain(): Promise<DrainResult> {
+  private drain(): Promise<DrainResult> {
     const { cfg, fs, metrics, log, throttled } = this.ctx;
     this.#draining ??= drainEvents(cfg.dir, (b) => this.apply(b), {
       fs,
@@ -117,9 +123,9 @@ export class EventIngest {
   }
 
   private async apply(b: EventBatch): Promise<void> {
-    const { cfg, registry, mirror, metrics, log } = this.ctx;
+    const { cfg, registry, mirror, updates, metrics, log } = this.ctx;
     for (const l of b.learned) {
-      const key = hashKeyFromHex(l.hash);
+      const key = hexToKey(l.hash);
       if (mirror.wasClosed(key) || mirror.lookup(key)) continue; // known (or closed): a record exists
       const record: SessionRecord = {
         node: mirror.urlFor(l.cookie),
@@ -135,33 +141,32 @@ export class EventIngest {
           ttlMs: Math.min(cfg.edgeSessionTtlMs, cfg.sessionTtlMs),
         })
       ) {
-        countRegistration(metrics, mirror.applySession(l.id, record, false, key), record);
+        updates.session(l.id, record, key);
         log.debug({ session: sessionTag(l.id), cookie: l.cookie }, "session learned at the edge registered");
       } else {
         const existing = await registry.lookupSession(l.id);
-        if (existing) countRegistration(metrics, mirror.applySession(l.id, existing, false, key), existing);
+        if (existing) updates.session(l.id, existing, key);
       }
     }
     for (const c of b.closed) {
       await registry.closeSession(c.id);
       // One close, one count: the node's own close reaches this mirror through the registry too,
       // and a retried batch finds the session closed already.
-      if (mirror.applyClose(c.id, hashKeyFromHex(c.hash))) metrics.closes.inc({ origin: "edge" });
+      updates.close(c.id, "edge", hexToKey(c.hash));
       log.debug({ session: sessionTag(c.id) }, "session closed at the edge");
     }
     // Counted only once the whole batch is applied: a retried batch is never counted twice.
     for (const v of b.suspects ?? []) this.suspect(v.id, v.hash, v.cookie);
-    for (const a of b.active ?? []) if (mirror.lookup(hashKeyFromHex(a.hash))) this.#touches.add(a.id);
+    for (const a of b.active ?? []) if (mirror.lookup(hexToKey(a.hash))) this.#touches.add(a.id);
     for (const [reason, n] of Object.entries(b.decisions)) metrics.decisions.inc({ reason }, n);
     for (const [body, n] of Object.entries(b.bodies ?? {})) metrics.postBodies.inc({ body }, n);
     if (b.exposedServerIds) metrics.exposedServerIds.inc(b.exposedServerIds);
     if (b.dropped) metrics.eventsDropped.inc(b.dropped);
     if (b.t) metrics.eventLag.observe(Math.max(0, Date.now() - b.t) / 1000);
-    this.ctx.changed();
   }
 
   private async countQuarantine(): Promise<void> {
-    const names = await this.ctx.fs.readdir(join(this.ctx.cfg.dir, QUARANTINE_DIR)).catch(() => [] as string[]);
+    const names = await this.ctx.fs.readdir(viewPaths(this.ctx.cfg.dir).quarantine).catch(() => [] as string[]);
     this.ctx.metrics.eventQuarantine.set(names.filter((n) => n.startsWith("q-")).length);
   }
 }

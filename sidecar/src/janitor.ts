@@ -5,7 +5,8 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { deleteLearned, listLearned, viewPaths } from "../../lib/view/index.ts";
-import { hashKeyFromHex, type SidecarContext } from "./context.ts";
+import { hexToKey } from "../../lib/registry/index.ts";
+import type { Periodic, SidecarContext } from "./context.ts";
 import type { Publisher } from "./publisher.ts";
 import { errFields } from "../../lib/errors.ts";
 
@@ -18,7 +19,12 @@ export class LearnedJanitor {
     private readonly publisher: Publisher,
   ) {}
 
-  async sweep(): Promise<void> {
+  /** Starts the sweeps: once a second. */
+  start(ticks: Periodic): void {
+    ticks.every(1000, () => this.sweep());
+  }
+
+  private async sweep(): Promise<void> {
     const { cfg, fs, mirror, metrics, log, throttled } = this.ctx;
     if (mirror.expireTombstones()) this.ctx.changed();
     if (!this.publisher.published) return;
@@ -30,7 +36,7 @@ export class LearnedJanitor {
       metrics.learnedFiles.set(entries.length + invalid.length);
       for (const f of entries) {
         let reason: "published" | "expired" | null = null;
-        if (mirror.isPublished(hashKeyFromHex(f.hashHex), pending)) reason = "published";
+        if (mirror.isPublished(hexToKey(f.hashHex), pending)) reason = "published";
         else if (now - (f.mtimeMs ?? now) > cfg.learnedMaxAgeMs) reason = "expired";
         if (reason) {
           await deleteLearned(cfg.dir, f.name, { fs, hashHex: f.hashHex });

@@ -3,6 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { BODY_KINDS, DECISION_REASONS } from "../../lib/view/index.ts";
 import type { Mirror } from "./mirror.ts";
+import { nodeLabel } from "./nodes.ts";
 
 export const PREFIX = "mcp_affinity_";
 
@@ -216,19 +217,11 @@ export function addStateGauges(m: SidecarMetrics, src: MetricsSources): void {
     registers: r,
     collect() {
       this.reset();
-      const agg = new Map<string, { node: string; state: string; n: number }>();
-      for (const o of src.mirror.owners.values()) {
-        if (o.live <= 0) continue;
-        const state = src.mirror.ownerState(o);
-        // Sessions of a gone incarnation are dead (the edge answers 404): not live.
-        if (state === "gone") continue;
-        const node = src.mirror.nodes.get(o.cookie)?.url || o.cookie;
-        const k = node + "\0" + state;
-        const e = agg.get(k) ?? { node, state, n: 0 };
-        e.n += o.live;
-        agg.set(k, e);
+      // Sessions of a gone incarnation are dead (the edge answers 404): the mirror does not count them.
+      for (const [cookie, n] of src.mirror.liveSessionsByNode()) {
+        const node = nodeLabel(src.mirror.node(cookie) ?? { url: "", cookie });
+        this.set({ node, state: src.mirror.nodeState(cookie) }, n);
       }
-      for (const e of agg.values()) this.set({ node: e.node, state: e.state }, e.n);
     },
   });
   new Gauge({
@@ -246,7 +239,7 @@ export function addStateGauges(m: SidecarMetrics, src: MetricsSources): void {
     registers: r,
     collect() {
       const counts: Record<string, number> = { up: 0, draining: 0, down: 0, gone: 0 };
-      for (const n of src.mirror.nodes.values()) counts[n.state]++;
+      for (const n of src.mirror.nodes()) counts[n.state]++;
       for (const [state, v] of Object.entries(counts)) this.set({ state }, v);
     },
   });
@@ -257,7 +250,7 @@ export function addStateGauges(m: SidecarMetrics, src: MetricsSources): void {
     registers: r,
     collect() {
       this.reset();
-      for (const n of src.mirror.nodes.values()) this.set({ node: n.url || n.cookie, state: n.state }, 1);
+      for (const n of src.mirror.nodes()) this.set({ node: nodeLabel(n), state: n.state }, 1);
     },
   });
   new Gauge({
@@ -267,7 +260,7 @@ export function addStateGauges(m: SidecarMetrics, src: MetricsSources): void {
     registers: r,
     collect() {
       this.reset();
-      for (const n of src.mirror.nodes.values()) if (n.name) this.set({ node: n.url || n.cookie, name: n.name }, 1);
+      for (const n of src.mirror.nodes()) if (n.name) this.set({ node: nodeLabel(n), name: n.name }, 1);
     },
   });
   new Gauge({

@@ -39,17 +39,34 @@ export interface NodeInfo {
   readonly probeFailures: number;
   /** The boot that was current when a probe was refused (that process is over). */
   readonly refusedBoot: string | null;
+  /**
+   * When this node appeared in Traefik's service after the sidecar's first complete reading of it
+   * (0: it was there from the start). New sessions go there only after the placement settle time.
+   */
+  readonly joinedAt: number;
 }
 
 type NodeEntry = { -readonly [K in keyof NodeInfo]: NodeInfo[K] } & { hb: Heartbeat | null; hbBootsSeen: Set<string> };
 
+/** The sidecar's own probes (--probe-interval, --probe-timeout, --probe-failures). */
+export interface ProbeSettings {
+  intervalMs: number;
+  timeoutMs: number;
+  /** Failed probes in a row before a node counts as down (a busy machine must not fake a stall). */
+  failures: number;
+}
+
 export interface NodeLivenessOptions {
   nodeTtlMs: number;
   downLimitMs: number;
-  /** A probe result older than this no longer counts (the prober stopped or fell behind). */
-  probeValidMs?: number;
-  /** Failed probes in a row before a node counts as down (a busy machine must not fake a stall). */
-  probeFailuresToDown?: number;
+  /** null: no probes (liveness from heartbeats and Traefik's API only). */
+  probe: ProbeSettings | null;
+  /**
+   * A server that joins Traefik's service gets new sessions only this long after this sidecar first
+   * saw it there (default PLACEMENT_SETTLE_MS): every Traefik replica applies a new configuration on
+   * its own schedule, and one that does not know the server yet ignores a cookie naming it.
+   */
+  placementSettleMs?: number;
   now: () => number;
   /** That boot of the node is over (a newer boot, a clean shutdown, a refused probe). */
   onBootOver: (cookie: string, boot: string) => void;
@@ -59,15 +76,38 @@ export interface NodeLivenessOptions {
 const BOOTS_LISTED = 8;
 /** Boots remembered per node. */
 const BOOTS_KEPT = 64;
+/**
+ * Traefik applies a changed configuration at once, or up to its providersThrottleDuration (2 s by
+ * default) later when another change came just before; each replica on its own. One more second
+ * of margin for the provider's own watch (a file event, a Kubernetes endpoint update).
+ */
+export const PLACEMENT_SETTLE_MS = 3000;
+
+/**
+ * How long a probe result counts: a few missed rounds (a busy event loop) keep the last result; a
+ * prober that stopped or fell behind loses its say (Traefik's view and heartbeats decide again).
+ */
+export const probeValidMs = (p: ProbeSettings): number => 4 * p.intervalMs + p.failures * p.timeoutMs;
+
+/** How metrics and logs name a node: its server URL, or its cookie while the URL is unknown. */
+export const nodeLabel = (n: { url: string; cookie: string }): string => n.url || n.cookie;
+/** How people see a node (/v1/nodes, the status page, logs): its heartbeat name, else its label. */
+export const nodeName = (n: { name: string; url: string; cookie: string }): string => n.name || nodeLabel(n);
 
 export class NodeLiveness {
   readonly #nodes = new Map<string, NodeEntry>();
   /** While false (registry unreachable), heartbeats do not age: an outage must not turn nodes down. */
   #heartbeatsTrusted = true;
+  /** Traefik's service has been read completely once: servers that appear later are joining. */
+  #traefikBaseline = false;
   /** Bumped whenever what the meta says about nodes changes (a node, a boot, a state). */
   #version = 0;
 
-  constructor(private readonly opts: NodeLivenessOptions) {}
+  readonly #probeValidMs: number;
+
+  constructor(private readonly opts: NodeLivenessOptions) {
+    this.#probeValidMs = opts.probe ? probeValidMs(opts.probe) : 0;
+  }
 
   // --- queries -------------------------------------------------------------------------------
 
@@ -91,10 +131,6 @@ export class NodeLiveness {
   urlFor(cookie: string): string {
     return this.#nodes.get(cookie)?.url ?? "";
   }
-  /** What to call a node: its heartbeat name, else Traefik's server URL, else its cookie. */
-  nameOf(n: NodeInfo): string {
-    return n.name || n.url || n.cookie;
-  }
   /** A boot the node no longer runs (the heartbeat shows a different one it has seen before). */
   isPastBoot(cookie: string, boot: string): boolean {
     const n = this.#nodes.get(cookie);
@@ -112,15 +148,18 @@ export class NodeLiveness {
    * its previous boots (the last BOOTS_LISTED) as gone, and nodes whose boot nobody reports (servers
    * without the node library) under the unknown tag.
    */
-  viewBoots(retryAfterSeconds: number): ViewBoot[] {
+  viewBoots(retry: (state: NodeViewState) => number): ViewBoot[] {
     const out: ViewBoot[] = [];
-    const retry = (state: NodeViewState) => (state === "down" ? retryAfterSeconds : 0);
+    const now = this.opts.now();
     for (const n of this.#nodes.values()) {
       const current = n.hb?.boot ?? null;
+      // A joining server is listed `draining` until it settled: its sessions are pinned (a live
+      // incarnation), but the plugin places no new session there yet (boot lines in `up` only).
+      const state = n.state === "up" && !this.placeable(n, now) ? "draining" : n.state;
       if (current !== null)
-        out.push({ cookie: n.cookie, bootTag: bootTag(current), state: n.state, retryAfterSeconds: retry(n.state) });
+        out.push({ cookie: n.cookie, bootTag: bootTag(current), state, retryAfterSeconds: retry(state) });
       else if (n.hbBootsSeen.size === 0)
-        out.push({ cookie: n.cookie, bootTag: UNKNOWN_BOOT_TAG, state: n.state, retryAfterSeconds: retry(n.state) });
+        out.push({ cookie: n.cookie, bootTag: UNKNOWN_BOOT_TAG, state, retryAfterSeconds: retry(state) });
       const old = [...n.hbBootsSeen].filter((b) => b !== current).slice(-BOOTS_LISTED);
       for (const b of old) out.push({ cookie: n.cookie, bootTag: bootTag(b), state: "gone", retryAfterSeconds: 0 });
     }
@@ -180,17 +219,33 @@ export class NodeLiveness {
 
   applyTraefik(servers: Array<{ url: string; up: boolean }>, complete: boolean): void {
     const seen = new Set<string>();
+    const now = this.opts.now();
     for (const s of servers) {
       const cookie = cookieValueFor(s.url);
       seen.add(cookie);
       const n = this.entry(cookie);
       n.url = n.url || s.url;
+      // Joining: new in the service (or back after a removal) since the first complete reading.
+      if (this.#traefikBaseline && (n.traefik === null || n.traefik === "removed")) {
+        n.joinedAt = now;
+        this.#version++;
+      }
       n.traefik = s.up ? "up" : "down";
-      n.traefikAt = this.opts.now();
+      n.traefikAt = now;
     }
     if (complete) {
       for (const n of this.#nodes.values()) if (n.traefik !== null && !seen.has(n.cookie)) n.traefik = "removed";
+      this.#traefikBaseline = true;
     }
+  }
+
+  /**
+   * New sessions may go to this node: Traefik's service has it (once this sidecar reads Traefik: a
+   * node can heartbeat before any Traefik routes to it) and it is not joining, or joined long enough ago.
+   */
+  private placeable(n: NodeEntry, now: number): boolean {
+    if (this.#traefikBaseline && (n.traefik === null || n.traefik === "removed")) return false;
+    return n.joinedAt === 0 || now - n.joinedAt >= (this.opts.placementSettleMs ?? PLACEMENT_SETTLE_MS);
   }
 
   /**
@@ -229,6 +284,11 @@ export class NodeLiveness {
         n.state = s;
         changed = true;
       }
+      // A joining node settled: its boot line turns up (new sessions may go there).
+      if (n.joinedAt !== 0 && this.placeable(n, now)) {
+        n.joinedAt = 0;
+        changed = true;
+      }
     }
     if (changed) this.#version++;
     return changed;
@@ -255,6 +315,7 @@ export class NodeLiveness {
         probedAt: 0,
         probeFailures: 0,
         refusedBoot: null,
+        joinedAt: 0,
       };
       this.#nodes.set(cookie, n);
       this.#version++;
@@ -274,13 +335,13 @@ export class NodeLiveness {
 
   /** The sidecar's own probe, when recent: "up", "down" (no answer or unhealthy), "refused" or null. */
   private probeVerdict(n: NodeEntry, now: number): "up" | "down" | "refused" | null {
-    const valid = this.opts.probeValidMs;
-    if (!n.probe || !valid || now - n.probedAt > valid) return null;
+    const settings = this.opts.probe;
+    if (!settings || !n.probe || now - n.probedAt > this.#probeValidMs) return null;
     if (n.probe === "ok") return "up";
     if (n.probe === "refused") return "refused";
     // One failure is no verdict (heartbeats decide meanwhile); a session created after the failed
     // probe proves the node serves (it answered since).
-    if (n.probeFailures < (this.opts.probeFailuresToDown ?? 2)) return null;
+    if (n.probeFailures < settings.failures) return null;
     return n.servedAt > n.probedAt ? "up" : "down";
   }
 

@@ -1,9 +1,11 @@
 // Publishes the mirror as the registry view (lib/view formats): changed shards only, then the
 // meta; the meta alone at least every metaInterval so the view stays fresh while we are healthy.
+import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import {
   encodeShardEntries,
   listShards,
+  readMeta,
   removeShard,
   writeMeta,
   writeShardBuffer,
@@ -34,6 +36,23 @@ export interface PublishResult {
   ok: boolean;
 }
 
+/**
+ * The epoch to publish under, and the view to take over. A view a previous process left in `dir`
+ * with the same shard width is taken over (its epoch, then its owner ids: Publisher.adopt) rather
+ * than replaced: a new epoch would make every shard disagree with the meta until all were
+ * rewritten. Otherwise a random epoch; `fixed` (tests) wins over both.
+ */
+export async function chooseEpoch(
+  dir: string,
+  shardBits: number,
+  o: { fs?: ViewFs; fixed?: number } = {},
+): Promise<{ epoch: number; previous: ViewMeta | null }> {
+  if (o.fixed !== undefined) return { epoch: o.fixed, previous: null };
+  const meta = await readMeta(dir, { fs: o.fs }).catch(() => null);
+  const previous = meta && meta.shardBits === shardBits ? meta : null;
+  return { epoch: previous?.epoch ?? randomInt(1, 0xffff_ffff), previous };
+}
+
 export class Publisher {
   generation = 0;
   lastPublished: number | null = null;
@@ -55,11 +74,13 @@ export class Publisher {
   }
 
   /**
-   * Takes over the view a previous process left (same epoch): its owners stay listed until the
-   * shards naming them are rewritten. A carried-over `down` is listed as `up`: that process's
-   * liveness is old news, and a pin is harmless where a 503 would not be.
+   * Takes over the view a previous process left (same epoch, see chooseEpoch): the mirror's owner
+   * ids continue above its ids, and its owners stay listed until the shards naming them are
+   * rewritten. A carried-over `down` is listed as `up`: that process's liveness is old news, and a
+   * pin is harmless where a 503 would not be.
    */
   adopt(meta: ViewMeta): void {
+    this.mirror.reserveOwnerIds(meta.nodes.reduce((max, n) => Math.max(max, n.id), 0));
     this.onDisk = new Map(
       meta.nodes.map((n) => [n.id, n.state === "down" ? { ...n, state: "up" as const, retryAfterSeconds: 0 } : n]),
     );
@@ -95,7 +116,7 @@ export class Publisher {
 
   /** Shards with changes not yet on disk: dirty, or being written right now. */
   pendingShards(): ReadonlySet<number> {
-    const dirty = this.mirror.sessions.dirtyShards();
+    const dirty = this.mirror.dirtyShards();
     if (!this.inflight.size) return dirty;
     return new Set([...dirty, ...this.inflight]);
   }
@@ -132,7 +153,7 @@ export class Publisher {
     const { dir, epoch, metrics } = this.opts;
     const io = { fs: this.fs };
     const m = this.mirror;
-    const kind: PublishResult["kind"] = this.cold ? "full" : m.sessions.dirtyCount ? "incremental" : "meta";
+    const kind: PublishResult["kind"] = this.cold ? "full" : m.dirtyShards().size ? "incremental" : "meta";
     let ok = true;
     let existing: Set<string> | null = null;
     const work: number[] = [];
@@ -143,10 +164,10 @@ export class Publisher {
         existing = new Set(await listShards(dir, io));
         const width = m.shardBits / 4;
         for (const name of existing) if (name.length !== width) await removeShard(dir, name, io);
-        m.sessions.takeDirty();
-        for (let s = 0; s < m.sessions.shardCount; s++) work.push(s);
+        m.takeDirtyShards();
+        for (let s = 0; s < m.shardCount; s++) work.push(s);
       } else {
-        work.push(...m.sessions.takeDirty());
+        work.push(...m.takeDirtyShards());
       }
     } catch (err) {
       metrics.dirErrors.inc({ operation: "list" });
@@ -159,8 +180,10 @@ export class Publisher {
     // Shards are encoded now, in the same tick as the node table: changes that land while the
     // files are written mark their shard dirty again and go out with the next publish.
     const encoded = new Map<number, Buffer | null>();
-    for (const s of work)
-      encoded.set(s, m.sessions.shardSize(s) ? encodeShardEntries(epoch, m.sessions.shardEntries(s)) : null);
+    for (const s of work) {
+      const entries = m.shardEntries(s);
+      encoded.set(s, entries.length ? encodeShardEntries(epoch, entries) : null);
+    }
     const before = m.viewNodes();
     if (before.some((n) => !this.onDisk.has(n.id))) {
       try {
@@ -168,7 +191,7 @@ export class Publisher {
       } catch (err) {
         metrics.dirErrors.inc({ operation: "write_meta" });
         this.logError("cannot write the view meta; the view will go stale (the plugin fails open)", err);
-        for (const s of work) m.sessions.markDirty(s);
+        for (const s of work) m.markShardDirty(s);
         return this.finish(kind, 0, t0, false);
       }
     }
@@ -190,7 +213,7 @@ export class Publisher {
           }
         } catch (err) {
           ok = false;
-          m.sessions.markDirty(s); // retried on the next publish
+          m.markShardDirty(s); // retried on the next publish
           metrics.dirErrors.inc({ operation: "write_shard" });
           this.logError("cannot write a view shard; keeping the previous one", err);
         } finally {
@@ -204,7 +227,7 @@ export class Publisher {
     this.cold = false;
     // Shards still dirty (failed, or changed meanwhile) may name owners the mirror dropped: keep those listed.
     try {
-      await this.writeNodeTable(m.viewNodes(), m.sessions.dirtyCount > 0 || !ok);
+      await this.writeNodeTable(m.viewNodes(), m.dirtyShards().size > 0 || !ok);
     } catch (err) {
       ok = false;
       metrics.dirErrors.inc({ operation: "write_meta" });

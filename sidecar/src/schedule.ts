@@ -3,6 +3,7 @@
 // is unreachable at start), and the meta is rewritten every metaInterval so the view stays fresh.
 import type { Logger } from "pino";
 import type { Mirror } from "./mirror.ts";
+import type { Periodic } from "./context.ts";
 import type { Publisher, PublishResult } from "./publisher.ts";
 
 export interface PublishScheduleOptions {
@@ -10,6 +11,8 @@ export interface PublishScheduleOptions {
   publisher: Publisher;
   log: Logger;
   epoch: number;
+  /** The meta is rewritten this often (the view's freshness stamp). */
+  metaIntervalMs: number;
   /** A publish built from a synced mirror reached the disk. */
   onSyncedView: () => void;
   /** How long the first view waits for the first sync before going out with what is known. */
@@ -33,8 +36,9 @@ export class PublishSchedule {
     return this.#open;
   }
 
-  /** Starts the first wait. */
-  start(): void {
+  /** Starts the meta refresh and the first wait. */
+  start(ticks: Periodic): void {
+    ticks.every(this.o.metaIntervalMs, () => this.refresh());
     this.#firstWait = setTimeout(() => {
       this.#firstWait = null;
       this.#open = true;
@@ -51,7 +55,7 @@ export class PublishSchedule {
   /** Publishes soon when the mirror holds anything the view does not show yet. */
   changed(): void {
     const m = this.o.mirror;
-    if (m.sessions.dirtyCount || m.metaVersion !== this.#publishedMetaVersion) this.soon();
+    if (m.dirtyShards().size || m.metaVersion !== this.#publishedMetaVersion) this.soon();
   }
 
   // The time from a registration to the view is what the edge waits on: no delay beyond the tick;
@@ -64,7 +68,7 @@ export class PublishSchedule {
     }, 0);
   }
 
-  async publishNow(): Promise<PublishResult> {
+  private async publishNow(): Promise<PublishResult> {
     const { mirror, publisher, log, epoch } = this.o;
     this.#publishedMetaVersion = mirror.metaVersion;
     const fromSynced = this.#mirrorSynced;
@@ -79,7 +83,7 @@ export class PublishSchedule {
   }
 
   /** The metaInterval tick: node states recomputed, the meta (and any change) rewritten. */
-  async refresh(): Promise<void> {
+  private async refresh(): Promise<void> {
     if (!this.#open) return;
     this.o.mirror.refreshStates();
     await this.publishNow();

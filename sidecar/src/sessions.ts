@@ -2,12 +2,7 @@
 // naming its owner and whether it is closed (a tombstone the edge answers 404 for). It tracks the
 // shards whose file no longer matches, every close it saw (against resurrection by an older
 // write), and the reconcile generation that tells what a full scan did not see.
-import * as crypto from "node:crypto";
-import { sessionHash } from "../../lib/registry/index.ts";
 import type { OwnerTable } from "./owners.ts";
-
-const oneShotHash = (crypto as unknown as { hash?: (alg: string, data: string, enc: "buffer") => Buffer }).hash;
-const ASCII = /^[\x21-\x7e]*$/;
 
 export type SessionChangeKind = "new" | "changed" | "same";
 
@@ -44,13 +39,7 @@ export class SessionIndex {
     this.#shards = Array.from({ length: 2 ** opts.shardBits }, () => new Map());
   }
 
-  /** The session hash as a 16-character latin1 string (the index's key). */
-  static key(id: string): string {
-    // crypto.hash (Node >= 20.12) skips the Hash object: a full reconcile hashes every id.
-    // Its UTF-8 input equals the schema's latin1 for session ids (visible ASCII).
-    if (oneShotHash && ASCII.test(id)) return oneShotHash("sha256", id, "buffer").toString("latin1", 0, 16);
-    return sessionHash(id).toString("latin1");
-  }
+  /** The shard of a key (the session hash as a latin1 string: lib/registry/session-hash.ts). */
   shardOf(key: string): number {
     const b = this.shardBits;
     const first = key.charCodeAt(0);
@@ -68,9 +57,6 @@ export class SessionIndex {
 
   get shardCount(): number {
     return this.#shards.length;
-  }
-  shardSize(shard: number): number {
-    return this.#shards[shard].size;
   }
   /** Tombstones in the index. */
   get closedCount(): number {
@@ -98,9 +84,6 @@ export class SessionIndex {
 
   // --- the shards the view must rewrite --------------------------------------------------------
 
-  get dirtyCount(): number {
-    return this.#dirty.size;
-  }
   dirtyShards(): ReadonlySet<number> {
     return this.#dirty;
   }

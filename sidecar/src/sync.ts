@@ -1,9 +1,52 @@
-// Registry sync: the mirror follows the registry through its change channel, and a full scan
-// (reconcile) at start, after every outage and every reconcileInterval catches what the channel
-// missed. At start the sync is retried with backoff until it succeeds (Redis down at start).
-import type { RegistryChange } from "../../lib/registry/index.ts";
-import { countRegistration, type SidecarContext } from "./context.ts";
+// Registry sync: the registry the settings name, and the mirror following it through its change
+// channel, with a full scan (reconcile) at start, after every outage and every reconcileInterval
+// to catch what the channel missed. At start the sync is retried with backoff until it succeeds
+// (Redis down at start).
+import type { Logger } from "pino";
+import { createRegistry, describeRedis, type Registry, type RegistryChange } from "../../lib/registry/index.ts";
+import { redisConnection } from "../../lib/settings/redis.ts";
+import type { SidecarConfig } from "./config.ts";
+import type { Periodic, SidecarContext } from "./context.ts";
+import type { SidecarMetrics } from "./metrics.ts";
 import { errFields } from "../../lib/errors.ts";
+
+export interface OpenedRegistry {
+  registry: Registry;
+  /** What the logs call it: the Redis target without credentials, or "memory". */
+  target: string;
+}
+
+/**
+ * The registry the settings name: Redis (one server, Sentinel or Cluster) or, with no Redis
+ * setting, the in-memory store. Every failed operation is counted; it is logged at most every 5 s
+ * per operation unless `errorsExpected()` (the sidecar is closing the connection itself).
+ */
+export function openRegistry(
+  cfg: SidecarConfig,
+  o: {
+    metrics: SidecarMetrics;
+    log: Logger;
+    throttled: SidecarContext["throttled"];
+    errorsExpected: () => boolean;
+  },
+): OpenedRegistry {
+  const conn = redisConnection(cfg);
+  const registry = createRegistry({
+    ...conn,
+    sessionTtlMs: cfg.sessionTtlMs,
+    nodeTtlMs: cfg.nodeTtlMs,
+    onError: (op, err) => {
+      o.metrics.redisErrors.inc({ operation: op });
+      if (!o.errorsExpected())
+        o.throttled(`redis:${op}`, () => o.log.warn({ op, err: { message: err.message } }, "redis operation failed"));
+    },
+    onBadChange: (err) =>
+      o.throttled("badchange", () =>
+        o.log.warn({ err: { message: err.message } }, "unreadable message on the change channel (skipped)"),
+      ),
+  });
+  return { registry, target: registry.kind === "redis" ? describeRedis(conn) : "memory" };
+}
 
 export class RegistrySync {
   /** A full scan has completed once: the mirror holds the registry. */
@@ -46,22 +89,14 @@ export class RegistrySync {
     return this.#synced;
   }
 
+  // Every write announced, this sidecar's own among them: those were applied already when made,
+  // and applying them again changes nothing (updates.ts).
   private onChange = (c: RegistryChange): void => {
     if (this.#stopped) return;
-    const { mirror, metrics } = this.ctx;
-    switch (c.op) {
-      case "session":
-        countRegistration(metrics, mirror.applySession(c.id, c.record), c.record);
-        break;
-      case "close":
-        if (mirror.applyClose(c.id)) metrics.closes.inc({ origin: "registry" });
-        break;
-      case "node":
-        mirror.applyNode(c.cookie, c.record);
-        mirror.refreshStates();
-        break;
-    }
-    this.ctx.changed();
+    const { updates } = this.ctx;
+    if (c.op === "session") updates.session(c.id, c.record);
+    else if (c.op === "close") updates.close(c.id, "registry");
+    else updates.node(c.cookie, c.record);
   };
 
   /** One full scan (joined when one is running); resolves whether it completed. */
@@ -104,7 +139,7 @@ export class RegistrySync {
     metrics.reconcileDuration.observe((performance.now() - t0) / 1000);
     if (!this.#synced)
       log.info(
-        { sessions: mirror.liveCount, nodes: mirror.nodes.size, ms: Math.round(performance.now() - t0), invalid },
+        { sessions: mirror.liveCount, nodes: mirror.nodeCount, ms: Math.round(performance.now() - t0), invalid },
         "registry synced",
       );
     else log.debug({ scanned, [spare ? "spared" : "dropped"]: dropped, invalid }, "reconciled");
@@ -127,8 +162,14 @@ export class RegistrySync {
     this.#retryTimer = setTimeout(() => void this.syncUntilDone(), this.#retryDelayMs);
   }
 
+  /** Starts: the sync until a first scan completes, then a scan every reconcileInterval. */
+  start(ticks: Periodic): void {
+    ticks.every(this.ctx.cfg.reconcileIntervalMs, () => this.tick());
+    void this.syncUntilDone();
+  }
+
   /** The reconcileInterval tick: a full scan while synced and connected. */
-  async tick(): Promise<void> {
+  private async tick(): Promise<void> {
     if (this.#synced && this.ctx.registry.status() === "ready") await this.reconcile();
   }
 

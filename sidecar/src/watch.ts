@@ -2,9 +2,10 @@
 // records re-read every nodePollInterval, Traefik's view of its servers (nodes without the node
 // library), the sidecar's own probe of each node, and the death checks of sessions the edge saw
 // answered without a session.
-import { sessionTag } from "../../lib/registry/index.ts";
-import { hashKeyFromHex, type SidecarContext } from "./context.ts";
+import { hexToKey, sessionTag } from "../../lib/registry/index.ts";
+import type { Periodic, SidecarContext } from "./context.ts";
 import { DeathChecker } from "./deaths.ts";
+import { nodeName } from "./nodes.ts";
 import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
 import { errFields } from "../../lib/errors.ts";
@@ -18,7 +19,7 @@ export class NodeWatch {
   readonly #awaitingLateAnswer = new Set<string>();
 
   constructor(private readonly ctx: SidecarContext) {
-    const { cfg, registry, mirror, metrics, log } = ctx;
+    const { cfg, registry, mirror, updates, metrics, log } = ctx;
     this.#deaths = new DeathChecker({
       urlFor: (cookie) => mirror.urlFor(cookie),
       path: cfg.mcpPath,
@@ -26,11 +27,26 @@ export class NodeWatch {
       onResult: (result) => metrics.deathChecks.inc({ result }),
       onDead: async (id, hash) => {
         await registry.closeSession(id);
-        if (mirror.applyClose(id, hashKeyFromHex(hash))) metrics.closes.inc({ origin: "owner-404" });
+        updates.close(id, "owner-404", hexToKey(hash));
         log.info({ session: sessionTag(id) }, "session gone on its node (404): closed at the edge");
-        ctx.changed();
       },
     });
+  }
+
+  /**
+   * Starts the watch: node states recomputed often enough that a heartbeat's age is noticed within
+   * a quarter of --node-ttl (every 50-250 ms), heartbeats re-read every nodePollInterval, the
+   * nodes probed every probeInterval (unless --probe-path off), Traefik's API polled (when set).
+   */
+  start(ticks: Periodic): void {
+    const { cfg } = this.ctx;
+    ticks.every(Math.max(50, Math.min(250, Math.floor(cfg.nodeTtlMs / 4))), () => this.refresh());
+    ticks.every(cfg.nodePollIntervalMs, () => this.pollHeartbeats());
+    if (cfg.probePath !== "off") ticks.every(cfg.probeIntervalMs, () => this.probe());
+    if (cfg.traefikApi) {
+      ticks.every(cfg.traefikPollIntervalMs, () => this.pollTraefik());
+      void this.pollTraefik();
+    }
   }
 
   /** A session the edge saw answered without a session: its owner is asked (JSON-RPC ping). */
@@ -39,15 +55,15 @@ export class NodeWatch {
   }
 
   /** Node states recomputed (heartbeats age, down turns gone). */
-  refresh(): void {
+  private refresh(): void {
     if (this.ctx.mirror.refreshStates()) this.ctx.changed();
   }
 
   /** Heartbeat records of the nodes that have one, re-read (besides the change channel). */
-  async pollHeartbeats(): Promise<void> {
+  private async pollHeartbeats(): Promise<void> {
     const { registry, mirror } = this.ctx;
     if (registry.status() !== "ready") return;
-    const cookies = [...mirror.nodes.values()].filter((n) => n.hb).map((n) => n.cookie);
+    const cookies = [...mirror.nodes()].filter((n) => n.hb).map((n) => n.cookie);
     if (!cookies.length) return;
     try {
       const recs = await registry.getNodes(cookies);
@@ -58,7 +74,7 @@ export class NodeWatch {
     this.refresh();
   }
 
-  async pollTraefik(): Promise<void> {
+  private async pollTraefik(): Promise<void> {
     const { cfg, mirror, metrics, log, throttled } = this.ctx;
     if (!cfg.traefikApi) return;
     try {
@@ -74,7 +90,7 @@ export class NodeWatch {
 
   // Each result is applied (and published) as soon as it comes. A timed-out probe may stay open
   // for a late answer: the first one sent, since a resumed process answers its connections in order.
-  probe(): void {
+  private probe(): void {
     const { cfg, mirror } = this.ctx;
     for (const { cookie, url } of mirror.probeTargets()) {
       if (this.#probing.has(cookie)) continue;
@@ -100,14 +116,11 @@ export class NodeWatch {
     if (this.#stopped) return;
     const { mirror, metrics, log } = this.ctx;
     metrics.probes.inc({ result: late ? `late-${result}` : result });
-    const before = mirror.nodes.get(cookie)?.state;
+    const before = mirror.node(cookie)?.state;
     if (mirror.applyProbe(cookie, result)) this.ctx.changed();
-    const after = mirror.nodes.get(cookie)?.state;
-    if (before !== after)
-      log.info(
-        { node: mirror.nodes.get(cookie)?.name || url, probe: result, late, from: before, to: after },
-        "node state changed",
-      );
+    const n = mirror.node(cookie);
+    if (before !== n?.state)
+      log.info({ node: n ? nodeName(n) : url, probe: result, late, from: before, to: n?.state }, "node state changed");
   }
 
   /** No more results applied; queued death checks dropped. */

@@ -3,7 +3,7 @@
 // of docs/e2e.md "Scenarios"). They share
 // one stack; each scenario leaves it as it found it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sessionHash } from "../../lib/registry/schema.ts";
+import { sessionHash } from "../../lib/registry/session-hash.ts";
 import { lookupSession } from "../support/view-writers.ts";
 import { httpGet } from "../../dev/net.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
@@ -24,6 +24,7 @@ import {
 } from "../../dev/mcp-client.ts";
 import {
   connectSdk,
+  CounterSequence,
   counterLoad,
   newTally,
   pythonClient,
@@ -562,18 +563,15 @@ describe("end to end through Traefik: affinity, input, streams, reload", () => {
     let discontinuities = 0;
     const errors: string[] = [];
     const loops = sessions.map(async (s) => {
-      let last = 0;
-      let maybeRan = 0;
+      const seq = new CounterSequence();
       while (!stop) {
         try {
           const v = Number(await s.call("counter"));
           calls++;
-          if (v < last + 1 || v > last + 1 + maybeRan) discontinuities++;
-          last = v;
-          maybeRan = 0;
+          if (!seq.answered(v)) discontinuities++;
         } catch (err) {
           failed++;
-          maybeRan++;
+          seq.failed();
           calls++;
           if (errors.length < 5) errors.push(`${new Date().toISOString()} ${(err as Error).message}`);
         }

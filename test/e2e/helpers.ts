@@ -143,6 +143,30 @@ export function percentile(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
+/**
+ * The values one session's `counter` tool returns, in order. A value is continuous when it is the
+ * previous one + 1, or up to one more per failed call since then: a call that failed may still have
+ * run on the node (its answer lost on the way back), so it may have used up one value each.
+ */
+export class CounterSequence {
+  private last: number;
+  private mayHaveRun = 0;
+  constructor(start = 0) {
+    this.last = start;
+  }
+  /** A call answered `v`: false when it skipped or repeated a value. */
+  answered(v: number): boolean {
+    const continuous = v >= this.last + 1 && v <= this.last + 1 + this.mayHaveRun;
+    this.last = v;
+    this.mayHaveRun = 0;
+    return continuous;
+  }
+  /** A call failed (no answer). */
+  failed(): void {
+    this.mayHaveRun++;
+  }
+}
+
 export interface CounterLoadResult {
   sessions: number;
   callsPerSession: number;
@@ -197,24 +221,20 @@ export async function counterLoad(url: string, sessions: number, calls: number):
         brokenSessions++;
         return;
       }
-      let last = 0;
-      // A call that failed may still have run on the node (its answer was lost on the way back).
-      let maybeRan = 0;
+      const seq = new CounterSequence();
       let broken = false;
       for (let i = 0; i < calls; i++) {
         const c0 = performance.now();
         try {
           const v = Number(await s.call("counter"));
           lat.push(performance.now() - c0);
-          if (v < last + 1 || v > last + 1 + maybeRan) {
+          if (!seq.answered(v)) {
             discontinuities++;
             broken = true;
           }
-          last = v;
-          maybeRan = 0;
         } catch (err) {
           failedCalls++;
-          maybeRan++;
+          seq.failed();
           broken = true;
           note(err);
         }

@@ -3,7 +3,7 @@
 // Traefik exports the series McpAffinityPluginSilent compares with.
 import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sessionHash } from "../../lib/registry/schema.ts";
+import { sessionHash } from "../../lib/registry/session-hash.ts";
 import { lookupSession } from "../support/view-writers.ts";
 import { goTool } from "../../scripts/go-tools.mjs";
 import { metricSum, scrapeMetrics } from "../../dev/metrics.ts";

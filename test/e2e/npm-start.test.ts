@@ -1,4 +1,4 @@
-// The README's main job: `scripts/stack.ts` (what `npm start` runs after its install step) brings
+// The README's main job: `scripts/local-stack.ts` (what `npm start` runs after its install step) brings
 // the stack up, prints the URLs, answers through Traefik, and stops every process on SIGTERM.
 // Run on free ports so it never collides with a stack someone has open; one run on the sidecar's
 // in-memory store (the path taken when redis-server is missing).
@@ -70,7 +70,7 @@ async function runStack(env: Record<string, string>) {
     MCPA_LB_PORT: String(ports[8]),
     ...env,
   };
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/stack.ts"], {
+  const child = spawn(process.execPath, ["--import", "tsx", "scripts/local-stack.ts"], {
     cwd: ROOT,
     env: { ...process.env, ...vars },
     stdio: ["ignore", "pipe", "pipe"],
@@ -94,7 +94,7 @@ async function runStack(env: Record<string, string>) {
   return { child, out: () => out, exited, vars, upMs: Date.now() - t0 };
 }
 
-describe("npm start (scripts/stack.ts)", () => {
+describe("npm start (scripts/local-stack.ts)", () => {
   it("brings the stack up on Redis, prints the URLs, serves MCP, and stops every part on SIGTERM", async () => {
     const s = await runStack({});
     const out = s.out();
@@ -178,7 +178,7 @@ describe("npm start (scripts/stack.ts)", () => {
       ["MCPA_STORE", "disk", "MCPA_STORE must be redis or memory"],
       ["MCPA_REPLICAS", "9", "MCPA_REPLICAS must be a number from 1 to 4"],
     ] as const) {
-      const r = spawnSync(process.execPath, ["--import", "tsx", "scripts/stack.ts"], {
+      const r = spawnSync(process.execPath, ["--import", "tsx", "scripts/local-stack.ts"], {
         cwd: ROOT,
         env: { ...process.env, [k]: v },
         encoding: "utf8",

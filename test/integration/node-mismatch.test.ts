@@ -2,7 +2,8 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Registry } from "prom-client";
-import { cookieValueFor, encodeSession, sessionKey, sessionTag } from "../../lib/registry/schema.ts";
+import { cookieValueFor, encodeSession, sessionKey } from "../../lib/registry/schema.ts";
+import { sessionTag } from "../../lib/registry/session-hash.ts";
 import { waitUntil } from "../../dev/poll.ts";
 import {
   connectClient,

@@ -177,12 +177,13 @@ const stores: Store[] = [
     name: "sentinel",
     make: (o) =>
       new RedisRegistry({
-        sentinels: [{ host: "127.0.0.1", port: sentinel.port }],
-        sentinelName: sentinel.masterName,
+        sentinel: { nodes: [{ host: "127.0.0.1", port: sentinel.port }], name: sentinel.masterName },
         ...o,
       }),
     raw: () => new Redis(redis.url),
-    connection: () => ({ sentinels: [{ host: "127.0.0.1", port: sentinel.port }], sentinelName: sentinel.masterName }),
+    connection: () => ({
+      sentinel: { nodes: [{ host: "127.0.0.1", port: sentinel.port }], name: sentinel.masterName },
+    }),
     shared: true,
   },
   {
@@ -360,6 +361,22 @@ describe.each(stores)("registry contract: $name", (store) => {
       expect(pttl).toBeGreaterThan(30 * 24 * 3600 * 1000 - 60_000);
       expect(pttl).toBeLessThanOrEqual(30 * 24 * 3600 * 1000);
       expect(JSON.parse((await r.get(`mcp:session:${id}`))!)).toMatchObject({ node: URL_A, source: "node" });
+    });
+
+    it("renews an edge record whatever its JSON layout, and leaves a foreign value alone", async () => {
+      const reg = make();
+      const r = raw();
+      const spaced = sid("edge-spaced");
+      const record = { source: "edge", created: Date.now(), v: 1, node: URL_A, cookie: rec().cookie, boot: null };
+      // Another key order and spaces after the colons: the script reads the record, not its bytes.
+      await r.set(`mcp:session:${spaced}`, JSON.stringify(record, null, 1), "PX", 1000);
+      expect(await reg.touchEdgeSession(spaced, 60_000, 3_600_000)).toBe(true);
+      expect(await r.pttl(`mcp:session:${spaced}`)).toBeGreaterThan(50_000);
+      const foreign = sid("edge-foreign");
+      await r.set(`mcp:session:${foreign}`, 'not json "source":"edge"', "PX", 1000);
+      expect(await reg.touchEdgeSession(foreign, 60_000, 3_600_000)).toBe(false);
+      expect(await r.pttl(`mcp:session:${foreign}`)).toBeLessThanOrEqual(1000);
+      for (const id of [spaced, foreign]) await r.del(`mcp:session:${id}`); // one key per command: Cluster
     });
 
     it("a change written by one sidecar reaches another within milliseconds", async () => {

@@ -17,6 +17,7 @@ import {
 import { defaultViewFs, readMeta, type EventBatch, type ViewFs } from "../../lib/view/index.ts";
 import { formatEventBatch, lookupSession } from "../support/view-writers.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
+import { sidecarTestHooks } from "../../sidecar/src/sidecar.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { freePort } from "../../dev/net.ts";
 import { startRedis, type TestRedis } from "../../dev/redis.ts";
@@ -68,6 +69,10 @@ async function start(over: Partial<SidecarConfig>, fs?: ViewFs): Promise<Sidecar
   );
   cleanup.push(() => s.close());
   return s;
+}
+/** The sidecar's /healthz answer (registry status, synced, counts). */
+async function health(sc: Sidecar): Promise<{ registryStatus: string; synced: boolean }> {
+  return (await fetch(`${sc.url}/healthz`)).json();
 }
 async function fresh(): Promise<void> {
   dir = await mkdtemp(join(tmpdir(), "mcpa-scf-"));
@@ -130,7 +135,7 @@ describe("sidecar failure behaviour", () => {
     await waitUntil("kept in view", () => lookupSession(dir, sessionHash("kept")));
 
     await redis.stop(true);
-    await waitUntil("registry down", () => sc.registry.status() === "down", 3000);
+    await waitUntil("registry down", async () => (await health(sc)).registryStatus === "down", 3000);
     // An event that needs Redis arrives during the outage.
     const learned = { id: "learned-in-outage", hash: sessionHashHex("learned-in-outage"), cookie: COOKIE_A };
     await putEvent(ev({ learned: [learned], decisions: { pin: 4 } }));
@@ -149,7 +154,7 @@ describe("sidecar failure behaviour", () => {
 
     const resyncs = await metric(sc, "mcp_affinity_reconciles_total", '{result="ok"}');
     await redis.start(); // empty: everything the sidecar knows must be rebuilt from what is written now
-    await waitUntil("reconnected", () => sc.registry.status() === "ready", 8000);
+    await waitUntil("reconnected", async () => (await health(sc)).registryStatus === "ready", 8000);
     await waitUntil("pending event applied", async () => (await events()).length === 0, 5000);
     expect(await metric(sc, "mcp_affinity_edge_decisions_total", '{reason="pin"}')).toBe(4);
     expect(await writer.lookupSession("learned-in-outage")).toMatchObject({ source: "edge", cookie: COOKIE_A });
@@ -163,7 +168,7 @@ describe("sidecar failure behaviour", () => {
     await sleep(300); // a publish, had the resync dropped anything
     expect(await lookupSession(dir, sessionHash("kept"))).not.toBeNull();
     // The next one drops what is still missing, without a restart.
-    await sc.reconcileNow();
+    await sidecarTestHooks(sc).reconcile();
     await waitUntil("resynced", async () => (await lookupSession(dir, sessionHash("kept"))) === null, 5000);
     await writer.registerSession("new-after", rec());
     await waitUntil("live changes again", () => lookupSession(dir, sessionHash("new-after")), 3000);
@@ -228,7 +233,7 @@ describe("sidecar failure behaviour", () => {
     await writer.registerSession("before-full", rec());
     await waitUntil("before-full in view", () => lookupSession(dir, sessionHash("before-full")));
     full = true;
-    await sc.publisher.idle(); // a write already past the seam may still land: read after it
+    await sidecarTestHooks(sc).publishIdle(); // a write already past the seam may still land: read after it
     const before = (await readMeta(dir))!;
     await writer.registerSession("during-full", rec());
     await sleep(400);

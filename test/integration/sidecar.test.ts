@@ -18,6 +18,7 @@ import {
 import { readMeta, type EventBatch } from "../../lib/view/index.ts";
 import { formatEventBatch, lookupSession, writeLearned } from "../support/view-writers.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
+import { sidecarTestHooks } from "../../sidecar/src/sidecar.ts";
 import type { SidecarConfig } from "../../sidecar/src/config.ts";
 import { startRedis, type TestRedis } from "../../dev/redis.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
@@ -400,10 +401,10 @@ describe("sidecar with Redis", () => {
     await raw.set("mcp:session:silent", JSON.stringify(rec()), "PX", 60_000);
     await sleep(100);
     expect(await viewOf("silent")).toBeNull();
-    await sc.reconcileNow();
+    await sidecarTestHooks(sc).reconcile();
     await waitUntil("silent session in view", () => viewOf("silent"), 2000);
     await raw.del("mcp:session:silent");
-    await sc.reconcileNow();
+    await sidecarTestHooks(sc).reconcile();
     await waitUntil("dropped", async () => (await lookupSession(dir, sessionHash("silent"))) === null, 2000);
   });
 

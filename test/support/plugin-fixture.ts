@@ -5,8 +5,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { cookieValueFor, sessionHashHex } from "../../lib/registry/schema.ts";
+import { cookieValueFor } from "../../lib/registry/schema.ts";
+import { sessionHashHex } from "../../lib/registry/session-hash.ts";
 import {
+  decodeLearned,
   parseEventBatch,
   sessionHash,
   viewPaths,
@@ -154,9 +156,9 @@ export function learnedFiles(dir: string): Map<string, string> {
   if (!existsSync(p)) return out;
   for (const n of readdirSync(p)) {
     const text = readFileSync(join(p, n), "latin1");
-    const m = /^([0-9a-f]{32}) ([0-9a-f]{16}\n)$/.exec(text);
-    if (!m || !m[1]!.startsWith(n)) throw new Error(`learned/${n} is malformed: ${JSON.stringify(text)}`);
-    out.set(m[1]!, m[2]!);
+    const e = decodeLearned(text);
+    if (!e || !e.hashHex.startsWith(n)) throw new Error(`learned/${n} is malformed: ${JSON.stringify(text)}`);
+    out.set(e.hashHex, e.cookie + "\n");
   }
   return out;
 }

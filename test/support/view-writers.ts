@@ -16,9 +16,7 @@ import {
   defaultViewFs,
   viewPaths,
   atomicWrite,
-  SHARD_HEADER_BYTES,
-  SHARD_MAGIC,
-  SHARD_VERSION,
+  decodeShardHeader,
   BODY_KINDS,
   DECISION_REASONS,
   EVENT_MAGIC,
@@ -27,7 +25,8 @@ import {
   type ViewSession,
   type EventBatch,
 } from "../../lib/view/index.ts";
-import { COOKIE, isShardBits } from "../../lib/view/format.ts";
+import { isShardBits } from "../../lib/view/format.ts";
+import { isCookieValue } from "../../lib/registry/schema.ts";
 
 const isPrefixFor = (prefix: string, shardBits: number) =>
   prefix.length === shardBits / 4 && /^[0-9a-f]+$/.test(prefix);
@@ -108,13 +107,13 @@ export async function lookupSession(
     if (err?.code === "ENOENT") return null;
     throw err;
   }
-  if (
-    buf.length < SHARD_HEADER_BYTES ||
-    buf.toString("latin1", 0, 4) !== SHARD_MAGIC ||
-    buf.readUInt32LE(4) !== SHARD_VERSION
-  )
-    return null;
-  if (buf.readUInt32LE(8) !== meta.epoch) return null;
+  let epoch: number;
+  try {
+    ({ epoch } = decodeShardHeader(buf));
+  } catch {
+    return null; // not a shard (the plugin treats it as absent)
+  }
+  if (epoch !== meta.epoch) return null;
   return findInShard(buf, hash);
 }
 
@@ -125,7 +124,7 @@ export async function writeLearned(
   opts: ViewIoOptions & { digits?: number } = {},
 ): Promise<void> {
   const name = learnedName(hashHex, opts.digits);
-  if (!COOKIE.test(cookie)) throw new ViewFormatError("learned cookie is not 16 hex digits");
+  if (!isCookieValue(cookie)) throw new ViewFormatError("learned cookie is not 16 hex digits");
   const fs = opts.fs ?? defaultViewFs;
   const p = viewPaths(dir);
   await fs.mkdir(p.learned, { recursive: true });

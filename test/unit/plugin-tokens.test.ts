@@ -20,7 +20,7 @@ import {
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
 import { bootTag, mintSessionId, parseSessionToken, wrapSessionId, UNKNOWN_BOOT_TAG } from "../../lib/token/index.ts";
-import { sessionHashHex } from "../../lib/registry/schema.ts";
+import { sessionHashHex } from "../../lib/registry/session-hash.ts";
 
 const BOOT_A = bootTag("boot-a-2");
 const OLD_BOOT_A = bootTag("boot-a-1");

@@ -1,9 +1,18 @@
 // The sidecar's registry mirror (what the view is built from): keys, owners, tombstones,
-// reconcile and node states, with a fake clock.
+// reconcile and node states, with a fake clock; and the changes reported to it (updates.ts).
 import { describe, expect, it } from "vitest";
-import { cookieValueFor, sessionHash, type NodeRecord, type SessionRecord } from "../../lib/registry/index.ts";
+import {
+  cookieValueFor,
+  sessionHash,
+  sessionHashKey,
+  type NodeRecord,
+  type SessionRecord,
+} from "../../lib/registry/index.ts";
 import { decodeShard, encodeShard, encodeShardEntries } from "../../lib/view/index.ts";
+import { createMetrics } from "../../sidecar/src/metrics.ts";
 import { Mirror } from "../../sidecar/src/mirror.ts";
+import { PLACEMENT_SETTLE_MS } from "../../sidecar/src/nodes.ts";
+import { MirrorUpdates } from "../../sidecar/src/updates.ts";
 
 const URL_A = "http://10.3.0.1:3000";
 const A = cookieValueFor(URL_A);
@@ -33,28 +42,32 @@ function mirror(over: Partial<ConstructorParameters<typeof Mirror>[0]> = {}) {
     downLimitMs: 500,
     tombstoneTtlMs: 1000,
     retryAfterSeconds: 7,
+    probePath: "off",
+    probeIntervalMs: 250,
+    probeTimeoutMs: 500,
+    probeFailures: 2,
     now: () => clock.now,
     ...over,
   });
   return { m, clock };
 }
 const state = (m: Mirror, id: string) => {
-  const e = m.lookup(Mirror.key(id));
+  const e = m.lookup(sessionHashKey(id));
   return e ? { state: m.ownerState(e.owner), closed: e.closed, owner: e.owner.id } : null;
 };
 
 describe("mirror keys and shards", () => {
-  it("keys are the schema's session hash, and shards match the view's prefixes", () => {
+  it("keys are the session hash, and shards match the view's prefixes", () => {
     const { m } = mirror({ shardBits: 12 });
     for (const id of ["a", "Session-123", "x".repeat(300)]) {
-      const key = Mirror.key(id);
+      const key = sessionHashKey(id);
       expect(Buffer.from(key, "latin1").equals(sessionHash(id))).toBe(true);
       expect(m.prefixOf(m.shardOf(key))).toBe(sessionHash(id).toString("hex").slice(0, 3));
     }
   });
   it("the fast shard encoder writes the same bytes as encodeShard", () => {
     const ids = Array.from({ length: 50 }, (_, i) => `s${i}`);
-    const entries = ids.map((id, i) => [Mirror.key(id), i + 1, i % 3 === 0] as [string, number, boolean]);
+    const entries = ids.map((id, i) => [sessionHashKey(id), i + 1, i % 3 === 0] as [string, number, boolean]);
     const a = encodeShardEntries(9, [...entries]);
     const b = encodeShard(
       9,
@@ -72,16 +85,16 @@ describe("mirror sessions", () => {
     expect(m.applySession("s1", rec())).toBe("same");
     expect(m.applySession("s2", rec({ boot: null }))).toBe("new");
     expect(m.liveCount).toBe(2);
-    expect(m.sessions.dirtyCount).toBeGreaterThan(0);
+    expect(m.dirtyShards().size).toBeGreaterThan(0);
     const owners = m.viewNodes();
     expect(owners).toHaveLength(2); // (A, A1) and (A, unknown boot)
-    m.sessions.takeDirty();
+    m.takeDirtyShards();
     expect(m.applyClose("s1")).toBe(true);
     expect(m.applyClose("s1")).toBe(false); // an echo is not a second close
     expect(state(m, "s1")).toMatchObject({ closed: true });
     expect(m.liveCount).toBe(1);
     expect(m.closedCount).toBe(1);
-    expect(m.sessions.dirtyCount).toBe(1);
+    expect(m.dirtyShards().size).toBe(1);
     // The tombstone keeps its owner in the table until it expires.
     expect(m.viewNodes()).toHaveLength(2);
     clock.now += 1001;
@@ -92,6 +105,73 @@ describe("mirror sessions", () => {
     m.applySession("s3", rec({ boot: "A9" }));
     expect(Math.max(...m.viewNodes().map((n) => n.id))).toBe(3);
   });
+  it("counts live sessions per node once: closed ones and those of gone incarnations do not count", () => {
+    const { m, clock } = mirror();
+    const B = "http://10.3.0.2:3000";
+    m.applyNode(A, hb({ boot: "A1", seen: 1000 }));
+    m.applySession("a1", rec());
+    m.applySession("a-noboot", rec({ boot: null }));
+    m.applySession("closed", rec());
+    m.applyClose("closed");
+    m.applySession("b1", rec({ node: B, cookie: cookieValueFor(B), boot: null }));
+    expect(m.liveSessionsByNode()).toEqual(
+      new Map([
+        [A, 2],
+        [cookieValueFor(B), 1],
+      ]),
+    );
+    m.applyNode(A, hb({ boot: "A2", seen: 2000 })); // A1 is over: its session is gone, the boot-less one follows A2
+    clock.now += 1;
+    m.refreshStates();
+    expect(m.liveSessionsByNode().get(A)).toBe(1);
+    expect(m.liveCount).toBe(3); // the mirror still holds it (the edge answers 404 from its record)
+  });
+  it("own writes applied twice (locally, then their echo) leave the mirror as the echoes alone do", () => {
+    // The sidecar applies its own registry writes at once, then again when their PUBLISH comes back
+    // (sidecar/src/updates.ts): correct only because applies are idempotent.
+    const { m } = mirror();
+    expect(m.applySession("s", rec())).toBe("new");
+    m.takeDirtyShards();
+    const before = { nodes: m.viewNodes(), meta: m.metaVersion, live: m.liveCount };
+    expect(m.applySession("s", rec()), "the echo of a registration").toBe("same");
+    expect(m.dirtyShards().size, "no shard to rewrite").toBe(0);
+    expect({ nodes: m.viewNodes(), meta: m.metaVersion, live: m.liveCount }).toEqual(before);
+    expect(m.applyClose("s")).toBe(true);
+    m.takeDirtyShards();
+    expect(m.applyClose("s"), "the echo of a close: not a second close").toBe(false);
+    expect(m.dirtyShards().size).toBe(0);
+    expect(m.closedCount).toBe(1);
+
+    // Interleaved: a register and a close applied locally, their echoes after both (in write order).
+    const B = "http://10.3.0.2:3000";
+    const moved = rec({ node: B, cookie: cookieValueFor(B), boot: "B1" });
+    const local = mirror().m;
+    const echoes = mirror().m;
+    local.applySession("x", rec());
+    local.applySession("y", rec());
+    local.applySession("y", moved); // a re-registration on another node
+    local.applyClose("x");
+    for (const m2 of [local, echoes]) {
+      m2.applySession("x", rec());
+      m2.applySession("y", rec());
+      m2.applySession("y", moved);
+      m2.applyClose("x");
+    }
+    // Owner ids may differ (an id dropped meanwhile is never reused); what they stand for may not.
+    const session = (m2: Mirror, id: string) => {
+      const e = m2.lookup(sessionHashKey(id))!;
+      return { cookie: e.owner.cookie, boot: e.owner.boot, closed: e.closed, state: m2.ownerState(e.owner) };
+    };
+    const seen = (m2: Mirror) => ({
+      x: session(m2, "x"),
+      y: session(m2, "y"),
+      live: m2.liveCount,
+      closed: m2.closedCount,
+      perNode: m2.liveSessionsByNode(),
+      owners: m2.viewNodes().map((n) => [n.cookie, n.state]),
+    });
+    expect(seen(local)).toEqual(seen(echoes));
+  });
   it("a re-registration moves a session to its new owner", () => {
     const { m } = mirror();
     m.applySession("s", rec());
@@ -100,7 +180,7 @@ describe("mirror sessions", () => {
       m.applySession("s", rec({ node: "http://10.3.0.2:3000", cookie: cookieValueFor("http://10.3.0.2:3000") })),
     ).toBe("changed");
     expect(state(m, "s")!.owner).not.toBe(before);
-    expect(m.owners.has(before)).toBe(false);
+    expect(m.viewNodes().some((n) => n.id === before)).toBe(false);
     expect(m.liveCount).toBe(1);
   });
   it("reconcile drops live entries the scan missed, keeps tombstones, and never lets a scan undo a newer change", () => {
@@ -118,7 +198,7 @@ describe("mirror sessions", () => {
     expect(state(m, "vanished")).toBeNull();
     expect(state(m, "kept")).not.toBeNull();
     expect(state(m, "closed-during")?.closed).toBe(true);
-    expect(m.lookup(Mirror.key("moved"))?.owner.boot).toBe("A2");
+    expect(m.lookup(sessionHashKey("moved"))?.owner.boot).toBe("A2");
     // An incomplete reconcile drops nothing.
     m.beginReconcile();
     expect(m.endReconcile(false)).toBe(0);
@@ -228,10 +308,58 @@ describe("mirror node states", () => {
     expect(state(m, "b")?.state).toBe("up");
     expect(m.urlFor(cookieValueFor(B))).toBe(B);
   });
+  it("a server that joins Traefik's service later gets new sessions only after the placement settle time; its sessions stay pinned", () => {
+    const { m, clock } = mirror();
+    const B = "http://10.3.0.2:3000";
+    const C = "http://10.3.0.3:3000";
+    const bootOf = (url: string) => m.viewBoots().find((b) => b.cookie === cookieValueFor(url));
+    // The first complete reading is the baseline: servers there from the start are placeable at once.
+    m.applyTraefik([{ url: URL_A, up: true }], true);
+    m.refreshStates();
+    expect(bootOf(URL_A)?.state).toBe("up");
+    // B joins (a server without the node library), C too (one with a heartbeat, which comes first:
+    // no Traefik routes to C yet, so no new session goes there either).
+    clock.now += 1000;
+    m.applyNode(cookieValueFor(C), hb({ url: C, cookie: cookieValueFor(C), boot: "C1", seen: clock.now }));
+    m.refreshStates();
+    expect(bootOf(C)?.state).toBe("draining");
+    m.applyTraefik(
+      [
+        { url: URL_A, up: true },
+        { url: B, up: true },
+        { url: C, up: true },
+      ],
+      true,
+    );
+    m.refreshStates();
+    // Live (a token of theirs is pinned), not yet offered for new sessions.
+    expect([bootOf(B)?.state, bootOf(C)?.state]).toEqual(["draining", "draining"]);
+    const v = m.metaVersion;
+    clock.now += PLACEMENT_SETTLE_MS - 1;
+    m.applyNode(cookieValueFor(C), hb({ url: C, cookie: cookieValueFor(C), boot: "C1", seen: clock.now }));
+    m.refreshStates();
+    expect(bootOf(B)?.state).toBe("draining");
+    clock.now += 1;
+    expect(m.refreshStates()).toBe(true); // the meta is republished
+    expect(m.metaVersion).toBeGreaterThan(v);
+    expect([bootOf(B)?.state, bootOf(C)?.state]).toEqual(["up", "up"]);
+    // Removed and back (a new endpoint in Kubernetes): joining again.
+    m.applyTraefik([{ url: URL_A, up: true }], true);
+    m.applyTraefik(
+      [
+        { url: URL_A, up: true },
+        { url: B, up: true },
+      ],
+      true,
+    );
+    m.refreshStates();
+    expect(bootOf(B)?.state).toBe("draining");
+  });
 });
 
 describe("mirror node states from the sidecar's own probe", () => {
-  const probed = () => mirror({ probeValidMs: 2000 });
+  // Results count for 4 rounds plus the failures' timeouts: 4 * 250 + 2 * 500 = 2000 ms.
+  const probed = () => mirror({ probePath: "/healthz" });
 
   it("a timeout is down (503), an answer brings the node back at once, down past the limit is gone", () => {
     const { m, clock } = probed();
@@ -293,5 +421,39 @@ describe("mirror node states from the sidecar's own probe", () => {
     m.applyProbe(A, "ok");
     expect(state(m, "e1")!.state).toBe("up"); // a new process answers for itself (its own 404)
     expect(m.probeTargets()).toEqual([{ cookie: A, url: URL_A }]);
+  });
+});
+
+describe("mirror updates (changes the components report)", () => {
+  function updated() {
+    const { m } = mirror();
+    const metrics = createMetrics();
+    let publishes = 0;
+    const updates = new MirrorUpdates(m, metrics, () => void publishes++);
+    const count = async (name: "registrations" | "closes") =>
+      Object.fromEntries(
+        (await metrics[name].get()).values.filter((v) => v.value).map((v) => [Object.values(v.labels)[0], v.value]),
+      );
+    return { m, updates, count, publishes: () => publishes };
+  }
+
+  it("an own write and its echo: one registration, one close, under the origin that came first", async () => {
+    const { m, updates, count, publishes } = updated();
+    updates.session("s", rec({ source: "edge" })); // learned at the edge, applied at once
+    updates.session("s", rec({ source: "edge" })); // its PUBLISH, back through the change channel
+    updates.close("s", "api");
+    updates.close("s", "registry");
+    expect(await count("registrations")).toEqual({ edge: 1 });
+    expect(await count("closes")).toEqual({ api: 1 });
+    expect(m.closedCount).toBe(1);
+    expect(publishes()).toBe(4); // each report asks; the schedule coalesces
+  });
+  it("a heartbeat recomputes node states", () => {
+    const { m, updates } = updated();
+    updates.session("s", rec());
+    updates.node(A, hb({ state: "draining" }));
+    expect(m.nodeState(A)).toBe("draining");
+    updates.node(A, null);
+    expect(m.nodeState(A)).toBe("gone");
   });
 });

@@ -1,8 +1,18 @@
-// The sidecar's event-ingestion policy: which batches of events/ are applied, in which order,
-// which wait, which count as corrupt or are quarantined.
+// The sidecar's event-ingestion policy over the formats of lib/view: which batches of events/ are
+// applied, in which order, which wait, which count as corrupt, and which are moved to the bounded
+// quarantine. The formats themselves (file names, batch text) are lib/view/events.ts; what a batch
+// does to the registry and the mirror is ingest.ts.
 import { join } from "node:path";
-import { defaultViewFs, errnoCode, viewPaths, type ViewIoOptions } from "./fs.ts";
-import { EventFormatError, parseEventBatch, type EventBatch } from "./events.ts";
+import {
+  defaultViewFs,
+  errnoCode,
+  eventFileChannel,
+  EventFormatError,
+  parseEventBatch,
+  viewPaths,
+  type EventBatch,
+  type ViewIoOptions,
+} from "../../lib/view/index.ts";
 
 /** A file without `end` younger than this is still being written (or was never finished). */
 export const EVENT_INCOMPLETE_GRACE_MS = 5_000;
@@ -45,9 +55,6 @@ export interface DrainResult {
   foreign: number;
 }
 
-/** Session batches (learns, closes: order matters) and count batches (decision counts, lost counts). */
-const EVENT_FILE = /^([es])-[0-9]{1,10}\.evt$/;
-export const QUARANTINE_DIR = "events-quarantine";
 export const DEFAULT_MAX_QUARANTINE = 64;
 /** A batch's `t` is taken just before its file is created: an incomplete file's own `t` is at most this much before its mtime. */
 const CREATE_SLACK_MS = 1000;
@@ -82,8 +89,8 @@ export async function drainEvents(
   const sessionFiles: string[] = [];
   const countFiles: string[] = [];
   for (const n of names) {
-    const m = EVENT_FILE.exec(n);
-    if (m) (m[1] === "s" ? sessionFiles : countFiles).push(n);
+    const channel = eventFileChannel(n);
+    if (channel) (channel === "session" ? sessionFiles : countFiles).push(n);
     else if (!n.startsWith(".")) r.foreign++;
   }
   const limit = opts.maxFiles ?? 1000;
@@ -198,7 +205,7 @@ export async function drainEvents(
 /** Moves a batch that can never be applied to events-quarantine/ (kept for inspection, bounded). */
 async function quarantine(dir: string, file: string, err: Error, opts: DrainOptions): Promise<void> {
   const fs = opts.fs ?? defaultViewFs;
-  const qDir = join(dir, QUARANTINE_DIR);
+  const { events: evDir, quarantine: qDir } = viewPaths(dir);
   const max = opts.maxQuarantine ?? DEFAULT_MAX_QUARANTINE;
   opts.onQuarantine?.(file, err);
   try {
@@ -207,9 +214,9 @@ async function quarantine(dir: string, file: string, err: Error, opts: DrainOpti
     const kept = (await fs.readdir(qDir)).filter((n) => /^q-\d+-/.test(n)).sort();
     for (const old of kept.slice(0, Math.max(0, kept.length - max + 1)))
       await fs.unlink(join(qDir, old)).catch(() => undefined);
-    await fs.rename(join(dir, "events", file), join(qDir, `q-${String(Date.now()).padStart(15, "0")}-${file}`));
+    await fs.rename(join(evDir, file), join(qDir, `q-${String(Date.now()).padStart(15, "0")}-${file}`));
   } catch {
     // Cannot keep it: drop it rather than block every later batch.
-    await fs.unlink(join(dir, "events", file)).catch(() => undefined);
+    await fs.unlink(join(evDir, file)).catch(() => undefined);
   }
 }
