@@ -83,10 +83,12 @@ interface Given {
 /** The one path every setting takes: its type, then the defaults, then the rules between settings. */
 function resolve<C>(schema: Schema<C>, given: Map<string, Given>, nameOf: (key: string) => string): C {
   const out: Record<string, unknown> = {};
+  const unset = "unset" in schema ? schema.unset : null;
   for (const [key, s] of entries(schema)) {
     const g = given.get(key);
     if (!g) {
-      out[key] = s.def !== undefined ? s.def : schema.unset === undefined && "unset" in schema ? undefined : null;
+      // A list default is copied: no config shares it with another.
+      out[key] = s.def === undefined ? unset : Array.isArray(s.def) ? [...s.def] : s.def;
       continue;
     }
     try {
