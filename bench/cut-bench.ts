@@ -20,6 +20,7 @@ import { lookupSession } from "../test/support/view-writers.ts";
 import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
 import { initSession, type BenchSession } from "./lib/mcp.ts";
 import { readFlags } from "./lib/flags.ts";
+import { int, nonEmpty, num, text } from "../lib/settings/index.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros } from "./lib/sse.ts";
 import { median, percentile } from "./lib/stats.ts";
@@ -31,22 +32,22 @@ import {
   type ExtraTraefik,
 } from "./lib/traefik.ts";
 
-const { values: flags, num: numFlag } = readFlags(
-  "cut-bench",
-  "Usage: npm run bench:cuts -- [--calls 100000] [--rounds 4] [--unbuffered-share 0.25] [--json FILE]\n",
-  {
-    calls: { type: "string" },
-    rounds: { type: "string" },
-    "unbuffered-share": { type: "string" },
-    json: { type: "string" },
+const cfg = readFlags("cut-bench", "npm run bench:cuts -- [--flag value ...]", {
+  calls: {
+    name: "calls",
+    type: int(1_000, 2_000_000),
+    def: 100_000,
+    help: "calls per side, split over rounds and both concurrencies",
   },
-);
-const cfg = {
-  calls: numFlag("calls", 100_000, 1_000, 2_000_000),
-  rounds: numFlag("rounds", 4, 1, 20),
-  unbufferedShare: numFlag("unbuffered-share", 0.25, 0, 1, false),
-  json: typeof flags.json === "string" ? flags.json : undefined,
-};
+  rounds: { name: "rounds", type: int(1, 20), def: 4, help: "alternating rounds" },
+  unbufferedShare: {
+    name: "unbuffered-share",
+    type: num(0, 1, false),
+    def: 0.25,
+    help: "calls of the unbuffered side relative to the others",
+  },
+  json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
+});
 // Flags are checked above, before the builds.
 ensureBenchDeps();
 const CONCURRENCIES = [16, 1];

@@ -5,36 +5,25 @@
 // RSS; then RSS again after `--settle` seconds. Prints the medians of the rounds.
 // Flags: --rounds N (default 3), --concurrency N (32), --bursts N (3), --settle S (30), --json FILE.
 import { writeFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { sleep } from "../dev/poll.ts";
 import { startStack, type Stack } from "../dev/stack.ts";
 import { rssBytes } from "./lib/sse.ts";
 import { median } from "./lib/stats.ts";
+import { readFlags } from "./lib/flags.ts";
+import { int, nonEmpty, text } from "../lib/settings/index.ts";
 
-const { values } = parseArgs({
-  args: process.argv.slice(2),
-  strict: true,
-  options: {
-    rounds: { type: "string", default: "3" },
-    concurrency: { type: "string", default: "32" },
-    bursts: { type: "string", default: "3" },
-    settle: { type: "string", default: "30" },
-    json: { type: "string" },
-  },
+const flags = readFlags("hostile-bench", "npx tsx bench/hostile-bench.ts [--flag value ...]", {
+  rounds: { name: "rounds", type: int(1, 20), def: 3, help: "alternating rounds" },
+  concurrency: { name: "concurrency", type: int(1, 256), def: 32, help: "requests at once of each kind" },
+  bursts: { name: "bursts", type: int(1, 20), def: 3, help: "bursts per round" },
+  settle: { name: "settle", type: int(0, 600), def: 30, help: "seconds before the RSS is read again" },
+  json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
 });
-const int = (name: string, v: string, min: number, max: number): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    process.stderr.write(`hostile-bench: --${name} must be a whole number from ${min} to ${max}, got "${v}"\n`);
-    process.exit(2);
-  }
-  return n;
-};
-const ROUNDS = int("rounds", values.rounds!, 1, 20);
-const CONCURRENCY = int("concurrency", values.concurrency!, 1, 256);
-const BURSTS = int("bursts", values.bursts!, 1, 20);
-const SETTLE_S = int("settle", values.settle!, 0, 600);
+const ROUNDS = flags.rounds;
+const CONCURRENCY = flags.concurrency;
+const BURSTS = flags.bursts;
+const SETTLE_S = flags.settle;
 
 /** Under Go's header limit (1 MiB + 4 KiB for the whole block), so the request reaches the middleware. */
 const BIG = (1 << 20) - 8192;
@@ -154,8 +143,8 @@ console.log(
   `Traefik RSS, ${CONCURRENCY} concurrent requests x 3 kinds (1 MiB Cookie, 1 MiB session id, 1 MiB initialize body) x ${BURSTS} bursts; medians of ${ROUNDS} alternating rounds; after = ${SETTLE_S} s later`,
 );
 console.table(table);
-if (values.json)
+if (flags.json)
   writeFileSync(
-    values.json,
+    flags.json,
     JSON.stringify({ concurrency: CONCURRENCY, bursts: BURSTS, rounds: ROUNDS, settleS: SETTLE_S, table }, null, 2),
   );

@@ -16,6 +16,7 @@ import { existsSync, mkdtempSync, rmSync, watch, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { readFlags } from "./lib/flags.ts";
+import { bool, file, int, nonEmpty, text } from "../lib/settings/index.ts";
 import { randomBytes } from "node:crypto";
 import { Agent, request } from "undici";
 import { Redis } from "ioredis";
@@ -51,64 +52,56 @@ import { Samples, median, percentile, summarize, type LatencySummary } from "./l
 // ---------------------------------------------------------------------------------------------
 // Flags
 
-const {
-  values: flags,
-  usageError,
-  num,
-} = readFlags(
-  "traefik-bench",
-  "Usage: npm run bench -- [--json FILE] [--sessions 1000000] [--concurrency 16] [--duration 6] [--warmup 1]\n" +
-    "                      [--rounds 3] [--streams 1000] [--registrations 200] [--restarts 3] [--profile]\n" +
-    "                      [--latency-concurrency 1] [--no-sidecar] [--plugin-wasm FILE]\n" +
-    "                      [--sidecar-main FILE.ts]\n",
-  {
-    json: { type: "string" },
-    sessions: { type: "string" },
-    concurrency: { type: "string" },
-    "latency-concurrency": { type: "string" },
-    duration: { type: "string" },
-    warmup: { type: "string" },
-    rounds: { type: "string" },
-    streams: { type: "string" },
-    registrations: { type: "string" },
-    restarts: { type: "string" },
-    profile: { type: "boolean" },
-    "no-sidecar": { type: "boolean" },
-    "plugin-wasm": { type: "string" },
-    "sidecar-main": { type: "string" },
+const f = readFlags("traefik-bench", "npm run bench -- [--flag value ...]", {
+  json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
+  sessions: { name: "sessions", type: int(0, 5_000_000), def: 1_000_000, help: "sessions in the view" },
+  concurrency: { name: "concurrency", type: int(1, 256), def: 16, help: "requests in flight (throughput pass)" },
+  latencyConcurrency: {
+    name: "latency-concurrency",
+    type: int(1, 256),
+    def: 1,
+    help: "requests in flight (latency pass)",
   },
-);
-const intFlag = (name: string, def: number, min: number, max: number): number => num(name, def, min, max);
+  duration: { name: "duration", type: int(1, 120), def: 6, help: "seconds per mode and round" },
+  warmup: { name: "warmup", type: int(0, 30), def: 1, help: "seconds of warm-up per mode and round" },
+  rounds: { name: "rounds", type: int(1, 10), def: 3, help: "alternating rounds" },
+  streams: { name: "streams", type: int(0, 5000), def: 1000, help: "open SSE streams for the memory figures" },
+  registrations: { name: "registrations", type: int(0, 5000), def: 200, help: "registrations timed into the view" },
+  restarts: { name: "restarts", type: int(0, 3), def: 3, help: "node restarts timed to the first edge 404" },
+  profile: { name: "profile", type: bool, def: false, help: "CPU profile of Traefik during (c)" },
+  noSidecar: {
+    name: "no-sidecar",
+    type: bool,
+    def: false,
+    help: "the plugin without a view (its fail-open path); skips what needs the view",
+  },
+  pluginWasm: { name: "plugin-wasm", type: file, help: "another plugin build for (c)" },
+  sidecarMain: { name: "sidecar-main", type: file, help: "another sidecar entry (TypeScript, run with tsx)" },
+});
 const cfg = {
-  sessions: intFlag("sessions", 1_000_000, 0, 5_000_000),
-  concurrency: intFlag("concurrency", 16, 1, 256),
+  sessions: f.sessions,
+  concurrency: f.concurrency,
   /** The latency pass: few requests in flight, so the figures show the path, not the queues. */
-  latencyConcurrency: intFlag("latency-concurrency", 1, 1, 256),
-  durationMs: intFlag("duration", 6, 1, 120) * 1000,
-  warmupMs: intFlag("warmup", 1, 0, 30) * 1000,
-  rounds: intFlag("rounds", 3, 1, 10),
-  streams: intFlag("streams", 1000, 0, 5000),
-  registrations: intFlag("registrations", 200, 0, 5000),
-  restarts: intFlag("restarts", 3, 0, 3),
-  profile: flags.profile === true,
+  latencyConcurrency: f.latencyConcurrency,
+  durationMs: f.duration * 1000,
+  warmupMs: f.warmup * 1000,
+  rounds: f.rounds,
+  streams: f.streams,
+  registrations: f.registrations,
+  restarts: f.restarts,
+  profile: f.profile,
   /** No sidecar: the plugin has no view and fails open (its cheapest path); no 1M, no view timings. */
-  noSidecar: flags["no-sidecar"] === true,
+  noSidecar: f.noSidecar,
   /** Another build of plugin.wasm for (c) (e.g. to compare memory per stream of two builds). */
-  pluginWasm: typeof flags["plugin-wasm"] === "string" ? flags["plugin-wasm"] : undefined,
+  pluginWasm: f.pluginWasm,
   /** Another sidecar entry (a TypeScript main run with tsx), to compare sidecar changes. */
-  sidecarMain: typeof flags["sidecar-main"] === "string" ? flags["sidecar-main"] : undefined,
-  json: typeof flags.json === "string" ? flags.json : undefined,
+  sidecarMain: f.sidecarMain,
+  json: f.json,
 };
 if (cfg.noSidecar) {
   cfg.sessions = 0;
   cfg.registrations = 0;
   cfg.restarts = 0;
-}
-for (const [flag, file] of [
-  ["--plugin-wasm", cfg.pluginWasm],
-  ["--sidecar-main", cfg.sidecarMain],
-] as const) {
-  if (file !== undefined && !existsSync(file)) usageError(flag, `no such file ${JSON.stringify(file)}`);
 }
 // Flags are checked above, before the builds: --help and a typo cost nothing.
 ensureBenchDeps();

@@ -1,22 +1,44 @@
 // A real redis-server for the local stack and the tests: started on a free loopback port, stopped
 // after. Supports stopping and restarting on the same port (outage tests), a one-node Cluster (all
-// slots on one server) and a Sentinel.
+// slots on one server) and a Sentinel, each with TLS only (a CA from dev/tls.ts) and ACL users
+// (the default user switched off), as managed Redis services run them.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./net.ts";
 import { GiveUp, waitUntil } from "./poll.ts";
+import type { TestCa } from "./tls.ts";
+import type { RedisOptions } from "ioredis";
 
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? "/usr/bin/redis-server";
 
-/** Sends one inline command and returns the first reply line. */
-export async function redisCommand(port: number, command: string, timeoutMs = 1000): Promise<string> {
+/** How the helper reaches a secured server: TLS (trusting `ca`) and an ACL user. */
+export interface RedisAccess {
+  tls?: { ca: string };
+  user?: string;
+  password?: string;
+}
+
+/** Sends one inline command (after AUTH when `access` names a user) and returns the first reply line. */
+export async function redisCommand(
+  port: number,
+  command: string,
+  timeoutMs = 1000,
+  access: RedisAccess = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    const sock = new Socket();
+    const auth = access.password === undefined ? "" : `AUTH ${access.user ?? "default"} ${access.password}\r\n`;
+    const request = auth + command + "\r\n";
+    const sock: Socket = access.tls
+      ? tlsConnect({ port, host: "127.0.0.1", ca: access.tls.ca }, () => sock.write(request))
+      : new Socket();
     let buf = "";
+    let skip = auth ? 1 : 0;
     const timer = setTimeout(() => {
       sock.destroy();
       reject(new Error("redis command timed out"));
@@ -27,6 +49,18 @@ export async function redisCommand(port: number, command: string, timeoutMs = 10
     });
     sock.on("data", (d) => {
       buf += d.toString();
+      // The AUTH reply first (a simple line), then the command's.
+      while (skip > 0) {
+        const eol = buf.indexOf("\r\n");
+        if (eol < 0) return;
+        if (buf.startsWith("-")) {
+          clearTimeout(timer);
+          sock.destroy();
+          return reject(new Error(`redis AUTH refused: ${buf.slice(0, eol)}`));
+        }
+        buf = buf.slice(eol + 2);
+        skip--;
+      }
       const eol = buf.indexOf("\r\n");
       if (eol < 0) return;
       const first = buf.slice(0, eol);
@@ -41,13 +75,51 @@ export async function redisCommand(port: number, command: string, timeoutMs = 10
       sock.destroy();
       resolve(reply);
     });
-    sock.connect(port, "127.0.0.1", () => sock.write(command + "\r\n"));
+    if (!access.tls) sock.connect(port, "127.0.0.1", () => sock.write(request));
   });
+}
+
+/** An ACL user a test server gets at start. */
+export interface AclUser {
+  user: string;
+  password: string;
+  /** ACL rules after `reset on >password` (keys, channels, commands). */
+  rules: string;
+}
+
+/**
+ * What the registry (lib/registry/redis.ts) needs, and nothing more: its keys and its change
+ * channel; the commands it sends (its Lua scripts run with the same rights: GET, SET, DEL,
+ * PUBLISH); what ioredis sends on connecting (INFO: the ready check; SELECT for a /db in the URL;
+ * in Cluster mode CLUSTER SLOTS, CLUSTER INFO and CLIENT SETNAME). docs/redis.md prints it.
+ */
+export const REGISTRY_ACL =
+  "resetkeys ~mcp:* resetchannels &mcp:affinity:changes -@all " +
+  "+get +set +del +pexpire +mget +scan +evalsha +eval +publish +subscribe " +
+  "+info +select +quit +cluster|slots +cluster|info +client|setname";
+
+/** What a Sentinel needs on the master it monitors (Redis's Sentinel documentation). */
+export const SENTINEL_ACL =
+  "allchannels +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill";
+
+export interface StartRedisOptions {
+  /** One-node Cluster: cluster-enabled, every slot assigned to this server. */
+  cluster?: boolean;
+  port?: number;
+  /** TLS only (no plain port), with this CA's server certificate; the url is rediss://. */
+  tls?: TestCa;
+  /** ACL users to create at every start; the default user is then switched off. */
+  users?: AclUser[];
 }
 
 export interface TestRedis {
   port: number;
+  /** redis:// or rediss:// (never with credentials). */
   url: string;
+  /** How the helper reaches it: TLS and, with ACL users, an admin user of its own. */
+  access: RedisAccess;
+  /** ioredis options of a client with every right (a test's assertions). */
+  clientOptions: RedisOptions;
   /** Stops the server (SIGKILL when `hard`); data is lost (no persistence). */
   stop(hard?: boolean): Promise<void>;
   /** Starts it again on the same port. */
@@ -57,10 +129,17 @@ export interface TestRedis {
   running(): boolean;
 }
 
-export interface StartRedisOptions {
-  /** One-node Cluster: cluster-enabled, every slot assigned to this server. */
-  cluster?: boolean;
-  port?: number;
+function tlsArgs(tls: TestCa): string[] {
+  return [
+    "--tls-cert-file",
+    tls.certFile,
+    "--tls-key-file",
+    tls.keyFile,
+    "--tls-ca-cert-file",
+    tls.caFile,
+    "--tls-auth-clients",
+    "no",
+  ];
 }
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedis> {
@@ -75,11 +154,13 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   const port = opts.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), "mcpa-redis-"));
   let child: ChildProcess | null = null;
+  const tls = opts.tls ? { ca: readFileSync(opts.tls.caFile, "utf8") } : undefined;
+  const admin = opts.users?.length ? { user: "mcpa-admin", password: randomBytes(12).toString("hex") } : undefined;
+  const access: RedisAccess = { tls, ...admin };
 
   const start = async () => {
     const args = [
-      "--port",
-      String(port),
+      ...(opts.tls ? ["--port", "0", "--tls-port", String(port), ...tlsArgs(opts.tls)] : ["--port", String(port)]),
       "--bind",
       "127.0.0.1",
       "--save",
@@ -99,6 +180,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
         "127.0.0.1",
         "--cluster-config-file",
         join(dir, `nodes-${Date.now()}.conf`),
+        ...(opts.tls ? ["--tls-cluster", "yes"] : []),
       );
     const c = spawn(REDIS_SERVER, args, { stdio: ["ignore", "ignore", "pipe"] });
     child = c;
@@ -108,16 +190,26 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
       `redis-server to answer PING on ${port}`,
       async () => {
         if (c.exitCode !== null) throw new GiveUp(`redis-server exited (${c.exitCode}): ${stderr}`);
-        return (await redisCommand(port, "PING")) === "+PONG";
+        return (await redisCommand(port, "PING", 1000, { tls })) === "+PONG";
       },
       10_000,
       25,
     );
+    if (admin) {
+      // The users exist only in memory: every start (a restart too) creates them again.
+      const set = async (rules: string) => {
+        const r = await redisCommand(port, `ACL SETUSER ${rules}`, 1000, { tls });
+        if (r !== "+OK") throw new Error(`ACL SETUSER ${rules.split(" ")[0]}: ${r}`);
+      };
+      await set(`${admin.user} reset on >${admin.password} ~* &* +@all`);
+      for (const u of opts.users!) await set(`${u.user} reset on >${u.password} ${u.rules}`);
+      await set("default off");
+    }
     if (opts.cluster) {
-      await redisCommand(port, "CLUSTER ADDSLOTSRANGE 0 16383");
+      await redisCommand(port, "CLUSTER ADDSLOTSRANGE 0 16383", 1000, access);
       await waitUntil(
         "the one-node cluster to reach state ok",
-        async () => (await redisCommand(port, "CLUSTER INFO")).includes("cluster_state:ok"),
+        async () => (await redisCommand(port, "CLUSTER INFO", 1000, access)).includes("cluster_state:ok"),
         10_000,
         50,
       );
@@ -136,7 +228,9 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   await start();
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: `${opts.tls ? "rediss" : "redis"}://127.0.0.1:${port}`,
+    access,
+    clientOptions: { host: "127.0.0.1", port, tls, username: admin?.user, password: admin?.password },
     stop,
     start,
     async close() {
@@ -147,28 +241,83 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   };
 }
 
+/** The users of a Redis run as managed services run it: the registry's, and the Sentinels' on the master. */
+export const MANAGED = {
+  app: { user: "mcp-affinity", password: "app-secret-7f3a9c" },
+  sentinelUser: { user: "sentinel", password: "sentinel-user-secret" },
+  /** The Sentinels' own password (requirepass). */
+  sentinelPassword: "sentinel-secret-51be",
+};
+
+/** A TLS-only server (or one-node Cluster) with the MANAGED users and the default user off. */
+export function startManagedRedis(tls: TestCa, opts: { cluster?: boolean } = {}): Promise<TestRedis> {
+  const users = [
+    { ...MANAGED.app, rules: REGISTRY_ACL },
+    { ...MANAGED.sentinelUser, rules: SENTINEL_ACL },
+  ];
+  return startRedis({ ...opts, tls, users });
+}
+
+/** A TLS-only Sentinel of such a server, with the MANAGED Sentinel password and user. */
+export function startManagedSentinel(masterPort: number, tls: TestCa): Promise<TestSentinel> {
+  return startSentinel(masterPort, { tls, masterUser: MANAGED.sentinelUser, password: MANAGED.sentinelPassword });
+}
+
 export interface TestSentinel {
   port: number;
   masterName: string;
   close(): Promise<void>;
 }
 
-/** A Sentinel monitoring `masterPort` (quorum 1), for the Sentinel run of the contract suite. */
-export async function startSentinel(masterPort: number, masterName = "mcpa"): Promise<TestSentinel> {
+export interface StartSentinelOptions {
+  masterName?: string;
+  /** TLS only, to clients and to the master. */
+  tls?: TestCa;
+  /** The ACL user it authenticates as on the master (SENTINEL_ACL). */
+  masterUser?: { user: string; password: string };
+  /** Its own password (requirepass): what clients give as the Sentinel password. */
+  password?: string;
+}
+
+/** A Sentinel monitoring `masterPort` (quorum 1), for the Sentinel runs of the contract suite. */
+export async function startSentinel(masterPort: number, opts: StartSentinelOptions = {}): Promise<TestSentinel> {
   const { writeFile } = await import("node:fs/promises");
+  const masterName = opts.masterName ?? "mcpa";
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), "mcpa-sentinel-"));
   const conf = join(dir, "sentinel.conf");
+  const tlsConf = opts.tls
+    ? [
+        "port 0",
+        `tls-port ${port}`,
+        `tls-cert-file ${opts.tls.certFile}`,
+        `tls-key-file ${opts.tls.keyFile}`,
+        `tls-ca-cert-file ${opts.tls.caFile}`,
+        "tls-auth-clients no",
+        "tls-replication yes",
+      ]
+    : [`port ${port}`];
   await writeFile(
     conf,
     [
-      `port ${port}`,
+      ...tlsConf,
       "bind 127.0.0.1",
       `dir ${dir}`,
       `sentinel monitor ${masterName} 127.0.0.1 ${masterPort} 1`,
+      ...(opts.masterUser
+        ? [
+            `sentinel auth-user ${masterName} ${opts.masterUser.user}`,
+            `sentinel auth-pass ${masterName} ${opts.masterUser.password}`,
+          ]
+        : []),
+      ...(opts.password ? [`requirepass ${opts.password}`] : []),
       "",
     ].join("\n"),
   );
+  const access: RedisAccess = {
+    tls: opts.tls ? { ca: readFileSync(opts.tls.caFile, "utf8") } : undefined,
+    password: opts.password,
+  };
   const c = spawn(REDIS_SERVER, [conf, "--sentinel", "--loglevel", "warning"], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   c.stderr?.on("data", (d) => (stderr += d));
@@ -176,7 +325,9 @@ export async function startSentinel(masterPort: number, masterName = "mcpa"): Pr
     `redis sentinel to start on ${port}`,
     async () => {
       if (c.exitCode !== null) throw new GiveUp(`redis sentinel exited (${c.exitCode}): ${stderr}`);
-      return (await redisCommand(port, `SENTINEL get-master-addr-by-name ${masterName}`)).startsWith("*2");
+      return (await redisCommand(port, `SENTINEL get-master-addr-by-name ${masterName}`, 1000, access)).startsWith(
+        "*2",
+      );
     },
     10_000,
     25,

@@ -52,6 +52,8 @@ export const ERROR_CODES = {
   /** The local stack's view or state is not what a step needs. */
   ERR_STACK_VIEW: "local stack: view not published",
   ERR_STACK_STATE: "local stack: wrong state",
+  /** A bad benchmark flag. */
+  ERR_BENCH_CONFIG: "benchmark flag",
   /** A benchmark could not set up its sessions or its Redis. */
   ERR_BENCH_INIT: "benchmark session set-up failed",
   ERR_BENCH_REDIS: "benchmark Redis failed",

@@ -57,7 +57,8 @@ export interface RedisConnectionConfig {
   cluster?: HostPort[];
   username?: string;
   password?: string;
-  tls?: boolean;
+  /** TLS to every server and Sentinel; `ca`: the CA that signed their certificates (PEM). */
+  tls?: boolean | { ca?: string };
 }
 
 export interface RedisRegistryOptions extends RedisConnectionConfig {
@@ -181,7 +182,7 @@ export class RedisRegistry implements Registry {
       retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), maxBackoff),
       username: this.opts.username,
       password: this.opts.password,
-      tls: this.opts.tls ? {} : undefined,
+      tls: this.opts.tls ? { ...(this.opts.tls === true ? {} : this.opts.tls) } : undefined,
     };
   }
 
@@ -210,6 +211,7 @@ export class RedisRegistry implements Registry {
         name: o.sentinel.name,
         sentinelPassword: o.sentinel.password,
         sentinelRetryStrategy: base.retryStrategy,
+        ...(base.tls ? { enableTLSForSentinelMode: true, sentinelTLS: base.tls } : {}),
       });
     }
     if (!o.url)

@@ -8,7 +8,9 @@ import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { pino } from "pino";
 import { z } from "zod";
 import { createAffinity, mountMcp, type Affinity, type AffinityOptions, type LoggerLike } from "../src/index.ts";
-import { DEFAULT_IDLE_TIMEOUT_MS, type NodeConfig } from "./config.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS, NODE_SETTINGS, type NodeConfig } from "./config.ts";
+import { logRedaction, redactSettings } from "../../lib/settings/index.ts";
+import { hasRedis, redisSettingsOf } from "../../lib/settings/redis.ts";
 import { McpAffinityError } from "../../lib/errors.ts";
 
 export interface RunningNode {
@@ -154,7 +156,12 @@ const SHUTDOWN_LINGER_MAX_MS = 5000;
 
 export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {}): Promise<RunningNode> {
   const log =
-    opts.logger ?? (pino({ level: cfg.logLevel, base: { component: "reference-node" } }) as unknown as LoggerLike);
+    opts.logger ??
+    (pino({
+      level: cfg.logLevel,
+      base: { component: "reference-node" },
+      redact: logRedaction(NODE_SETTINGS, ["password", "token"]),
+    }) as unknown as LoggerLike);
   let affinity: Affinity | undefined;
 
   const http = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -197,7 +204,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
   const a = createAffinity({
     nodeUrl,
     nodeName: cfg.name,
-    registry: cfg.redisUrl ? { redisUrl: cfg.redisUrl } : { sidecarUrl: cfg.sidecarUrl!, token: cfg.sidecarToken },
+    registry: hasRedis(cfg) ? redisSettingsOf(cfg) : { sidecarUrl: cfg.sidecarUrl!, token: cfg.sidecarToken },
     heartbeatMs: cfg.heartbeatMs,
     drainGraceMs: cfg.drainGraceMs,
     sessionTtlMs: cfg.sessionTtlMs,
@@ -214,11 +221,17 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
   // MCP requests only: health probes keep coming until the listener closes.
   http.on("request", (req: IncomingMessage) => void (req.url?.startsWith("/mcp") && (lastRequestAt = Date.now())));
   if (!(await a.ready()))
-    a.log.warn({ registry: cfg.redisUrl ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
+    a.log.warn({ registry: hasRedis(cfg) ? "redis" : "sidecar" }, "registry not reachable at start; serving anyway");
   // Healthy only from here: Traefik sends nothing before the endpoint is mounted and the heartbeat written.
   affinity = a;
   a.log.info(
-    { url: `http://${cfg.host}:${port}`, nodeUrl, cookie: a.cookie, failClose: cfg.failClose },
+    {
+      url: `http://${cfg.host}:${port}`,
+      nodeUrl,
+      cookie: a.cookie,
+      failClose: cfg.failClose,
+      settings: redactSettings(NODE_SETTINGS, cfg),
+    },
     "reference node listening",
   );
 

@@ -23,6 +23,7 @@ import {
   type SessionStore,
 } from "../../lib/registry/index.ts";
 import { McpAffinityError } from "../../lib/errors.ts";
+import { checkedRedisConnection, hasRedis, type RedisSettings } from "../../lib/settings/redis.ts";
 import { AffinityMetrics, type AffinityStats, type MissReason } from "./metrics.ts";
 
 /** The subset of pino's logger the library uses; any pino-compatible logger fits. */
@@ -114,8 +115,11 @@ export class AffinityConfigError extends McpAffinityError {
   }
 }
 
-/** Where the node's registry lives: Redis directly, or the sidecar's sessions API. */
-export type RegistryOptions = { redisUrl: string } | { sidecarUrl: string; token?: string };
+/**
+ * Where the node's registry lives: Redis directly (one server, Sentinel or Cluster; TLS, ACL user:
+ * the Redis settings of lib/settings/redis.ts, checked there), or the sidecar's sessions API.
+ */
+export type RegistryOptions = RedisSettings | { sidecarUrl: string; token?: string };
 
 export interface NodeRegistrySettings {
   sessionTtlMs: number;
@@ -127,10 +131,14 @@ export interface NodeRegistrySettings {
   onError: (op: string, err: Error) => void;
 }
 
-/** The Redis registry exactly as a node opens it. */
-export function nodeRedisOptions(url: string, s: NodeRegistrySettings): RedisRegistryOptions {
+/** The Redis registry exactly as a node opens it (a bad Redis setting: AffinityConfigError). */
+export function nodeRedisOptions(redis: string | RedisSettings, s: NodeRegistrySettings): RedisRegistryOptions {
   return {
-    url,
+    ...checkedRedisConnection(
+      typeof redis === "string" ? { redisUrl: redis } : redis,
+      (_setting, message) => new AffinityConfigError(message),
+      "registry.",
+    ),
     sessionTtlMs: s.sessionTtlMs,
     nodeTtlMs: s.nodeTtlMs,
     // With the offline queue off (lib/registry/redis.ts) a live session never waits on a dead Redis.
@@ -146,8 +154,9 @@ export function openNodeRegistry(
   opts: RegistryOptions,
   s: NodeRegistrySettings,
 ): { sessions: SessionStore; nodes: NodeStore | null } {
-  if ("redisUrl" in opts && opts.redisUrl) {
-    const redis = new RedisRegistry(nodeRedisOptions(opts.redisUrl, s));
+  // Redis settings beside sidecarUrl are refused by nodeRedisOptions (an unknown Redis setting).
+  if (hasRedis(opts as RedisSettings)) {
+    const redis = new RedisRegistry(nodeRedisOptions(opts as RedisSettings, s));
     return { sessions: redis, nodes: redis };
   }
   if ("sidecarUrl" in opts && opts.sidecarUrl)
@@ -155,8 +164,10 @@ export function openNodeRegistry(
       sessions: new SidecarApiStore({ url: opts.sidecarUrl, token: opts.token, timeoutMs: s.timeoutMs }),
       nodes: null,
     };
-  throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
+  throw new AffinityConfigError(REGISTRY_NEEDED);
 }
+
+const REGISTRY_NEEDED = "registry needs redisUrl, redisSentinels, redisCluster or sidecarUrl";
 
 const MAX_MISS_CHECKS_IN_FLIGHT = 64;
 
@@ -250,8 +261,7 @@ export class Affinity {
       () => this.sessions.size,
       () => this._state,
     );
-    if (!opts.registry || typeof opts.registry !== "object")
-      throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
+    if (!opts.registry || typeof opts.registry !== "object") throw new AffinityConfigError(REGISTRY_NEEDED);
     const { sessions, nodes } = openNodeRegistry(opts.registry, {
       sessionTtlMs: this.sessionTtlMs,
       nodeTtlMs: 3 * this.heartbeatMs,

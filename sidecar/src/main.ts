@@ -8,13 +8,14 @@ export async function main(
   argv: string[] = process.argv.slice(2),
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<void> {
-  if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(helpText());
-    return;
-  }
   let sidecar;
   try {
-    sidecar = await startSidecar(parseConfig(argv, env));
+    const cfg = parseConfig(argv, env);
+    if (cfg === null) {
+      process.stdout.write(helpText());
+      return;
+    }
+    sidecar = await startSidecar(cfg);
   } catch (err) {
     // A bad setting: one line naming it, exit code 2, no stack trace.
     if (err instanceof ConfigError || (err instanceof SidecarError && err.setting)) {

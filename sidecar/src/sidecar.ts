@@ -6,7 +6,8 @@
 import type { AddressInfo } from "node:net";
 import { pino, type Logger } from "pino";
 import { defaultViewFs, viewPaths, type ViewFs } from "../../lib/view/index.ts";
-import { makeConfig, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
+import { makeConfig, SIDECAR_SETTINGS, type SidecarConfig, type SidecarRuntimeOptions } from "./config.ts";
+import { logRedaction, redactSettings } from "../../lib/settings/index.ts";
 import { Periodic, settleWithin, throttledLog, type SidecarContext } from "./context.ts";
 import { createHttpServer } from "./http.ts";
 import { EventIngest } from "./ingest.ts";
@@ -78,7 +79,7 @@ export async function startSidecar(
     pino({
       level: cfg.logLevel,
       base: { service: "mcp-affinity-sidecar" },
-      redact: { paths: ["*.password", "*.token", "*.apiToken"], censor: "***" },
+      redact: logRedaction(SIDECAR_SETTINGS, ["password", "token"]),
     });
   const fs = runtime.fs ?? defaultViewFs;
   const { epoch, previous } = await chooseEpoch(cfg.dir, cfg.shardBits, { fs, fixed: runtime.epoch });
@@ -184,7 +185,17 @@ export async function startSidecar(
   }
   const port = (server.address() as AddressInfo).port;
   const url = `http://${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
-  log.info({ url, dir: cfg.dir, epoch, registry: target, shardBits: cfg.shardBits }, "mcp-affinity sidecar started");
+  log.info(
+    {
+      url,
+      dir: cfg.dir,
+      epoch,
+      registry: target,
+      shardBits: cfg.shardBits,
+      settings: redactSettings(SIDECAR_SETTINGS, cfg),
+    },
+    "mcp-affinity sidecar started",
+  );
   lifecycle.to("syncing");
   sync.start(ticks);
   ingest.start(ticks);

@@ -3,13 +3,8 @@
 // to catch what the channel missed. At start the sync is retried with backoff until it succeeds
 // (Redis down at start).
 import type { Logger } from "pino";
-import {
-  createRegistry,
-  describeRedis,
-  type RedisConnectionConfig,
-  type Registry,
-  type RegistryChange,
-} from "../../lib/registry/index.ts";
+import { createRegistry, describeRedis, type Registry, type RegistryChange } from "../../lib/registry/index.ts";
+import { redisConnection } from "../../lib/settings/redis.ts";
 import type { SidecarConfig } from "./config.ts";
 import type { Periodic, SidecarContext } from "./context.ts";
 import type { SidecarMetrics } from "./metrics.ts";
@@ -35,13 +30,7 @@ export function openRegistry(
     errorsExpected: () => boolean;
   },
 ): OpenedRegistry {
-  const conn: RedisConnectionConfig = {
-    url: cfg.redisUrl ?? undefined,
-    // The settings checked that --redis-sentinels comes with --redis-sentinel-name.
-    sentinel: cfg.redisSentinels ? { nodes: cfg.redisSentinels, name: cfg.redisSentinelName! } : undefined,
-    cluster: cfg.redisCluster ?? undefined,
-    password: cfg.redisPassword ?? undefined,
-  };
+  const conn = redisConnection(cfg);
   const registry = createRegistry({
     ...conn,
     sessionTtlMs: cfg.sessionTtlMs,

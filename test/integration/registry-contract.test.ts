@@ -1,5 +1,7 @@
 // One contract, every store: in-memory, Redis (single server), Redis Sentinel, Redis Cluster
-// (one node holding every slot). Redis runs are against a real redis-server.
+// (one node holding every slot). Redis runs are against a real redis-server. Each Redis mode runs
+// again as managed Redis services run it, TLS only and an ACL user (the default user off), opened
+// through the settings of the sidecar (its flags) and of the node library (its registry option).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -16,13 +18,25 @@ import {
   type Registry,
   type RegistryChange,
   type SessionRecord,
+  type RedisConnectionConfig,
   type SessionStore,
 } from "../../lib/registry/index.ts";
 import { DEFAULT_NODE_TTL_MS, DEFAULT_SESSION_TTL_MS } from "../../lib/registry/schema.ts";
 import { nodeRedisOptions, openNodeRegistry } from "../../node/src/affinity.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
-import { startRedis, startSentinel, type TestRedis, type TestSentinel } from "../../dev/redis.ts";
+import {
+  MANAGED,
+  startManagedRedis,
+  startManagedSentinel,
+  startRedis,
+  startSentinel,
+  type TestRedis,
+  type TestSentinel,
+} from "../../dev/redis.ts";
+import { makeTestCa, type TestCa } from "../../dev/tls.ts";
+import { parseConfig } from "../../sidecar/src/config.ts";
+import { redisConnection, type RedisSettings } from "../../lib/settings/redis.ts";
 
 const URL_A = "http://10.0.0.1:3000";
 const URL_B = "http://10.0.0.2:3000";
@@ -46,17 +60,71 @@ const nodeRec = (over: Partial<NodeRecord> = {}): NodeRecord => ({
 let redis: TestRedis;
 let cluster: TestRedis;
 let sentinel: TestSentinel;
+// The same three modes, TLS only and with ACL users.
+let secure: TestRedis;
+let secureCluster: TestRedis;
+let secureSentinel: TestSentinel;
+let caDir: string;
+let ca: TestCa;
 let seq = 0;
 /** A fresh id per test so stores shared by the suite never collide. */
 const sid = (name: string) => `t${++seq}-${name}`;
 
+const { app: APP, sentinelPassword: SENTINEL_PASSWORD } = MANAGED;
+
 beforeAll(async () => {
-  [redis, cluster] = await Promise.all([startRedis(), startRedis({ cluster: true })]);
-  sentinel = await startSentinel(redis.port);
+  caDir = await mkdtemp(join(tmpdir(), "mcpa-ca-"));
+  ca = makeTestCa(caDir);
+  [redis, cluster, secure, secureCluster] = await Promise.all([
+    startRedis(),
+    startRedis({ cluster: true }),
+    startManagedRedis(ca),
+    startManagedRedis(ca, { cluster: true }),
+  ]);
+  [sentinel, secureSentinel] = await Promise.all([startSentinel(redis.port), startManagedSentinel(secure.port, ca)]);
 });
 afterAll(async () => {
-  await sentinel?.close();
-  await Promise.all([redis?.close(), cluster?.close()]);
+  await Promise.all([sentinel?.close(), secureSentinel?.close()]);
+  await Promise.all([redis?.close(), cluster?.close(), secure?.close(), secureCluster?.close()]);
+  await rm(caDir, { recursive: true, force: true });
+});
+
+/** The secured modes: the sidecar's flags and the node library's registry option for each. */
+const secured = () => {
+  const auth = ["--redis-username", APP.user, "--redis-password", APP.password, "--redis-tls-ca-file", ca.caFile];
+  const sentinels = `127.0.0.1:${secureSentinel.port}`;
+  const sentinelFlags = ["--redis-sentinels", sentinels, "--redis-sentinel-name", secureSentinel.masterName];
+  const library = { redisUsername: APP.user, redisPassword: APP.password, redisTlsCaFile: ca.caFile };
+  return {
+    single: {
+      flags: ["--redis-url", secure.url, ...auth],
+      library: { redisUrl: secure.url, ...library },
+    },
+    sentinel: {
+      flags: [...sentinelFlags, "--redis-sentinel-password", SENTINEL_PASSWORD, "--redis-tls", ...auth],
+      library: {
+        redisSentinels: [{ host: "127.0.0.1", port: secureSentinel.port }],
+        redisSentinelName: secureSentinel.masterName,
+        redisSentinelPassword: SENTINEL_PASSWORD,
+        redisTls: true,
+        ...library,
+      },
+    },
+    cluster: {
+      flags: ["--redis-cluster", `127.0.0.1:${secureCluster.port}`, "--redis-tls", ...auth],
+      library: { redisCluster: [{ host: "127.0.0.1", port: secureCluster.port }], redisTls: true, ...library },
+    },
+  } satisfies Record<string, { flags: string[]; library: RedisSettings }>;
+};
+
+/** The sidecar's registry connection from its command line. */
+const sidecarConnection = (flags: string[]) => redisConnection(parseConfig(flags, {})!);
+
+const nodeSettings = (o?: { sessionTtlMs?: number; nodeTtlMs?: number }) => ({
+  sessionTtlMs: o?.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS,
+  nodeTtlMs: o?.nodeTtlMs ?? DEFAULT_NODE_TTL_MS,
+  timeoutMs: 1000,
+  onError: () => {},
 });
 
 interface Store {
@@ -64,29 +132,45 @@ interface Store {
   make: (o?: { sessionTtlMs?: number; nodeTtlMs?: number }) => Registry;
   /** A raw client to inspect keys (Redis stores only). */
   raw?: () => Redis;
+  /** The store's connection (Redis stores only). */
+  connection?: () => RedisConnectionConfig;
   shared: boolean;
 }
+
+const securedStores = (["single", "sentinel", "cluster"] as const).flatMap((mode): Store[] => {
+  const server = () => (mode === "cluster" ? secureCluster : secure);
+  return [
+    {
+      name: `${mode}, TLS + ACL user (sidecar settings)`,
+      make: (o) => createRegistry({ ...sidecarConnection(secured()[mode].flags), ...o }),
+      raw: () => new Redis(server().clientOptions),
+      connection: () => sidecarConnection(secured()[mode].flags),
+      shared: true,
+    },
+    {
+      name: `${mode}, TLS + ACL user (node library settings)`,
+      make: (o) => new RedisRegistry(nodeRedisOptions(secured()[mode].library, nodeSettings(o))),
+      raw: () => new Redis(server().clientOptions),
+      connection: () => nodeRedisOptions(secured()[mode].library, nodeSettings()),
+      shared: true,
+    },
+  ];
+});
 const stores: Store[] = [
   { name: "memory", make: (o) => new MemoryRegistry(o), shared: false },
   {
     name: "redis",
     make: (o) => createRegistry({ url: redis.url, ...o }),
     raw: () => new Redis(redis.url),
+    connection: () => ({ url: redis.url }),
     shared: true,
   },
   {
     // The node library's registry: the same class with the node's connection settings.
     name: "redis (node library settings)",
-    make: (o) =>
-      new RedisRegistry(
-        nodeRedisOptions(redis.url, {
-          sessionTtlMs: o?.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS,
-          nodeTtlMs: o?.nodeTtlMs ?? DEFAULT_NODE_TTL_MS,
-          timeoutMs: 1000,
-          onError: () => {},
-        }),
-      ),
+    make: (o) => new RedisRegistry(nodeRedisOptions(redis.url, nodeSettings(o))),
     raw: () => new Redis(redis.url),
+    connection: () => ({ url: redis.url }),
     shared: true,
   },
   {
@@ -97,14 +181,19 @@ const stores: Store[] = [
         ...o,
       }),
     raw: () => new Redis(redis.url),
+    connection: () => ({
+      sentinel: { nodes: [{ host: "127.0.0.1", port: sentinel.port }], name: sentinel.masterName },
+    }),
     shared: true,
   },
   {
     name: "cluster",
     make: (o) => new RedisRegistry({ cluster: [{ host: "127.0.0.1", port: cluster.port }], ...o }),
     raw: () => new Redis(cluster.url),
+    connection: () => ({ cluster: [{ host: "127.0.0.1", port: cluster.port }] }),
     shared: true,
   },
+  ...securedStores,
 ];
 
 describe.each(stores)("registry contract: $name", (store) => {
@@ -305,10 +394,7 @@ describe.each(stores)("registry contract: $name", (store) => {
     it("skips foreign values in scans and bad messages on the channel", async () => {
       const bad: string[] = [];
       const badChanges: Error[] = [];
-      const reg = new RedisRegistry({
-        ...(store.name === "cluster" ? { cluster: [{ host: "127.0.0.1", port: cluster.port }] } : { url: redis.url }),
-        onBadChange: (e) => badChanges.push(e),
-      });
+      const reg = new RedisRegistry({ ...store.connection!(), onBadChange: (e) => badChanges.push(e) });
       open.push(reg);
       const r = raw();
       const key = `mcp:session:${sid("garbage")}`;
@@ -402,17 +488,22 @@ describe("session store contract (what a node uses)", () => {
     await sidecar?.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const settings = {
-    sessionTtlMs: DEFAULT_SESSION_TTL_MS,
-    nodeTtlMs: DEFAULT_NODE_TTL_MS,
-    timeoutMs: 1000,
-    onError: () => {},
-  };
-  const stores: Array<{ name: string; make: (token?: string) => SessionStore }> = [
-    { name: "redis", make: () => openNodeRegistry({ redisUrl: redis.url }, settings).sessions },
+  const settings = nodeSettings();
+  const stores: Array<{ name: string; make: (token?: string) => SessionStore; raw: () => Redis }> = [
+    {
+      name: "redis",
+      make: () => openNodeRegistry({ redisUrl: redis.url }, settings).sessions,
+      raw: () => new Redis(redis.url),
+    },
+    {
+      name: "redis, TLS + ACL user",
+      make: () => openNodeRegistry(secured().single.library, settings).sessions,
+      raw: () => new Redis(secure.clientOptions),
+    },
     {
       name: "sidecar sessions API",
       make: (token = TOKEN) => openNodeRegistry({ sidecarUrl: sidecar.url, token }, settings).sessions,
+      raw: () => new Redis(redis.url),
     },
   ];
 
@@ -436,7 +527,7 @@ describe("session store contract (what a node uses)", () => {
         source: "node",
       });
       expect(await s.touchSession(id, rec())).toBe(true);
-      const r = new Redis(redis.url);
+      const r = store.raw();
       try {
         expect(await r.pttl(`mcp:session:${id}`)).toBeGreaterThan(DEFAULT_SESSION_TTL_MS - 60_000);
       } finally {
@@ -456,7 +547,7 @@ describe("session store contract (what a node uses)", () => {
   });
 
   it("a refused call of the sessions API is an ERR_REGISTRY_SIDECAR_API error", async () => {
-    const s = stores[1]!.make("wrong-token-0123456789");
+    const s = stores.find((x) => x.name === "sidecar sessions API")!.make("wrong-token-0123456789");
     open.push(s);
     await expect(s.registerSession(sid("refused"), rec())).rejects.toMatchObject({
       code: "ERR_REGISTRY_SIDECAR_API",

@@ -26,6 +26,31 @@ describe("makeConfig validates like the CLI", () => {
     [{ traefikApi: "http://127.0.0.1:8080" }, ["--traefik-api", "http://127.0.0.1:8080"]],
     [{ probePath: "healthz" }, ["--probe-path", "healthz"]],
     [{ logLevel: "loud" as never }, ["--log-level", "loud"]],
+    [{ redisTls: true }, ["--redis-tls"]],
+    [
+      { redisUrl: "redis://r:6379", redisTlsCaFile: "package.json" },
+      ["--redis-url=redis://r:6379", "--redis-tls-ca-file", "package.json"],
+    ],
+    [
+      { redisUrl: "redis://r:6379", redisTlsCaFile: "no/such.pem" },
+      ["--redis-url=redis://r:6379", "--redis-tls-ca-file", "no/such.pem"],
+    ],
+    [
+      { redisCluster: [{ host: "a", port: 1 }], redisUsername: "u" },
+      ["--redis-cluster", "a:1", "--redis-username", "u"],
+    ],
+    [
+      { redisUrl: "redis://u:p@r:6379", redisPassword: "p2" },
+      ["--redis-url", "redis://u:p@r:6379", "--redis-password", "p2"],
+    ],
+    [
+      { redisUrl: "redis://r:6379", redisSentinelPassword: "p" },
+      ["--redis-url", "redis://r:6379", "--redis-sentinel-password", "p"],
+    ],
+    [
+      { redisUrl: "redis://r:6379", redisCluster: [{ host: "a", port: 1 }] },
+      ["--redis-url", "redis://r:6379", "--redis-cluster", "a:1"],
+    ],
   ];
   for (const [over, argv] of cases) {
     it(`${JSON.stringify(over)} fails like ${argv.join(" ")}`, () => {
@@ -50,6 +75,10 @@ describe("makeConfig validates like the CLI", () => {
       traefikApi: "http://127.0.0.1:8080",
       traefikServices: ["mcp@file", "other@file"],
       apiToken: null,
+      redisTls: true,
+      redisUsername: "mcp-affinity",
+      redisPassword: "secret",
+      redisTlsCaFile: "package.json",
     };
     const argv = [
       "--port",
@@ -64,7 +93,8 @@ describe("makeConfig validates like the CLI", () => {
       "[::1]:7000,10.0.0.2:7001",
     ];
     argv.push("--traefik-api", "http://127.0.0.1:8080", "--traefik-services", "mcp@file,other@file");
-    expect(makeConfig(over)).toEqual(parseConfig(argv, {}));
+    argv.push("--redis-tls", "--redis-username=mcp-affinity", "--redis-tls-ca-file", "package.json");
+    expect(makeConfig(over)).toEqual(parseConfig(argv, { MCP_AFFINITY_REDIS_PASSWORD: "secret" }));
     expect(makeConfig()).toEqual(parseConfig([], {}));
   });
 
