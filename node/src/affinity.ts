@@ -22,7 +22,7 @@ import {
   type SessionRecord,
   type SessionStore,
 } from "../../lib/registry/index.ts";
-import { McpAffinityError } from "../../lib/errors.ts";
+import { McpAffinityError, errFields } from "../../lib/errors.ts";
 import { AffinityMetrics, type AffinityStats, type MissReason } from "./metrics.ts";
 
 /** The subset of pino's logger the library uses; any pino-compatible logger fits. */
@@ -177,11 +177,6 @@ function withTimeout<T>(p: Promise<T>, ms: number, op: string): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
-const errInfo = (err: unknown) => ({
-  err: err instanceof Error ? err.message : String(err),
-  code: (err as { code?: unknown })?.code,
-});
-
 export class Affinity {
   readonly nodeUrl: string;
   readonly nodeName: string;
@@ -327,7 +322,7 @@ export class Affinity {
     // ioredis retries every few hundred ms: one log line per 10 s is enough.
     if (now - this.lastConnError > 10_000) {
       this.lastConnError = now;
-      this.log.warn(errInfo(err), "registry connection error");
+      this.log.warn({ err: errFields(err) }, "registry connection error");
     }
   }
 
@@ -370,7 +365,7 @@ export class Affinity {
         try {
           await userClosed?.(id);
         } catch (err) {
-          this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "onsessionclosed hook failed");
+          this.log.warn({ session: sessionTag(id), err: errFields(err) }, "onsessionclosed hook failed");
         }
       },
     });
@@ -417,7 +412,7 @@ export class Affinity {
       this.metrics.registration("failed");
       this.metrics.registryError("register");
       this.log.warn(
-        { session: sessionTag(id), ...errInfo(err) },
+        { session: sessionTag(id), err: errFields(err) },
         "session registration failed; session continues on this node",
       );
       return false;
@@ -477,7 +472,7 @@ export class Affinity {
       entry.lastRefresh = Date.now() - this.refreshIntervalMs + Math.min(this.refreshIntervalMs, 5000);
       this.metrics.refresh("failed");
       this.metrics.registryError("refresh");
-      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "session TTL refresh failed");
+      this.log.warn({ session: sessionTag(id), err: errFields(err) }, "session TTL refresh failed");
     } finally {
       entry.refreshing = false;
     }
@@ -559,7 +554,7 @@ export class Affinity {
       rec = await withTimeout(this.sessionStore.lookupSession(id), this.registryTimeoutMs, "lookup");
     } catch (err) {
       this.metrics.registryError("lookup");
-      return { local: false, reason: "unchecked", detail: errInfo(err).err };
+      return { local: false, reason: "unchecked", detail: errFields(err).message };
     }
     if (!rec) return { local: false, reason: "unknown" };
     const owner = rec.node || undefined;
@@ -579,7 +574,7 @@ export class Affinity {
       [node = null] = await withTimeout(nodes.getNodes([rec.cookie]), this.registryTimeoutMs, "lookup");
     } catch (err) {
       this.metrics.registryError("lookup");
-      return { local: false, reason: "unchecked", owner, detail: errInfo(err).err };
+      return { local: false, reason: "unchecked", owner, detail: errFields(err).message };
     }
     if (!node) return { local: false, reason: "stale", owner, detail: "owner has no heartbeat" };
     if (rec.boot !== null && node.boot !== rec.boot)
@@ -625,7 +620,7 @@ export class Affinity {
       }
       if (local === "failed")
         this.log.warn(
-          { session: sessionTag(id), ...errInfo(error) },
+          { session: sessionTag(id), err: errFields(error) },
           "local session close failed; cleaning registry anyway",
         );
     }
@@ -635,7 +630,7 @@ export class Affinity {
     } catch (err) {
       registry = "failed";
       this.metrics.registryError("close");
-      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "registry cleanup failed on close");
+      this.log.warn({ session: sessionTag(id), err: errFields(err) }, "registry cleanup failed on close");
     }
     this.metrics.close(local);
     this.log.info({ session: sessionTag(id), local, registry }, "session closed");
@@ -660,7 +655,7 @@ export class Affinity {
     } catch (err) {
       this.metrics.heartbeat("failed");
       this.metrics.registryError("heartbeat");
-      this.log.debug(errInfo(err), "heartbeat failed");
+      this.log.debug({ err: errFields(err) }, "heartbeat failed");
       return false;
     }
   }
@@ -706,7 +701,7 @@ export class Affinity {
           await withTimeout(this.nodeStore.removeNode(this.cookie, this.bootId), this.registryTimeoutMs, "heartbeat");
         } catch (err) {
           this.metrics.registryError("heartbeat");
-          this.log.warn(errInfo(err), "could not remove node record");
+          this.log.warn({ err: errFields(err) }, "could not remove node record");
         }
       }
       await this.sessionStore.close();

@@ -3,6 +3,7 @@
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
 import { Server as NetServer } from "node:net";
 import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { errFields } from "../../lib/errors.ts";
 import { isValidSessionId } from "../../lib/registry/schema.ts";
 import { sessionTag } from "../../lib/registry/session-hash.ts";
 import type { Affinity, AffinityOptions, ConnectableServer } from "./affinity.ts";
@@ -95,10 +96,7 @@ export function createMcpHandler(affinity: Affinity, opts: McpHandlerOptions): M
     try {
       await route(affinity, opts, req, res, parsedBody);
     } catch (err) {
-      affinity.log.error(
-        { err: (err as Error)?.message, code: (err as { code?: unknown })?.code },
-        "mcp request failed",
-      );
+      affinity.log.error({ err: errFields(err) }, "mcp request failed");
       if (!res.headersSent) writeJsonRpcError(res, 500, -32603, "Internal error");
       else res.destroy();
     }
