@@ -2,67 +2,26 @@
 // hasSession locally, clean the registry on close whatever happened locally, heartbeat with a boot id.
 import { randomBytes } from "node:crypto";
 import { bootTag, mintSessionId } from "../../lib/token/index.ts";
-import { pino } from "pino";
-import type { Registry as PromRegistry } from "prom-client";
 import {
   StreamableHTTPServerTransport,
   type StreamableHTTPServerTransportOptions,
 } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
-  DEFAULT_SESSION_TTL_MS,
-  RedisRegistry,
-  SidecarApiStore,
-  cookieValueFor,
   isValidSessionId,
   sessionTag,
   type NodeRecord,
   type NodeState,
   type NodeStore,
-  type RedisRegistryOptions,
   type SessionRecord,
   type SessionStore,
 } from "../../lib/registry/index.ts";
-import { McpAffinityError, errFields } from "../../lib/errors.ts";
+import { errFields } from "../../lib/errors.ts";
 import { AffinityMetrics, type AffinityStats, type MissReason } from "./metrics.ts";
+import { AffinityConfigError, resolveOptions, type AffinityOptions, type LoggerLike } from "./options.ts";
+import { openNodeRegistry, withTimeout } from "./registry.ts";
 
-/** The subset of pino's logger the library uses; any pino-compatible logger fits. */
-export interface LoggerLike {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  child?(bindings: object): LoggerLike;
-}
-
-export interface AffinityOptions {
-  /** The node's server URL exactly as written in Traefik's service: the sticky cookie derives from it. */
-  nodeUrl: string;
-  /** Human name for logs, whoami and the heartbeat record (default: the URL's host). */
-  nodeName?: string;
-  registry: RegistryOptions;
-  /** Session record TTL (default 30 days, ADR-0066). */
-  sessionTtlMs?: number;
-  /** Heartbeat period; the node record lives 3x this long (default 5000). */
-  heartbeatMs?: number;
-  /** How long drain() keeps serving existing sessions (default 30000). */
-  drainGraceMs?: number;
-  /** Minimum time between TTL refreshes of one session (default sessionTtlMs / 30). */
-  refreshIntervalMs?: number;
-  /** Local sessions with no request for this long are closed (default sessionTtlMs: they expire in Redis too). */
-  idleTimeoutMs?: number;
-  /** Upper bound for one registry call (default 1000). */
-  registryTimeoutMs?: number;
-  logger?: LoggerLike;
-  /** A prom-client Registry to export the library's metrics into (names prefixed mcp_affinity_node_). */
-  metrics?: PromRegistry;
-  /**
-   * Session ids. Default: ids with a routing token (lib/token) that every Traefik replica routes
-   * without waiting for the registry; a custom generator gives that up (the edge wraps such ids).
-   */
-  sessionIdGenerator?: () => string;
-  /** Application clean-up run during every local close; a throw is logged and counted, Redis is cleaned anyway. */
-  onSessionClosed?: (sessionId: string) => void | Promise<void>;
-}
+// bench/traefik-bench.ts still imports this from here; everything else uses the index.
+export { nodeRedisOptions } from "./registry.ts";
 
 export type AffinityState = "up" | "draining" | "drained" | "stopped";
 
@@ -108,74 +67,7 @@ type TransportExtras = Omit<
   onsessionclosed?: (sessionId: string) => void | Promise<void>;
 };
 
-export class AffinityConfigError extends McpAffinityError {
-  constructor(message: string) {
-    super("ERR_AFFINITY_CONFIG", message);
-  }
-}
-
-/** Where the node's registry lives: Redis directly, or the sidecar's sessions API. */
-export type RegistryOptions = { redisUrl: string } | { sidecarUrl: string; token?: string };
-
-export interface NodeRegistrySettings {
-  sessionTtlMs: number;
-  /** The heartbeat record's TTL. */
-  nodeTtlMs: number;
-  /** Upper bound of one registry call. */
-  timeoutMs: number;
-  /** A failed connection attempt (op "connect") or registry call. */
-  onError: (op: string, err: Error) => void;
-}
-
-/** The Redis registry exactly as a node opens it. */
-export function nodeRedisOptions(url: string, s: NodeRegistrySettings): RedisRegistryOptions {
-  return {
-    url,
-    sessionTtlMs: s.sessionTtlMs,
-    nodeTtlMs: s.nodeTtlMs,
-    // With the offline queue off (lib/registry/redis.ts) a live session never waits on a dead Redis.
-    commandTimeoutMs: s.timeoutMs,
-    connectTimeoutMs: Math.max(1000, s.timeoutMs),
-    maxBackoffMs: 2000,
-    onError: s.onError,
-  };
-}
-
-/** The node's session store, and its heartbeat store where the registry keeps node records. */
-export function openNodeRegistry(
-  opts: RegistryOptions,
-  s: NodeRegistrySettings,
-): { sessions: SessionStore; nodes: NodeStore | null } {
-  if ("redisUrl" in opts && opts.redisUrl) {
-    const redis = new RedisRegistry(nodeRedisOptions(opts.redisUrl, s));
-    return { sessions: redis, nodes: redis };
-  }
-  if ("sidecarUrl" in opts && opts.sidecarUrl)
-    return {
-      sessions: new SidecarApiStore({ url: opts.sidecarUrl, token: opts.token, timeoutMs: s.timeoutMs }),
-      nodes: null,
-    };
-  throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
-}
-
 const MAX_MISS_CHECKS_IN_FLIGHT = 64;
-
-function positive(name: string, v: number | undefined, dflt: number): number {
-  if (v === undefined) return dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new AffinityConfigError(`${name} must be a positive number of milliseconds`);
-  return v;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, op: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new McpAffinityError("ERR_AFFINITY_TIMEOUT", `registry ${op} timed out after ${ms} ms`)),
-      ms,
-    );
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
 
 export class Affinity {
   readonly nodeUrl: string;
@@ -208,26 +100,20 @@ export class Affinity {
   private lastConnError = 0;
 
   constructor(opts: AffinityOptions) {
-    if (!opts || typeof opts.nodeUrl !== "string" || !/^https?:\/\/[^\s]+$/.test(opts.nodeUrl)) {
-      throw new AffinityConfigError("nodeUrl must be the node's http(s) URL exactly as in Traefik's service");
-    }
-    this.nodeUrl = opts.nodeUrl;
-    this.cookie = cookieValueFor(opts.nodeUrl);
-    this.nodeName = opts.nodeName || new URL(opts.nodeUrl).host;
+    const settings = resolveOptions(opts);
+    this.nodeUrl = settings.nodeUrl;
+    this.cookie = settings.cookie;
+    this.nodeName = settings.nodeName;
     this.bootId = randomBytes(8).toString("hex");
-    this.sessionTtlMs = positive("sessionTtlMs", opts.sessionTtlMs, DEFAULT_SESSION_TTL_MS);
-    this.heartbeatMs = positive("heartbeatMs", opts.heartbeatMs, 5000);
-    this.drainGraceMs = opts.drainGraceMs === 0 ? 0 : positive("drainGraceMs", opts.drainGraceMs, 30_000);
-    this.refreshIntervalMs = positive(
-      "refreshIntervalMs",
-      opts.refreshIntervalMs,
-      Math.max(1, Math.floor(this.sessionTtlMs / 30)),
-    );
-    this.idleTimeoutMs = positive("idleTimeoutMs", opts.idleTimeoutMs, this.sessionTtlMs);
-    this.registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, 1000);
+    this.sessionTtlMs = settings.sessionTtlMs;
+    this.heartbeatMs = settings.heartbeatMs;
+    this.drainGraceMs = settings.drainGraceMs;
+    this.refreshIntervalMs = settings.refreshIntervalMs;
+    this.idleTimeoutMs = settings.idleTimeoutMs;
+    this.registryTimeoutMs = settings.registryTimeoutMs;
     // Ids carry a routing token (owner cookie + boot tag) so every Traefik replica routes them at once.
     const tag = bootTag(this.bootId);
-    const gen = opts.sessionIdGenerator ?? (() => mintSessionId(this.cookie, tag));
+    const gen = settings.sessionIdGenerator ?? (() => mintSessionId(this.cookie, tag));
     // The one session-id rule: an id the edge or the registry would refuse is never handed out.
     this.genId = () => {
       const id = gen();
@@ -237,17 +123,15 @@ export class Affinity {
         );
       return id;
     };
-    this.onSessionClosed = opts.onSessionClosed;
-    const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
+    this.onSessionClosed = settings.onSessionClosed;
+    const base = settings.logger;
     this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;
     this.metrics = new AffinityMetrics(
-      opts.metrics,
+      settings.metrics,
       () => this.sessions.size,
       () => this._state,
     );
-    if (!opts.registry || typeof opts.registry !== "object")
-      throw new AffinityConfigError("registry needs redisUrl or sidecarUrl");
-    const { sessions, nodes } = openNodeRegistry(opts.registry, {
+    const { sessions, nodes } = openNodeRegistry(settings.registry, {
       sessionTtlMs: this.sessionTtlMs,
       nodeTtlMs: 3 * this.heartbeatMs,
       timeoutMs: this.registryTimeoutMs,
