@@ -6,8 +6,9 @@ import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/se
 import { errFields } from "../../lib/errors.ts";
 import { isValidSessionId } from "../../lib/registry/schema.ts";
 import { sessionTag } from "../../lib/registry/session-hash.ts";
-import type { Affinity, ConnectableServer } from "./affinity.ts";
+import type { Affinity } from "./affinity.ts";
 import type { AffinityOptions } from "./options.ts";
+import type { ConnectableServer } from "./sessions.ts";
 
 /** Byte for byte what the SDK's transport answers for a session it does not know (HTTP 404). */
 export const SESSION_NOT_FOUND_BODY =
