@@ -1,7 +1,7 @@
 // The node side of ADR-0066: register sessions before the initialize response leaves, answer
 // hasSession locally, clean the registry on close whatever happened locally, heartbeat with a boot id.
 // This class wires the parts (options.ts, registry.ts, sessions.ts, transports.ts, misses.ts,
-// close.ts, heartbeat.ts) and owns the lifecycle: drain and stop.
+// close.ts, heartbeat.ts) and owns the lifecycle (lifecycle.ts): drain and stop.
 import { randomBytes } from "node:crypto";
 import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { errFields } from "../../lib/errors.ts";
@@ -9,6 +9,7 @@ import { sessionTag, type NodeStore, type SessionStore } from "../../lib/registr
 import { SessionCloser, type CloseResult } from "./close.ts";
 import type { NodeContext } from "./context.ts";
 import { Heartbeat } from "./heartbeat.ts";
+import { NodeLifecycle, type AffinityState } from "./lifecycle.ts";
 import { AffinityMetrics, type AffinityStats } from "./metrics.ts";
 import { MissClassifier, type SessionCheck } from "./misses.ts";
 import { resolveOptions, type AffinityOptions, type LoggerLike } from "./options.ts";
@@ -18,8 +19,6 @@ import { Transports, type TransportExtras } from "./transports.ts";
 
 // bench/traefik-bench.ts still imports this from here; everything else uses the index.
 export { nodeRedisOptions } from "./registry.ts";
-
-export type AffinityState = "up" | "draining" | "drained" | "stopped";
 
 /** One log line per this long for registry connection errors (ioredis retries every few hundred ms). */
 const CONNECTION_ERROR_LOG_MS = 10_000;
@@ -49,12 +48,7 @@ export class Affinity {
   private readonly misses: MissClassifier;
   private readonly closer: SessionCloser;
   private readonly heartbeats: Heartbeat;
-  private _state: AffinityState = "up";
-  private heartbeatTimer?: NodeJS.Timeout;
-  private sweepTimer?: NodeJS.Timeout;
-  private drainPromise?: Promise<void>;
-  private stopPromise?: Promise<void>;
-  private drainDeadline = 0;
+  private readonly lifecycle: NodeLifecycle;
   private lastConnError = 0;
 
   constructor(opts: AffinityOptions) {
@@ -74,7 +68,7 @@ export class Affinity {
     this.metrics = new AffinityMetrics(
       settings.metrics,
       () => this.sessions.size,
-      () => this._state,
+      () => this.lifecycle.state,
     );
     const { sessions, nodes } = openNodeRegistry(settings.registry, {
       sessionTtlMs: this.sessionTtlMs,
@@ -103,12 +97,29 @@ export class Affinity {
       ctx,
       this.sessions,
       (id) => this.closeSession(id),
-      () => this._state,
+      () => this.lifecycle.state,
     );
     this.heartbeats = new Heartbeat(ctx, () =>
-      this._state === "stopped" ? null : this._state === "up" ? "up" : "draining",
+      !this.lifecycle.serving ? null : this.lifecycle.state === "up" ? "up" : "draining",
     );
 
+    // Heartbeat and idle sweep run while the node serves. The first heartbeat goes out when the
+    // registry is first ready; the sidecar mode has none.
+    this.lifecycle = new NodeLifecycle({
+      drainGraceMs: this.drainGraceMs,
+      background: [
+        { everyMs: this.heartbeatMs, run: () => void this.heartbeat() },
+        { everyMs: Math.min(this.idleTimeoutMs, MAX_SWEEP_MS), run: () => this.sweepIdle() },
+      ],
+      idle: () => this.sessions.size === 0,
+      onStep: (from, to) => {
+        if (to === "draining") {
+          this.log.info({ graceMs: this.drainGraceMs, sessions: this.sessions.size }, "draining");
+          void this.heartbeat();
+        }
+        if (from === "draining") this.log.info({ sessions: this.sessions.size }, "drain finished");
+      },
+    });
     // Every (re)connection may reach an empty Redis (restart without persistence), and the first one
     // finds the sessions that arrived before it: put every live session back without waiting for
     // its next refresh.
@@ -123,11 +134,6 @@ export class Affinity {
         { registry: "sidecar" },
         "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)",
       );
-    // The first heartbeat goes out when the registry is first ready; the sidecar mode has none.
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
-    this.heartbeatTimer.unref();
-    this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.idleTimeoutMs, MAX_SWEEP_MS));
-    this.sweepTimer.unref();
     this.log.info({ url: this.nodeUrl, cookie: this.cookie, registry: this.sessionStore.kind }, "affinity started");
   }
 
@@ -145,12 +151,12 @@ export class Affinity {
   }
 
   get state(): AffinityState {
-    return this._state;
+    return this.lifecycle.state;
   }
 
-  /** True while draining and within the grace period, or up. False once the grace has passed. */
+  /** True while up, or draining within the grace period. False once the grace has passed. */
   get healthy(): boolean {
-    return this._state === "up" || (this._state === "draining" && Date.now() < this.drainDeadline);
+    return this.lifecycle.healthy;
   }
 
   get sessionCount(): number {
@@ -163,7 +169,7 @@ export class Affinity {
       cookie: this.cookie,
       name: this.nodeName,
       boot: this.bootId,
-      state: this._state,
+      state: this.lifecycle.state,
       sessions: this.sessions.size,
     });
   }
@@ -248,54 +254,35 @@ export class Affinity {
     return this.closer.close(id);
   }
 
-  // ---- heartbeat (heartbeat.ts), drain, stop ------------------------------------------------
+  // ---- heartbeat (heartbeat.ts), drain, stop (lifecycle.ts) -------------------------------------
 
-  /** Writes the heartbeat now (also runs every heartbeatMs). Never throws. */
+  /** Writes the heartbeat now (also runs every heartbeatMs while the node serves). Never throws. */
   heartbeat(): Promise<boolean> {
     return this.heartbeats.beat();
   }
 
   /**
    * Marks the node draining (announced at once in its heartbeat), keeps serving existing sessions
-   * for drainGraceMs (less if none remain), then resolves: the caller stops and exits.
+   * for drainGraceMs (less if none remain), then resolves: the caller stops and exits. A second
+   * call is the same drain; after stop() it rejects (ERR_AFFINITY_LIFECYCLE).
    */
   drain(): Promise<void> {
-    if (this.drainPromise) return this.drainPromise;
-    this._state = "draining";
-    this.drainDeadline = Date.now() + this.drainGraceMs;
-    this.log.info({ graceMs: this.drainGraceMs, sessions: this.sessions.size }, "draining");
-    void this.heartbeat();
-    this.drainPromise = new Promise<void>((resolve) => {
-      const check = () => {
-        if (this.sessions.size === 0 || Date.now() >= this.drainDeadline || this._state === "stopped") {
-          clearInterval(timer);
-          if (this._state === "draining") this._state = "drained";
-          this.log.info({ sessions: this.sessions.size }, "drain finished");
-          resolve();
-        }
-      };
-      const timer = setInterval(check, Math.min(100, Math.max(10, this.drainGraceMs)));
-      check();
-    });
-    return this.drainPromise;
+    return this.lifecycle.drain();
   }
 
   /**
    * Closes every local session (registry records deleted: they die with this process), removes the
-   * heartbeat record if it still carries this boot, and closes the registry connection.
+   * heartbeat record if it still carries this boot, and closes the registry connection. A second
+   * call is the same stop.
    */
   stop(): Promise<void> {
-    this.stopPromise ??= (async () => {
-      clearInterval(this.heartbeatTimer);
-      clearInterval(this.sweepTimer);
+    return this.lifecycle.stop(async () => {
       const ids = this.sessions.ids();
       await Promise.all(ids.map((id) => this.closeSession(id)));
-      this._state = "stopped";
       await this.heartbeats.remove();
       await this.sessionStore.close();
       this.log.info({ closedSessions: ids.length }, "affinity stopped");
-    })();
-    return this.stopPromise;
+    });
   }
 }
 

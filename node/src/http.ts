@@ -225,7 +225,7 @@ function serverOf(req: IncomingMessage): KeepAliveSettings | null {
 
 export interface Mounted {
   handler: McpRequestHandler;
-  /** Drains (grace period), then stops the affinity (sessions closed, heartbeat removed). */
+  /** Drains (grace period), then stops the affinity (sessions closed, heartbeat removed). Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -269,11 +269,16 @@ export function mountMcp(target: HttpServer | AppLike, affinity: Affinity, opts:
       for (const l of others) l.call(server, req, res);
     });
   }
+  let shuttingDown: Promise<void> | undefined;
   return {
     handler,
-    async shutdown() {
-      await affinity.drain();
-      await affinity.stop();
+    // One shutdown however often it is asked for; after a stop() of its own the drain is skipped.
+    shutdown() {
+      shuttingDown ??= (async () => {
+        if (affinity.state !== "stopping" && affinity.state !== "stopped") await affinity.drain();
+        await affinity.stop();
+      })();
+      return shuttingDown;
     },
   };
 }

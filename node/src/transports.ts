@@ -10,6 +10,7 @@ import { isValidSessionId, sessionTag } from "../../lib/registry/index.ts";
 import { bootTag, mintSessionId } from "../../lib/token/index.ts";
 import type { CloseResult } from "./close.ts";
 import type { NodeContext } from "./context.ts";
+import type { AffinityState } from "./lifecycle.ts";
 import { AffinityConfigError } from "./options.ts";
 import type { ConnectableServer, SessionTable } from "./sessions.ts";
 
@@ -49,7 +50,7 @@ export class Transports {
     private readonly table: SessionTable,
     private readonly close: (id: string) => Promise<CloseResult>,
     /** The lifecycle state: a session initialized once the node is no longer up is logged (it is cut at stop). */
-    private readonly state: () => string,
+    private readonly state: () => AffinityState,
   ) {
     this.#genId = sessionIdGenerator(ctx);
   }
