@@ -11,6 +11,7 @@ import {
 } from "../../node/src/lifecycle.ts";
 import { AFFINITY_STATES, createAffinity, mountMcp, type Affinity } from "../../node/src/index.ts";
 import { sleep } from "../../dev/poll.ts";
+import { itStepsOnlyAlongTheTable } from "../support/lifecycle-pairs.ts";
 
 const LEGAL = new Set([
   "up>draining",
@@ -52,28 +53,13 @@ function at(state: AffinityState): NodeLifecycle {
 }
 
 describe("lifecycle transitions", () => {
-  for (const from of AFFINITY_STATES) {
-    for (const to of AFFINITY_STATES) {
-      const legal = LEGAL.has(`${from}>${to}`);
-      it(`${from} -> ${to} is ${legal ? "allowed" : "refused"}`, () => {
-        const l = at(from);
-        if (legal) {
-          l.to(to);
-          expect(l.state).toBe(to);
-        } else {
-          let err: unknown = null;
-          try {
-            l.to(to);
-          } catch (e) {
-            err = e;
-          }
-          expect(err).toBeInstanceOf(AffinityLifecycleError);
-          expect(err).toMatchObject({ code: "ERR_AFFINITY_LIFECYCLE", from, to });
-          expect(l.state, "a refused step changes nothing").toBe(from);
-        }
-      });
-    }
-  }
+  itStepsOnlyAlongTheTable({
+    states: AFFINITY_STATES,
+    legal: LEGAL,
+    at,
+    error: AffinityLifecycleError,
+    code: "ERR_AFFINITY_LIFECYCLE",
+  });
 
   it("serves (heartbeat, sweep) while up, draining or drained; healthy while up or draining within the grace", () => {
     expect(AFFINITY_STATES.filter((s) => at(s).serving)).toEqual(["up", "draining", "drained"]);
