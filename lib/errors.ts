@@ -22,6 +22,8 @@ export const ERROR_CODES = {
   ERR_AFFINITY_CONFIG: "node library option",
   /** A registry call of the node library that took longer than registryTimeoutMs. */
   ERR_AFFINITY_TIMEOUT: "node library registry call timed out",
+  /** A lifecycle step the node library does not take (drain() after stop(): a programming error). */
+  ERR_AFFINITY_LIFECYCLE: "node library lifecycle step refused",
   /** A bad setting of the reference node (flag or environment variable). */
   ERR_NODE_CONFIG: "reference node setting",
   /** The reference node's deliberately failing local close (--fail-close). */

@@ -1,197 +1,29 @@
 // The node side of ADR-0066: register sessions before the initialize response leaves, answer
 // hasSession locally, clean the registry on close whatever happened locally, heartbeat with a boot id.
+// This class wires the parts (options.ts, registry.ts, sessions.ts, transports.ts, misses.ts,
+// close.ts, heartbeat.ts) and owns the lifecycle (lifecycle.ts): drain and stop.
 import { randomBytes } from "node:crypto";
-import { bootTag, mintSessionId } from "../../lib/token/index.ts";
-import { pino } from "pino";
-import type { Registry as PromRegistry } from "prom-client";
-import {
-  StreamableHTTPServerTransport,
-  type StreamableHTTPServerTransportOptions,
-} from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import {
-  DEFAULT_SESSION_TTL_MS,
-  RedisRegistry,
-  SidecarApiStore,
-  cookieValueFor,
-  isValidSessionId,
-  sessionTag,
-  type NodeRecord,
-  type NodeState,
-  type NodeStore,
-  type RedisRegistryOptions,
-  type SessionRecord,
-  type SessionStore,
-} from "../../lib/registry/index.ts";
-import { McpAffinityError } from "../../lib/errors.ts";
-import { checkedRedisConnection, hasRedis, type RedisSettings } from "../../lib/settings/redis.ts";
-import { AffinityMetrics, type AffinityStats, type MissReason } from "./metrics.ts";
+import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { errFields } from "../../lib/errors.ts";
+import { sessionTag, type NodeStore, type SessionStore } from "../../lib/registry/index.ts";
+import { SessionCloser, type CloseResult } from "./close.ts";
+import type { NodeContext } from "./context.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import { NodeLifecycle, type AffinityState } from "./lifecycle.ts";
+import { AffinityMetrics, type AffinityStats } from "./metrics.ts";
+import { MissClassifier, type SessionCheck } from "./misses.ts";
+import { resolveOptions, type AffinityOptions, type LoggerLike } from "./options.ts";
+import { openNodeRegistry, withTimeout } from "./registry.ts";
+import { SessionTable, type ConnectableServer } from "./sessions.ts";
+import { Transports, type TransportExtras } from "./transports.ts";
 
-/** The subset of pino's logger the library uses; any pino-compatible logger fits. */
-export interface LoggerLike {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  child?(bindings: object): LoggerLike;
-}
+// bench/traefik-bench.ts still imports this from here; everything else uses the index.
+export { nodeRedisOptions } from "./registry.ts";
 
-export interface AffinityOptions {
-  /** The node's server URL exactly as written in Traefik's service: the sticky cookie derives from it. */
-  nodeUrl: string;
-  /** Human name for logs, whoami and the heartbeat record (default: the URL's host). */
-  nodeName?: string;
-  registry: RegistryOptions;
-  /** Session record TTL (default 30 days, ADR-0066). */
-  sessionTtlMs?: number;
-  /** Heartbeat period; the node record lives 3x this long (default 5000). */
-  heartbeatMs?: number;
-  /** How long drain() keeps serving existing sessions (default 30000). */
-  drainGraceMs?: number;
-  /** Minimum time between TTL refreshes of one session (default sessionTtlMs / 30). */
-  refreshIntervalMs?: number;
-  /** Local sessions with no request for this long are closed (default sessionTtlMs: they expire in Redis too). */
-  idleTimeoutMs?: number;
-  /** Upper bound for one registry call (default 1000). */
-  registryTimeoutMs?: number;
-  logger?: LoggerLike;
-  /** A prom-client Registry to export the library's metrics into (names prefixed mcp_affinity_node_). */
-  metrics?: PromRegistry;
-  /**
-   * Session ids. Default: ids with a routing token (lib/token) that every Traefik replica routes
-   * without waiting for the registry; a custom generator gives that up (the edge wraps such ids).
-   */
-  sessionIdGenerator?: () => string;
-  /** Application clean-up run during every local close; a throw is logged and counted, Redis is cleaned anyway. */
-  onSessionClosed?: (sessionId: string) => void | Promise<void>;
-}
-
-export type AffinityState = "up" | "draining" | "drained" | "stopped";
-
-/** Anything the SDK can connect a transport to: McpServer or the low-level Server. */
-export interface ConnectableServer {
-  connect(transport: StreamableHTTPServerTransport): Promise<void>;
-  close(): Promise<void>;
-}
-
-interface SessionEntry {
-  transport: StreamableHTTPServerTransport;
-  server?: ConnectableServer;
-  created: number;
-  lastSeen: number;
-  lastRefresh: number;
-  registered: boolean;
-  /** In-flight requests (an open SSE stream counts): the idle sweep leaves such sessions alone. */
-  active: number;
-  refreshing: boolean;
-}
-
-export interface CloseResult {
-  /** closed: local close ran cleanly; failed: it threw; unknown: no such session in this process. */
-  local: "closed" | "failed" | "unknown";
-  registry: "deleted" | "failed";
-  error?: unknown;
-}
-
-export interface SessionCheck {
-  local: boolean;
-  reason?: MissReason;
-  /** Owner URL from the registry record, when one exists. */
-  owner?: string;
-  /** misroute: the owner's heartbeat names the record's boot (the session lives there). */
-  ownerLive?: boolean;
-}
-
-type TransportExtras = Omit<
-  StreamableHTTPServerTransportOptions,
-  "sessionIdGenerator" | "onsessioninitialized" | "onsessionclosed"
-> & {
-  onsessioninitialized?: (sessionId: string) => void | Promise<void>;
-  onsessionclosed?: (sessionId: string) => void | Promise<void>;
-};
-
-export class AffinityConfigError extends McpAffinityError {
-  constructor(message: string) {
-    super("ERR_AFFINITY_CONFIG", message);
-  }
-}
-
-/**
- * Where the node's registry lives: Redis directly (one server, Sentinel or Cluster; TLS, ACL user:
- * the Redis settings of lib/settings/redis.ts, checked there), or the sidecar's sessions API.
- */
-export type RegistryOptions = RedisSettings | { sidecarUrl: string; token?: string };
-
-export interface NodeRegistrySettings {
-  sessionTtlMs: number;
-  /** The heartbeat record's TTL. */
-  nodeTtlMs: number;
-  /** Upper bound of one registry call. */
-  timeoutMs: number;
-  /** A failed connection attempt (op "connect") or registry call. */
-  onError: (op: string, err: Error) => void;
-}
-
-/** The Redis registry exactly as a node opens it (a bad Redis setting: AffinityConfigError). */
-export function nodeRedisOptions(redis: string | RedisSettings, s: NodeRegistrySettings): RedisRegistryOptions {
-  return {
-    ...checkedRedisConnection(
-      typeof redis === "string" ? { redisUrl: redis } : redis,
-      (_setting, message) => new AffinityConfigError(message),
-      "registry.",
-    ),
-    sessionTtlMs: s.sessionTtlMs,
-    nodeTtlMs: s.nodeTtlMs,
-    // With the offline queue off (lib/registry/redis.ts) a live session never waits on a dead Redis.
-    commandTimeoutMs: s.timeoutMs,
-    connectTimeoutMs: Math.max(1000, s.timeoutMs),
-    maxBackoffMs: 2000,
-    onError: s.onError,
-  };
-}
-
-/** The node's session store, and its heartbeat store where the registry keeps node records. */
-export function openNodeRegistry(
-  opts: RegistryOptions,
-  s: NodeRegistrySettings,
-): { sessions: SessionStore; nodes: NodeStore | null } {
-  // Redis settings beside sidecarUrl are refused by nodeRedisOptions (an unknown Redis setting).
-  if (hasRedis(opts as RedisSettings)) {
-    const redis = new RedisRegistry(nodeRedisOptions(opts as RedisSettings, s));
-    return { sessions: redis, nodes: redis };
-  }
-  if ("sidecarUrl" in opts && opts.sidecarUrl)
-    return {
-      sessions: new SidecarApiStore({ url: opts.sidecarUrl, token: opts.token, timeoutMs: s.timeoutMs }),
-      nodes: null,
-    };
-  throw new AffinityConfigError(REGISTRY_NEEDED);
-}
-
-const REGISTRY_NEEDED = "registry needs redisUrl, redisSentinels, redisCluster or sidecarUrl";
-
-const MAX_MISS_CHECKS_IN_FLIGHT = 64;
-
-function positive(name: string, v: number | undefined, dflt: number): number {
-  if (v === undefined) return dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new AffinityConfigError(`${name} must be a positive number of milliseconds`);
-  return v;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, op: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new McpAffinityError("ERR_AFFINITY_TIMEOUT", `registry ${op} timed out after ${ms} ms`)),
-      ms,
-    );
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
-const errInfo = (err: unknown) => ({
-  err: err instanceof Error ? err.message : String(err),
-  code: (err as { code?: unknown })?.code,
-});
+/** One log line per this long for registry connection errors (ioredis retries every few hundred ms). */
+const CONNECTION_ERROR_LOG_MS = 10_000;
+/** The idle sweep runs at least this often. */
+const MAX_SWEEP_MS = 60_000;
 
 export class Affinity {
   readonly nodeUrl: string;
@@ -210,59 +42,35 @@ export class Affinity {
   readonly nodeStore: NodeStore | null;
   readonly log: LoggerLike;
 
-  private readonly sessions = new Map<string, SessionEntry>();
+  private readonly sessions: SessionTable;
   private readonly metrics: AffinityMetrics;
-  private readonly genId: () => string;
-  private readonly onSessionClosed?: (id: string) => void | Promise<void>;
-  private readonly missChecks = new Map<string, Promise<SessionCheck>>();
-  private _state: AffinityState = "up";
-  private heartbeatTimer?: NodeJS.Timeout;
-  private sweepTimer?: NodeJS.Timeout;
-  private drainPromise?: Promise<void>;
-  private stopPromise?: Promise<void>;
-  private drainDeadline = 0;
+  private readonly transports: Transports;
+  private readonly misses: MissClassifier;
+  private readonly closer: SessionCloser;
+  private readonly heartbeats: Heartbeat;
+  private readonly lifecycle: NodeLifecycle;
   private lastConnError = 0;
 
   constructor(opts: AffinityOptions) {
-    if (!opts || typeof opts.nodeUrl !== "string" || !/^https?:\/\/[^\s]+$/.test(opts.nodeUrl)) {
-      throw new AffinityConfigError("nodeUrl must be the node's http(s) URL exactly as in Traefik's service");
-    }
-    this.nodeUrl = opts.nodeUrl;
-    this.cookie = cookieValueFor(opts.nodeUrl);
-    this.nodeName = opts.nodeName || new URL(opts.nodeUrl).host;
+    const settings = resolveOptions(opts);
+    this.nodeUrl = settings.nodeUrl;
+    this.nodeName = settings.nodeName;
+    this.cookie = settings.cookie;
     this.bootId = randomBytes(8).toString("hex");
-    this.sessionTtlMs = positive("sessionTtlMs", opts.sessionTtlMs, DEFAULT_SESSION_TTL_MS);
-    this.heartbeatMs = positive("heartbeatMs", opts.heartbeatMs, 5000);
-    this.drainGraceMs = opts.drainGraceMs === 0 ? 0 : positive("drainGraceMs", opts.drainGraceMs, 30_000);
-    this.refreshIntervalMs = positive(
-      "refreshIntervalMs",
-      opts.refreshIntervalMs,
-      Math.max(1, Math.floor(this.sessionTtlMs / 30)),
-    );
-    this.idleTimeoutMs = positive("idleTimeoutMs", opts.idleTimeoutMs, this.sessionTtlMs);
-    this.registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, 1000);
-    // Ids carry a routing token (owner cookie + boot tag) so every Traefik replica routes them at once.
-    const tag = bootTag(this.bootId);
-    const gen = opts.sessionIdGenerator ?? (() => mintSessionId(this.cookie, tag));
-    // The one session-id rule: an id the edge or the registry would refuse is never handed out.
-    this.genId = () => {
-      const id = gen();
-      if (!isValidSessionId(id))
-        throw new AffinityConfigError(
-          "sessionIdGenerator returned an id outside the session-id rule (1-1024 visible ASCII characters)",
-        );
-      return id;
-    };
-    this.onSessionClosed = opts.onSessionClosed;
-    const base = opts.logger ?? (pino({ base: { component: "mcp-affinity-node" } }) as unknown as LoggerLike);
+    this.sessionTtlMs = settings.sessionTtlMs;
+    this.heartbeatMs = settings.heartbeatMs;
+    this.drainGraceMs = settings.drainGraceMs;
+    this.refreshIntervalMs = settings.refreshIntervalMs;
+    this.idleTimeoutMs = settings.idleTimeoutMs;
+    this.registryTimeoutMs = settings.registryTimeoutMs;
+    const base = settings.logger;
     this.log = base.child ? base.child({ node: this.nodeName, boot: this.bootId }) : base;
     this.metrics = new AffinityMetrics(
-      opts.metrics,
+      settings.metrics,
       () => this.sessions.size,
-      () => this._state,
+      () => this.lifecycle.state,
     );
-    if (!opts.registry || typeof opts.registry !== "object") throw new AffinityConfigError(REGISTRY_NEEDED);
-    const { sessions, nodes } = openNodeRegistry(opts.registry, {
+    const { sessions, nodes } = openNodeRegistry(settings.registry, {
       sessionTtlMs: this.sessionTtlMs,
       nodeTtlMs: 3 * this.heartbeatMs,
       timeoutMs: this.registryTimeoutMs,
@@ -272,6 +80,46 @@ export class Affinity {
     });
     this.sessionStore = sessions;
     this.nodeStore = nodes;
+
+    const ctx: NodeContext = {
+      settings,
+      bootId: this.bootId,
+      log: this.log,
+      metrics: this.metrics,
+      store: sessions,
+      nodes,
+      call: (p, op) => withTimeout(p, settings.registryTimeoutMs, op),
+    };
+    this.sessions = new SessionTable(ctx);
+    this.closer = new SessionCloser(ctx, this.sessions);
+    this.misses = new MissClassifier(ctx);
+    this.transports = new Transports(
+      ctx,
+      this.sessions,
+      (id) => this.closeSession(id),
+      () => this.lifecycle.state,
+    );
+    this.heartbeats = new Heartbeat(ctx, () =>
+      !this.lifecycle.serving ? null : this.lifecycle.state === "up" ? "up" : "draining",
+    );
+
+    // Heartbeat and idle sweep run while the node serves. The first heartbeat goes out when the
+    // registry is first ready; the sidecar mode has none.
+    this.lifecycle = new NodeLifecycle({
+      drainGraceMs: this.drainGraceMs,
+      background: [
+        { everyMs: this.heartbeatMs, run: () => void this.heartbeat() },
+        { everyMs: Math.min(this.idleTimeoutMs, MAX_SWEEP_MS), run: () => this.sweepIdle() },
+      ],
+      idle: () => this.sessions.size === 0,
+      onStep: (from, to) => {
+        if (to === "draining") {
+          this.log.info({ graceMs: this.drainGraceMs, sessions: this.sessions.size }, "draining");
+          void this.heartbeat();
+        }
+        if (from === "draining") this.log.info({ sessions: this.sessions.size }, "drain finished");
+      },
+    });
     // Every (re)connection may reach an empty Redis (restart without persistence), and the first one
     // finds the sessions that arrived before it: put every live session back without waiting for
     // its next refresh.
@@ -279,18 +127,13 @@ export class Affinity {
       if (s !== "ready") return;
       this.log.info({ sessions: this.sessions.size }, "registry reconnected, re-registering local sessions");
       void this.heartbeat();
-      void this.reregisterAll();
+      void this.sessions.reregisterAll();
     });
     if (!this.nodeStore)
       this.log.info(
         { registry: "sidecar" },
         "sidecar registry: node heartbeats off (liveness comes from Traefik's health check)",
       );
-    // The first heartbeat goes out when the registry is first ready; the sidecar mode has none.
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
-    this.heartbeatTimer.unref();
-    this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.idleTimeoutMs, 60_000));
-    this.sweepTimer.unref();
     this.log.info({ url: this.nodeUrl, cookie: this.cookie, registry: this.sessionStore.kind }, "affinity started");
   }
 
@@ -308,12 +151,12 @@ export class Affinity {
   }
 
   get state(): AffinityState {
-    return this._state;
+    return this.lifecycle.state;
   }
 
-  /** True while draining and within the grace period, or up. False once the grace has passed. */
+  /** True while up, or draining within the grace period. False once the grace has passed. */
   get healthy(): boolean {
-    return this._state === "up" || (this._state === "draining" && Date.now() < this.drainDeadline);
+    return this.lifecycle.healthy;
   }
 
   get sessionCount(): number {
@@ -326,7 +169,7 @@ export class Affinity {
       cookie: this.cookie,
       name: this.nodeName,
       boot: this.bootId,
-      state: this._state,
+      state: this.lifecycle.state,
       sessions: this.sessions.size,
     });
   }
@@ -334,191 +177,55 @@ export class Affinity {
   private onConnectionError(err: Error): void {
     this.metrics.registryError("connection");
     const now = Date.now();
-    // ioredis retries every few hundred ms: one log line per 10 s is enough.
-    if (now - this.lastConnError > 10_000) {
+    if (now - this.lastConnError > CONNECTION_ERROR_LOG_MS) {
       this.lastConnError = now;
-      this.log.warn(errInfo(err), "registry connection error");
+      this.log.warn({ err: errFields(err) }, "registry connection error");
     }
   }
 
-  private sessionRecord(entry: SessionEntry): SessionRecord {
-    return { node: this.nodeUrl, cookie: this.cookie, boot: this.bootId, created: entry.created, source: "node" };
-  }
-
-  // ---- transports -------------------------------------------------------------------------
+  // ---- transports (transports.ts) -----------------------------------------------------------
 
   /**
    * A stateful Streamable HTTP transport wired to this node's registry: the session is registered
    * inside onsessioninitialized, which the SDK awaits before it builds the initialize response.
    */
   createTransport(extras: TransportExtras = {}, server?: ConnectableServer): StreamableHTTPServerTransport {
-    const { onsessioninitialized: userInit, onsessionclosed: userClosed, ...rest } = extras;
-    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-      ...rest,
-      sessionIdGenerator: this.genId,
-      onsessioninitialized: async (id: string) => {
-        const now = Date.now();
-        const entry: SessionEntry = {
-          transport,
-          server: server ?? this.servers.get(transport),
-          created: now,
-          lastSeen: now,
-          lastRefresh: now,
-          registered: false,
-          active: 0,
-          refreshing: false,
-        };
-        this.sessions.set(id, entry);
-        if (this._state !== "up")
-          this.log.warn({ session: sessionTag(id), state: this._state }, "new session while draining");
-        await this.register(id, entry);
-        await userInit?.(id);
-      },
-      onsessionclosed: async (id: string) => {
-        // A DELETE from the client: never throw back into the SDK, the outcome is logged and counted.
-        await this.closeSession(id);
-        try {
-          await userClosed?.(id);
-        } catch (err) {
-          this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "onsessionclosed hook failed");
-        }
-      },
-    });
-    // A server-side close (server.close(), transport.close()) ends the session too: clean up once.
-    transport.onclose = () => {
-      const id = transport.sessionId;
-      if (id !== undefined && this.sessions.get(id)?.transport === transport) void this.closeSession(id);
-    };
-    return transport;
+    return this.transports.create(extras, server);
   }
-
-  private readonly servers = new WeakMap<StreamableHTTPServerTransport, ConnectableServer>();
 
   /** Remembers which server a transport is connected to, so closeSession can close both. */
   bindServer(transport: StreamableHTTPServerTransport, server: ConnectableServer): void {
-    this.servers.set(transport, server);
-    const id = transport.sessionId;
-    const entry = id === undefined ? undefined : this.sessions.get(id);
-    if (entry && entry.transport === transport) entry.server = server;
+    this.transports.bind(transport, server);
   }
 
   /** The transport serving a session in this process, if any. */
   transportFor(id: string): StreamableHTTPServerTransport | undefined {
-    return this.sessions.get(id)?.transport;
+    return this.transports.transportFor(id);
   }
 
-  // ---- registration and TTL refresh ---------------------------------------------------------
-
-  private async register(id: string, entry: SessionEntry): Promise<boolean> {
-    try {
-      await withTimeout(
-        this.sessionStore.registerSession(id, this.sessionRecord(entry)),
-        this.registryTimeoutMs,
-        "register",
-      );
-      entry.registered = true;
-      entry.lastRefresh = Date.now();
-      this.metrics.registration("ok");
-      return true;
-    } catch (err) {
-      // Registry trouble never breaks the session: it works on this node, the edge falls back to cookies.
-      entry.registered = false;
-      entry.lastRefresh = Date.now();
-      this.metrics.registration("failed");
-      this.metrics.registryError("register");
-      this.log.warn(
-        { session: sessionTag(id), ...errInfo(err) },
-        "session registration failed; session continues on this node",
-      );
-      return false;
-    }
-  }
-
-  private async reregisterAll(): Promise<void> {
-    const ids = [...this.sessions.keys()];
-    for (let i = 0; i < ids.length; i += 100) {
-      await Promise.all(
-        ids.slice(i, i + 100).map(async (id) => {
-          const entry = this.sessions.get(id);
-          if (entry) await this.register(id, entry);
-        }),
-      );
-    }
-  }
+  // ---- local sessions and TTL refresh (sessions.ts) -----------------------------------------
 
   /**
    * Marks a request for a local session: refreshes its registry TTL at most once per
    * refreshIntervalMs (retries a failed registration sooner), in the background.
    */
   touch(id: string): boolean {
-    const entry = this.sessions.get(id);
-    if (!entry) return false;
-    const now = Date.now();
-    entry.lastSeen = now;
-    const due = entry.registered
-      ? now - entry.lastRefresh >= this.refreshIntervalMs
-      : now - entry.lastRefresh >= Math.min(this.refreshIntervalMs, 5000);
-    if (due && !entry.refreshing) void this.refresh(id, entry);
-    return true;
-  }
-
-  private async refresh(id: string, entry: SessionEntry): Promise<void> {
-    entry.refreshing = true;
-    try {
-      if (!entry.registered) {
-        await this.register(id, entry);
-        return;
-      }
-      const present = await withTimeout(
-        this.sessionStore.touchSession(id, this.sessionRecord(entry)),
-        this.registryTimeoutMs,
-        "refresh",
-      );
-      entry.lastRefresh = Date.now();
-      if (present) {
-        this.metrics.refresh("ok");
-      } else {
-        // The record vanished (Redis restarted empty, evicted): put it back.
-        this.metrics.refresh("missing");
-        await this.register(id, entry);
-      }
-    } catch (err) {
-      // Retry after a short pause rather than a whole refresh interval.
-      entry.lastRefresh = Date.now() - this.refreshIntervalMs + Math.min(this.refreshIntervalMs, 5000);
-      this.metrics.refresh("failed");
-      this.metrics.registryError("refresh");
-      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "session TTL refresh failed");
-    } finally {
-      entry.refreshing = false;
-    }
+    return this.sessions.touch(id);
   }
 
   /** Counts a request in flight for the idle sweep; call the returned function when it ends. */
   enter(id: string): () => void {
-    const entry = this.sessions.get(id);
-    if (!entry) return () => {};
-    entry.active++;
-    let done = false;
-    return () => {
-      if (!done) {
-        done = true;
-        entry.active--;
-        entry.lastSeen = Date.now();
-      }
-    };
+    return this.sessions.enter(id);
   }
 
   private sweepIdle(): void {
-    const cutoff = Date.now() - this.idleTimeoutMs;
-    for (const [id, entry] of this.sessions) {
-      if (entry.active === 0 && entry.lastSeen < cutoff) {
-        this.log.info({ session: sessionTag(id) }, "closing idle session");
-        void this.closeSession(id);
-      }
+    for (const id of this.sessions.idle()) {
+      this.log.info({ session: sessionTag(id) }, "closing idle session");
+      void this.closeSession(id);
     }
   }
 
-  // ---- hasSession --------------------------------------------------------------------------
+  // ---- hasSession (misses.ts) -----------------------------------------------------------------
 
   /**
    * Local check only (no registry latency). A miss that the registry knows about is explained in
@@ -526,80 +233,17 @@ export class Affinity {
    */
   hasSession(id: string): boolean {
     if (this.sessions.has(id)) return true;
-    void this.checkSession(id);
+    void this.misses.explain(id);
     return false;
   }
 
   /** hasSession with the registry explanation awaited (each call counts one mismatch when not local). */
   checkSession(id: string): Promise<SessionCheck> {
     if (this.sessions.has(id)) return Promise.resolve({ local: true });
-    if (!isValidSessionId(id))
-      return Promise.resolve(this.countMiss(id, { local: false, reason: "unknown" }, "malformed id"));
-    const pending = this.missChecks.get(id);
-    if (pending) {
-      // Same id asked again while its lookup runs: share the lookup, count the request.
-      return pending.then((r) => this.countMiss(id, r, "repeat"));
-    }
-    if (this.missChecks.size >= MAX_MISS_CHECKS_IN_FLIGHT) {
-      return Promise.resolve(this.countMiss(id, { local: false, reason: "unchecked" }, "too many lookups in flight"));
-    }
-    const p = this.classify(id);
-    this.missChecks.set(id, p);
-    return p
-      .finally(() => this.missChecks.delete(id))
-      .then((r) => this.countMiss(id, r, r.reason === "unchecked" ? "registry error" : undefined));
+    return this.misses.explain(id);
   }
 
-  private countMiss(id: string, r: SessionCheck & { detail?: string }, note?: string): SessionCheck {
-    const reason = r.reason ?? "unknown";
-    this.metrics.mismatch(reason);
-    const detail = r.detail ?? note;
-    this.log.warn(
-      { session: sessionTag(id), reason, owner: r.owner, ...(detail ? { detail } : {}) },
-      "session not served by this node",
-    );
-    return r.ownerLive
-      ? { local: false, reason, owner: r.owner, ownerLive: true }
-      : { local: false, reason, owner: r.owner };
-  }
-
-  private async classify(id: string): Promise<SessionCheck & { detail?: string }> {
-    let rec: SessionRecord | null;
-    try {
-      rec = await withTimeout(this.sessionStore.lookupSession(id), this.registryTimeoutMs, "lookup");
-    } catch (err) {
-      this.metrics.registryError("lookup");
-      return { local: false, reason: "unchecked", detail: errInfo(err).err };
-    }
-    if (!rec) return { local: false, reason: "unknown" };
-    const owner = rec.node || undefined;
-    if (rec.cookie === this.cookie) {
-      // Ours by URL, yet not in this process: a previous boot's session, or one closed without cleanup.
-      return {
-        local: false,
-        reason: "stale",
-        owner,
-        detail: rec.boot === this.bootId ? "closed on this boot" : "previous boot",
-      };
-    }
-    const nodes = this.nodeStore;
-    if (!nodes) return { local: false, reason: "misroute", owner, detail: "owner liveness unknown (sidecar registry)" };
-    let node: NodeRecord | null;
-    try {
-      [node = null] = await withTimeout(nodes.getNodes([rec.cookie]), this.registryTimeoutMs, "lookup");
-    } catch (err) {
-      this.metrics.registryError("lookup");
-      return { local: false, reason: "unchecked", owner, detail: errInfo(err).err };
-    }
-    if (!node) return { local: false, reason: "stale", owner, detail: "owner has no heartbeat" };
-    if (rec.boot !== null && node.boot !== rec.boot)
-      return { local: false, reason: "stale", owner, detail: "owner rebooted" };
-    return { local: false, reason: "misroute", owner, ownerLive: true };
-  }
-
-  // ---- close -------------------------------------------------------------------------------
-
-  private readonly closing = new Map<string, Promise<CloseResult>>();
+  // ---- close (close.ts) -----------------------------------------------------------------------
 
   /**
    * Closes a session: the local close (application hook, transport, server) is attempted, and the
@@ -607,122 +251,38 @@ export class Affinity {
    * process never knew (they may belong to another node or a previous boot).
    */
   closeSession(id: string): Promise<CloseResult> {
-    const running = this.closing.get(id);
-    if (running) return running;
-    const p = this.doClose(id).finally(() => this.closing.delete(id));
-    this.closing.set(id, p);
-    return p;
+    return this.closer.close(id);
   }
 
-  private async doClose(id: string): Promise<CloseResult> {
-    const entry = this.sessions.get(id);
-    let local: CloseResult["local"] = entry ? "closed" : "unknown";
-    let error: unknown;
-    if (entry) {
-      // Out of the table first: the transport's onclose must not start a second close.
-      this.sessions.delete(id);
-      const steps: Array<() => unknown> = [];
-      if (this.onSessionClosed) steps.push(() => this.onSessionClosed!(id));
-      steps.push(() => entry.transport.close());
-      if (entry.server) steps.push(() => entry.server!.close());
-      for (const step of steps) {
-        try {
-          await step();
-        } catch (err) {
-          local = "failed";
-          error ??= err;
-        }
-      }
-      if (local === "failed")
-        this.log.warn(
-          { session: sessionTag(id), ...errInfo(error) },
-          "local session close failed; cleaning registry anyway",
-        );
-    }
-    let registry: CloseResult["registry"] = "deleted";
-    try {
-      await withTimeout(this.sessionStore.closeSession(id), this.registryTimeoutMs, "close");
-    } catch (err) {
-      registry = "failed";
-      this.metrics.registryError("close");
-      this.log.warn({ session: sessionTag(id), ...errInfo(err) }, "registry cleanup failed on close");
-    }
-    this.metrics.close(local);
-    this.log.info({ session: sessionTag(id), local, registry }, "session closed");
-    return error === undefined ? { local, registry } : { local, registry, error };
-  }
+  // ---- heartbeat (heartbeat.ts), drain, stop (lifecycle.ts) -------------------------------------
 
-  // ---- heartbeat, drain, stop --------------------------------------------------------------
-
-  private nodeRecord(): NodeRecord {
-    const state: NodeState = this._state === "up" ? "up" : "draining";
-    return { url: this.nodeUrl, cookie: this.cookie, boot: this.bootId, name: this.nodeName, state, seen: Date.now() };
-  }
-
-  /** Writes the heartbeat now (also runs every heartbeatMs). Never throws. */
-  async heartbeat(): Promise<boolean> {
-    const nodes = this.nodeStore;
-    if (!nodes || this._state === "stopped") return false;
-    try {
-      await withTimeout(nodes.heartbeat(this.nodeRecord()), this.registryTimeoutMs, "heartbeat");
-      this.metrics.heartbeat("ok");
-      return true;
-    } catch (err) {
-      this.metrics.heartbeat("failed");
-      this.metrics.registryError("heartbeat");
-      this.log.debug(errInfo(err), "heartbeat failed");
-      return false;
-    }
+  /** Writes the heartbeat now (also runs every heartbeatMs while the node serves). Never throws. */
+  heartbeat(): Promise<boolean> {
+    return this.heartbeats.beat();
   }
 
   /**
    * Marks the node draining (announced at once in its heartbeat), keeps serving existing sessions
-   * for drainGraceMs (less if none remain), then resolves: the caller stops and exits.
+   * for drainGraceMs (less if none remain), then resolves: the caller stops and exits. A second
+   * call is the same drain; after stop() it rejects (ERR_AFFINITY_LIFECYCLE).
    */
   drain(): Promise<void> {
-    if (this.drainPromise) return this.drainPromise;
-    this._state = "draining";
-    this.drainDeadline = Date.now() + this.drainGraceMs;
-    this.log.info({ graceMs: this.drainGraceMs, sessions: this.sessions.size }, "draining");
-    void this.heartbeat();
-    this.drainPromise = new Promise<void>((resolve) => {
-      const check = () => {
-        if (this.sessions.size === 0 || Date.now() >= this.drainDeadline || this._state === "stopped") {
-          clearInterval(timer);
-          if (this._state === "draining") this._state = "drained";
-          this.log.info({ sessions: this.sessions.size }, "drain finished");
-          resolve();
-        }
-      };
-      const timer = setInterval(check, Math.min(100, Math.max(10, this.drainGraceMs)));
-      check();
-    });
-    return this.drainPromise;
+    return this.lifecycle.drain();
   }
 
   /**
    * Closes every local session (registry records deleted: they die with this process), removes the
-   * heartbeat record if it still carries this boot, and closes the registry connection.
+   * heartbeat record if it still carries this boot, and closes the registry connection. A second
+   * call is the same stop.
    */
   stop(): Promise<void> {
-    this.stopPromise ??= (async () => {
-      clearInterval(this.heartbeatTimer);
-      clearInterval(this.sweepTimer);
-      const ids = [...this.sessions.keys()];
+    return this.lifecycle.stop(async () => {
+      const ids = this.sessions.ids();
       await Promise.all(ids.map((id) => this.closeSession(id)));
-      this._state = "stopped";
-      if (this.nodeStore) {
-        try {
-          await withTimeout(this.nodeStore.removeNode(this.cookie, this.bootId), this.registryTimeoutMs, "heartbeat");
-        } catch (err) {
-          this.metrics.registryError("heartbeat");
-          this.log.warn(errInfo(err), "could not remove node record");
-        }
-      }
+      await this.heartbeats.remove();
       await this.sessionStore.close();
       this.log.info({ closedSessions: ids.length }, "affinity stopped");
-    })();
-    return this.stopPromise;
+    });
   }
 }
 

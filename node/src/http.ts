@@ -3,9 +3,12 @@
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
 import { Server as NetServer } from "node:net";
 import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { errFields } from "../../lib/errors.ts";
 import { isValidSessionId } from "../../lib/registry/schema.ts";
 import { sessionTag } from "../../lib/registry/session-hash.ts";
-import type { Affinity, AffinityOptions, ConnectableServer } from "./affinity.ts";
+import type { Affinity } from "./affinity.ts";
+import type { AffinityOptions } from "./options.ts";
+import type { ConnectableServer } from "./sessions.ts";
 
 /** Byte for byte what the SDK's transport answers for a session it does not know (HTTP 404). */
 export const SESSION_NOT_FOUND_BODY =
@@ -95,10 +98,7 @@ export function createMcpHandler(affinity: Affinity, opts: McpHandlerOptions): M
     try {
       await route(affinity, opts, req, res, parsedBody);
     } catch (err) {
-      affinity.log.error(
-        { err: (err as Error)?.message, code: (err as { code?: unknown })?.code },
-        "mcp request failed",
-      );
+      affinity.log.error({ err: errFields(err) }, "mcp request failed");
       if (!res.headersSent) writeJsonRpcError(res, 500, -32603, "Internal error");
       else res.destroy();
     }
@@ -225,7 +225,7 @@ function serverOf(req: IncomingMessage): KeepAliveSettings | null {
 
 export interface Mounted {
   handler: McpRequestHandler;
-  /** Drains (grace period), then stops the affinity (sessions closed, heartbeat removed). */
+  /** Drains (grace period), then stops the affinity (sessions closed, heartbeat removed). Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -269,11 +269,16 @@ export function mountMcp(target: HttpServer | AppLike, affinity: Affinity, opts:
       for (const l of others) l.call(server, req, res);
     });
   }
+  let shuttingDown: Promise<void> | undefined;
   return {
     handler,
-    async shutdown() {
-      await affinity.drain();
-      await affinity.stop();
+    // One shutdown however often it is asked for; after a stop() of its own the drain is skipped.
+    shutdown() {
+      shuttingDown ??= (async () => {
+        if (affinity.state !== "stopping" && affinity.state !== "stopped") await affinity.drain();
+        await affinity.stop();
+      })();
+      return shuttingDown;
     },
   };
 }

@@ -1,14 +1,12 @@
 // Public entry of the node library: see docs/node-library.md.
-export { Affinity, AffinityConfigError, createAffinity } from "./affinity.ts";
-export type {
-  AffinityOptions,
-  AffinityState,
-  CloseResult,
-  ConnectableServer,
-  LoggerLike,
-  RegistryOptions,
-  SessionCheck,
-} from "./affinity.ts";
+export { Affinity, createAffinity } from "./affinity.ts";
+export { AffinityConfigError } from "./options.ts";
+export type { AffinityOptions, LoggerLike, RegistryOptions } from "./options.ts";
+export { AffinityLifecycleError, AFFINITY_STATES, type AffinityState } from "./lifecycle.ts";
+export type { CloseResult } from "./close.ts";
+export type { ConnectableServer } from "./sessions.ts";
+export type { SessionCheck } from "./misses.ts";
+export { nodeRedisOptions, openNodeRegistry, type NodeRegistrySettings } from "./registry.ts";
 export {
   createMcpHandler,
   keepIdleConnectionsOpen,

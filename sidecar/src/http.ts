@@ -218,7 +218,7 @@ export function createHttpServer(d: HttpDeps): Server {
       }
       send(res, 404, { error: "not found" });
     })().catch((err) => {
-      d.log.error({ err: { message: err?.message, code: err?.code } }, "http handler failed");
+      d.log.error({ err: errFields(err) }, "http handler failed");
       if (!res.headersSent) send(res, 500, { error: "internal error" });
       else res.destroy();
     });

@@ -1,6 +1,7 @@
 // CLI entry point: mcp-affinity-sidecar [--setting value ...] (see --help).
 import { ConfigError, helpText, parseConfig } from "./config.ts";
 import { SidecarError, startSidecar } from "./sidecar.ts";
+import { errFields } from "../../lib/errors.ts";
 
 const NAME = "mcp-affinity-sidecar";
 
@@ -23,7 +24,7 @@ export async function main(
       process.exitCode = 2;
       return;
     }
-    process.stderr.write(`${NAME}: ${(err as Error)?.message ?? err}\n`);
+    process.stderr.write(`${NAME}: ${errFields(err).message ?? String(err)}\n`);
     process.exitCode = 1;
     return;
   }
@@ -35,7 +36,7 @@ export async function main(
     sidecar.close().then(
       () => process.exit(0),
       (err) => {
-        sidecar.log.error({ err: { message: err?.message } }, "stop failed");
+        sidecar.log.error({ err: errFields(err) }, "stop failed");
         process.exit(1);
       },
     );

@@ -42,7 +42,7 @@ describe("closeSession", () => {
     expect(failing.affinity.stats().closes.failed).toBe(1);
     expect(failing.logs.find((e) => e.msg === "local session close failed; cleaning registry anyway")).toMatchObject({
       level: "warn",
-      code: "ERR_NODE_FAIL_CLOSE",
+      err: { code: "ERR_NODE_FAIL_CLOSE" },
     });
     // Nothing half-closed stays behind: the id is unknown here now.
     expect(failing.affinity.hasSession(c.sid)).toBe(false);

@@ -22,7 +22,7 @@ import {
   type SessionStore,
 } from "../../lib/registry/index.ts";
 import { DEFAULT_NODE_TTL_MS, DEFAULT_SESSION_TTL_MS } from "../../lib/registry/schema.ts";
-import { nodeRedisOptions, openNodeRegistry } from "../../node/src/affinity.ts";
+import { nodeRedisOptions, openNodeRegistry } from "../../node/src/index.ts";
 import { startSidecar, type Sidecar } from "../../sidecar/src/index.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import {

@@ -8,7 +8,7 @@ import { envOf, flagOf, logRedaction, redactSettings, type Setting } from "../..
 import { REDIS_SETTINGS } from "../../lib/settings/redis.ts";
 import { ENV_PREFIX, SIDECAR_SETTINGS, makeConfig, parseConfig } from "../../sidecar/src/config.ts";
 import { NODE_SETTINGS, ConfigError as NodeConfigError, parseNodeConfig } from "../../node/reference/config.ts";
-import { AffinityConfigError, nodeRedisOptions } from "../../node/src/affinity.ts";
+import { AffinityConfigError, nodeRedisOptions } from "../../node/src/index.ts";
 import { REGISTRY_ACL } from "../../dev/redis.ts";
 
 const doc = (name: string) => readFileSync(new URL(`../../docs/${name}`, import.meta.url), "utf8");

@@ -10,6 +10,7 @@ import { Lifecycle, LifecycleError, type SidecarState } from "../../sidecar/src/
 import { startSidecar, type Sidecar } from "../../sidecar/src/sidecar.ts";
 import { freePort } from "../../dev/net.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
+import { itStepsOnlyAlongTheTable } from "../support/lifecycle-pairs.ts";
 
 const STATES: SidecarState[] = ["starting", "syncing", "ready", "closing", "closed"];
 const LEGAL = new Set([
@@ -37,28 +38,7 @@ function at(state: SidecarState): Lifecycle {
 }
 
 describe("lifecycle transitions", () => {
-  for (const from of STATES) {
-    for (const to of STATES) {
-      const legal = LEGAL.has(`${from}>${to}`);
-      it(`${from} -> ${to} is ${legal ? "allowed" : "refused"}`, () => {
-        const l = at(from);
-        if (legal) {
-          l.to(to);
-          expect(l.state).toBe(to);
-        } else {
-          let err: unknown = null;
-          try {
-            l.to(to);
-          } catch (e) {
-            err = e;
-          }
-          expect(err).toBeInstanceOf(LifecycleError);
-          expect(err).toMatchObject({ code: "ERR_SIDECAR_LIFECYCLE", from, to });
-          expect(l.state, "a refused step changes nothing").toBe(from);
-        }
-      });
-    }
-  }
+  itStepsOnlyAlongTheTable({ states: STATES, legal: LEGAL, at, error: LifecycleError, code: "ERR_SIDECAR_LIFECYCLE" });
   it("takes work only while starting, syncing or ready", () => {
     expect(STATES.filter((s) => at(s).running)).toEqual(["starting", "syncing", "ready"]);
   });
