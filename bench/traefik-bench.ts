@@ -35,7 +35,7 @@ import {
 } from "../lib/view/index.ts";
 import { lookupSession } from "../test/support/view-writers.ts";
 import { RedisRegistry } from "../lib/registry/index.ts";
-import { nodeRedisOptions } from "../node/src/affinity.ts";
+import { nodeRedisOptions } from "../node/src/index.ts";
 import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
 import { BenchError, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";

@@ -17,9 +17,6 @@ import { openNodeRegistry, withTimeout } from "./registry.ts";
 import { SessionTable, type ConnectableServer } from "./sessions.ts";
 import { Transports, type TransportExtras } from "./transports.ts";
 
-// bench/traefik-bench.ts still imports this from here; everything else uses the index.
-export { nodeRedisOptions } from "./registry.ts";
-
 /** One log line per this long for registry connection errors (ioredis retries every few hundred ms). */
 const CONNECTION_ERROR_LOG_MS = 10_000;
 /** The idle sweep runs at least this often. */
