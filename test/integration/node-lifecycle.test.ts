@@ -196,10 +196,12 @@ describe("drain on SIGTERM", () => {
   });
 
   it("in process: drain() resolves at once without sessions; healthz turns 503 after the grace", async () => {
-    const node = await startNode({ name: "drain-now", redisUrl: redis.url, drainGraceMs: 5000 });
+    const drainGraceMs = 5000;
+    const node = await startNode({ name: "drain-now", redisUrl: redis.url, drainGraceMs });
     const t0 = Date.now();
     await node.affinity.drain();
-    expect(Date.now() - t0).toBeLessThan(1000);
+    // Without sessions there is nothing to wait for: it must not sit out the grace.
+    expect(Date.now() - t0).toBeLessThan(drainGraceMs);
     expect(node.affinity.state).toBe("drained");
     expect(await health(node.url)).toMatchObject({ status: 503 });
     await node.shutdown();

@@ -379,16 +379,21 @@ describe.each(stores)("registry contract: $name", (store) => {
       for (const id of [spaced, foreign]) await r.del(`mcp:session:${id}`); // one key per command: Cluster
     });
 
-    it("a change written by one sidecar reaches another within milliseconds", async () => {
+    it("changes written by one sidecar reach another, in the order they were written", async () => {
+      // How fast is a benchmark's question (bench/view-publish.ts); the contract is that every
+      // change arrives, whole and in order.
       const a = make();
       const b = make();
-      const got: Array<{ c: RegistryChange; at: number }> = [];
-      await b.subscribe((c) => got.push({ c, at: Date.now() }));
+      const got: RegistryChange[] = [];
+      await b.subscribe((c) => got.push(c));
       const id = sid("x");
-      const t0 = Date.now();
       await a.registerSession(id, rec());
-      await waitUntil("session change received", () => got.some((g) => g.c.op === "session" && g.c.id === id));
-      expect(got.find((g) => g.c.op === "session" && g.c.id === id)!.at - t0).toBeLessThan(500);
+      await a.closeSession(id);
+      await waitUntil("both changes received", () => got.filter((c) => "id" in c && c.id === id).length >= 2);
+      expect(got.filter((c) => "id" in c && c.id === id)).toEqual([
+        { op: "session", id, record: rec() },
+        { op: "close", id },
+      ]);
     });
 
     it("skips foreign values in scans and bad messages on the channel", async () => {
