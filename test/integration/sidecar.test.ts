@@ -141,10 +141,10 @@ describe("sidecar with Redis", () => {
     await waitUntil("meta refresh", async () => (await readMeta(dir))!.published > m1.published, 1000);
 
     await writer.heartbeat(hb());
-    const t0 = Date.now();
+    // Through the change channel: the next full scan (--reconcile-interval, 5 min by default) is
+    // far beyond the wait, so nothing else can bring it.
     await writer.registerSession("sess-1", rec());
     const v = await waitUntil("session in view", () => viewOf("sess-1"), 2000);
-    expect(Date.now() - t0).toBeLessThan(500);
     expect(v).toEqual({ state: "up", cookie: COOKIE_A, closed: false });
 
     await writer.heartbeat(hb({ state: "draining", seen: Date.now() }));
