@@ -22,6 +22,8 @@ import {
   type SdkSession,
 } from "./helpers.ts";
 
+/** The plugin's viewRefreshMs (its default; the stack does not change it): how long an instance reuses a meta. */
+const PLUGIN_VIEW_REFRESH_MS = 100;
 type Ev = ClientEvent;
 type ErrorKind = "503" | "404" | "502" | "timeout" | "other";
 /** Error text for the report: session ids are secrets (some SDKs put them in their messages). */
@@ -377,11 +379,13 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
       // The Python SDK ends a session on any HTTP error. A Python session that ended on a 502 is
       // excused only by that 502's call id: Traefik's own answer (access log) for a request it sent
       // to the killed node's address (in flight at the kill, or sent before the sidecar's probe saw
-      // the refusal: the process and its sessions were gone either way), begun before the edge's
-      // first 404 for that node. A session whose setup straddled the kill (its initialize answered
-      // by the victim, its next request that 502) is a session of the killed node too.
+      // the refusal: the process and its sessions were gone either way), begun before every plugin
+      // instance could know: the edge's first 404 for that node (the raw probe) plus the plugin's
+      // viewRefreshMs, for which an instance keeps the meta it read (another instance may still
+      // pin to the node for that long). A session whose setup straddled the kill (its initialize
+      // answered by the victim, its next request that 502) is a session of the killed node too.
       const rows = new Map(stack.accessLog().map((r) => [String(r[`request_${CALL_ID_HEADER}`]), r]));
-      const edge404At = killAt + (rawAfterKill.find((r) => r.status === 404)?.at ?? 2000);
+      const edge404At = killAt + (rawAfterKill.find((r) => r.status === 404)?.at ?? 2000) + PLUGIN_VIEW_REFRESH_MS;
       const crash502 = (e: Ev) => {
         const row = e.call ? rows.get(e.call) : undefined;
         if (!row || !e.error || errorKind(e.error) !== "502") return false;
