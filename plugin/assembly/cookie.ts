@@ -82,11 +82,20 @@ function safePair(b: Bytes, s: i32, e: i32): bool {
  * other pair of every line in order. Pairs named `name`, and pairs with control bytes, are dropped.
  */
 /**
- * The length of the line buildPinnedCookie writes from `values` (owner cookie values are 16 hex
- * digits): each kept pair gets a "; " before it, so many short pairs ("a;a;a") come out about half
- * as long again as they went in.
+ * Whether the line buildPinnedCookie writes from `values` fits `capacity` bytes. Each kept pair
+ * gets a "; " before it, so many short pairs ("a;a;a") come out about half as long again as they
+ * went in; lines short enough that even one pair per input byte would fit are not scanned (the
+ * request path reads ordinary Cookie lines once, in findCookie).
  */
-export function pinnedCookieLength(values: Bytes, name: string): i32 {
+export function pinnedCookieFits(values: Bytes, name: string, capacity: i32): bool {
+  // At most one pair per two input bytes, each written with 2 more: 2 * len + 1 bounds them all.
+  const prefix = name.length + 1 + 16;
+  if (prefix + 2 * values.len + 1 <= capacity) return true;
+  return pinnedCookieLength(values, name) <= capacity;
+}
+
+/** The length of the line buildPinnedCookie writes from `values` (owner cookie values are 16 hex digits). */
+function pinnedCookieLength(values: Bytes, name: string): i32 {
   wantName = name;
   lineLength = name.length + 1 + 16;
   eachPair(values, (b: Bytes, s: i32, e: i32, eq: i32): bool => {

@@ -11,7 +11,7 @@ import { BODY_400, BODY_404, BODY_431, BODY_503, BODY_REJECT, unavailableBody } 
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
-import { findCookie, foundStart, foundEnd, buildPinnedCookie, pinnedCookieLength } from "./cookie";
+import { findCookie, foundStart, foundEnd, buildPinnedCookie, pinnedCookieFits } from "./cookie";
 import { RegistryView, OwnerFacts } from "./view";
 import { pushHex } from "./hex";
 import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
@@ -150,7 +150,7 @@ function readClientCookie(limit: i32): bool {
   if (headerValues(KIND_REQUEST, "Cookie", cookieLines, limit) < 0) return false;
   // Lines the pin could not rewrite within its buffer count as too large too: growing the buffer
   // would take the instance past its first page for good.
-  if (pinnedCookieLength(cookieLines, cfg.cookieName) > pinnedCookieLine.buf.length) return false;
+  if (!pinnedCookieFits(cookieLines, cfg.cookieName, pinnedCookieLine.buf.length)) return false;
   if (findCookie(cookieLines, cfg.cookieName)) clientCookie = cookieLines.toAscii(foundStart, foundEnd);
   return true;
 }
