@@ -11,6 +11,11 @@ import { isCookieValue } from "../registry/schema.ts";
 export const MINTED_PREFIX = "ma1.";
 /** A server's own id wrapped by the plugin: `mw1.<cookie 16 hex><boot tag 8 hex>.<server's id>`. */
 export const WRAPPED_PREFIX = "mw1.";
+/**
+ * A server's own task id (MCP tasks extension) wrapped by the plugin into a task handle:
+ * `mt1.<cookie 16 hex><boot tag 8 hex>.<server's task id>`. Never a session id.
+ */
+export const TASK_PREFIX = "mt1.";
 /** Prefix plus the 24 hex digits of the token plus the dot. */
 export const TOKEN_HEAD_LENGTH = 29;
 export const MINTED_RANDOM_LENGTH = 22; // 132 random bits
@@ -23,14 +28,14 @@ const TAG = /^[0-9a-f]{8}$/;
 const B64URL22 = /^[A-Za-z0-9_-]{22}$/;
 const VISIBLE = /^[\x21-\x7e]+$/;
 
-export type TokenKind = "minted" | "wrapped";
+export type TokenKind = "minted" | "wrapped" | "task";
 export interface SessionToken {
   kind: TokenKind;
   /** Traefik's sticky cookie value of the owner. */
   cookie: string;
   /** Boot tag of the owner's incarnation; UNKNOWN_BOOT_TAG when the edge did not know it. */
   bootTag: string;
-  /** wrapped: the id the server itself chose (what the node sees); minted: the whole id. */
+  /** wrapped and task: the id the server itself chose (what the node sees); minted: the whole id. */
   inner: string;
 }
 
@@ -64,11 +69,29 @@ export function wrapSessionId(inner: string, cookie: string, tag: string): strin
   return WRAPPED_PREFIX + cookie + tag + "." + inner;
 }
 
+/** The task handle a client sees for a task id a server chose (what the plugin writes into the answer). */
+export function wrapTaskId(inner: string, cookie: string, tag: string): string {
+  if (!isCookieValue(cookie) || !TAG.test(tag)) throw new SessionTokenError("cookie or boot tag is malformed");
+  if (!VISIBLE.test(inner)) throw new SessionTokenError("a task id to wrap is visible ASCII");
+  return TASK_PREFIX + cookie + tag + "." + inner;
+}
+
 /** The token of a session id, or null when the id carries none (any other id routes the old way). */
 export function parseSessionToken(id: string): SessionToken | null {
+  const t = parseToken(id);
+  return t?.kind === "task" ? null : t;
+}
+
+/** The token of a task handle (a tasks/* request's Mcp-Name), or null when it is none. */
+export function parseTaskHandle(id: string): SessionToken | null {
+  const t = parseToken(id);
+  return t?.kind === "task" ? t : null;
+}
+
+function parseToken(id: string): SessionToken | null {
   if (id.length <= TOKEN_HEAD_LENGTH || id.charCodeAt(TOKEN_HEAD_LENGTH - 1) !== 0x2e /* . */) return null;
   const prefix = id.slice(0, 4);
-  if (prefix !== MINTED_PREFIX && prefix !== WRAPPED_PREFIX) return null;
+  if (prefix !== MINTED_PREFIX && prefix !== WRAPPED_PREFIX && prefix !== TASK_PREFIX) return null;
   const hex = id.slice(4, 28);
   if (!HEX24.test(hex)) return null;
   const rest = id.slice(TOKEN_HEAD_LENGTH);
@@ -77,7 +100,12 @@ export function parseSessionToken(id: string): SessionToken | null {
     return { kind: "minted", cookie: hex.slice(0, 16), bootTag: hex.slice(16), inner: id };
   }
   if (!VISIBLE.test(rest)) return null;
-  return { kind: "wrapped", cookie: hex.slice(0, 16), bootTag: hex.slice(16), inner: rest };
+  return {
+    kind: prefix === TASK_PREFIX ? "task" : "wrapped",
+    cookie: hex.slice(0, 16),
+    bootTag: hex.slice(16),
+    inner: rest,
+  };
 }
 
 /**

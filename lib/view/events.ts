@@ -21,6 +21,10 @@ export const DECISION_REASONS = [
   "unknown",
   "invalid",
   "fail-open",
+  "task",
+  "task-lost",
+  "task-unavailable",
+  "task-mismatch",
 ] as const;
 
 /**

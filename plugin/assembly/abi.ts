@@ -161,6 +161,21 @@ export function writeRequestBody(b: Bytes): void {
   _write_body(KIND_REQUEST, b.ptr, <u32>b.len);
 }
 
+/** readRequestChunk for a buffered response (FEATURE_BUFFER_RESPONSE): the next piece of what the node sent. */
+export function readResponseChunk(out: Bytes): bool {
+  const r = _read_body(KIND_RESPONSE, out.ptr, <u32>out.buf.length);
+  out.len = <i32>(r & 0xffffffff);
+  return (r >>> 32) != 0;
+}
+
+/**
+ * Appends `b` to a buffered response's body. The first call empties the body the node sent (the
+ * host keeps reading the original: its reader holds the old bytes), later calls append.
+ */
+export function writeResponseBody(b: Bytes): void {
+  _write_body(KIND_RESPONSE, b.ptr, <u32>b.len);
+}
+
 export function statusCode(): u32 {
   return _get_status_code();
 }

@@ -22,6 +22,8 @@ export class Config {
   learnSessions: bool = true;
   /** Wrap ids of servers that do not mint routing tokens into the plugin's own token format. */
   wrapSessionIds: bool = true;
+  /** Wrap task ids (tasks extension) into handles that route themselves; route tasks/* by them. */
+  wrapTaskIds: bool = true;
   maxInitializeBodyBytes: i32 = 65536;
   maxBufferedBodyBytes: i32 = 65536;
   maxCookieBytes: i32 = 4096;
@@ -199,13 +201,14 @@ function applyOne(c: Config, key: string, v: Scalar): string {
   } else if (key == "cookieSameSite") {
     if (t != "Strict" && t != "Lax" && t != "None" && t != "") return bad(key, "must be Strict, Lax, None or empty");
     c.cookieSameSite = t;
-  } else if (key == "cookieSecure" || key == "cookieHttpOnly" || key == "learnSessions" || key == "wrapSessionIds") {
+  } else if (key == "cookieSecure" || key == "cookieHttpOnly" || key == "learnSessions" || key == "wrapSessionIds" || key == "wrapTaskIds") {
     const lt = t.trim().toLowerCase();
     if (lt != "true" && lt != "false") return bad(key, "must be true or false");
     const b = lt == "true";
     if (key == "cookieSecure") c.cookieSecure = b;
     else if (key == "cookieHttpOnly") c.cookieHttpOnly = b;
     else if (key == "wrapSessionIds") c.wrapSessionIds = b;
+    else if (key == "wrapTaskIds") c.wrapTaskIds = b;
     else c.learnSessions = b;
   } else if (key == "onMisroute") {
     if (t == "pin") c.onMisroute = MISROUTE_PIN;

@@ -5,25 +5,37 @@ import { Bytes } from "./bytes";
 import {
   KIND_REQUEST, KIND_RESPONSE, FEATURE_BUFFER_RESPONSE, LOG_ERROR, LOG_WARN, LOG_DEBUG,
   log, setLogLevel, getConfig, getMethod, headerValues, setHeader, addHeader, enableFeatures,
-  statusCode, respond, readRequestBodyUpTo,
+  statusCode, respond, readRequestBodyUpTo, readRequestChunk, writeRequestBody, readResponseChunk,
+  writeResponseBody,
 } from "./abi";
-import { BODY_400, BODY_404, BODY_431, BODY_503, BODY_REJECT, unavailableBody } from "./jsonrpc";
+import {
+  BODY_400, BODY_404, BODY_431, BODY_503, BODY_REJECT, unavailableBody, requestIdToken, taskNotFoundBody,
+  taskUnavailableBody, taskMismatchBody, TASK_BODY_TOO_LARGE,
+} from "./jsonrpc";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
 import { sha256, DIGEST } from "./sha256";
-import { findCookie, foundStart, foundEnd, buildPinnedCookie, pinnedCookieFits } from "./cookie";
+import { findCookie, foundStart, foundEnd, buildPinnedCookie, pinnedCookieFits, rangeEquals } from "./cookie";
 import { RegistryView, OwnerFacts } from "./view";
 import { pushHex } from "./hex";
 import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
 import { CHUNK_BYTES, InitializeMatcher, contentLength, copyRequestBody } from "./body";
+import {
+  BodyRewriter, LiteralMatcher, TaskHeadRemover, TaskIdWrapper, TASK_HEAD_LENGTH, MAX_TASK_ID, HOLD_BYTES, WRAP_CREATED,
+  WRAP_ECHO,
+} from "./tasks";
 import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_LEARNED, COOKIE_NONE, COOKIE_OWNER,
-  COOKIE_OTHER, PASS, PIN, PIN_REPAIR, ANSWER_400, ANSWER_404, ANSWER_431, REASONS, R_SESSIONLESS, R_REJECT,
-  T_UNVERIFIED, TARGET_TOKEN, NODE_UP,
+  COOKIE_OTHER, PASS, PIN, PIN_REPAIR, ANSWER_400, ANSWER_404, ANSWER_431, ANSWER_413, ANSWER_503, REASONS,
+  R_SESSIONLESS, R_REJECT, T_UNVERIFIED, TARGET_TOKEN, NODE_UP, ID_TASK, TASK_BODY_MATCH, TASK_BODY_MISMATCH,
+  TASK_BODY_UNREADABLE,
 } from "./core";
-import { SessionToken, parseToken, wrapInto, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG } from "./token";
+import {
+  SessionToken, parseSessionToken, parseTaskHandle, wrapInto, pushHead, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED,
+  TOKEN_TASK, TOKEN_HEAD_LENGTH, UNKNOWN_BOOT_TAG,
+} from "./token";
 
 // handle_response's job for a request (the upper word of handle_request's result): bit flags.
 const REQCTX_LEARN: u64 = 1; // an initialize: learn (and wrap) the session it creates
@@ -35,6 +47,10 @@ const REQCTX_OWNER: u64 = 2;
  * client the server's own id (the router that strips it is missing).
  */
 const REQCTX_WRAPPED: u64 = 4;
+/** A tools/call whose request declared the tasks extension: a CreateTaskResult's task id is wrapped. */
+const REQCTX_TASK_CREATE: u64 = 8;
+/** A tasks/get routed by its handle: the result's task id (the node's own) is wrapped back. */
+const REQCTX_TASK_ECHO: u64 = 16;
 /** Cookie lines read on an initialize (with its body in memory). */
 const INITIALIZE_COOKIE_BYTES: i32 = 2048;
 
@@ -81,6 +97,28 @@ const rpcRequestBody = sharedBlock;
 /** handle_response: the response header values read to suspect an owner's death. */
 const responseHeaderValue = sharedBlock;
 const token = new SessionToken();
+
+// Task handles (tasks.ts): the request's MCP-Protocol-Version, Mcp-Method and Mcp-Name (the handle,
+// kept until the response: a tasks/get answer's task id is wrapped back with its head), the body
+// and answer rewriters and the pieces they write.
+const protocolVersion = new Bytes(32);
+const mcpMethod = new Bytes(32);
+/** A task request has no session id: the wrapped session's client id buffer holds the handle. */
+const taskHandle = clientId;
+/** The head (`mt1.<token>.`) a new task id of the answering node gets. */
+const taskHead = new Bytes(TASK_HEAD_LENGTH);
+const headRemover = new TaskHeadRemover();
+const idWrapper = new TaskIdWrapper();
+/** Finds the tasks extension in a tools/call body (the client's per-request capabilities). */
+const tasksDeclared = new LiteralMatcher('"io.modelcontextprotocol/tasks"');
+/** Pieces of a body fed to a rewriter at a time, and what the rewriter writes for one (flushed after each). */
+const REWRITE_SLICE: i32 = 256;
+/** A task request repairs no cookie and steers nothing: the Set-Cookie value's buffer takes the rewritten pieces. */
+const rewritten = setCookieValue;
+/** handle_response: the Set-Cookie lines are read (answeringNode) before a task id is held here. */
+const heldTaskId = cookieLines;
+/** The JSON-RPC id of a task request whose body came in one piece, for the edge's own answers. */
+let taskRequestId: string = "null";
 /** The owner the session's own record names (the view's shard, or learned/): filled by classify. */
 const recordOwner = new OwnerFacts();
 /** The incarnation the session id's routing token names, as the meta tells it: filled by classifyToken. */
@@ -159,15 +197,18 @@ export function handle_request(): u64 {
   if (!ready) init();
   if (cfg.error.length > 0) {
     // Failing open still unwraps: a node must never see an id it did not choose.
-    if (readSessionId(KIND_REQUEST) == ID_VALID && parseToken(idVals, token) == TOKEN_WRAPPED) unwrapRequestId();
+    if (readSessionId(KIND_REQUEST) == ID_VALID && parseSessionToken(idVals, token) == TOKEN_WRAPPED) unwrapRequestId();
     return 1;
   }
   const now = nowMs();
   // Read once per request: every host call copies the method into a new string.
   const method = getMethod();
-  readInput(now);
+  readInput(now, method);
   const d = decideRoute(input, decision);
-  const next = d.reason == R_SESSIONLESS ? passSessionless(method, now) : carryOut(d, method, now);
+  let next: u64;
+  if (d.reason == R_SESSIONLESS) next = passSessionless(method, now);
+  else if (input.id == ID_TASK) next = carryOutTask(d, now);
+  else next = carryOut(d, method, now);
   finish(d.reason, now);
   return next;
 }
@@ -177,13 +218,25 @@ export function handle_request(): u64 {
  * not one, or Cookie lines larger than maxCookieBytes, and then nothing is looked up (the inputs
  * that would need it say "nothing known").
  */
-function readInput(now: u64): void {
+function readInput(now: u64, method: string): void {
   input.reset();
   token.kind = TOKEN_NONE;
   recordOwner.clear();
   input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
   input.id = readSessionId(KIND_REQUEST);
+  if (input.id == ID_NONE && method == "POST" && cfg.wrapTaskIds && readTaskHandle()) {
+    input.id = ID_TASK;
+    if (!readClientCookie(cfg.maxCookieBytes)) {
+      input.cookieUnreadable = true;
+      return;
+    }
+    input.taskBody = copyTaskBody();
+    // A task has no record in the view: its token and the view's freshness decide.
+    if (dirfd >= 0 && view.refresh(now, false)) input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
+    checkToken(now);
+    return;
+  }
   if (input.id != ID_VALID) return;
   hashSessionId();
   if (!readClientCookie(cfg.maxCookieBytes)) {
@@ -194,11 +247,164 @@ function readInput(now: u64): void {
   classifyToken(now);
 }
 
-/** No session id: the request passes untouched; a POST may be an initialize, placed and learned. */
+/**
+ * No session id: the request passes on. A POST is no session's, so it goes to an up node (as a
+ * new session does: a killed, down or draining node gets none); an initialize is also learned, and
+ * a 2026 tools/call whose client declared the tasks extension may answer with a task, whose id is
+ * then wrapped into a handle.
+ */
 function passSessionless(method: string, now: u64): u64 {
-  const ctx = passBody(method, dirfd >= 0) ? learnInitialize(now) : 0;
-  return (ctx << 32) | 1;
+  clientCookie = "";
+  if (method != "POST") return 1;
+  // Mcp-Method is a 2026 request's (2025 clients never send it); a 2026 request is never an initialize.
+  const modern = readHeaderValue("Mcp-Method", mcpMethod);
+  const mayCreateTask = modern && cfg.wrapTaskIds && mcpMethodIs("tools/call");
+  if (passBody(method, dirfd >= 0 && !modern, mayCreateTask)) return (learnInitialize(now) << 32) | 1;
+  if (dirfd >= 0 && readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES))) steer(now, false);
+  if (!mayCreateTask || !tasksDeclared.found) return 1;
+  enableFeatures(FEATURE_BUFFER_RESPONSE);
+  return (REQCTX_TASK_CREATE << 32) | 1;
 }
+
+/** Reads a header sent once, of visible ASCII, into `out` (at most its capacity); false otherwise. */
+function readHeaderValue(name: string, out: Bytes): bool {
+  const n = headerValues(KIND_REQUEST, name, out, out.buf.length);
+  if (n != 1 || out.len < 2) {
+    out.len = 0;
+    return false;
+  }
+  out.len -= 1; // NUL-terminated
+  for (let i = 0; i < out.len; i++) {
+    const c = out.at(i);
+    if (c < 0x21 || c > 0x7e) {
+      out.len = 0;
+      return false;
+    }
+  }
+  return true;
+}
+
+function mcpMethodIs(m: string): bool {
+  return mcpMethod.len == m.length && rangeEquals(mcpMethod, 0, mcpMethod.len, m);
+}
+
+/** A tasks/get, tasks/update or tasks/cancel whose Mcp-Name is a task handle (parsed into `token`). */
+function readTaskHandle(): bool {
+  taskRequestId = "null";
+  if (!readHeaderValue("Mcp-Method", mcpMethod)) return false;
+  if (!mcpMethodIs("tasks/get") && !mcpMethodIs("tasks/update") && !mcpMethodIs("tasks/cancel")) return false;
+  return readHeaderValue("Mcp-Name", taskHandle) && parseTaskHandle(taskHandle, token) == TOKEN_TASK;
+}
+
+/** True when `v` names 2026-07-28 or a later version (dates compare as text). */
+function validatesHeaders(v: Bytes): bool {
+  const since = "2026-07-28";
+  if (v.len < since.length) return false;
+  for (let i = 0; i < since.length; i++) {
+    const c = <i32>v.at(i);
+    const w = since.charCodeAt(i);
+    if (c != w) return c > w;
+  }
+  return true;
+}
+
+/**
+ * Copies a task request's body into the host's memory with the handle's head removed from its
+ * taskId (TaskHeadRemover), and says whether the body names the handle its Mcp-Name does. The
+ * spec asks an intermediary that routes on mirrored headers to trust them only from versions
+ * whose servers validate them against the body: an older or missing MCP-Protocol-Version is a
+ * mismatch. Only a body of known length up to maxBufferedBodyBytes can be rewritten.
+ */
+function copyTaskBody(): i32 {
+  const validated = readHeaderValue("MCP-Protocol-Version", protocolVersion) && validatesHeaders(protocolVersion);
+  const len = contentLength(contentLengthValue, <i64>cfg.maxBufferedBodyBytes);
+  if (len < 0) return TASK_BODY_UNREADABLE;
+  headRemover.begin(taskHandle);
+  rewriteBody(KIND_REQUEST, headRemover);
+  events.countBody(BODY_BUFFERED);
+  return validated && headRemover.removed > 0 && !headRemover.foreign ? TASK_BODY_MATCH : TASK_BODY_MISMATCH;
+}
+
+/**
+ * Sets a buffered response's Content-Length to `n` (the server writes the header as it stands).
+ * A request's cannot be changed this way: the proxy sends the length Go read from the client.
+ */
+function setLength(n: i64): void {
+  lengthText.clear();
+  lengthText.pushU64(<u64>n);
+  setHeader(KIND_RESPONSE, "Content-Length", lengthText);
+}
+const lengthText = new Bytes(24);
+
+/**
+ * Reads a request body, or a buffered response's, to its end through `rewriter` in pieces of
+ * REWRITE_SLICE bytes and writes what it gives back; returns the bytes read. A request body that
+ * came in one piece gives the edge's answers the request's id (taskRequestId).
+ */
+function rewriteBody(kind: u32, rewriter: BodyRewriter): i64 {
+  let read: i64 = 0;
+  while (true) {
+    const end = kind == KIND_REQUEST ? readRequestChunk(bodyPiece) : readResponseChunk(bodyPiece);
+    if (kind == KIND_REQUEST && end && read == 0) taskRequestId = requestIdToken(bodyPiece);
+    read += <i64>bodyPiece.len;
+    for (let s = 0; s < bodyPiece.len; s += REWRITE_SLICE) {
+      rewriter.feed(bodyPiece, s, min<i32>(s + REWRITE_SLICE, bodyPiece.len), rewritten);
+      flushRewritten(kind);
+    }
+    if (end) break;
+  }
+  rewriter.end(rewritten);
+  flushRewritten(kind);
+  return read;
+}
+
+function flushRewritten(kind: u32): void {
+  if (rewritten.len == 0) return;
+  if (kind == KIND_REQUEST) writeRequestBody(rewritten);
+  else writeResponseBody(rewritten);
+  rewritten.clear();
+}
+
+/**
+ * Carries out the decision for a task request: pinned to the handle's node with the node's own
+ * task id in Mcp-Name (the body's was removed while copying), or answered at the edge.
+ */
+function carryOutTask(d: Decision, now: u64): u64 {
+  if (d.action == PIN) {
+    buildPinnedCookie(cookieLines, cfg.cookieName, tokenIncarnation.cookie, pinnedCookieLine);
+    setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
+  } else if (d.action != PASS) {
+    answerTask(d);
+    return 0;
+  }
+  innerIdValue.clear();
+  innerIdValue.pushBytes(taskHandle, TASK_HEAD_LENGTH, taskHandle.len);
+  setHeader(KIND_REQUEST, "Mcp-Name", innerIdValue);
+  // A tasks/get answer names the task: the client gets its handle back, not the node's own id.
+  if (!mcpMethodIs("tasks/get")) return 1;
+  enableFeatures(FEATURE_BUFFER_RESPONSE);
+  return (REQCTX_TASK_ECHO << 32) | 1;
+}
+
+/** The edge's answers to a task request, in the 2026 dialect (jsonrpc.ts), with its id where known. */
+function answerTask(d: Decision): void {
+  const reason = REASONS[d.reason];
+  if (d.action == ANSWER_431) respond(431, reason, BODY_431, 0);
+  else if (d.action == ANSWER_413) respond(413, reason, TASK_BODY_TOO_LARGE, 0);
+  else if (d.action == ANSWER_400) respond(400, reason, taskMismatchBody(taskRequestId), 0);
+  else if (d.action == ANSWER_404) respond(TASK_LOST_STATUS, reason, taskNotFoundBody(taskRequestId), 0);
+  else {
+    const retry = tokenIncarnation.retry > 0 ? tokenIncarnation.retry : cfg.retryAfterSeconds;
+    respond(503, reason, taskUnavailableBody(taskRequestId), retry); // ANSWER_503
+  }
+}
+
+/**
+ * The status of the edge's "task not found": a server answers an unknown task with a JSON-RPC
+ * error in a 200 response (only malformed requests, header mismatches and unknown methods get
+ * their own statuses in 2026-07-28), and a 404 would read as "unknown method" to a 2026 client.
+ */
+const TASK_LOST_STATUS: u32 = 200;
 
 /** Carries out the decision for a request that sent Mcp-Session-Id; returns handle_request's result. */
 function carryOut(d: Decision, method: string, now: u64): u64 {
@@ -240,7 +446,12 @@ function answer(d: Decision, target: OwnerFacts, method: string): void {
 
 /** Fills input.token / input.tokenCookie and tokenIncarnation from the session id's routing token and the meta. */
 function classifyToken(now: u64): void {
-  if (parseToken(idVals, token) == TOKEN_NONE) return;
+  if (parseSessionToken(idVals, token) == TOKEN_NONE) return;
+  checkToken(now);
+}
+
+/** Checks the parsed token (a session id's, or a task handle's) against the meta. */
+function checkToken(now: u64): void {
   // A meta that loaded is enough to check a token; whether it is fresh is input.view's business.
   if (dirfd >= 0 && view.refresh(now, false)) {
     input.token = view.lookupToken(token.cookie, token.bootTag, tokenIncarnation);
@@ -345,8 +556,10 @@ function repairCookie(owner: string): Bytes {
  * initialize, maxInitializeBodyBytes) is copied into the host's memory, so the proxy never reads
  * the client's connection while the answer flows (see body.ts); others stream as they come and
  * are counted. With `inspect`, the copy is also searched for an initialize; true when one is found.
+ * With `inspectTasks`, for the tasks extension in the client's capabilities (tasksDeclared).
  */
-function passBody(method: string, inspect: bool): bool {
+function passBody(method: string, inspect: bool, inspectTasks: bool = false): bool {
+  tasksDeclared.reset();
   if (method != "POST") return false;
   const limit = inspect && cfg.maxInitializeBodyBytes > cfg.maxBufferedBodyBytes ? cfg.maxInitializeBodyBytes : cfg.maxBufferedBodyBytes;
   const len = contentLength(contentLengthValue, <i64>limit);
@@ -358,7 +571,7 @@ function passBody(method: string, inspect: bool): bool {
   }
   initMatcher.reset();
   const matcher = inspect && len <= <i64>cfg.maxInitializeBodyBytes ? initMatcher : null;
-  copyRequestBody(bodyPiece, matcher);
+  copyRequestBody(bodyPiece, matcher, inspectTasks ? tasksDeclared : null);
   // A long copy leaves garbage in proportion to its pieces; collect it now rather than let the
   // allocator grow this instance past its first page before the periodic collection.
   if (len > <i64>(16 * CHUNK_BYTES)) __collect();
@@ -370,23 +583,24 @@ function passBody(method: string, inspect: bool): bool {
 function learnInitialize(now: u64): u64 {
   // Cookie lines too large to read: not steered (the rewrite would drop them); the balancer's
   // Set-Cookie still names the owner.
-  if (readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES))) steerInitialize(now);
+  if (readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES))) steer(now, true);
   if (!cfg.learnSessions) return 0;
   enableFeatures(FEATURE_BUFFER_RESPONSE);
   return REQCTX_LEARN;
 }
 
 /**
- * A new session goes to an up server: the Cookie names one (Traefik obeys it), and a
- * cookie-keeping client is told the same. Only on a fresh view; otherwise Traefik picks.
+ * A new session, or a request that is no session's, goes to an up server: the Cookie names one
+ * (Traefik obeys it); with `tellClient` (a new session) a cookie-keeping client is told the same.
+ * Only on a fresh view; otherwise Traefik picks.
  */
-function steerInitialize(now: u64): void {
+function steer(now: u64, tellClient: bool): void {
   if (!view.refresh(now, false) || view.isStale(now, cfg.staleAfterMs)) return;
   const pick = steerNewSession(view, clientCookie);
   if (pick.length == 0) return;
   buildPinnedCookie(cookieLines, cfg.cookieName, pick, pinnedCookieLine);
   setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
-  addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(pick));
+  if (tellClient) addHeader(KIND_RESPONSE, "Set-Cookie", repairCookie(pick));
   clientCookie = pick;
 }
 
@@ -410,6 +624,10 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   if (isError != 0) return;
   const routing = dirfd >= 0 && cfg.error.length == 0;
   const ctx = <u64>reqCtx;
+  if (ctx & (REQCTX_TASK_CREATE | REQCTX_TASK_ECHO)) {
+    wrapAnswerTaskId(ctx);
+    return;
+  }
   if (ctx & (REQCTX_OWNER | REQCTX_WRAPPED)) {
     // First: it reports the request's own id (the exposure check rereads idVals from the response).
     if (routing && ctx & REQCTX_OWNER) suspectDeath();
@@ -420,18 +638,12 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   const status = statusCode();
   if (status < 200 || status > 299) return;
   if (readSessionId(KIND_RESPONSE) != ID_VALID) return;
-  // The balancer's Set-Cookie names the node it picked; without one it kept the client's cookie.
-  let owner = clientCookie;
-  const n = headerValues(KIND_RESPONSE, "Set-Cookie", setCookieLines);
-  if (n > 0 && findCookie(setCookieLines, cfg.cookieName)) {
-    // Set-Cookie lines carry attributes after ';': findCookie stops the value at ';' already.
-    owner = setCookieLines.toAscii(foundStart, foundEnd);
-  }
+  const owner = answeringNode();
   if (!isCookieValue(owner)) {
     log(LOG_DEBUG, "mcp-affinity: initialize response without a usable sticky cookie; not learned");
     return;
   }
-  if (parseToken(idVals, token) == TOKEN_MINTED) {
+  if (parseSessionToken(idVals, token) == TOKEN_MINTED) {
     if (token.cookie != owner) log(LOG_WARN, "mcp-affinity: a node mints session ids for another server URL than Traefik's (check the node library's url setting)");
   } else if (cfg.wrapSessionIds) {
     wrapResponseId(owner);
@@ -440,6 +652,49 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   writeLearned(owner);
   events.addLine("l", idVals, 0, idVals.len, hashHex, owner);
   events.flush(nowMs());
+}
+
+/** The node that answered: the balancer's Set-Cookie names the one it picked; without one it kept the request's cookie. */
+function answeringNode(): string {
+  const n = headerValues(KIND_RESPONSE, "Set-Cookie", setCookieLines);
+  // Set-Cookie lines carry attributes after ';': findCookie stops the value at ';' already.
+  if (n > 0 && findCookie(setCookieLines, cfg.cookieName)) return setCookieLines.toAscii(foundStart, foundEnd);
+  return clientCookie;
+}
+
+/**
+ * A task id in the answer of a tools/call (a CreateTaskResult) or a tasks/get (the node's own id)
+ * becomes the handle the client keeps (TaskIdWrapper): the answer is held by the host
+ * (FEATURE_BUFFER_RESPONSE), read and written back in pieces. In 2026-07-28 no answer carries a
+ * request for the client (input requests travel inside results), so holding one deadlocks nothing.
+ */
+function wrapAnswerTaskId(ctx: u64): void {
+  const status = statusCode();
+  if (status < 200 || status > 299) return;
+  const value = responseHeaderValue;
+  // A compressed answer is not read: it goes out as it came, its task id routes without a token.
+  if (headerValues(KIND_RESPONSE, "Content-Encoding", value, 64) > 0 && !startsWithIgnoreCase(value, "identity")) return;
+  if (headerValues(KIND_RESPONSE, "Content-Type", value, 256) <= 0) return;
+  const sse = startsWithIgnoreCase(value, "text/event-stream");
+  if (!sse && !startsWithIgnoreCase(value, "application/json")) return;
+  if (ctx & REQCTX_TASK_ECHO) {
+    idWrapper.begin(WRAP_ECHO, taskHandle, sse, heldTaskId);
+    idWrapper.setEcho(taskHandle, TASK_HEAD_LENGTH);
+  } else {
+    const owner = answeringNode();
+    if (!isCookieValue(owner)) {
+      log(LOG_DEBUG, "mcp-affinity: a task answer without a usable sticky cookie; its task id is not wrapped");
+      return;
+    }
+    taskHead.clear();
+    pushHead(taskHead, "mt1.", owner, view.refresh(nowMs(), false) ? view.currentBootTag(owner) : UNKNOWN_BOOT_TAG);
+    idWrapper.begin(WRAP_CREATED, taskHead, sse, heldTaskId);
+  }
+  const read = rewriteBody(KIND_RESPONSE, idWrapper);
+  if (idWrapper.overflowed > 0) log(LOG_DEBUG, "mcp-affinity: a task id too far from its result type; not wrapped");
+  if (idWrapper.wrapped == 0) return;
+  if (headerValues(KIND_RESPONSE, "Content-Length", value, 32) != 1) return;
+  setLength(read + <i64>(idWrapper.wrapped * TASK_HEAD_LENGTH));
 }
 
 /**

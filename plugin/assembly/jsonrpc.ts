@@ -22,6 +22,28 @@ export function unavailableBody(request: Bytes): string {
   return BODY_503_HEAD + request.toAscii(idStart, idEnd) + "}";
 }
 
+/** The request's id as a JSON token ("null" when `request` is not one request with an id). */
+export function requestIdToken(request: Bytes): string {
+  return findRequestId(request) ? request.toAscii(idStart, idEnd) : "null";
+}
+
+// Task requests (tasks/get, tasks/update, tasks/cancel routed by their handle): the same answers in
+// the 2026 dialect, each with the request's id when its body came in one piece.
+/** The task's server instance is gone or rebooted (`task-lost`): what a server says of a task it does not hold. */
+export function taskNotFoundBody(id: string): string {
+  return '{"jsonrpc":"2.0","error":{"code":-32602,"message":"Task not found: the server instance that held it is gone"},"id":' + id + "}";
+}
+/** The task's server instance is down for now (`task-unavailable`, 503 + Retry-After). */
+export function taskUnavailableBody(id: string): string {
+  return '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The server instance holding this task is temporarily unavailable; retry later"},"id":' + id + "}";
+}
+/** Mcp-Name and the body disagree, or the request is not of a version that validates them (`task-mismatch`, 400). */
+export function taskMismatchBody(id: string): string {
+  return '{"jsonrpc":"2.0","error":{"code":-32020,"message":"Header mismatch: Mcp-Name is not the task handle in params.taskId, or MCP-Protocol-Version is missing or older than 2026-07-28"},"id":' + id + "}";
+}
+/** A task request whose body the edge cannot rewrite (`invalid`, 413). */
+export const TASK_BODY_TOO_LARGE = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Task request body of unknown length or larger than the edge rewrites (maxBufferedBodyBytes)"},"id":null}';
+
 /** Longest id token copied into an answer (a longer one is left out: "id": null). */
 export const MAX_ID_TOKEN: i32 = 128;
 

@@ -8,8 +8,10 @@ export const TOKEN_NONE: i32 = 0;
 export const TOKEN_MINTED: i32 = 1;
 /** A server's own id wrapped by this plugin: the node must see only the part after the head. */
 export const TOKEN_WRAPPED: i32 = 2;
+/** A server's own task id wrapped by this plugin (a task handle, `mt1.`): never a session id. */
+export const TOKEN_TASK: i32 = 3;
 
-/** "ma1." / "mw1." + 24 hex + "." */
+/** "ma1." / "mw1." / "mt1." + 24 hex + "." */
 export const TOKEN_HEAD_LENGTH: i32 = 29;
 export const MINTED_RANDOM_LENGTH: i32 = 22;
 export const UNKNOWN_BOOT_TAG = "00000000";
@@ -44,6 +46,7 @@ export function parseToken(id: Bytes, out: SessionToken): i32 {
   let kind = TOKEN_NONE;
   if (k == 97 /* a */) kind = TOKEN_MINTED;
   else if (k == 119 /* w */) kind = TOKEN_WRAPPED;
+  else if (k == 116 /* t */) kind = TOKEN_TASK;
   else return TOKEN_NONE;
   for (let i = 4; i < 28; i++) if (!isLowerHex(id.at(i))) return TOKEN_NONE;
   if (kind == TOKEN_MINTED) {
@@ -57,12 +60,31 @@ export function parseToken(id: Bytes, out: SessionToken): i32 {
   return kind;
 }
 
+/** parseToken for a session id: a task handle is no session token (TOKEN_NONE, `out.kind` too). */
+export function parseSessionToken(id: Bytes, out: SessionToken): i32 {
+  if (parseToken(id, out) != TOKEN_TASK) return out.kind;
+  out.kind = TOKEN_NONE;
+  return TOKEN_NONE;
+}
+
+/** parseToken for a task handle: TOKEN_TASK or TOKEN_NONE (a session id is no task handle). */
+export function parseTaskHandle(id: Bytes, out: SessionToken): i32 {
+  if (parseToken(id, out) == TOKEN_TASK) return TOKEN_TASK;
+  out.kind = TOKEN_NONE;
+  return TOKEN_NONE;
+}
+
 /** Writes the wrapped form of `inner[0, inner.len)` into `out`. */
 export function wrapInto(out: Bytes, cookie: string, bootTag: string, inner: Bytes): void {
   out.clear();
-  out.pushAscii("mw1.");
+  pushHead(out, "mw1.", cookie, bootTag);
+  out.pushBytes(inner, 0, inner.len);
+}
+
+/** Appends a token head (`prefix` + cookie + boot tag + "."): what a wrapped id or task handle starts with. */
+export function pushHead(out: Bytes, prefix: string, cookie: string, bootTag: string): void {
+  out.pushAscii(prefix);
   out.pushAscii(cookie);
   out.pushAscii(bootTag);
   out.pushByte(46);
-  out.pushBytes(inner, 0, inner.len);
 }

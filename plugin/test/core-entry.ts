@@ -4,7 +4,12 @@
 import "../assembly/abort";
 import { RouteInput, Decision, decideRoute } from "../assembly/core";
 import { Bytes } from "../assembly/bytes";
-import { SessionToken, parseToken } from "../assembly/token";
+import { TaskHeadRemover, TaskIdWrapper, WRAP_ECHO, TASK_HEAD_LENGTH } from "../assembly/tasks";
+import {
+  SessionToken,
+  parseSessionToken as parseSessionTokenBytes,
+  parseTaskHandle as parseTaskHandleBytes,
+} from "../assembly/token";
 
 const input = new RouteInput();
 const out = new Decision();
@@ -21,6 +26,7 @@ export function decide(
   passWhenDown: i32,
   token: i32,
   tokenCookie: i32,
+  taskBody: i32,
 ): i32 {
   input.id = id;
   input.cookieUnreadable = cookieUnreadable != 0;
@@ -32,6 +38,7 @@ export function decide(
   input.passWhenDown = passWhenDown != 0;
   input.token = token;
   input.tokenCookie = tokenCookie;
+  input.taskBody = taskBody;
   const d = decideRoute(input, out);
   return d.target * 256 + d.action * 16 + d.reason;
 }
@@ -53,7 +60,15 @@ export function idBuffer(len: i32): usize {
  * nothing) at resultPtr()/resultLen().
  */
 export function parseSessionToken(): i32 {
-  const kind = parseToken(idBuf, token);
+  return tokenResult(parseSessionTokenBytes(idBuf, token));
+}
+
+/** parseSessionToken's twin for a task handle (Mcp-Name of tasks/get, tasks/update, tasks/cancel). */
+export function parseTaskHandle(): i32 {
+  return tokenResult(parseTaskHandleBytes(idBuf, token));
+}
+
+function tokenResult(kind: i32): i32 {
   result.clear();
   if (kind != 0) {
     result.pushAscii(token.cookie);
@@ -69,4 +84,62 @@ export function resultPtr(): usize {
 }
 export function resultLen(): i32 {
   return result.len;
+}
+
+// The task-handle rewriters (plugin/assembly/tasks.ts), fed a body in pieces of `piece` bytes as
+// the plugin feeds them, with the output collected whole.
+const rewriteIn = new Bytes(1 << 16);
+const rewriteArg = new Bytes(512);
+const rewriteOut = new Bytes(1 << 17);
+const slice = new Bytes(1 << 16);
+const remover = new TaskHeadRemover();
+const wrapper = new TaskIdWrapper();
+const hold = new Bytes(4096);
+
+/** Where the host writes the body to rewrite. */
+export function rewriteInput(len: i32): usize {
+  rewriteIn.len = len;
+  return rewriteIn.ptr;
+}
+/** Where the host writes the handle (remover: the handle; wrapper: the 29-byte head, then the echoed task id). */
+export function rewriteArgument(len: i32): usize {
+  rewriteArg.len = len;
+  return rewriteArg.ptr;
+}
+export function rewriteResultPtr(): usize {
+  return rewriteOut.ptr;
+}
+export function rewriteResultLen(): i32 {
+  return rewriteOut.len;
+}
+
+function pieces(piece: i32, run: (b: Bytes) => void): void {
+  rewriteOut.clear();
+  for (let s = 0; s < rewriteIn.len; s += piece) {
+    const e = min(s + piece, rewriteIn.len);
+    slice.clear();
+    slice.pushBytes(rewriteIn, s, e);
+    run(slice);
+  }
+}
+
+/** Removes the handle's head; returns removed + 1000 when a foreign handle was seen. */
+export function removeTaskHead(piece: i32): i32 {
+  remover.begin(rewriteArg);
+  pieces(piece, (b: Bytes): void => {
+    remover.feed(b, 0, b.len, rewriteOut);
+  });
+  remover.end(rewriteOut);
+  return remover.removed + (remover.foreign ? 1000 : 0);
+}
+
+/** Wraps a task id (mode: 0 created, 1 echo); returns wrapped + 1000 * overflowed. */
+export function wrapTaskIds(mode: i32, sse: i32, piece: i32): i32 {
+  wrapper.begin(mode, rewriteArg, sse != 0, hold);
+  if (mode == WRAP_ECHO) wrapper.setEcho(rewriteArg, TASK_HEAD_LENGTH);
+  pieces(piece, (b: Bytes): void => {
+    wrapper.feed(b, 0, b.len, rewriteOut);
+  });
+  wrapper.end(rewriteOut);
+  return wrapper.wrapped + 1000 * wrapper.overflowed;
 }

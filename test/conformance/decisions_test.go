@@ -89,10 +89,12 @@ func garbageMeta(t *testing.T, dir string) {
 
 var decisionRows = []row{
 	// no Mcp-Session-Id
-	{name: "no session id: POST passes", view: cluster, req: request{}, want: want{reason: "sessionless", untouched: true}},
+	// A POST without a session id is no session's: it goes to an up node (a is the only one), as a new session does.
+	{name: "no session id: POST goes to the up node", view: cluster, req: request{}, want: want{reason: "sessionless", pinTo: "a"}},
 	{name: "no session id: GET passes", view: cluster, req: request{method: "GET"}, want: want{reason: "sessionless", untouched: true}},
-	{name: "empty session id passes", view: cluster, req: request{sessionIDs: []string{""}}, want: want{reason: "sessionless", untouched: true}},
-	{name: "no session id, foreign cookie passes", view: cluster, req: request{cookies: []string{"@c"}}, want: want{reason: "sessionless", untouched: true}},
+	{name: "empty session id goes to the up node", view: cluster, req: request{sessionIDs: []string{""}}, want: want{reason: "sessionless", pinTo: "a"}},
+	{name: "no session id, a down node's cookie: the up node", view: cluster, req: request{cookies: []string{"@c"}}, want: want{reason: "sessionless", pinTo: "a"}},
+	{name: "no session id, the up node's cookie: untouched", view: cluster, req: request{cookies: []string{"@a"}}, want: want{reason: "sessionless", untouched: true}},
 
 	// invalid ids
 	{name: "id with a space: 400", view: cluster, req: request{sessionIDs: []string{"bad id"}}, want: invalid},

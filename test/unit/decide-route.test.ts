@@ -7,7 +7,7 @@ import { DECISION_REASONS } from "../../lib/view/index.ts";
 // The inputs of `decide` (plugin/test/core-entry.ts), in its argument order, each value by name
 // with the number core.ts gives it.
 const INPUTS = {
-  id: { none: 0, valid: 1, invalid: 2 },
+  id: { none: 0, valid: 1, invalid: 2, task: 3 },
   cookieLines: { read: 0, unreadable: 1 },
   view: { fresh: 0, stale: 1, absent: 2 },
   session: { unusable: 0, owner: 1, closed: 2, learned: 3, unknown: 4 },
@@ -17,6 +17,7 @@ const INPUTS = {
   onOwnerDown: { unavailable: 0, pass: 1 },
   token: { none: 0, unverified: 1, live: 2, down: 3, dead: 4, newBoot: 5, unknownNode: 6 },
   tokenCookie: { none: 0, owner: 1, other: 2 },
+  taskBody: { match: 0, mismatch: 1, unreadable: 2 },
 } as const;
 type Inputs = typeof INPUTS;
 type Field = keyof Inputs;
@@ -27,7 +28,7 @@ type Outcome = readonly [action: string, reason: string, target: string];
 const FIELDS = Object.keys(INPUTS) as Field[];
 
 // The outputs, numbered as core.ts numbers them; the reasons are the event format's list (the same order on the wire).
-const ACTIONS = ["pass", "pin", "pin+repair", "400", "404", "503", "431"];
+const ACTIONS = ["pass", "pin", "pin+repair", "400", "404", "503", "431", "413"];
 const REASONS = DECISION_REASONS;
 const TARGETS = ["owner", "token"];
 
@@ -46,6 +47,20 @@ const TABLE: readonly (readonly [Pattern, Outcome])[] = [
   [{ id: "none" }, ["pass", "sessionless", "owner"]],
   [{ id: "invalid" }, ["400", "invalid", "owner"]],
   [{ cookieLines: "unreadable" }, ["431", "invalid", "owner"]],
+
+  // A task request (tasks/get, tasks/update, tasks/cancel whose Mcp-Name is a task handle): only the
+  // handle's token, the view's freshness and the body count. Never a repair or a reject.
+  [{ id: "task", token: "none" }, ["pass", "sessionless", "owner"]],
+  [{ id: "task", taskBody: "unreadable" }, ["413", "invalid", "token"]],
+  [{ id: "task", taskBody: "mismatch" }, ["400", "task-mismatch", "token"]],
+  [{ id: "task", token: "unverified", tokenCookie: "owner" }, ["pass", "fail-open", "token"]],
+  [{ id: "task", token: "unverified" }, ["pin", "fail-open", "token"]],
+  [{ id: "task", view: NOT_FRESH, tokenCookie: "owner" }, ["pass", "fail-open", "token"]],
+  [{ id: "task", view: NOT_FRESH }, ["pin", "fail-open", "token"]],
+  [{ id: "task", token: "dead" }, ["404", "task-lost", "token"]],
+  [{ id: "task", token: "down", onOwnerDown: "unavailable" }, ["503", "task-unavailable", "token"]],
+  [{ id: "task", tokenCookie: "owner" }, ["pass", "task", "token"]],
+  [{ id: "task" }, ["pin", "task", "token"]],
 
   // The view holds a record of the session (a shard entry, live or closed): it decides, token or not.
   // A stale view never gives 404/503; a known owner is still pinned.
@@ -176,7 +191,7 @@ describe("decideRoute (pure core)", () => {
     });
     expect(wrong).toEqual([]);
     expect(checked).toBe(CASE_COUNT);
-    expect(CASE_COUNT).toBe(3 * 2 * 3 * 5 * 4 * 3 * 2 * 2 * 7 * 3);
+    expect(CASE_COUNT).toBe(4 * 2 * 3 * 5 * 4 * 3 * 2 * 2 * 7 * 3 * 3);
     // A row that decides nothing is hidden by the rows above it: the table would say more than it does.
     expect(TABLE.map((_, i) => i).filter((i) => !used.has(i))).toEqual([]);
   });
@@ -199,6 +214,7 @@ describe("decideRoute (pure core)", () => {
           onOwnerDown: "unavailable",
           token,
           tokenCookie: "none",
+          taskBody: "match",
         };
         expect(run(c)).toEqual(["pin", "fail-open", "token"]);
       }
@@ -208,9 +224,29 @@ describe("decideRoute (pure core)", () => {
     expect(casesWhere((c, [action]) => c.id === "none" && action !== "pass")).toEqual([]);
   });
 
-  it("answers 400 and 431 only for what it could not read", () => {
-    const unreadable = (c: Case) => c.id === "valid" && c.cookieLines === "unreadable";
-    expect(casesWhere((c, [action]) => (action === "400") !== (c.id === "invalid"))).toEqual([]);
+  it("answers 400, 413 and 431 only for what it could not read or what contradicts itself", () => {
+    const unreadable = (c: Case) => (c.id === "valid" || c.id === "task") && c.cookieLines === "unreadable";
+    const task = (c: Case) => c.id === "task" && c.cookieLines === "read" && c.token !== "none";
+    const contradicts = (c: Case) => task(c) && c.taskBody === "mismatch";
+    expect(casesWhere((c, [action]) => (action === "400") !== (c.id === "invalid" || contradicts(c)))).toEqual([]);
     expect(casesWhere((c, [action]) => (action === "431") !== unreadable(c))).toEqual([]);
+    expect(casesWhere((c, [action]) => (action === "413") !== (task(c) && c.taskBody === "unreadable"))).toEqual([]);
+  });
+
+  it("never repairs a cookie or rejects for a task, and gives task requests reasons of their own", () => {
+    const taskReasons = [
+      "task",
+      "task-lost",
+      "task-unavailable",
+      "task-mismatch",
+      "fail-open",
+      "invalid",
+      "sessionless",
+    ];
+    expect(
+      casesWhere((c, [action, reason]) => c.id === "task" && (action === "pin+repair" || reason === "reject")),
+    ).toEqual([]);
+    expect(casesWhere((c, [, reason]) => c.id === "task" && !taskReasons.includes(reason))).toEqual([]);
+    expect(casesWhere((c, [, reason]) => c.id !== "task" && reason.startsWith("task"))).toEqual([]);
   });
 });

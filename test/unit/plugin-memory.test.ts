@@ -15,7 +15,7 @@ import {
   bk,
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
-import { mintSessionId, wrapSessionId } from "../../lib/token/index.ts";
+import { mintSessionId, wrapSessionId, wrapTaskId } from "../../lib/token/index.ts";
 
 const SPEC = CLUSTER_VIEW;
 const MINTED = mintSessionId(COOKIE.a, "0badf00d");
@@ -188,3 +188,97 @@ test.each([
   },
   120_000,
 );
+
+// Task handles: answers held and rewritten, request bodies rewritten, all through the instance's
+// fixed buffers (tasks.ts); large answers and bodies must leave no trace in its memory.
+test("1 MiB task answers and 60 KiB task requests never grow an instance past its first page", () => {
+  const p = newPlugin({ dir: t.dir, config: { staleAfterMs: 3_600_000 } });
+  const host = p.pool.instances[0]!;
+  const MiB = 1 << 20;
+  const handle = wrapTaskId("task-1", COOKIE.a, "0badf00d");
+  const meta = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": { extensions: { "io.modelcontextprotocol/tasks": {} } },
+  };
+  const call = JSON.stringify({
+    jsonrpc: "2.0",
+    id: 3,
+    method: "tools/call",
+    params: { name: "t", arguments: {}, _meta: meta },
+  });
+  const created = (pad: number) =>
+    JSON.stringify({
+      jsonrpc: "2.0",
+      id: 3,
+      result: { taskId: "task-1", statusMessage: "s".repeat(pad), resultType: "task" },
+    });
+  const progress = `event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1,"message":"${"p".repeat(MiB)}"}}\n\n`;
+  const taskAnswer =
+    (pad: number): NextHandler =>
+    () => ({
+      status: 200,
+      headers: [
+        ["Content-Type", "text/event-stream"],
+        ["Set-Cookie", `${bk(COOKIE.a)}; Path=/`],
+      ],
+      body: [progress, `data: ${created(pad)}\n\n`],
+    });
+  const getBody = (pad: number) =>
+    JSON.stringify({
+      jsonrpc: "2.0",
+      id: 4,
+      method: "tasks/update",
+      params: { taskId: handle, inputResponses: { a: { text: "u".repeat(pad) } } },
+    });
+  const getAnswer: NextHandler = () => ({
+    status: 200,
+    headers: [["Content-Type", "application/json"]],
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 4,
+      result: { resultType: "complete", taskId: "task-1", status: "completed", result: { text: "r".repeat(MiB) } },
+    }),
+  });
+  const headers = (method: string): [string, string][] => [
+    ["Mcp-Method", method],
+    ["Mcp-Name", method === "tools/call" ? "t" : handle],
+    ["MCP-Protocol-Version", "2026-07-28"],
+  ];
+  const outcomes = new Map<string, number>();
+  for (let i = 0; i < 60; i++) {
+    const runs: [string, () => Exchange][] = [
+      ["created", () => host.handle(mcp({ body: call, headers: headers("tools/call") }), taskAnswer(10))],
+      ["created-far", () => host.handle(mcp({ body: call, headers: headers("tools/call") }), taskAnswer(4096))],
+      [
+        "get",
+        () =>
+          host.handle(
+            mcp({ body: getBody(10).replace("tasks/update", "tasks/get"), headers: headers("tasks/get") }),
+            getAnswer,
+          ),
+      ],
+      ["update-60k", () => host.handle(mcp({ body: getBody(60_000), headers: headers("tasks/update") }), okUpstream)],
+      ["update-1m", () => host.handle(mcp({ body: getBody(MiB), headers: headers("tasks/update") }), okUpstream)],
+    ];
+    for (const [kind, run] of runs) {
+      const ex = run();
+      if (ex.trap || ex.responseTrap) throw new Error(`${kind}: ${ex.trap ?? ex.responseTrap}`);
+      expect(ex.violations, kind).toEqual([]);
+      const text = ex.response.text();
+      const wrapped = text.includes(`"taskId":"mt1.`);
+      const key = `${kind} ${ex.response.status}${wrapped ? " wrapped" : ""}`;
+      outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+    }
+    if (i % 20 === 19) clearEvents(t.dir);
+  }
+  // A task id held longer than the wrapper's bound goes out as it came; a body past
+  // maxBufferedBodyBytes is refused, not rewritten.
+  expect(Object.fromEntries(outcomes)).toEqual({
+    "created 200 wrapped": 60,
+    "created-far 200": 60,
+    "get 200 wrapped": 60,
+    "update-60k 200": 60,
+    "update-1m 413": 60,
+  });
+  expect(host.memoryBytes).toBe(65_536);
+}, 120_000);

@@ -1,6 +1,7 @@
 // New sessions go to up servers: an initialize whose sticky cookie names no up server is given an
-// up server's cookie (request Cookie rewritten, the same cookie set on the answer), spread evenly;
-// everything else is left to Traefik. Through the built plugin.wasm on the fake http-wasm host.
+// up server's cookie (request Cookie rewritten, the same cookie set on the answer), spread evenly.
+// Every other POST without a session id (a 2026 request, a stateless server's) is placed the same
+// way, without telling the client; a GET is left to Traefik. Through the built plugin.wasm on the fake http-wasm host.
 import { describe, expect, test } from "vitest";
 import {
   COOKIE,
@@ -75,9 +76,32 @@ describe("placement of new sessions", () => {
     expect(Object.fromEntries(counts)).toEqual({ [COOKIE.a]: 20, [COOKIE.c]: 20 });
   });
 
-  test("not an initialize (a sessionless request, a GET): untouched", () => {
+  test.each([
+    ["no cookie", undefined],
+    ["a draining server's cookie", bk(COOKIE.b)],
+    ["a down server's cookie", bk(COOKIE.d)],
+    ["a gone server's cookie", bk(GONE_COOKIE)],
+  ])("a sessionless POST that is no initialize, %s: an up server, and the client is told nothing", (_n, cookie) => {
     const p = newPlugin({ dir: t.dir });
-    const tools = p.handle(mcp({ body: '{"jsonrpc":"2.0","id":3,"method":"tools/list"}' }), okUpstream);
+    const body = '{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}';
+    const headers: [string, string][] = [
+      ["Mcp-Method", "tools/list"],
+      ["MCP-Protocol-Version", "2026-07-28"],
+    ];
+    const ex = p.handle(mcp({ body, cookie, headers }), okUpstream);
+    const [picked, ...rest] = forwardedBackends(ex);
+    expect(rest).toEqual([]);
+    expect(UP.has(picked!)).toBe(true);
+    expect(ex.response.headers.values("Set-Cookie")).toEqual([]);
+    expect(Buffer.from(ex.forwarded!.body).toString()).toBe(body);
+  });
+
+  test("a sessionless POST whose cookie names an up server, and a GET: untouched", () => {
+    const p = newPlugin({ dir: t.dir });
+    const tools = p.handle(
+      mcp({ body: '{"jsonrpc":"2.0","id":3,"method":"tools/list"}', cookie: bk(COOKIE.a) }),
+      okUpstream,
+    );
     expect(cookieWrites(tools)).toEqual([]);
     const get = p.handle(mcp({ method: "GET" }), okUpstream);
     expect(cookieWrites(get)).toEqual([]);

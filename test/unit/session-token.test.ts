@@ -7,7 +7,9 @@ import {
   bootTag,
   mintSessionId,
   parseSessionToken,
+  parseTaskHandle,
   wrapSessionId,
+  wrapTaskId,
   MINTED_LENGTH,
   UNKNOWN_BOOT_TAG,
   type SessionToken,
@@ -19,13 +21,17 @@ interface Vector {
   id: string;
   token: SessionToken | null;
 }
-const { vectors } = JSON.parse(readFileSync("test/vectors/tokens.json", "utf8")) as { vectors: Vector[] };
+const { vectors, taskVectors } = JSON.parse(readFileSync("test/vectors/tokens.json", "utf8")) as {
+  vectors: Vector[];
+  taskVectors: Vector[];
+};
 
 type Exports = {
   _start(): void;
   memory: WebAssembly.Memory;
   idBuffer(len: number): number;
   parseSessionToken(): number;
+  parseTaskHandle(): number;
   resultPtr(): number;
   resultLen(): number;
 };
@@ -36,17 +42,17 @@ beforeAll(async () => {
   wasm._start();
 });
 
-/** The plugin's reading of an id, in lib/token's shape. */
-function pluginParse(id: string): SessionToken | null {
+/** The plugin's reading of an id (a session id, or with `task` a task handle), in lib/token's shape. */
+function pluginParse(id: string, task = false): SessionToken | null {
   const bytes = Buffer.from(id, "latin1");
   const ptr = wasm.idBuffer(bytes.length);
   new Uint8Array(wasm.memory.buffer, ptr, bytes.length).set(bytes);
-  const kind = wasm.parseSessionToken();
+  const kind = task ? wasm.parseTaskHandle() : wasm.parseSessionToken();
   if (kind === 0) return null;
   const text = Buffer.from(new Uint8Array(wasm.memory.buffer, wasm.resultPtr(), wasm.resultLen())).toString("latin1");
   const [cookie, tag, start] = text.split(" ");
   return {
-    kind: kind === 1 ? "minted" : "wrapped",
+    kind: kind === 1 ? "minted" : kind === 2 ? "wrapped" : "task",
     cookie: cookie!,
     bootTag: tag!,
     inner: kind === 1 ? id : id.slice(Number(start)),
@@ -62,6 +68,19 @@ describe("session token golden vectors", () => {
     it(`${v.name}: lib/token and the plugin agree with the vector`, () => {
       expect(parseSessionToken(v.id)).toEqual(v.token);
       expect(pluginParse(v.id)).toEqual(v.token);
+    });
+  }
+});
+
+describe("task handle golden vectors", () => {
+  it("has valid and invalid cases", () => {
+    expect(taskVectors.filter((v) => v.token).length).toBeGreaterThan(2);
+    expect(taskVectors.filter((v) => !v.token).length).toBeGreaterThan(2);
+  });
+  for (const v of taskVectors) {
+    it(`${v.name}: lib/token and the plugin agree with the vector`, () => {
+      expect(parseTaskHandle(v.id)).toEqual(v.token);
+      expect(pluginParse(v.id, true)).toEqual(v.token);
     });
   }
 });
@@ -100,15 +119,29 @@ describe("minting and wrapping (lib/token)", () => {
       { numRuns: 300 },
     );
   });
+  it("wrap then parse gives back any visible-ASCII task id, on both sides; a handle is never a session token", () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^[\x21-\x7e]{1,200}$/), (inner) => {
+        const id = wrapTaskId(inner, cookie, "deadbeef");
+        const want = { kind: "task", cookie, bootTag: "deadbeef", inner };
+        expect(parseTaskHandle(id)).toEqual(want);
+        expect(pluginParse(id, true)).toEqual(want);
+        expect(parseSessionToken(id)).toBeNull();
+        expect(pluginParse(id)).toBeNull();
+      }),
+      { numRuns: 300 },
+    );
+  });
   it("random ids parse the same on both sides", () => {
     fc.assert(
       fc.property(
         fc.oneof(
-          fc.stringMatching(/^m[aw]1\.[0-9a-f]{24}\.[\x21-\x7e]{0,30}$/),
+          fc.stringMatching(/^m[awt]1\.[0-9a-f]{24}\.[\x21-\x7e]{0,30}$/),
           fc.stringMatching(/^[\x21-\x7e]{1,60}$/),
         ),
         (id) => {
           expect(pluginParse(id)).toEqual(parseSessionToken(id));
+          expect(pluginParse(id, true)).toEqual(parseTaskHandle(id));
         },
       ),
       { numRuns: 500 },
