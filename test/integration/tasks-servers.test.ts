@@ -6,15 +6,18 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { raw } from "../../dev/mcp-client.ts";
+import { waitUntil } from "../../dev/poll.ts";
 import { failedCalls, runRequestStateClient, runRustTaskClient } from "../support/task-clients.ts";
 import { startPythonRequestStateServer, startRustTaskServer, type TestServer } from "../support/test-server.ts";
 
 const mcp = (s: TestServer) => `${s.url}/mcp`;
 /** How often the task servers here suggest polling (their --poll-interval-ms). */
 const POLL_MS = 100;
+/** The task TTL of the short-lived server: rmcp drops a terminal task one TTL after it ended. */
+const TASK_TTL_MS = 1000;
 
-/** A tasks/* request as a 2026-07-28 client with the tasks extension sends it. */
-function taskRequest(server: TestServer, method: string, params: Record<string, unknown>, id = 7) {
+/** A 2026-07-28 request with the tasks extension declared, `mcpName` in its Mcp-Name header. */
+function request2026(server: TestServer, method: string, mcpName: string, params: Record<string, unknown>, id = 7) {
   const meta = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
     "io.modelcontextprotocol/clientInfo": { name: "tasks-servers-test", version: "0" },
@@ -27,11 +30,15 @@ function taskRequest(server: TestServer, method: string, params: Record<string, 
       accept: "application/json, text/event-stream",
       "mcp-protocol-version": "2026-07-28",
       "mcp-method": method,
-      "mcp-name": String(params.taskId),
+      "mcp-name": mcpName,
     },
     body: JSON.stringify({ jsonrpc: "2.0", id, method, params: { ...params, _meta: meta } }),
   });
 }
+
+/** A tasks/* request as a 2026-07-28 client sends it: Mcp-Name is the task id. */
+const taskRequest = (server: TestServer, method: string, params: { taskId: string; [k: string]: unknown }, id = 7) =>
+  request2026(server, method, params.taskId, params, id);
 
 /** The one JSON-RPC message of an answer, whether a JSON body or an SSE stream of one event. */
 function messageOf(body: string): { id?: unknown; result?: Record<string, unknown>; error?: { code: number } } {
@@ -46,16 +53,18 @@ describe("Rust SDK task server, Rust SDK task client", () => {
   let a: TestServer;
   let b: TestServer;
   let json: TestServer;
+  let shortLived: TestServer;
 
   beforeAll(async () => {
     // Sequential: the first start may build the binaries.
     a = await startRustTaskServer({ name: "rs-a", pollIntervalMs: POLL_MS });
     b = await startRustTaskServer({ name: "rs-b", pollIntervalMs: POLL_MS });
     json = await startRustTaskServer({ name: "rs-json", pollIntervalMs: POLL_MS, jsonResponse: true });
+    shortLived = await startRustTaskServer({ name: "rs-ttl", pollIntervalMs: POLL_MS, taskTtlMs: TASK_TTL_MS });
   }, 600_000);
 
   afterAll(async () => {
-    await Promise.all([a, b, json].map((s) => s?.stop()));
+    await Promise.all([a, b, json, shortLived].map((s) => s?.stop()));
   });
 
   it("slow tasks complete on their node, each request on its own line with its own call id", async () => {
@@ -114,9 +123,14 @@ describe("Rust SDK task server, Rust SDK task client", () => {
       [true, "cancelled"],
     ]);
     expect(cancelled.summary.byMethod["tasks/cancel"]).toEqual({ calls: 2, failed: 0 });
-    const mixed = await runRustTaskClient({ url: mcp(a), tasks: 2, ms: 200, cancelEvery: 2 });
+    // Every second one: `ask` tasks wait for their answer, so only the cancel can end the second.
+    const mixed = await runRustTaskClient({ url: mcp(a), tasks: 2, tool: "ask", cancelEvery: 2 });
     expect(failedCalls(mixed)).toBe("");
-    expect(mixed.units.map((t) => t.status)).toEqual(["completed", "cancelled"]);
+    expect(mixed.units.map((t) => [t.ok, t.status])).toEqual([
+      [true, "completed"],
+      [true, "cancelled"],
+    ]);
+    expect(mixed.calls.filter((c) => c.task === 2).map((c) => c.method)).not.toContain("tasks/update");
   });
 
   it("an unknown task id is -32602 on tasks/get, tasks/update and tasks/cancel, with the request's id", async () => {
@@ -133,6 +147,19 @@ describe("Rust SDK task server, Rust SDK task client", () => {
     }
   });
 
+  it("an expired task is -32602: seen completed first, then gone once its TTL has passed", async () => {
+    const created = messageOf(
+      (await request2026(shortLived, "tools/call", "slow", { name: "slow", arguments: { ms: 0 } })).body,
+    );
+    expect(created.result).toMatchObject({ resultType: "task", status: "working", ttlMs: TASK_TTL_MS });
+    const taskId = String(created.result!.taskId);
+    const get = async () => messageOf((await taskRequest(shortLived, "tasks/get", { taskId })).body);
+    // Completed at once (0 ms of work); it stays observable for one TTL after that.
+    await waitUntil("the task completed", async () => (await get()).result?.status === "completed", TASK_TTL_MS, 20);
+    // rmcp evicts it on the first request after that TTL; the wait allows three.
+    await waitUntil("the task expired", async () => (await get()).error?.code === -32602, 3 * TASK_TTL_MS, 50);
+  });
+
   it("a task of one process polled on another is -32602 there; its own process still has it", async () => {
     const run = await runRustTaskClient({ url: mcp(a), pollUrl: mcp(b), tasks: 1, ms: 300 });
     expect(run.exitCode).toBe(1);
@@ -142,7 +169,7 @@ describe("Rust SDK task server, Rust SDK task client", () => {
     // A spec client abandons the task at the first -32602.
     expect(rest).toEqual([]);
     expect(run.units[0]).toMatchObject({ ok: false, taskId: create!.taskId });
-    const onA = await taskRequest(a, "tasks/get", { taskId: create!.taskId });
+    const onA = await taskRequest(a, "tasks/get", { taskId: String(create!.taskId) });
     expect(messageOf(onA.body).result).toMatchObject({ taskId: create!.taskId });
   });
 });

@@ -155,8 +155,12 @@ impl TaskServer {
         let mut done = self.identity("ask");
         let task = self.tasks.spawn(self.options.clone(), move |ctx| {
             Box::pin(async move {
-                // tasks/cancel drops the pending input: request_input then ends as Cancelled.
-                let response = ctx.request_input("name", request).await?;
+                // A cancel that came before the question was asked ends the task too (tasks/cancel
+                // drops only questions already pending, which then end as Cancelled).
+                let response = tokio::select! {
+                    _ = ctx.cancelled() => return Err(TaskExit::Cancelled),
+                    answer = ctx.request_input("name", request) => answer?,
+                };
                 let answer = match response.get("action").and_then(Value::as_str) {
                     Some("accept") => response
                         .pointer("/content/name")
