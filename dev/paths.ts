@@ -9,3 +9,9 @@ export const VENV_PYTHON = join(ROOT, ".venv", "bin", "python");
 export const PYTHON_NODE_SCRIPT = join(ROOT, "test", "servers", "python_mcp_server.py");
 /** Builds (or finds in .cache/clients/) the Go SDK test clients and the Go SDK test server (test/servers/go). */
 export const BUILD_CLIENTS_SCRIPT = join(ROOT, "scripts", "build-clients.mjs");
+/** The Python with the 2026-07-28 `mcp` 2.x SDK (scripts/ensure-deps.mjs --python-mcp2 makes it). */
+export const VENV_MCP2_PYTHON = join(ROOT, ".venv-mcp2", "bin", "python");
+/** An MCP 2026-07-28 server on the Python `mcp` 2.x SDK whose tool needs a requestState round trip. */
+export const PYTHON_REQUEST_STATE_SERVER_SCRIPT = join(ROOT, "test", "servers", "python_request_state_server.py");
+/** The requestState retry client on the Python `mcp` 2.x SDK. */
+export const PYTHON_REQUEST_STATE_CLIENT_SCRIPT = join(ROOT, "test", "clients", "python_request_state_client.py");

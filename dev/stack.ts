@@ -102,28 +102,34 @@ export function traefikBinary(): string {
   }
 }
 
+/** What scripts/build-clients.mjs builds: the SDK test clients and test servers. */
+export type BuiltBinary = "go" | "rust" | "goServer" | "rustServer" | "rustTasksClient";
+
 /**
- * The Go SDK test server (test/servers/go): scripts/build-clients.mjs builds it once per source
- * hash into .cache/clients/, as it does the Go and Rust test clients the end-to-end tests run.
+ * A test client or server binary: scripts/build-clients.mjs builds it once per source hash into
+ * .cache/clients/ (`what` names it in errors).
  */
-export function goServerBinary(): string {
+export function builtBinary(name: BuiltBinary, what: string): string {
   let path: string | undefined;
   try {
-    const out = execFileSync(process.execPath, [BUILD_CLIENTS_SCRIPT, "goServer"], {
+    const out = execFileSync(process.execPath, [BUILD_CLIENTS_SCRIPT, name], {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "pipe"],
     });
-    path = (JSON.parse(out.toString()) as { goServer?: string }).goServer;
+    path = (JSON.parse(out.toString()) as Partial<Record<BuiltBinary, string>>)[name];
   } catch (err) {
     throw new StackError(
-      `no Go MCP test server: ${(err as { stderr?: Buffer }).stderr?.toString().trim() || err} (run: node scripts/build-clients.mjs goServer)`,
+      `no ${what}: ${(err as { stderr?: Buffer }).stderr?.toString().trim() || err} (run: node scripts/build-clients.mjs ${name})`,
       "ERR_STACK_NODE",
     );
   }
   if (!path || !existsSync(path))
-    throw new StackError(`the Go MCP test server binary is missing (${path ?? "no path"})`, "ERR_STACK_NODE");
+    throw new StackError(`the ${what} binary is missing (${path ?? "no path"})`, "ERR_STACK_NODE");
   return path;
 }
+
+/** The Go SDK test server (test/servers/go). */
+export const goServerBinary = (): string => builtBinary("goServer", "Go MCP test server");
 
 /** The sidecar's entry: the npm bin when it exists, else its TypeScript main. */
 export function sidecarCommand(): { cmd: string; args: string[] } {

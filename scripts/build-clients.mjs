@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// Builds the Go and Rust SDK test clients (test/clients/go, test/clients/rust) and the Go SDK test
-// server (test/servers/go) from the Go module proxy and crates.io, pinned by go.sum and Cargo.lock,
+// Builds the Go and Rust SDK test clients (test/clients/go, test/clients/rust), the Go SDK test
+// server (test/servers/go), and the Rust SDK task server with its task client (test/servers/rust,
+// one crate) from the Go module proxy and crates.io, pinned by go.sum and Cargo.lock,
 // and caches each binary under .cache/clients/ by a hash of its sources: a changed one is rebuilt,
 // an unchanged one is reused. The cache may be shared by several checkouts: each build goes to a
 // temporary name, then is renamed.
-//   node scripts/build-clients.mjs            all: {"go": ..., "rust": ..., "goServer": ...}
+//   node scripts/build-clients.mjs            all: {"go": ..., "rust": ..., "goServer": ..., "rustServer": ..., "rustTasksClient": ...}
 //   node scripts/build-clients.mjs goServer   only those named: {"goServer": ...}
 // Prints the paths as JSON; exits 2 naming what is missing.
 import { execFileSync } from "node:child_process";
@@ -41,24 +42,40 @@ const goBuild = (src, out) =>
     env: { ...process.env, CGO_ENABLED: "0" },
   });
 
+/** `cargo build` of the crate in `src` into the shared target directory; copies binary `bin` to `out`. */
+const cargoBuild = (bin) => (src, out) => {
+  const target = join(cache, "rust-target"); // shared incremental cache: dependencies compile once
+  execFileSync("cargo", ["build", "--release", "--locked", "--quiet"], {
+    cwd: src,
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, CARGO_TARGET_DIR: target },
+  });
+  execFileSync("cp", [join(target, "release", bin), out]);
+};
+
 const CLIENTS = {
   go: { dir: join(root, "test/clients/go"), tool: "go", what: "Go SDK client", build: goBuild },
   rust: {
     dir: join(root, "test/clients/rust"),
     tool: "cargo",
     what: "Rust SDK client",
-    build: (src, out) => {
-      const target = join(cache, "rust-target"); // shared incremental cache: dependencies compile once
-      execFileSync("cargo", ["build", "--release", "--locked", "--quiet"], {
-        cwd: src,
-        stdio: ["ignore", "inherit", "inherit"],
-        env: { ...process.env, CARGO_TARGET_DIR: target },
-      });
-      execFileSync("cp", [join(target, "release", "mcp-affinity-e2e-rust"), out]);
-    },
+    build: cargoBuild("mcp-affinity-e2e-rust"),
   },
   // The MCP server on the Go SDK (dev/stack.ts's "go" node kind, the server tests).
   goServer: { dir: join(root, "test/servers/go"), tool: "go", what: "Go SDK test server", build: goBuild },
+  // The 2026-07-28 task server on the Rust SDK and its task client driver: one crate, two binaries.
+  rustServer: {
+    dir: join(root, "test/servers/rust"),
+    tool: "cargo",
+    what: "Rust SDK task server",
+    build: cargoBuild("rust-tasks-server"),
+  },
+  rustTasksClient: {
+    dir: join(root, "test/servers/rust"),
+    tool: "cargo",
+    what: "Rust SDK task client",
+    build: cargoBuild("rust-tasks-client"),
+  },
 };
 
 /** Path of the client (or test server) binary, building it when missing. */

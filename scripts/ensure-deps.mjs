@@ -4,7 +4,10 @@
 //   --redis    redis-server from Debian's packages (apt-get; needs root)
 //   --traefik  the pinned Traefik, built from the Go module proxy (scripts/install-traefik.sh)
 //   --python   .venv with the Python `mcp` package (the cookie-keeping e2e client, the Python MCP test server)
-//   --clients  the Go and Rust SDK test clients and the Go SDK test server (scripts/build-clients.mjs)
+//   --python-mcp2  .venv-mcp2 with the Python `mcp` 2.x package (the 2026-07-28 requestState server and client;
+//              it cannot share .venv with the 1.x the other Python tests use)
+//   --clients  the Go and Rust SDK test clients, the Go SDK test server, the Rust SDK task server and
+//              task client (scripts/build-clients.mjs)
 //   --chromium Debian's chromium (apt-get; needs root) for the status-page test (playwright-core)
 //   --promtool, --kubeconform  pinned Go tools for the ops checks (scripts/go-tools.mjs)
 //   --k8s-schemas  offline schemas for kubeconform (scripts/k8s-schemas.mjs; after --python)
@@ -19,7 +22,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const want = new Set(process.argv.slice(2).map((a) => a.replace(/^--/, "")));
 // 1.26 and later answer 404 for an unknown session id (the spec's answer; 400 before).
 const PYTHON_MCP_VERSION = "1.30.0";
-const PYTHON_MCP = `mcp==${PYTHON_MCP_VERSION}`;
+// The 2026-07-28 SDK: its MCPServer seals requestState under a per-process key by default.
+const PYTHON_MCP2_VERSION = "2.3.0";
 
 function fail(msg) {
   console.error(`ensure-deps: ${msg}`);
@@ -71,25 +75,23 @@ if (want.has("traefik")) {
   console.log(`ensure-deps: traefik at ${out.toString().trim()}`);
 }
 
-if (want.has("python")) {
-  const venvPy = join(root, ".venv", "bin", "python");
+/** Makes `.venv`-like `dir` with exactly `mcp==version`, unless it already has it. */
+function ensureVenv(dir, version, probe) {
+  const venvPy = join(root, dir, "bin", "python");
   const ok =
     existsSync(venvPy) &&
-    spawnSync(
-      venvPy,
-      [
-        "-c",
-        `import mcp.client.streamable_http, importlib.metadata as m; assert m.version("mcp") == "${PYTHON_MCP_VERSION}"`,
-      ],
-      { stdio: "ignore" },
-    ).status === 0;
-  if (!ok) {
-    const py = has("python3") ? "python3" : has("python") ? "python" : fail("python3 is missing");
-    console.log(`ensure-deps: creating .venv with ${PYTHON_MCP}`);
-    if (!existsSync(venvPy)) run(py, ["-m", "venv", join(root, ".venv")]);
-    run(venvPy, ["-m", "pip", "install", "-q", "--disable-pip-version-check", PYTHON_MCP]);
-  }
+    spawnSync(venvPy, ["-c", `import ${probe}, importlib.metadata as m; assert m.version("mcp") == "${version}"`], {
+      stdio: "ignore",
+    }).status === 0;
+  if (ok) return;
+  const py = has("python3") ? "python3" : has("python") ? "python" : fail("python3 is missing");
+  console.log(`ensure-deps: creating ${dir} with mcp==${version}`);
+  if (!existsSync(venvPy)) run(py, ["-m", "venv", join(root, dir)]);
+  run(venvPy, ["-m", "pip", "install", "-q", "--disable-pip-version-check", `mcp==${version}`]);
 }
+
+if (want.has("python")) ensureVenv(".venv", PYTHON_MCP_VERSION, "mcp.client.streamable_http");
+if (want.has("python-mcp2")) ensureVenv(".venv-mcp2", PYTHON_MCP2_VERSION, "mcp.server.request_state");
 
 if (want.has("chromium") && !existsSync("/usr/bin/chromium")) {
   // playwright-core drives the system browser; Debian's package is the one we test with.
@@ -112,5 +114,5 @@ if (want.has("k8s-schemas")) {
 
 if (want.has("clients")) {
   run(process.execPath, [join(root, "scripts/build-clients.mjs")], { stdio: ["ignore", "ignore", "inherit"] });
-  console.log("ensure-deps: Go and Rust SDK test clients and the Go SDK test server built");
+  console.log("ensure-deps: the Go and Rust SDK test clients and test servers built");
 }

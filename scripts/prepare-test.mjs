@@ -12,6 +12,7 @@ execFileSync(
     "--redis",
     "--traefik",
     "--python",
+    "--python-mcp2",
     "--clients",
     "--chromium",
     "--promtool",

@@ -1,13 +1,20 @@
 // Starts and stops the MCP test servers on the official SDKs that do not use the node library (the
-// edge is their only source of truth): test/servers/python_mcp_server.py (Python SDK) and
-// test/servers/go (Go SDK, built by scripts/build-clients.mjs). Both take --port/--host/--name and
-// answer GET /healthz with {status, node, boot}.
+// edge is their only source of truth): test/servers/python_mcp_server.py (Python SDK 1.x, 2025
+// sessions), test/servers/go (Go SDK), test/servers/rust (Rust SDK, 2026-07-28 tasks kept in process
+// memory) and test/servers/python_request_state_server.py (Python SDK 2.x, 2026-07-28 requestState
+// sealed under a per-process key). The compiled ones are built by scripts/build-clients.mjs. All take
+// --port/--host/--name and answer GET /healthz with {status, node, boot}.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { freePort, httpGet } from "../../dev/net.ts";
-import { PYTHON_NODE_SCRIPT, VENV_PYTHON } from "../../dev/paths.ts";
+import {
+  PYTHON_NODE_SCRIPT,
+  PYTHON_REQUEST_STATE_SERVER_SCRIPT,
+  VENV_MCP2_PYTHON,
+  VENV_PYTHON,
+} from "../../dev/paths.ts";
 import { GiveUp, waitUntil } from "../../dev/poll.ts";
-import { goServerBinary } from "../../dev/stack.ts";
+import { builtBinary, goServerBinary } from "../../dev/stack.ts";
 
 export interface TestServer {
   name: string;
@@ -24,6 +31,8 @@ export interface TestServer {
 export interface TestServerOptions {
   name: string;
   port?: number;
+  /** Flags after --port/--host/--name (the Rust task server's, see RustTaskServerOptions). */
+  args?: string[];
   /** How long to wait for /healthz (default 20 s: the first import of the Python SDK is slow on a busy machine). */
   readyMs?: number;
 }
@@ -46,8 +55,41 @@ const PYTHON: Launcher = {
 
 const GO: Launcher = { label: "go MCP server", command: () => [goServerBinary()] };
 
+const RUST_TASKS: Launcher = {
+  label: "rust task server",
+  command: () => [builtBinary("rustServer", "Rust MCP task server")],
+};
+
+const PYTHON_REQUEST_STATE: Launcher = {
+  label: "python requestState server",
+  command() {
+    if (!existsSync(VENV_MCP2_PYTHON))
+      throw new Error(".venv-mcp2/bin/python is missing: run `node scripts/ensure-deps.mjs --python-mcp2`");
+    return [VENV_MCP2_PYTHON, PYTHON_REQUEST_STATE_SERVER_SCRIPT];
+  },
+};
+
+export interface RustTaskServerOptions extends Omit<TestServerOptions, "args"> {
+  /** The pollIntervalMs its tasks suggest (default 200). */
+  pollIntervalMs?: number;
+  /** Its tasks' ttlMs (default rmcp's, 5 minutes): a terminal task is dropped one TTL after it ended. */
+  taskTtlMs?: number;
+  /** Answer with one JSON body where the SDK can (default: an SSE stream per request). */
+  jsonResponse?: boolean;
+}
+
 export const startPythonServer = (opts: TestServerOptions) => startTestServer(PYTHON, opts);
 export const startGoServer = (opts: TestServerOptions) => startTestServer(GO, opts);
+export const startRustTaskServer = (opts: RustTaskServerOptions) =>
+  startTestServer(RUST_TASKS, {
+    ...opts,
+    args: [
+      ...(opts.pollIntervalMs === undefined ? [] : ["--poll-interval-ms", String(opts.pollIntervalMs)]),
+      ...(opts.taskTtlMs === undefined ? [] : ["--task-ttl-ms", String(opts.taskTtlMs)]),
+      ...(opts.jsonResponse ? ["--json-response"] : []),
+    ],
+  });
+export const startPythonRequestStateServer = (opts: TestServerOptions) => startTestServer(PYTHON_REQUEST_STATE, opts);
 
 async function startTestServer(launcher: Launcher, opts: TestServerOptions): Promise<TestServer> {
   const [cmd, ...prefix] = launcher.command();
@@ -59,7 +101,8 @@ async function startTestServer(launcher: Launcher, opts: TestServerOptions): Pro
 
   const start = async () => {
     stderr = "";
-    const c = spawn(cmd!, [...prefix, "--port", String(port), "--host", "127.0.0.1", "--name", opts.name], {
+    const flags = ["--port", String(port), "--host", "127.0.0.1", "--name", opts.name, ...(opts.args ?? [])];
+    const c = spawn(cmd!, [...prefix, ...flags], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     child = c;
