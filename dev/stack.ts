@@ -9,7 +9,14 @@ import { cookieValueFor } from "../lib/registry/schema.ts";
 import { readMeta, type NodeViewState, type ViewMeta } from "../lib/view/index.ts";
 import { isProxyCut, readAccessLog, type AccessLogRow } from "./access-log.ts";
 import { freePort, httpGet } from "./net.ts";
-import { BUILD_CLIENTS_SCRIPT, PYTHON_NODE_SCRIPT, ROOT, VENV_PYTHON } from "./paths.ts";
+import {
+  BUILD_CLIENTS_SCRIPT,
+  PYTHON_NODE_SCRIPT,
+  PYTHON_REQUEST_STATE_SERVER_SCRIPT,
+  ROOT,
+  VENV_MCP2_PYTHON,
+  VENV_PYTHON,
+} from "./paths.ts";
 import { GiveUp, sleep, waitUntil } from "./poll.ts";
 import { ManagedProcess, StackError, killOnExit } from "./process.ts";
 import { redisCommand, startRedis, type TestRedis } from "./redis.ts";
@@ -152,7 +159,10 @@ export interface StackOptions {
    * "reference" (default): node/reference on the node library, registering in Redis (or through the
    * sidecar). "python": test/servers/python_mcp_server.py, an MCP server on the official Python SDK
    * that knows nothing of mcp-affinity (the edge is its only source of truth). "go": the same on the
-   * official Go SDK (test/servers/go, built by scripts/build-clients.mjs).
+   * official Go SDK (test/servers/go, built by scripts/build-clients.mjs). "rust-tasks": a 2026-07-28
+   * server on the Rust SDK whose tasks live in its process memory (test/servers/rust); "python-mrtr":
+   * a 2026-07-28 server on the Python SDK 2.x whose requestState is sealed with a per-process key
+   * (test/servers/python_request_state_server.py).
    */
   nodeKind?: NodeKind;
   /**
@@ -190,7 +200,7 @@ export interface StackOptions {
   pluginDir?: string;
 }
 
-export type NodeKind = "reference" | "python" | "go";
+export type NodeKind = "reference" | "python" | "go" | "rust-tasks" | "python-mrtr";
 
 export const MAX_REPLICAS = 8;
 
@@ -579,6 +589,20 @@ async function waitViewsListNodes(replicas: ReplicaPart[], nodes: NodePart[]): P
   );
 }
 
+/** The command line's start of a node of an SDK server kind (null: the reference node). */
+function sdkServerCommand(kind: NodeKind): string[] | null {
+  const python = (venv: string, flag: string, script: string) => {
+    if (!existsSync(venv))
+      throw new StackError(`${venv} is missing: run \`node scripts/ensure-deps.mjs ${flag}\``, "ERR_STACK_NODE");
+    return [venv, script];
+  };
+  if (kind === "python") return python(VENV_PYTHON, "--python", PYTHON_NODE_SCRIPT);
+  if (kind === "python-mrtr") return python(VENV_MCP2_PYTHON, "--python-mcp2", PYTHON_REQUEST_STATE_SERVER_SCRIPT);
+  if (kind === "go") return [goServerBinary()];
+  if (kind === "rust-tasks") return [builtBinary("rustServer", "Rust MCP task server")];
+  return null;
+}
+
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const nNodes = opts.nodes ?? 3;
   const nReplicas = opts.replicas ?? 1;
@@ -596,12 +620,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       "ERR_STACK_CONFIG",
     );
   }
-  if (nodeKind === "python" && !existsSync(VENV_PYTHON)) {
-    throw new StackError(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`", "ERR_STACK_NODE");
-  }
   // The SDK servers know nothing of the registry and take the same flags: their command line's start.
-  const sdkServer =
-    nodeKind === "python" ? [VENV_PYTHON, PYTHON_NODE_SCRIPT] : nodeKind === "go" ? [goServerBinary()] : null;
+  const sdkServer = sdkServerCommand(nodeKind);
   const dir = resolve(opts.dir ?? join(ROOT, ".run", opts.name));
   rmSync(dir, { recursive: true, force: true });
   const logs = join(dir, "logs");

@@ -5,9 +5,8 @@
 // the other, which is why the edge must route them.
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { raw } from "../../dev/mcp-client.ts";
 import { waitUntil } from "../../dev/poll.ts";
-import { failedCalls, runRequestStateClient, runRustTaskClient } from "../support/task-clients.ts";
+import { failedCalls, messageOf, post2026, runRequestStateClient, runRustTaskClient } from "../support/task-clients.ts";
 import { startPythonRequestStateServer, startRustTaskServer, type TestServer } from "../support/test-server.ts";
 
 const mcp = (s: TestServer) => `${s.url}/mcp`;
@@ -16,38 +15,13 @@ const POLL_MS = 100;
 /** The task TTL of the short-lived server: rmcp drops a terminal task one TTL after it ended. */
 const TASK_TTL_MS = 1000;
 
-/** A 2026-07-28 request with the tasks extension declared, `mcpName` in its Mcp-Name header. */
-function request2026(server: TestServer, method: string, mcpName: string, params: Record<string, unknown>, id = 7) {
-  const meta = {
-    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-    "io.modelcontextprotocol/clientInfo": { name: "tasks-servers-test", version: "0" },
-    "io.modelcontextprotocol/clientCapabilities": { extensions: { "io.modelcontextprotocol/tasks": {} } },
-  };
-  return raw(mcp(server), {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      "mcp-protocol-version": "2026-07-28",
-      "mcp-method": method,
-      "mcp-name": mcpName,
-    },
-    body: JSON.stringify({ jsonrpc: "2.0", id, method, params: { ...params, _meta: meta } }),
-  });
-}
+/** A 2026-07-28 request to a server, with the tasks extension declared. */
+const request2026 = (server: TestServer, method: string, mcpName: string, params: Record<string, unknown>, id = 7) =>
+  post2026(mcp(server), { method, mcpName, params, id });
 
 /** A tasks/* request as a 2026-07-28 client sends it: Mcp-Name is the task id. */
 const taskRequest = (server: TestServer, method: string, params: { taskId: string; [k: string]: unknown }, id = 7) =>
   request2026(server, method, params.taskId, params, id);
-
-/** The one JSON-RPC message of an answer, whether a JSON body or an SSE stream of one event. */
-function messageOf(body: string): { id?: unknown; result?: Record<string, unknown>; error?: { code: number } } {
-  const data = body
-    .split("\n")
-    .filter((l) => l.startsWith("data:"))
-    .map((l) => l.slice(5).trim());
-  return JSON.parse(data.length > 0 ? data[data.length - 1]! : body);
-}
 
 describe("Rust SDK task server, Rust SDK task client", () => {
   let a: TestServer;

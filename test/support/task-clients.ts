@@ -6,6 +6,58 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { PYTHON_REQUEST_STATE_CLIENT_SCRIPT, ROOT, VENV_MCP2_PYTHON } from "../../dev/paths.ts";
 import { builtBinary } from "../../dev/stack.ts";
+import { raw, type RawResponse } from "../../dev/mcp-client.ts";
+
+export interface Post2026 {
+  method: string;
+  /** The Mcp-Name header (a tool's name, a task id or handle); none when undefined. */
+  mcpName?: string;
+  params: Record<string, unknown>;
+  id?: number | string;
+  /** Extra headers (an X-E2e-Call id). */
+  headers?: Record<string, string>;
+  /** The client's capabilities (default: the tasks extension). */
+  capabilities?: Record<string, unknown>;
+}
+
+/** One 2026-07-28 request as a client sends it: the mirrored headers, the per-request _meta. */
+export function post2026(url: string, r: Post2026): Promise<RawResponse> {
+  const meta = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": { name: "mcp-affinity-tests", version: "0" },
+    "io.modelcontextprotocol/clientCapabilities": r.capabilities ?? {
+      extensions: { "io.modelcontextprotocol/tasks": {} },
+    },
+  };
+  const headers: Record<string, string> = {
+    "content-type": "application/json",
+    accept: "application/json, text/event-stream",
+    "mcp-protocol-version": "2026-07-28",
+    "mcp-method": r.method,
+    ...r.headers,
+  };
+  if (r.mcpName !== undefined) headers["mcp-name"] = r.mcpName;
+  return raw(url, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ jsonrpc: "2.0", id: r.id ?? 7, method: r.method, params: { ...r.params, _meta: meta } }),
+  });
+}
+
+export interface JsonRpcAnswer {
+  id?: unknown;
+  result?: Record<string, unknown>;
+  error?: { code: number; message?: string };
+}
+
+/** The last JSON-RPC message of an answer, whether a JSON body or an SSE stream. */
+export function messageOf(body: string): JsonRpcAnswer {
+  const data = body
+    .split("\n")
+    .filter((l) => l.startsWith("data:"))
+    .map((l) => l.slice(5).trim());
+  return JSON.parse(data.length > 0 ? data[data.length - 1]! : body) as JsonRpcAnswer;
+}
 
 /** One HTTP request of the Rust task client. */
 export interface TaskCallLine {

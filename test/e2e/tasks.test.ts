@@ -1,0 +1,270 @@
+// Tasks of MCP 2026-07-28 (tasks extension) on several replicas of a server that keeps its tasks in
+// process memory: three Rust SDK nodes (rmcp's task manager, test/servers/rust) behind two real
+// Traefik replicas with the plugin at its default settings, driven by the Rust SDK task client (a
+// new connection per request, no cookies) and by raw 2026 requests.
+// - Through a per-connection L4 balancer, and with creation on one replica and every poll, update
+//   and cancel on the other: 0 failed requests. Plain Traefik (middleware off) on the same nodes,
+//   beside it.
+// - A node killed: its tasks get -32602 from the edge on both replicas, never a node's answer after
+//   that; tasks of the other nodes see no error; requests without a handle go to live nodes.
+// Every request carries an X-E2e-Call id; a failure is printed with its access-log rows.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseTaskHandle } from "../../lib/token/index.ts";
+import { startL4Balancer, type L4Balancer } from "../../dev/l4-balancer.ts";
+import { header } from "../../dev/mcp-client.ts";
+import { sleep } from "../../dev/poll.ts";
+import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
+import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
+import { failedCalls, messageOf, post2026, runRustTaskClient, type TaskClientRun } from "../support/task-clients.ts";
+
+/** The plugin's default: an instance re-reads the meta at most this often. */
+const VIEW_REFRESH_MS = 100;
+
+let callSeq = 0;
+const nextCall = (prefix: string) => `${prefix}${++callSeq}`;
+
+/** Access-log rows of the given call ids on every replica, for a failure report. */
+function rowsOf(stack: Stack, calls: string[]): string[] {
+  const want = new Set(calls);
+  return stack.replicas.flatMap((r) =>
+    r
+      .accessLog()
+      .filter((row) => want.has(String(row[`request_${CALL_ID_HEADER}`])))
+      .map(
+        (row) =>
+          `${r.name} call ${String(row[`request_${CALL_ID_HEADER}`])} ${row.DownstreamStatus} ${row.RouterName} -> ${row.ServiceURL ?? "(edge)"}`,
+      ),
+  );
+}
+
+/** One line of the client's run for the report: requests, failures, tasks by node. */
+const line = (name: string, run: TaskClientRun) =>
+  `${name.padEnd(34)} requests ${String(run.summary.calls).padStart(4)}  failed ${String(run.summary.failedCalls).padStart(4)}  ` +
+  `tasks completed ${run.summary.completed}/${run.summary.tasks}, cancelled ${run.summary.cancelled}, failed ${run.summary.failedTasks}`;
+
+describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
+  let stack: Stack;
+  let lb: L4Balancer;
+  const report: string[] = [];
+
+  beforeAll(async () => {
+    stack = await startStack({ name: "e2e-tasks", nodeKind: "rust-tasks", nodes: 3, replicas: 2 });
+    lb = await startL4Balancer({ targets: stack.replicas.map((r) => ({ host: "127.0.0.1", port: r.ports.http })) });
+  }, 180_000);
+
+  afterAll(async () => {
+    if (report.length > 0) console.log(["", "Tasks through the edge:", ...report].join("\n"));
+    await lb?.close();
+    await stack?.stop();
+  });
+
+  const nodeOf = (handle: string): NodePart | undefined =>
+    stack.nodes.find((n) => n.cookie === parseTaskHandle(handle)?.cookie);
+
+  it("per-connection L4 balancer: every task created, polled, cancelled with 0 failed requests; plain Traefik beside it", async () => {
+    const run = await runRustTaskClient({
+      url: `${lb.base}/mcp`,
+      tasks: 18,
+      tool: "slow",
+      ms: 400,
+      cancelEvery: 6,
+      callPrefix: "l4-",
+    });
+    report.push(line("plugin, L4 balancer", run));
+    expect(failedCalls(run)).toBe("");
+    expect(run.summary.failedCalls).toBe(0);
+    expect(run.summary.completed + run.summary.cancelled).toBe(18);
+    expect(run.summary.cancelled).toBe(3);
+    // Every task id the client got is a handle naming one of the nodes, and the work spread over them.
+    for (const t of run.units) expect(nodeOf(t.taskId!), `task ${t.task}: ${t.taskId}`).toBeDefined();
+    expect(Object.keys(run.summary.nodes).length).toBeGreaterThanOrEqual(2);
+    // Each request went on its own connection: both replicas took part.
+    expect(lb.picks.every((n) => n > 0)).toBe(true);
+
+    // The same client and nodes through plain Traefik (sticky cookie, no middleware).
+    stack.writeDynamic({ plugin: false });
+    await stack.waitMiddleware(false, 15_000);
+    try {
+      const plain = await runRustTaskClient({
+        url: `${lb.base}/mcp`,
+        tasks: 6,
+        tool: "slow",
+        ms: 400,
+        maxPolls: 40,
+        callPrefix: "plain-",
+      });
+      report.push(line("plain Traefik, L4 balancer", plain));
+    } finally {
+      stack.writeDynamic({ plugin: true });
+      await stack.waitMiddleware(true, 15_000);
+    }
+  }, 300_000);
+
+  it("created on one replica, every poll, update and cancel on the other: 0 failed requests", async () => {
+    const [one, two] = stack.replicas;
+    const ask = await runRustTaskClient({
+      url: one!.mcpUrl,
+      pollUrl: two!.mcpUrl,
+      tasks: 6,
+      tool: "ask",
+      answer: "ada",
+      callPrefix: "ask-",
+    });
+    report.push(line("plugin, ask (tasks/update) 1 -> 2", ask));
+    expect(failedCalls(ask)).toBe("");
+    expect(ask.summary.completed).toBe(6);
+    expect(ask.summary.byMethod["tasks/update"]?.calls).toBeGreaterThanOrEqual(6);
+    const slow = await runRustTaskClient({
+      url: two!.mcpUrl,
+      pollUrl: one!.mcpUrl,
+      tasks: 6,
+      tool: "slow",
+      ms: 300,
+      cancelEvery: 3,
+      callPrefix: "x-",
+    });
+    report.push(line("plugin, slow 2 -> 1", slow));
+    expect(failedCalls(slow)).toBe("");
+    expect(slow.summary.completed + slow.summary.cancelled).toBe(6);
+  }, 300_000);
+
+  it("a killed node: its tasks get -32602 from the edge on both replicas; other tasks and requests without a handle see no error", async () => {
+    // Long tasks, spread over the nodes by the edge (a tools/call has no handle: it goes to an up node).
+    const handles: string[] = [];
+    for (let i = 0; i < 9; i++) {
+      const r = await post2026(stack.replicas[i % 2]!.mcpUrl, {
+        method: "tools/call",
+        mcpName: "slow",
+        params: { name: "slow", arguments: { ms: 120_000 } },
+        headers: { [CALL_ID_HEADER]: nextCall("create-") },
+      });
+      const m = messageOf(r.body);
+      expect(m.result?.resultType, r.body).toBe("task");
+      handles.push(m.result!.taskId as string);
+    }
+    const byNode = new Map<NodePart, string[]>();
+    for (const h of handles) byNode.set(nodeOf(h)!, [...(byNode.get(nodeOf(h)!) ?? []), h]);
+    expect(byNode.size).toBe(3);
+    const victim = stack.nodes[1]!;
+
+    interface Poll {
+      call: string;
+      replica: number;
+      handle: string;
+      sentAt: number;
+      status: number;
+      edge: string | undefined;
+      code: number | undefined;
+      taskStatus: unknown;
+    }
+    interface Plain {
+      call: string;
+      replica: number;
+      sentAt: number;
+      status: number;
+      ok: boolean;
+    }
+    const polls: Poll[] = [];
+    const plains: Plain[] = [];
+    let killedAt = Infinity;
+    let stop = false;
+    const pollLoop = async (replica: number) => {
+      while (!stop) {
+        await Promise.all(
+          handles.map(async (handle) => {
+            const call = nextCall(`poll${replica}-`);
+            const sentAt = Date.now();
+            const r = await post2026(stack.replicas[replica]!.mcpUrl, {
+              method: "tasks/get",
+              mcpName: handle,
+              params: { taskId: handle },
+              headers: { [CALL_ID_HEADER]: call },
+            });
+            const m = r.status === 200 ? messageOf(r.body) : undefined;
+            polls.push({
+              call,
+              replica,
+              handle,
+              sentAt,
+              status: r.status,
+              edge: header(r, "mcp-affinity"),
+              code: m?.error?.code,
+              taskStatus: m?.result?.status,
+            });
+          }),
+        );
+        await sleep(100);
+      }
+    };
+    // 2026 requests without a handle (whoami: answered at once) through either replica.
+    const plainLoop = async () => {
+      for (let i = 0; !stop; i++) {
+        const replica = i % 2;
+        const call = nextCall("whoami-");
+        const sentAt = Date.now();
+        const r = await post2026(stack.replicas[replica]!.mcpUrl, {
+          method: "tools/call",
+          mcpName: "whoami",
+          params: { name: "whoami", arguments: {} },
+          headers: { [CALL_ID_HEADER]: call },
+        });
+        const ok = r.status === 200 && messageOf(r.body).result?.resultType === "complete";
+        plains.push({ call, replica, sentAt, status: r.status, ok });
+        await sleep(50);
+      }
+    };
+    const loops = [pollLoop(0), pollLoop(1), plainLoop()];
+    await sleep(1500);
+    killedAt = Date.now();
+    await victim.kill();
+    await sleep(4000);
+    stop = true;
+    await Promise.all(loops);
+
+    const victimHandles = new Set(byNode.get(victim));
+    const failures: string[] = [];
+    // Tasks of live nodes: every poll answered by their node, the task still working.
+    for (const p of polls.filter((p) => !victimHandles.has(p.handle)))
+      if (p.status !== 200 || p.code !== undefined || p.taskStatus !== "working")
+        failures.push(`${p.call}: ${JSON.stringify(p)}`);
+    // The victim's tasks, per replica: before the kill its node answers; after the edge's first
+    // -32602 only the edge answers, and only -32602.
+    const firstEdge: number[] = [];
+    for (const replica of [0, 1]) {
+      const mine = polls
+        .filter((p) => p.replica === replica && victimHandles.has(p.handle))
+        .sort((a, b) => a.sentAt - b.sentAt);
+      const lost = mine.filter((p) => p.edge === "task-lost");
+      expect(lost.length, `replica ${replica + 1} answered the killed node's tasks at the edge`).toBeGreaterThan(0);
+      const first = lost[0]!.sentAt;
+      firstEdge[replica] = first;
+      for (const p of mine) {
+        if (p.sentAt < killedAt) {
+          if (p.status !== 200 || p.taskStatus !== "working")
+            failures.push(`${p.call} before the kill: ${JSON.stringify(p)}`);
+        } else if (p.sentAt >= first && (p.edge !== "task-lost" || p.status !== 200 || p.code !== -32602)) {
+          failures.push(`${p.call} after the edge's first -32602: ${JSON.stringify(p)}`);
+        }
+      }
+      report.push(
+        `kill: replica ${replica + 1} answers the killed node's tasks with -32602 from ${first - killedAt} ms after the kill ` +
+          `(${mine.filter((p) => p.sentAt >= killedAt && p.sentAt < first).length} polls in between reached Traefik's balancer)`,
+      );
+    }
+    // Requests without a handle: none fails, except one that left for the victim before its
+    // replica's view could know (at most one meta refresh after that replica's first edge answer).
+    for (const q of plains) {
+      if (q.ok) continue;
+      const excused = q.sentAt >= killedAt && q.sentAt < firstEdge[q.replica]! + VIEW_REFRESH_MS;
+      const rows = rowsOf(stack, [q.call]);
+      const atVictim = rows.some((r) => r.includes(victim.url));
+      if (!(excused && atVictim)) failures.push(`${q.call}: ${JSON.stringify(q)} ${rows.join(" | ")}`);
+    }
+    report.push(
+      `kill: ${plains.length} requests without a handle, ${plains.filter((q) => !q.ok).length} reached the killed node before the view told`,
+    );
+    const failedCalls = failures.map((f) => f.split(":")[0]!);
+    expect(failures, rowsOf(stack, failedCalls).join("\n")).toEqual([]);
+    await victim.start();
+  }, 120_000);
+});
