@@ -11,20 +11,19 @@ GET /healthz answers 200 once the server listens.
     .venv/bin/python test/servers/python_mcp_server.py --port 7101 --name py-a
 """
 
-import argparse
 import asyncio
 import json
-import logging
 import uuid
 import weakref
 
-import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import SamplingMessage, TextContent
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from server_cli import parse_server_args, serve
 
 BOOT = uuid.uuid4().hex
 # Progress steps of the `progress` tool: 3 notifications 400 ms apart, 1.2 s in all.
@@ -93,19 +92,8 @@ def build(name: str) -> FastMCP:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--name", default=None)
-    args = parser.parse_args()
-    if not 0 < args.port < 65536:
-        parser.error(f"--port must be between 1 and 65535, got {args.port}")
-    name = args.name or f"py-{args.port}"
-    # The SDK logs every new session id at INFO: ids are secrets, keep them out of the logs.
-    logging.getLogger("mcp").setLevel(logging.WARNING)
-    app = build(name).streamable_http_app()
-    # Longer keep-alive than Traefik's idle timeout for backend connections (90 s), as the reference node.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=120)
+    args = parse_server_args(__doc__, "py")
+    serve(build(args.name).streamable_http_app(), args)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,16 @@ Tools: `confirm` (see above; completes with {"node", "boot", "confirmed"} as com
     .venv-mcp2/bin/python test/servers/python_request_state_server.py --port 7201 --name py2-a
 """
 
-import argparse
 import json
-import logging
 import uuid
 
-import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from server_cli import parse_server_args, serve
 
 BOOT = uuid.uuid4().hex
 # The plaintext the server keeps across the round trip; the SDK seals it on the way out.
@@ -67,21 +66,10 @@ def build(name: str) -> MCPServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--name", default=None)
-    args = parser.parse_args()
-    if not 0 < args.port < 65536:
-        parser.error(f"--port must be between 1 and 65535, got {args.port}")
-    name = args.name or f"py2-{args.port}"
-    logging.getLogger("mcp").setLevel(logging.WARNING)
+    args = parse_server_args(__doc__, "py2")
     # Behind a proxy the Host header is the proxy's: the SDK's DNS-rebinding check would refuse it.
-    app = build(name).streamable_http_app(
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    )
-    # Longer keep-alive than Traefik's idle timeout for backend connections (90 s), as the reference node.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=120)
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    serve(build(args.name).streamable_http_app(transport_security=security), args)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@
 // --port/--host/--name and answer GET /healthz with {status, node, boot}.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
+import { relative } from "node:path";
 import { freePort, httpGet } from "../../dev/net.ts";
 import {
   PYTHON_NODE_SCRIPT,
   PYTHON_REQUEST_STATE_SERVER_SCRIPT,
+  ROOT,
   VENV_MCP2_PYTHON,
   VENV_PYTHON,
 } from "../../dev/paths.ts";
@@ -44,14 +46,17 @@ interface Launcher {
   command(): string[];
 }
 
-const PYTHON: Launcher = {
-  label: "python MCP server",
+/** A Python server script run by one of the project's virtual environments (`flag`: ensure-deps' flag that makes it). */
+const pythonLauncher = (label: string, python: string, script: string, flag: string): Launcher => ({
+  label,
   command() {
-    if (!existsSync(VENV_PYTHON))
-      throw new Error(".venv/bin/python is missing: run `node scripts/ensure-deps.mjs --python`");
-    return [VENV_PYTHON, PYTHON_NODE_SCRIPT];
+    if (!existsSync(python))
+      throw new Error(`${relative(ROOT, python)} is missing: run \`node scripts/ensure-deps.mjs ${flag}\``);
+    return [python, script];
   },
-};
+});
+
+const PYTHON = pythonLauncher("python MCP server", VENV_PYTHON, PYTHON_NODE_SCRIPT, "--python");
 
 const GO: Launcher = { label: "go MCP server", command: () => [goServerBinary()] };
 
@@ -60,14 +65,12 @@ const RUST_TASKS: Launcher = {
   command: () => [builtBinary("rustServer", "Rust MCP task server")],
 };
 
-const PYTHON_REQUEST_STATE: Launcher = {
-  label: "python requestState server",
-  command() {
-    if (!existsSync(VENV_MCP2_PYTHON))
-      throw new Error(".venv-mcp2/bin/python is missing: run `node scripts/ensure-deps.mjs --python-mcp2`");
-    return [VENV_MCP2_PYTHON, PYTHON_REQUEST_STATE_SERVER_SCRIPT];
-  },
-};
+const PYTHON_REQUEST_STATE = pythonLauncher(
+  "python requestState server",
+  VENV_MCP2_PYTHON,
+  PYTHON_REQUEST_STATE_SERVER_SCRIPT,
+  "--python-mcp2",
+);
 
 export interface RustTaskServerOptions extends Omit<TestServerOptions, "args"> {
   /** The pollIntervalMs its tasks suggest (default 200). */

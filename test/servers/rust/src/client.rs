@@ -35,6 +35,8 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceError};
 use serde_json::{json, Value};
 
+mod flags;
+
 /// Request header that names a call in Traefik's access log (dev/traefik-config.ts CALL_ID_HEADER).
 const CALL_ID_HEADER: &str = "x-e2e-call";
 
@@ -66,14 +68,9 @@ fn parse_args() -> Result<Args, String> {
         max_polls: 600,
         call_prefix: format!("rs{}", std::process::id()),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("{flag}: not a whole number: {value}"))
-        };
+    for (flag, value) in flags::flags(&[])? {
+        let value = value.unwrap_or_default();
+        let num = || flags::whole_number(&flag, &value);
         match flag.as_str() {
             "--url" => a.url = value.clone(),
             "--poll-url" => a.poll_url = value.clone(),
@@ -451,6 +448,26 @@ fn drop_if_closed(slot: &mut Option<Client>, e: &ServiceError) {
     }
 }
 
+/// The outcome of a request answered by an empty acknowledgement (tasks/cancel, tasks/update).
+async fn acknowledged(
+    slot: &mut Option<Client>,
+    timeout: Duration,
+    method: &str,
+    request: impl std::future::Future<Output = Result<(), ServiceError>>,
+) -> Outcome {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(())) => Outcome::default(),
+        Ok(Err(e)) => {
+            drop_if_closed(slot, &e);
+            Outcome::from_service_error(&e)
+        }
+        Err(_) => Outcome {
+            error: Some(format!("timeout: {method}")),
+            ..Default::default()
+        },
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = match parse_args() {
@@ -589,22 +606,8 @@ async fn main() {
             if cancel_pending {
                 cancel_pending = false;
                 let t0 = run.ms();
-                let o = match tokio::time::timeout(
-                    args.timeout,
-                    peer.cancel_task(CancelTaskParams::new(task_id.clone())),
-                )
-                .await
-                {
-                    Ok(Ok(())) => Outcome::default(),
-                    Ok(Err(e)) => {
-                        drop_if_closed(poller_slot, &e);
-                        Outcome::from_service_error(&e)
-                    }
-                    Err(_) => Outcome {
-                        error: Some("timeout: tasks/cancel".into()),
-                        ..Default::default()
-                    },
-                };
+                let cancel = peer.cancel_task(CancelTaskParams::new(task_id.clone()));
+                let o = acknowledged(poller_slot, args.timeout, "tasks/cancel", cancel).await;
                 let ok = o.ok();
                 run.emit(t0, Some(i), Some(&task_id), &o);
                 if !ok {
@@ -678,22 +681,9 @@ async fn main() {
                         continue;
                     }
                     let t0 = run.ms();
-                    let o = match tokio::time::timeout(
-                        args.timeout,
-                        peer.update_task(UpdateTaskParams::new(task_id.clone(), responses)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(())) => Outcome::default(),
-                        Ok(Err(e)) => {
-                            drop_if_closed(poller_slot, &e);
-                            Outcome::from_service_error(&e)
-                        }
-                        Err(_) => Outcome {
-                            error: Some("timeout: tasks/update".into()),
-                            ..Default::default()
-                        },
-                    };
+                    let update =
+                        peer.update_task(UpdateTaskParams::new(task_id.clone(), responses));
+                    let o = acknowledged(poller_slot, args.timeout, "tasks/update", update).await;
                     let ok = o.ok();
                     run.emit(t0, Some(i), Some(&task_id), &o);
                     if !ok {

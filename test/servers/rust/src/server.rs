@@ -41,6 +41,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::{json, Value};
 
+mod flags;
+
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 struct Args {
@@ -61,18 +63,12 @@ fn parse_args() -> Result<Args, String> {
         task_ttl_ms: rmcp::task_manager::DEFAULT_TASK_TTL_MS,
         json_response: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--json-response" {
-            a.json_response = true;
+    for (flag, value) in flags::flags(&["--json-response"])? {
+        let Some(value) = value else {
+            a.json_response = true; // the one switch
             continue;
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("{flag}: not a whole number: {value}"))
         };
+        let num = || flags::whole_number(&flag, &value);
         match flag.as_str() {
             "--port" => {
                 a.port = value
