@@ -21,10 +21,10 @@ export const DECISION_REASONS = [
   "unknown",
   "invalid",
   "fail-open",
-  "task",
-  "task-lost",
-  "task-unavailable",
-  "task-mismatch",
+  "handle",
+  "handle-lost",
+  "handle-unavailable",
+  "handle-mismatch",
 ] as const;
 
 /**

@@ -9,7 +9,6 @@
 // (docs/architecture.md, "Buffered request bodies").
 import { Bytes } from "./bytes";
 import { KIND_REQUEST, headerValues, readRequestChunk, writeRequestBody } from "./abi";
-import { LiteralMatcher } from "./tasks";
 
 /** About the size of the pieces a body is copied in (the caller's buffer: allocated once, never grown). */
 export const CHUNK_BYTES: i32 = 4096;
@@ -86,13 +85,12 @@ export class InitializeMatcher {
 
 /**
  * Reads the request body to its end through `chunk` and writes every piece back, so that the next
- * handler gets an in-memory copy. Feeds the pieces to the matchers that are given.
+ * handler gets an in-memory copy. Feeds the pieces to `matcher` when one is given.
  */
-export function copyRequestBody(chunk: Bytes, matcher: InitializeMatcher | null, literal: LiteralMatcher | null = null): void {
+export function copyRequestBody(chunk: Bytes, matcher: InitializeMatcher | null): void {
   while (true) {
     const end = readRequestChunk(chunk);
     if (matcher != null) matcher.feed(chunk);
-    if (literal != null) literal.feed(chunk);
     if (chunk.len > 0) writeRequestBody(chunk);
     if (end) return;
   }

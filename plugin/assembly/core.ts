@@ -5,13 +5,16 @@
 export const ID_NONE: i32 = 0;
 export const ID_VALID: i32 = 1;
 export const ID_INVALID: i32 = 2;
-/** No session id; a tasks/get|update|cancel whose Mcp-Name is a task handle (token.ts, TOKEN_TASK). */
-export const ID_TASK: i32 = 3;
+/**
+ * No session id, but a handle a server minted and the edge wrapped (token.ts, TOKEN_TASK): a
+ * tasks/get|update|cancel whose Mcp-Name is a task handle, or a retry whose requestState is one.
+ */
+export const ID_HANDLE: i32 = 3;
 
-// What the body of a task request says about its Mcp-Name (index.ts reads it while copying it).
-export const TASK_BODY_MATCH: i32 = 0; // its taskId is this handle (the head was removed)
-export const TASK_BODY_MISMATCH: i32 = 1; // no taskId with this handle, another node's handle, or no 2026 MCP-Protocol-Version
-export const TASK_BODY_UNREADABLE: i32 = 2; // chunked or larger than maxBufferedBodyBytes: it cannot be rewritten
+// What the body of a handle's request says (index.ts reads it while copying it).
+export const HANDLE_BODY_MATCH: i32 = 0; // it names this handle (the head was removed)
+export const HANDLE_BODY_MISMATCH: i32 = 1; // not the Mcp-Name's handle, two nodes' handles, or no 2026 MCP-Protocol-Version
+export const HANDLE_BODY_UNREADABLE: i32 = 2; // chunked or larger than maxBufferedBodyBytes: it cannot be rewritten
 
 // View freshness.
 export const VIEW_FRESH: i32 = 0;
@@ -53,7 +56,7 @@ export const ANSWER_400: i32 = 3; // the session id is not one
 export const ANSWER_404: i32 = 4; // the session is gone (or onMisroute=reject)
 export const ANSWER_503: i32 = 5; // its owner is down for now
 export const ANSWER_431: i32 = 6; // the Cookie lines are too large to read
-export const ANSWER_413: i32 = 7; // a task request's body the edge cannot rewrite
+export const ANSWER_413: i32 = 7; // a handle request's body the edge cannot rewrite
 
 // Reasons (index into REASONS; also the decision metric label).
 export const R_SESSIONLESS: i32 = 0;
@@ -66,13 +69,13 @@ export const R_UNAVAILABLE: i32 = 6;
 export const R_UNKNOWN: i32 = 7;
 export const R_INVALID: i32 = 8;
 export const R_FAIL_OPEN: i32 = 9;
-export const R_TASK: i32 = 10; // a task request routed by its handle
-export const R_TASK_LOST: i32 = 11; // its node is gone or rebooted: -32602 at the edge
-export const R_TASK_UNAVAILABLE: i32 = 12; // its node is down for now: 503
-export const R_TASK_MISMATCH: i32 = 13; // Mcp-Name and body disagree: 400, -32020
+export const R_HANDLE: i32 = 10; // a request routed by its handle (a task id, a requestState)
+export const R_HANDLE_LOST: i32 = 11; // its node is gone or rebooted: -32602 at the edge
+export const R_HANDLE_UNAVAILABLE: i32 = 12; // its node is down for now: 503
+export const R_HANDLE_MISMATCH: i32 = 13; // Mcp-Name and body disagree: 400
 export const REASONS: StaticArray<string> = [
   "sessionless", "pass", "pin", "repair", "reject", "lost", "unavailable", "unknown", "invalid", "fail-open",
-  "task", "task-lost", "task-unavailable", "task-mismatch",
+  "handle", "handle-lost", "handle-unavailable", "handle-mismatch",
 ];
 /** Size of the per-reason counters (events.ts): derived, so a reason appended to REASONS is counted. */
 export const REASON_COUNT: i32 = REASONS.length;
@@ -80,7 +83,7 @@ export const REASON_COUNT: i32 = REASONS.length;
 /** High-volume reasons, batched per instance; every other decision is written to events/ at once
  *  (rare, alert-worthy, and lost with the instance if it waited: the host drops idle instances). */
 export function isFrequentReason(r: i32): bool {
-  return r == R_SESSIONLESS || r == R_PASS || r == R_PIN || r == R_UNKNOWN || r == R_FAIL_OPEN || r == R_TASK;
+  return r == R_SESSIONLESS || r == R_PASS || r == R_PIN || r == R_UNKNOWN || r == R_FAIL_OPEN || r == R_HANDLE;
 }
 
 /** What index.ts read from the request and the view. */
@@ -98,8 +101,8 @@ export class RouteInput {
   tokenCookie: i32;
   rejectMisroute: bool;
   passWhenDown: bool;
-  /** ID_TASK only: what the body says about the handle (TASK_BODY_*). */
-  taskBody: i32;
+  /** ID_HANDLE only: what the body says about the handle (HANDLE_BODY_*). */
+  handleBody: i32;
 
   constructor() {
     this.reset();
@@ -117,7 +120,7 @@ export class RouteInput {
     this.tokenCookie = COOKIE_NONE;
     this.rejectMisroute = false;
     this.passWhenDown = false;
-    this.taskBody = TASK_BODY_MATCH;
+    this.handleBody = HANDLE_BODY_MATCH;
   }
 }
 
@@ -183,17 +186,17 @@ function byToken(i: RouteInput, d: Decision, fresh: bool): Decision {
 }
 
 /**
- * A task request: its handle's token decides as a session token does, in the task's own dialect
- * (reasons of their own), never a cookie repair or a reject (a task has no cookie of its own).
+ * A handle's request: the handle's token decides as a session token does, with reasons of their
+ * own, never a cookie repair or a reject (a handle has no cookie of its own).
  */
-function byTask(i: RouteInput, d: Decision): Decision {
+function byHandle(i: RouteInput, d: Decision): Decision {
   d.target = TARGET_TOKEN;
-  if (i.taskBody == TASK_BODY_UNREADABLE) return set(d, ANSWER_413, R_INVALID);
-  if (i.taskBody == TASK_BODY_MISMATCH) return set(d, ANSWER_400, R_TASK_MISMATCH);
+  if (i.handleBody == HANDLE_BODY_UNREADABLE) return set(d, ANSWER_413, R_INVALID);
+  if (i.handleBody == HANDLE_BODY_MISMATCH) return set(d, ANSWER_400, R_HANDLE_MISMATCH);
   const fresh = i.view == VIEW_FRESH && i.token != T_UNVERIFIED;
-  if (i.token == T_DEAD && fresh) return set(d, ANSWER_404, R_TASK_LOST);
-  if (i.token == T_DOWN && fresh && !i.passWhenDown) return set(d, ANSWER_503, R_TASK_UNAVAILABLE);
-  set(d, i.tokenCookie == COOKIE_OWNER ? PASS : PIN, fresh ? R_TASK : R_FAIL_OPEN);
+  if (i.token == T_DEAD && fresh) return set(d, ANSWER_404, R_HANDLE_LOST);
+  if (i.token == T_DOWN && fresh && !i.passWhenDown) return set(d, ANSWER_503, R_HANDLE_UNAVAILABLE);
+  set(d, i.tokenCookie == COOKIE_OWNER ? PASS : PIN, fresh ? R_HANDLE : R_FAIL_OPEN);
   return d;
 }
 
@@ -203,10 +206,10 @@ export function decideRoute(i: RouteInput, d: Decision): Decision {
   if (i.id == ID_INVALID) return set(d, ANSWER_400, R_INVALID);
   // Unread Cookie lines: a pin would drop the client's other cookies, a pass could misroute.
   if (i.cookieUnreadable) return set(d, ANSWER_431, R_INVALID);
-  if (i.id == ID_TASK) {
-    // index.ts sets ID_TASK only for a handle; without one it is a sessionless request.
+  if (i.id == ID_HANDLE) {
+    // index.ts sets ID_HANDLE only for a handle; without one it is a sessionless request.
     if (i.token == T_NONE) return set(d, PASS, R_SESSIONLESS);
-    return byTask(i, d);
+    return byHandle(i, d);
   }
   const usable = i.view != VIEW_ABSENT && i.session != S_UNUSABLE;
   // The view's record of this very session outranks the token; otherwise the token decides.

@@ -10,7 +10,7 @@ import {
 } from "./abi";
 import {
   BODY_400, BODY_404, BODY_431, BODY_503, BODY_REJECT, unavailableBody, requestIdToken, taskNotFoundBody,
-  taskUnavailableBody, taskMismatchBody, TASK_BODY_TOO_LARGE,
+  handleUnavailableBody, taskMismatchBody, stateInvalidBody, HANDLE_BODY_TOO_LARGE,
 } from "./jsonrpc";
 import { Config, parseConfig, MISROUTE_REJECT, DOWN_PASS, MAX_COOKIE_READ_BYTES } from "./config";
 import { findPreopen, nowMs, openWrite, writeAll, close, mkdir, ERRNO_NOENT } from "./wasi";
@@ -21,16 +21,16 @@ import { pushHex } from "./hex";
 import { EventLog, BODY_BUFFERED, BODY_STREAMED } from "./events";
 import { CHUNK_BYTES, InitializeMatcher, contentLength, copyRequestBody } from "./body";
 import {
-  BodyRewriter, LiteralMatcher, TaskHeadRemover, TaskIdWrapper, TASK_HEAD_LENGTH, MAX_TASK_ID, HOLD_BYTES, WRAP_CREATED,
-  WRAP_ECHO,
+  BodyRewriter, LiteralMatcher, TaskHeadRemover, TaskIdWrapper, TASK_HEAD_LENGTH, MAX_TASK_ID, WRAP_CREATED,
+  WRAP_ECHO, TASK_ID_KEY, REQUEST_STATE_KEY,
 } from "./tasks";
 import { seedSteering, steerNewSession } from "./steer";
 import {
   RouteInput, Decision, decideRoute, ID_NONE, ID_VALID, ID_INVALID, VIEW_FRESH, VIEW_STALE,
   VIEW_ABSENT, S_UNUSABLE, S_OWNER, S_LEARNED, COOKIE_NONE, COOKIE_OWNER,
   COOKIE_OTHER, PASS, PIN, PIN_REPAIR, ANSWER_400, ANSWER_404, ANSWER_431, ANSWER_413, ANSWER_503, REASONS,
-  R_SESSIONLESS, R_REJECT, T_UNVERIFIED, TARGET_TOKEN, NODE_UP, ID_TASK, TASK_BODY_MATCH, TASK_BODY_MISMATCH,
-  TASK_BODY_UNREADABLE,
+  R_SESSIONLESS, R_REJECT, T_UNVERIFIED, TARGET_TOKEN, NODE_UP, ID_HANDLE, HANDLE_BODY_MATCH, HANDLE_BODY_MISMATCH,
+  HANDLE_BODY_UNREADABLE,
 } from "./core";
 import {
   SessionToken, parseSessionToken, parseTaskHandle, wrapInto, pushHead, TOKEN_NONE, TOKEN_MINTED, TOKEN_WRAPPED,
@@ -51,6 +51,8 @@ const REQCTX_WRAPPED: u64 = 4;
 const REQCTX_TASK_CREATE: u64 = 8;
 /** A tasks/get routed by its handle: the result's task id (the node's own) is wrapped back. */
 const REQCTX_TASK_ECHO: u64 = 16;
+/** A 2026 request whose client can be asked for input: an InputRequiredResult's requestState is wrapped. */
+const REQCTX_STATE: u64 = 32;
 /** Cookie lines read on an initialize (with its body in memory). */
 const INITIALIZE_COOKIE_BYTES: i32 = 2048;
 
@@ -107,16 +109,26 @@ const mcpMethod = new Bytes(32);
 const taskHandle = clientId;
 /** The head (`mt1.<token>.`) a new task id of the answering node gets. */
 const taskHead = new Bytes(TASK_HEAD_LENGTH);
+/** Removes a handle's head from a body: a task id's (its head given), or a requestState's (learned). */
 const headRemover = new TaskHeadRemover();
 const idWrapper = new TaskIdWrapper();
-/** Finds the tasks extension in a tools/call body (the client's per-request capabilities). */
+// What a 2026 client declared in its per-request capabilities (found while its body is copied):
+// the tasks extension, and what a server may ask it for (elicitation, sampling, roots).
 const tasksDeclared = new LiteralMatcher('"io.modelcontextprotocol/tasks"');
+const elicitationDeclared = new LiteralMatcher('"elicitation"');
+const samplingDeclared = new LiteralMatcher('"sampling"');
+const rootsDeclared = new LiteralMatcher('"roots"');
+const declared: StaticArray<LiteralMatcher> = [tasksDeclared, elicitationDeclared, samplingDeclared, rootsDeclared];
 /** Pieces of a body fed to a rewriter at a time, and what the rewriter writes for one (flushed after each). */
 const REWRITE_SLICE: i32 = 256;
-/** A task request repairs no cookie and steers nothing: the Set-Cookie value's buffer takes the rewritten pieces. */
+/** A 2026 request repairs no cookie and is steered without a Set-Cookie: the Set-Cookie value's buffer takes the rewritten pieces. */
 const rewritten = setCookieValue;
-/** handle_response: the Set-Cookie lines are read (answeringNode) before a task id is held here. */
-const heldTaskId = cookieLines;
+/**
+ * handle_response: the Set-Cookie lines are read (answeringNode) before an answer is rewritten into
+ * their buffer, and the Set-Cookie value's buffer holds a value until it is known whether to wrap it.
+ */
+const answerRewritten = cookieLines;
+const heldValue = setCookieValue;
 /** The JSON-RPC id of a task request whose body came in one piece, for the edge's own answers. */
 let taskRequestId: string = "null";
 /** The owner the session's own record names (the view's shard, or learned/): filled by classify. */
@@ -207,7 +219,7 @@ export function handle_request(): u64 {
   const d = decideRoute(input, decision);
   let next: u64;
   if (d.reason == R_SESSIONLESS) next = passSessionless(method, now);
-  else if (input.id == ID_TASK) next = carryOutTask(d, now);
+  else if (input.id == ID_HANDLE) next = carryOutHandle(d);
   else next = carryOut(d, method, now);
   finish(d.reason, now);
   return next;
@@ -216,25 +228,23 @@ export function handle_request(): u64 {
 /**
  * Fills `input` from the request and the view. What cannot be read is an input too: an id that is
  * not one, or Cookie lines larger than maxCookieBytes, and then nothing is looked up (the inputs
- * that would need it say "nothing known").
+ * that would need it say "nothing known"). A 2026 POST's body is read here (a handle in it routes).
  */
 function readInput(now: u64, method: string): void {
   input.reset();
   token.kind = TOKEN_NONE;
   recordOwner.clear();
+  handleKind = HANDLE_NONE;
+  bodyCopied = false;
+  taskRequestId = "null";
+  for (let i = 0; i < declared.length; i++) unchecked(declared[i]).reset();
   input.rejectMisroute = cfg.onMisroute == MISROUTE_REJECT;
   input.passWhenDown = cfg.onOwnerDown == DOWN_PASS;
   input.id = readSessionId(KIND_REQUEST);
-  if (input.id == ID_NONE && method == "POST" && cfg.wrapTaskIds && readTaskHandle()) {
-    input.id = ID_TASK;
-    if (!readClientCookie(cfg.maxCookieBytes)) {
-      input.cookieUnreadable = true;
-      return;
-    }
-    input.taskBody = copyTaskBody();
-    // A task has no record in the view: its token and the view's freshness decide.
-    if (dirfd >= 0 && view.refresh(now, false)) input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
-    checkToken(now);
+  // Mcp-Method is a 2026 request's (2025 clients never send it).
+  mcpMethod.len = 0;
+  if (input.id == ID_NONE && method == "POST" && cfg.wrapTaskIds && readHeaderValue("Mcp-Method", mcpMethod)) {
+    readHandle(now);
     return;
   }
   if (input.id != ID_VALID) return;
@@ -247,23 +257,82 @@ function readInput(now: u64, method: string): void {
   classifyToken(now);
 }
 
+// What routes a 2026 request (handleKind), and whether its body was already copied (bodyCopied).
+const HANDLE_NONE: i32 = 0;
+/** tasks/get, tasks/update, tasks/cancel: Mcp-Name is a task handle (in `taskHandle`). */
+const HANDLE_TASK: i32 = 1;
+/** A retry whose requestState is a handle (its head learned by `headRemover`). */
+const HANDLE_STATE: i32 = 2;
+let handleKind: i32 = HANDLE_NONE;
+/** The request's body was dealt with in readInput (copied, or left to stream and counted). */
+let bodyCopied = false;
+
+/**
+ * A 2026 POST without a session id: a task request routes by the handle in Mcp-Name; any other is
+ * read now, and routes by a requestState handle in its body if it has one. Either body reaches the
+ * node with the handle's head turned into whitespace.
+ */
+function readHandle(now: u64): void {
+  if (isTaskMethod() && readHeaderValue("Mcp-Name", taskHandle) && parseTaskHandle(taskHandle, token) == TOKEN_TASK) {
+    handleKind = HANDLE_TASK;
+    input.id = ID_HANDLE;
+    if (!readClientCookie(cfg.maxCookieBytes)) {
+      input.cookieUnreadable = true;
+      return;
+    }
+    input.handleBody = copyTaskBody();
+  } else {
+    if (!copyModernBody()) return;
+    // The head learned from the body is the token: `mt1.<cookie><boot tag>.`
+    const head = headRemover.head;
+    token.kind = TOKEN_TASK;
+    token.cookie = head.toAscii(4, 20);
+    token.bootTag = head.toAscii(20, 28);
+    handleKind = HANDLE_STATE;
+    input.id = ID_HANDLE;
+    if (!readClientCookie(cfg.maxCookieBytes)) {
+      input.cookieUnreadable = true;
+      return;
+    }
+    input.handleBody = headRemover.foreign ? HANDLE_BODY_MISMATCH : HANDLE_BODY_MATCH;
+  }
+  // A handle has no record in the view: its token and the view's freshness decide.
+  if (dirfd >= 0 && view.refresh(now, false)) input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
+  checkToken(now);
+}
+
+function isTaskMethod(): bool {
+  return mcpMethodIs("tasks/get") || mcpMethodIs("tasks/update") || mcpMethodIs("tasks/cancel");
+}
+
 /**
  * No session id: the request passes on. A POST is no session's, so it goes to an up node (as a
- * new session does: a killed, down or draining node gets none); an initialize is also learned, and
- * a 2026 tools/call whose client declared the tasks extension may answer with a task, whose id is
- * then wrapped into a handle.
+ * new session does: a killed, down or draining node gets none); an initialize is also learned;
+ * the answer of a 2026 request may carry a new handle (a task id, a requestState), wrapped then.
  */
 function passSessionless(method: string, now: u64): u64 {
   clientCookie = "";
   if (method != "POST") return 1;
-  // Mcp-Method is a 2026 request's (2025 clients never send it); a 2026 request is never an initialize.
-  const modern = readHeaderValue("Mcp-Method", mcpMethod);
-  const mayCreateTask = modern && cfg.wrapTaskIds && mcpMethodIs("tools/call");
-  if (passBody(method, dirfd >= 0 && !modern, mayCreateTask)) return (learnInitialize(now) << 32) | 1;
+  const modern = mcpMethod.len > 0;
+  // A 2026 request is never an initialize.
+  if (!bodyCopied && passBody(method, dirfd >= 0 && !modern)) return (learnInitialize(now) << 32) | 1;
   if (dirfd >= 0 && readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES))) steer(now, false);
-  if (!mayCreateTask || !tasksDeclared.found) return 1;
+  return answerContext(0);
+}
+
+/**
+ * handle_request's result for a 2026 request that goes on: its answer is held and its new handles
+ * wrapped when it may carry one (the client declared the tasks extension on a tools/call, or a
+ * capability a server may ask input for), plus `ctx`.
+ */
+function answerContext(ctx: u64): u64 {
+  if (mcpMethod.len > 0 && cfg.wrapTaskIds) {
+    if (tasksDeclared.found && mcpMethodIs("tools/call")) ctx |= REQCTX_TASK_CREATE;
+    if (elicitationDeclared.found || samplingDeclared.found || rootsDeclared.found) ctx |= REQCTX_STATE;
+  }
+  if (ctx == 0) return 1;
   enableFeatures(FEATURE_BUFFER_RESPONSE);
-  return (REQCTX_TASK_CREATE << 32) | 1;
+  return (ctx << 32) | 1;
 }
 
 /** Reads a header sent once, of visible ASCII, into `out` (at most its capacity); false otherwise. */
@@ -288,14 +357,6 @@ function mcpMethodIs(m: string): bool {
   return mcpMethod.len == m.length && rangeEquals(mcpMethod, 0, mcpMethod.len, m);
 }
 
-/** A tasks/get, tasks/update or tasks/cancel whose Mcp-Name is a task handle (parsed into `token`). */
-function readTaskHandle(): bool {
-  taskRequestId = "null";
-  if (!readHeaderValue("Mcp-Method", mcpMethod)) return false;
-  if (!mcpMethodIs("tasks/get") && !mcpMethodIs("tasks/update") && !mcpMethodIs("tasks/cancel")) return false;
-  return readHeaderValue("Mcp-Name", taskHandle) && parseTaskHandle(taskHandle, token) == TOKEN_TASK;
-}
-
 /** True when `v` names 2026-07-28 or a later version (dates compare as text). */
 function validatesHeaders(v: Bytes): bool {
   const since = "2026-07-28";
@@ -318,11 +379,31 @@ function validatesHeaders(v: Bytes): bool {
 function copyTaskBody(): i32 {
   const validated = readHeaderValue("MCP-Protocol-Version", protocolVersion) && validatesHeaders(protocolVersion);
   const len = contentLength(contentLengthValue, <i64>cfg.maxBufferedBodyBytes);
-  if (len < 0) return TASK_BODY_UNREADABLE;
-  headRemover.begin(taskHandle);
+  if (len < 0) return HANDLE_BODY_UNREADABLE;
+  headRemover.begin(TASK_ID_KEY, taskHandle);
   rewriteBody(KIND_REQUEST, headRemover);
   events.countBody(BODY_BUFFERED);
-  return validated && headRemover.removed > 0 && !headRemover.foreign ? TASK_BODY_MATCH : TASK_BODY_MISMATCH;
+  bodyCopied = true;
+  return validated && headRemover.removed > 0 && !headRemover.foreign ? HANDLE_BODY_MATCH : HANDLE_BODY_MISMATCH;
+}
+
+/**
+ * Copies a 2026 request's body (of known length up to maxBufferedBodyBytes; others stream as they
+ * come and are counted) with a requestState handle's head removed, and notes the capabilities its
+ * client declared; true when it carried a requestState handle.
+ */
+function copyModernBody(): bool {
+  const len = contentLength(contentLengthValue, <i64>cfg.maxBufferedBodyBytes);
+  bodyCopied = true; // dealt with: copied below, or streaming (and counted) as it comes
+  if (len <= 0) {
+    if (len < 0) events.countBody(BODY_STREAMED);
+    return false;
+  }
+  headRemover.begin(REQUEST_STATE_KEY, null);
+  rewriteBody(KIND_REQUEST, headRemover);
+  events.countBody(BODY_BUFFERED);
+  bodyCopied = true;
+  return headRemover.removed > 0;
 }
 
 /**
@@ -339,63 +420,72 @@ const lengthText = new Bytes(24);
 /**
  * Reads a request body, or a buffered response's, to its end through `rewriter` in pieces of
  * REWRITE_SLICE bytes and writes what it gives back; returns the bytes read. A request body that
- * came in one piece gives the edge's answers the request's id (taskRequestId).
+ * came in one piece gives the edge's answers the request's id (taskRequestId); a request body's
+ * pieces also go to the capability matchers.
  */
 function rewriteBody(kind: u32, rewriter: BodyRewriter): i64 {
+  const out = kind == KIND_REQUEST ? rewritten : answerRewritten;
+  out.clear(); // its buffer had other uses before
   let read: i64 = 0;
   while (true) {
     const end = kind == KIND_REQUEST ? readRequestChunk(bodyPiece) : readResponseChunk(bodyPiece);
-    if (kind == KIND_REQUEST && end && read == 0) taskRequestId = requestIdToken(bodyPiece);
+    if (kind == KIND_REQUEST) {
+      if (end && read == 0) taskRequestId = requestIdToken(bodyPiece);
+      for (let i = 0; i < declared.length; i++) unchecked(declared[i]).feed(bodyPiece);
+    }
     read += <i64>bodyPiece.len;
     for (let s = 0; s < bodyPiece.len; s += REWRITE_SLICE) {
-      rewriter.feed(bodyPiece, s, min<i32>(s + REWRITE_SLICE, bodyPiece.len), rewritten);
-      flushRewritten(kind);
+      rewriter.feed(bodyPiece, s, min<i32>(s + REWRITE_SLICE, bodyPiece.len), out);
+      flushRewritten(kind, out);
     }
     if (end) break;
   }
-  rewriter.end(rewritten);
-  flushRewritten(kind);
+  rewriter.end(out);
+  flushRewritten(kind, out);
   return read;
 }
 
-function flushRewritten(kind: u32): void {
-  if (rewritten.len == 0) return;
-  if (kind == KIND_REQUEST) writeRequestBody(rewritten);
-  else writeResponseBody(rewritten);
-  rewritten.clear();
+function flushRewritten(kind: u32, out: Bytes): void {
+  if (out.len == 0) return;
+  if (kind == KIND_REQUEST) writeRequestBody(out);
+  else writeResponseBody(out);
+  out.clear();
 }
 
 /**
- * Carries out the decision for a task request: pinned to the handle's node with the node's own
- * task id in Mcp-Name (the body's was removed while copying), or answered at the edge.
+ * Carries out the decision for a handle's request: pinned to the handle's node (a task request
+ * with the node's own task id in Mcp-Name; the body's head was removed while copying), or
+ * answered at the edge.
  */
-function carryOutTask(d: Decision, now: u64): u64 {
+function carryOutHandle(d: Decision): u64 {
   if (d.action == PIN) {
     buildPinnedCookie(cookieLines, cfg.cookieName, tokenIncarnation.cookie, pinnedCookieLine);
     setHeader(KIND_REQUEST, "Cookie", pinnedCookieLine);
   } else if (d.action != PASS) {
-    answerTask(d);
+    answerHandle(d);
     return 0;
   }
+  if (handleKind == HANDLE_STATE) return answerContext(0);
   innerIdValue.clear();
   innerIdValue.pushBytes(taskHandle, TASK_HEAD_LENGTH, taskHandle.len);
   setHeader(KIND_REQUEST, "Mcp-Name", innerIdValue);
   // A tasks/get answer names the task: the client gets its handle back, not the node's own id.
-  if (!mcpMethodIs("tasks/get")) return 1;
-  enableFeatures(FEATURE_BUFFER_RESPONSE);
-  return (REQCTX_TASK_ECHO << 32) | 1;
+  return answerContext(mcpMethodIs("tasks/get") ? REQCTX_TASK_ECHO : 0);
 }
 
-/** The edge's answers to a task request, in the 2026 dialect (jsonrpc.ts), with its id where known. */
-function answerTask(d: Decision): void {
+/** The edge's answers to a handle's request, in the 2026 dialect (jsonrpc.ts), with its id where known. */
+function answerHandle(d: Decision): void {
   const reason = REASONS[d.reason];
+  const state = handleKind == HANDLE_STATE;
   if (d.action == ANSWER_431) respond(431, reason, BODY_431, 0);
-  else if (d.action == ANSWER_413) respond(413, reason, TASK_BODY_TOO_LARGE, 0);
+  else if (d.action == ANSWER_413) respond(413, reason, HANDLE_BODY_TOO_LARGE, 0);
+  // A requestState the edge cannot route is what its server says of one it cannot open.
+  else if (state && (d.action == ANSWER_400 || d.action == ANSWER_404)) respond(400, reason, stateInvalidBody(taskRequestId), 0);
   else if (d.action == ANSWER_400) respond(400, reason, taskMismatchBody(taskRequestId), 0);
   else if (d.action == ANSWER_404) respond(TASK_LOST_STATUS, reason, taskNotFoundBody(taskRequestId), 0);
   else {
     const retry = tokenIncarnation.retry > 0 ? tokenIncarnation.retry : cfg.retryAfterSeconds;
-    respond(503, reason, taskUnavailableBody(taskRequestId), retry); // ANSWER_503
+    respond(503, reason, handleUnavailableBody(taskRequestId), retry); // ANSWER_503
   }
 }
 
@@ -556,10 +646,8 @@ function repairCookie(owner: string): Bytes {
  * initialize, maxInitializeBodyBytes) is copied into the host's memory, so the proxy never reads
  * the client's connection while the answer flows (see body.ts); others stream as they come and
  * are counted. With `inspect`, the copy is also searched for an initialize; true when one is found.
- * With `inspectTasks`, for the tasks extension in the client's capabilities (tasksDeclared).
  */
-function passBody(method: string, inspect: bool, inspectTasks: bool = false): bool {
-  tasksDeclared.reset();
+function passBody(method: string, inspect: bool): bool {
   if (method != "POST") return false;
   const limit = inspect && cfg.maxInitializeBodyBytes > cfg.maxBufferedBodyBytes ? cfg.maxInitializeBodyBytes : cfg.maxBufferedBodyBytes;
   const len = contentLength(contentLengthValue, <i64>limit);
@@ -571,7 +659,7 @@ function passBody(method: string, inspect: bool, inspectTasks: bool = false): bo
   }
   initMatcher.reset();
   const matcher = inspect && len <= <i64>cfg.maxInitializeBodyBytes ? initMatcher : null;
-  copyRequestBody(bodyPiece, matcher, inspectTasks ? tasksDeclared : null);
+  copyRequestBody(bodyPiece, matcher);
   // A long copy leaves garbage in proportion to its pieces; collect it now rather than let the
   // allocator grow this instance past its first page before the periodic collection.
   if (len > <i64>(16 * CHUNK_BYTES)) __collect();
@@ -624,8 +712,8 @@ export function handle_response(reqCtx: u32, isError: u32): void {
   if (isError != 0) return;
   const routing = dirfd >= 0 && cfg.error.length == 0;
   const ctx = <u64>reqCtx;
-  if (ctx & (REQCTX_TASK_CREATE | REQCTX_TASK_ECHO)) {
-    wrapAnswerTaskId(ctx);
+  if (ctx & (REQCTX_TASK_CREATE | REQCTX_TASK_ECHO | REQCTX_STATE)) {
+    wrapAnswerHandles(ctx);
     return;
   }
   if (ctx & (REQCTX_OWNER | REQCTX_WRAPPED)) {
@@ -668,7 +756,7 @@ function answeringNode(): string {
  * (FEATURE_BUFFER_RESPONSE), read and written back in pieces. In 2026-07-28 no answer carries a
  * request for the client (input requests travel inside results), so holding one deadlocks nothing.
  */
-function wrapAnswerTaskId(ctx: u64): void {
+function wrapAnswerHandles(ctx: u64): void {
   const status = statusCode();
   if (status < 200 || status > 299) return;
   const value = responseHeaderValue;
@@ -678,7 +766,7 @@ function wrapAnswerTaskId(ctx: u64): void {
   const sse = startsWithIgnoreCase(value, "text/event-stream");
   if (!sse && !startsWithIgnoreCase(value, "application/json")) return;
   if (ctx & REQCTX_TASK_ECHO) {
-    idWrapper.begin(WRAP_ECHO, taskHandle, sse, heldTaskId);
+    idWrapper.begin(WRAP_ECHO, taskHandle, sse, heldValue, true, false);
     idWrapper.setEcho(taskHandle, TASK_HEAD_LENGTH);
   } else {
     const owner = answeringNode();
@@ -688,7 +776,7 @@ function wrapAnswerTaskId(ctx: u64): void {
     }
     taskHead.clear();
     pushHead(taskHead, "mt1.", owner, view.refresh(nowMs(), false) ? view.currentBootTag(owner) : UNKNOWN_BOOT_TAG);
-    idWrapper.begin(WRAP_CREATED, taskHead, sse, heldTaskId);
+    idWrapper.begin(WRAP_CREATED, taskHead, sse, heldValue, (ctx & REQCTX_TASK_CREATE) != 0, (ctx & REQCTX_STATE) != 0);
   }
   const read = rewriteBody(KIND_RESPONSE, idWrapper);
   if (idWrapper.overflowed > 0) log(LOG_DEBUG, "mcp-affinity: a task id too far from its result type; not wrapped");

@@ -27,22 +27,33 @@ export function requestIdToken(request: Bytes): string {
   return findRequestId(request) ? request.toAscii(idStart, idEnd) : "null";
 }
 
-// Task requests (tasks/get, tasks/update, tasks/cancel routed by their handle): the same answers in
-// the 2026 dialect, each with the request's id when its body came in one piece.
-/** The task's server instance is gone or rebooted (`task-lost`): what a server says of a task it does not hold. */
+// Requests routed by a handle (a task id, a requestState): the same answers in the 2026 dialect,
+// each with the request's id when its body came in one piece. Short: every string of the plugin
+// sits in an instance's one page of memory.
+function errorBody(code: string, message: string, id: string): string {
+  return '{"jsonrpc":"2.0","error":{"code":' + code + ',"message":"' + message + '},"id":' + id + "}";
+}
+/** The task's server instance is gone or rebooted (`handle-lost`): what a server says of a task it does not hold. */
 export function taskNotFoundBody(id: string): string {
-  return '{"jsonrpc":"2.0","error":{"code":-32602,"message":"Task not found: the server instance that held it is gone"},"id":' + id + "}";
+  return errorBody("-32602", 'Task not found: its server instance is gone"', id);
 }
-/** The task's server instance is down for now (`task-unavailable`, 503 + Retry-After). */
-export function taskUnavailableBody(id: string): string {
-  return '{"jsonrpc":"2.0","error":{"code":-32000,"message":"The server instance holding this task is temporarily unavailable; retry later"},"id":' + id + "}";
+/** The handle's server instance is down for now (`handle-unavailable`, 503 + Retry-After). */
+export function handleUnavailableBody(id: string): string {
+  return errorBody("-32000", 'Server instance unavailable; retry later"', id);
 }
-/** Mcp-Name and the body disagree, or the request is not of a version that validates them (`task-mismatch`, 400). */
+/** Mcp-Name and the body disagree, or the request is not of a version that validates them (`handle-mismatch`, 400). */
 export function taskMismatchBody(id: string): string {
-  return '{"jsonrpc":"2.0","error":{"code":-32020,"message":"Header mismatch: Mcp-Name is not the task handle in params.taskId, or MCP-Protocol-Version is missing or older than 2026-07-28"},"id":' + id + "}";
+  return errorBody("-32020", 'Header mismatch: Mcp-Name is not the task handle of params.taskId, or MCP-Protocol-Version is before 2026-07-28"', id);
 }
-/** A task request whose body the edge cannot rewrite (`invalid`, 413). */
-export const TASK_BODY_TOO_LARGE = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Task request body of unknown length or larger than the edge rewrites (maxBufferedBodyBytes)"},"id":null}';
+/**
+ * A requestState whose server instance is gone or rebooted, or that names two instances
+ * (`handle-lost`, `handle-mismatch`, 400): what the Python SDK's server says of one it cannot open.
+ */
+export function stateInvalidBody(id: string): string {
+  return errorBody("-32602", 'Invalid or expired requestState","data":{"reason":"invalid_request_state"}', id);
+}
+/** A handle's request whose body the edge cannot rewrite (`invalid`, 413). */
+export const HANDLE_BODY_TOO_LARGE = '{"jsonrpc":"2.0","error":{"code":-32600,"message":"Body too large to rewrite (maxBufferedBodyBytes)"},"id":null}';
 
 /** Longest id token copied into an answer (a longer one is left out: "id": null). */
 export const MAX_ID_TOKEN: i32 = 128;

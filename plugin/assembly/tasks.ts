@@ -10,9 +10,12 @@ export const MAX_TASK_ID: i32 = 255;
 /** "mt1." + 24 hex + "." */
 export const TASK_HEAD_LENGTH: i32 = 29;
 
-const KEY = '"taskId"';
 const EMPTY = new Bytes(0);
-const KEY_LEN: i32 = 8;
+/** The keys whose values carry handles (quoted, as a body has them): a task id, and the state of a multi round-trip request. */
+export const TASK_ID_KEY = '"taskId"';
+export const REQUEST_STATE_KEY = '"requestState"';
+/** Longest key a remover looks for (quotes included). */
+const MAX_KEY: i32 = 14;
 /** Whitespace tolerated around a key's colon before a match is given up (JSON allows any). */
 const MAX_SPACE: i32 = 16;
 
@@ -56,31 +59,43 @@ export abstract class BodyRewriter {
   abstract end(out: Bytes): void;
 }
 
-// TaskHeadRemover states: 0 scanning, 1..KEY_LEN-1 inside the key, then:
-const R_AFTER_KEY: i32 = KEY_LEN; // whitespace or ':'
-const R_AFTER_COLON: i32 = KEY_LEN + 1; // whitespace or the value's opening quote
-const R_HEAD: i32 = KEY_LEN + 2; // comparing the value's first bytes with the head
+// TaskHeadRemover states: 0 scanning, 1..key length - 1 inside the key, then (as offsets past
+// the key's length):
+const R_AFTER_KEY: i32 = 0; // whitespace or ':'
+const R_AFTER_COLON: i32 = 1; // whitespace or the value's opening quote
+const R_HEAD: i32 = 2; // comparing the value's first bytes with the head
+
+@inline function isLowerHex(c: i32): bool {
+  return (c >= 48 && c <= 57) || (c >= 97 && c <= 102);
+}
 
 /**
- * Removes the task handle's head (the 29 bytes `mt1.<24 hex>.` given to `begin`) from every
- * `"taskId": "<head>...` of a request body, so the node reads its own task id; JSON whitespace
- * before the value takes the head's place, so the body keeps its length. Counts what it saw:
- * `removed` heads, and `foreign` task ids whose value starts like a handle but not this one (another
- * node's task). A body that removed none, or saw a foreign one, does not match its Mcp-Name.
+ * Removes a handle's head (29 bytes, `mt1.<24 hex>.`) from every `"<key>": "<head>...` of a request
+ * body, so the node reads its own value; JSON whitespace before the value takes the head's place,
+ * so the body keeps its length. The head is given (a task request's Mcp-Name), or learned from the
+ * first value that has one (a requestState, which no header mirrors). Counts what it saw:
+ * `removed` heads, and `foreign` values that start like a handle but not this one (another node's).
+ * A body that removed none, or saw a foreign one, does not match its Mcp-Name.
  */
 export class TaskHeadRemover extends BodyRewriter {
-  /** The handle whose first TASK_HEAD_LENGTH bytes are removed (the caller's buffer: not copied). */
+  /** The head removed: its first TASK_HEAD_LENGTH bytes (the caller's buffer, or `learned`). */
   head: Bytes = EMPTY;
+  /** The head learned from the body when none was given. */
+  learned: Bytes = new Bytes(TASK_HEAD_LENGTH);
+  key: string = "";
   /** Bytes of a possible match not yet written: the key, the spaces and colon, the opening quote. */
-  held: Bytes = new Bytes(KEY_LEN + 2 * MAX_SPACE + 2);
+  held: Bytes = new Bytes(MAX_KEY + 2 * MAX_SPACE + 2);
   state: i32 = 0;
   matched: i32 = 0;
   prev: i32 = 0;
   removed: i32 = 0;
   foreign: bool = false;
 
-  begin(handle: Bytes): void {
-    this.head = handle;
+  /** Removes `head`'s head from the values of `key` (quoted); with `head` null, the first head found in them. */
+  begin(key: string, head: Bytes | null): void {
+    this.key = key;
+    this.head = head != null ? head : EMPTY;
+    this.learned.clear();
     this.held.clear();
     this.state = 0;
     this.matched = 0;
@@ -99,35 +114,46 @@ export class TaskHeadRemover extends BodyRewriter {
     this.giveUp(out);
   }
 
+  /** Whether byte `c` continues the head at position k: the given (or learned) head, else any. */
+  private headByte(k: i32, c: i32): bool {
+    if (this.head.len >= TASK_HEAD_LENGTH) return c == <i32>this.head.at(k);
+    if (k < 4) return c == "mt1.".charCodeAt(k);
+    if (k < TASK_HEAD_LENGTH - 1) return isLowerHex(c);
+    return c == 46;
+  }
+
   private byte(c: i32, out: Bytes): void {
     const st = this.state;
+    const keyLen = this.key.length;
     if (st == 0) {
       // A quote after a backslash is inside a string: no key starts there.
       if (c == 34 && this.prev != 92) {
         this.held.pushByte(<u8>c);
         this.state = 1;
       } else out.pushByte(<u8>c);
-    } else if (st < KEY_LEN) {
-      if (c == KEY.charCodeAt(st)) {
+    } else if (st < keyLen) {
+      if (c == this.key.charCodeAt(st)) {
         this.held.pushByte(<u8>c);
         this.state = st + 1;
       } else this.retry(c, out);
-    } else if (st == R_AFTER_KEY || st == R_AFTER_COLON) {
+    } else if (st == keyLen + R_AFTER_KEY || st == keyLen + R_AFTER_COLON) {
       if (isJsonSpace(c) && this.held.len < this.held.buf.length - 2) this.held.pushByte(<u8>c);
-      else if (st == R_AFTER_KEY && c == 58) {
+      else if (st == keyLen + R_AFTER_KEY && c == 58) {
         this.held.pushByte(<u8>c);
-        this.state = R_AFTER_COLON;
-      } else if (st == R_AFTER_COLON && c == 34) {
+        this.state = keyLen + R_AFTER_COLON;
+      } else if (st == keyLen + R_AFTER_COLON && c == 34) {
         this.held.pushByte(<u8>c);
-        this.state = R_HEAD;
+        this.state = keyLen + R_HEAD;
         this.matched = 0;
       } else this.retry(c, out);
     } else {
-      // R_HEAD: the value so far equals head[0, matched).
+      // R_HEAD: the value so far is head[0, matched).
       const k = this.matched;
-      if (c == <i32>this.head.at(k)) {
+      if (this.headByte(k, c)) {
+        if (this.head.len < TASK_HEAD_LENGTH) this.learned.pushByte(<u8>c);
         this.matched = k + 1;
         if (this.matched == TASK_HEAD_LENGTH) {
+          if (this.head.len < TASK_HEAD_LENGTH) this.head = this.learned;
           // The head goes; the value's opening quote moves past whitespace of the head's length, so
           // the body keeps its length (the proxy sends it with the Content-Length the client gave).
           out.pushBytes(this.held, 0, this.held.len - 1);
@@ -156,25 +182,35 @@ export class TaskHeadRemover extends BodyRewriter {
 
   private giveUp(out: Bytes): void {
     out.pushBytes(this.held, 0, this.held.len);
-    if (this.state == R_HEAD) out.pushBytes(this.head, 0, this.matched);
+    if (this.state == this.key.length + R_HEAD) {
+      // The value's first bytes, as they came (the given head, or what was being learned).
+      out.pushBytes(this.head.len >= TASK_HEAD_LENGTH ? this.head : this.learned, 0, this.matched);
+      if (this.head.len < TASK_HEAD_LENGTH) this.learned.clear();
+    }
     this.held.clear();
     this.state = 0;
     this.matched = 0;
   }
 }
 
-/** What a TaskIdWrapper wraps: the task id of a CreateTaskResult, or the echo of a known task id. */
+/** What a TaskIdWrapper wraps: a new handle (a CreateTaskResult's task id, an InputRequiredResult's requestState), or the echo of a known task id. */
 export const WRAP_CREATED: i32 = 0;
 export const WRAP_ECHO: i32 = 1;
 
-/** Most bytes held after a task id's opening quote while it is not yet known whether to wrap it. */
-export const HOLD_BYTES: i32 = 512;
+/** Most bytes held after a value's opening quote while it is not yet known whether to wrap it. */
+export const HOLD_BYTES: i32 = 1024;
 
 // Which key of the result object the value being read belongs to.
 const K_OTHER: i32 = 0;
 const K_RESULT_TYPE: i32 = 1;
 const K_TASK_ID: i32 = 2;
-const KEY_CAPTURE: i32 = 16;
+const K_STATE: i32 = 3;
+// The result's resultType.
+const RT_UNKNOWN: i32 = 0;
+const RT_TASK: i32 = 1;
+const RT_INPUT: i32 = 2;
+const RT_OTHER: i32 = 3;
+const KEY_CAPTURE: i32 = 16; // longer than "requestState" and "input_required"
 
 /**
  * Inserts a task handle's head into the `taskId` of a JSON-RPC answer (a JSON body, or the `data:`
@@ -196,6 +232,9 @@ export class TaskIdWrapper extends BodyRewriter {
   holdLimit: i32 = 0;
   mode: i32 = WRAP_CREATED;
   sse: bool = false;
+  /** WRAP_CREATED: which new handles are wrapped (a task id, a requestState). */
+  wrapTasks: bool = true;
+  wrapStates: bool = false;
   /** Task ids wrapped so far (each adds TASK_HEAD_LENGTH bytes to the body). */
   wrapped: i32 = 0;
   /** Task ids left as they were because the decision did not come within HOLD_BYTES. */
@@ -218,7 +257,10 @@ export class TaskIdWrapper extends BodyRewriter {
   private key1IsResult: bool = false;
   private inResult: bool = false;
   private key2: i32 = K_OTHER;
-  private sawTask: bool = false;
+  /** The result's resultType, once read (RT_*). */
+  private resultType: i32 = RT_UNKNOWN;
+  /** The key whose value is held (K_TASK_ID or K_STATE). */
+  private heldKey: i32 = K_OTHER;
   // The task id value being held.
   private holding: bool = false;
   private idOpen: bool = false;
@@ -227,8 +269,15 @@ export class TaskIdWrapper extends BodyRewriter {
   private idComplete: bool = false;
   private done: bool = false;
 
-  begin(mode: i32, head: Bytes, sse: bool, hold: Bytes): void {
+  /**
+   * WRAP_CREATED: a result's `taskId` when its resultType is "task" (with `tasks`), its
+   * `requestState` when its resultType is "input_required" (with `states`). WRAP_ECHO: a result's
+   * `taskId` equal to the echo (setEcho).
+   */
+  begin(mode: i32, head: Bytes, sse: bool, hold: Bytes, tasks: bool, states: bool): void {
     this.mode = mode;
+    this.wrapTasks = tasks || mode == WRAP_ECHO;
+    this.wrapStates = states && mode == WRAP_CREATED;
     this.head = head;
     this.hold = hold;
     hold.clear();
@@ -273,7 +322,8 @@ export class TaskIdWrapper extends BodyRewriter {
     this.key1IsResult = false;
     this.inResult = false;
     this.key2 = K_OTHER;
-    this.sawTask = false;
+    this.resultType = RT_UNKNOWN;
+    this.heldKey = K_OTHER;
     this.holding = false;
     this.idOpen = false;
     this.idComplete = false;
@@ -348,12 +398,15 @@ export class TaskIdWrapper extends BodyRewriter {
   /** A decision can be made once the id is read and (for a created task) the result type known. */
   private decide(out: Bytes): void {
     if (!this.holding || !this.idComplete) return;
-    const usable = this.idSafe && this.idLen > 0 && this.idLen <= MAX_TASK_ID;
+    const max = this.heldKey == K_STATE ? HOLD_BYTES : MAX_TASK_ID;
+    const usable = this.idSafe && this.idLen > 0 && this.idLen <= max;
     if (this.mode == WRAP_ECHO) {
       this.release(usable && this.idLen == this.echo.len - this.echoStart, out);
-    } else if (this.sawTask) {
-      this.release(usable, out);
+      return;
     }
+    if (this.resultType == RT_UNKNOWN) return;
+    const wanted = this.heldKey == K_STATE ? RT_INPUT : RT_TASK;
+    this.release(usable && this.resultType == wanted, out);
   }
 
   private jsonByte(c: i32, out: Bytes): void {
@@ -422,7 +475,8 @@ export class TaskIdWrapper extends BodyRewriter {
     }
     if (this.depth != 2 || !this.inResult) return;
     if (this.key2 == K_RESULT_TYPE) this.startCapture();
-    else if (this.key2 == K_TASK_ID && !this.done && !this.holding) {
+    else if ((this.key2 == K_TASK_ID || this.key2 == K_STATE) && !this.done && !this.holding) {
+      this.heldKey = this.key2;
       // The value's opening quote is out; what follows is held until the decision.
       this.holding = true;
       this.idOpen = true;
@@ -464,13 +518,20 @@ export class TaskIdWrapper extends BodyRewriter {
     const exact = !this.captureOverflow;
     if (this.stringIsKey) {
       if (this.depth == 1) this.key1IsResult = exact && this.capturedIs("result");
-      else this.key2 = !exact ? K_OTHER : this.capturedIs("resultType") ? K_RESULT_TYPE : this.capturedIs("taskId") ? K_TASK_ID : K_OTHER;
+      else this.key2 = exact ? this.keyOf() : K_OTHER;
       return;
     }
     // The value of "resultType" in the result.
-    this.sawTask = exact && this.capturedIs("task");
-    if (this.sawTask) this.decide(out);
-    else if (this.holding && this.idComplete) this.release(false, out);
+    this.resultType = !exact ? RT_OTHER : this.capturedIs("task") ? RT_TASK : this.capturedIs("input_required") ? RT_INPUT : RT_OTHER;
+    this.decide(out);
+  }
+
+  /** The result key just read, among those this wrapper looks at. */
+  private keyOf(): i32 {
+    if (this.capturedIs("resultType")) return K_RESULT_TYPE;
+    if (this.wrapTasks && this.capturedIs("taskId")) return K_TASK_ID;
+    if (this.wrapStates && this.capturedIs("requestState")) return K_STATE;
+    return K_OTHER;
   }
 
   private capturedIs(s: string): bool {

@@ -4,7 +4,14 @@
 import "../assembly/abort";
 import { RouteInput, Decision, decideRoute } from "../assembly/core";
 import { Bytes } from "../assembly/bytes";
-import { TaskHeadRemover, TaskIdWrapper, WRAP_ECHO, TASK_HEAD_LENGTH } from "../assembly/tasks";
+import {
+  TaskHeadRemover,
+  TaskIdWrapper,
+  WRAP_ECHO,
+  TASK_HEAD_LENGTH,
+  TASK_ID_KEY,
+  REQUEST_STATE_KEY,
+} from "../assembly/tasks";
 import {
   SessionToken,
   parseSessionToken as parseSessionTokenBytes,
@@ -26,7 +33,7 @@ export function decide(
   passWhenDown: i32,
   token: i32,
   tokenCookie: i32,
-  taskBody: i32,
+  handleBody: i32,
 ): i32 {
   input.id = id;
   input.cookieUnreadable = cookieUnreadable != 0;
@@ -38,7 +45,7 @@ export function decide(
   input.passWhenDown = passWhenDown != 0;
   input.token = token;
   input.tokenCookie = tokenCookie;
-  input.taskBody = taskBody;
+  input.handleBody = handleBody;
   const d = decideRoute(input, out);
   return d.target * 256 + d.action * 16 + d.reason;
 }
@@ -123,19 +130,25 @@ function pieces(piece: i32, run: (b: Bytes) => void): void {
   }
 }
 
-/** Removes the handle's head; returns removed + 1000 when a foreign handle was seen. */
-export function removeTaskHead(piece: i32): i32 {
-  remover.begin(rewriteArg);
+/**
+ * Removes the handle's head from taskId values (or, with `state`, the head the first requestState
+ * value has); returns removed + 1000 when a foreign handle was seen. With `state`, the learned head
+ * is at rewriteResultPtr() after the body.
+ */
+export function removeTaskHead(piece: i32, state: i32): i32 {
+  remover.begin(state != 0 ? REQUEST_STATE_KEY : TASK_ID_KEY, state != 0 ? null : rewriteArg);
   pieces(piece, (b: Bytes): void => {
     remover.feed(b, 0, b.len, rewriteOut);
   });
   remover.end(rewriteOut);
+  if (state != 0 && remover.removed > 0) rewriteOut.pushBytes(remover.head, 0, TASK_HEAD_LENGTH);
   return remover.removed + (remover.foreign ? 1000 : 0);
 }
 
-/** Wraps a task id (mode: 0 created, 1 echo); returns wrapped + 1000 * overflowed. */
+/** Wraps a task id (mode: 0 created, 1 echo; 2: a requestState); returns wrapped + 1000 * overflowed. */
 export function wrapTaskIds(mode: i32, sse: i32, piece: i32): i32 {
-  wrapper.begin(mode, rewriteArg, sse != 0, hold);
+  if (mode == 2) wrapper.begin(0, rewriteArg, sse != 0, hold, true, true);
+  else wrapper.begin(mode, rewriteArg, sse != 0, hold, true, false);
   if (mode == WRAP_ECHO) wrapper.setEcho(rewriteArg, TASK_HEAD_LENGTH);
   pieces(piece, (b: Bytes): void => {
     wrapper.feed(b, 0, b.len, rewriteOut);

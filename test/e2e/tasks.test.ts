@@ -15,7 +15,15 @@ import { header } from "../../dev/mcp-client.ts";
 import { sleep } from "../../dev/poll.ts";
 import { startStack, type NodePart, type Stack } from "../../dev/stack.ts";
 import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
-import { failedCalls, messageOf, post2026, runRustTaskClient, type TaskClientRun } from "../support/task-clients.ts";
+import {
+  failedCalls,
+  messageOf,
+  post2026,
+  runRequestStateClient,
+  runRustTaskClient,
+  type MrtrClientRun,
+  type TaskClientRun,
+} from "../support/task-clients.ts";
 
 /** The plugin's default: an instance re-reads the meta at most this often. */
 const VIEW_REFRESH_MS = 100;
@@ -234,7 +242,7 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
       const mine = polls
         .filter((p) => p.replica === replica && victimHandles.has(p.handle))
         .sort((a, b) => a.sentAt - b.sentAt);
-      const lost = mine.filter((p) => p.edge === "task-lost");
+      const lost = mine.filter((p) => p.edge === "handle-lost");
       expect(lost.length, `replica ${replica + 1} answered the killed node's tasks at the edge`).toBeGreaterThan(0);
       const first = lost[0]!.sentAt;
       firstEdge[replica] = first;
@@ -242,7 +250,7 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
         if (p.sentAt < killedAt) {
           if (p.status !== 200 || p.taskStatus !== "working")
             failures.push(`${p.call} before the kill: ${JSON.stringify(p)}`);
-        } else if (p.sentAt >= first && (p.edge !== "task-lost" || p.status !== 200 || p.code !== -32602)) {
+        } else if (p.sentAt >= first && (p.edge !== "handle-lost" || p.status !== 200 || p.code !== -32602)) {
           failures.push(`${p.call} after the edge's first -32602: ${JSON.stringify(p)}`);
         }
       }
@@ -267,4 +275,56 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
     expect(failures, rowsOf(stack, failedCalls).join("\n")).toEqual([]);
     await victim.start();
   }, 120_000);
+});
+
+// Multi round-trip requests: a server on the Python SDK 2.x seals requestState with a key of its own
+// process, so a retry that reaches another node fails; the edge wraps the state it hands out and
+// routes the retry by it.
+describe("requestState retries on three Python SDK 2.x nodes behind two Traefik replicas", () => {
+  let stack: Stack;
+  let lb: L4Balancer;
+  const report: string[] = [];
+
+  beforeAll(async () => {
+    stack = await startStack({ name: "e2e-mrtr", nodeKind: "python-mrtr", nodes: 3, replicas: 2 });
+    lb = await startL4Balancer({ targets: stack.replicas.map((r) => ({ host: "127.0.0.1", port: r.ports.http })) });
+  }, 180_000);
+
+  afterAll(async () => {
+    if (report.length > 0) console.log(["", "requestState retries through the edge:", ...report].join("\n"));
+    await lb?.close();
+    await stack?.stop();
+  });
+
+  const line = (name: string, run: MrtrClientRun) =>
+    `${name.padEnd(34)} requests ${String(run.summary.requests).padStart(4)}  failed ${String(run.summary.failedRequests).padStart(4)}  ` +
+    `round trips completed ${run.summary.completed}/${run.summary.calls}, nodes ${JSON.stringify(run.summary.nodes)}`;
+
+  it("every retry lands on the node that issued its state: through the L4 balancer, and issued on one replica, retried on the other; plain Traefik beside it", async () => {
+    const l4 = await runRequestStateClient({ url: `${lb.base}/mcp`, calls: 12, callPrefix: "mrtr-l4-" });
+    report.push(line("plugin, L4 balancer", l4));
+    expect(failedCalls(l4)).toBe("");
+    expect(l4.summary.completed).toBe(12);
+    expect(Object.keys(l4.summary.nodes).length).toBeGreaterThanOrEqual(2);
+    const [one, two] = stack.replicas;
+    const across = await runRequestStateClient({
+      url: one!.mcpUrl,
+      retryUrl: two!.mcpUrl,
+      calls: 6,
+      callPrefix: "mrtr-x-",
+    });
+    report.push(line("plugin, issued 1, retried 2", across));
+    expect(failedCalls(across)).toBe("");
+    expect(across.summary.completed).toBe(6);
+
+    stack.writeDynamic({ plugin: false });
+    await stack.waitMiddleware(false, 15_000);
+    try {
+      const plain = await runRequestStateClient({ url: `${lb.base}/mcp`, calls: 12, callPrefix: "mrtr-plain-" });
+      report.push(line("plain Traefik, L4 balancer", plain));
+    } finally {
+      stack.writeDynamic({ plugin: true });
+      await stack.waitMiddleware(true, 15_000);
+    }
+  }, 300_000);
 });

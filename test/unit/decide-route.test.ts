@@ -7,7 +7,7 @@ import { DECISION_REASONS } from "../../lib/view/index.ts";
 // The inputs of `decide` (plugin/test/core-entry.ts), in its argument order, each value by name
 // with the number core.ts gives it.
 const INPUTS = {
-  id: { none: 0, valid: 1, invalid: 2, task: 3 },
+  id: { none: 0, valid: 1, invalid: 2, handle: 3 },
   cookieLines: { read: 0, unreadable: 1 },
   view: { fresh: 0, stale: 1, absent: 2 },
   session: { unusable: 0, owner: 1, closed: 2, learned: 3, unknown: 4 },
@@ -17,7 +17,7 @@ const INPUTS = {
   onOwnerDown: { unavailable: 0, pass: 1 },
   token: { none: 0, unverified: 1, live: 2, down: 3, dead: 4, newBoot: 5, unknownNode: 6 },
   tokenCookie: { none: 0, owner: 1, other: 2 },
-  taskBody: { match: 0, mismatch: 1, unreadable: 2 },
+  handleBody: { match: 0, mismatch: 1, unreadable: 2 },
 } as const;
 type Inputs = typeof INPUTS;
 type Field = keyof Inputs;
@@ -48,19 +48,20 @@ const TABLE: readonly (readonly [Pattern, Outcome])[] = [
   [{ id: "invalid" }, ["400", "invalid", "owner"]],
   [{ cookieLines: "unreadable" }, ["431", "invalid", "owner"]],
 
-  // A task request (tasks/get, tasks/update, tasks/cancel whose Mcp-Name is a task handle): only the
-  // handle's token, the view's freshness and the body count. Never a repair or a reject.
-  [{ id: "task", token: "none" }, ["pass", "sessionless", "owner"]],
-  [{ id: "task", taskBody: "unreadable" }, ["413", "invalid", "token"]],
-  [{ id: "task", taskBody: "mismatch" }, ["400", "task-mismatch", "token"]],
-  [{ id: "task", token: "unverified", tokenCookie: "owner" }, ["pass", "fail-open", "token"]],
-  [{ id: "task", token: "unverified" }, ["pin", "fail-open", "token"]],
-  [{ id: "task", view: NOT_FRESH, tokenCookie: "owner" }, ["pass", "fail-open", "token"]],
-  [{ id: "task", view: NOT_FRESH }, ["pin", "fail-open", "token"]],
-  [{ id: "task", token: "dead" }, ["404", "task-lost", "token"]],
-  [{ id: "task", token: "down", onOwnerDown: "unavailable" }, ["503", "task-unavailable", "token"]],
-  [{ id: "task", tokenCookie: "owner" }, ["pass", "task", "token"]],
-  [{ id: "task" }, ["pin", "task", "token"]],
+  // A handle's request (tasks/get, tasks/update, tasks/cancel whose Mcp-Name is a task handle, or a
+  // retry whose requestState is one): only the handle's token, the view's freshness and the body
+  // count. Never a repair or a reject.
+  [{ id: "handle", token: "none" }, ["pass", "sessionless", "owner"]],
+  [{ id: "handle", handleBody: "unreadable" }, ["413", "invalid", "token"]],
+  [{ id: "handle", handleBody: "mismatch" }, ["400", "handle-mismatch", "token"]],
+  [{ id: "handle", token: "unverified", tokenCookie: "owner" }, ["pass", "fail-open", "token"]],
+  [{ id: "handle", token: "unverified" }, ["pin", "fail-open", "token"]],
+  [{ id: "handle", view: NOT_FRESH, tokenCookie: "owner" }, ["pass", "fail-open", "token"]],
+  [{ id: "handle", view: NOT_FRESH }, ["pin", "fail-open", "token"]],
+  [{ id: "handle", token: "dead" }, ["404", "handle-lost", "token"]],
+  [{ id: "handle", token: "down", onOwnerDown: "unavailable" }, ["503", "handle-unavailable", "token"]],
+  [{ id: "handle", tokenCookie: "owner" }, ["pass", "handle", "token"]],
+  [{ id: "handle" }, ["pin", "handle", "token"]],
 
   // The view holds a record of the session (a shard entry, live or closed): it decides, token or not.
   // A stale view never gives 404/503; a known owner is still pinned.
@@ -214,7 +215,7 @@ describe("decideRoute (pure core)", () => {
           onOwnerDown: "unavailable",
           token,
           tokenCookie: "none",
-          taskBody: "match",
+          handleBody: "match",
         };
         expect(run(c)).toEqual(["pin", "fail-open", "token"]);
       }
@@ -225,28 +226,30 @@ describe("decideRoute (pure core)", () => {
   });
 
   it("answers 400, 413 and 431 only for what it could not read or what contradicts itself", () => {
-    const unreadable = (c: Case) => (c.id === "valid" || c.id === "task") && c.cookieLines === "unreadable";
-    const task = (c: Case) => c.id === "task" && c.cookieLines === "read" && c.token !== "none";
-    const contradicts = (c: Case) => task(c) && c.taskBody === "mismatch";
+    const unreadable = (c: Case) => (c.id === "valid" || c.id === "handle") && c.cookieLines === "unreadable";
+    const handle = (c: Case) => c.id === "handle" && c.cookieLines === "read" && c.token !== "none";
+    const contradicts = (c: Case) => handle(c) && c.handleBody === "mismatch";
     expect(casesWhere((c, [action]) => (action === "400") !== (c.id === "invalid" || contradicts(c)))).toEqual([]);
     expect(casesWhere((c, [action]) => (action === "431") !== unreadable(c))).toEqual([]);
-    expect(casesWhere((c, [action]) => (action === "413") !== (task(c) && c.taskBody === "unreadable"))).toEqual([]);
+    expect(casesWhere((c, [action]) => (action === "413") !== (handle(c) && c.handleBody === "unreadable"))).toEqual(
+      [],
+    );
   });
 
-  it("never repairs a cookie or rejects for a task, and gives task requests reasons of their own", () => {
-    const taskReasons = [
-      "task",
-      "task-lost",
-      "task-unavailable",
-      "task-mismatch",
+  it("never repairs a cookie or rejects for a handle, and gives handle requests reasons of their own", () => {
+    const handleReasons = [
+      "handle",
+      "handle-lost",
+      "handle-unavailable",
+      "handle-mismatch",
       "fail-open",
       "invalid",
       "sessionless",
     ];
     expect(
-      casesWhere((c, [action, reason]) => c.id === "task" && (action === "pin+repair" || reason === "reject")),
+      casesWhere((c, [action, reason]) => c.id === "handle" && (action === "pin+repair" || reason === "reject")),
     ).toEqual([]);
-    expect(casesWhere((c, [, reason]) => c.id === "task" && !taskReasons.includes(reason))).toEqual([]);
-    expect(casesWhere((c, [, reason]) => c.id !== "task" && reason.startsWith("task"))).toEqual([]);
+    expect(casesWhere((c, [, reason]) => c.id === "handle" && !handleReasons.includes(reason))).toEqual([]);
+    expect(casesWhere((c, [, reason]) => c.id !== "handle" && reason.startsWith("handle"))).toEqual([]);
   });
 });

@@ -228,7 +228,7 @@ describe("task requests route by their handle", () => {
       clean(ex);
       expect(ex.forwarded).toBeUndefined();
       expect(ex.response.status).toBe(200);
-      expect(ex.response.headers.get("Mcp-Affinity")).toBe("task-lost");
+      expect(ex.response.headers.get("Mcp-Affinity")).toBe("handle-lost");
       const body = JSON.parse(ex.response.text());
       expect(body).toMatchObject({ jsonrpc: "2.0", id: "req-9", error: { code: -32602 } });
     }
@@ -267,7 +267,7 @@ describe("task requests route by their handle", () => {
     clean(ex);
     expect(ex.forwarded).toBeUndefined();
     expect(ex.response.status).toBe(400);
-    expect(ex.response.headers.get("Mcp-Affinity")).toBe("task-mismatch");
+    expect(ex.response.headers.get("Mcp-Affinity")).toBe("handle-mismatch");
     expect(JSON.parse(ex.response.text())).toMatchObject({ id: 7, error: { code: -32020 } });
   });
 
@@ -293,11 +293,96 @@ describe("task requests route by their handle", () => {
     p.clock.advance(61_000);
     p.handle({ method: "GET", uri: "/mcp" });
     expect(decisions(t.dir)).toEqual({
-      task: 1,
-      "task-lost": 1,
-      "task-unavailable": 1,
-      "task-mismatch": 1,
+      handle: 1,
+      "handle-lost": 1,
+      "handle-unavailable": 1,
+      "handle-mismatch": 1,
       sessionless: 2,
     });
+  });
+});
+
+describe("a requestState routes its retry to the node that issued it", () => {
+  const STATE = "v1." + "s".repeat(400);
+  const confirm = (params: Record<string, unknown>, capabilities: Record<string, unknown>) =>
+    JSON.stringify({
+      jsonrpc: "2.0",
+      id: 9,
+      method: "tools/call",
+      params: {
+        name: "confirm",
+        arguments: {},
+        ...params,
+        _meta: {
+          "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+          "io.modelcontextprotocol/clientCapabilities": capabilities,
+        },
+      },
+    });
+  const headers: [string, string][] = [["Mcp-Method", "tools/call"], ["Mcp-Name", "confirm"], V2026];
+  const inputRequired: NextHandler = () => ({
+    status: 200,
+    headers: [["Content-Type", "application/json"]],
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 9,
+      result: {
+        inputRequests: { confirm: { method: "elicitation/create", params: {} } },
+        requestState: STATE,
+        resultType: "input_required",
+      },
+    }),
+  });
+
+  test("the first answer's requestState names the node; the retry is pinned there and the node reads its own state", () => {
+    const p = newPlugin({ dir: t.dir });
+    const first = p.handle(mcp({ body: confirm({}, { elicitation: {} }), headers }), inputRequired);
+    clean(first);
+    expect(first.responseBuffered).toBe(true);
+    const state = JSON.parse(first.response.text()).result.requestState as string;
+    expect(state).toBe(wrapTaskId(STATE, COOKIE.a, "0000000a"));
+
+    let seen = "";
+    const retry = p.handle(
+      mcp({
+        body: confirm({ requestState: state, inputResponses: { confirm: { action: "accept" } } }, { elicitation: {} }),
+        headers,
+        cookie: bk(COOKIE.c),
+      }),
+      (req) => {
+        seen = Buffer.from(req.body).toString();
+        return {
+          status: 200,
+          headers: [["Content-Type", "application/json"]],
+          body: '{"jsonrpc":"2.0","id":9,"result":{"content":[],"resultType":"complete"}}',
+        };
+      },
+    );
+    clean(retry);
+    expect(forwardedBackends(retry)).toEqual([COOKIE.a]);
+    expect(JSON.parse(seen).params.requestState).toBe(STATE);
+    expect(retry.forwarded!.headers.get("Mcp-Name")).toBe("confirm");
+  });
+
+  test("a retry whose node is gone: 400 with -32602, the SDK's answer for a state it cannot open", () => {
+    const p = newPlugin({ dir: t.dir });
+    const state = wrapTaskId(STATE, GONE_COOKIE, "0000000e");
+    const ex = p.handle(mcp({ body: confirm({ requestState: state }, { elicitation: {} }), headers }), () => {
+      throw new Error("the node must not be asked");
+    });
+    clean(ex);
+    expect(ex.response.status).toBe(400);
+    expect(ex.response.headers.get("Mcp-Affinity")).toBe("handle-lost");
+    expect(JSON.parse(ex.response.text())).toMatchObject({
+      id: 9,
+      error: { code: -32602, data: { reason: "invalid_request_state" } },
+    });
+  });
+
+  test("a client that declared nothing a server may ask for costs no held answer", () => {
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(mcp({ body: confirm({}, {}), headers }), inputRequired);
+    clean(ex);
+    expect(ex.responseBuffered).toBe(false);
   });
 });

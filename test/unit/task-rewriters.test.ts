@@ -14,7 +14,7 @@ type Exports = {
   rewriteArgument(len: number): number;
   rewriteResultPtr(): number;
   rewriteResultLen(): number;
-  removeTaskHead(piece: number): number;
+  removeTaskHead(piece: number, state: number): number;
   wrapTaskIds(mode: number, sse: number, piece: number): number;
 };
 let wasm: Exports;
@@ -41,16 +41,33 @@ const TASK = "786512e2-9e0d-44bd-8f29-789f320fe840";
 function remove(body: string, piece = 1 << 16, handle = HEAD + TASK) {
   put(wasm.rewriteArgument(handle.length), handle);
   put(wasm.rewriteInput(body.length), body);
-  const r = wasm.removeTaskHead(piece);
+  const r = wasm.removeTaskHead(piece, 0);
   return { body: output(), removed: r % 1000, foreign: r >= 1000 };
 }
 
-/** Wraps with HEAD: mode "created" (a CreateTaskResult) or "echo" (the result names `echo`). */
-function wrap(body: string, mode: "created" | "echo", sse = false, piece = 1 << 16, echo = TASK) {
+/** Learns and removes the head of the requestState values of `body`. */
+function removeState(body: string, piece = 1 << 16) {
+  put(wasm.rewriteInput(body.length), body);
+  const r = wasm.removeTaskHead(piece, 1);
+  const out = output();
+  const removed = r % 1000;
+  return {
+    body: removed > 0 ? out.slice(0, -29) : out,
+    head: removed > 0 ? out.slice(-29) : null,
+    removed,
+    foreign: r >= 1000,
+  };
+}
+
+/**
+ * Wraps with HEAD: mode "created" (a CreateTaskResult's task id), "echo" (the result names
+ * `echo`), or "state" (a CreateTaskResult's task id or an InputRequiredResult's requestState).
+ */
+function wrap(body: string, mode: "created" | "echo" | "state", sse = false, piece = 1 << 16, echo = TASK) {
   const arg = mode === "echo" ? HEAD + echo : HEAD;
   put(wasm.rewriteArgument(arg.length), arg);
   put(wasm.rewriteInput(body.length), body);
-  const r = wasm.wrapTaskIds(mode === "echo" ? 1 : 0, sse ? 1 : 0, piece);
+  const r = wasm.wrapTaskIds(mode === "echo" ? 1 : mode === "state" ? 2 : 0, sse ? 1 : 0, piece);
   return { body: output(), wrapped: r % 1000, overflowed: Math.floor(r / 1000) };
 }
 
@@ -172,5 +189,41 @@ describe("wrapping a task id in an answer", () => {
     }
     expect(wrap(get("another-task"), "echo")).toEqual({ body: get("another-task"), wrapped: 0, overflowed: 0 });
     expect(wrap(get(TASK + "x"), "echo")).toEqual({ body: get(TASK + "x"), wrapped: 0, overflowed: 0 });
+  });
+});
+
+describe("requestState handles", () => {
+  const STATE = "v1." + "Ab9-_".repeat(80);
+  const inputRequired = (state: string) =>
+    `{"jsonrpc":"2.0","id":1,"result":{"inputRequests":{"confirm":{"method":"elicitation/create","params":{"message":"Proceed?","mode":"form"}}},"requestState":"${state}","resultType":"input_required"}}`;
+  const retry = (state: string) =>
+    `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"inputResponses":{"confirm":{"action":"accept","content":{"confirm":true}}},"requestState":"${state}","name":"confirm","arguments":{}}}`;
+
+  it("wraps an InputRequiredResult's requestState (after its input requests, before its result type), however it is cut", () => {
+    for (let piece = 1; piece < 60; piece += 7) {
+      expect(wrap(inputRequired(STATE), "state", false, piece)).toEqual({
+        body: inputRequired(HEAD + STATE),
+        wrapped: 1,
+        overflowed: 0,
+      });
+    }
+    // Only where asked: a task id wrapper leaves a requestState alone, and a complete result keeps its own.
+    expect(wrap(inputRequired(STATE), "created").wrapped).toBe(0);
+    const complete = inputRequired(STATE).replace("input_required", "complete");
+    expect(wrap(complete, "state")).toEqual({ body: complete, wrapped: 0, overflowed: 0 });
+  });
+
+  it("a retry: the head is learned from the body, turned into whitespace, and a second node's head is foreign", () => {
+    for (let piece = 1; piece < 60; piece += 5) {
+      const r = removeState(retry(HEAD + STATE), piece);
+      expect(r.head).toBe(HEAD);
+      expect(r.removed).toBe(1);
+      expect(r.foreign).toBe(false);
+      expect(r.body.length).toBe(retry(HEAD + STATE).length);
+      expect(JSON.parse(r.body).params.requestState).toBe(STATE);
+    }
+    expect(removeState(retry(STATE))).toMatchObject({ body: retry(STATE), removed: 0, head: null });
+    const two = retry(HEAD + STATE).replace('"name":"confirm"', `"requestState":"${OTHER_HEAD}x","name":"confirm"`);
+    expect(removeState(two)).toMatchObject({ removed: 1, foreign: true });
   });
 });
