@@ -126,9 +126,12 @@ const SCENARIOS: Scenario[] = [
   {
     name: "wrapped POST",
     req: mcp({ sessionId: WRAPPED, cookie: bk(COOKIE.b), body: TOOLS_LIST }),
+    // The answer repeats the server's id and flows as written, not held (Traefik's mcp-wrapped
+    // router strips that header; the plugin counts it as exposed).
     check: (ex) =>
       ex.forwarded?.headers.get("Mcp-Session-Id") === SERVER_ID &&
-      ex.response.headers.values("Mcp-Session-Id")[0] === WRAPPED,
+      ex.response.headers.values("Mcp-Session-Id")[0] === SERVER_ID &&
+      !ex.responseBuffered,
   },
 ];
 
