@@ -13,12 +13,9 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
-import { waitUntil } from "../dev/poll.ts";
 import { startStack, type Stack } from "../dev/stack.ts";
-import { sessionHash } from "../lib/view/index.ts";
-import { lookupSession } from "../test/support/view-writers.ts";
 import { endResults, progressLog, runBench, startResults, writeResults, type BenchResults } from "./lib/results.ts";
-import { initSession, type BenchSession } from "./lib/mcp.ts";
+import { initSession, waitSessionsInView, type BenchSession } from "./lib/mcp.ts";
 import { readFlags } from "./lib/flags.ts";
 import { int, nonEmpty, num, text } from "../lib/settings/index.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
@@ -184,15 +181,7 @@ async function initCutSessions(stack: Stack, shared: string, plainBase: string):
   const sessions: BenchSession[] = [];
   for (let i = 0; i < nSessions; i++) sessions.push(await initSession(initAgent, plainBase, cookieToUrl));
   await initAgent.close();
-  await waitUntil(
-    "the sessions in the view",
-    async () => {
-      for (const s of sessions) if (!(await lookupSession(shared, sessionHash(s.id)))) return false;
-      return true;
-    },
-    20_000,
-    100,
-  );
+  await waitSessionsInView("the sessions in the view", shared, sessions);
   return sessions;
 }
 

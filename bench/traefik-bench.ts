@@ -38,7 +38,7 @@ import { lookupSession } from "../test/support/view-writers.ts";
 import { RedisRegistry } from "../lib/registry/index.ts";
 import { nodeRedisOptions } from "../node/src/index.ts";
 import { endResults, progressLog, runBench, startResults, writeResults, type BenchResults } from "./lib/results.ts";
-import { BenchError, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
+import { BenchError, counterBody, initSession, waitSessionsInView, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
 import {
@@ -531,16 +531,7 @@ async function initSessions(env: BenchEnv): Promise<{ load: BenchSession[]; stre
   const perNode = stack.nodes.map((n) => all.filter((s) => s.nodeUrl === n.url).length);
   log(`  sessions per node: ${perNode.join(" / ")}`);
   // The measured sessions must be in the view before (c) runs: the node registered each one.
-  if (!cfg.noSidecar)
-    await waitUntil(
-      "the real sessions in the view",
-      async () => {
-        for (const s of all) if (!(await lookupSession(shared, sessionHash(s.id)))) return false;
-        return true;
-      },
-      20_000,
-      100,
-    );
+  if (!cfg.noSidecar) await waitSessionsInView("the real sessions in the view", shared, all);
   return { load: all.slice(0, nLoad), streams: all.slice(nLoad) };
 }
 
@@ -594,20 +585,9 @@ async function measureLoad(
   const { cfg } = env;
   const targets = loadTargets(env);
   const profiles: Record<string, ProfileCapture> = {};
-  const throughput = await runPass(
-    env,
-    targets,
-    loadSessions,
-    { name: "throughput", concurrency: cfg.concurrency },
-    profiles,
-  );
-  const latency = await runPass(
-    env,
-    targets,
-    loadSessions,
-    { name: "latency", concurrency: cfg.latencyConcurrency },
-    profiles,
-  );
+  const pass = (p: Pass) => runPass(env, targets, loadSessions, p, profiles);
+  const throughput = await pass({ name: "throughput", concurrency: cfg.concurrency });
+  const latency = await pass({ name: "latency", concurrency: cfg.latencyConcurrency });
   return {
     figures: {
       sessions: cfg.concurrency * SESSIONS_PER_WORKER,
