@@ -13,12 +13,9 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
-import { waitUntil } from "../dev/poll.ts";
-import { startStack } from "../dev/stack.ts";
-import { sessionHash } from "../lib/view/index.ts";
-import { lookupSession } from "../test/support/view-writers.ts";
-import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
-import { initSession, type BenchSession } from "./lib/mcp.ts";
+import { startStack, type Stack } from "../dev/stack.ts";
+import { endResults, progressLog, runBench, startResults, writeResults, type BenchResults } from "./lib/results.ts";
+import { initSession, waitSessionsInView, type BenchSession } from "./lib/mcp.ts";
 import { readFlags } from "./lib/flags.ts";
 import { int, nonEmpty, num, text } from "../lib/settings/index.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
@@ -48,8 +45,7 @@ const cfg = readFlags("cut-bench", "npm run bench:cuts -- [--flag value ...]", {
   },
   json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
 });
-// Flags are checked above, before the builds.
-ensureBenchDeps();
+// The flags are checked when the module loads (--help and a typo cost nothing); main() installs what a run needs.
 const CONCURRENCIES = [16, 1];
 const SESSIONS_PER_WORKER = 4;
 
@@ -72,8 +68,37 @@ interface RoundFigures {
   errorSamples: string[];
 }
 
+/** One side at one concurrency over every round: cuts summed, everything else the median of the rounds. */
+interface ConcurrencyFigures {
+  calls: number;
+  cuts: number;
+  otherFailures: number;
+  misroutes: number;
+  cutsPer100k: number;
+  rps: number;
+  p50Us: number;
+  p99Us: number;
+  traefikCpuUsPerCall: number;
+  rounds: RoundFigures[];
+}
+
+/** One side: its figures per concurrency (`c16`, `c1`), then its totals. */
+type SideFigures = {
+  label: string;
+  calls: number;
+  cuts: number;
+  otherFailures: number;
+  cutsPer100k: number;
+} & { [concurrency: `c${number}`]: ConcurrencyFigures };
+
+/** The JSON document of a run (--json). */
+interface CutBenchResults extends BenchResults {
+  sides?: Record<string, SideFigures>;
+}
+
 async function main(): Promise<void> {
-  const results = startResults(cfg, log);
+  ensureBenchDeps();
+  const results: CutBenchResults = startResults(cfg, log);
   log(
     "starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin, plain Traefik, Traefik with the plugin not buffering bodies",
   );
@@ -91,132 +116,13 @@ async function main(): Promise<void> {
   try {
     sidecar = await startBenchSidecar(stack, shared);
     await preparePluginTraefik(stack, shared, undefined);
-    const plugin: ExtraTraefik = { proc: stack.traefik, base: stack.httpBase, apiUrl: stack.apiUrl };
-    const plain = await startExtraTraefik(stack, shared, "plain");
-    extra.push(plain);
-    const unbuffered = await startExtraTraefik(stack, shared, "unbuffered", {
-      settings: { staleAfterMs: "5000", maxBufferedBodyBytes: "0" },
-    });
-    extra.push(unbuffered);
-    const sides: Side[] = [
-      {
-        name: "plain",
-        label: "plain sticky Traefik (cookie)",
-        traefik: () => plain,
-        originOf: () => plain.base,
-        withCookie: true,
-        share: 1,
-      },
-      {
-        name: "plugin",
-        label: "Traefik + plugin (bodies buffered)",
-        traefik: () => plugin,
-        originOf: () => plugin.base,
-        withCookie: false,
-        share: 1,
-      },
-      {
-        name: "unbuffered",
-        label: "Traefik + plugin, maxBufferedBodyBytes 0",
-        traefik: () => unbuffered,
-        originOf: () => unbuffered.base,
-        withCookie: false,
-        share: cfg.unbufferedShare,
-      },
-    ].filter((s) => s.share > 0);
-
-    const cookieToUrl = new Map(stack.nodes.map((n) => [n.cookie, n.url]));
-    const nSessions = Math.max(...CONCURRENCIES) * SESSIONS_PER_WORKER;
-    const initAgent = new Agent({ connections: 8 });
-    const sessions: BenchSession[] = [];
-    for (let i = 0; i < nSessions; i++) sessions.push(await initSession(initAgent, plain.base, cookieToUrl));
-    await initAgent.close();
-    await waitUntil(
-      "the sessions in the view",
-      async () => {
-        for (const s of sessions) if (!(await lookupSession(shared, sessionHash(s.id)))) return false;
-        return true;
-      },
-      20_000,
-      100,
-    );
+    const sides = await startSides(stack, shared, extra);
+    const sessions = await initCutSessions(stack, shared, sides[0]!.traefik().base);
     log(
-      `${nSessions} sessions; ${cfg.rounds} rounds x ${CONCURRENCIES.length} concurrencies x ${sides.length} sides, ${cfg.calls} calls per side`,
+      `${sessions.length} sessions; ${cfg.rounds} rounds x ${CONCURRENCIES.length} concurrencies x ${sides.length} sides, ${cfg.calls} calls per side`,
     );
-
-    const figures = new Map<string, RoundFigures[]>(); // key: side@concurrency
-    const perRound = (side: Side) =>
-      Math.max(100, Math.round((cfg.calls * side.share) / cfg.rounds / CONCURRENCIES.length));
-    for (let round = 0; round < cfg.rounds; round++) {
-      for (const c of CONCURRENCIES) {
-        const order = round % 2 === 0 ? sides : [...sides].reverse();
-        for (const side of order) {
-          const pid = side.traefik().proc.pid!;
-          let cpu0 = 0;
-          let cpu1 = 0;
-          const r = await runLoad(side, sessions.slice(0, c * SESSIONS_PER_WORKER), {
-            concurrency: c,
-            warmupMs: 300,
-            durationMs: 600_000,
-            calls: perRound(side),
-            onWindowStart: () => (cpu0 = cpuMicros(pid)),
-            onWindowEnd: () => (cpu1 = cpuMicros(pid)),
-          });
-          const v = r.latencyUs.sorted();
-          const calls = r.requests + r.errors;
-          const f: RoundFigures = {
-            calls,
-            cuts: r.cuts,
-            errors: r.errors,
-            discontinuities: r.discontinuities,
-            rps: r.requests / r.seconds,
-            p50: percentile(v, 50),
-            p99: percentile(v, 99),
-            cpuUsPerCall: (cpu1 - cpu0) / calls,
-            errorSamples: r.errorSamples,
-          };
-          const key = `${side.name}@${c}`;
-          figures.set(key, [...(figures.get(key) ?? []), f]);
-          log(
-            `  round ${round + 1} c=${String(c).padEnd(2)} ${side.name.padEnd(10)}: ${calls} calls, ${f.cuts} cut, ${f.errors - f.cuts} other failures, ${f.discontinuities} misroutes, ${f.rps.toFixed(0)} calls/s, p50 ${f.p50.toFixed(0)} us, p99 ${f.p99.toFixed(0)} us, Traefik ${f.cpuUsPerCall.toFixed(0)} us CPU/call${f.errorSamples.length ? ` (${f.errorSamples.join("; ")})` : ""}`,
-          );
-        }
-      }
-    }
-
-    // Summary: cuts summed over rounds, everything else the median of the rounds.
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
-    const summary: Record<string, any> = {};
-    for (const side of sides) {
-      summary[side.name] = { label: side.label };
-      let calls = 0;
-      let cuts = 0;
-      let other = 0;
-      for (const c of CONCURRENCIES) {
-        const rs = figures.get(`${side.name}@${c}`)!;
-        const sum = (k: keyof RoundFigures) => rs.reduce((a, x) => a + (x[k] as number), 0);
-        const s = {
-          calls: sum("calls"),
-          cuts: sum("cuts"),
-          otherFailures: sum("errors") - sum("cuts"),
-          misroutes: sum("discontinuities"),
-          cutsPer100k: (sum("cuts") / sum("calls")) * 100_000,
-          rps: median(rs.map((x) => x.rps)),
-          p50Us: median(rs.map((x) => x.p50)),
-          p99Us: median(rs.map((x) => x.p99)),
-          traefikCpuUsPerCall: median(rs.map((x) => x.cpuUsPerCall)),
-          rounds: rs,
-        };
-        summary[side.name][`c${c}`] = s;
-        calls += s.calls;
-        cuts += s.cuts;
-        other += s.otherFailures;
-      }
-      summary[side.name].calls = calls;
-      summary[side.name].cuts = cuts;
-      summary[side.name].otherFailures = other;
-      summary[side.name].cutsPer100k = (cuts / calls) * 100_000;
-    }
+    const figures = await runRounds(sides, sessions);
+    const summary = summarizeSides(sides, figures);
     results.sides = summary;
     endResults(results);
     printReport(summary, sides);
@@ -229,8 +135,146 @@ async function main(): Promise<void> {
   }
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
-function printReport(summary: Record<string, any>, sides: Side[]): void {
+/** The sides, plain first (its Traefik hands out the sticky cookies); the extra Traefiks started go into `extra`. */
+async function startSides(stack: Stack, shared: string, extra: ExtraTraefik[]): Promise<Side[]> {
+  const plugin: ExtraTraefik = { proc: stack.traefik, base: stack.httpBase, apiUrl: stack.apiUrl };
+  const plain = await startExtraTraefik(stack, shared, "plain");
+  extra.push(plain);
+  const unbuffered = await startExtraTraefik(stack, shared, "unbuffered", {
+    settings: { staleAfterMs: "5000", maxBufferedBodyBytes: "0" },
+  });
+  extra.push(unbuffered);
+  const sides: Side[] = [
+    {
+      name: "plain",
+      label: "plain sticky Traefik (cookie)",
+      traefik: () => plain,
+      originOf: () => plain.base,
+      withCookie: true,
+      share: 1,
+    },
+    {
+      name: "plugin",
+      label: "Traefik + plugin (bodies buffered)",
+      traefik: () => plugin,
+      originOf: () => plugin.base,
+      withCookie: false,
+      share: 1,
+    },
+    {
+      name: "unbuffered",
+      label: "Traefik + plugin, maxBufferedBodyBytes 0",
+      traefik: () => unbuffered,
+      originOf: () => unbuffered.base,
+      withCookie: false,
+      share: cfg.unbufferedShare,
+    },
+  ];
+  return sides.filter((s) => s.share > 0);
+}
+
+/** Sessions for the largest concurrency, initialized through plain Traefik, and in the view. */
+async function initCutSessions(stack: Stack, shared: string, plainBase: string): Promise<BenchSession[]> {
+  const cookieToUrl = new Map(stack.nodes.map((n) => [n.cookie, n.url]));
+  const nSessions = Math.max(...CONCURRENCIES) * SESSIONS_PER_WORKER;
+  const initAgent = new Agent({ connections: 8 });
+  const sessions: BenchSession[] = [];
+  for (let i = 0; i < nSessions; i++) sessions.push(await initSession(initAgent, plainBase, cookieToUrl));
+  await initAgent.close();
+  await waitSessionsInView("the sessions in the view", shared, sessions);
+  return sessions;
+}
+
+/** Every round at every concurrency for every side; the figures by `side@concurrency`. */
+async function runRounds(sides: Side[], sessions: BenchSession[]): Promise<Map<string, RoundFigures[]>> {
+  const figures = new Map<string, RoundFigures[]>();
+  const perRound = (side: Side) =>
+    Math.max(100, Math.round((cfg.calls * side.share) / cfg.rounds / CONCURRENCIES.length));
+  for (let round = 0; round < cfg.rounds; round++) {
+    for (const c of CONCURRENCIES) {
+      const order = round % 2 === 0 ? sides : [...sides].reverse();
+      for (const side of order) {
+        const f = await measureSide(side, sessions.slice(0, c * SESSIONS_PER_WORKER), c, perRound(side));
+        const key = `${side.name}@${c}`;
+        figures.set(key, [...(figures.get(key) ?? []), f]);
+        log(
+          `  round ${round + 1} c=${String(c).padEnd(2)} ${side.name.padEnd(10)}: ${f.calls} calls, ${f.cuts} cut, ${f.errors - f.cuts} other failures, ${f.discontinuities} misroutes, ${f.rps.toFixed(0)} calls/s, p50 ${f.p50.toFixed(0)} us, p99 ${f.p99.toFixed(0)} us, Traefik ${f.cpuUsPerCall.toFixed(0)} us CPU/call${f.errorSamples.length ? ` (${f.errorSamples.join("; ")})` : ""}`,
+        );
+      }
+    }
+  }
+  return figures;
+}
+
+/** One side at one concurrency for `calls` measured calls, with its Traefik's CPU time over the window. */
+async function measureSide(side: Side, sessions: BenchSession[], c: number, calls: number): Promise<RoundFigures> {
+  const pid = side.traefik().proc.pid!;
+  let cpu0 = 0;
+  let cpu1 = 0;
+  const r = await runLoad(side, sessions, {
+    concurrency: c,
+    warmupMs: 300,
+    durationMs: 600_000,
+    calls,
+    onWindowStart: () => (cpu0 = cpuMicros(pid)),
+    onWindowEnd: () => (cpu1 = cpuMicros(pid)),
+  });
+  const v = r.latencyUs.sorted();
+  const made = r.requests + r.errors;
+  return {
+    calls: made,
+    cuts: r.cuts,
+    errors: r.errors,
+    discontinuities: r.discontinuities,
+    rps: r.requests / r.seconds,
+    p50: percentile(v, 50),
+    p99: percentile(v, 99),
+    cpuUsPerCall: (cpu1 - cpu0) / made,
+    errorSamples: r.errorSamples,
+  };
+}
+
+/** Summary: cuts summed over rounds, everything else the median of the rounds. */
+function summarizeSides(sides: Side[], figures: Map<string, RoundFigures[]>): Record<string, SideFigures> {
+  const summary: Record<string, SideFigures> = {};
+  for (const side of sides) {
+    const byConcurrency: Record<`c${number}`, ConcurrencyFigures> = {};
+    let calls = 0;
+    let cuts = 0;
+    let other = 0;
+    for (const c of CONCURRENCIES) {
+      const rs = figures.get(`${side.name}@${c}`)!;
+      const sum = (k: "calls" | "cuts" | "errors" | "discontinuities") => rs.reduce((a, x) => a + x[k], 0);
+      const s: ConcurrencyFigures = {
+        calls: sum("calls"),
+        cuts: sum("cuts"),
+        otherFailures: sum("errors") - sum("cuts"),
+        misroutes: sum("discontinuities"),
+        cutsPer100k: (sum("cuts") / sum("calls")) * 100_000,
+        rps: median(rs.map((x) => x.rps)),
+        p50Us: median(rs.map((x) => x.p50)),
+        p99Us: median(rs.map((x) => x.p99)),
+        traefikCpuUsPerCall: median(rs.map((x) => x.cpuUsPerCall)),
+        rounds: rs,
+      };
+      byConcurrency[`c${c}`] = s;
+      calls += s.calls;
+      cuts += s.cuts;
+      other += s.otherFailures;
+    }
+    summary[side.name] = {
+      label: side.label,
+      ...byConcurrency,
+      calls,
+      cuts,
+      otherFailures: other,
+      cutsPer100k: (cuts / calls) * 100_000,
+    };
+  }
+  return summary;
+}
+
+function printReport(summary: Record<string, SideFigures>, sides: Side[]): void {
   const out: string[] = [];
   const line = (s = "") => out.push(s);
   const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : "n/a");

@@ -5,6 +5,8 @@
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
+import { bool, nonEmpty, text } from "../lib/settings/index.ts";
+import { readFlags } from "./lib/flags.ts";
 import { sessionHash, type ViewMeta, type ViewSession } from "../lib/view/index.ts";
 import { publishView } from "../test/support/view-writers.ts";
 import type {
@@ -26,13 +28,12 @@ import {
 } from "../test/support/plugin-fixture.ts";
 import { bootTag, mintSessionId, wrapSessionId } from "../lib/token/index.ts";
 
-const args = process.argv.slice(2);
-const jsonOut = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined;
-const quick = args.includes("--quick");
-if (args.includes("--json") && !jsonOut) {
-  console.error("bench:plugin: --json needs a file name");
-  process.exit(2);
-}
+const flags = readFlags("plugin-bench", "npm run bench:plugin -- [--flag value ...]", {
+  json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
+  quick: { name: "quick", type: bool, def: false, help: "fewer requests and rounds (a smoke run)" },
+});
+const jsonOut = flags.json;
+const quick = flags.quick;
 
 const GONE = cookieValueFor("http://10.0.0.5:3000");
 const SIZES = [1_000, 1_000_000];
@@ -125,9 +126,12 @@ const SCENARIOS: Scenario[] = [
   {
     name: "wrapped POST",
     req: mcp({ sessionId: WRAPPED, cookie: bk(COOKIE.b), body: TOOLS_LIST }),
+    // The answer repeats the server's id and flows as written, not held (Traefik's mcp-wrapped
+    // router strips that header; the plugin counts it as exposed).
     check: (ex) =>
       ex.forwarded?.headers.get("Mcp-Session-Id") === SERVER_ID &&
-      ex.response.headers.values("Mcp-Session-Id")[0] === WRAPPED,
+      ex.response.headers.values("Mcp-Session-Id")[0] === SERVER_ID &&
+      !ex.responseBuffered,
   },
 ];
 

@@ -10,7 +10,8 @@
 //        Traefik during (c)), --plugin-wasm FILE (another plugin build for (c)), --sidecar-main FILE
 //        (another sidecar entry, run with tsx), --no-sidecar (the plugin without a view: its
 //        fail-open path; skips what needs the view).
-// Logs, configs and profiles stay in .run/bench/.
+// Logs, configs and profiles stay in .run/bench/. Each phase is one function returning its typed
+// figures; main() runs them in order and fills one TraefikBenchResults.
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, watch, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
@@ -36,8 +37,8 @@ import {
 import { lookupSession } from "../test/support/view-writers.ts";
 import { RedisRegistry } from "../lib/registry/index.ts";
 import { nodeRedisOptions } from "../node/src/index.ts";
-import { endResults, progressLog, runBench, startResults, writeResults } from "./lib/results.ts";
-import { BenchError, counterBody, initSession, type BenchSession } from "./lib/mcp.ts";
+import { endResults, progressLog, runBench, startResults, writeResults, type BenchResults } from "./lib/results.ts";
+import { BenchError, counterBody, initSession, waitSessionsInView, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
 import {
@@ -52,65 +53,75 @@ import { Samples, median, percentile, summarize, type LatencySummary } from "./l
 // ---------------------------------------------------------------------------------------------
 // Flags
 
-const f = readFlags("traefik-bench", "npm run bench -- [--flag value ...]", {
-  json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
-  sessions: { name: "sessions", type: int(0, 5_000_000), def: 1_000_000, help: "sessions in the view" },
-  concurrency: { name: "concurrency", type: int(1, 256), def: 16, help: "requests in flight (throughput pass)" },
-  latencyConcurrency: {
-    name: "latency-concurrency",
-    type: int(1, 256),
-    def: 1,
-    help: "requests in flight (latency pass)",
-  },
-  duration: { name: "duration", type: int(1, 120), def: 6, help: "seconds per mode and round" },
-  warmup: { name: "warmup", type: int(0, 30), def: 1, help: "seconds of warm-up per mode and round" },
-  rounds: { name: "rounds", type: int(1, 10), def: 3, help: "alternating rounds" },
-  streams: { name: "streams", type: int(0, 5000), def: 1000, help: "open SSE streams for the memory figures" },
-  registrations: { name: "registrations", type: int(0, 5000), def: 200, help: "registrations timed into the view" },
-  restarts: { name: "restarts", type: int(0, 3), def: 3, help: "node restarts timed to the first edge 404" },
-  profile: { name: "profile", type: bool, def: false, help: "CPU profile of Traefik during (c)" },
-  noSidecar: {
-    name: "no-sidecar",
-    type: bool,
-    def: false,
-    help: "the plugin without a view (its fail-open path); skips what needs the view",
-  },
-  pluginWasm: { name: "plugin-wasm", type: file, help: "another plugin build for (c)" },
-  sidecarMain: { name: "sidecar-main", type: file, help: "another sidecar entry (TypeScript, run with tsx)" },
-});
-const cfg = {
-  sessions: f.sessions,
-  concurrency: f.concurrency,
+interface BenchConfig {
+  sessions: number;
+  concurrency: number;
   /** The latency pass: few requests in flight, so the figures show the path, not the queues. */
-  latencyConcurrency: f.latencyConcurrency,
-  durationMs: f.duration * 1000,
-  warmupMs: f.warmup * 1000,
-  rounds: f.rounds,
-  streams: f.streams,
-  registrations: f.registrations,
-  restarts: f.restarts,
-  profile: f.profile,
+  latencyConcurrency: number;
+  durationMs: number;
+  warmupMs: number;
+  rounds: number;
+  streams: number;
+  registrations: number;
+  restarts: number;
+  profile: boolean;
   /** No sidecar: the plugin has no view and fails open (its cheapest path); no 1M, no view timings. */
-  noSidecar: f.noSidecar,
+  noSidecar: boolean;
   /** Another build of plugin.wasm for (c) (e.g. to compare memory per stream of two builds). */
-  pluginWasm: f.pluginWasm,
+  pluginWasm?: string;
   /** Another sidecar entry (a TypeScript main run with tsx), to compare sidecar changes. */
-  sidecarMain: f.sidecarMain,
-  json: f.json,
-};
-if (cfg.noSidecar) {
-  cfg.sessions = 0;
-  cfg.registrations = 0;
-  cfg.restarts = 0;
+  sidecarMain?: string;
+  json?: string;
 }
-// Flags are checked above, before the builds: --help and a typo cost nothing.
-ensureBenchDeps();
+
+/** The flags, checked; `--help` prints them and exits. */
+function readConfig(): BenchConfig {
+  const f = readFlags("traefik-bench", "npm run bench -- [--flag value ...]", {
+    json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
+    sessions: { name: "sessions", type: int(0, 5_000_000), def: 1_000_000, help: "sessions in the view" },
+    concurrency: { name: "concurrency", type: int(1, 256), def: 16, help: "requests in flight (throughput pass)" },
+    latencyConcurrency: {
+      name: "latency-concurrency",
+      type: int(1, 256),
+      def: 1,
+      help: "requests in flight (latency pass)",
+    },
+    duration: { name: "duration", type: int(1, 120), def: 6, help: "seconds per mode and round" },
+    warmup: { name: "warmup", type: int(0, 30), def: 1, help: "seconds of warm-up per mode and round" },
+    rounds: { name: "rounds", type: int(1, 10), def: 3, help: "alternating rounds" },
+    streams: { name: "streams", type: int(0, 5000), def: 1000, help: "open SSE streams for the memory figures" },
+    registrations: { name: "registrations", type: int(0, 5000), def: 200, help: "registrations timed into the view" },
+    restarts: { name: "restarts", type: int(0, 3), def: 3, help: "node restarts timed to the first edge 404" },
+    profile: { name: "profile", type: bool, def: false, help: "CPU profile of Traefik during (c)" },
+    noSidecar: {
+      name: "no-sidecar",
+      type: bool,
+      def: false,
+      help: "the plugin without a view (its fail-open path); skips what needs the view",
+    },
+    pluginWasm: { name: "plugin-wasm", type: file, help: "another plugin build for (c)" },
+    sidecarMain: { name: "sidecar-main", type: file, help: "another sidecar entry (TypeScript, run with tsx)" },
+  });
+  const noView = f.noSidecar;
+  return {
+    sessions: noView ? 0 : f.sessions,
+    concurrency: f.concurrency,
+    latencyConcurrency: f.latencyConcurrency,
+    durationMs: f.duration * 1000,
+    warmupMs: f.warmup * 1000,
+    rounds: f.rounds,
+    streams: f.streams,
+    registrations: noView ? 0 : f.registrations,
+    restarts: noView ? 0 : f.restarts,
+    profile: f.profile,
+    noSidecar: f.noSidecar,
+    pluginWasm: f.pluginWasm,
+    sidecarMain: f.sidecarMain,
+    json: f.json,
+  };
+}
+
 const SESSIONS_PER_WORKER = 4;
-/**
- * The directory shared by the sidecar and the plugin: a tmpfs when the machine has /dev/shm, as in
- * a deployment (an emptyDir with medium Memory), not the test stack's folder on disk.
- */
-let SHARED = "";
 
 const log = progressLog("bench");
 
@@ -181,6 +192,7 @@ async function fillRegistry(stack: Stack, count: number): Promise<number> {
 
 async function measureRegistration(
   stack: Stack,
+  shared: string,
   n: number,
 ): Promise<{ samplesMs: number[]; putMs: number[]; missing: number }> {
   const node = stack.nodes[0]!;
@@ -195,7 +207,7 @@ async function measureRegistration(
     }),
   );
   if (registry.status() !== "ready") await new Promise<void>((r) => registry.onStatus((s) => s === "ready" && r()));
-  const shards = viewPaths(SHARED).shards;
+  const shards = viewPaths(shared).shards;
   let wake: (() => void) | null = null;
   // inotify on the shards directory: the sidecar renames a shard into place when it changes.
   const watcher = watch(shards, () => wake?.());
@@ -213,7 +225,7 @@ async function measureRegistration(
       const deadline = t0 + 2000;
       let seen = false;
       while (performance.now() < deadline) {
-        if (await lookupSession(SHARED, hash)) {
+        if (await lookupSession(shared, hash)) {
           seen = true;
           break;
         }
@@ -363,7 +375,16 @@ function pprofTop(profile: string, binary: string, extra: string[] = ["-nodecoun
 }
 
 // ---------------------------------------------------------------------------------------------
-// Main
+// Results
+
+interface RoundFigures {
+  rps: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  traefikCpuUs: number | null;
+  nodesCpuUs: number;
+}
 
 interface ModeFigures {
   name: string;
@@ -374,25 +395,472 @@ interface ModeFigures {
   errors: number;
   discontinuities: number;
   errorSamples: string[];
-  rounds: Array<{
-    rps: number;
-    p50: number;
-    p99: number;
-    p999: number;
-    traefikCpuUs: number | null;
-    nodesCpuUs: number;
-  }>;
+  rounds: RoundFigures[];
   /** CPU time per request of the Traefik serving this mode (none for the direct case). */
   traefikCpuUsPerRequest: number | null;
   /** CPU time per request of the three nodes. */
   nodesCpuUsPerRequest: number;
 }
 
+interface RegistryFigures {
+  sessions: number;
+  redisWriteMs: number;
+  sidecarLoadToViewMs: number;
+}
+
+interface LoadFigures {
+  sessions: number;
+  durationMsPerRound: number;
+  rounds: number;
+  throughput: { concurrency: number; modes: ModeFigures[] };
+  latency: { concurrency: number; modes: ModeFigures[] };
+}
+
+interface ProfileFigures {
+  file: string;
+  requests: number;
+  totalMs: number;
+  sampledUsPerRequest: number;
+  sharePercent: Record<string, number>;
+  usPerRequest: Record<string, number>;
+  wazeroTop: string[];
+}
+
+interface StreamFigures {
+  opened: number;
+  failed: number;
+  failures: string[];
+  rssBeforeBytes: number;
+  rssWithStreamsBytes: number;
+  perStreamBytes: number;
+  liveHeapBeforeBytes: number;
+  liveHeapWithStreamsBytes: number;
+  liveHeapPerStreamBytes: number;
+  /** Traefik with the plugin only: its heap in use by allocation site. */
+  heapTop?: string[];
+}
+
+interface RegistrationFigures {
+  count: number;
+  missing: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number | null;
+  redisWriteP50Ms: number;
+}
+
+interface Target {
+  what: string;
+  value: string;
+  target: string;
+  /** null: reported, no target. */
+  ok: boolean | null;
+}
+
+/** The JSON document of a run (--json), its sections in the order the phases fill them. */
+interface TraefikBenchResults extends BenchResults {
+  sharedDir?: string;
+  registry?: RegistryFigures;
+  viewSessions?: number;
+  load?: LoadFigures;
+  profile?: Record<string, ProfileFigures>;
+  sse?: { plain: StreamFigures; plugin: StreamFigures };
+  registration?: RegistrationFigures;
+  restart?: { samples: RestartSample[] };
+  targets?: Target[];
+}
+
+/** What every phase works on. */
+interface BenchEnv {
+  cfg: BenchConfig;
+  /** Redis, three reference nodes and Traefik with the plugin; no sidecar of its own. */
+  stack: Stack;
+  /** Traefik without the plugin, in front of the same nodes. */
+  plain: ExtraTraefik;
+  /**
+   * The directory shared by the sidecar and the plugin: a tmpfs when the machine has /dev/shm, as
+   * in a deployment (an emptyDir with medium Memory), not the test stack's folder on disk.
+   */
+  shared: string;
+}
+
 const fmt = (n: number | null | undefined, digits = 0) =>
   n === null || n === undefined || Number.isNaN(n) ? "n/a" : n.toFixed(digits);
 
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+/** 1,000,000 sessions: written to Redis as nodes would, loaded by a fresh sidecar (its start-up reconcile). */
+async function loadRegistryIntoView(env: BenchEnv, sidecar: { restart(): Promise<void> }): Promise<RegistryFigures> {
+  const { cfg, stack, shared } = env;
+  log(`writing ${cfg.sessions} session records to Redis`);
+  const writeMs = await fillRegistry(stack, cfg.sessions);
+  log(`  written in ${(writeMs / 1000).toFixed(1)} s; restarting the sidecar so it loads them`);
+  const t0 = performance.now();
+  await sidecar.restart();
+  await waitUntil(
+    "the view to hold every session",
+    async () => (await viewSessionCount(shared)) >= cfg.sessions,
+    180_000,
+    500,
+  );
+  const loadMs = performance.now() - t0;
+  log(`  the view holds them ${(loadMs / 1000).toFixed(1)} s after the sidecar's start`);
+  return { sessions: cfg.sessions, redisWriteMs: Math.round(writeMs), sidecarLoadToViewMs: Math.round(loadMs) };
+}
+
+/** Real sessions on the nodes, initialized through plain Traefik (which hands out the sticky cookie). */
+async function initSessions(env: BenchEnv): Promise<{ load: BenchSession[]; streams: BenchSession[] }> {
+  const { cfg, stack, plain, shared } = env;
+  const cookieToUrl = new Map(stack.nodes.map((n) => [n.cookie, n.url]));
+  const nLoad = cfg.concurrency * SESSIONS_PER_WORKER;
+  log(`initializing ${nLoad} load sessions and ${cfg.streams} stream sessions through Traefik`);
+  const initAgent = new Agent({ connections: 16 });
+  const all: BenchSession[] = [];
+  let next = 0;
+  const total = nLoad + cfg.streams;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < total) {
+        next++;
+        all.push(await initSession(initAgent, plain.base, cookieToUrl));
+      }
+    }),
+  );
+  await initAgent.close();
+  const perNode = stack.nodes.map((n) => all.filter((s) => s.nodeUrl === n.url).length);
+  log(`  sessions per node: ${perNode.join(" / ")}`);
+  // The measured sessions must be in the view before (c) runs: the node registered each one.
+  if (!cfg.noSidecar) await waitSessionsInView("the real sessions in the view", shared, all);
+  return { load: all.slice(0, nLoad), streams: all.slice(nLoad) };
+}
+
+type ModeTarget = LoadTarget & { label: string };
+
+/** The modes of the tool-call load: a, b, c (only with a view) and c'. */
+function loadTargets(env: BenchEnv): ModeTarget[] {
+  const { cfg, stack, plain } = env;
+  return [
+    { name: "a", label: "(a) straight to the node", originOf: (s) => s.nodeUrl, withCookie: false },
+    { name: "b", label: "(b) Traefik, sticky cookie only", originOf: () => plain.base, withCookie: true },
+    ...(cfg.noSidecar
+      ? []
+      : [
+          {
+            name: "c",
+            label: "(c) Traefik + plugin, no cookie (pinned by session id)",
+            originOf: () => stack.httpBase,
+            withCookie: false,
+          },
+        ]),
+    {
+      name: "c2",
+      label: "(c') Traefik + plugin, client sends the cookie",
+      originOf: () => stack.httpBase,
+      withCookie: true,
+    },
+  ];
+}
+
+interface Pass {
+  name: "throughput" | "latency";
+  concurrency: number;
+}
+
+/** A CPU profile of the serving Traefik over one measured window, and the requests it covers. */
+interface ProfileCapture {
+  file: string;
+  requests: number;
+}
+
+/**
+ * Tool-call load in two passes: throughput at `concurrency` (every core busy: the plugin's CPU
+ * competes with the node's), latency at `latencyConcurrency` (nothing queues: the figures are the
+ * path itself).
+ */
+async function measureLoad(
+  env: BenchEnv,
+  loadSessions: BenchSession[],
+): Promise<{ figures: LoadFigures; profiles: Record<string, ProfileCapture> }> {
+  const { cfg } = env;
+  const targets = loadTargets(env);
+  const profiles: Record<string, ProfileCapture> = {};
+  const pass = (p: Pass) => runPass(env, targets, loadSessions, p, profiles);
+  const throughput = await pass({ name: "throughput", concurrency: cfg.concurrency });
+  const latency = await pass({ name: "latency", concurrency: cfg.latencyConcurrency });
+  return {
+    figures: {
+      sessions: cfg.concurrency * SESSIONS_PER_WORKER,
+      durationMsPerRound: cfg.durationMs,
+      rounds: cfg.rounds,
+      throughput: { concurrency: cfg.concurrency, modes: throughput },
+      latency: { concurrency: cfg.latencyConcurrency, modes: latency },
+    },
+    profiles,
+  };
+}
+
+/** One mode's rounds so far. */
+interface ModeTotals {
+  samples: Samples;
+  requests: number;
+  errors: number;
+  disc: number;
+  errorSamples: string[];
+  rounds: RoundFigures[];
+}
+
+/** Rounds of every mode, the order reversed every other round to cancel drift. */
+async function runPass(
+  env: BenchEnv,
+  targets: ModeTarget[],
+  loadSessions: BenchSession[],
+  pass: Pass,
+  profiles: Record<string, ProfileCapture>,
+): Promise<ModeFigures[]> {
+  const { cfg } = env;
+  const byMode = new Map<string, ModeTotals>(
+    targets.map((t) => [
+      t.name,
+      { samples: new Samples(), requests: 0, errors: 0, disc: 0, errorSamples: [], rounds: [] },
+    ]),
+  );
+  const sessions = loadSessions.slice(0, pass.concurrency * SESSIONS_PER_WORKER);
+  for (let round = 0; round < cfg.rounds; round++) {
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    for (const t of order) {
+      // --profile: CPU profiles of the serving Traefik in the first throughput round of (b) and (c).
+      const profTarget = cfg.noSidecar ? "c2" : "c";
+      const profileThis =
+        cfg.profile && pass.name === "throughput" && round === 0 && (t.name === "b" || t.name === profTarget);
+      const { r, figures, profile } = await measureRound(env, t, sessions, pass, profileThis);
+      if (profile) profiles[t.name] = { file: profile, requests: r.requests };
+      const m = byMode.get(t.name)!;
+      m.samples.merge(r.latencyUs);
+      m.requests += r.requests;
+      m.errors += r.errors;
+      m.disc += r.discontinuities;
+      m.errorSamples.push(...r.errorSamples.slice(0, 5 - m.errorSamples.length));
+      m.rounds.push(figures);
+      log(
+        `  ${pass.name} c=${pass.concurrency} round ${round + 1} ${t.name.padEnd(2)}: ${figures.rps.toFixed(0)} req/s, p50 ${figures.p50.toFixed(0)} us, p99 ${figures.p99.toFixed(0)} us, errors ${r.errors}, discontinuities ${r.discontinuities}${r.errorSamples.length ? ` (${r.errorSamples.join("; ")})` : ""}`,
+      );
+    }
+  }
+  return targets.map((t) => modeFigures(t, byMode.get(t.name)!));
+}
+
+/**
+ * One mode for one round, with the CPU time of the serving Traefik and of the nodes during the
+ * measured window (a figure that other work on the machine disturbs far less than latency), and
+ * a CPU profile of that window when asked: its samples can be divided by its requests.
+ */
+async function measureRound(
+  env: BenchEnv,
+  t: ModeTarget,
+  sessions: BenchSession[],
+  pass: Pass,
+  profileThis: boolean,
+): Promise<{ r: LoadResult; figures: RoundFigures; profile: string | null }> {
+  const { cfg, stack, plain } = env;
+  const traefikPid = t.name === "a" ? null : t.name === "b" ? plain.proc.pid! : stack.traefik.pid!;
+  const nodePids = stack.nodes.map((n) => n.proc.pid!);
+  const cpuNow = () => ({
+    traefik: traefikPid ? cpuMicros(traefikPid) : 0,
+    nodes: nodePids.reduce((a, p) => a + cpuMicros(p), 0),
+  });
+  let cpu0 = { traefik: 0, nodes: 0 };
+  let cpu1 = { traefik: 0, nodes: 0 };
+  let profiling: Promise<string | null> | null = null;
+  const r = await runLoad(t, sessions, {
+    concurrency: pass.concurrency,
+    warmupMs: cfg.warmupMs,
+    durationMs: cfg.durationMs,
+    onWindowStart: () => {
+      cpu0 = cpuNow();
+      if (profileThis)
+        profiling = captureProfile(
+          t.name === "b" ? plain.apiUrl : stack.apiUrl,
+          Math.max(1, Math.round(cfg.durationMs / 1000)),
+          join(stack.dir, `traefik-${t.name}.cpu.pprof`),
+        );
+    },
+    onWindowEnd: () => (cpu1 = cpuNow()),
+  });
+  const profile = profiling ? await (profiling as Promise<string | null>) : null;
+  const v = r.latencyUs.sorted();
+  return {
+    r,
+    figures: {
+      rps: r.requests / r.seconds,
+      p50: percentile(v, 50),
+      p99: percentile(v, 99),
+      p999: percentile(v, 99.9),
+      traefikCpuUs: t.name === "a" ? null : (cpu1.traefik - cpu0.traefik) / r.requests,
+      nodesCpuUs: (cpu1.nodes - cpu0.nodes) / r.requests,
+    },
+    profile,
+  };
+}
+
+/** Every figure is the median of the rounds' own figures: one noisy round cannot decide a ratio. */
+function modeFigures(t: ModeTarget, m: ModeTotals): ModeFigures {
+  const med = (k: "rps" | "p50" | "p99" | "p999" | "nodesCpuUs") => median(m.rounds.map((x) => x[k]));
+  const pooled = summarize(m.samples);
+  return {
+    name: t.name,
+    label: t.label,
+    rps: med("rps"),
+    latencyUs: { ...pooled, p50: med("p50"), p99: med("p99"), p999: med("p999") },
+    requests: m.requests,
+    errors: m.errors,
+    discontinuities: m.disc,
+    errorSamples: m.errorSamples,
+    rounds: m.rounds,
+    traefikCpuUsPerRequest: t.name === "a" ? null : median(m.rounds.map((x) => x.traefikCpuUs!)),
+    nodesCpuUsPerRequest: med("nodesCpuUs"),
+  };
+}
+
+/** The CPU profiles' shares, per request; the pprof listings are written beside each profile. */
+function summarizeProfiles(profiles: Record<string, ProfileCapture>): Record<string, ProfileFigures> {
+  const out: Record<string, ProfileFigures> = {};
+  for (const [mode, { file, requests }] of Object.entries(profiles)) {
+    const sum = profileSummary(file);
+    writeFileSync(file.replace(/\.pprof$/, ".txt"), sum.top);
+    writeFileSync(file.replace(/\.pprof$/, ".wazero.txt"), sum.wazeroTop);
+    const usPerRequest = (pct: number) => (sum.totalMs * 1000 * pct) / 100 / requests;
+    const perRequest = Object.fromEntries(Object.entries(sum.share).map(([k, v]) => [k, usPerRequest(v)]));
+    out[mode] = {
+      file,
+      requests,
+      totalMs: sum.totalMs,
+      sampledUsPerRequest: usPerRequest(100),
+      sharePercent: sum.share,
+      usPerRequest: perRequest,
+      wazeroTop: sum.wazeroTop.split("\n").slice(0, 35),
+    };
+    log(
+      `  CPU profile of Traefik during (${mode}): ${sum.totalMs} ms sampled over ${requests} requests = ${usPerRequest(100).toFixed(0)} us/request; ` +
+        Object.entries(sum.share)
+          .map(([k, v]) => `${k} ${v.toFixed(1)}% (${usPerRequest(v).toFixed(1)} us)`)
+          .join(", "),
+    );
+  }
+  return out;
+}
+
+/**
+ * SSE streams and Traefik's memory, after the load: 1,000 streams leave 1,000 plugin instances
+ * and a larger heap behind, which would slow the load phases that followed.
+ */
+async function measureStreams(
+  env: BenchEnv,
+  streamSessions: BenchSession[],
+): Promise<{ plain: StreamFigures; plugin: StreamFigures }> {
+  const { cfg, stack, plain } = env;
+  const plainFigures = await measureStreamsOn("plain", plain.base, plain.proc.pid!, plain.apiUrl, true, streamSessions);
+  const pluginFigures = await measureStreamsOn(
+    "plugin",
+    stack.httpBase,
+    stack.traefik.pid!,
+    stack.apiUrl,
+    cfg.noSidecar,
+    streamSessions,
+    join(stack.dir, "traefik-plugin-streams.heap.pprof"),
+  );
+  return { plain: plainFigures, plugin: pluginFigures };
+}
+
+/** One Traefik's RSS and live Go heap before and with a stream open per session; `heapFile`: keep its heap profile. */
+async function measureStreamsOn(
+  name: "plain" | "plugin",
+  base: string,
+  pid: number,
+  apiUrl: string,
+  withCookie: boolean,
+  sessions: BenchSession[],
+  heapFile?: string,
+): Promise<StreamFigures> {
+  await sleep(1500);
+  const heapBefore = await liveHeapBytes(apiUrl);
+  const before = rssBytes(pid);
+  const st = await openStreams(base, sessions, withCookie);
+  await sleep(2000);
+  const after = rssBytes(pid);
+  const heapAfter = await liveHeapBytes(apiUrl);
+  let heapTop: string[] | undefined;
+  if (heapFile) {
+    // What the plugin's streams hold, by allocation site (wazero memory, call stacks, ...).
+    const hp = await request(`${apiUrl}/debug/pprof/heap`);
+    writeFileSync(heapFile, Buffer.from(await hp.body.arrayBuffer()));
+    heapTop = pprofTop(heapFile, traefikBinary(), ["-sample_index=inuse_space", "-nodecount=12"])
+      .split("\n")
+      .filter((l) => /^\s+[\d.]+[kMG]?B/.test(l));
+  }
+  await st.close();
+  const perStream = st.opened > 0 ? (after - before) / st.opened : NaN;
+  const heapPerStream = st.opened > 0 ? (heapAfter - heapBefore) / st.opened : NaN;
+  log(
+    `  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB RSS and ${(heapPerStream / 1024).toFixed(1)} KiB live Go heap per stream`,
+  );
+  await sleep(1000);
+  return {
+    opened: st.opened,
+    failed: st.failed,
+    failures: st.failures,
+    rssBeforeBytes: before,
+    rssWithStreamsBytes: after,
+    perStreamBytes: Math.round(perStream),
+    liveHeapBeforeBytes: heapBefore,
+    liveHeapWithStreamsBytes: heapAfter,
+    liveHeapPerStreamBytes: Math.round(heapPerStream),
+    heapTop,
+  };
+}
+
+/** Registration -> view: sessions registered as a node does, timed into the view. */
+async function registrationFigures(env: BenchEnv): Promise<RegistrationFigures> {
+  const { cfg, stack, shared } = env;
+  log(`registering ${cfg.registrations} sessions as a node does and timing their arrival in the view`);
+  const reg = await measureRegistration(stack, shared, cfg.registrations);
+  const v = Float64Array.from(reg.samplesMs).sort();
+  return {
+    count: reg.samplesMs.length,
+    missing: reg.missing,
+    p50Ms: percentile(v, 50),
+    p99Ms: percentile(v, 99),
+    maxMs: v.length ? v[v.length - 1]! : null,
+    redisWriteP50Ms: median(reg.putMs),
+  };
+}
+
+/** Node restart -> first edge 404, for the first `restarts` nodes (last: it ends their sessions). */
+async function measureRestarts(env: BenchEnv, loadSessions: BenchSession[]): Promise<RestartSample[]> {
+  const { cfg, stack } = env;
+  log(`restarting ${cfg.restarts} node(s) and timing the first edge 404 for their sessions`);
+  const samples: RestartSample[] = [];
+  for (let i = 0; i < cfg.restarts; i++) {
+    const s = loadSessions.find((x) => x.nodeUrl === stack.nodes[i]!.url);
+    if (!s) continue;
+    const r = await measureRestart(stack, s, i);
+    samples.push(r);
+    log(
+      `  ${r.node}: edge 404 ${fmt(r.edge404AfterKillMs, 1)} ms after the kill, ${fmt(r.edge404AfterReadyMs, 1)} ms after the new process was ready; answers ${JSON.stringify(r.answers)}`,
+    );
+    await stack.waitTraefikReady();
+  }
+  return samples;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
 async function main(): Promise<void> {
-  const results = startResults(cfg, log);
+  const cfg = readConfig();
+  // Flags are checked first, before the builds: --help and a typo cost nothing.
+  ensureBenchDeps();
+  const results: TraefikBenchResults = startResults(cfg, log);
   log(`starting the stack: redis, sidecar, 3 reference nodes, Traefik with the plugin`);
   // The stack without its own sidecar: the bench runs the sidecar's CLI itself, with the settings a
   // deployment would use (defaults, plus Traefik's API for server health).
@@ -404,356 +872,47 @@ async function main(): Promise<void> {
     traefikLogLevel: "ERROR",
     pluginSettings: { staleAfterMs: "5000" },
   });
-  SHARED = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-bench-") : join(stack.dir, "shared");
-  results.sharedDir = SHARED;
+  const shared = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/mcpa-bench-") : join(stack.dir, "shared");
+  results.sharedDir = shared;
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
   let plain: ExtraTraefik | null = null;
-  const cleanups: Array<() => Promise<unknown>> = [];
   try {
-    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack, SHARED, cfg.sidecarMain);
-    await preparePluginTraefik(stack, SHARED, cfg.pluginWasm);
-    plain = await startExtraTraefik(stack, SHARED, "plain");
-    const plainProc = plain.proc;
-    cleanups.push(() => plainProc.stop());
+    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack, shared, cfg.sidecarMain);
+    await preparePluginTraefik(stack, shared, cfg.pluginWasm);
+    plain = await startExtraTraefik(stack, shared, "plain");
     log(`plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}`);
-    const cookieToUrl = new Map(stack.nodes.map((n) => [n.cookie, n.url]));
+    const env: BenchEnv = { cfg, stack, plain, shared };
 
-    // 1,000,000 sessions: written to Redis as nodes would, loaded by a fresh sidecar (its start-up reconcile).
-    if (cfg.sessions > 0) {
-      log(`writing ${cfg.sessions} session records to Redis`);
-      const writeMs = await fillRegistry(stack, cfg.sessions);
-      log(`  written in ${(writeMs / 1000).toFixed(1)} s; restarting the sidecar so it loads them`);
-      const t0 = performance.now();
-      await sidecar!.restart();
-      await waitUntil(
-        "the view to hold every session",
-        async () => (await viewSessionCount(SHARED)) >= cfg.sessions,
-        180_000,
-        500,
-      );
-      const loadMs = performance.now() - t0;
-      log(`  the view holds them ${(loadMs / 1000).toFixed(1)} s after the sidecar's start`);
-      results.registry = {
-        sessions: cfg.sessions,
-        redisWriteMs: Math.round(writeMs),
-        sidecarLoadToViewMs: Math.round(loadMs),
-      };
-    }
-
-    // Real sessions on the nodes, initialized through plain Traefik (which hands out the sticky cookie).
-    const nLoad = cfg.concurrency * SESSIONS_PER_WORKER;
-    log(`initializing ${nLoad} load sessions and ${cfg.streams} stream sessions through Traefik`);
-    const initAgent = new Agent({ connections: 16 });
-    const all: BenchSession[] = [];
-    let next = 0;
-    const total = nLoad + cfg.streams;
-    await Promise.all(
-      Array.from({ length: 16 }, async () => {
-        while (next < total) {
-          next++;
-          all.push(await initSession(initAgent, plain!.base, cookieToUrl));
-        }
-      }),
-    );
-    await initAgent.close();
-    const loadSessions = all.slice(0, nLoad);
-    const streamSessions = all.slice(nLoad);
-    const perNode = stack.nodes.map((n) => all.filter((s) => s.nodeUrl === n.url).length);
-    log(`  sessions per node: ${perNode.join(" / ")}`);
-    // The measured sessions must be in the view before (c) runs: the node registered each one.
-    if (!cfg.noSidecar)
-      await waitUntil(
-        "the real sessions in the view",
-        async () => {
-          for (const s of all) if (!(await lookupSession(SHARED, sessionHash(s.id)))) return false;
-          return true;
-        },
-        20_000,
-        100,
-      );
-    results.viewSessions = await viewSessionCount(SHARED);
-
-    // Tool-call load, rounds of a, b, c, c' (order reversed every other round to cancel drift).
-    const targets: Array<LoadTarget & { label: string }> = [
-      { name: "a", label: "(a) straight to the node", originOf: (s) => s.nodeUrl, withCookie: false },
-      { name: "b", label: "(b) Traefik, sticky cookie only", originOf: () => plain!.base, withCookie: true },
-      ...(cfg.noSidecar
-        ? []
-        : [
-            {
-              name: "c",
-              label: "(c) Traefik + plugin, no cookie (pinned by session id)",
-              originOf: () => stack.httpBase,
-              withCookie: false,
-            },
-          ]),
-      {
-        name: "c2",
-        label: "(c') Traefik + plugin, client sends the cookie",
-        originOf: () => stack.httpBase,
-        withCookie: true,
-      },
-    ];
-    const profileFiles: Record<string, { file: string; requests: number }> = {};
-    // Two passes: throughput at `concurrency` (every core busy: the plugin's CPU competes with the
-    // node's), latency at `latencyConcurrency` (nothing queues: the figures are the path itself).
-    const passes = [
-      { name: "throughput", concurrency: cfg.concurrency },
-      { name: "latency", concurrency: cfg.latencyConcurrency },
-    ];
-    const passResults: Record<string, ModeFigures[]> = {};
-    for (const pass of passes) {
-      const byMode = new Map<
-        string,
-        {
-          samples: Samples;
-          requests: number;
-          seconds: number;
-          errors: number;
-          disc: number;
-          errorSamples: string[];
-          rounds: ModeFigures["rounds"];
-        }
-      >();
-      for (const t of targets)
-        byMode.set(t.name, {
-          samples: new Samples(),
-          requests: 0,
-          seconds: 0,
-          errors: 0,
-          disc: 0,
-          errorSamples: [],
-          rounds: [],
-        });
-      const sessionsForPass = loadSessions.slice(0, pass.concurrency * SESSIONS_PER_WORKER);
-      for (let round = 0; round < cfg.rounds; round++) {
-        const order = round % 2 === 0 ? targets : [...targets].reverse();
-        for (const t of order) {
-          // --profile: CPU profiles of the serving Traefik in the first throughput round of (b) and (c).
-          // The profile covers the measured window, so its samples can be divided by its requests.
-          const profTarget = cfg.noSidecar ? "c2" : "c";
-          const profileThis =
-            cfg.profile && pass.name === "throughput" && round === 0 && (t.name === "b" || t.name === profTarget);
-          let profiling: Promise<string | null> | null = null;
-          // CPU time of the serving Traefik and of the nodes during the measured window: a figure
-          // that other work on the machine disturbs far less than latency.
-          const traefikPid = t.name === "a" ? null : t.name === "b" ? plain!.proc.pid! : stack.traefik.pid!;
-          const nodePids = stack.nodes.map((n) => n.proc.pid!);
-          let cpu0 = { traefik: 0, nodes: 0 };
-          let cpu1 = { traefik: 0, nodes: 0 };
-          const cpuNow = () => ({
-            traefik: traefikPid ? cpuMicros(traefikPid) : 0,
-            nodes: nodePids.reduce((a, p) => a + cpuMicros(p), 0),
-          });
-          const r: LoadResult = await runLoad(t, sessionsForPass, {
-            concurrency: pass.concurrency,
-            warmupMs: cfg.warmupMs,
-            durationMs: cfg.durationMs,
-            onWindowStart: () => {
-              cpu0 = cpuNow();
-              if (profileThis) {
-                const api = t.name === "b" ? plain!.apiUrl : stack.apiUrl;
-                profiling = captureProfile(
-                  api,
-                  Math.max(1, Math.round(cfg.durationMs / 1000)),
-                  join(stack.dir, `traefik-${t.name}.cpu.pprof`),
-                );
-              }
-            },
-            onWindowEnd: () => (cpu1 = cpuNow()),
-          });
-          if (profiling) {
-            const f = await (profiling as Promise<string | null>);
-            if (f) profileFiles[t.name] = { file: f, requests: r.requests };
-          }
-          const m = byMode.get(t.name)!;
-          m.samples.merge(r.latencyUs);
-          m.requests += r.requests;
-          m.seconds += r.seconds;
-          m.errors += r.errors;
-          m.disc += r.discontinuities;
-          m.errorSamples.push(...r.errorSamples.slice(0, 5 - m.errorSamples.length));
-          const v = r.latencyUs.sorted();
-          m.rounds.push({
-            rps: r.requests / r.seconds,
-            p50: percentile(v, 50),
-            p99: percentile(v, 99),
-            p999: percentile(v, 99.9),
-            traefikCpuUs: t.name === "a" ? null : (cpu1.traefik - cpu0.traefik) / r.requests,
-            nodesCpuUs: (cpu1.nodes - cpu0.nodes) / r.requests,
-          });
-          log(
-            `  ${pass.name} c=${pass.concurrency} round ${round + 1} ${t.name.padEnd(2)}: ${(r.requests / r.seconds).toFixed(0)} req/s, p50 ${percentile(v, 50).toFixed(0)} us, p99 ${percentile(v, 99).toFixed(0)} us, errors ${r.errors}, discontinuities ${r.discontinuities}${r.errorSamples.length ? ` (${r.errorSamples.join("; ")})` : ""}`,
-          );
-        }
-      }
-      // Every figure is the median of the rounds' own figures: one noisy round cannot decide a ratio.
-      passResults[pass.name] = targets.map((t) => {
-        const m = byMode.get(t.name)!;
-        const med = (k: "rps" | "p50" | "p99" | "p999" | "nodesCpuUs") => median(m.rounds.map((x) => x[k]));
-        const pooled = summarize(m.samples);
-        return {
-          name: t.name,
-          label: t.label,
-          rps: med("rps"),
-          latencyUs: { ...pooled, p50: med("p50"), p99: med("p99"), p999: med("p999") },
-          requests: m.requests,
-          errors: m.errors,
-          discontinuities: m.disc,
-          errorSamples: m.errorSamples,
-          rounds: m.rounds,
-          traefikCpuUsPerRequest: t.name === "a" ? null : median(m.rounds.map((x) => x.traefikCpuUs!)),
-          nodesCpuUsPerRequest: med("nodesCpuUs"),
-        };
-      });
-    }
-    results.load = {
-      sessions: nLoad,
-      durationMsPerRound: cfg.durationMs,
-      rounds: cfg.rounds,
-      throughput: { concurrency: cfg.concurrency, modes: passResults.throughput },
-      latency: { concurrency: cfg.latencyConcurrency, modes: passResults.latency },
-    };
-    if (Object.keys(profileFiles).length) {
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
-      const profile: Record<string, any> = {};
-      results.profile = profile;
-      for (const [mode, { file, requests }] of Object.entries(profileFiles)) {
-        const sum = profileSummary(file);
-        writeFileSync(file.replace(/\.pprof$/, ".txt"), sum.top);
-        writeFileSync(file.replace(/\.pprof$/, ".wazero.txt"), sum.wazeroTop);
-        const usPerRequest = (pct: number) => (sum.totalMs * 1000 * pct) / 100 / requests;
-        const perRequest = Object.fromEntries(Object.entries(sum.share).map(([k, v]) => [k, usPerRequest(v)]));
-        profile[mode] = {
-          file,
-          requests,
-          totalMs: sum.totalMs,
-          sampledUsPerRequest: usPerRequest(100),
-          sharePercent: sum.share,
-          usPerRequest: perRequest,
-          wazeroTop: sum.wazeroTop.split("\n").slice(0, 35),
-        };
-        log(
-          `  CPU profile of Traefik during (${mode}): ${sum.totalMs} ms sampled over ${requests} requests = ${usPerRequest(100).toFixed(0)} us/request; ` +
-            Object.entries(sum.share)
-              .map(([k, v]) => `${k} ${v.toFixed(1)}% (${usPerRequest(v).toFixed(1)} us)`)
-              .join(", "),
-        );
-      }
-    }
-
-    // SSE streams and Traefik's memory, after the load: 1,000 streams leave 1,000 plugin instances
-    // and a larger heap behind, which would slow the load phases that followed.
-    if (cfg.streams > 0) {
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
-      const sse: Record<string, any> = {};
-      for (const [name, base, pid, apiUrl, withCookie] of [
-        ["plain", plain.base, plain.proc.pid!, plain.apiUrl, true],
-        ["plugin", stack.httpBase, stack.traefik.pid!, stack.apiUrl, cfg.noSidecar],
-      ] as const) {
-        await sleep(1500);
-        const heapBefore = await liveHeapBytes(apiUrl);
-        const before = rssBytes(pid);
-        const st = await openStreams(base, streamSessions, withCookie);
-        await sleep(2000);
-        const after = rssBytes(pid);
-        const heapAfter = await liveHeapBytes(apiUrl);
-        let heapTop: string[] | undefined;
-        if (name === "plugin") {
-          // What the plugin's streams hold, by allocation site (wazero memory, call stacks, ...).
-          const file = join(stack.dir, "traefik-plugin-streams.heap.pprof");
-          const hp = await request(`${apiUrl}/debug/pprof/heap`);
-          writeFileSync(file, Buffer.from(await hp.body.arrayBuffer()));
-          heapTop = pprofTop(file, traefikBinary(), ["-sample_index=inuse_space", "-nodecount=12"])
-            .split("\n")
-            .filter((l) => /^\s+[\d.]+[kMG]?B/.test(l));
-        }
-        await st.close();
-        const perStream = st.opened > 0 ? (after - before) / st.opened : NaN;
-        const heapPerStream = st.opened > 0 ? (heapAfter - heapBefore) / st.opened : NaN;
-        sse[name] = {
-          opened: st.opened,
-          failed: st.failed,
-          failures: st.failures,
-          rssBeforeBytes: before,
-          rssWithStreamsBytes: after,
-          perStreamBytes: Math.round(perStream),
-          liveHeapBeforeBytes: heapBefore,
-          liveHeapWithStreamsBytes: heapAfter,
-          liveHeapPerStreamBytes: Math.round(heapPerStream),
-          heapTop,
-        };
-        log(
-          `  ${name}: ${st.opened} streams open (${st.failed} failed${st.failures.length ? `: ${st.failures.join("; ")}` : ""}), RSS ${(before / 2 ** 20).toFixed(1)} -> ${(after / 2 ** 20).toFixed(1)} MiB, ${(perStream / 1024).toFixed(1)} KiB RSS and ${(heapPerStream / 1024).toFixed(1)} KiB live Go heap per stream`,
-        );
-        await sleep(1000);
-      }
-      results.sse = sse;
-    }
-
-    // Registration -> view.
-    if (cfg.registrations > 0) {
-      log(`registering ${cfg.registrations} sessions as a node does and timing their arrival in the view`);
-      const reg = await measureRegistration(stack, cfg.registrations);
-      const v = Float64Array.from(reg.samplesMs).sort();
-      results.registration = {
-        count: reg.samplesMs.length,
-        missing: reg.missing,
-        p50Ms: percentile(v, 50),
-        p99Ms: percentile(v, 99),
-        maxMs: v.length ? v[v.length - 1] : null,
-        redisWriteP50Ms: median(reg.putMs),
-      };
-    }
-
-    // Node restart -> first edge 404 (last: it ends the restarted nodes' sessions).
-    if (cfg.restarts > 0) {
-      log(`restarting ${cfg.restarts} node(s) and timing the first edge 404 for their sessions`);
-      const samples: RestartSample[] = [];
-      for (let i = 0; i < cfg.restarts; i++) {
-        const s = loadSessions.find((x) => x.nodeUrl === stack.nodes[i]!.url);
-        if (!s) continue;
-        const r = await measureRestart(stack, s, i);
-        samples.push(r);
-        log(
-          `  ${r.node}: edge 404 ${fmt(r.edge404AfterKillMs, 1)} ms after the kill, ${fmt(r.edge404AfterReadyMs, 1)} ms after the new process was ready; answers ${JSON.stringify(r.answers)}`,
-        );
-        await stack.waitTraefikReady();
-      }
-      results.restart = { samples };
-    }
+    if (cfg.sessions > 0) results.registry = await loadRegistryIntoView(env, sidecar!);
+    const sessions = await initSessions(env);
+    results.viewSessions = await viewSessionCount(shared);
+    const load = await measureLoad(env, sessions.load);
+    results.load = load.figures;
+    if (Object.keys(load.profiles).length) results.profile = summarizeProfiles(load.profiles);
+    if (cfg.streams > 0) results.sse = await measureStreams(env, sessions.streams);
+    if (cfg.registrations > 0) results.registration = await registrationFigures(env);
+    if (cfg.restarts > 0) results.restart = { samples: await measureRestarts(env, sessions.load) };
 
     endResults(results);
-    printReport(results, passResults.throughput!, passResults.latency!);
+    results.targets = benchTargets(results);
+    printReport(results, cfg);
     writeResults(results, cfg.json, log);
   } finally {
-    for (const c of cleanups.reverse()) await c().catch(() => {});
+    await plain?.proc.stop().catch(() => {});
     await sidecar?.proc.stop().catch(() => {});
     await stack.stop();
-    if (SHARED.startsWith("/dev/shm/")) rmSync(SHARED, { recursive: true, force: true });
+    if (shared.startsWith("/dev/shm/")) rmSync(shared, { recursive: true, force: true });
   }
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the JSON results document, printed and written as is
-function printReport(results: Record<string, any>, thr: ModeFigures[], lat: ModeFigures[]): void {
-  const out: string[] = [];
-  const line = (s = "") => out.push(s);
-  const table = (title: string, modes: ModeFigures[]) => {
-    line();
-    line(title);
-    line(
-      `${"mode".padEnd(56)} ${"req/s".padStart(8)} ${"p50 us".padStart(8)} ${"p99 us".padStart(8)} ${"p99.9 us".padStart(9)} ${"errors".padStart(7)} ${"misroutes".padStart(9)} ${"Traefik CPU us/req".padStart(19)}`,
-    );
-    for (const m of modes) {
-      line(
-        `${m.label.padEnd(56)} ${fmt(m.rps).padStart(8)} ${fmt(m.latencyUs.p50).padStart(8)} ${fmt(m.latencyUs.p99).padStart(8)} ${fmt(m.latencyUs.p999).padStart(9)} ${String(m.errors).padStart(7)} ${String(m.discontinuities).padStart(9)} ${fmt(m.traefikCpuUsPerRequest).padStart(19)}`,
-      );
-    }
-  };
-  const per = `medians of ${cfg.rounds} alternating rounds x ${cfg.durationMs / 1000} s per mode (p99.9 of each round), ${results.viewSessions ?? "?"} sessions in the view`;
-  table(`Tool calls on existing sessions, throughput pass: concurrency ${cfg.concurrency}, ${per}`, thr);
-  table(`Tool calls on existing sessions, latency pass: concurrency ${cfg.latencyConcurrency}, ${per}`, lat);
-  const targets: Array<{ what: string; value: string; target: string; ok: boolean | null }> = [];
+// ---------------------------------------------------------------------------------------------
+// Report
+
+/** The targets the figures are held to, in the order the report lists them. */
+function benchTargets(results: TraefikBenchResults): Target[] {
+  const targets: Target[] = [];
+  const thr = results.load!.throughput.modes;
+  const lat = results.load!.latency.modes;
   const bT = thr.find((m) => m.name === "b")!;
   const bL = lat.find((m) => m.name === "b")!;
   for (const cName of ["c", "c2"]) {
@@ -803,21 +962,7 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
     });
   }
   if (results.sse) {
-    const p = results.sse.plain;
-    const q = results.sse.plugin;
-    line();
-    line(`Traefik RSS with ${cfg.streams} open SSE streams`);
-    line(
-      `${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"RSS/stream".padStart(11)} ${"Go live heap/stream".padStart(20)}`,
-    );
-    for (const [n, v] of [
-      ["plain Traefik", p],
-      ["Traefik + plugin", q],
-    ] as const) {
-      line(
-        `${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)} ${((v.liveHeapPerStreamBytes / 1024).toFixed(1) + " KiB").padStart(20)}`,
-      );
-    }
+    const { plain: p, plugin: q } = results.sse;
     const extra = q.perStreamBytes - p.perStreamBytes;
     targets.push({
       what: "extra memory per SSE stream (RSS)",
@@ -831,6 +976,58 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
       target: "(reported)",
       ok: null,
     });
+  }
+  if (results.registration) {
+    const r = results.registration;
+    targets.push({
+      what: "registration visible p99",
+      value: `${fmt(r.p99Ms, 2)} ms`,
+      target: "<= 5 ms",
+      ok: r.missing === 0 && r.p99Ms <= 5,
+    });
+  }
+  return targets;
+}
+
+function printReport(results: TraefikBenchResults, cfg: BenchConfig): void {
+  const out: string[] = [];
+  const line = (s = "") => out.push(s);
+  const table = (title: string, modes: ModeFigures[]) => {
+    line();
+    line(title);
+    line(
+      `${"mode".padEnd(56)} ${"req/s".padStart(8)} ${"p50 us".padStart(8)} ${"p99 us".padStart(8)} ${"p99.9 us".padStart(9)} ${"errors".padStart(7)} ${"misroutes".padStart(9)} ${"Traefik CPU us/req".padStart(19)}`,
+    );
+    for (const m of modes) {
+      line(
+        `${m.label.padEnd(56)} ${fmt(m.rps).padStart(8)} ${fmt(m.latencyUs.p50).padStart(8)} ${fmt(m.latencyUs.p99).padStart(8)} ${fmt(m.latencyUs.p999).padStart(9)} ${String(m.errors).padStart(7)} ${String(m.discontinuities).padStart(9)} ${fmt(m.traefikCpuUsPerRequest).padStart(19)}`,
+      );
+    }
+  };
+  const per = `medians of ${cfg.rounds} alternating rounds x ${cfg.durationMs / 1000} s per mode (p99.9 of each round), ${results.viewSessions ?? "?"} sessions in the view`;
+  table(
+    `Tool calls on existing sessions, throughput pass: concurrency ${cfg.concurrency}, ${per}`,
+    results.load!.throughput.modes,
+  );
+  table(
+    `Tool calls on existing sessions, latency pass: concurrency ${cfg.latencyConcurrency}, ${per}`,
+    results.load!.latency.modes,
+  );
+  if (results.sse) {
+    const { plain: p, plugin: q } = results.sse;
+    line();
+    line(`Traefik RSS with ${cfg.streams} open SSE streams`);
+    line(
+      `${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"RSS/stream".padStart(11)} ${"Go live heap/stream".padStart(20)}`,
+    );
+    for (const [n, v] of [
+      ["plain Traefik", p],
+      ["Traefik + plugin", q],
+    ] as const) {
+      line(
+        `${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)} ${((v.liveHeapPerStreamBytes / 1024).toFixed(1) + " KiB").padStart(20)}`,
+      );
+    }
     if (q.heapTop?.length) {
       line("  Traefik + plugin heap in use with the streams open (go tool pprof -top):");
       for (const l of q.heapTop.slice(0, 8)) line(`  ${l}`);
@@ -842,15 +1039,9 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
     line(
       `Registration -> in the view: ${r.count} sessions, p50 ${fmt(r.p50Ms, 2)} ms, p99 ${fmt(r.p99Ms, 2)} ms, max ${fmt(r.maxMs, 2)} ms (Redis write p50 ${fmt(r.redisWriteP50Ms, 2)} ms), ${r.missing} not seen within 2 s`,
     );
-    targets.push({
-      what: "registration visible p99",
-      value: `${fmt(r.p99Ms, 2)} ms`,
-      target: "<= 5 ms",
-      ok: r.missing === 0 && r.p99Ms <= 5,
-    });
   }
   if (results.restart) {
-    const s: RestartSample[] = results.restart.samples;
+    const s = results.restart.samples;
     const k = s.map((x) => x.edge404AfterKillMs).filter((x): x is number => x !== null);
     const rd = s.map((x) => x.edge404AfterReadyMs).filter((x): x is number => x !== null);
     line(
@@ -863,11 +1054,10 @@ function printReport(results: Record<string, any>, thr: ModeFigures[], lat: Mode
     );
   line();
   line("Targets");
-  for (const t of targets)
+  for (const t of results.targets ?? [])
     line(
       `  ${t.what.padEnd(44)} ${t.value.padStart(10)}  ${t.target.padEnd(10)} ${t.ok === null ? "" : t.ok ? "met" : "MISSED"}`,
     );
-  results.targets = targets;
   process.stdout.write(out.join("\n") + "\n");
 }
 

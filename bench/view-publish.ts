@@ -7,6 +7,8 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { bool, int } from "../lib/settings/index.ts";
+import { readFlags } from "./lib/flags.ts";
 import {
   cookieValueFor,
   encodeSession,
@@ -16,19 +18,21 @@ import {
 } from "../lib/registry/index.ts";
 import { readMeta } from "../lib/view/index.ts";
 import { lookupSession } from "../test/support/view-writers.ts";
-import { makeConfig } from "../sidecar/src/config.ts";
+import { makeConfig, SIDECAR_SETTINGS } from "../sidecar/src/config.ts";
 import { createMetrics } from "../sidecar/src/metrics.ts";
 import { Mirror } from "../sidecar/src/mirror.ts";
 import { Publisher } from "../sidecar/src/publisher.ts";
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] && !process.argv[i + 1].startsWith("--") ? process.argv[i + 1] : def;
-}
-const N = Number(arg("sessions", "1000000"));
-const SHARD_BITS = Number(arg("shard-bits", "12"));
-const NODES = Number(arg("nodes", "3"));
-const WITH_REDIS = process.argv.includes("--redis");
+const flags = readFlags("view-publish", "npx tsx bench/view-publish.ts [--flag value ...]", {
+  sessions: { name: "sessions", type: int(1, 20_000_000), def: 1_000_000, help: "sessions in the mirror" },
+  shardBits: SIDECAR_SETTINGS.shardBits,
+  nodes: { name: "nodes", type: int(1, 250), def: 3, help: "nodes the sessions are spread over" },
+  redis: { name: "redis", type: bool, def: false, help: "also the whole sidecar against a real redis-server" },
+});
+const N = flags.sessions;
+const SHARD_BITS = flags.shardBits;
+const NODES = flags.nodes;
+const WITH_REDIS = flags.redis;
 
 const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
 const ms = (x: number) => `${x.toFixed(1)} ms`;
@@ -50,7 +54,7 @@ const idOf = (i: number) => `bench-session-${i.toString(36)}-${(i * 2654435761) 
 async function inProcess(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "mcpa-bench-view-"));
   const log = pino({ level: "silent" });
-  const mirror = new Mirror(makeConfig({ shardBits: SHARD_BITS as 12, downLimitMs: 300_000 }));
+  const mirror = new Mirror(makeConfig({ shardBits: SHARD_BITS, downLimitMs: 300_000 }));
   const metrics = createMetrics();
   const publisher = new Publisher(mirror, { dir, epoch: 42, log, metrics });
   const m0 = mem();
@@ -109,7 +113,7 @@ async function withRedis(): Promise<void> {
     }
     const loadMs = performance.now() - t;
     t = performance.now();
-    const sc = await startSidecar({ dir, port: 0, redisUrl: redis.url, logLevel: "warn", shardBits: SHARD_BITS as 12 });
+    const sc = await startSidecar({ dir, port: 0, redisUrl: redis.url, logLevel: "warn", shardBits: SHARD_BITS });
     while (!sc.ready()) await new Promise((r) => setTimeout(r, 20));
     const readyMs = performance.now() - t;
     const rss = process.memoryUsage().rss;

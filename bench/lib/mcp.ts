@@ -2,7 +2,10 @@
 // pre-built form for the load loops.
 import type { Dispatcher } from "undici";
 import { rawInitialize } from "../../dev/mcp-client.ts";
+import { waitUntil } from "../../dev/poll.ts";
 import { McpAffinityError, type ErrorCode } from "../../lib/errors.ts";
+import { sessionHash } from "../../lib/view/index.ts";
+import { lookupSession } from "../../test/support/view-writers.ts";
 
 export class BenchError extends McpAffinityError {
   constructor(message: string, code: ErrorCode) {
@@ -51,4 +54,17 @@ const COUNTER_RE = /"text":"(\d+)"/;
 export function counterOf(body: string): number | null {
   const m = COUNTER_RE.exec(body);
   return m ? Number(m[1]) : null;
+}
+
+/** Waits until the view published in `shared` holds every one of `sessions` (their nodes registered them). */
+export async function waitSessionsInView(what: string, shared: string, sessions: BenchSession[]): Promise<void> {
+  await waitUntil(
+    what,
+    async () => {
+      for (const s of sessions) if (!(await lookupSession(shared, sessionHash(s.id)))) return false;
+      return true;
+    },
+    20_000,
+    100,
+  );
 }

@@ -5,6 +5,7 @@ import type { Registry } from "./registry.ts";
 
 export * from "./schema.ts";
 export * from "./session-hash.ts";
+export * from "./node-name.ts";
 export * from "./registry.ts";
 export { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
 export { SidecarApiStore, type SidecarApiOptions } from "./sidecar-api.ts";

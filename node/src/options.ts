@@ -3,7 +3,7 @@
 import { pino } from "pino";
 import type { Registry as PromRegistry } from "prom-client";
 import { McpAffinityError } from "../../lib/errors.ts";
-import { DEFAULT_SESSION_TTL_MS, cookieValueFor } from "../../lib/registry/index.ts";
+import { DEFAULT_SESSION_TTL_MS, cookieValueFor, nodeName } from "../../lib/registry/index.ts";
 import { hasRedis, type RedisSettings } from "../../lib/settings/redis.ts";
 
 /** The subset of pino's logger the library uses; any pino-compatible logger fits. */
@@ -25,7 +25,7 @@ export type RegistryOptions = RedisSettings | { sidecarUrl: string; token?: stri
 export interface AffinityOptions {
   /** The node's server URL exactly as written in Traefik's service: the sticky cookie derives from it. */
   nodeUrl: string;
-  /** Human name for logs, whoami and the heartbeat record (default: the URL's host). */
+  /** Human name for logs, whoami and the heartbeat record (default: nodeUrl, as the sidecar calls a node without a name). */
   nodeName?: string;
   registry: RegistryOptions;
   /** Session record TTL (default 30 days, ADR-0066). */
@@ -125,10 +125,11 @@ export function resolveOptions(opts: AffinityOptions): AffinitySettings {
   const idleTimeoutMs = positive("idleTimeoutMs", opts.idleTimeoutMs, sessionTtlMs);
   const registryTimeoutMs = positive("registryTimeoutMs", opts.registryTimeoutMs, DEFAULTS.registryTimeoutMs);
   const registry = checkRegistryOptions(opts.registry);
+  const cookie = cookieValueFor(opts.nodeUrl);
   return {
     nodeUrl: opts.nodeUrl,
-    nodeName: opts.nodeName || new URL(opts.nodeUrl).host,
-    cookie: cookieValueFor(opts.nodeUrl),
+    nodeName: nodeName({ name: opts.nodeName ?? "", url: opts.nodeUrl, cookie }),
+    cookie,
     sessionTtlMs,
     heartbeatMs,
     drainGraceMs,

@@ -13,7 +13,7 @@ import {
 } from "../../lib/registry/index.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { Mirror } from "./mirror.ts";
-import { nodeName } from "./nodes.ts";
+import { nodeName } from "../../lib/registry/node-name.ts";
 import { statusFile } from "../ui/index.ts";
 import { errFields } from "../../lib/errors.ts";
 

@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { BODY_KINDS, DECISION_REASONS } from "../../lib/view/index.ts";
 import type { Mirror } from "./mirror.ts";
-import { nodeLabel } from "./nodes.ts";
+import { nodeLabel } from "../../lib/registry/node-name.ts";
 
 export const PREFIX = "mcp_affinity_";
 

@@ -89,11 +89,6 @@ export const PLACEMENT_SETTLE_MS = 3000;
  */
 export const probeValidMs = (p: ProbeSettings): number => 4 * p.intervalMs + p.failures * p.timeoutMs;
 
-/** How metrics and logs name a node: its server URL, or its cookie while the URL is unknown. */
-export const nodeLabel = (n: { url: string; cookie: string }): string => n.url || n.cookie;
-/** How people see a node (/v1/nodes, the status page, logs): its heartbeat name, else its label. */
-export const nodeName = (n: { name: string; url: string; cookie: string }): string => n.name || nodeLabel(n);
-
 export class NodeLiveness {
   readonly #nodes = new Map<string, NodeEntry>();
   /** While false (registry unreachable), heartbeats do not age: an outage must not turn nodes down. */

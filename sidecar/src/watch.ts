@@ -5,7 +5,7 @@
 import { hexToKey, sessionTag } from "../../lib/registry/index.ts";
 import type { Periodic, SidecarContext } from "./context.ts";
 import { DeathChecker } from "./deaths.ts";
-import { nodeName } from "./nodes.ts";
+import { nodeName } from "../../lib/registry/node-name.ts";
 import { probeNode, type ProbeResult } from "./probe.ts";
 import { readTraefikServers } from "./traefik.ts";
 import { errFields } from "../../lib/errors.ts";
