@@ -136,10 +136,10 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
     expect(slow.summary.completed + slow.summary.cancelled).toBe(6);
   }, 300_000);
 
-  it("a killed node: its tasks get -32602 from the edge on both replicas; other tasks and requests without a handle see no error", async () => {
-    // Long tasks, spread over the nodes by the edge (a tools/call has no handle: it goes to an up node).
+  /** Long tasks, spread over the nodes by the edge (a tools/call has no handle: it goes to an up node). */
+  async function createLongTasks(n: number): Promise<string[]> {
     const handles: string[] = [];
-    for (let i = 0; i < 9; i++) {
+    for (let i = 0; i < n; i++) {
       const r = await post2026(stack.replicas[i % 2]!.mcpUrl, {
         method: "tools/call",
         mcpName: "slow",
@@ -150,31 +150,33 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
       expect(m.result?.resultType, r.body).toBe("task");
       handles.push(m.result!.taskId as string);
     }
-    const byNode = new Map<NodePart, string[]>();
-    for (const h of handles) byNode.set(nodeOf(h)!, [...(byNode.get(nodeOf(h)!) ?? []), h]);
-    expect(byNode.size).toBe(3);
-    const victim = stack.nodes[1]!;
+    return handles;
+  }
 
-    interface Poll {
-      call: string;
-      replica: number;
-      handle: string;
-      sentAt: number;
-      status: number;
-      edge: string | undefined;
-      code: number | undefined;
-      taskStatus: unknown;
-    }
-    interface Plain {
-      call: string;
-      replica: number;
-      sentAt: number;
-      status: number;
-      ok: boolean;
-    }
+  interface Poll {
+    call: string;
+    replica: number;
+    handle: string;
+    sentAt: number;
+    status: number;
+    edge: string | undefined;
+    code: number | undefined;
+    taskStatus: unknown;
+  }
+  interface Plain {
+    call: string;
+    replica: number;
+    sentAt: number;
+    ok: boolean;
+  }
+
+  /**
+   * Polls every handle through both replicas, and sends 2026 requests without a handle (whoami)
+   * through either, every 100 ms, while `disrupt` runs (and `settleMs` after it).
+   */
+  async function pollThrough(handles: string[], disrupt: () => Promise<void>, settleMs: number) {
     const polls: Poll[] = [];
     const plains: Plain[] = [];
-    let killedAt = Infinity;
     let stop = false;
     const pollLoop = async (replica: number) => {
       while (!stop) {
@@ -204,7 +206,6 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
         await sleep(100);
       }
     };
-    // 2026 requests without a handle (whoami: answered at once) through either replica.
     const plainLoop = async () => {
       for (let i = 0; !stop; i++) {
         const replica = i % 2;
@@ -217,64 +218,160 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
           headers: { [CALL_ID_HEADER]: call },
         });
         const ok = r.status === 200 && messageOf(r.body).result?.resultType === "complete";
-        plains.push({ call, replica, sentAt, status: r.status, ok });
+        plains.push({ call, replica, sentAt, ok });
         await sleep(50);
       }
     };
     const loops = [pollLoop(0), pollLoop(1), plainLoop()];
     await sleep(1500);
-    killedAt = Date.now();
-    await victim.kill();
-    await sleep(4000);
+    await disrupt();
+    await sleep(settleMs);
     stop = true;
     await Promise.all(loops);
+    return { polls, plains };
+  }
 
+  /**
+   * What a spec client may see of the tasks of a node that went away at `since`: before, its node's
+   * answers; after, -32602 (its node's own, if it is back under the same name, or the edge's), or a
+   * Traefik 502 until the replica's first edge answer for that node; from that answer on, only the
+   * edge's -32602. Returns each replica's first edge answer (ms since epoch) and the failures.
+   */
+  function judgeGoneTasks(polls: Poll[], handles: Set<string>, since: number, failures: string[]): number[] {
+    const firstEdge: number[] = [];
+    for (const replica of [0, 1]) {
+      const mine = polls
+        .filter((p) => p.replica === replica && handles.has(p.handle))
+        .sort((a, b) => a.sentAt - b.sentAt);
+      const lost = mine.filter((p) => p.edge === "handle-lost");
+      expect(lost.length, `replica ${replica + 1} answered the gone node's tasks at the edge`).toBeGreaterThan(0);
+      const first = lost[0]!.sentAt;
+      firstEdge[replica] = first;
+      for (const p of mine) {
+        const lostAnswer = p.status === 200 && p.code === -32602;
+        if (p.sentAt < since) {
+          if (p.status !== 200 || p.taskStatus !== "working") failures.push(`${p.call} before: ${JSON.stringify(p)}`);
+        } else if (p.sentAt >= first) {
+          if (p.edge !== "handle-lost" || !lostAnswer)
+            failures.push(`${p.call} after the edge's first -32602: ${JSON.stringify(p)}`);
+        } else if (!lostAnswer && p.status !== 502) {
+          failures.push(`${p.call} before the edge knew: ${JSON.stringify(p)}`);
+        }
+      }
+    }
+    return firstEdge;
+  }
+
+  /** Requests without a handle that failed because they left for `node` before their replica's view could know it gone. */
+  function judgePlains(plains: Plain[], node: NodePart, since: number, firstEdge: number[]): Plain[] {
+    const failed: Plain[] = [];
+    for (const q of plains.filter((q) => !q.ok)) {
+      const excused = q.sentAt >= since && q.sentAt < firstEdge[q.replica]! + VIEW_REFRESH_MS;
+      const rows = rowsOf(stack, [q.call]);
+      if (excused && rows.some((r) => r.includes(node.url))) failed.push(q);
+    }
+    return failed;
+  }
+
+  it("a killed node: its tasks get -32602 from the edge on both replicas; other tasks and requests without a handle see no error", async () => {
+    const handles = await createLongTasks(9);
+    const byNode = new Map<NodePart, string[]>();
+    for (const h of handles) byNode.set(nodeOf(h)!, [...(byNode.get(nodeOf(h)!) ?? []), h]);
+    expect(byNode.size).toBe(3);
+    const victim = stack.nodes[1]!;
+    let killedAt = Infinity;
+    const { polls, plains } = await pollThrough(
+      handles,
+      async () => {
+        killedAt = Date.now();
+        await victim.kill();
+      },
+      4000,
+    );
     const victimHandles = new Set(byNode.get(victim));
     const failures: string[] = [];
     // Tasks of live nodes: every poll answered by their node, the task still working.
     for (const p of polls.filter((p) => !victimHandles.has(p.handle)))
       if (p.status !== 200 || p.code !== undefined || p.taskStatus !== "working")
         failures.push(`${p.call}: ${JSON.stringify(p)}`);
-    // The victim's tasks, per replica: before the kill its node answers; after the edge's first
-    // -32602 only the edge answers, and only -32602.
-    const firstEdge: number[] = [];
+    const firstEdge = judgeGoneTasks(polls, victimHandles, killedAt, failures);
     for (const replica of [0, 1]) {
-      const mine = polls
-        .filter((p) => p.replica === replica && victimHandles.has(p.handle))
-        .sort((a, b) => a.sentAt - b.sentAt);
-      const lost = mine.filter((p) => p.edge === "handle-lost");
-      expect(lost.length, `replica ${replica + 1} answered the killed node's tasks at the edge`).toBeGreaterThan(0);
-      const first = lost[0]!.sentAt;
-      firstEdge[replica] = first;
-      for (const p of mine) {
-        if (p.sentAt < killedAt) {
-          if (p.status !== 200 || p.taskStatus !== "working")
-            failures.push(`${p.call} before the kill: ${JSON.stringify(p)}`);
-        } else if (p.sentAt >= first && (p.edge !== "handle-lost" || p.status !== 200 || p.code !== -32602)) {
-          failures.push(`${p.call} after the edge's first -32602: ${JSON.stringify(p)}`);
-        }
-      }
+      const between = polls.filter(
+        (p) =>
+          p.replica === replica &&
+          victimHandles.has(p.handle) &&
+          p.sentAt >= killedAt &&
+          p.sentAt < firstEdge[replica]!,
+      );
       report.push(
-        `kill: replica ${replica + 1} answers the killed node's tasks with -32602 from ${first - killedAt} ms after the kill ` +
-          `(${mine.filter((p) => p.sentAt >= killedAt && p.sentAt < first).length} polls in between reached Traefik's balancer)`,
+        `kill: replica ${replica + 1} answers the killed node's tasks with -32602 from ${firstEdge[replica]! - killedAt} ms after the kill ` +
+          `(${between.length} polls in between reached Traefik's balancer)`,
       );
     }
-    // Requests without a handle: none fails, except one that left for the victim before its
-    // replica's view could know (at most one meta refresh after that replica's first edge answer).
-    for (const q of plains) {
-      if (q.ok) continue;
-      const excused = q.sentAt >= killedAt && q.sentAt < firstEdge[q.replica]! + VIEW_REFRESH_MS;
-      const rows = rowsOf(stack, [q.call]);
-      const atVictim = rows.some((r) => r.includes(victim.url));
-      if (!(excused && atVictim)) failures.push(`${q.call}: ${JSON.stringify(q)} ${rows.join(" | ")}`);
-    }
+    const excused = judgePlains(plains, victim, killedAt, firstEdge);
+    for (const q of plains.filter((q) => !q.ok && !excused.includes(q)))
+      failures.push(`${q.call}: ${JSON.stringify(q)} ${rowsOf(stack, [q.call]).join(" | ")}`);
     report.push(
-      `kill: ${plains.length} requests without a handle, ${plains.filter((q) => !q.ok).length} reached the killed node before the view told`,
+      `kill: ${plains.length} requests without a handle, ${excused.length} reached the killed node before the view told`,
     );
-    const failedCalls = failures.map((f) => f.split(":")[0]!);
-    expect(failures, rowsOf(stack, failedCalls).join("\n")).toEqual([]);
+    expect(
+      failures,
+      rowsOf(
+        stack,
+        failures.map((f) => f.split(":")[0]!),
+      ).join("\n"),
+    ).toEqual([]);
     await victim.start();
   }, 120_000);
+
+  it("a rolling restart of every node: each node's tasks end with -32602, nothing else fails; new tasks complete after it", async () => {
+    const handles = await createLongTasks(9);
+    const restartedAt = new Map<NodePart, number>();
+    const { polls, plains } = await pollThrough(
+      handles,
+      async () => {
+        for (const node of stack.nodes) {
+          restartedAt.set(node, Date.now());
+          await node.restart();
+          await sleep(1000);
+        }
+      },
+      3000,
+    );
+    const failures: string[] = [];
+    let excusedPlains: Plain[] = [];
+    for (const node of stack.nodes) {
+      const mine = new Set(handles.filter((h) => nodeOf(h) === node));
+      const since = restartedAt.get(node)!;
+      const firstEdge = judgeGoneTasks(polls, mine, since, failures);
+      report.push(
+        `rolling restart: ${node.name}'s tasks get the edge's -32602 from ${Math.min(...firstEdge) - since} ms after its restart began`,
+      );
+      excusedPlains = [...excusedPlains, ...judgePlains(plains, node, since, firstEdge)];
+    }
+    for (const q of plains.filter((q) => !q.ok && !excusedPlains.includes(q)))
+      failures.push(`${q.call}: ${JSON.stringify(q)} ${rowsOf(stack, [q.call]).join(" | ")}`);
+    report.push(
+      `rolling restart: ${plains.length} requests without a handle, ${excusedPlains.length} reached a restarting node before the view told`,
+    );
+    expect(
+      failures,
+      rowsOf(
+        stack,
+        failures.map((f) => f.split(":")[0]!),
+      ).join("\n"),
+    ).toEqual([]);
+    const after = await runRustTaskClient({
+      url: `${lb.base}/mcp`,
+      tasks: 6,
+      tool: "slow",
+      ms: 300,
+      callPrefix: "after-",
+    });
+    report.push(line("plugin, after the rolling restart", after));
+    expect(failedCalls(after)).toBe("");
+    expect(after.summary.completed).toBe(6);
+  }, 180_000);
 });
 
 // Multi round-trip requests: a server on the Python SDK 2.x seals requestState with a key of its own
