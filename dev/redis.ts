@@ -408,9 +408,11 @@ export async function startSentinelGroup(o: {
     sentinels,
     masterName,
     async masterPort() {
+      // INFO sentinel: "master0:name=<name>,status=ok,address=127.0.0.1:<port>,...".
       for (const s of sentinels) {
         try {
-          return Number(await redisArrayReply(s.port, `SENTINEL get-master-addr-by-name ${masterName}`, 1));
+          const m = /address=[^:,]+:(\d+)/.exec(await redisCommand(s.port, "INFO sentinel"));
+          if (m) return Number(m[1]);
         } catch {
           /* the next Sentinel */
         }
@@ -431,71 +433,8 @@ export async function startSentinelGroup(o: {
 }
 
 async function replicaInSync(port: number): Promise<boolean> {
-  const info = await redisBulkReply(port, "INFO replication");
+  const info = await redisCommand(port, "INFO replication");
   return /master_link_status:up/.test(info);
-}
-
-/** Sends one inline command and returns its whole bulk-string reply (INFO, CLUSTER NODES). */
-export async function redisBulkReply(port: number, command: string, timeoutMs = 1000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = new Socket();
-    let buf = "";
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error("redis command timed out"));
-    }, timeoutMs);
-    sock.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    sock.on("data", (d) => {
-      buf += d.toString();
-      const eol = buf.indexOf("\r\n");
-      if (eol < 0) return;
-      if (!buf.startsWith("$")) {
-        clearTimeout(timer);
-        sock.destroy();
-        return buf.startsWith("-") ? reject(new Error(buf.slice(0, eol))) : resolve(buf.slice(0, eol));
-      }
-      const len = Number(buf.slice(1, eol));
-      if (buf.length < eol + 2 + len) return;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(buf.slice(eol + 2, eol + 2 + len));
-    });
-    sock.connect(port, "127.0.0.1", () => sock.write(command + "\r\n"));
-  });
-}
-
-/** Element `index` of an array reply of bulk strings (SENTINEL get-master-addr-by-name). */
-async function redisArrayReply(port: number, command: string, index: number, timeoutMs = 1000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const sock = new Socket();
-    let buf = "";
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error("redis command timed out"));
-    }, timeoutMs);
-    sock.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    sock.on("data", (d) => {
-      buf += d.toString();
-      const lines = buf.split("\r\n");
-      if (!lines[0]!.startsWith("*")) {
-        clearTimeout(timer);
-        sock.destroy();
-        return reject(new Error(`not an array reply: ${lines[0]}`));
-      }
-      const n = Number(lines[0]!.slice(1));
-      if (lines.length < 1 + 2 * n + 1) return;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(lines[2 + 2 * index]!);
-    });
-    sock.connect(port, "127.0.0.1", () => sock.write(command + "\r\n"));
-  });
 }
 
 /** A Cluster of `masters` masters with one replica each. */
@@ -524,10 +463,10 @@ export async function startRedisCluster(o: { masters: number; nodeTimeoutMs: num
     const r = await redisCommand(servers[i]!.port, `CLUSTER ADDSLOTSRANGE ${from} ${to}`);
     if (r !== "+OK") throw new Error(`CLUSTER ADDSLOTSRANGE: ${r}`);
   }
-  const ids = await Promise.all(servers.map((s) => redisBulkReply(s.port, "CLUSTER MYID")));
+  const ids = await Promise.all(servers.map((s) => redisCommand(s.port, "CLUSTER MYID")));
   const role = async (s: TestRedis) => {
     try {
-      return /role:(master|slave)/.exec(await redisBulkReply(s.port, "INFO replication"))?.[1] as "master" | "slave";
+      return /role:(master|slave)/.exec(await redisCommand(s.port, "INFO replication"))?.[1] as "master" | "slave";
     } catch {
       return null;
     }
@@ -537,7 +476,7 @@ export async function startRedisCluster(o: { masters: number; nodeTimeoutMs: num
       "every running Cluster server in state ok",
       async () => {
         for (const s of servers.filter((x) => x.running()))
-          if (!(await redisBulkReply(s.port, "CLUSTER INFO")).includes("cluster_state:ok")) return false;
+          if (!(await redisCommand(s.port, "CLUSTER INFO")).includes("cluster_state:ok")) return false;
         return true;
       },
       timeoutMs,
@@ -549,7 +488,7 @@ export async function startRedisCluster(o: { masters: number; nodeTimeoutMs: num
     // The replica must know the master's id first (gossip after MEET).
     await waitUntil(
       "the Cluster's gossip to reach every server",
-      async () => (await redisBulkReply(replica.port, "CLUSTER NODES")).includes(ids[i]!),
+      async () => (await redisCommand(replica.port, "CLUSTER NODES")).includes(ids[i]!),
       10_000,
       50,
     );
