@@ -8,7 +8,7 @@
 // edge's decision counts. At the end: each series' slope per hour with its standard error, and a
 // pass/fail against the bounds docs/operations.md ("Soak") justifies. Exit code 1 on a fail.
 // Flags: --minutes N (60), --sample-seconds N (30), --workers N (6), --idle-timeout-seconds N (60),
-//        --json FILE. Logs and configs stay in .run/soak/.
+//        --tombstone-seconds N (600), --json FILE. Logs and configs stay in .run/soak/.
 import { readdirSync, writeFileSync } from "node:fs";
 import { randomInt } from "node:crypto";
 import { Redis } from "ioredis";
@@ -30,6 +30,12 @@ const f = readFlags("soak", "npm run soak -- [--minutes N] [--sample-seconds N] 
     type: int(10, 3600),
     def: 60,
     help: "the nodes close sessions idle this long (abandoned sessions end this way)",
+  },
+  tombstoneSeconds: {
+    name: "tombstone-seconds",
+    type: int(0, 86_400),
+    def: 600,
+    help: "the sidecars' --tombstone-ttl (their default): closed sessions stay in the view this long",
   },
   json: { name: "json", type: text(nonEmpty, "file"), help: "write the samples and the verdicts to this JSON file" },
 });
@@ -72,6 +78,7 @@ async function main(): Promise<void> {
     replicas: 2,
     nodes: 3,
     nodeArgs: () => ["--idle-timeout-ms", String(idleMs), "--log-level", "warn"],
+    sidecarArgs: ["--tombstone-ttl", `${f.tombstoneSeconds}s`],
   });
   const redis = new Redis(stack.redisUrl!);
   const tally: Tally = { sessions: 0, abandoned: 0, closed: 0, calls: 0, sse: 0, endedByRestart: 0, failures: [] };
@@ -237,10 +244,11 @@ async function main(): Promise<void> {
   }> = [];
   const seriesNames = [...new Set(samples.flatMap((s) => Object.keys(s.v)))];
   // Warm-up, left out of the slopes: a process's first allocations (Traefik's Wasm instance pool,
-  // V8's heap) and the abandoned sessions piling up to their steady number (one idle timeout and
-  // one sweep); at least the first sixth of the run. A node's series restart with its process:
-  // only its current process's samples count, from its own warm-up on.
-  const warmupMs = Math.max(runMs / 6, idleMs + Math.min(idleMs, 60_000));
+  // V8's heap), the abandoned sessions piling up to their steady number (one idle timeout and one
+  // sweep), and the sidecars' tombstones of closed sessions (kept --tombstone-ttl); at least the
+  // first sixth of the run. A node's series restart with its process: only its current process's
+  // samples count, from its own warm-up on.
+  const warmupMs = Math.max(runMs / 6, idleMs + Math.min(idleMs, 60_000), f.tombstoneSeconds * 1000);
   for (const name of seriesNames) {
     const proc = name.split(" ")[0]!;
     const lastPid = samples.at(-1)!.pids[proc];

@@ -185,6 +185,8 @@ export interface StackOptions {
   pluginSettings?: Record<string, string>;
   /** Extra flags for node i (e.g. ["--fail-close"]). */
   nodeArgs?: (i: number) => string[];
+  /** Extra flags for every sidecar (after the stack's own). */
+  sidecarArgs?: string[];
   bind?: string;
   traefikLogLevel?: string;
   /** Run directory (default .run/<name>); wiped at start. */
@@ -388,7 +390,11 @@ function makeSidecar(ctx: PartContext, v: RenderVars, k: number, redisFlags: str
     const { cmd, args } = sidecarCommand();
     proc = new ManagedProcess(`sidecar${suffix(k)}`, {
       cmd,
-      args: [...args, ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisFlags, timing, nodeUrls })],
+      args: [
+        ...args,
+        ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisFlags, timing, nodeUrls }),
+        ...(ctx.opts.sidecarArgs ?? []),
+      ],
       logFile: join(logs, `sidecar${suffix(k)}.log`),
     });
     const p = proc;
