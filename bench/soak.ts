@@ -257,13 +257,26 @@ async function main(): Promise<void> {
       .filter((s) => s.t >= from && s.v[name] !== undefined && (lastPid === undefined || s.pids[proc] === lastPid))
       .map((s) => [(s.t - start) / 3_600_000, s.v[name]!] as [number, number]);
     const all = samples.map((s) => s.v[name]).filter((x): x is number => x !== undefined);
-    const { slope, se } = fitSlope(points);
+    let { slope, se } = fitSlope(points);
     const median = medianOf(points.map((p) => p[1]));
     const last = all.at(-1) ?? 0;
     const max = Math.max(...all);
     let bound: string;
     let pass: boolean;
-    if (/ (rss MiB|fds)$/.test(name) || name === "redis used MiB") {
+    if (name === "redis used MiB") {
+      // Redis's memory follows its keys (live sessions rise and fall with restarts and abandoned
+      // sessions, each within its own bound below): judged is the growth over time that the number
+      // of keys does not explain (used = a + b * keys + c * hours; c is the slope shown).
+      const fit = fitTimeSlopeBeyondKeys(
+        samples
+          .filter((s) => s.t >= start + warmupMs)
+          .map((s) => [(s.t - start) / 3_600_000, s.v["redis keys"]!, s.v[name]!] as [number, number, number]),
+      );
+      ({ slope, se } = fit);
+      const allowed = GROWTH_SHARE_PER_HOUR * median;
+      bound = `slope beyond keys <= ${allowed.toFixed(2)}/h + 2 SE`;
+      pass = fit.n < 4 || slope <= allowed + 2 * se;
+    } else if (/ (rss MiB|fds)$/.test(name)) {
       const allowed = GROWTH_SHARE_PER_HOUR * median;
       bound =
         points.length < 3
@@ -301,7 +314,7 @@ async function main(): Promise<void> {
     );
   const pass = failuresOk && verdicts.every((v) => v.pass);
   console.log(`\nsoak: ${pass ? "PASS" : "FAIL"}`);
-  if (f.json) writeFileSync(f.json, JSON.stringify({ minutes, tally, restarts, samples, verdicts, pass }, null, 2));
+  if (f.json) writeFileSync(f.json, JSON.stringify({ minutes, start, tally, restarts, samples, verdicts, pass }, null, 2));
   redis.disconnect();
   await stack.stop();
   process.exit(pass ? 0 : 1);
@@ -313,6 +326,37 @@ function medianOf(xs: number[]): number {
   if (!xs.length) return 0;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
+}
+
+/**
+ * Least squares of y = a + b * k + c * t over [t, k, y] points: c (the growth over time that k does
+ * not explain) and its standard error.
+ */
+function fitTimeSlopeBeyondKeys(points: Array<[number, number, number]>): { slope: number; se: number; n: number } {
+  const n = points.length;
+  if (n < 4) return { slope: 0, se: 0, n };
+  // Normal equations on centred columns (the intercept drops out).
+  const mean = (i: 0 | 1 | 2) => points.reduce((a, p) => a + p[i], 0) / n;
+  const [mt, mk, my] = [mean(0), mean(1), mean(2)];
+  let stt = 0;
+  let skk = 0;
+  let stk = 0;
+  let sty = 0;
+  let sky = 0;
+  for (const [t, k, y] of points) {
+    const [dt, dk, dy] = [t - mt, k - mk, y - my];
+    stt += dt * dt;
+    skk += dk * dk;
+    stk += dt * dk;
+    sty += dt * dy;
+    sky += dk * dy;
+  }
+  const det = stt * skk - stk * stk;
+  if (det === 0) return { slope: 0, se: 0, n };
+  const c = (skk * sty - stk * sky) / det;
+  const b = (stt * sky - stk * sty) / det;
+  const rss = points.reduce((a, [t, k, y]) => a + (y - my - b * (k - mk) - c * (t - mt)) ** 2, 0);
+  return { slope: c, se: Math.sqrt((rss / (n - 3)) * (skk / det)), n };
 }
 
 /** Least-squares slope of [x, y] points and its standard error (0, 0 with fewer than 3 points). */
