@@ -314,7 +314,8 @@ async function main(): Promise<void> {
     );
   const pass = failuresOk && verdicts.every((v) => v.pass);
   console.log(`\nsoak: ${pass ? "PASS" : "FAIL"}`);
-  if (f.json) writeFileSync(f.json, JSON.stringify({ minutes, start, tally, restarts, samples, verdicts, pass }, null, 2));
+  if (f.json)
+    writeFileSync(f.json, JSON.stringify({ minutes, start, tally, restarts, samples, verdicts, pass }, null, 2));
   redis.disconnect();
   await stack.stop();
   process.exit(pass ? 0 : 1);
