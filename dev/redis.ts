@@ -110,6 +110,17 @@ export interface StartRedisOptions {
   tls?: TestCa;
   /** ACL users to create at every start; the default user is then switched off. */
   users?: AclUser[];
+  /**
+   * A replica of the server on this port at its first start (Sentinel groups). A later start comes
+   * up as a master, as Sentinel leaves a promoted replica's configuration (it rewrites the file);
+   * the Sentinels make it a replica again when another master is known.
+   */
+  replicaOf?: number;
+  /**
+   * A member of a multi-node Cluster (startRedisCluster): no slots assigned here, this node
+   * timeout, and the same nodes.conf at every start, so a restarted server rejoins as itself.
+   */
+  clusterMember?: { nodeTimeoutMs: number };
 }
 
 export interface TestRedis {
@@ -157,6 +168,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
   const tls = opts.tls ? { ca: readFileSync(opts.tls.caFile, "utf8") } : undefined;
   const admin = opts.users?.length ? { user: "mcpa-admin", password: randomBytes(12).toString("hex") } : undefined;
   const access: RedisAccess = { tls, ...admin };
+  let starts = 0;
 
   const start = async () => {
     const args = [
@@ -172,7 +184,19 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
       "--loglevel",
       "warning",
     ];
-    if (opts.cluster)
+    if (opts.replicaOf !== undefined && starts++ === 0) args.push("--replicaof", "127.0.0.1", String(opts.replicaOf));
+    if (opts.clusterMember)
+      args.push(
+        "--cluster-enabled",
+        "yes",
+        "--cluster-announce-ip",
+        "127.0.0.1",
+        "--cluster-config-file",
+        join(dir, "nodes.conf"),
+        "--cluster-node-timeout",
+        String(opts.clusterMember.nodeTimeoutMs),
+      );
+    else if (opts.cluster)
       args.push(
         "--cluster-enabled",
         "yes",
@@ -277,6 +301,11 @@ export interface StartSentinelOptions {
   masterUser?: { user: string; password: string };
   /** Its own password (requirepass): what clients give as the Sentinel password. */
   password?: string;
+  /** Sentinels that must agree the master is down (default 1). */
+  quorum?: number;
+  /** How long the master must not answer before it counts as down (Redis's default: 30 s). */
+  downAfterMs?: number;
+  failoverTimeoutMs?: number;
 }
 
 /** A Sentinel monitoring `masterPort` (quorum 1), for the Sentinel runs of the contract suite. */
@@ -303,7 +332,9 @@ export async function startSentinel(masterPort: number, opts: StartSentinelOptio
       ...tlsConf,
       "bind 127.0.0.1",
       `dir ${dir}`,
-      `sentinel monitor ${masterName} 127.0.0.1 ${masterPort} 1`,
+      `sentinel monitor ${masterName} 127.0.0.1 ${masterPort} ${opts.quorum ?? 1}`,
+      ...(opts.downAfterMs ? [`sentinel down-after-milliseconds ${masterName} ${opts.downAfterMs}`] : []),
+      ...(opts.failoverTimeoutMs ? [`sentinel failover-timeout ${masterName} ${opts.failoverTimeoutMs}`] : []),
       ...(opts.masterUser
         ? [
             `sentinel auth-user ${masterName} ${opts.masterUser.user}`,
@@ -342,6 +373,142 @@ export async function startSentinel(masterPort: number, opts: StartSentinelOptio
         await exited;
       }
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A Sentinel group: a master, one replica and three Sentinels (quorum 2), as a failover needs. */
+export interface SentinelGroup {
+  servers: TestRedis[];
+  sentinels: TestSentinel[];
+  masterName: string;
+  /** The port the Sentinels name as the master now. */
+  masterPort(): Promise<number>;
+  /** The sidecar's and the reference node's Redis flags for this group. */
+  flags: string[];
+  close(): Promise<void>;
+}
+
+/** Master + replica + 3 Sentinels, plain TCP, timings short enough for a test (down after `downAfterMs`). */
+export async function startSentinelGroup(o: {
+  downAfterMs: number;
+  failoverTimeoutMs: number;
+}): Promise<SentinelGroup> {
+  const master = await startRedis();
+  const replica = await startRedis({ replicaOf: master.port });
+  await waitUntil("the replica to sync", () => replicaInSync(replica.port), 10_000, 50);
+  const sentinels = await Promise.all(
+    [0, 1, 2].map(() =>
+      startSentinel(master.port, { quorum: 2, downAfterMs: o.downAfterMs, failoverTimeoutMs: o.failoverTimeoutMs }),
+    ),
+  );
+  const masterName = sentinels[0]!.masterName;
+  return {
+    servers: [master, replica],
+    sentinels,
+    masterName,
+    async masterPort() {
+      // INFO sentinel: "master0:name=<name>,status=ok,address=127.0.0.1:<port>,...".
+      for (const s of sentinels) {
+        try {
+          const m = /address=[^:,]+:(\d+)/.exec(await redisCommand(s.port, "INFO sentinel"));
+          if (m) return Number(m[1]);
+        } catch {
+          /* the next Sentinel */
+        }
+      }
+      throw new Error("no Sentinel answers");
+    },
+    flags: [
+      "--redis-sentinels",
+      sentinels.map((s) => `127.0.0.1:${s.port}`).join(","),
+      "--redis-sentinel-name",
+      masterName,
+    ],
+    async close() {
+      await Promise.all(sentinels.map((s) => s.close()));
+      await Promise.all([master.close(), replica.close()]);
+    },
+  };
+}
+
+async function replicaInSync(port: number): Promise<boolean> {
+  const info = await redisCommand(port, "INFO replication");
+  return /master_link_status:up/.test(info);
+}
+
+/** A Cluster of `masters` masters with one replica each. */
+export interface TestCluster {
+  /** masters first (in slot order), then their replicas in the same order. */
+  servers: TestRedis[];
+  /** The sidecar's and the reference node's Redis flags (seed nodes). */
+  flags: string[];
+  /** The server's role now, from its own INFO. */
+  role(server: TestRedis): Promise<"master" | "slave" | null>;
+  /** Waits until every slot is served (cluster_state:ok on every running server). */
+  waitOk(timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startRedisCluster(o: { masters: number; nodeTimeoutMs: number }): Promise<TestCluster> {
+  const servers = await Promise.all(
+    Array.from({ length: 2 * o.masters }, () => startRedis({ clusterMember: { nodeTimeoutMs: o.nodeTimeoutMs } })),
+  );
+  const [first] = servers;
+  for (const s of servers.slice(1)) await redisCommand(first!.port, `CLUSTER MEET 127.0.0.1 ${s.port}`);
+  const per = Math.floor(16384 / o.masters);
+  for (let i = 0; i < o.masters; i++) {
+    const from = i * per;
+    const to = i === o.masters - 1 ? 16383 : from + per - 1;
+    const r = await redisCommand(servers[i]!.port, `CLUSTER ADDSLOTSRANGE ${from} ${to}`);
+    if (r !== "+OK") throw new Error(`CLUSTER ADDSLOTSRANGE: ${r}`);
+  }
+  const ids = await Promise.all(servers.map((s) => redisCommand(s.port, "CLUSTER MYID")));
+  const role = async (s: TestRedis) => {
+    try {
+      return /role:(master|slave)/.exec(await redisCommand(s.port, "INFO replication"))?.[1] as "master" | "slave";
+    } catch {
+      return null;
+    }
+  };
+  const waitOk = async (timeoutMs: number): Promise<void> => {
+    await waitUntil(
+      "every running Cluster server in state ok",
+      async () => {
+        for (const s of servers.filter((x) => x.running()))
+          if (!(await redisCommand(s.port, "CLUSTER INFO")).includes("cluster_state:ok")) return false;
+        return true;
+      },
+      timeoutMs,
+      100,
+    );
+  };
+  for (let i = 0; i < o.masters; i++) {
+    const replica = servers[o.masters + i]!;
+    // The replica must know the master's id first (gossip after MEET).
+    await waitUntil(
+      "the Cluster's gossip to reach every server",
+      async () => (await redisCommand(replica.port, "CLUSTER NODES")).includes(ids[i]!),
+      10_000,
+      50,
+    );
+    const r = await redisCommand(replica.port, `CLUSTER REPLICATE ${ids[i]}`);
+    if (r !== "+OK") throw new Error(`CLUSTER REPLICATE: ${r}`);
+  }
+  await waitOk(20_000);
+  await waitUntil(
+    "every replica in sync",
+    async () => (await Promise.all(servers.slice(o.masters).map((s) => replicaInSync(s.port)))).every(Boolean),
+    20_000,
+    100,
+  );
+  return {
+    servers,
+    flags: ["--redis-cluster", servers.map((s) => `127.0.0.1:${s.port}`).join(",")],
+    role,
+    waitOk,
+    async close() {
+      await Promise.all(servers.map((s) => s.close()));
     },
   };
 }

@@ -175,6 +175,15 @@ export interface StackOptions {
   redis?: boolean;
   /** Use this Redis instead of starting one (npm start with MCPA_REDIS_URL). */
   redisUrl?: string;
+  /**
+   * Use this Redis, given as the Redis flags the sidecar and the reference node share
+   * (`--redis-sentinels ... --redis-sentinel-name ...`, `--redis-cluster ...`): none is started.
+   */
+  redisFlags?: string[];
+  /** Node i's kind, when the nodes are not all of `nodeKind`. */
+  nodeKinds?: NodeKind[];
+  /** Reference node i registers through the first sidecar's sessions API instead of Redis. */
+  onSessionsApi?: (i: number) => boolean;
   /** false: Traefik without the middleware on /mcp (plain sticky cookie). */
   plugin?: boolean;
   /** false: no sidecar process (the plugin then has no view: fail open). */
@@ -192,6 +201,8 @@ export interface StackOptions {
   pluginSettings?: Record<string, string>;
   /** Extra flags for node i (e.g. ["--fail-close"]). */
   nodeArgs?: (i: number) => string[];
+  /** Extra flags for every sidecar (after the stack's own). */
+  sidecarArgs?: string[];
   bind?: string;
   traefikLogLevel?: string;
   /** Run directory (default .run/<name>); wiped at start. */
@@ -384,7 +395,7 @@ interface SidecarPart {
 }
 
 /** Replica k's sidecar (none with `sidecar: false`): its process, API URLs and a start that waits for /readyz. */
-function makeSidecar(ctx: PartContext, v: RenderVars, k: number, redisUrl: string | null): SidecarPart {
+function makeSidecar(ctx: PartContext, v: RenderVars, k: number, redisFlags: string[]): SidecarPart {
   const { bind, timing, logs, parts, nodeUrls } = ctx;
   const useSidecar = ctx.opts.sidecar ?? true;
   const suffix = replicaSuffix;
@@ -395,7 +406,11 @@ function makeSidecar(ctx: PartContext, v: RenderVars, k: number, redisUrl: strin
     const { cmd, args } = sidecarCommand();
     proc = new ManagedProcess(`sidecar${suffix(k)}`, {
       cmd,
-      args: [...args, ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisUrl, timing, nodeUrls })],
+      args: [
+        ...args,
+        ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisFlags, timing, nodeUrls }),
+        ...(ctx.opts.sidecarArgs ?? []),
+      ],
       logFile: join(logs, `sidecar${suffix(k)}.log`),
     });
     const p = proc;
@@ -614,14 +629,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   if (!Number.isInteger(nReplicas) || nReplicas < 1 || nReplicas > MAX_REPLICAS) {
     throw new StackError(`replicas must be an integer from 1 to ${MAX_REPLICAS}, got ${nReplicas}`, "ERR_STACK_CONFIG");
   }
-  if (nReplicas > 1 && !opts.redisUrl && opts.redis === false) {
+  if (nReplicas > 1 && !opts.redisUrl && !opts.redisFlags && opts.redis === false) {
     throw new StackError(
       "replicas > 1 needs Redis: each sidecar's in-memory store would be a registry of its own",
       "ERR_STACK_CONFIG",
     );
   }
   // The SDK servers know nothing of the registry and take the same flags: their command line's start.
-  const sdkServer = sdkServerCommand(nodeKind);
+  const kindOf = (i: number) => opts.nodeKinds?.[i] ?? nodeKind;
   const dir = resolve(opts.dir ?? join(ROOT, ".run", opts.name));
   rmSync(dir, { recursive: true, force: true });
   const logs = join(dir, "logs");
@@ -684,7 +699,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     // Redis
     let redis: TestRedis | null = null;
     let redisUrl: string | null = opts.redisUrl ?? null;
-    if (!redisUrl && opts.redis !== false) {
+    if (!redisUrl && !opts.redisFlags && opts.redis !== false) {
       redis = await startRedis({ port: ports.redis });
       redisUrl = redis.url;
       const pid = await redisPid(redis.port);
@@ -694,13 +709,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
 
     // Sidecars: one per replica, each publishing into its replica's shared directory.
-    const sidecars = replicaVars.map((v, k) => makeSidecar(ctx, v, k, redisUrl));
+    const redisFlags = opts.redisFlags ?? (redisUrl ? ["--redis-url", redisUrl] : []);
+    const sidecars = replicaVars.map((v, k) => makeSidecar(ctx, v, k, redisFlags));
     if (useSidecar) await Promise.all(sidecars.map((s) => s.start()));
 
     // Nodes (shared by every replica)
     const firstSidecarUrl = sidecars[0]!.url;
-    const registry = redisUrl ? ["--redis-url", redisUrl] : firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
-    const makeNodeAt = (i: number, port: number) => makeNode(ctx, i, port, registry, sdkServer);
+    const apiRegistry = firstSidecarUrl ? ["--sidecar-url", firstSidecarUrl] : [];
+    const registryOf = (i: number) => (redisFlags.length && !opts.onSessionsApi?.(i) ? redisFlags : apiRegistry);
+    const makeNodeAt = (i: number, port: number) => makeNode(ctx, i, port, registryOf(i), sdkServerCommand(kindOf(i)));
     const nodes: NodePart[] = ports.nodes.map((port, i) => makeNodeAt(i, port));
     parts.push({ stop: () => Promise.all(nodes.map((n) => n.proc.stop(timing.drainGraceMs + 2000))) });
     const addNode = async (): Promise<NodePart> => {
@@ -761,7 +778,7 @@ interface SidecarArgInput {
   ports: StackPorts;
   shared: string;
   apiUrl: string;
-  redisUrl: string | null;
+  redisFlags: string[];
   timing: StackTiming;
   nodeUrls: string[];
 }
@@ -775,7 +792,7 @@ function sidecarArgs(v: SidecarArgInput): string[] {
     v.bind,
     "--port",
     String(v.ports.sidecar),
-    ...(v.redisUrl ? ["--redis-url", v.redisUrl] : []),
+    ...v.redisFlags,
     "--node-ttl",
     `${v.timing.nodeTtlMs}ms`,
     "--down-limit",

@@ -11,6 +11,8 @@ export { MemoryRegistry, type MemoryRegistryOptions } from "./memory.ts";
 export { SidecarApiStore, type SidecarApiOptions } from "./sidecar-api.ts";
 export {
   RedisRegistry,
+  DEFAULT_COMMAND_TIMEOUT_MS,
+  DEFAULT_MAX_BACKOFF_MS,
   describeRedis,
   type RedisRegistryOptions,
   type RedisConnectionConfig,

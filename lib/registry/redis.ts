@@ -1,11 +1,13 @@
 // Redis registry (ioredis): one server, Sentinel or Cluster, chosen by configuration. Each write
 // and its PUBLISH on CHANGE_CHANNEL run in one Lua script: atomic, one round trip, and valid in
 // Cluster (PUBLISH takes no key, the script touches one key).
+import { randomBytes } from "node:crypto";
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from "ioredis";
 import {
   CHANGE_CHANNEL,
   DEFAULT_NODE_TTL_MS,
   DEFAULT_SESSION_TTL_MS,
+  MARKER_KEY,
   NODE_KEY_PREFIX,
   SESSION_KEY_PREFIX,
   decodeChange,
@@ -26,6 +28,8 @@ import {
   RegistryError,
   StatusListeners,
   type ChangeListener,
+  type LossListener,
+  type RegistryLoss,
   type RegisterOptions,
   type Registry,
   type RegistryStatus,
@@ -73,7 +77,20 @@ export interface RedisRegistryOptions extends RedisConnectionConfig {
   onError?: (op: string, err: Error) => void;
   /** A message on the change channel that is not a valid change. */
   onBadChange?: (err: Error) => void;
+  /**
+   * How often (ms) to check that Redis kept its data (the marker key and every master's run_id);
+   * the check also runs at every (re)connection. 0 or absent: only at (re)connections.
+   */
+  lossCheckMs?: number;
 }
+
+/** The reconnect backoff's upper bound unless maxBackoffMs says otherwise (the sidecar's). */
+export const DEFAULT_MAX_BACKOFF_MS = 5000;
+/** The per-command timeout unless commandTimeoutMs says otherwise. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
+
+/** Master run ids remembered (a few restarts and failovers; older ones cannot come back). */
+const RUN_IDS_KEPT = 64;
 
 // KEYS[1] key; ARGV: value, ttl ms, channel, change, nx ("1" = only if absent)
 const SET_AND_PUBLISH = `
@@ -155,6 +172,12 @@ export class RedisRegistry implements Registry {
   private closed = false;
   private everReady = false;
   private firstReady: Promise<void> | null = null;
+  private readonly lossListeners = new Set<LossListener>();
+  /** The marker value and the masters' run ids seen so far (null / empty: nothing seen yet). */
+  private seenMarker: string | null = null;
+  private readonly seenRunIds = new Set<string>();
+  private checking: Promise<RegistryLoss | null> | null = null;
+  private lossTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: RedisRegistryOptions) {
     this.opts = opts;
@@ -168,16 +191,86 @@ export class RedisRegistry implements Registry {
     this.watch(this.client);
     this.client.on("ready", () => {
       this.everReady = true;
+      void this.checkForLoss();
     });
+    if (opts.lossCheckMs) {
+      this.lossTimer = setInterval(() => void this.checkForLoss(), opts.lossCheckMs);
+      this.lossTimer.unref?.();
+    }
+  }
+
+  onLoss(listener: LossListener): () => void {
+    this.lossListeners.add(listener);
+    return () => {
+      this.lossListeners.delete(listener);
+    };
+  }
+
+  /**
+   * Whether Redis lost data since the last check: the marker gone or replaced (a restart without
+   * persistence, a flush), or a master that is not one seen before (a failover or a restart: the
+   * writes it had not replicated are gone). The first check only remembers. Loss listeners are told
+   * here; a check that cannot read (Redis down, a master unreachable) decides on what it read.
+   * One check at a time (a second call joins it).
+   */
+  checkForLoss(): Promise<RegistryLoss | null> {
+    this.checking ??= this.readContinuity()
+      .catch((err: unknown) => {
+        this.opts.onError?.("check", err as Error);
+        return null;
+      })
+      .then((loss) => {
+        if (loss && !this.closed) for (const l of [...this.lossListeners]) l(loss);
+        return loss;
+      })
+      .finally(() => {
+        this.checking = null;
+      });
+    return this.checking;
+  }
+
+  private async readContinuity(): Promise<RegistryLoss | null> {
+    if (this.closed || this.client.status !== "ready") return null;
+    let marker = await this.client.get(MARKER_KEY);
+    if (marker === null) {
+      await this.client.set(MARKER_KEY, randomBytes(12).toString("hex"), "NX");
+      marker = await this.client.get(MARKER_KEY);
+    }
+    if (this.client instanceof Cluster) {
+      // Learn a promoted replica now rather than at the next MOVED answer.
+      const cluster = this.client;
+      await new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve()));
+    }
+    const runIds = await Promise.all(
+      this.masters().map((m) =>
+        m.info("server").then(
+          (text) => /^run_id:([0-9a-f]+)/m.exec(text)?.[1] ?? null,
+          () => null, // unreachable now (a killed master before its replica is promoted)
+        ),
+      ),
+    );
+    let loss: RegistryLoss | null = null;
+    if (marker !== null) {
+      if (this.seenMarker !== null && marker !== this.seenMarker) loss = "marker";
+      this.seenMarker = marker;
+    }
+    const firstRead = this.seenRunIds.size === 0;
+    for (const id of runIds) {
+      if (id === null || this.seenRunIds.has(id)) continue;
+      if (!firstRead) loss ??= "master";
+      this.seenRunIds.add(id);
+    }
+    while (this.seenRunIds.size > RUN_IDS_KEPT) this.seenRunIds.delete(this.seenRunIds.values().next().value!);
+    return loss;
   }
 
   private baseOptions(): RedisOptions {
-    const maxBackoff = this.opts.maxBackoffMs ?? 5000;
+    const maxBackoff = this.opts.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS;
     return {
       // Fail fast while disconnected (callers retry; events stay on disk) instead of queueing.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
-      commandTimeout: this.opts.commandTimeoutMs ?? 2000,
+      commandTimeout: this.opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
       connectTimeout: this.opts.connectTimeoutMs ?? 2000,
       retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), maxBackoff),
       username: this.opts.username,
@@ -470,9 +563,11 @@ export class RedisRegistry implements Registry {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.lossTimer) clearInterval(this.lossTimer);
     this.current = "closed";
     this.statusListeners.emit("closed");
     this.listeners.clear();
+    this.lossListeners.clear();
     for (const c of [this.sub, this.client]) {
       if (!c) continue;
       try {

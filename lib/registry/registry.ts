@@ -7,6 +7,14 @@ import type { NodeRecord, RegistryChange, SessionRecord } from "./schema.ts";
 
 export type RegistryStatus = "connecting" | "ready" | "down" | "closed";
 
+/**
+ * Why a store says it may have lost records: its marker is gone or was replaced (restarted empty,
+ * flushed), or a master it writes to is another server or process than before (a failover or a
+ * restart: the writes it had not replicated are lost).
+ */
+export type RegistryLoss = "marker" | "master";
+export type LossListener = (reason: RegistryLoss) => void;
+
 export interface RegisterOptions {
   /** Write only when no record exists (edge-learned sessions never overwrite a node's record). */
   ifAbsent?: boolean;
@@ -42,6 +50,11 @@ export interface SessionStore {
   status(): RegistryStatus;
   /** Connection status changes ("ready" again after an outage means: Redis may have lost everything). */
   onStatus(listener: (s: RegistryStatus) => void): () => void;
+  /**
+   * The store may have lost records (never for the memory store and the sessions API): every
+   * writer puts back the live sessions it keeps. Returns unsubscribe.
+   */
+  onLoss(listener: LossListener): () => void;
   close(): Promise<void>;
 }
 
@@ -101,6 +114,10 @@ export abstract class ReadyUntilClosed {
   }
   onStatus(listener: (s: RegistryStatus) => void): () => void {
     return this.listeners.add(listener);
+  }
+  /** Nothing to lose behind the store's back: the memory store is the data, the sessions API's sidecar puts back. */
+  onLoss(_listener: LossListener): () => void {
+    return () => {};
   }
   /** Throws ERR_REGISTRY_CLOSED once closed. */
   protected check(op: string): void {

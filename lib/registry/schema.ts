@@ -7,6 +7,12 @@ export const SESSION_KEY_PREFIX = "mcp:session:";
 export const NODE_KEY_PREFIX = "mcp:node:";
 /** Pub/sub channel on which every registry change is announced to all sidecars. */
 export const CHANGE_CHANNEL = "mcp:affinity:changes";
+/**
+ * The registry's marker: a random value written once (SET NX, no TTL) by the first writer that
+ * finds none. A writer that finds it gone, or holding another value than it saw, knows Redis lost
+ * its data (docs/architecture.md, "When Redis loses its data").
+ */
+export const MARKER_KEY = "mcp:affinity:registry";
 export const DEFAULT_SESSION_TTL_MS = 30 * 24 * 3600 * 1000;
 export const DEFAULT_NODE_TTL_MS = 15_000;
 

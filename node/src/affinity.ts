@@ -14,7 +14,7 @@ import { AffinityMetrics, type AffinityStats } from "./metrics.ts";
 import { MissClassifier, type SessionCheck } from "./misses.ts";
 import { resolveOptions, type AffinityOptions, type LoggerLike } from "./options.ts";
 import { openNodeRegistry, withTimeout } from "./registry.ts";
-import { SessionTable, type ConnectableServer } from "./sessions.ts";
+import { RETRY_MS, SessionTable, type ConnectableServer } from "./sessions.ts";
 import { Transports, type TransportExtras } from "./transports.ts";
 
 /** One log line per this long for registry connection errors (ioredis retries every few hundred ms). */
@@ -71,6 +71,7 @@ export class Affinity {
       sessionTtlMs: this.sessionTtlMs,
       nodeTtlMs: 3 * this.heartbeatMs,
       timeoutMs: this.registryTimeoutMs,
+      lossCheckMs: this.heartbeatMs,
       onError: (op, err) => {
         if (op === "connect") this.onConnectionError(err);
       },
@@ -107,6 +108,8 @@ export class Affinity {
       background: [
         { everyMs: this.heartbeatMs, run: () => void this.heartbeat() },
         { everyMs: Math.min(this.idleTimeoutMs, MAX_SWEEP_MS), run: () => this.sweepIdle() },
+        // A session whose registration failed is retried without waiting for its next request.
+        { everyMs: RETRY_MS, run: () => void this.sessions.retryUnregistered() },
       ],
       idle: () => this.sessions.size === 0,
       onStep: (from, to) => {
@@ -124,6 +127,12 @@ export class Affinity {
       if (s !== "ready") return;
       this.log.info({ sessions: this.sessions.size }, "registry reconnected, re-registering local sessions");
       void this.heartbeat();
+      void this.sessions.reregisterAll();
+    });
+    // Redis lost records without this connection dropping (a Cluster failover, a flush), or came
+    // back empty: the same, every live session written again.
+    this.sessionStore.onLoss((reason) => {
+      this.log.warn({ reason, sessions: this.sessions.size }, "registry lost data; re-registering local sessions");
       void this.sessions.reregisterAll();
     });
     if (!this.nodeStore)

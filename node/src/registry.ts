@@ -17,6 +17,8 @@ export interface NodeRegistrySettings {
   nodeTtlMs: number;
   /** Upper bound of one registry call. */
   timeoutMs: number;
+  /** How often the node checks that Redis kept its data (its heartbeat period); absent: at reconnections only. */
+  lossCheckMs?: number;
   /** A failed connection attempt (op "connect") or registry call. */
   onError: (op: string, err: Error) => void;
 }
@@ -35,6 +37,7 @@ export function nodeRedisOptions(redis: string | RedisSettings, s: NodeRegistryS
     commandTimeoutMs: s.timeoutMs,
     connectTimeoutMs: Math.max(1000, s.timeoutMs),
     maxBackoffMs: 2000,
+    lossCheckMs: s.lossCheckMs,
     onError: s.onError,
   };
 }

@@ -25,7 +25,7 @@ export interface SessionEntry {
 }
 
 /** A failed registration or refresh is retried after this long at most. */
-const RETRY_MS = 5000;
+export const RETRY_MS = 5000;
 /** Sessions registered again at once after a registry loss. */
 const REREGISTER_BATCH = 100;
 
@@ -109,6 +109,25 @@ export class SessionTable {
         ids.slice(i, i + REREGISTER_BATCH).map(async (id) => {
           const entry = this.#entries.get(id);
           if (entry) await this.register(id, entry);
+        }),
+      );
+    }
+  }
+
+  /** Sessions whose registration failed, registered again now (idle ones have no request to retry on). */
+  async retryUnregistered(): Promise<void> {
+    const due = Date.now() - RETRY_MS;
+    const ids = [...this.#entries].filter(([, e]) => !e.registered && !e.refreshing && e.lastRefresh <= due);
+    for (let i = 0; i < ids.length; i += REREGISTER_BATCH) {
+      await Promise.all(
+        ids.slice(i, i + REREGISTER_BATCH).map(async ([id, entry]) => {
+          if (entry.registered || entry.refreshing || !this.#entries.has(id)) return;
+          entry.refreshing = true;
+          try {
+            await this.register(id, entry);
+          } finally {
+            entry.refreshing = false;
+          }
         }),
       );
     }

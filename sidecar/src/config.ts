@@ -44,6 +44,7 @@ export interface SidecarConfig extends SidecarRedisConfig {
   metaIntervalMs: number;
   eventIntervalMs: number;
   reconcileIntervalMs: number;
+  lossCheckIntervalMs: number;
   nodePollIntervalMs: number;
   traefikApi: string | null;
   traefikServices: string[];
@@ -151,6 +152,12 @@ export const SIDECAR_SETTINGS: SettingsSpec<SidecarConfig> = {
     type: duration(1000),
     def: 300_000,
     help: "full resync with the registry (SCAN) every",
+  },
+  lossCheckIntervalMs: {
+    name: "loss-check-interval",
+    type: duration(100, 600_000),
+    def: 2000,
+    help: "how often Redis is checked for lost data (the marker key, every master's run_id); also at every reconnect",
   },
   nodePollIntervalMs: {
     name: "node-poll-interval",

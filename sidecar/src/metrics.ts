@@ -24,6 +24,8 @@ export interface SidecarMetrics {
   registrations: Counter<"source">;
   closes: Counter<"origin">;
   redisErrors: Counter<"operation">;
+  registryLosses: Counter<"reason">;
+  restored: Counter<"result">;
   dirErrors: Counter<"operation">;
   viewPublishDuration: Histogram<"kind">;
   viewPublishErrors: Counter<string>;
@@ -143,6 +145,18 @@ export function createMetrics(): SidecarMetrics {
       name: `${PREFIX}redis_errors_total`,
       help: "Failed Redis operations, by operation",
       labelNames: ["operation"],
+      registers: r,
+    }),
+    registryLosses: new Counter({
+      name: `${PREFIX}registry_losses_total`,
+      help: "Times this sidecar found that Redis lost data, by reason (marker: the marker key gone or replaced, a restart without persistence or a flush; master: a master it had not seen before, a failover or a restart)",
+      labelNames: ["reason"],
+      registers: r,
+    }),
+    restored: new Counter({
+      name: `${PREFIX}sessions_restored_total`,
+      help: "Kept session records (sessions API, edge-learned) this sidecar put back after a registry loss, by result (put, present: another writer was first, failed: retried)",
+      labelNames: ["result"],
       registers: r,
     }),
     dirErrors: new Counter({

@@ -17,6 +17,7 @@ import { addStateGauges, createMetrics } from "./metrics.ts";
 import { Mirror } from "./mirror.ts";
 import { chooseEpoch, Publisher } from "./publisher.ts";
 import { PublishSchedule } from "./schedule.ts";
+import { RegistryRestore } from "./restore.ts";
 import { openRegistry, RegistrySync } from "./sync.ts";
 import { MirrorUpdates } from "./updates.ts";
 import { NodeWatch } from "./watch.ts";
@@ -111,9 +112,10 @@ export async function startSidecar(
     },
   });
   const changed = () => schedule.changed();
-  const updates = new MirrorUpdates(mirror, metrics, changed);
+  const restore = new RegistryRestore({ cfg, registry, metrics, log, mirror });
+  const updates = new MirrorUpdates(mirror, metrics, changed, restore);
   const ctx: SidecarContext = { cfg, log, metrics, registry, mirror, updates, fs, throttled, changed };
-  const sync = new RegistrySync(ctx, () => schedule.mirrorSynced(), target);
+  const sync = new RegistrySync(ctx, () => schedule.mirrorSynced(), target, restore);
   const watch = new NodeWatch(ctx);
   const ingest = new EventIngest(ctx, (id, hash, cookie) => watch.suspect(id, hash, cookie));
   const janitor = new LearnedJanitor(ctx, publisher);
@@ -158,6 +160,7 @@ export async function startSidecar(
       lifecycle.to("closing");
       ticks.stop();
       sync.stop();
+      restore.stop();
       watch.stop();
       schedule.stop();
       const serverClosed = listening ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();

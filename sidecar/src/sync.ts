@@ -8,6 +8,7 @@ import { redisConnection } from "../../lib/settings/redis.ts";
 import type { SidecarConfig } from "./config.ts";
 import type { Periodic, SidecarContext } from "./context.ts";
 import type { SidecarMetrics } from "./metrics.ts";
+import type { RegistryRestore } from "./restore.ts";
 import { errFields } from "../../lib/errors.ts";
 
 export interface OpenedRegistry {
@@ -35,6 +36,7 @@ export function openRegistry(
     ...conn,
     sessionTtlMs: cfg.sessionTtlMs,
     nodeTtlMs: cfg.nodeTtlMs,
+    lossCheckMs: cfg.lossCheckIntervalMs,
     onError: (op, err) => {
       o.metrics.redisErrors.inc({ operation: op });
       if (!o.errorsExpected())
@@ -66,6 +68,7 @@ export class RegistrySync {
     /** The first full scan completed (and every later one). */
     private readonly onSynced: () => void,
     redisTarget: string,
+    private readonly restore: RegistryRestore,
   ) {
     ctx.registry.onStatus((s) => {
       if (this.#stopped) return;
@@ -82,6 +85,18 @@ export class RegistrySync {
           if (!this.#retryTimer) void this.syncUntilDone();
         }
       }
+    });
+    // Redis lost records: the nodes put theirs back, this sidecar the ones it keeps (restore.ts),
+    // and the next scan must not drop what is still on its way back.
+    ctx.registry.onLoss((reason) => {
+      if (this.#stopped) return;
+      this.#spareNextScan = true;
+      ctx.metrics.registryLosses.inc({ reason });
+      ctx.log.warn(
+        { redis: redisTarget, reason, kept: restore.size },
+        "registry lost data; putting kept sessions back",
+      );
+      void this.restore.restore();
     });
   }
 
@@ -123,7 +138,10 @@ export class RegistrySync {
       mirror.applyNodeListing(await registry.listNodes({ onInvalid }));
       for await (const batch of registry.scanSessions({ batch: 1000, onInvalid })) {
         if (this.#stopped) break;
-        for (const { id, record } of batch) mirror.applySession(id, record, true);
+        for (const { id, record } of batch) {
+          mirror.applySession(id, record, true);
+          this.restore.note(id, record);
+        }
         scanned += batch.length;
       }
       completed = !this.#stopped;
@@ -135,6 +153,7 @@ export class RegistrySync {
     const dropped = mirror.endReconcile(completed, spare);
     if (!completed) return false;
     this.#spareNextScan = false;
+    this.restore.prune();
     metrics.reconciles.inc({ result: "ok" });
     metrics.reconcileDuration.observe((performance.now() - t0) / 1000);
     if (!this.#synced)

@@ -17,6 +17,7 @@
 import type { NodeRecord, SessionRecord } from "../../lib/registry/index.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { Mirror } from "./mirror.ts";
+import type { RegistryRestore } from "./restore.ts";
 
 /** Who told this sidecar of a close first (the `origin` label of closes_total). */
 export type CloseOrigin = "edge" | "owner-404" | "api" | "registry";
@@ -27,6 +28,8 @@ export class MirrorUpdates {
     private readonly metrics: SidecarMetrics,
     /** The mirror changed: publish the view soon (coalesced). */
     private readonly changed: () => void,
+    /** Keeps the records no node would put back after a registry loss. */
+    private readonly restore: RegistryRestore,
   ) {}
 
   /** A session record written (by this sidecar or, through the change channel, by anyone). */
@@ -34,12 +37,14 @@ export class MirrorUpdates {
     // Each registration is counted once, by its source, the first time this sidecar sees it.
     if (this.mirror.applySession(id, record, false, key) === "new")
       this.metrics.registrations.inc({ source: record.source });
+    this.restore.note(id, record, key);
     this.changed();
   }
 
   /** A session closed; `key` spares the hash when the caller has it already (an event's). */
   close(id: string, origin: CloseOrigin, key?: string): void {
     if (this.mirror.applyClose(id, key)) this.metrics.closes.inc({ origin });
+    this.restore.forget(id);
     this.changed();
   }
 

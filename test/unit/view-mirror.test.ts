@@ -1,7 +1,9 @@
 // The sidecar's registry mirror (what the view is built from): keys, owners, tombstones,
 // reconcile and node states, with a fake clock; and the changes reported to it (updates.ts).
 import { describe, expect, it } from "vitest";
+import { pino } from "pino";
 import {
+  MemoryRegistry,
   cookieValueFor,
   sessionHash,
   sessionHashKey,
@@ -12,6 +14,8 @@ import { decodeShard, encodeShard, encodeShardEntries } from "../../lib/view/ind
 import { createMetrics } from "../../sidecar/src/metrics.ts";
 import { Mirror } from "../../sidecar/src/mirror.ts";
 import { PLACEMENT_SETTLE_MS } from "../../sidecar/src/nodes.ts";
+import { makeConfig } from "../../sidecar/src/config.ts";
+import { RegistryRestore } from "../../sidecar/src/restore.ts";
 import { MirrorUpdates } from "../../sidecar/src/updates.ts";
 
 const URL_A = "http://10.3.0.1:3000";
@@ -429,12 +433,20 @@ describe("mirror updates (changes the components report)", () => {
     const { m } = mirror();
     const metrics = createMetrics();
     let publishes = 0;
-    const updates = new MirrorUpdates(m, metrics, () => void publishes++);
+    const registry = new MemoryRegistry();
+    const restore = new RegistryRestore({
+      cfg: makeConfig({}),
+      registry,
+      metrics,
+      log: pino({ level: "silent" }),
+      mirror: m,
+    });
+    const updates = new MirrorUpdates(m, metrics, () => void publishes++, restore);
     const count = async (name: "registrations" | "closes") =>
       Object.fromEntries(
         (await metrics[name].get()).values.filter((v) => v.value).map((v) => [Object.values(v.labels)[0], v.value]),
       );
-    return { m, updates, count, publishes: () => publishes };
+    return { m, updates, count, publishes: () => publishes, restore, registry, metrics };
   }
 
   it("an own write and its echo: one registration, one close, under the origin that came first", async () => {
@@ -455,5 +467,33 @@ describe("mirror updates (changes the components report)", () => {
     expect(m.nodeState(A)).toBe("draining");
     updates.node(A, null);
     expect(m.nodeState(A)).toBe("gone");
+  });
+  it("keeps the records no node puts back, and after a loss puts back the live ones only where absent", async () => {
+    const { m, updates, restore, registry, metrics } = updated();
+    const B = cookieValueFor("http://b:1"); // a node without heartbeats (the sessions API)
+    updates.node(A, hb()); // a node with heartbeats: it puts its own sessions back
+    updates.session("own", rec());
+    updates.session("api", rec({ node: "http://b:1", cookie: B, boot: "B1" }));
+    updates.session("edge", rec({ source: "edge", boot: null }));
+    updates.session("closed", rec({ node: "http://b:1", cookie: B, boot: "B1" }));
+    updates.close("closed", "api");
+    expect(restore.size).toBe(2);
+    // Redis came back empty except for the API session, which its node wrote again first.
+    const newer = rec({ node: "http://b:1", cookie: B, boot: "B1", created: 5000 });
+    await registry.registerSession("api", newer);
+    await restore.restore();
+    expect(await registry.lookupSession("api")).toEqual(newer); // never overwritten
+    expect(await registry.lookupSession("edge")).toEqual(rec({ source: "edge", boot: null }));
+    expect(await registry.lookupSession("own")).toBeNull(); // its node's job
+    expect(await registry.lookupSession("closed")).toBeNull();
+    const restored = Object.fromEntries((await metrics.restored.get()).values.map((v) => [v.labels.result, v.value]));
+    expect(restored).toEqual({ put: 1, present: 1 });
+    // A session the mirror no longer holds (its record expired, unseen by a scan) is dropped.
+    m.beginReconcile();
+    m.applySession("api", newer, true);
+    m.applySession("own", rec(), true);
+    m.endReconcile(true);
+    restore.prune();
+    expect(restore.size).toBe(1);
   });
 });
