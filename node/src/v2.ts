@@ -8,6 +8,7 @@
 import { toNodeHandler } from "@modelcontextprotocol/node";
 import {
   createMcpHandler as createStatelessHandler,
+  createRequestStateCodec,
   DEFAULT_MAX_REQUEST_BODY_SIZE,
   isLegacyRequest,
   WebStandardStreamableHTTPServerTransport,
@@ -16,6 +17,8 @@ import {
   type McpHttpHandler,
   type McpServer,
   type McpServerFactory,
+  type RequestStateCodec,
+  type RequestStateCodecOptions,
   type Server,
   type WebStandardStreamableHTTPServerTransportOptions,
 } from "@modelcontextprotocol/server";
@@ -223,4 +226,38 @@ export function mountMcpV2(target: HttpServer | AppLike, affinity: Affinity, opt
     mcp.close(),
   );
   return { ...mounted, mcp };
+}
+
+export interface ClusterRequestStateCodecOptions extends Omit<RequestStateCodecOptions, "key"> {
+  /** The signing keys (at least 32 bytes each), the one that mints first. The same list on every node. */
+  keys: ReadonlyArray<Uint8Array | string>;
+}
+
+/**
+ * A requestState codec for several nodes: it mints with `keys[0]` and accepts a state sealed with
+ * any of `keys`. A 2026-07-28 retry carries no session and may reach any node, so every node must
+ * hold the same keys (the deployment's secret, like any other). To rotate without refusing a state
+ * in flight: add the new key last on every node, then move it first everywhere, then remove the
+ * old one once ttlSeconds have passed. Pass `verify` as the server's `requestState.verify`.
+ */
+export function clusterRequestStateCodec<T = unknown>(options: ClusterRequestStateCodecOptions): RequestStateCodec<T> {
+  const { keys, ...rest } = options;
+  if (keys.length === 0) throw new RangeError("clusterRequestStateCodec: keys must name at least one key");
+  const codecs = keys.map((key) => createRequestStateCodec<T>({ ...rest, key }));
+  return {
+    mint: (payload, ctx) => codecs[0]!.mint(payload, ctx),
+    async verify(state, ctx) {
+      // The MAC is checked before expiry and binding: only a MAC failure means "another key".
+      let last: unknown;
+      for (const codec of codecs) {
+        try {
+          return await codec.verify(state, ctx);
+        } catch (err) {
+          if ((err as Error).message !== "mac") throw err;
+          last = err;
+        }
+      }
+      throw last;
+    },
+  };
 }
