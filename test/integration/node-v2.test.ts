@@ -2,14 +2,20 @@
 // not copied): a v1 node and a v2 node on one Redis. On the v2 node, 2025-era sessions (v1 client,
 // and v2 client without negotiation) get the same affinity as on v1; a v2 client negotiating
 // 2026-07-28 is served statelessly and leaves no session record.
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { McpServer } from "@modelcontextprotocol/server";
+// @ts-expect-error -- express comes with the SDK, without type declarations in this tree
+import express from "express";
 import { Client as V2Client, StreamableHTTPClientTransport as V2Transport } from "@modelcontextprotocol/client";
 import { sessionKey, SESSION_KEY_PREFIX } from "../../lib/registry/schema.ts";
 import { parseSessionToken } from "../../lib/token/index.ts";
-import { SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
+import { createAffinity, SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
+import { mountMcpV2 } from "../../node/src/v2.ts";
 import { startV1Node } from "../../node/examples/v1-node.ts";
 import { startV2Node } from "../../node/examples/v2-node.ts";
-import { connectClient, rawMcp, startRedis, type TestRedis } from "./node-redis-helper.ts";
+import { captureLogger, connectClient, rawMcp, startRedis, type TestRedis } from "./node-redis-helper.ts";
 
 let redis: TestRedis;
 let v1: Awaited<ReturnType<typeof startV1Node>>;
@@ -158,6 +164,42 @@ describe("a v2 node, the same affinity decisions as a v1 node", () => {
     } finally {
       await client.close();
       await node.stop();
+    }
+  });
+});
+
+describe("mountMcpV2 on an Express app with express.json()", () => {
+  it("serves both eras from the parsed body", async () => {
+    const app = express();
+    app.use(express.json());
+    const http = createServer(app);
+    await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    const affinity = createAffinity({ nodeUrl: base, registry: { redisUrl: redis.url }, logger: captureLogger() });
+    await affinity.ready();
+    const mounted = mountMcpV2(app, affinity, {
+      createServer: (ctx) => {
+        const server = new McpServer({ name: "express-v2", version: "1" });
+        server.registerTool("era", { description: "the era" }, async () => ({
+          content: [{ type: "text", text: ctx.era }],
+        }));
+        return server;
+      },
+    });
+    try {
+      const legacy = await connectClient(base);
+      expect(await redis.client.exists(sessionKey(legacy.sid))).toBe(1);
+      expect(textOf(await legacy.client.callTool({ name: "era" }))).toBe("legacy");
+      await legacy.transport.terminateSession();
+      await legacy.close();
+      const { client } = await v2Client(base, "auto");
+      expect(client.getNegotiatedProtocolVersion()).toBe("2026-07-28");
+      expect(textOf(await client.callTool({ name: "era" }))).toBe("modern");
+      await client.close();
+    } finally {
+      await mounted.shutdown();
+      http.closeAllConnections();
+      http.close();
     }
   });
 });
