@@ -204,8 +204,29 @@ export function createMcpHandlerV2(affinity: Affinity, opts: McpHandlerOptionsV2
 
 /** The Node http handler of createMcpHandlerV2 (POST, GET and DELETE), through v2's own adapter. */
 export function nodeHandlerV2(handler: AffinityMcpHandler, maxRequestBodySize?: number): McpRequestHandler {
-  // toNodeHandler's request and response types are structural subsets of node:http's.
-  return toNodeHandler(handler, { maxRequestBodySize }) as unknown as McpRequestHandler;
+  const adapted = toNodeHandler(handler, { maxRequestBodySize });
+  return (req, res, parsedBody) =>
+    adapted(
+      req as unknown as Parameters<typeof adapted>[0],
+      {
+        // toNodeHandler writes the head, then waits for the body's first chunk, and Node sends the
+        // head with it: a session's GET stream, which has no event yet, would leave its client
+        // without an answer (the Go SDK waits for it before it sends notifications/initialized).
+        // The head goes out at once, as the v1 transport sends it.
+        writeHead(status: number, headers?: Record<string, string>) {
+          res.writeHead(status, headers);
+          res.flushHeaders();
+          return res;
+        },
+        write: (chunk: string | Uint8Array) => res.write(chunk),
+        end: (chunk?: string | Uint8Array) => (chunk === undefined ? res.end() : res.end(chunk)),
+        on: (event: string, listener: (...args: unknown[]) => void) => res.on(event, listener),
+        get destroyed() {
+          return res.destroyed;
+        },
+      },
+      parsedBody,
+    );
 }
 
 export interface MountOptionsV2 extends McpHandlerOptionsV2, MountPlace {}

@@ -163,10 +163,16 @@ async function runV2Client(clients: number, calls: number, pauseMs: number, live
 const errText = (err: unknown) =>
   `${httpStatusOf(err) ?? (err as { code?: unknown }).code ?? ""} ${(err as Error).message}`;
 
-/** The 2026-07-28 calls: every one answered, and by more than one node (they are not pinned). */
-function expectV2Served(events: Ev[], clients: number, calls: number): void {
+/**
+ * The 2026-07-28 calls: every one answered, and by more than one node (they are not pinned). The
+ * only failure excused is one `excused` proves by its call id (the crash: Traefik's 502 for the
+ * killed node, before the edge could know).
+ */
+function expectV2Served(events: Ev[], clients: number, calls: number, excused: (e: Ev) => boolean = () => false): void {
   const v2 = events.filter((e) => e.client === "v2");
-  expect(v2.filter((e) => e.error).map((e) => `${e.s} ${e.ev} call ${e.call}: ${sample(e)}`)).toEqual([]);
+  expect(v2.filter((e) => e.error && !excused(e)).map((e) => `${e.s} ${e.ev} call ${e.call}: ${sample(e)}`)).toEqual(
+    [],
+  );
   expect(v2.filter((e) => e.ev === "call").length).toBe(clients * calls);
   expect(new Set(v2.map((e) => e.node).filter(Boolean)).size).toBeGreaterThan(1);
 }
@@ -448,7 +454,9 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
           start <= edge404At
         );
       };
-      for (const e of events) if (e.client === "py" && e.ev === "init" && crash502(e)) e.node = victim!.name;
+      // A 2026-07-28 request excused so (it has no session) is one the killed node would have served.
+      for (const e of events)
+        if (((e.client === "py" && e.ev === "init") || e.client === "v2") && crash502(e)) e.node = victim!.name;
       const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
       const phases: Phase[] = [
         { name: "before", from: 0, to: killAt },
@@ -470,6 +478,9 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         victim: tally(events, phases, onVictim),
         others: tally(events, phases, (e) => !onVictim(e)),
         rawAfterKill: rawAfterKill.map((r) => `${r.at}ms:${r.status}${r.edge ? "(edge)" : ""}`).join(" "),
+        v2On502: events
+          .filter((e) => e.client === "v2" && e.error && errorKind(e.error) === "502")
+          .map((e) => `${e.s} ${e.call} +${Math.round(e.at - killAt)}ms`),
         pythonEndedOn502: events
           .filter((e) => e.client === "py" && e.error && errorKind(e.error) === "502")
           .map((e) => `${e.s} ${e.call} +${Math.round(e.at - killAt)}ms`),
@@ -480,8 +491,10 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         rustReinitialized: [...runs].filter(([s, r]) => s.startsWith("rust") && resets(r.flat()) > 0).length,
         errorSamples: [...new Set(events.filter((e) => e.error).map(sample))].slice(0, 8),
       });
-      // 2026-07-28 requests carry no session: after the kill they are served by the live nodes.
-      expectV2Served(events, 4, 40);
+      // 2026-07-28 requests carry no session: the edge sends them to up nodes, so after the kill
+      // they are served by the live nodes. One sent to the killed node's address before the edge
+      // could know is excused by its call id exactly as a Python session's 502 is (crash502).
+      expectV2Served(events, 4, 40, crash502);
       expect(
         new Set([...victimSessions].map((x) => x.split("-")[0])).size,
         "client kinds on the killed node",
