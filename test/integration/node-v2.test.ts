@@ -5,14 +5,15 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { McpServer } from "@modelcontextprotocol/server";
+import { inputRequired, McpServer } from "@modelcontextprotocol/server";
 // @ts-expect-error -- express comes with the SDK, without type declarations in this tree
 import express from "express";
 import { Client as V2Client, StreamableHTTPClientTransport as V2Transport } from "@modelcontextprotocol/client";
+import { PROTOCOL_VERSION, rawInitialize } from "../../dev/mcp-client.ts";
 import { sessionKey, SESSION_KEY_PREFIX } from "../../lib/registry/schema.ts";
 import { parseSessionToken } from "../../lib/token/index.ts";
 import { createAffinity, SESSION_NOT_FOUND_BODY } from "../../node/src/index.ts";
-import { mountMcpV2 } from "../../node/src/v2.ts";
+import { clusterRequestStateCodec, mountMcpV2 } from "../../node/src/v2.ts";
 import { startV1Node } from "../../node/examples/v1-node.ts";
 import { startV2Node } from "../../node/examples/v2-node.ts";
 import { captureLogger, connectClient, rawMcp, startRedis, type TestRedis } from "./node-redis-helper.ts";
@@ -71,6 +72,23 @@ describe.each([
       expect(node().affinity.hasSession(c.sid)).toBe(false);
     } finally {
       await c.close();
+    }
+  });
+
+  it("sends the head of a session's GET stream before it has an event (clients wait for it)", async () => {
+    const { sessionId } = await rawInitialize(node().url);
+    const stream = new AbortController();
+    try {
+      // No event is ever sent on this stream: only the head can answer the fetch.
+      const res = await fetch(`${node().url}/mcp`, {
+        headers: { accept: "text/event-stream", "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION },
+        signal: stream.signal,
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toBe("text/event-stream");
+    } finally {
+      stream.abort();
+      await rawMcp(node().url, "DELETE", sessionId);
     }
   });
 
@@ -200,6 +218,97 @@ describe("mountMcpV2 on an Express app with express.json()", () => {
       await mounted.shutdown();
       http.closeAllConnections();
       http.close();
+    }
+  });
+});
+
+// A 2026-07-28 multi-round call whose retry reaches another node: the round's requestState is
+// accepted there when both nodes seal with the same keys (clusterRequestStateCodec), and refused
+// with the SDK's -32602 when each node has a key of its own. The client's fetch sends the first
+// round to one node and the retry to the other, as a load balancer may.
+describe("requestState across two v2 nodes", () => {
+  const KEY_A = "a".repeat(32);
+  const KEY_B = "b".repeat(32);
+
+  async function twoNodes(keysOf: (i: number) => string[]) {
+    const nodes = await Promise.all(
+      [0, 1].map(async (i) => {
+        const http = createServer();
+        await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+        const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+        const affinity = createAffinity({ nodeUrl: url, registry: { redisUrl: redis.url }, logger: captureLogger() });
+        const codec = clusterRequestStateCodec<{ round: number; node: number }>({ keys: keysOf(i) });
+        const mounted = mountMcpV2(http, affinity, {
+          createServer: () => {
+            const server = new McpServer({ name: `rs-${i}`, version: "1" }, { requestState: { verify: codec.verify } });
+            server.registerTool("confirm", { description: "two rounds" }, async (ctx) => {
+              const state = ctx.mcpReq.requestState<{ round: number; node: number }>();
+              if (state)
+                return { content: [{ type: "text" as const, text: `minted on ${state.node}, finished on ${i}` }] };
+              return inputRequired({
+                inputRequests: {
+                  ok: inputRequired.elicit({
+                    message: "ok?",
+                    requestedSchema: { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] },
+                  }),
+                },
+                requestState: await codec.mint({ round: 1, node: i }),
+              });
+            });
+            return server;
+          },
+        });
+        return { url, mounted, http };
+      }),
+    );
+    return {
+      nodes,
+      async stop() {
+        for (const n of nodes) {
+          await n.mounted.shutdown();
+          n.http.closeAllConnections();
+          n.http.close();
+        }
+      },
+    };
+  }
+
+  /** A v2 client at 2026-07-28 on node 0 whose tools/call retries go to node 1. */
+  async function crossingClient(urls: string[]) {
+    const crossing: typeof fetch = async (input, init) => {
+      const body =
+        typeof init?.body === "string" ? (JSON.parse(init.body) as { params?: Record<string, unknown> }) : {};
+      const retry = body.params?.requestState !== undefined;
+      return fetch(retry ? `${urls[1]}/mcp` : input, init);
+    };
+    const client = new V2Client(
+      { name: "rs", version: "1" },
+      { capabilities: { elicitation: {} }, versionNegotiation: { mode: "auto" } },
+    );
+    client.setRequestHandler("elicitation/create", async () => ({ action: "accept", content: { ok: true } }));
+    await client.connect(new V2Transport(new URL(`${urls[0]}/mcp`), { fetch: crossing }));
+    return client;
+  }
+
+  it("shared keys: the retry on the other node finishes the call", async () => {
+    const pair = await twoNodes(() => [KEY_A]);
+    try {
+      const client = await crossingClient(pair.nodes.map((n) => n.url));
+      expect(textOf(await client.callTool({ name: "confirm" }))).toBe("minted on 0, finished on 1");
+      await client.close();
+    } finally {
+      await pair.stop();
+    }
+  });
+
+  it("a key per node: the other node refuses the state (-32602)", async () => {
+    const pair = await twoNodes((i) => [i === 0 ? KEY_A : KEY_B]);
+    try {
+      const client = await crossingClient(pair.nodes.map((n) => n.url));
+      await expect(client.callTool({ name: "confirm" })).rejects.toMatchObject({ code: -32602 });
+      await client.close();
+    } finally {
+      await pair.stop();
     }
   });
 });
