@@ -1,13 +1,22 @@
-// The reference MCP node: a stateful Streamable HTTP server on the node library, with tools that make
-// affinity visible (whoami, counter, notify), tools that ask the client in the middle of a call (ask,
-// sample, progress: the same as the test servers on the Python and Go SDKs), /graphql for round-robin
+// The reference MCP node: one endpoint on the node library's v2 entry serving both protocol eras
+// (2025-era sessions with affinity, 2026-07-28 requests statelessly), with tools that make affinity
+// visible (whoami, counter, notify), tools that ask the client in the middle of a call (ask, sample,
+// progress: the same as the test servers on the Python and Go SDKs), /graphql for round-robin
 // traffic and /healthz.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import {
+  acceptedContent,
+  inputRequired,
+  inputResponse,
+  McpServer,
+  type CallToolResult,
+  type InputRequiredResult,
+} from "@modelcontextprotocol/server";
 import { pino } from "pino";
 import { z } from "zod";
-import { createAffinity, mountMcp, type Affinity, type AffinityOptions, type LoggerLike } from "../src/index.ts";
+import { createAffinity, type Affinity, type AffinityOptions, type LoggerLike } from "../src/index.ts";
+import { mountMcpV2, type MountedV2 } from "../src/v2.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS, NODE_SETTINGS, type NodeConfig } from "./config.ts";
 import { logRedaction, redactSettings } from "../../lib/settings/index.ts";
 import { hasRedis, redisSettingsOf } from "../../lib/settings/redis.ts";
@@ -19,6 +28,8 @@ export interface RunningNode {
   port: number;
   affinity: Affinity;
   http: Server;
+  /** The MCP endpoint (its `mcp.stateless` is v2's handler for 2026-07-28 requests). */
+  mcp: MountedV2;
   /** SIGTERM path: drain for the grace period, close sessions, remove the heartbeat, stop listening. */
   shutdown(): Promise<void>;
 }
@@ -34,6 +45,12 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
+const text = (t: string): CallToolResult => ({ content: [{ type: "text", text: t }] });
+
+/**
+ * The node's MCP server: one per 2025-era session, one per 2026-07-28 request. The tools
+ * are the same in both eras; `counter` counts per session, so on a 2026 request (no session) it is 1.
+ */
 export function buildMcpServer(affinity: Affinity, name: string): McpServer {
   const server = new McpServer(
     { name: "mcp-affinity-reference-node", version: "0.1.0" },
@@ -41,34 +58,27 @@ export function buildMcpServer(affinity: Affinity, name: string): McpServer {
   );
   // Per-session state held only in this process: a misroute shows as a counter reset.
   let counter = 0;
-  server.registerTool(
-    "whoami",
-    { description: "Node name and boot id of the node serving this session" },
-    async () => ({
-      content: [{ type: "text", text: JSON.stringify({ node: name, boot: affinity.bootId }) }],
-    }),
+  server.registerTool("whoami", { description: "Node name and boot id of the node serving this session" }, async () =>
+    text(JSON.stringify({ node: name, boot: affinity.bootId })),
   );
   server.registerTool(
     "counter",
     { description: "Increments this session's in-memory counter and returns it" },
-    async () => {
-      counter += 1;
-      return { content: [{ type: "text", text: String(counter) }] };
-    },
+    async () => text(String(++counter)),
   );
   server.registerTool(
     "notify",
     {
       description:
         "Sends `count` notifications, `intervalMs` apart, then returns. target=request: on this call's SSE stream (progress when a progress token is given, plus a log message); target=standalone: log messages on the session's GET stream",
-      inputSchema: {
+      inputSchema: z.object({
         count: z.number().int().min(0).max(10_000).default(3),
         intervalMs: z.number().int().min(0).max(60_000).default(10),
         target: z.enum(["request", "standalone"]).default("request"),
-      },
+      }),
     },
-    async ({ count, intervalMs, target }, extra) => {
-      const token = extra._meta?.progressToken;
+    async ({ count, intervalMs, target }, call) => {
+      const token = call.mcpReq._meta?.progressToken;
       for (let i = 1; i <= count; i++) {
         if (i > 1 && intervalMs > 0) await sleep(intervalMs);
         const message = {
@@ -80,62 +90,76 @@ export function buildMcpServer(affinity: Affinity, name: string): McpServer {
           continue;
         }
         if (token !== undefined) {
-          await extra.sendNotification({
+          await call.mcpReq.notify({
             method: "notifications/progress",
             params: { progressToken: token, progress: i, total: count, message: `${i}/${count}` },
           });
         }
-        await extra.sendNotification(message);
+        await call.mcpReq.notify(message);
       }
-      return { content: [{ type: "text", text: JSON.stringify({ sent: count, node: name }) }] };
+      return text(JSON.stringify({ sent: count, node: name }));
     },
   );
-  // Server-to-client requests related to the call (relatedRequestId, as extra.sendRequest does it):
-  // the transport writes them on the call's SSE stream, not on the session's GET stream, so the
-  // client's answer must come back to this node while the call is still open.
+  // Input from the client in the middle of a call, written once for both eras: the call answers
+  // input_required and runs again with the client's answer. On a 2025-era session the SDK sends the
+  // request to the client on the call's own SSE stream and waits for its answer (the answer must
+  // come back to this node while the call is open); on 2026-07-28 the client retries the call with
+  // the answer, and any node can take the retry (nothing is kept between the rounds).
   server.registerTool(
     "ask",
     { description: "Asks the client for a name (elicitation) and greets it" },
-    async (extra) => {
-      const r = await server.server.elicitInput(
-        {
-          message: "What is your name?",
-          requestedSchema: { type: "object", properties: { name: { type: "string" } }, required: ["name"] },
+    async (call): Promise<CallToolResult | InputRequiredResult> => {
+      const view = inputResponse(call.mcpReq.inputResponses, "name");
+      if (view.kind === "elicit" && view.action !== "accept") return text("declined");
+      const answer = acceptedContent(call.mcpReq.inputResponses, "name", z.object({ name: z.string() }));
+      if (answer) return text(`hello ${answer.name}`);
+      return inputRequired({
+        inputRequests: {
+          name: inputRequired.elicit({
+            message: "What is your name?",
+            requestedSchema: { type: "object", properties: { name: { type: "string" } }, required: ["name"] },
+          }),
         },
-        { relatedRequestId: extra.requestId },
-      );
-      const text = r.action === "accept" ? `hello ${String(r.content?.name)}` : "declined";
-      return { content: [{ type: "text", text }] };
+      });
     },
   );
   server.registerTool(
     "sample",
     { description: 'Asks the client\'s model to answer "ping" (sampling)' },
-    async (extra) => {
-      const r = await server.server.createMessage(
-        { messages: [{ role: "user", content: { type: "text", text: "ping" } }], maxTokens: 16 },
-        { relatedRequestId: extra.requestId },
-      );
-      if (r.content.type !== "text") throw new Error(`sampling answered ${r.content.type}, not text`);
-      return { content: [{ type: "text", text: `sampled: ${r.content.text}` }] };
+    async (call): Promise<CallToolResult | InputRequiredResult> => {
+      const view = inputResponse(call.mcpReq.inputResponses, "ping");
+      if (view.kind === "sampling") {
+        const content = view.result.content;
+        if (Array.isArray(content) || content.type !== "text")
+          throw new Error(`sampling answered ${Array.isArray(content) ? "several blocks" : content.type}, not text`);
+        return text(`sampled: ${content.text}`);
+      }
+      return inputRequired({
+        inputRequests: {
+          ping: inputRequired.createMessage({
+            messages: [{ role: "user", content: { type: "text", text: "ping" } }],
+            maxTokens: 16,
+          }),
+        },
+      });
     },
   );
   server.registerTool(
     "progress",
     { description: "Sends 3 progress notifications 400 ms apart (when given a progress token), then returns" },
-    async (extra) => {
-      const token = extra._meta?.progressToken;
+    async (call) => {
+      const token = call.mcpReq._meta?.progressToken;
       for (let i = 1; i <= PROGRESS_STEPS; i++) {
-        // extra.sendNotification relates the notification to this call: it goes on the call's stream.
+        // mcpReq.notify relates the notification to this call: it goes on the call's stream.
         if (token !== undefined) {
-          await extra.sendNotification({
+          await call.mcpReq.notify({
             method: "notifications/progress",
             params: { progressToken: token, progress: i, total: PROGRESS_STEPS },
           });
         }
         await sleep(PROGRESS_EVERY_MS);
       }
-      return { content: [{ type: "text", text: "done" }] };
+      return text("done");
     },
   );
   return server;
@@ -217,7 +241,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
       : undefined,
     ...opts.affinity,
   });
-  mountMcp(http, a, { createServer: () => buildMcpServer(a, cfg.name) });
+  const mcp = mountMcpV2(http, a, { createServer: () => buildMcpServer(a, cfg.name) });
   // MCP requests only: health probes keep coming until the listener closes.
   http.on("request", (req: IncomingMessage) => void (req.url?.startsWith("/mcp") && (lastRequestAt = Date.now())));
   if (!(await a.ready()))
@@ -241,6 +265,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
     port,
     affinity: a,
     http,
+    mcp,
     shutdown() {
       stopping ??= (async () => {
         await a.drain();
@@ -252,6 +277,7 @@ export async function startReferenceNode(cfg: NodeConfig, opts: StartOptions = {
         const lingerUntil = Date.now() + SHUTDOWN_LINGER_MAX_MS;
         do await sleep(SHUTDOWN_QUIET_MS);
         while (Date.now() - lastRequestAt < SHUTDOWN_QUIET_MS && Date.now() < lingerUntil);
+        await mcp.mcp.close();
         await new Promise<void>((resolve) => {
           http.close(() => resolve());
           http.closeAllConnections();

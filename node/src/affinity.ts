@@ -3,7 +3,10 @@
 // This class wires the parts (options.ts, registry.ts, sessions.ts, transports.ts, misses.ts,
 // close.ts, heartbeat.ts) and owns the lifecycle (lifecycle.ts): drain and stop.
 import { randomBytes } from "node:crypto";
-import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import {
+  StreamableHTTPServerTransport,
+  type StreamableHTTPServerTransportOptions,
+} from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { errFields } from "../../lib/errors.ts";
 import { sessionTag, type NodeStore, type SessionStore } from "../../lib/registry/index.ts";
 import { SessionCloser, type CloseResult } from "./close.ts";
@@ -14,8 +17,22 @@ import { AffinityMetrics, type AffinityStats } from "./metrics.ts";
 import { MissClassifier, type SessionCheck } from "./misses.ts";
 import { resolveOptions, type AffinityOptions, type LoggerLike } from "./options.ts";
 import { openNodeRegistry, withTimeout } from "./registry.ts";
-import { RETRY_MS, SessionTable, type ConnectableServer } from "./sessions.ts";
-import { Transports, type TransportExtras } from "./transports.ts";
+import { RETRY_MS, SessionTable, type ClosableServer } from "./sessions.ts";
+import {
+  SessionTransports,
+  type SessionHooks,
+  type TransportWiring,
+  type UserSessionHooks,
+  type WirableTransport,
+} from "./transports.ts";
+
+/** Anything the v1 SDK can connect a transport to: McpServer or the low-level Server. */
+export interface ConnectableServer extends ClosableServer {
+  connect(transport: StreamableHTTPServerTransport): Promise<void>;
+}
+
+/** Options of the v1 SDK transport, the session hooks excepted (the application's own run after the library's). */
+export type TransportExtras = Omit<StreamableHTTPServerTransportOptions, keyof SessionHooks> & UserSessionHooks;
 
 /** One log line per this long for registry connection errors (ioredis retries every few hundred ms). */
 const CONNECTION_ERROR_LOG_MS = 10_000;
@@ -41,12 +58,15 @@ export class Affinity {
 
   private readonly sessions: SessionTable;
   private readonly metrics: AffinityMetrics;
-  private readonly transports: Transports;
+  private readonly transports: SessionTransports<StreamableHTTPServerTransport, StreamableHTTPServerTransportOptions>;
+  private readonly wiring: TransportWiring;
   private readonly misses: MissClassifier;
   private readonly closer: SessionCloser;
   private readonly heartbeats: Heartbeat;
   private readonly lifecycle: NodeLifecycle;
   private lastConnError = 0;
+  /** Requests in flight that belong to no session (2026-07-28 requests, v2.ts): a drain waits for them too. */
+  private sessionlessInFlight = 0;
 
   constructor(opts: AffinityOptions) {
     const settings = resolveOptions(opts);
@@ -91,11 +111,14 @@ export class Affinity {
     this.sessions = new SessionTable(ctx);
     this.closer = new SessionCloser(ctx, this.sessions);
     this.misses = new MissClassifier(ctx);
-    this.transports = new Transports(
+    this.wiring = {
       ctx,
-      this.sessions,
-      (id) => this.closeSession(id),
-      () => this.lifecycle.state,
+      table: this.sessions,
+      close: (id) => this.closeSession(id),
+      state: () => this.lifecycle.state,
+    };
+    this.transports = this.sessionTransports(
+      (options, hooks) => new StreamableHTTPServerTransport({ ...options, ...hooks }),
     );
     this.heartbeats = new Heartbeat(ctx, () =>
       !this.lifecycle.serving ? null : this.lifecycle.state === "up" ? "up" : "draining",
@@ -111,7 +134,7 @@ export class Affinity {
         // A session whose registration failed is retried without waiting for its next request.
         { everyMs: RETRY_MS, run: () => void this.sessions.retryUnregistered() },
       ],
-      idle: () => this.sessions.size === 0,
+      idle: () => this.sessions.size === 0 && this.sessionlessInFlight === 0,
       onStep: (from, to) => {
         if (to === "draining") {
           this.log.info({ graceMs: this.drainGraceMs, sessions: this.sessions.size }, "draining");
@@ -192,6 +215,17 @@ export class Affinity {
   // ---- transports (transports.ts) -----------------------------------------------------------
 
   /**
+   * A factory of session transports of any SDK line, wired to this node like createTransport's:
+   * `construct` builds one transport from the application's options and the library's session
+   * hooks. The v2 entry (v2.ts) makes its transports here; the sessions share one table.
+   */
+  sessionTransports<T extends WirableTransport, O extends object>(
+    construct: (options: Omit<O, keyof SessionHooks>, hooks: SessionHooks) => T,
+  ): SessionTransports<T, O> {
+    return new SessionTransports<T, O>(this.wiring, construct);
+  }
+
+  /**
    * A stateful Streamable HTTP transport wired to this node's registry: the session is registered
    * inside onsessioninitialized, which the SDK awaits before it builds the initialize response.
    */
@@ -222,6 +256,21 @@ export class Affinity {
   /** Counts a request in flight for the idle sweep; call the returned function when it ends. */
   enter(id: string): () => void {
     return this.sessions.enter(id);
+  }
+
+  /**
+   * Counts a request that belongs to no session (a stateless 2026-07-28 request) while it is
+   * served: a drain ends early only once none is left. Call the returned function when it ends.
+   */
+  enterSessionless(): () => void {
+    this.sessionlessInFlight++;
+    let done = false;
+    return () => {
+      if (!done) {
+        done = true;
+        this.sessionlessInFlight--;
+      }
+    };
   }
 
   private sweepIdle(): void {

@@ -4,15 +4,21 @@ import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node
 import { Server as NetServer } from "node:net";
 import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { errFields } from "../../lib/errors.ts";
-import { isValidSessionId } from "../../lib/registry/schema.ts";
 import { sessionTag } from "../../lib/registry/session-hash.ts";
 import type { Affinity } from "./affinity.ts";
 import type { AffinityOptions } from "./options.ts";
-import type { ConnectableServer } from "./sessions.ts";
-
-/** Byte for byte what the SDK's transport answers for a session it does not know (HTTP 404). */
-export const SESSION_NOT_FOUND_BODY =
-  '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
+import type { ConnectableServer } from "./affinity.ts";
+import {
+  DRAINING_MESSAGE,
+  ID_BODY_MAX,
+  jsonRpcErrorBody,
+  MISROUTED_MESSAGE,
+  NODE_RETRY_AFTER_SECONDS,
+  requestIdOf,
+  routeSession,
+  SESSION_NOT_FOUND_BODY,
+  sessionIdOf,
+} from "./routing.ts";
 
 export function writeSessionNotFound(res: ServerResponse): void {
   res.writeHead(404, {
@@ -30,7 +36,7 @@ function writeJsonRpcError(
   id: string | number | null = null,
   retryAfterSeconds = 0,
 ): void {
-  const body = JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id });
+  const body = jsonRpcErrorBody(code, message, id);
   const headers: Record<string, string | number> = {
     "content-type": "application/json",
     "content-length": Buffer.byteLength(body),
@@ -38,19 +44,6 @@ function writeJsonRpcError(
   if (retryAfterSeconds > 0) headers["retry-after"] = retryAfterSeconds;
   res.writeHead(status, headers);
   res.end(body);
-}
-
-/** Retry-After of the node's own 503s: a misrouted request (the owner is live) and an initialize while draining. */
-export const NODE_RETRY_AFTER_SECONDS = 1;
-/** Largest body read to name the request in a 503 (the request itself is not served). */
-const ID_BODY_MAX = 64 * 1024;
-
-/** The id of a single JSON-RPC request (a batch, a notification or a response have none). */
-export function requestIdOf(body: unknown): string | number | null {
-  if (!body || typeof body !== "object" || Array.isArray(body)) return null;
-  const m = body as { id?: unknown; method?: unknown };
-  if (typeof m.method !== "string") return null;
-  return typeof m.id === "string" || typeof m.id === "number" ? m.id : null;
 }
 
 async function readRequestId(req: IncomingMessage, parsedBody: unknown): Promise<string | number | null> {
@@ -112,37 +105,15 @@ async function route(
   res: ServerResponse,
   parsedBody: unknown,
 ) {
-  const header = req.headers["mcp-session-id"];
-  const sid = Array.isArray(header) ? header.join(",") : header;
-  if (sid !== undefined && sid !== "") {
-    const transport = affinity.transportFor(sid);
-    if (!transport) {
-      if (req.method === "DELETE" && isValidSessionId(sid)) {
-        // ADR-0066: a close cleans the registry even when this process does not hold the session
-        // (another node's, or a previous boot's). Explain first, then delete, unless the registry
-        // positively has no record: a forged id then costs one lookup, no write.
-        const check = await affinity.checkSession(sid);
-        if (check.reason !== "unknown") await affinity.closeSession(sid);
-      } else {
-        // hasSession is false (the mismatch is logged and counted); the explanation decides the
-        // answer: a session of another live node is not lost, only sent to the wrong node (a
-        // proxy that re-picked, a liveness disagreement): 503, the client retries and reaches
-        // its owner. Anything else is the SDK's 404.
-        const check = await affinity.checkSession(sid);
-        if (check.ownerLive) {
-          await writeUnavailable(req, res, parsedBody, "This session is held by another node; retry later");
-          return;
-        }
-      }
-      writeSessionNotFound(res);
-      return;
-    }
-    affinity.touch(sid);
-    const leave = affinity.enter(sid);
+  const sid = sessionIdOf(req.headers["mcp-session-id"]);
+  if (sid !== undefined) {
+    const route = await routeSession(affinity, (id) => affinity.transportFor(id), sid, req.method ?? "");
+    if (route.kind === "misrouted") return writeUnavailable(req, res, parsedBody, MISROUTED_MESSAGE);
+    if (route.kind === "not-found") return writeSessionNotFound(res);
     try {
-      await transport.handleRequest(req, res, parsedBody);
+      await route.transport.handleRequest(req, res, parsedBody);
     } finally {
-      leave();
+      route.leave();
     }
     return;
   }
@@ -156,7 +127,7 @@ async function route(
   // A POST without a session id: an initialize creates a session (registered before the answer).
   // A draining node takes no new sessions: they would be cut when it stops.
   if (affinity.state !== "up") {
-    await writeUnavailable(req, res, parsedBody, "This node is shutting down; retry later");
+    await writeUnavailable(req, res, parsedBody, DRAINING_MESSAGE);
     return;
   }
   const server = await opts.createServer();
@@ -234,10 +205,29 @@ export interface Mounted {
  * existing 'request' listeners, or get 404) or on an Express-like app.
  */
 export function mountMcp(target: HttpServer | AppLike, affinity: Affinity, opts: MountOptions): Mounted {
+  return mountHandler(target, affinity, createMcpHandler(affinity, opts), opts);
+}
+
+/** Where and how an MCP handler is mounted (mountMcp of either SDK line). */
+export interface MountPlace {
+  path?: string;
+  proxyIdleTimeoutMs?: number;
+}
+
+/**
+ * Mounts any Node MCP handler (the v1 or the v2 entry's) on a node:http Server or an Express-like
+ * app; `afterStop` runs once the affinity is stopped (the v2 entry closes its stateless handler).
+ */
+export function mountHandler(
+  target: HttpServer | AppLike,
+  affinity: Affinity,
+  mcpHandler: McpRequestHandler,
+  opts: MountPlace,
+  afterStop?: () => Promise<void>,
+): Mounted {
   const path = opts.path ?? "/mcp";
   const proxyIdle = opts.proxyIdleTimeoutMs ?? PROXY_IDLE_TIMEOUT_MS;
   checkProxyIdle(proxyIdle);
-  const mcpHandler = createMcpHandler(affinity, opts);
   // Whatever server an app ends up behind (app.listen, http.createServer(app), https): its idle
   // connections are kept open longer than the proxy's from the first MCP request on.
   const handler: McpRequestHandler = (req, res, parsedBody) => {
@@ -277,6 +267,7 @@ export function mountMcp(target: HttpServer | AppLike, affinity: Affinity, opts:
       shuttingDown ??= (async () => {
         if (affinity.state !== "stopping" && affinity.state !== "stopped") await affinity.drain();
         await affinity.stop();
+        await afterStop?.();
       })();
       return shuttingDown;
     },

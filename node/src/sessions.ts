@@ -1,20 +1,24 @@
 // The sessions this process holds: their registration before the initialize answer, the TTL
 // refresh at most once per refreshIntervalMs, re-registration after a registry loss, the requests
 // in flight and the idle sweep.
-import type { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { errFields } from "../../lib/errors.ts";
 import { sessionTag, type SessionRecord } from "../../lib/registry/index.ts";
 import type { NodeContext } from "./context.ts";
 
-/** Anything the SDK can connect a transport to: McpServer or the low-level Server. */
-export interface ConnectableServer {
-  connect(transport: StreamableHTTPServerTransport): Promise<void>;
+/** What the session table needs of a session's transport, whichever SDK line made it. */
+export interface SessionTransport {
+  readonly sessionId?: string;
+  close(): Promise<void>;
+}
+
+/** What the session table needs of a session's server: McpServer or the low-level Server, v1 or v2. */
+export interface ClosableServer {
   close(): Promise<void>;
 }
 
 export interface SessionEntry {
-  transport: StreamableHTTPServerTransport;
-  server?: ConnectableServer;
+  transport: SessionTransport;
+  server?: ClosableServer;
   created: number;
   lastSeen: number;
   lastRefresh: number;
@@ -51,7 +55,7 @@ export class SessionTable {
   }
 
   /** A session the SDK has just initialized; register it before the answer leaves. */
-  add(id: string, transport: StreamableHTTPServerTransport, server: ConnectableServer | undefined): SessionEntry {
+  add(id: string, transport: SessionTransport, server: ClosableServer | undefined): SessionEntry {
     const now = Date.now();
     const entry: SessionEntry = {
       transport,

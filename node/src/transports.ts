@@ -1,10 +1,8 @@
 // The SDK transports of this node: each wired so that a new session is registered inside
 // onsessioninitialized (which the SDK awaits before it builds the initialize answer) and closed
 // through the node's close path however it ends (client DELETE, server.close(), transport.close()).
-import {
-  StreamableHTTPServerTransport,
-  type StreamableHTTPServerTransportOptions,
-} from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+// Both SDK lines' Streamable HTTP transports take the same three session options; one wiring
+// serves both (the v1 transport in affinity.ts, the v2 one in v2.ts).
 import { errFields } from "../../lib/errors.ts";
 import { isValidSessionId, sessionTag } from "../../lib/registry/index.ts";
 import { bootTag, mintSessionId } from "../../lib/token/index.ts";
@@ -12,15 +10,25 @@ import type { CloseResult } from "./close.ts";
 import type { NodeContext } from "./context.ts";
 import type { AffinityState } from "./lifecycle.ts";
 import { AffinityConfigError } from "./options.ts";
-import type { ConnectableServer, SessionTable } from "./sessions.ts";
+import type { ClosableServer, SessionTable, SessionTransport } from "./sessions.ts";
 
-export type TransportExtras = Omit<
-  StreamableHTTPServerTransportOptions,
-  "sessionIdGenerator" | "onsessioninitialized" | "onsessionclosed"
-> & {
+/** The session options the library sets on every transport it makes. */
+export interface SessionHooks {
+  sessionIdGenerator: () => string;
+  onsessioninitialized: (sessionId: string) => Promise<void>;
+  onsessionclosed: (sessionId: string) => Promise<void>;
+}
+
+/** The application's own session hooks: run after the library's. */
+export interface UserSessionHooks {
   onsessioninitialized?: (sessionId: string) => void | Promise<void>;
   onsessionclosed?: (sessionId: string) => void | Promise<void>;
-};
+}
+
+/** A transport the library can wire: its close callback is chained by the SDK's connect(). */
+export interface WirableTransport extends SessionTransport {
+  onclose?: (() => void) | undefined;
+}
 
 /**
  * The node's session ids. Default: ids carrying a routing token (owner cookie + boot tag) so every
@@ -40,37 +48,49 @@ export function sessionIdGenerator(ctx: NodeContext): () => string {
   };
 }
 
-export class Transports {
+/** Everything a session transport factory needs from the node (see Affinity.sessionTransports). */
+export interface TransportWiring {
+  ctx: NodeContext;
+  table: SessionTable;
+  close: (id: string) => Promise<CloseResult>;
+  /** The lifecycle state: a session initialized once the node is no longer up is logged (it is cut at stop). */
+  state: () => AffinityState;
+}
+
+/**
+ * Makes the transports of one SDK line: `construct` builds one from the application's transport
+ * options (O) and the library's session hooks.
+ */
+export class SessionTransports<T extends WirableTransport, O extends object> {
   readonly #genId: () => string;
   /** Which server a transport is connected to, so a close closes both. */
-  readonly #servers = new WeakMap<StreamableHTTPServerTransport, ConnectableServer>();
+  readonly #servers = new WeakMap<T, ClosableServer>();
+  /** The transports this factory made: transportFor answers with its own kind only. */
+  readonly #made = new WeakSet<SessionTransport>();
 
   constructor(
-    private readonly ctx: NodeContext,
-    private readonly table: SessionTable,
-    private readonly close: (id: string) => Promise<CloseResult>,
-    /** The lifecycle state: a session initialized once the node is no longer up is logged (it is cut at stop). */
-    private readonly state: () => AffinityState,
+    private readonly wiring: TransportWiring,
+    private readonly construct: (options: Omit<O, keyof SessionHooks>, hooks: SessionHooks) => T,
   ) {
-    this.#genId = sessionIdGenerator(ctx);
+    this.#genId = sessionIdGenerator(wiring.ctx);
   }
 
-  create(extras: TransportExtras = {}, server?: ConnectableServer): StreamableHTTPServerTransport {
+  create(extras: Omit<O, keyof SessionHooks> & UserSessionHooks, server?: ClosableServer): T {
     const { onsessioninitialized: userInit, onsessionclosed: userClosed, ...rest } = extras;
-    const { log } = this.ctx;
-    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-      ...rest,
+    const { ctx, table, close, state } = this.wiring;
+    const { log } = ctx;
+    const transport: T = this.construct(rest as Omit<O, keyof SessionHooks>, {
       sessionIdGenerator: this.#genId,
       onsessioninitialized: async (id: string) => {
-        const entry = this.table.add(id, transport, server ?? this.#servers.get(transport));
-        const state = this.state();
-        if (state !== "up") log.warn({ session: sessionTag(id), state }, "new session while draining");
-        await this.table.register(id, entry);
+        const entry = table.add(id, transport, server ?? this.#servers.get(transport));
+        const now = state();
+        if (now !== "up") log.warn({ session: sessionTag(id), state: now }, "new session while draining");
+        await table.register(id, entry);
         await userInit?.(id);
       },
       onsessionclosed: async (id: string) => {
         // A DELETE from the client: never throw back into the SDK, the outcome is logged and counted.
-        await this.close(id);
+        await close(id);
         try {
           await userClosed?.(id);
         } catch (err) {
@@ -78,23 +98,25 @@ export class Transports {
         }
       },
     });
+    this.#made.add(transport);
     // A server-side close (server.close(), transport.close()) ends the session too: clean up once.
     transport.onclose = () => {
       const id = transport.sessionId;
-      if (id !== undefined && this.table.get(id)?.transport === transport) void this.close(id);
+      if (id !== undefined && table.get(id)?.transport === transport) void close(id);
     };
     return transport;
   }
 
-  bind(transport: StreamableHTTPServerTransport, server: ConnectableServer): void {
+  bind(transport: T, server: ClosableServer): void {
     this.#servers.set(transport, server);
     const id = transport.sessionId;
-    const entry = id === undefined ? undefined : this.table.get(id);
+    const entry = id === undefined ? undefined : this.wiring.table.get(id);
     if (entry && entry.transport === transport) entry.server = server;
   }
 
-  /** The transport serving a session in this process, if any. */
-  transportFor(id: string): StreamableHTTPServerTransport | undefined {
-    return this.table.get(id)?.transport;
+  /** The transport of this kind serving a session in this process, if any. */
+  transportFor(id: string): T | undefined {
+    const transport = this.wiring.table.get(id)?.transport;
+    return transport && this.#made.has(transport) ? (transport as T) : undefined;
   }
 }

@@ -8,6 +8,10 @@ import { createInterface } from "node:readline";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  Client as V2Client,
+  StreamableHTTPClientTransport as V2StreamableHTTPClientTransport,
+} from "@modelcontextprotocol/client";
 import { ROOT, VENV_PYTHON } from "../../dev/paths.ts";
 import type { Stack } from "../../dev/stack.ts";
 import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
@@ -129,6 +133,47 @@ export async function connectSdk(
     },
     async end() {
       await transport.terminateSession().catch(() => {});
+      await client.close().catch(() => {});
+    },
+  };
+}
+
+export interface SdkV2Connection {
+  client: V2Client;
+  /** The protocol revision the client negotiated. */
+  version: string | undefined;
+  /** Calls a tool, returns the first text content. */
+  call(name: string, args?: Record<string, unknown>): Promise<string>;
+  /** The call id (`X-E2e-Call`) of the last request sent. */
+  lastCallId(): string | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * The TypeScript SDK v2 client negotiating the protocol revision (`auto`): against our nodes it
+ * speaks 2026-07-28, without a session; every request carries its call id.
+ */
+export async function connectSdkV2(url: string, tally: HttpTally = newTally()): Promise<SdkV2Connection> {
+  let last: string | undefined;
+  const client = new V2Client(
+    { name: "mcp-affinity-e2e-v2", version: "0.1.0" },
+    { versionNegotiation: { mode: "auto" } },
+  );
+  const transport = new V2StreamableHTTPClientTransport(new URL(url), {
+    fetch: countingFetch(tally, (id) => void (last = String(id))),
+  });
+  await client.connect(transport, { timeout: CALL_TIMEOUT_MS });
+  return {
+    client,
+    version: client.getNegotiatedProtocolVersion(),
+    lastCallId: () => last,
+    async call(name, args = {}) {
+      const r = await client.callTool({ name, arguments: args }, { timeout: CALL_TIMEOUT_MS });
+      const content = r.content as Array<{ type: string; text?: string }> | undefined;
+      if (r.isError) throw new Error(`tool ${name} failed: ${content?.[0]?.text}`);
+      return content?.[0]?.text ?? "";
+    },
+    async close() {
       await client.close().catch(() => {});
     },
   };
@@ -339,8 +384,9 @@ function dechunk(body: string): string {
   }
 }
 
-export type ClientKind = "ts" | "py" | "go" | "rust";
-export type ProcessClientKind = Exclude<ClientKind, "ts">;
+/** ts: the TypeScript SDK v1 client (2025-era sessions); v2: the TypeScript SDK v2 client at 2026-07-28 (no session). */
+export type ClientKind = "ts" | "v2" | "py" | "go" | "rust";
+export type ProcessClientKind = Exclude<ClientKind, "ts" | "v2">;
 /** One operation of one client session; `at` is the wall clock when it started. */
 export interface ClientEvent {
   client: ClientKind;
@@ -371,6 +417,14 @@ export function sdkClientBinaries(): SdkClientBinaries {
 }
 
 /**
+ * The Go SDK client (v1.8.0) first probes server/discover and speaks 2026-07-28, without a session,
+ * to a server that answers it, as the reference node (SDK v2) does. These suites measure 2025-era
+ * sessions with it, as with the Python and Rust clients: it asks for 2025-11-25. The 2026-07-28
+ * era is the TypeScript v2 client's (connectSdkV2).
+ */
+const GO_CLIENT_ERA = ["--protocol-version", "2025-11-25"];
+
+/**
  * Runs the Python, Go or Rust SDK test client as its own process against `url`: `sessions` sessions
  * at once, each `calls` counter calls after a whoami. Resolves with its events (also pushed to `live`
  * as they come); rejects when the process fails.
@@ -395,7 +449,10 @@ export function runSdkClientProcess(
   ];
   const [cmd, args] =
     kind === "go"
-      ? [bins.go, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS), ...(o.reinit ? ["--reinit"] : [])]]
+      ? [
+          bins.go,
+          [...common, ...GO_CLIENT_ERA, "--timeout-ms", String(CALL_TIMEOUT_MS), ...(o.reinit ? ["--reinit"] : [])],
+        ]
       : kind === "rust"
         ? [bins.rust, [...common, "--timeout-ms", String(CALL_TIMEOUT_MS)]] // rmcp re-initializes on a 404 by itself
         : [VENV_PYTHON, ["test/e2e/python_client.py", "--events", ...common, ...(o.reinit ? ["--reinit"] : [])]];

@@ -1,7 +1,8 @@
 // End to end through the real Traefik: what clients of all four official SDKs (TypeScript in
-// process; Python, Go and Rust as their own processes) see when a node stalls, crashes or is
-// restarted by a rolling deploy, each printed as a timeline with errors per phase, plugin on and
-// (for the deploy) plain sticky cookies side by side.
+// process, v1 with 2025-era sessions and v2 negotiating 2026-07-28 without one; Python, Go and Rust
+// as their own processes) see when a node stalls, crashes or is restarted by a rolling deploy, each
+// printed as a timeline with errors per phase, plugin on and (for the deploy) plain sticky cookies
+// side by side. The nodes are reference nodes on the SDK v2, serving both eras from one process.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +13,7 @@ import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
 import { header, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
 import {
   connectSdk,
+  connectSdkV2,
   httpStatusOf,
   report,
   runSdkClientProcess,
@@ -123,6 +125,58 @@ async function runTsClient(
   return all;
 }
 
+/**
+ * SDK v2 clients in this process, each negotiating 2026-07-28 (no session: every request may go to
+ * any node), then calling whoami `calls` times: each call records the node that answered it.
+ */
+async function runV2Client(clients: number, calls: number, pauseMs: number, live: Ev[]): Promise<Ev[]> {
+  const all: Ev[] = [];
+  const push = (e: Ev) => void (all.push(e), live.push(e));
+  const one = async (c: number) => {
+    const s = `v2-${c}`;
+    let at = Date.now();
+    let conn: Awaited<ReturnType<typeof connectSdkV2>>;
+    try {
+      conn = await connectSdkV2(stack.mcpUrl);
+      if (conn.version !== "2026-07-28") throw new Error(`negotiated ${conn.version}, not 2026-07-28`);
+      push({ client: "v2", ev: "init", s, at, ms: Date.now() - at });
+    } catch (err) {
+      push({ client: "v2", ev: "init", s, at, ms: Date.now() - at, error: (err as Error).message });
+      return;
+    }
+    for (let n = 0; n < calls; n++) {
+      if (n > 0) await sleep(pauseMs);
+      at = Date.now();
+      try {
+        const node = JSON.parse(await conn.call("whoami")).node as string;
+        push({ client: "v2", ev: "call", s, at, ms: Date.now() - at, node });
+      } catch (err) {
+        push({ client: "v2", ev: "call", s, at, ms: Date.now() - at, call: conn.lastCallId(), error: errText(err) });
+      }
+    }
+    await conn.close();
+  };
+  await Promise.all(Array.from({ length: clients }, (_, c) => one(c)));
+  return all;
+}
+
+const errText = (err: unknown) =>
+  `${httpStatusOf(err) ?? (err as { code?: unknown }).code ?? ""} ${(err as Error).message}`;
+
+/**
+ * The 2026-07-28 calls: every one answered, and by more than one node (they are not pinned). The
+ * only failure excused is one `excused` proves by its call id (the crash: Traefik's 502 for the
+ * killed node, before the edge could know).
+ */
+function expectV2Served(events: Ev[], clients: number, calls: number, excused: (e: Ev) => boolean = () => false): void {
+  const v2 = events.filter((e) => e.client === "v2");
+  expect(v2.filter((e) => e.error && !excused(e)).map((e) => `${e.s} ${e.ev} call ${e.call}: ${sample(e)}`)).toEqual(
+    [],
+  );
+  expect(v2.filter((e) => e.ev === "call").length).toBe(clients * calls);
+  expect(new Set(v2.map((e) => e.node).filter(Boolean)).size).toBeGreaterThan(1);
+}
+
 /** A new session on `node` (raw initialize until one lands there: placement spreads them). */
 async function sessionOn(node: NodePart): Promise<string> {
   for (let i = 0; i < 30; i++) {
@@ -195,12 +249,13 @@ function saveTimeline(name: string, events: Ev[]): void {
 
 /** Runs the clients and, meanwhile, the action (which sees the events so far). */
 async function loadAll(
-  o: { ts: number; py: number; go: number; rust: number; calls: number; pauseMs: number; reinit: boolean },
+  o: { ts: number; v2: number; py: number; go: number; rust: number; calls: number; pauseMs: number; reinit: boolean },
   action: (live: Ev[]) => Promise<void>,
 ): Promise<Ev[]> {
   const live: Ev[] = [];
   const clients = Promise.all([
     runTsClient(o.ts, o.calls, o.pauseMs, o.reinit, live),
+    runV2Client(o.v2, o.calls, o.pauseMs, live),
     o.py ? runProcessClient("py", o.py, o.calls, o.pauseMs, o.reinit, live) : [],
     o.go ? runProcessClient("go", o.go, o.calls, o.pauseMs, o.reinit, live) : [],
     o.rust ? runProcessClient("rust", o.rust, o.calls, o.pauseMs, o.reinit, live) : [],
@@ -239,7 +294,7 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
     // resume. Raw requests of one more session show what a new request gets meanwhile.
     const probes: Array<{ at: number; status: number | null; id: unknown; sentId: number }> = [];
     const events = await loadAll(
-      { ts: 6, py: 6, go: 6, rust: 6, calls: 56, pauseMs: 250, reinit: false },
+      { ts: 6, v2: 4, py: 6, go: 6, rust: 6, calls: 56, pauseMs: 250, reinit: false },
       async (live) => {
         await sleep(4000);
         victim = pickVictim(live);
@@ -314,6 +369,8 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         .join(" "),
       errorSamples: [...new Set(errors.map(sample))].slice(0, 8),
     });
+    // 2026-07-28 requests carry no session: one sent to the stalled node waits for the resume.
+    expectV2Served(events, 4, 56);
     expect(
       new Set([...victimSessions].map((x) => x.split("-")[0])).size,
       "client kinds on the stalled node",
@@ -353,7 +410,7 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
     const restartAfter: NodePart[] = [];
     try {
       const events = await loadAll(
-        { ts: 6, py: 6, go: 6, rust: 6, calls: 40, pauseMs: 250, reinit: true },
+        { ts: 6, v2: 4, py: 6, go: 6, rust: 6, calls: 40, pauseMs: 250, reinit: true },
         async (live) => {
           await sleep(4000);
           victim = pickVictim(live);
@@ -397,7 +454,9 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
           start <= edge404At
         );
       };
-      for (const e of events) if (e.client === "py" && e.ev === "init" && crash502(e)) e.node = victim!.name;
+      // A 2026-07-28 request excused so (it has no session) is one the killed node would have served.
+      for (const e of events)
+        if (((e.client === "py" && e.ev === "init") || e.client === "v2") && crash502(e)) e.node = victim!.name;
       const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
       const phases: Phase[] = [
         { name: "before", from: 0, to: killAt },
@@ -419,6 +478,9 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         victim: tally(events, phases, onVictim),
         others: tally(events, phases, (e) => !onVictim(e)),
         rawAfterKill: rawAfterKill.map((r) => `${r.at}ms:${r.status}${r.edge ? "(edge)" : ""}`).join(" "),
+        v2On502: events
+          .filter((e) => e.client === "v2" && e.error && errorKind(e.error) === "502")
+          .map((e) => `${e.s} ${e.call} +${Math.round(e.at - killAt)}ms`),
         pythonEndedOn502: events
           .filter((e) => e.client === "py" && e.error && errorKind(e.error) === "502")
           .map((e) => `${e.s} ${e.call} +${Math.round(e.at - killAt)}ms`),
@@ -429,6 +491,10 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
         rustReinitialized: [...runs].filter(([s, r]) => s.startsWith("rust") && resets(r.flat()) > 0).length,
         errorSamples: [...new Set(events.filter((e) => e.error).map(sample))].slice(0, 8),
       });
+      // 2026-07-28 requests carry no session: the edge sends them to up nodes, so after the kill
+      // they are served by the live nodes. One sent to the killed node's address before the edge
+      // could know is excused by its call id exactly as a Python session's 502 is (crash502).
+      expectV2Served(events, 4, 40, crash502);
       expect(
         new Set([...victimSessions].map((x) => x.split("-")[0])).size,
         "client kinds on the killed node",
@@ -536,18 +602,21 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
         await sleep(100);
       }
     })();
-    const events = await loadAll({ ts: 30, py: 3, go: 3, rust: 0, calls: 80, pauseMs: 300, reinit: true }, async () => {
-      await sleep(2500);
-      for (const node of stack.nodes) {
-        // As an orchestrator does: SIGTERM, the drain grace, the process exits; a new one starts.
-        const sigterm = Date.now();
-        await node.proc.stop(stack.timing.drainGraceMs + 5000);
-        const exited = Date.now();
-        await node.start();
-        windows.push({ node, sigterm, exited, up: Date.now() });
-        await sleep(2000);
-      }
-    });
+    const events = await loadAll(
+      { ts: 30, v2: 4, py: 3, go: 3, rust: 0, calls: 80, pauseMs: 300, reinit: true },
+      async () => {
+        await sleep(2500);
+        for (const node of stack.nodes) {
+          // As an orchestrator does: SIGTERM, the drain grace, the process exits; a new one starts.
+          const sigterm = Date.now();
+          await node.proc.stop(stack.timing.drainGraceMs + 5000);
+          const exited = Date.now();
+          await node.start();
+          windows.push({ node, sigterm, exited, up: Date.now() });
+          await sleep(2000);
+        }
+      },
+    );
     stop = true;
     await churn;
     saveTimeline(`deploy-${deploys++}`, [...events, ...newSessions]);
@@ -672,6 +741,8 @@ describe("rolling deploy: every node restarted in turn under continuous load", (
       off: roff,
     });
 
+    // 2026-07-28 requests carry no session: every one is answered while the nodes restart.
+    expectV2Served(on.events, 4, 80);
     expect(son.restartedSessions).toBeGreaterThanOrEqual(20);
     expect(son["502s"]).toBe(0);
     expect(son.errorsOnNodesNotRestarting, JSON.stringify(son.samples)).toBe(0);

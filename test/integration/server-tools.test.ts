@@ -8,6 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  Client as V2Client,
+  StreamableHTTPClientTransport as V2StreamableHTTPClientTransport,
+} from "@modelcontextprotocol/client";
 import { startGoServer, startPythonServer } from "../support/test-server.ts";
 import { startNode, startRedis } from "./node-redis-helper.ts";
 
@@ -188,5 +192,75 @@ describe.each(SERVERS)("$kind server: ask, sample, progress", ({ repeatsSessionI
     const calls = await Promise.all(posts.filter((p) => p.message.method === "tools/call").map((p) => p.answer));
     expect(calls.length).toBeGreaterThan(0);
     for (const c of calls) expect(c.headers.get("mcp-session-id")).toBe(repeatsSessionId ? sid : null);
+  });
+});
+
+// The reference node serves the same tools to a client speaking 2026-07-28 (SDK v2, negotiated):
+// no session; ask and sample answer input_required and the client retries the call with the answer.
+describe("reference server, a client at 2026-07-28: ask, sample, progress", () => {
+  let redis: Awaited<ReturnType<typeof startRedis>>;
+  let node: Awaited<ReturnType<typeof startNode>>;
+  let client: V2Client;
+  const asked: unknown[] = [];
+  const sampled: unknown[] = [];
+  const sids: Array<string | null> = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    node = await startNode({ name: "tools-ref-2026", redisUrl: redis.url });
+    client = new V2Client(
+      { name: "server-tools-2026", version: "1.0.0" },
+      { capabilities: { elicitation: {}, sampling: {} }, versionNegotiation: { mode: "auto" } },
+    );
+    client.setRequestHandler("elicitation/create", async (req) => {
+      asked.push(req.params);
+      return { action: "accept", content: { name: "ada" } };
+    });
+    client.setRequestHandler("sampling/createMessage", async (req) => {
+      sampled.push(req.params);
+      return { role: "assistant", content: { type: "text", text: "pong" }, model: "test-model" };
+    });
+    const recording: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      sids.push(res.headers.get("mcp-session-id"));
+      return res;
+    };
+    await client.connect(new V2StreamableHTTPClientTransport(new URL(`${node.url}/mcp`), { fetch: recording }));
+  });
+  afterAll(async () => {
+    await client?.close().catch(() => {});
+    await node?.shutdown();
+    await redis?.stop();
+  });
+
+  it("negotiates 2026-07-28 and never gets a session", async () => {
+    expect(client.getNegotiatedProtocolVersion()).toBe("2026-07-28");
+    expect(JSON.parse(text(await client.callTool({ name: "whoami" })))).toEqual({
+      node: "tools-ref-2026",
+      boot: node.affinity.bootId,
+    });
+    // No session: the counter lives for one request.
+    expect(text(await client.callTool({ name: "counter" }))).toBe("1");
+    expect(text(await client.callTool({ name: "counter" }))).toBe("1");
+    expect(sids.every((s) => s === null)).toBe(true);
+    expect(node.affinity.sessionCount).toBe(0);
+  });
+
+  it("ask: the client answers the elicitation and the retried call greets it", async () => {
+    expect(text(await client.callTool({ name: "ask" }))).toBe("hello ada");
+    expect(asked).toHaveLength(1);
+    expect(asked[0]).toMatchObject({ message: "What is your name?" });
+  });
+
+  it("sample: the client's model answers and the retried call quotes it", async () => {
+    expect(text(await client.callTool({ name: "sample" }))).toBe("sampled: pong");
+    expect(sampled).toHaveLength(1);
+  });
+
+  it("progress: 3 notifications on the call's own stream, in order, then the answer", async () => {
+    const seen: number[] = [];
+    const r = await client.callTool({ name: "progress" }, { onprogress: (p) => seen.push(p.progress) });
+    expect(text(r)).toBe("done");
+    expect(seen).toEqual([1, 2, 3]);
   });
 });

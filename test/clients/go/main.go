@@ -75,12 +75,16 @@ type session struct {
 	node string
 }
 
+// protocolVersion is the revision the client asks for (--protocol-version); empty: the SDK's latest,
+// with which it first probes server/discover and speaks 2026-07-28 to a server that answers it.
+var protocolVersion string
+
 // open initializes a session and asks which node serves it (whoami); events are printed.
 func open(ctx context.Context, hc *http.Client, url string, s int, timeout time.Duration) *session {
 	client := mcp.NewClient(&mcp.Implementation{Name: "mcp-affinity-e2e-go", Version: "0.1.0"}, nil)
 	t0 := since()
 	ictx, cancel := context.WithTimeout(ctx, timeout)
-	cs, err := client.Connect(ictx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc}, nil)
+	cs, err := client.Connect(ictx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc}, &mcp.ClientSessionOptions{ProtocolVersion: protocolVersion})
 	cancel()
 	if err != nil {
 		emit(map[string]any{"ev": "init", "s": s, "t": t0, "ms": since() - t0, "error": errText(err)})
@@ -153,6 +157,7 @@ func main() {
 	pauseMs := flag.Int("pause-ms", 0, "pause between calls")
 	timeoutMs := flag.Int("timeout-ms", 8000, "bound of each operation (a hang shows as a timeout)")
 	reinit := flag.Bool("reinit", false, "replace a session the server reports missing (404) by a new one")
+	flag.StringVar(&protocolVersion, "protocol-version", "", "protocol revision to ask for (default: the SDK's latest)")
 	flag.Parse()
 	if *url == "" {
 		fmt.Fprintln(os.Stderr, "--url is required")
