@@ -243,7 +243,7 @@ function readInput(now: u64, method: string): void {
   input.id = readSessionId(KIND_REQUEST);
   // Mcp-Method is a 2026 request's (2025 clients never send it).
   mcpMethod.len = 0;
-  if (input.id == ID_NONE && method == "POST" && cfg.wrapTaskIds && readHeaderValue("Mcp-Method", mcpMethod)) {
+  if (input.id == ID_NONE && method == "POST" && cfg.wrapTaskIds && readHeaderValue("Mcp-Method", mcpMethod) && isModern()) {
     readHandle(now);
     return;
   }
@@ -313,9 +313,7 @@ function isTaskMethod(): bool {
 function passSessionless(method: string, now: u64): u64 {
   clientCookie = "";
   if (method != "POST") return 1;
-  const modern = mcpMethod.len > 0;
-  // A 2026 request is never an initialize.
-  if (!bodyCopied && passBody(method, dirfd >= 0 && !modern)) return (learnInitialize(now) << 32) | 1;
+  if (!bodyCopied && passBody(method, dirfd >= 0 && !isModern())) return (learnInitialize(now) << 32) | 1;
   if (dirfd >= 0 && readClientCookie(min<i32>(cfg.maxCookieBytes, INITIALIZE_COOKIE_BYTES))) steer(now, false);
   return answerContext(0);
 }
@@ -326,7 +324,7 @@ function passSessionless(method: string, now: u64): u64 {
  * capability a server may ask input for), plus `ctx`.
  */
 function answerContext(ctx: u64): u64 {
-  if (mcpMethod.len > 0 && cfg.wrapTaskIds) {
+  if (isModern() && cfg.wrapTaskIds) {
     if (tasksDeclared.found && mcpMethodIs("tools/call")) ctx |= REQCTX_TASK_CREATE;
     if (elicitationDeclared.found || samplingDeclared.found || rootsDeclared.found) ctx |= REQCTX_STATE;
   }
@@ -351,6 +349,14 @@ function readHeaderValue(name: string, out: Bytes): bool {
     }
   }
   return true;
+}
+
+/**
+ * A 2026 request: it sent Mcp-Method (2025 clients never do), and is no initialize (a client that
+ * speaks both eras may send the header on the initialize it falls back to: that one is learned).
+ */
+function isModern(): bool {
+  return mcpMethod.len > 0 && !mcpMethodIs("initialize");
 }
 
 function mcpMethodIs(m: string): bool {
@@ -465,6 +471,8 @@ function carryOutHandle(d: Decision): u64 {
     answerHandle(d);
     return 0;
   }
+  // The node that answers is the handle's: a new handle in its answer names it.
+  clientCookie = tokenIncarnation.cookie;
   if (handleKind == HANDLE_STATE) return answerContext(0);
   innerIdValue.clear();
   innerIdValue.pushBytes(taskHandle, TASK_HEAD_LENGTH, taskHandle.len);

@@ -7,6 +7,8 @@ import type { Exchange, NextHandler } from "../host/http-wasm-host.ts";
 import {
   COOKIE,
   GONE_COOKIE,
+  INIT_BODY,
+  initializeUpstream,
   bk,
   forwardedBackends,
   mcp,
@@ -16,7 +18,7 @@ import {
   type ViewSpec,
 } from "../support/plugin-fixture.ts";
 import { useView } from "../support/use-view.ts";
-import { wrapTaskId, parseTaskHandle } from "../../lib/token/index.ts";
+import { wrapSessionId, wrapTaskId, parseTaskHandle } from "../../lib/token/index.ts";
 
 const SPEC: ViewSpec = {
   nodes: [],
@@ -385,4 +387,42 @@ describe("a requestState routes its retry to the node that issued it", () => {
     clean(ex);
     expect(ex.responseBuffered).toBe(false);
   });
+});
+
+describe("what a client that speaks both eras sends", () => {
+  test("an initialize with Mcp-Method (a 2026 client falling back) is learned and wrapped like any initialize", () => {
+    const p = newPlugin({ dir: t.dir });
+    const ex = p.handle(
+      mcp({ body: INIT_BODY, headers: [["Mcp-Method", "initialize"]] }),
+      initializeUpstream("server-own-session", { setCookie: `${bk(COOKIE.a)}; Path=/` }),
+    );
+    clean(ex);
+    expect(ex.responseBuffered).toBe(true);
+    expect(ex.response.headers.get("Mcp-Session-Id")).toBe(wrapSessionId("server-own-session", COOKIE.a, "0000000a"));
+  });
+});
+
+test("a requestState retry answered with another input request: the new state names the node that answered, not the client's cookie", () => {
+  const p = newPlugin({ dir: t.dir });
+  const state = wrapTaskId("v1.first", COOKIE.a, "0000000a");
+  const body = JSON.stringify({
+    jsonrpc: "2.0",
+    id: 5,
+    method: "tools/call",
+    params: {
+      name: "confirm",
+      arguments: {},
+      requestState: state,
+      _meta: { "io.modelcontextprotocol/clientCapabilities": { elicitation: {} } },
+    },
+  });
+  const headers: [string, string][] = [["Mcp-Method", "tools/call"], ["Mcp-Name", "confirm"], V2026];
+  const ex = p.handle(mcp({ body, headers, cookie: bk(COOKIE.c) }), () => ({
+    status: 200,
+    headers: [["Content-Type", "application/json"]],
+    body: '{"jsonrpc":"2.0","id":5,"result":{"inputRequests":{},"requestState":"v1.second","resultType":"input_required"}}',
+  }));
+  clean(ex);
+  expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
+  expect(JSON.parse(ex.response.text()).result.requestState).toBe(wrapTaskId("v1.second", COOKIE.a, "0000000a"));
 });
