@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -36,6 +37,23 @@ var tokens = map[string]tokenSpec{
 	"minted-gone":     {Kind: "minted", Node: "gone", BootTag: "0000000e"},
 	"minted-unlisted": {Kind: "minted", Node: "unlisted", BootTag: "0000000f"},
 	"wrapped-a":       {Kind: "wrapped", Node: "a", BootTag: "0000000a", Inner: "server-own-id-1"},
+	// Task handles (MCP 2026-07-28): a request names one as `$name` in a header or its body.
+	"task-a":    {Kind: "task", Node: "a", BootTag: "0000000a", Inner: "task-1"},
+	"task-c":    {Kind: "task", Node: "c", BootTag: "0000000c", Inner: "task-3"},
+	"task-gone": {Kind: "task", Node: "gone", BootTag: "0000000e", Inner: "task-2"},
+}
+
+// taskRequest is a tasks/get as a 2026-07-28 client sends it: Mcp-Name and params.taskId name the
+// handle `$name` (bodyHandle: the body's, when it differs), MCP-Protocol-Version `version`.
+func taskRequest(handle, bodyHandle, version string) request {
+	h := http.Header{}
+	h.Set("Mcp-Method", "tasks/get")
+	h.Set("Mcp-Name", handle)
+	if version != "" {
+		h.Set("MCP-Protocol-Version", version)
+	}
+	body := `{"jsonrpc":"2.0","id":41,"method":"tasks/get","params":{"taskId":"` + bodyHandle + `"}}`
+	return request{header: h, body: []byte(body)}
 }
 
 func withView(v viewSpec, edit func(*viewSpec)) *viewSpec {
@@ -63,6 +81,8 @@ type want struct {
 	otherCookies string // the rest of the pinned line
 	repair       bool   // the client got the repair Set-Cookie naming pinTo
 	upstreamID   string // the Mcp-Session-Id the upstream gets ("" = the one sent)
+	// A task request: the Mcp-Name and params.taskId the upstream gets, in a body as long as the client's.
+	upstreamTask string
 
 	// Answers of the plugin itself.
 	status     int
@@ -180,6 +200,13 @@ var decisionRows = []row{
 		name: "stale view, owner up: pin keeping other cookies", view: staleCluster, req: request{sessionIDs: []string{"s-up"}, cookies: []string{"k=v"}},
 		want: want{reason: "fail-open", pinTo: "a", otherCookies: "k=v"},
 	},
+	// task handles (MCP 2026-07-28): a tasks/get routed by its Mcp-Name
+	{name: "task of a live node: pinned, the node reads its own task id", view: cluster, req: taskRequest("$task-a", "$task-a", "2026-07-28"), want: want{reason: "handle", pinTo: "a", upstreamTask: "task-1"}},
+	{name: "task of a gone node: its server's not found (200, -32602)", view: cluster, req: taskRequest("$task-gone", "$task-gone", "2026-07-28"), want: want{reason: "handle-lost", status: 200, code: -32602}},
+	{name: "task of a down node: 503", view: cluster, req: taskRequest("$task-c", "$task-c", "2026-07-28"), want: want{reason: "handle-unavailable", status: 503, code: -32000, retryAfter: "5"}},
+	{name: "task whose body names the raw id: 400 -32020", view: cluster, req: taskRequest("$task-a", "task-1", "2026-07-28"), want: want{reason: "handle-mismatch", status: 400, code: -32020}},
+	{name: "task from a 2025 client: 400 -32020", view: cluster, req: taskRequest("$task-a", "$task-a", "2025-11-25"), want: want{reason: "handle-mismatch", status: 400, code: -32020}},
+	{name: "task, stale view: pinned by its token", view: staleCluster, req: taskRequest("$task-gone", "$task-gone", "2026-07-28"), want: want{reason: "fail-open", pinTo: "gone", upstreamTask: "task-2"}},
 }
 
 var (
@@ -223,6 +250,7 @@ func TestDecisionTable(t *testing.T) {
 	for i, r := range decisionRows {
 		t.Run(r.name, func(t *testing.T) {
 			r.req.sessionIDs = resolveTokens(t, r.req.sessionIDs, made)
+			resolveHandles(t, &r.req, made)
 			if r.damage != nil {
 				r.damage(t, dirs[i])
 			}
@@ -278,6 +306,16 @@ func resolveTokens(t *testing.T, ids []string, made map[string]string) []string 
 	return out
 }
 
+// resolveHandles replaces `$name` in the request's header values and body with the handle made for name.
+func resolveHandles(t *testing.T, req *request, made map[string]string) {
+	for k, vs := range req.header {
+		req.header[k] = resolveTokens(t, vs, made)
+	}
+	for name, v := range made {
+		req.body = bytes.ReplaceAll(req.body, []byte(`"$`+name+`"`), []byte(`"`+v+`"`))
+	}
+}
+
 func checkRow(t *testing.T, c cookies, r row, s sent, res response, got []received) {
 	t.Helper()
 	w := r.want
@@ -301,7 +339,9 @@ func checkRow(t *testing.T, c cookies, r row, s sent, res response, got []receiv
 	if v := g.header.Values("Mcp-Affinity"); len(v) != 0 {
 		t.Errorf("the upstream got Mcp-Affinity %v", v)
 	}
-	if g.method != s.method || string(g.body) != string(s.body) {
+	if w.upstreamTask != "" {
+		checkTaskRequest(t, w.upstreamTask, s, g)
+	} else if g.method != s.method || string(g.body) != string(s.body) {
 		t.Errorf("upstream got %s %q, client sent %s %q", g.method, g.body, s.method, s.body)
 	}
 	wantIDs := r.req.sessionIDs
@@ -347,10 +387,33 @@ func checkRow(t *testing.T, c cookies, r row, s sent, res response, got []receiv
 	}
 }
 
+// checkTaskRequest: the node reads its own task id in Mcp-Name and params.taskId, in a body of the
+// length the client declared (whitespace takes the handle's head), otherwise the client's JSON.
+func checkTaskRequest(t *testing.T, task string, s sent, g received) {
+	t.Helper()
+	if v := g.header.Values("Mcp-Name"); !equalLines(v, []string{task}) {
+		t.Errorf("upstream got Mcp-Name %q, want %q", v, task)
+	}
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+		Params struct {
+			TaskID string `json:"taskId"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal(g.body, &m); err != nil || m.Params.TaskID != task || m.Method != "tasks/get" || string(m.ID) != "41" {
+		t.Errorf("upstream got body %q, want the client's with taskId %q", g.body, task)
+	}
+	if len(g.body) != len(s.body) {
+		t.Errorf("upstream got a body of %d bytes, the client sent %d", len(g.body), len(s.body))
+	}
+}
+
 // answerID is the JSON-RPC id an edge answer must carry: the request's own id in a 503 to a single
 // POSTed request (so the client can match it), null in every other answer.
 func answerID(w want, s sent) string {
-	if w.status != 503 || s.method != http.MethodPost {
+	// A 503, and an answer to a handle's request (the 2026 dialect), carry the request's id.
+	if (w.status != 503 && !strings.HasPrefix(w.reason, "handle")) || s.method != http.MethodPost {
 		return "null"
 	}
 	var m struct {

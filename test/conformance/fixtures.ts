@@ -11,7 +11,7 @@
 //     (event batches strictly parsed: a malformed batch fails the run)
 import { readFileSync } from "node:fs";
 import { listLearned } from "../../lib/view/index.ts";
-import { mintSessionId, wrapSessionId } from "../../lib/token/index.ts";
+import { mintSessionId, wrapSessionId, wrapTaskId } from "../../lib/token/index.ts";
 import {
   CLUSTER_VIEW,
   COOKIE,
@@ -53,12 +53,12 @@ interface GoViewSpec {
   /** `boot` lines (node incarnations for routing tokens); added to the base's. */
   boots?: { node: string; bootTag: string; state: NodeViewState; retryAfterSeconds?: number }[];
 }
-/** A session id with a routing token: minted by the node library, or wrapped by the plugin. */
+/** A session id with a routing token (minted by the node library, or wrapped by the plugin), or a task handle. */
 interface TokenSpec {
-  kind: "minted" | "wrapped";
+  kind: "minted" | "wrapped" | "task";
   node: string;
   bootTag: string;
-  /** wrapped: the server's own id. */
+  /** wrapped, task: the server's own id. */
   inner?: string;
 }
 interface WriteInput {
@@ -114,7 +114,9 @@ async function write(input: WriteInput): Promise<unknown> {
         name,
         t.kind === "minted"
           ? mintSessionId(cookieOf(t.node), t.bootTag)
-          : wrapSessionId(t.inner ?? "", cookieOf(t.node), t.bootTag),
+          : t.kind === "task"
+            ? wrapTaskId(t.inner ?? "", cookieOf(t.node), t.bootTag)
+            : wrapSessionId(t.inner ?? "", cookieOf(t.node), t.bootTag),
       ]),
     ),
     hashes: Object.fromEntries(input.sessionIds.map((id) => [id, sessionHashHex(id)])),
