@@ -321,12 +321,16 @@ function passSessionless(method: string, now: u64): u64 {
 /**
  * handle_request's result for a 2026 request that goes on: its answer is held and its new handles
  * wrapped when it may carry one (the client declared the tasks extension on a tools/call, or a
- * capability a server may ask input for), plus `ctx`.
+ * capability a server may ask input for on a tools/call, prompts/get or resources/read: the
+ * requests that may answer InputRequiredResult), plus `ctx`.
  */
 function answerContext(ctx: u64): u64 {
   if (isModern() && cfg.wrapTaskIds) {
     if (tasksDeclared.found && mcpMethodIs("tools/call")) ctx |= REQCTX_TASK_CREATE;
-    if (elicitationDeclared.found || samplingDeclared.found || rootsDeclared.found) ctx |= REQCTX_STATE;
+    // Only the requests that may answer InputRequiredResult: never a subscriptions/listen, whose
+    // answer is a stream that does not end.
+    const inputs = elicitationDeclared.found || samplingDeclared.found || rootsDeclared.found;
+    if (inputs && (mcpMethodIs("tools/call") || mcpMethodIs("prompts/get") || mcpMethodIs("resources/read"))) ctx |= REQCTX_STATE;
   }
   if (ctx == 0) return 1;
   enableFeatures(FEATURE_BUFFER_RESPONSE);

@@ -426,3 +426,35 @@ test("a requestState retry answered with another input request: the new state na
   expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
   expect(JSON.parse(ex.response.text()).result.requestState).toBe(wrapTaskId("v1.second", COOKIE.a, "0000000a"));
 });
+
+test("a subscriptions/listen stream is never held, whatever its client declared", () => {
+  const p = newPlugin({ dir: t.dir });
+  const body = JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "subscriptions/listen",
+    params: {
+      notifications: { taskIds: [wrapTaskId(TASK, COOKIE.a, "0000000a")] },
+      _meta: TASKS_META_WITH_INPUTS,
+    },
+  });
+  const ex = p.handle(mcp({ body, headers: [["Mcp-Method", "subscriptions/listen"], V2026] }), () => ({
+    status: 200,
+    headers: [["Content-Type", "text/event-stream"]],
+    body: ['data: {"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{}}\n\n'],
+  }));
+  clean(ex);
+  expect(ex.responseBuffered).toBe(false);
+  // No handle routes it: it went to an up node, its body as the client sent it.
+  expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
+  expect(Buffer.from(ex.forwarded!.body).toString()).toBe(body);
+});
+
+const TASKS_META_WITH_INPUTS = {
+  "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+  "io.modelcontextprotocol/clientCapabilities": {
+    elicitation: {},
+    sampling: {},
+    extensions: { "io.modelcontextprotocol/tasks": {} },
+  },
+};
