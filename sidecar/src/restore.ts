@@ -40,8 +40,7 @@ export class RegistryRestore {
    */
   note(id: string, record: SessionRecord, key?: string): void {
     if (this.#stopped) return;
-    if (record.source === "edge" || !this.ctx.mirror.node(record.cookie)?.hb)
-      this.#kept.set(id, { record, key: key ?? sessionHashKey(id) });
+    if (this.putsBackNoOne(record)) this.#kept.set(id, { record, key: key ?? sessionHashKey(id) });
     else this.#kept.delete(id);
   }
 
@@ -57,7 +56,21 @@ export class RegistryRestore {
 
   private restorable(k: Kept): boolean {
     const m = this.ctx.mirror.lookup(k.key);
-    return !!m && !m.closed && this.ctx.mirror.ownerState(m.owner) !== "gone";
+    if (!m || m.closed || this.ctx.mirror.ownerState(m.owner) === "gone") return false;
+    // Asked again when restoring: a record noted before its node's first heartbeat reached this
+    // sidecar belongs to a node that puts its own sessions back.
+    return this.putsBackNoOne(k.record);
+  }
+
+  /**
+   * Learned at the edge, or owned by a node that never heartbeated to this sidecar (the sessions
+   * API): no node library puts it back. A node that ever heartbeated is on the library, even while
+   * its heartbeat is missing (Redis lost it too: the node writes it again, and its sessions).
+   */
+  private putsBackNoOne(record: SessionRecord): boolean {
+    if (record.source === "edge") return true;
+    const node = this.ctx.mirror.node(record.cookie);
+    return !node?.hb && !(node && node.hbBootsSeen.size > 0);
   }
 
   /** Puts every kept live record back where it is absent (joined when one runs; run again after it). */

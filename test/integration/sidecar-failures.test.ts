@@ -171,7 +171,13 @@ describe("sidecar failure behaviour", () => {
     );
     await sleep(300); // a publish, had the resync dropped anything
     expect(await lookupSession(dir, sessionHash("kept"))).not.toBeNull();
-    // The next one drops what is still missing, without a restart.
+    // Redis came back empty: the sidecar notices the loss (at reconnection, or by its next loss check),
+    // and the scan after it spares too. "kept" is a node library node's session (it heartbeated):
+    // that node puts it back itself, the sidecar does not.
+    await waitUntil("loss noticed", async () => (await metric(sc, "mcp_affinity_registry_losses_total")) > 0, 5000);
+    await sidecarTestHooks(sc).reconcile();
+    expect(await metric(sc, "mcp_affinity_sessions_restored_total", `{result="put"}`)).toBe(0);
+    // A scan after that drops what is still missing, without a restart.
     await sidecarTestHooks(sc).reconcile();
     await waitUntil("resynced", async () => (await lookupSession(dir, sessionHash("kept"))) === null, 5000);
     await writer.registerSession("new-after", rec());
