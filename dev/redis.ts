@@ -185,25 +185,16 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<TestRedi
       "warning",
     ];
     if (opts.replicaOf !== undefined && starts++ === 0) args.push("--replicaof", "127.0.0.1", String(opts.replicaOf));
-    if (opts.clusterMember)
+    if (opts.clusterMember || opts.cluster)
       args.push(
         "--cluster-enabled",
         "yes",
         "--cluster-announce-ip",
         "127.0.0.1",
         "--cluster-config-file",
-        join(dir, "nodes.conf"),
-        "--cluster-node-timeout",
-        String(opts.clusterMember.nodeTimeoutMs),
-      );
-    else if (opts.cluster)
-      args.push(
-        "--cluster-enabled",
-        "yes",
-        "--cluster-announce-ip",
-        "127.0.0.1",
-        "--cluster-config-file",
-        join(dir, `nodes-${Date.now()}.conf`),
+        // A member rejoins as itself after a restart (the same file); a one-node Cluster starts afresh.
+        join(dir, opts.clusterMember ? "nodes.conf" : `nodes-${Date.now()}.conf`),
+        ...(opts.clusterMember ? ["--cluster-node-timeout", String(opts.clusterMember.nodeTimeoutMs)] : []),
         ...(opts.tls ? ["--tls-cluster", "yes"] : []),
       );
     const c = spawn(REDIS_SERVER, args, { stdio: ["ignore", "ignore", "pipe"] });

@@ -249,10 +249,7 @@ function readInput(now: u64, method: string): void {
   }
   if (input.id != ID_VALID) return;
   hashSessionId();
-  if (!readClientCookie(cfg.maxCookieBytes)) {
-    input.cookieUnreadable = true;
-    return;
-  }
+  if (!readCookiesOf(input)) return;
   classify(now);
   classifyToken(now);
 }
@@ -275,11 +272,6 @@ let bodyCopied = false;
 function readHandle(now: u64): void {
   if (isTaskMethod() && readHeaderValue("Mcp-Name", taskHandle) && parseTaskHandle(taskHandle, token) == TOKEN_TASK) {
     handleKind = HANDLE_TASK;
-    input.id = ID_HANDLE;
-    if (!readClientCookie(cfg.maxCookieBytes)) {
-      input.cookieUnreadable = true;
-      return;
-    }
     input.handleBody = copyTaskBody();
   } else {
     if (!copyModernBody()) return;
@@ -289,16 +281,20 @@ function readHandle(now: u64): void {
     token.cookie = head.toAscii(4, 20);
     token.bootTag = head.toAscii(20, 28);
     handleKind = HANDLE_STATE;
-    input.id = ID_HANDLE;
-    if (!readClientCookie(cfg.maxCookieBytes)) {
-      input.cookieUnreadable = true;
-      return;
-    }
     input.handleBody = headRemover.foreign ? HANDLE_BODY_MISMATCH : HANDLE_BODY_MATCH;
   }
+  input.id = ID_HANDLE;
+  if (!readCookiesOf(input)) return;
   // A handle has no record in the view: its token and the view's freshness decide.
   if (dirfd >= 0 && view.refresh(now, false)) input.view = view.isStale(now, cfg.staleAfterMs) ? VIEW_STALE : VIEW_FRESH;
   checkToken(now);
+}
+
+/** Reads the request's Cookie lines for a routed request; false (and `cookieUnreadable`) when they exceed maxCookieBytes. */
+function readCookiesOf(i: RouteInput): bool {
+  if (readClientCookie(cfg.maxCookieBytes)) return true;
+  i.cookieUnreadable = true;
+  return false;
 }
 
 function isTaskMethod(): bool {
