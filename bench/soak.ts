@@ -187,7 +187,13 @@ async function main(): Promise<void> {
     v["live bound"] =
       f.workers + abandonedAt.filter((t) => t >= Date.now() - idleMs - sweepMs).length + tally.failures.length;
     v["redis keys"] = await redis.dbsize();
-    v["redis used MiB"] = Number(/used_memory:(\d+)/.exec(await redis.info("memory"))?.[1] ?? 0) / 2 ** 20;
+    const memory = await redis.info("memory");
+    const infoField = (text: string, field: string) => Number(new RegExp(`^${field}:(\\d+)`, "m").exec(text)?.[1] ?? 0);
+    v["redis used MiB"] = infoField(memory, "used_memory") / 2 ** 20;
+    // Shown beside it to tell a leak from buffers: Redis's own overhead (client buffers, dictionaries,
+    // scripts) and its connected clients (each process holds a few; a restart must not leave any).
+    v["redis overhead MiB"] = infoField(memory, "used_memory_overhead") / 2 ** 20;
+    v["redis clients"] = infoField(await redis.info("clients"), "connected_clients");
     for (const r of stack.replicas) {
       const text = await scrapeMetrics(`${r.sidecarUrl}/metrics`).catch(() => "");
       for (const line of text.split("\n")) {
