@@ -3,6 +3,8 @@
 //   (b) through Traefik with its sticky cookie only (the client sends the cookie it got)
 //   (c) through Traefik with the plugin and the sidecar, 1,000,000 sessions in the view; the client
 //       sends no cookie (the plugin pins by Mcp-Session-Id), plus (c') the same with the cookie.
+//   (f) through Traefik with the plugin, the sidecar and the fast path (the sidecar's routers per
+//       live incarnation: requests of tokened sessions never run the plugin); no cookie.
 // Also: Traefik's RSS with N open SSE streams with and without the plugin, the time from a node's
 // registration to the session being in the view, and from a node restart to the first edge 404.
 // Flags: --json FILE, --sessions N, --concurrency N, --duration S, --rounds N, --streams N,
@@ -41,8 +43,11 @@ import { endResults, progressLog, runBench, startResults, writeResults, type Ben
 import { BenchError, counterBody, initSession, waitSessionsInView, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
+import { FAST_PATH_FILE } from "../dev/traefik-config.ts";
 import {
   ensureBenchDeps,
+  extraTraefikDynamicDir,
+  waitFastRouters,
   preparePluginTraefik,
   startBenchSidecar,
   startExtraTraefik,
@@ -464,7 +469,7 @@ interface TraefikBenchResults extends BenchResults {
   viewSessions?: number;
   load?: LoadFigures;
   profile?: Record<string, ProfileFigures>;
-  sse?: { plain: StreamFigures; plugin: StreamFigures };
+  sse?: { plain: StreamFigures; plugin: StreamFigures; fast?: StreamFigures };
   registration?: RegistrationFigures;
   restart?: { samples: RestartSample[] };
   targets?: Target[];
@@ -477,6 +482,8 @@ interface BenchEnv {
   stack: Stack;
   /** Traefik without the plugin, in front of the same nodes. */
   plain: ExtraTraefik;
+  /** Traefik with the plugin and the fast-path routers the sidecar writes (null: --no-sidecar). */
+  fast: ExtraTraefik | null;
   /**
    * The directory shared by the sidecar and the plugin: a tmpfs when the machine has /dev/shm, as
    * in a deployment (an emptyDir with medium Memory), not the test stack's folder on disk.
@@ -559,6 +566,16 @@ function loadTargets(env: BenchEnv): ModeTarget[] {
       originOf: () => stack.httpBase,
       withCookie: true,
     },
+    ...(env.fast
+      ? [
+          {
+            name: "f",
+            label: "(f) Traefik + plugin + fast path, no cookie",
+            originOf: () => env.fast!.base,
+            withCookie: false,
+          },
+        ]
+      : []),
   ];
 }
 
@@ -662,8 +679,9 @@ async function measureRound(
   pass: Pass,
   profileThis: boolean,
 ): Promise<{ r: LoadResult; figures: RoundFigures; profile: string | null }> {
-  const { cfg, stack, plain } = env;
-  const traefikPid = t.name === "a" ? null : t.name === "b" ? plain.proc.pid! : stack.traefik.pid!;
+  const { cfg, stack } = env;
+  const serving = servingTraefik(env, t.name);
+  const traefikPid = serving?.pid ?? null;
   const nodePids = stack.nodes.map((n) => n.proc.pid!);
   const cpuNow = () => ({
     traefik: traefikPid ? cpuMicros(traefikPid) : 0,
@@ -680,7 +698,7 @@ async function measureRound(
       cpu0 = cpuNow();
       if (profileThis)
         profiling = captureProfile(
-          t.name === "b" ? plain.apiUrl : stack.apiUrl,
+          serving!.apiUrl,
           Math.max(1, Math.round(cfg.durationMs / 1000)),
           join(stack.dir, `traefik-${t.name}.cpu.pprof`),
         );
@@ -701,6 +719,14 @@ async function measureRound(
     },
     profile,
   };
+}
+
+/** The Traefik a mode's requests go through (none for the direct case). */
+function servingTraefik(env: BenchEnv, mode: string): { pid: number; apiUrl: string } | null {
+  if (mode === "a") return null;
+  if (mode === "b") return { pid: env.plain.proc.pid!, apiUrl: env.plain.apiUrl };
+  if (mode === "f") return { pid: env.fast!.proc.pid!, apiUrl: env.fast!.apiUrl };
+  return { pid: env.stack.traefik.pid!, apiUrl: env.stack.apiUrl };
 }
 
 /** Every figure is the median of the rounds' own figures: one noisy round cannot decide a ratio. */
@@ -757,8 +783,8 @@ function summarizeProfiles(profiles: Record<string, ProfileCapture>): Record<str
 async function measureStreams(
   env: BenchEnv,
   streamSessions: BenchSession[],
-): Promise<{ plain: StreamFigures; plugin: StreamFigures }> {
-  const { cfg, stack, plain } = env;
+): Promise<{ plain: StreamFigures; plugin: StreamFigures; fast?: StreamFigures }> {
+  const { cfg, stack, plain, fast } = env;
   const plainFigures = await measureStreamsOn("plain", plain.base, plain.proc.pid!, plain.apiUrl, true, streamSessions);
   const pluginFigures = await measureStreamsOn(
     "plugin",
@@ -769,12 +795,15 @@ async function measureStreams(
     streamSessions,
     join(stack.dir, "traefik-plugin-streams.heap.pprof"),
   );
-  return { plain: plainFigures, plugin: pluginFigures };
+  const fastFigures = fast
+    ? await measureStreamsOn("fast", fast.base, fast.proc.pid!, fast.apiUrl, false, streamSessions)
+    : undefined;
+  return { plain: plainFigures, plugin: pluginFigures, ...(fastFigures ? { fast: fastFigures } : {}) };
 }
 
 /** One Traefik's RSS and live Go heap before and with a stream open per session; `heapFile`: keep its heap profile. */
 async function measureStreamsOn(
-  name: "plain" | "plugin",
+  name: "plain" | "plugin" | "fast",
   base: string,
   pid: number,
   apiUrl: string,
@@ -876,12 +905,24 @@ async function main(): Promise<void> {
   results.sharedDir = shared;
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
   let plain: ExtraTraefik | null = null;
+  let fast: ExtraTraefik | null = null;
   try {
-    if (!cfg.noSidecar) sidecar = await startBenchSidecar(stack, shared, cfg.sidecarMain);
+    // The fast-path Traefik's dynamic directory, where the sidecar writes its routers.
+    const fastDynamic = extraTraefikDynamicDir(stack, "fast");
+    if (!cfg.noSidecar)
+      sidecar = await startBenchSidecar(stack, shared, cfg.sidecarMain, [
+        `--fast-path-file=${join(fastDynamic, FAST_PATH_FILE)}`,
+      ]);
     await preparePluginTraefik(stack, shared, cfg.pluginWasm);
     plain = await startExtraTraefik(stack, shared, "plain");
-    log(`plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}`);
-    const env: BenchEnv = { cfg, stack, plain, shared };
+    if (!cfg.noSidecar) {
+      fast = await startExtraTraefik(stack, shared, "fast", { settings: { staleAfterMs: "5000" } });
+      await waitFastRouters(fast, stack.nodes.length);
+    }
+    log(
+      `plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}${fast ? `, with the fast path at ${fast.base}` : ""}`,
+    );
+    const env: BenchEnv = { cfg, stack, plain, fast, shared };
 
     if (cfg.sessions > 0) results.registry = await loadRegistryIntoView(env, sidecar!);
     const sessions = await initSessions(env);
@@ -899,6 +940,7 @@ async function main(): Promise<void> {
     writeResults(results, cfg.json, log);
   } finally {
     await plain?.proc.stop().catch(() => {});
+    await fast?.proc.stop().catch(() => {});
     await sidecar?.proc.stop().catch(() => {});
     await stack.stop();
     if (shared.startsWith("/dev/shm/")) rmSync(shared, { recursive: true, force: true });
@@ -977,6 +1019,38 @@ function benchTargets(results: TraefikBenchResults): Target[] {
       ok: null,
     });
   }
+  // The fast path against plain Traefik: what the sidecar's routers leave of the plugin's cost.
+  const fT = thr.find((m) => m.name === "f");
+  const fL = lat.find((m) => m.name === "f");
+  if (fT && fL) {
+    for (const [pass, f, b] of [
+      ["throughput", fT, bT],
+      ["latency", fL, bL],
+    ] as const) {
+      const ratio = (f.traefikCpuUsPerRequest ?? NaN) / (b.traefikCpuUsPerRequest ?? NaN);
+      targets.push({
+        what: `Traefik CPU per request (f)/(b), ${pass} pass`,
+        value: ratio.toFixed(3),
+        target: "<= 1.05",
+        ok: ratio <= 1.05,
+      });
+    }
+    targets.push({
+      what: "throughput (f)/(b)",
+      value: (fT.rps / bT.rps).toFixed(3),
+      target: "(reported)",
+      ok: null,
+    });
+  }
+  if (results.sse?.fast) {
+    const ratio = results.sse.fast.perStreamBytes / results.sse.plain.perStreamBytes;
+    targets.push({
+      what: "memory per SSE stream (RSS) fast path / plain",
+      value: ratio.toFixed(3),
+      target: "<= 1.10",
+      ok: ratio <= 1.1,
+    });
+  }
   if (results.registration) {
     const r = results.registration;
     targets.push({
@@ -1020,10 +1094,12 @@ function printReport(results: TraefikBenchResults, cfg: BenchConfig): void {
     line(
       `${"".padEnd(24)} ${"opened".padStart(7)} ${"RSS before".padStart(11)} ${"RSS open".padStart(10)} ${"RSS/stream".padStart(11)} ${"Go live heap/stream".padStart(20)}`,
     );
-    for (const [n, v] of [
+    const rows: Array<[string, StreamFigures]> = [
       ["plain Traefik", p],
       ["Traefik + plugin", q],
-    ] as const) {
+    ];
+    if (results.sse.fast) rows.push(["Traefik + fast path", results.sse.fast]);
+    for (const [n, v] of rows) {
       line(
         `${n.padEnd(24)} ${String(v.opened).padStart(7)} ${((v.rssBeforeBytes / 2 ** 20).toFixed(1) + " MiB").padStart(11)} ${((v.rssWithStreamsBytes / 2 ** 20).toFixed(1) + " MiB").padStart(10)} ${((v.perStreamBytes / 1024).toFixed(1) + " KiB").padStart(11)} ${((v.liveHeapPerStreamBytes / 1024).toFixed(1) + " KiB").padStart(20)}`,
       );

@@ -21,6 +21,8 @@ import { GiveUp, sleep, waitUntil } from "./poll.ts";
 import { ManagedProcess, StackError, killOnExit } from "./process.ts";
 import { redisCommand, startRedis, type TestRedis } from "./redis.ts";
 import {
+  dynamicDirOf,
+  FAST_PATH_FILE,
   makeCertificate,
   renderDynamic,
   renderStatic,
@@ -188,6 +190,8 @@ export interface StackOptions {
   plugin?: boolean;
   /** false: no sidecar process (the plugin then has no view: fail open). */
   sidecar?: boolean;
+  /** true: each sidecar writes the fast-path routers into its Traefik's dynamic directory. */
+  fastPath?: boolean;
   /** Ports of the first replica, Redis and the nodes. */
   ports?: Partial<StackPorts>;
   /** Ports of replicas 2..N, in order (free ports when not given). */
@@ -409,6 +413,7 @@ function makeSidecar(ctx: PartContext, v: RenderVars, k: number, redisFlags: str
       args: [
         ...args,
         ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisFlags, timing, nodeUrls }),
+        ...(ctx.opts.fastPath ? ["--fast-path-file", join(dynamicDirOf(v), FAST_PATH_FILE)] : []),
         ...(ctx.opts.sidecarArgs ?? []),
       ],
       logFile: join(logs, `sidecar${suffix(k)}.log`),
@@ -661,8 +666,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     logLevel: opts.traefikLogLevel ?? "INFO",
     nodeUrls,
     accessLogFile: join(logs, `access${suffix(k)}.log`),
+    dynamicDir: join(dir, `dynamic${suffix(k)}`),
   }));
-  for (const v of replicaVars) mkdirSync(v.shared, { recursive: true });
+  for (const v of replicaVars) for (const d of [v.shared, dynamicDirOf(v)]) mkdirSync(d, { recursive: true });
   const vars = replicaVars[0]!;
   const pluginSettings = { staleAfterMs: String(timing.staleAfterMs), ...opts.pluginSettings };
   let dynamicOpts: DynamicOptions = {
@@ -671,12 +677,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     healthIntervalMs: timing.healthIntervalMs,
     healthTimeoutMs: timing.healthTimeoutMs,
   };
-  const dynamicFile = join(dir, "dynamic.yml");
+  // Each replica reads its own directory (its sidecar's fast-path file goes there too).
   const writeDynamic = (o: Partial<DynamicOptions> = {}) => {
     dynamicOpts = { ...dynamicOpts, ...o };
-    // Write then rename: Traefik never reads half a file.
-    writeFileSync(dynamicFile + ".tmp", renderDynamic(vars, dynamicOpts));
-    renameSync(dynamicFile + ".tmp", dynamicFile);
+    const text = renderDynamic(vars, dynamicOpts);
+    for (const v of replicaVars) {
+      // Write then rename: Traefik never reads half a file.
+      const file = join(dynamicDirOf(v), "dynamic.yml");
+      writeFileSync(`${file}.tmp`, text);
+      renameSync(`${file}.tmp`, file);
+    }
   };
   replicaVars.forEach((v, k) => writeFileSync(join(dir, `traefik${suffix(k)}.yml`), renderStatic(v)));
   writeDynamic();

@@ -31,7 +31,14 @@ export interface RenderVars {
   nodeUrls: string[];
   /** Traefik's JSON access log (default <dir>/logs/access.log). */
   accessLogFile?: string;
+  /** The directory Traefik's file provider reads (default <dir>/dynamic): dynamic.yml, and the fast-path file. */
+  dynamicDir?: string;
 }
+
+/** The directory of a Traefik's dynamic configuration files. */
+export const dynamicDirOf = (v: RenderVars) => v.dynamicDir ?? join(v.dir, "dynamic");
+/** The fast-path file a sidecar writes for its Traefik (sidecar --fast-path-file). */
+export const FAST_PATH_FILE = "mcp-fast-path.yml";
 
 export interface StaticOptions {
   /** false: no access log (the benchmarks: it would cost one side more than the other). Default true. */
@@ -90,7 +97,7 @@ export function renderStatic(v: RenderVars, o: StaticOptions = {}): string {
     HTTP_PORT: String(v.ports.http),
     HTTPS_PORT: String(v.ports.https),
     API_PORT: String(v.ports.api),
-    DYNAMIC_FILE: join(v.dir, "dynamic.yml"),
+    DYNAMIC_DIR: dynamicDirOf(v),
     LOG_LEVEL: v.logLevel,
     SHARED_DIR: v.shared,
   });

@@ -9,7 +9,13 @@ import { ROOT } from "../../dev/paths.ts";
 import { GiveUp, waitUntil } from "../../dev/poll.ts";
 import { ManagedProcess } from "../../dev/process.ts";
 import { traefikBinary, type Stack } from "../../dev/stack.ts";
-import { makeCertificate, renderDynamic, renderStatic, type RenderVars } from "../../dev/traefik-config.ts";
+import {
+  dynamicDirOf,
+  makeCertificate,
+  renderDynamic,
+  renderStatic,
+  type RenderVars,
+} from "../../dev/traefik-config.ts";
 
 export interface ExtraTraefik {
   proc: ManagedProcess;
@@ -20,6 +26,13 @@ export interface ExtraTraefik {
 // ---------------------------------------------------------------------------------------------
 // A second Traefik: the same templates; plain (no middleware, and the plugin not even declared), or
 // with the plugin and its own settings (for comparing settings side by side in one run)
+
+/** The directory of an extra Traefik's dynamic configuration (a sidecar can write its fast path there first). */
+export function extraTraefikDynamicDir(stack: Stack, name: string): string {
+  const dir = join(stack.dir, name, "dynamic");
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
 
 export async function startExtraTraefik(
   stack: Stack,
@@ -47,8 +60,9 @@ export async function startExtraTraefik(
     symlinkSync(join(stack.dir, "plugins-local"), join(dir, "plugins-local"));
   }
   writeFileSync(join(dir, "traefik.yml"), benchStatic(vars, plugin !== null));
+  extraTraefikDynamicDir(stack, name);
   writeFileSync(
-    join(dir, "dynamic.yml"),
+    join(dynamicDirOf(vars), "dynamic.yml"),
     renderDynamic(vars, {
       plugin: plugin !== null,
       pluginSettings: plugin?.settings,
@@ -80,6 +94,23 @@ export async function startExtraTraefik(
   // One request first, so the plugin is compiled before anything is measured.
   if (plugin) await httpGet(`${base}/mcp`, 30_000);
   return { proc, base, apiUrl };
+}
+
+/** Waits until Traefik serves a fast-path router for each of `nodes` incarnations (POST and other methods). */
+export async function waitFastRouters(t: ExtraTraefik, nodes: number): Promise<void> {
+  await waitUntil(
+    "the fast-path routers in Traefik",
+    async () => {
+      const r = await httpGet(`${t.apiUrl}/api/http/routers`);
+      if (!r || r.status !== 200) return false;
+      const names = (JSON.parse(r.text) as Array<{ name: string; status: string }>)
+        .filter((x) => x.name.startsWith("mcp-fast-") && x.status === "enabled")
+        .map((x) => x.name);
+      return names.length >= 2 * nodes;
+    },
+    30_000,
+    200,
+  );
 }
 
 /**
@@ -130,6 +161,7 @@ export async function startBenchSidecar(
   stack: Stack,
   shared: string,
   sidecarMain?: string,
+  extraArgs: string[] = [],
 ): Promise<{ proc: ManagedProcess; url: string; restart(): Promise<void> }> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -143,6 +175,7 @@ export async function startBenchSidecar(
       `--traefik-api=${stack.apiUrl}`,
       "--traefik-services=mcp@file",
       "--log-level=warn",
+      ...extraArgs,
     ],
     logFile: join(stack.dir, "logs", "bench-sidecar.log"),
   });

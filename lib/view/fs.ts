@@ -39,14 +39,19 @@ export const viewPaths = (dir: string) => ({
 
 let tmpCounter = 0;
 /**
- * Write then rename in the same directory: a reader sees the old or the new file, never a mix.
+ * Write then rename (in the same directory unless `tmpDir`): a reader sees the old or the new file, never a mix.
  * The temporary name is `.<name>.tmp-<pid>` plus a per-process counter so two concurrent writes
  * of one file in one process cannot clobber each other's temporary.
  */
-export async function atomicWrite(path: string, data: Buffer | string, opts: ViewIoOptions = {}): Promise<void> {
+export async function atomicWrite(
+  path: string,
+  data: Buffer | string,
+  opts: ViewIoOptions & { tmpDir?: string } = {},
+): Promise<void> {
   const fs = opts.fs ?? defaultViewFs;
   const slash = path.lastIndexOf("/");
-  const dir = path.slice(0, slash);
+  // `tmpDir` (same file system): for a directory whose every change a watcher acts on.
+  const dir = opts.tmpDir ?? path.slice(0, slash);
   const name = path.slice(slash + 1);
   const tmp = `${dir}/.${name}.tmp-${process.pid}.${++tmpCounter}`;
   try {

@@ -56,6 +56,11 @@ export interface SidecarConfig extends SidecarRedisConfig {
   tombstoneTtlMs: number;
   learnedMaxAgeMs: number;
   mcpPath: string;
+  fastPathFile: string | null;
+  fastPathEntryPoints: string[];
+  fastPathMiddlewares: string[];
+  fastPathPriority: number;
+  fastPathMaxBodyBytes: number;
   edgeSessionTtlMs: number;
   edgeTouchIntervalMs: number;
   logLevel: LogLevel;
@@ -231,6 +236,38 @@ export const SIDECAR_SETTINGS: SettingsSpec<SidecarConfig> = {
     def: "/mcp",
     help: "MCP endpoint path on the nodes (to confirm with the owner a session the edge saw die)",
   },
+  fastPathFile: {
+    name: "fast-path-file",
+    type: text(
+      (v) => (/\.ya?ml$/.test(v) && v.startsWith("/") ? undefined : "must be an absolute path ending in .yml or .yaml"),
+      "file",
+    ),
+    help: "write Traefik routers for the sessions of live node incarnations here (a file in the directory Traefik's file provider watches): Traefik routes them without the plugin; unset = off",
+  },
+  fastPathEntryPoints: {
+    name: "fast-path-entry-points",
+    type: list,
+    def: ["web", "websecure"],
+    help: "entry points of the fast-path routers, comma-separated (those of the plugin's router)",
+  },
+  fastPathMiddlewares: {
+    name: "fast-path-middlewares",
+    type: list,
+    def: [],
+    help: "middlewares every fast-path router runs, comma-separated (e.g. mcp-fast-body@file)",
+  },
+  fastPathPriority: {
+    name: "fast-path-priority",
+    type: int(2, 2_147_483_647),
+    def: 1010,
+    help: "priority of the fast-path routers (their POST routers: one more): above the plugin's routers",
+  },
+  fastPathMaxBodyBytes: {
+    name: "fast-path-max-body-bytes",
+    type: int(0, 16 * 1024 * 1024),
+    def: 64 * 1024,
+    help: "fast-path POST bodies up to this size are read into memory before they go on, so the proxy cannot cut their answers (0 = bodies stream); the plugin's maxBufferedBodyBytes",
+  },
   learnedMaxAgeMs: {
     name: "learned-max-age",
     type: duration(1000),
@@ -257,6 +294,11 @@ const SCHEMA: Schema<SidecarConfig> = {
     redisRules(c, ctx);
     if (!isLoopback(c.host) && !c.apiToken)
       ctx.fail("apiToken", `--api-token is required when --host (${c.host}) is not a loopback address`);
+    if (c.fastPathFile && !c.traefikApi)
+      ctx.fail(
+        "traefikApi",
+        "--fast-path-file needs --traefik-api: the requests the fast path routes are counted from Traefik's metrics",
+      );
     if (c.traefikApi && !c.traefikServices.length)
       ctx.fail("traefikServices", "--traefik-api needs --traefik-services");
     if (c.downLimitMs < c.nodeTtlMs)

@@ -36,6 +36,9 @@ export interface SidecarMetrics {
   traefikErrors: Counter<string>;
   probes: Counter<"result">;
   apiRequests: Counter<"method" | "status">;
+  fastPathRouters: Gauge<string>;
+  fastPathWrites: Counter<"result">;
+  fastPathRequests: Counter<string>;
 }
 
 export interface MetricsSources {
@@ -111,6 +114,22 @@ export function createMetrics(): SidecarMetrics {
     learnedFiles: new Gauge({
       name: `${PREFIX}learned_files`,
       help: "Files in learned/ (bounded by the plugin's maxLearnedFiles)",
+      registers: r,
+    }),
+    fastPathRouters: new Gauge({
+      name: `${PREFIX}fast_path_routers`,
+      help: "Routers in the fast-path file: one per live node incarnation whose sessions Traefik routes without the plugin",
+      registers: r,
+    }),
+    fastPathWrites: new Counter({
+      name: `${PREFIX}fast_path_writes_total`,
+      help: "Writes of the fast-path file (each makes Traefik reload its dynamic configuration), by result (ok, error)",
+      labelNames: ["result"],
+      registers: r,
+    }),
+    fastPathRequests: new Counter({
+      name: `${PREFIX}fast_path_requests_total`,
+      help: "Requests Traefik routed by the fast-path routers, without the plugin (also counted in edge_decisions_total{reason=\"pin\"}), from Traefik's own service counts",
       registers: r,
     }),
     eventBadLines: new Counter({

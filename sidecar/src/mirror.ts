@@ -166,6 +166,10 @@ export class Mirror {
   urlFor(cookie: string): string {
     return this.#nodes.urlFor(cookie);
   }
+  /** The incarnations the fast path routes (fast-path.ts). */
+  liveIncarnations(): Array<{ cookie: string; bootTag: string; url: string }> {
+    return this.#nodes.liveIncarnations();
+  }
   probeTargets(): Array<{ cookie: string; url: string }> {
     return this.#nodes.probeTargets();
   }

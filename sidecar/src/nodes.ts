@@ -161,6 +161,21 @@ export class NodeLiveness {
     return out;
   }
 
+  /**
+   * The incarnations whose sessions Traefik may route without the plugin: live in the view (up or
+   * draining) with a known boot (only the node library mints tokens with a boot tag) and an address.
+   */
+  liveIncarnations(): Array<{ cookie: string; bootTag: string; url: string }> {
+    const out: Array<{ cookie: string; bootTag: string; url: string }> = [];
+    for (const n of this.#nodes.values()) {
+      const boot = n.hb?.boot;
+      // The address must be the one the cookie names (a heartbeat reports its own URL).
+      if (boot && n.url && cookieValueFor(n.url) === n.cookie && (n.state === "up" || n.state === "draining"))
+        out.push({ cookie: n.cookie, bootTag: bootTag(boot), url: n.url });
+    }
+    return out;
+  }
+
   // --- what sessions tell about nodes ----------------------------------------------------------
 
   /**

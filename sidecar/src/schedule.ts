@@ -17,6 +17,8 @@ export interface PublishScheduleOptions {
   onSyncedView: () => void;
   /** How long the first view waits for the first sync before going out with what is known. */
   firstWaitMs?: number;
+  /** After each publish (the node table may have changed): the fast path follows the view. */
+  onPublished?: () => void;
 }
 
 export class PublishSchedule {
@@ -73,6 +75,7 @@ export class PublishSchedule {
     this.#publishedMetaVersion = mirror.metaVersion;
     const fromSynced = this.#mirrorSynced;
     const r = await publisher.publish();
+    this.o.onPublished?.();
     if (fromSynced && r.ok) this.o.onSyncedView();
     if (r.kind === "full")
       log.info(

@@ -16,6 +16,8 @@ import { Lifecycle, type SidecarState } from "./lifecycle.ts";
 import { addStateGauges, createMetrics } from "./metrics.ts";
 import { Mirror } from "./mirror.ts";
 import { chooseEpoch, Publisher } from "./publisher.ts";
+import { FastPathWriter } from "./fast-path.ts";
+import { FastPathCounts } from "./fast-path-counts.ts";
 import { PublishSchedule } from "./schedule.ts";
 import { RegistryRestore } from "./restore.ts";
 import { openRegistry, RegistrySync } from "./sync.ts";
@@ -100,6 +102,21 @@ export async function startSidecar(
   });
   const publisher = new Publisher(mirror, { dir: cfg.dir, epoch, fs, log, metrics });
   if (previous) publisher.adopt(previous);
+  const fastPath = cfg.fastPathFile
+    ? new FastPathWriter({
+        file: cfg.fastPathFile,
+        settings: {
+          pathPrefix: cfg.mcpPath,
+          entryPoints: cfg.fastPathEntryPoints,
+          middlewares: cfg.fastPathMiddlewares,
+          priority: cfg.fastPathPriority,
+          maxBodyBytes: cfg.fastPathMaxBodyBytes,
+        },
+        log,
+        metrics,
+        fs,
+      })
+    : null;
   const schedule = new PublishSchedule({
     mirror,
     publisher,
@@ -110,6 +127,7 @@ export async function startSidecar(
     onSyncedView: () => {
       if (lifecycle.state === "syncing") lifecycle.to("ready");
     },
+    onPublished: () => void fastPath?.update(mirror.liveIncarnations()),
   });
   const changed = () => schedule.changed();
   const restore = new RegistryRestore({ cfg, registry, metrics, log, mirror });
@@ -119,6 +137,7 @@ export async function startSidecar(
   const watch = new NodeWatch(ctx);
   const ingest = new EventIngest(ctx, (id, hash, cookie) => watch.suspect(id, hash, cookie));
   const janitor = new LearnedJanitor(ctx, publisher);
+  const fastPathCounts = fastPath && cfg.traefikApi ? new FastPathCounts(ctx) : null;
   const isReady = () => lifecycle.state === "ready";
   addStateGauges(metrics, {
     mirror,
@@ -170,6 +189,7 @@ export async function startSidecar(
         await ingest.finalDrain(FINAL_DRAIN_MS);
         await schedule.finalPublish();
       }
+      await fastPath?.idle();
       const scan = sync.inProgress;
       if (scan) await settleWithin(scan, SCAN_SETTLE_MS);
       await registry.close();
@@ -204,6 +224,7 @@ export async function startSidecar(
   ingest.start(ticks);
   watch.start(ticks);
   janitor.start(ticks);
+  fastPathCounts?.start(ticks);
   // The first view: once synced, or after a short wait with what is known (Redis down at start).
   schedule.start(ticks);
 

@@ -12,8 +12,8 @@ export class TraefikApiError extends McpAffinityError {
   }
 }
 
-/** Reads every service; throws TraefikApiError when any cannot be read (then nothing is applied). */
-export async function readTraefikServers(api: string, services: string[], timeoutMs = 2000): Promise<TraefikServer[]> {
+/** GET `path` on Traefik's API address; 200 or a TraefikApiError. */
+async function traefikGet(api: string, path: string, timeoutMs: number): Promise<Response> {
   // Credentials in the URL (basic auth on Traefik's API) go into a header: fetch refuses them in URLs.
   const u = new URL(api);
   const headers: Record<string, string> = {};
@@ -24,21 +24,50 @@ export async function readTraefikServers(api: string, services: string[], timeou
     u.password = "";
   }
   const base = u.toString().replace(/\/+$/, "");
+  let res: Response;
+  try {
+    res = await fetch(`${base}${path}`, { headers, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    throw new TraefikApiError(`Traefik API unreachable: ${(err as Error).message}`);
+  }
+  if (res.status !== 200) {
+    await res.body?.cancel();
+    throw new TraefikApiError(`Traefik API answered ${res.status} for ${path}`);
+  }
+  return res;
+}
+
+/**
+ * Requests Traefik counted per service whose name starts with `prefix` (`traefik_service_requests_total`
+ * summed over code, method and protocol), from its Prometheus endpoint on the API address.
+ */
+export async function readTraefikServiceRequests(
+  api: string,
+  prefix: string,
+  timeoutMs = 2000,
+): Promise<Map<string, number>> {
+  const text = await (await traefikGet(api, "/metrics", timeoutMs)).text();
+  return serviceRequestCounts(text, prefix);
+}
+
+/** The sums of `traefik_service_requests_total` per service named `prefix...` in a Prometheus text page. */
+export function serviceRequestCounts(text: string, prefix: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("traefik_service_requests_total{")) continue;
+    const m = /service="([^"]*)"[^}]*\}\s+(\S+)/.exec(line);
+    if (!m || !m[1]!.startsWith(prefix)) continue;
+    const v = Number(m[2]);
+    if (Number.isFinite(v)) out.set(m[1]!, (out.get(m[1]!) ?? 0) + v);
+  }
+  return out;
+}
+
+/** Reads every service; throws TraefikApiError when any cannot be read (then nothing is applied). */
+export async function readTraefikServers(api: string, services: string[], timeoutMs = 2000): Promise<TraefikServer[]> {
   const out: TraefikServer[] = [];
   for (const name of services) {
-    let res: Response;
-    try {
-      res = await fetch(`${base}/api/http/services/${encodeURIComponent(name)}`, {
-        headers,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (err) {
-      throw new TraefikApiError(`Traefik API unreachable: ${(err as Error).message}`);
-    }
-    if (res.status !== 200) {
-      await res.body?.cancel();
-      throw new TraefikApiError(`Traefik API answered ${res.status} for service ${name}`);
-    }
+    const res = await traefikGet(api, `/api/http/services/${encodeURIComponent(name)}`, timeoutMs);
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed JSON, checked field by field below
     let body: any;
     try {

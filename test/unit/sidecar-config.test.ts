@@ -26,6 +26,10 @@ describe("makeConfig validates like the CLI", () => {
     [{ traefikApi: "http://127.0.0.1:8080" }, ["--traefik-api", "http://127.0.0.1:8080"]],
     [{ probePath: "healthz" }, ["--probe-path", "healthz"]],
     [{ logLevel: "loud" as never }, ["--log-level", "loud"]],
+    [{ fastPathFile: "dynamic/fast.yml" }, ["--fast-path-file", "dynamic/fast.yml"]],
+    [{ fastPathFile: "/etc/traefik/fast.json" }, ["--fast-path-file", "/etc/traefik/fast.json"]],
+    [{ fastPathPriority: 1 }, ["--fast-path-priority", "1"]],
+    [{ fastPathFile: "/etc/traefik/dynamic/fast.yml" }, ["--fast-path-file", "/etc/traefik/dynamic/fast.yml"]],
     [{ redisTls: true }, ["--redis-tls"]],
     [
       { redisUrl: "redis://r:6379", redisTlsCaFile: "package.json" },

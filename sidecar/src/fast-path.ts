@@ -1,0 +1,204 @@
+// The fast path: Traefik routes the requests of tokened sessions itself, without the plugin. The
+// sidecar writes a dynamic configuration file (for Traefik's file provider) with routers per live
+// node incarnation, matching the routing token at the start of `Mcp-Session-Id`, to a service
+// holding only that node. Everything else (initialize, ids without a token, wrapped ids the plugin
+// must unwrap, handles, and tokens of incarnations that are down, gone or not known yet) matches no
+// router here and reaches the plugin's router below them, which decides as before.
+import { dirname } from "node:path";
+import type { Logger } from "pino";
+import { MINTED_PREFIX } from "../../lib/token/index.ts";
+import { atomicWrite, defaultViewFs, type ViewFs } from "../../lib/view/index.ts";
+import { errFields } from "../../lib/errors.ts";
+import type { SidecarMetrics } from "./metrics.ts";
+
+/** A node incarnation the fast path routes to: its sticky cookie value, boot tag and address. */
+export interface FastPathTarget {
+  cookie: string;
+  bootTag: string;
+  url: string;
+}
+
+export interface FastPathSettings {
+  /** The path prefix of the MCP endpoint (the plugin's router matches the same). */
+  pathPrefix: string;
+  entryPoints: string[];
+  /** Middlewares every fast router runs first (the operator's: authentication and the like). */
+  middlewares: string[];
+  priority: number;
+  /** POST bodies up to this size are read into memory before they go on (0: bodies stream). */
+  maxBodyBytes: number;
+}
+
+/** Service name of an incarnation (one per token: a rebooted node gets new routers and a new service). */
+export const fastPathName = (t: Pick<FastPathTarget, "cookie" | "bootTag">) => `mcp-fast-${t.cookie}${t.bootTag}`;
+/** The service names this file defines start with this (what the request counts are read by). */
+export const FAST_PATH_SERVICE_PREFIX = "mcp-fast-";
+/** The middleware that reads POST bodies into memory (defined in the same file). */
+export const FAST_PATH_BODY_MIDDLEWARE = "mcp-fast-body";
+
+/**
+ * The dynamic configuration, as text (JSON, which Traefik's YAML reader takes). Per live
+ * incarnation: a POST router (bodies read into memory first, the cut answers of golang/go#40747
+ * avoided as the plugin avoids them), a router for every other method (GET streams, DELETE: no
+ * body, so nothing is held for a stream's life), and a service with only its node. `retired`
+ * incarnations keep their service, without routers, so Traefik keeps their request counts (it
+ * deletes a service's series once the service leaves its configuration). Sorted: the same input
+ * always gives the same bytes, and an unchanged table never makes Traefik reload.
+ */
+export function renderFastPath(live: FastPathTarget[], s: FastPathSettings, retired: FastPathTarget[] = []): string {
+  const byName = (a: FastPathTarget, b: FastPathTarget) => fastPathName(a).localeCompare(fastPathName(b));
+  const routers: Record<string, unknown> = {};
+  const services: Record<string, unknown> = {};
+  const middlewares: Record<string, unknown> = {};
+  const buffered = s.maxBodyBytes > 0;
+  if (live.length && buffered) {
+    // Traefik's retry middleware reads a POST body into memory when it may retry on a status
+    // (retryNonIdempotentMethod), up to maxRequestBodyBytes (larger bodies stream). It never
+    // retries here: with a timeout of 1 ns every answer and every network error counts as past the
+    // timeout, so the first attempt's answer goes to the client (a POST is never sent twice).
+    middlewares[FAST_PATH_BODY_MIDDLEWARE] = {
+      retry: {
+        attempts: 2,
+        status: ["599"],
+        retryNonIdempotentMethod: true,
+        disableRetryOnNetworkError: true,
+        timeout: "1ns",
+        maxRequestBodyBytes: s.maxBodyBytes,
+      },
+    };
+  }
+  for (const t of [...live].sort(byName)) {
+    const name = fastPathName(t);
+    // The token is hex only: nothing in it needs escaping in the rule or the regular expression.
+    const token = `^${MINTED_PREFIX.replace(".", "\\.")}${t.cookie}${t.bootTag}\\.`;
+    const match = `PathPrefix(\`${s.pathPrefix}\`) && HeaderRegexp(\`Mcp-Session-Id\`, \`${token}\`)`;
+    const entryPoints = s.entryPoints.length ? { entryPoints: s.entryPoints } : {};
+    const post = [...s.middlewares, ...(buffered ? [FAST_PATH_BODY_MIDDLEWARE] : [])];
+    // Above its sibling: Traefik orders routers of equal priority arbitrarily, and the other
+    // router's rule matches a POST too.
+    routers[`${name}-post`] = {
+      rule: `Method(\`POST\`) && ${match}`,
+      priority: s.priority + 1,
+      ...entryPoints,
+      ...(post.length ? { middlewares: post } : {}),
+      service: name,
+    };
+    routers[name] = {
+      rule: match,
+      priority: s.priority,
+      ...entryPoints,
+      ...(s.middlewares.length ? { middlewares: s.middlewares } : {}),
+      service: name,
+    };
+    services[name] = { loadBalancer: { servers: [{ url: t.url }] } };
+  }
+  for (const t of [...retired].sort(byName))
+    services[fastPathName(t)] ??= { loadBalancer: { servers: [{ url: t.url }] } };
+  const http = {
+    ...(Object.keys(routers).length ? { routers } : {}),
+    ...(Object.keys(middlewares).length ? { middlewares } : {}),
+    ...(Object.keys(services).length ? { services } : {}),
+  };
+  return `${JSON.stringify({ http }, null, 2)}\n`;
+}
+
+/** Retired incarnations whose services (and request counts) the file keeps, newest first. */
+const RETIRED_KEPT = 64;
+
+export interface FastPathWriterOptions {
+  file: string;
+  settings: FastPathSettings;
+  log: Logger;
+  metrics: Pick<SidecarMetrics, "fastPathRouters" | "fastPathWrites">;
+  fs?: ViewFs;
+}
+
+/**
+ * Keeps the file in step with the live incarnations: written only when its text changes, since
+ * every write makes Traefik rebuild all its routers (and the plugin's instance pools). The new text
+ * is written beside the watched directory and renamed into it: Traefik's file provider reloads on
+ * any event in the directory, and a temporary file there would spend its throttle window on an
+ * unchanged configuration. Writes do not overlap: a change during a write is written after it.
+ */
+export class FastPathWriter {
+  #written: string | null = null;
+  #pending: string | null = null;
+  #writing: Promise<void> | null = null;
+  /** Incarnations written as live before, by name: kept (as services) once they are no longer live. */
+  readonly #seen = new Map<string, FastPathTarget>();
+
+  constructor(private readonly o: FastPathWriterOptions) {
+    for (const result of ["ok", "error"]) o.metrics.fastPathWrites.inc({ result }, 0);
+  }
+
+  update(live: FastPathTarget[]): Promise<void> {
+    const liveNames = new Set(live.map(fastPathName));
+    for (const t of live) {
+      // Most recently live last: the oldest retired ones leave first.
+      this.#seen.delete(fastPathName(t));
+      this.#seen.set(fastPathName(t), t);
+    }
+    const retired = [...this.#seen.entries()].filter(([n]) => !liveNames.has(n));
+    for (const [n] of retired.slice(0, Math.max(0, retired.length - RETIRED_KEPT))) this.#seen.delete(n);
+    const text = renderFastPath(
+      live,
+      this.o.settings,
+      retired.slice(-RETIRED_KEPT).map(([, t]) => t),
+    );
+    this.o.metrics.fastPathRouters.set(live.length);
+    if (text === (this.#pending ?? this.#written)) return this.#writing ?? Promise.resolve();
+    this.#pending = text;
+    this.#writing ??= this.drain();
+    return this.#writing;
+  }
+
+  /** Resolves once no write is in progress. */
+  idle(): Promise<void> {
+    return this.#writing ?? Promise.resolve();
+  }
+
+  /** Beside the directory when it shares its file system; otherwise (EXDEV) inside it, from then on. */
+  #tmpBeside = true;
+  private async write(text: string): Promise<void> {
+    const { file, fs } = this.o;
+    const io = { fs: fs ?? defaultViewFs };
+    if (this.#tmpBeside) {
+      try {
+        return await atomicWrite(file, text, { ...io, tmpDir: dirname(dirname(file)) });
+      } catch (err) {
+        if (errFields(err).code !== "EXDEV" && errFields(err).code !== "EACCES") throw err;
+        this.#tmpBeside = false;
+        this.o.log.warn(
+          { file, err: errFields(err) },
+          "fast path: the temporary file cannot go beside the directory; writing it inside (each write may wait out Traefik's providersThrottleDuration)",
+        );
+      }
+    }
+    await atomicWrite(file, text, io);
+  }
+
+  private async drain(): Promise<void> {
+    const { file, log, metrics } = this.o;
+    while (this.#pending !== null && this.#pending !== this.#written) {
+      const text = this.#pending;
+      try {
+        await this.write(text);
+        this.#written = text;
+        metrics.fastPathWrites.inc({ result: "ok" });
+        log.info({ file, routers: countRouters(text) }, "fast path written");
+      } catch (err) {
+        // The previous file stays: Traefik keeps routing by it, and tokens of incarnations it does
+        // not list still reach the plugin. Tried again on the next change or meta refresh.
+        metrics.fastPathWrites.inc({ result: "error" });
+        log.error({ file, err: errFields(err) }, "fast path not written");
+        if (this.#pending === text) this.#pending = null;
+        break;
+      }
+      if (this.#pending === text) this.#pending = null;
+    }
+    this.#writing = null;
+  }
+}
+
+const countRouters = (text: string) =>
+  Object.keys((JSON.parse(text) as { http: { routers?: object } }).http.routers ?? {}).length;

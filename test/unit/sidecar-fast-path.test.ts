@@ -1,0 +1,218 @@
+// The fast-path file: per live incarnation a POST router (body read into memory first) and a router
+// for other methods, both matching exactly its routing token, to a service holding only its node;
+// retired incarnations keep their service (their request counts); the same table gives the same
+// bytes, and only a change is written.
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { parse } from "yaml";
+import { describe, expect, it } from "vitest";
+import {
+  FAST_PATH_BODY_MIDDLEWARE,
+  FAST_PATH_SERVICE_PREFIX,
+  FastPathWriter,
+  fastPathName,
+  renderFastPath,
+  type FastPathTarget,
+} from "../../sidecar/src/fast-path.ts";
+import { createMetrics } from "../../sidecar/src/metrics.ts";
+import { FastPathCounts } from "../../sidecar/src/fast-path-counts.ts";
+import { serviceRequestCounts } from "../../sidecar/src/traefik.ts";
+import { makeConfig } from "../../sidecar/src/config.ts";
+import { defaultViewFs, type ViewFs } from "../../lib/view/index.ts";
+import { mintSessionId, wrapSessionId } from "../../lib/token/index.ts";
+
+const settings = {
+  pathPrefix: "/mcp",
+  entryPoints: ["web", "websecure"],
+  middlewares: ["auth@file"],
+  priority: 1010,
+  maxBodyBytes: 65536,
+};
+const a: FastPathTarget = { cookie: "0123456789abcdef", bootTag: "89abcdef", url: "http://127.0.0.1:7001" };
+const b: FastPathTarget = { cookie: "fedcba9876543210", bootTag: "01234567", url: "http://127.0.0.1:7002" };
+
+interface Doc {
+  http: {
+    routers?: Record<string, { rule: string; priority: number; middlewares?: string[]; service: string }>;
+    services?: Record<string, unknown>;
+    middlewares?: Record<string, { retry: Record<string, unknown> }>;
+  };
+}
+const render = (...args: Parameters<typeof renderFastPath>) => parse(renderFastPath(...args)) as Doc;
+/** The router's header pattern (Go's RE2 reads this pattern as JavaScript does). */
+const patternOf = (rule: string) => new RegExp(/HeaderRegexp\(`Mcp-Session-Id`, `([^`]+)`\)/.exec(rule)![1]!);
+
+describe("renderFastPath", () => {
+  it("a POST router and a router for other methods per incarnation, matching exactly its minted ids, to its node alone", () => {
+    const doc = render([b, a], settings);
+    const name = fastPathName(a);
+    expect(Object.keys(doc.http.routers!)).toEqual([`${name}-post`, name, `${fastPathName(b)}-post`, fastPathName(b)]);
+    const post = doc.http.routers![`${name}-post`]!;
+    const other = doc.http.routers![name]!;
+    // Above its sibling, whose rule matches a POST too (Traefik orders equal priorities arbitrarily).
+    expect(post).toMatchObject({ priority: 1011, middlewares: ["auth@file", FAST_PATH_BODY_MIDDLEWARE], service: name });
+    expect(other).toMatchObject({ priority: 1010, middlewares: ["auth@file"], service: name });
+    expect(post.rule).toBe(`Method(\`POST\`) && ${other.rule}`);
+    expect(other.rule).toMatch(/^PathPrefix\(`\/mcp`\) && HeaderRegexp/);
+    expect(doc.http.services![name]).toEqual({ loadBalancer: { servers: [{ url: a.url }] } });
+    const re = patternOf(other.rule);
+    const mine = mintSessionId(a.cookie, a.bootTag);
+    expect(re.test(mine)).toBe(true);
+    // Not: another node's id, another boot of the same node, a wrapped id (the plugin unwraps those).
+    expect(re.test(mintSessionId(b.cookie, b.bootTag))).toBe(false);
+    expect(re.test(mintSessionId(a.cookie, "00000001"))).toBe(false);
+    expect(re.test(wrapSessionId("server-id", a.cookie, a.bootTag))).toBe(false);
+    expect(re.test(`x${mine}`)).toBe(false);
+  });
+
+  it("the body middleware reads POST bodies up to the bound and can never retry", () => {
+    const retry = render([a], settings).http.middlewares![FAST_PATH_BODY_MIDDLEWARE]!.retry;
+    expect(retry).toMatchObject({
+      attempts: 2,
+      retryNonIdempotentMethod: true,
+      disableRetryOnNetworkError: true,
+      timeout: "1ns",
+      maxRequestBodyBytes: 65536,
+    });
+    const streaming = render([a], { ...settings, maxBodyBytes: 0 });
+    expect(streaming.http.middlewares).toBeUndefined();
+    expect(streaming.http.routers![`${fastPathName(a)}-post`]!.middlewares).toEqual(["auth@file"]);
+  });
+
+  it("retired incarnations keep their service, without routers; the same input gives the same bytes", () => {
+    const doc = render([a], settings, [b]);
+    expect(Object.keys(doc.http.routers!)).toEqual([`${fastPathName(a)}-post`, fastPathName(a)]);
+    expect(Object.keys(doc.http.services!)).toEqual([fastPathName(a), fastPathName(b)]);
+    expect(renderFastPath([a, b], settings)).toBe(renderFastPath([b, a], settings));
+    expect(render([], settings)).toEqual({ http: {} });
+    const bare = render([a], { ...settings, entryPoints: [], middlewares: [], maxBodyBytes: 0 });
+    expect(Object.keys(bare.http.routers![fastPathName(a)]!).sort()).toEqual(["priority", "rule", "service"]);
+  });
+});
+
+describe("FastPathWriter", () => {
+  const make = (fs: ViewFs = defaultViewFs) => {
+    const root = mkdtempSync(join(tmpdir(), "fast-path-"));
+    const dir = join(root, "dynamic");
+    mkdirSync(dir);
+    const metrics = createMetrics();
+    const file = join(dir, "fast.yml");
+    const w = new FastPathWriter({ file, settings, log: pino({ level: "silent" }), metrics, fs });
+    const writes = async (result: string) =>
+      (await metrics.registry.getSingleMetric("mcp_affinity_fast_path_writes_total")!.get()).values.find(
+        (v) => v.labels.result === result,
+      )?.value;
+    return { root, dir, file, w, writes };
+  };
+
+  it("writes a change once, its temporary file outside the watched directory, and nothing for the same table again", async () => {
+    const renames: string[] = [];
+    const { dir, file, w, writes } = make({
+      ...defaultViewFs,
+      rename: (x, y) => (renames.push(x), defaultViewFs.rename(x, y)),
+    });
+    await w.update([a]);
+    await w.update([a]);
+    await w.update([a, b]);
+    await w.update([b, a]);
+    expect(readFileSync(file, "utf8")).toBe(renderFastPath([a, b], settings));
+    expect(readdirSync(dir)).toEqual(["fast.yml"]);
+    expect(renames.every((r) => !r.startsWith(`${dir}/`))).toBe(true);
+    expect(await writes("ok")).toBe(2);
+  });
+
+  it("an incarnation no longer live keeps its service; it comes back with its routers", async () => {
+    const { file, w } = make();
+    await w.update([a, b]);
+    await w.update([a]);
+    expect(readFileSync(file, "utf8")).toBe(renderFastPath([a], settings, [b]));
+    await w.update([a, b]);
+    expect(readFileSync(file, "utf8")).toBe(renderFastPath([a, b], settings));
+  });
+
+  it("a failed write is counted and tried again on the next update; the previous file stays", async () => {
+    let fail = false;
+    const fs: ViewFs = {
+      ...defaultViewFs,
+      rename: (x, y) =>
+        fail ? Promise.reject(Object.assign(new Error("EIO"), { code: "EIO" })) : defaultViewFs.rename(x, y),
+    };
+    const { file, w, writes } = make(fs);
+    await w.update([a]);
+    fail = true;
+    await w.update([a, b]);
+    expect(readFileSync(file, "utf8")).toBe(renderFastPath([a], settings));
+    expect(await writes("error")).toBe(1);
+    fail = false;
+    await w.update([a, b]);
+    expect(readFileSync(file, "utf8")).toBe(renderFastPath([a, b], settings));
+  });
+});
+
+describe("the fast path's request counts", () => {
+  const page = (rows: Array<[string, string, number]>) =>
+    rows
+      .map(
+        ([service, code, n]) =>
+          `traefik_service_requests_total{code="${code}",method="POST",protocol="http",service="${service}"} ${n}`,
+      )
+      .join("\n");
+  const sa = `${fastPathName(a)}@file`;
+  const sb = `${fastPathName(b)}@file`;
+
+  it("sums each fast-path service over its series and leaves every other service out", () => {
+    const text = [
+      "# HELP traefik_service_requests_total How many HTTP requests processed on a service, partitioned by status code, protocol, and method.",
+      page([
+        [sa, "200", 5],
+        [sa, "202", 2],
+        [sb, "200", 1],
+        ["mcp@file", "200", 40],
+      ]),
+      `traefik_service_request_duration_seconds_count{code="200",method="POST",protocol="http",service="${sa}"} 7`,
+    ].join("\n");
+    expect(serviceRequestCounts(text, FAST_PATH_SERVICE_PREFIX)).toEqual(
+      new Map([
+        [sa, 7],
+        [sb, 1],
+      ]),
+    );
+  });
+
+  it("adds what each count grew by to the pin decisions: the first reading is a baseline, a new service counts from zero, a count that went down restarted", async () => {
+    const pages = [
+      page([[sa, "200", 10]]),
+      page([
+        [sa, "200", 13],
+        [sb, "200", 2],
+      ]),
+      page([
+        [sa, "200", 1],
+        [sb, "200", 2],
+      ]),
+    ];
+    const server = createServer((_req, res) => res.end(pages.shift() ?? ""));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const metrics = createMetrics();
+    const cfg = makeConfig({
+      traefikApi: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      traefikServices: ["mcp@file"],
+    });
+    const counts = new FastPathCounts({ cfg, metrics, log: pino({ level: "silent" }), throttled: () => undefined });
+    const pin = async () =>
+      (await metrics.decisions.get()).values.find((v) => v.labels.reason === "pin")?.value ?? 0;
+    try {
+      expect(await counts.poll()).toBe(0);
+      expect(await counts.poll()).toBe(3 + 2);
+      expect(await counts.poll()).toBe(1);
+      expect(await pin()).toBe(6);
+      expect((await metrics.fastPathRequests.get()).values[0]?.value).toBe(6);
+    } finally {
+      server.close();
+    }
+  });
+});
