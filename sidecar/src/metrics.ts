@@ -129,7 +129,7 @@ export function createMetrics(): SidecarMetrics {
     }),
     fastPathRequests: new Counter({
       name: `${PREFIX}fast_path_requests_total`,
-      help: "Requests Traefik routed by the fast-path routers, without the plugin (also counted in edge_decisions_total{reason=\"pin\"}), from Traefik's own service counts",
+      help: 'Requests Traefik routed by the fast-path routers, without the plugin (also counted in edge_decisions_total{reason="pin"}), from Traefik\'s own service counts',
       registers: r,
     }),
     eventBadLines: new Counter({

@@ -54,7 +54,11 @@ describe("renderFastPath", () => {
     const post = doc.http.routers![`${name}-post`]!;
     const other = doc.http.routers![name]!;
     // Above its sibling, whose rule matches a POST too (Traefik orders equal priorities arbitrarily).
-    expect(post).toMatchObject({ priority: 1011, middlewares: ["auth@file", FAST_PATH_BODY_MIDDLEWARE], service: name });
+    expect(post).toMatchObject({
+      priority: 1011,
+      middlewares: ["auth@file", FAST_PATH_BODY_MIDDLEWARE],
+      service: name,
+    });
     expect(other).toMatchObject({ priority: 1010, middlewares: ["auth@file"], service: name });
     expect(post.rule).toBe(`Method(\`POST\`) && ${other.rule}`);
     expect(other.rule).toMatch(/^PathPrefix\(`\/mcp`\) && HeaderRegexp/);
@@ -203,8 +207,7 @@ describe("the fast path's request counts", () => {
       traefikServices: ["mcp@file"],
     });
     const counts = new FastPathCounts({ cfg, metrics, log: pino({ level: "silent" }), throttled: () => undefined });
-    const pin = async () =>
-      (await metrics.decisions.get()).values.find((v) => v.labels.reason === "pin")?.value ?? 0;
+    const pin = async () => (await metrics.decisions.get()).values.find((v) => v.labels.reason === "pin")?.value ?? 0;
     try {
       expect(await counts.poll()).toBe(0);
       expect(await counts.poll()).toBe(3 + 2);
