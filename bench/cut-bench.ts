@@ -3,13 +3,16 @@
 //   plain      Traefik with its sticky cookie only (the client sends the cookie it got)
 //   plugin     Traefik + the plugin, defaults (bodies up to 64 KiB copied into memory); no cookie
 //   unbuffered Traefik + the plugin with maxBufferedBodyBytes 0 (bodies stream, as before); no cookie
+//   fast       Traefik + the plugin + the fast path (the sidecar's routers: tokened sessions never
+//              run the plugin; POST bodies read into memory by Traefik's retry middleware); no cookie
 // The same `tools/call counter` POSTs on existing sessions at concurrency 16 and 1, in rounds that
 // alternate the sides (order reversed every other round). A cut answer: a call that got a 200 without
 // its answer, or whose connection ended before the answer. Figures: cuts per 100,000 calls (summed
 // over the rounds); Traefik CPU per call (from /proc) and latency as medians of the rounds.
 // Flags: --calls N (per side, default 100000, split over rounds and both concurrencies),
 //        --rounds N (default 4), --unbuffered-share F (calls of the unbuffered side relative to the
-//        others, default 0.25: it is there for the cost, not the cut rate), --json FILE.
+//        others, default 0.25: it is there for the cost, not the cut rate), --fast-share F (calls
+//        of the fast side relative to the others, default 1), --json FILE.
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
@@ -21,8 +24,11 @@ import { int, nonEmpty, num, text } from "../lib/settings/index.ts";
 import { runLoad, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros } from "./lib/sse.ts";
 import { median, percentile } from "./lib/stats.ts";
+import { FAST_PATH_FILE } from "../dev/traefik-config.ts";
 import {
   ensureBenchDeps,
+  extraTraefikDynamicDir,
+  waitFastRouters,
   startBenchSidecar,
   startExtraTraefik,
   preparePluginTraefik,
@@ -42,6 +48,12 @@ const cfg = readFlags("cut-bench", "npm run bench:cuts -- [--flag value ...]", {
     type: num(0, 1, false),
     def: 0.25,
     help: "calls of the unbuffered side relative to the others",
+  },
+  fastShare: {
+    name: "fast-share",
+    type: num(0, 10, false),
+    def: 1,
+    help: "calls of the fast-path side relative to the others",
   },
   json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
 });
@@ -114,7 +126,9 @@ async function main(): Promise<void> {
   const extra: ExtraTraefik[] = [];
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
   try {
-    sidecar = await startBenchSidecar(stack, shared);
+    sidecar = await startBenchSidecar(stack, shared, undefined, [
+      `--fast-path-file=${join(extraTraefikDynamicDir(stack, "fast"), FAST_PATH_FILE)}`,
+    ]);
     await preparePluginTraefik(stack, shared, undefined);
     const sides = await startSides(stack, shared, extra);
     const sessions = await initCutSessions(stack, shared, sides[0]!.traefik().base);
@@ -144,6 +158,9 @@ async function startSides(stack: Stack, shared: string, extra: ExtraTraefik[]): 
     settings: { staleAfterMs: "5000", maxBufferedBodyBytes: "0" },
   });
   extra.push(unbuffered);
+  const fast = await startExtraTraefik(stack, shared, "fast", { settings: { staleAfterMs: "5000" } });
+  extra.push(fast);
+  await waitFastRouters(fast, stack.nodes.length);
   const sides: Side[] = [
     {
       name: "plain",
@@ -168,6 +185,14 @@ async function startSides(stack: Stack, shared: string, extra: ExtraTraefik[]): 
       originOf: () => unbuffered.base,
       withCookie: false,
       share: cfg.unbufferedShare,
+    },
+    {
+      name: "fast",
+      label: "Traefik + plugin + fast path",
+      traefik: () => fast,
+      originOf: () => fast.base,
+      withCookie: false,
+      share: cfg.fastShare,
     },
   ];
   return sides.filter((s) => s.share > 0);

@@ -190,7 +190,10 @@ export interface StackOptions {
   plugin?: boolean;
   /** false: no sidecar process (the plugin then has no view: fail open). */
   sidecar?: boolean;
-  /** true: each sidecar writes the fast-path routers into its Traefik's dynamic directory. */
+  /**
+   * true: each sidecar writes the fast-path routers into its Traefik's dynamic directory. Default:
+   * the environment's MCPA_E2E_FAST_PATH=1 (to run any suite with the fast path on), else off.
+   */
   fastPath?: boolean;
   /** Ports of the first replica, Redis and the nodes. */
   ports?: Partial<StackPorts>;
@@ -413,7 +416,7 @@ function makeSidecar(ctx: PartContext, v: RenderVars, k: number, redisFlags: str
       args: [
         ...args,
         ...sidecarArgs({ bind, ports: v.ports, shared: v.shared, apiUrl, redisFlags, timing, nodeUrls }),
-        ...(ctx.opts.fastPath ? ["--fast-path-file", join(dynamicDirOf(v), FAST_PATH_FILE)] : []),
+        ...(fastPathOn(ctx.opts) ? ["--fast-path-file", join(dynamicDirOf(v), FAST_PATH_FILE)] : []),
         ...(ctx.opts.sidecarArgs ?? []),
       ],
       logFile: join(logs, `sidecar${suffix(k)}.log`),
@@ -792,6 +795,9 @@ interface SidecarArgInput {
   timing: StackTiming;
   nodeUrls: string[];
 }
+
+/** Whether the sidecars write the fast path (only with the plugin: without it every request is plain). */
+const fastPathOn = (o: StackOptions) => (o.plugin ?? true) && (o.fastPath ?? process.env.MCPA_E2E_FAST_PATH === "1");
 
 /** The sidecar's command line (flags from docs/sidecar.md). */
 function sidecarArgs(v: SidecarArgInput): string[] {

@@ -30,6 +30,8 @@ Environment (defaults in brackets):
                       per-connection TCP balancer in front (like a Kubernetes Service);
                       replica k listens on each port above + 100 x (k - 1); needs Redis
   MCPA_LB_PORT        the balancer, when MCPA_REPLICAS > 1       [8000]
+  MCPA_FAST_PATH      1: each sidecar writes its Traefik's fast-path routers (requests of
+                      tokened sessions routed without the plugin; docs/operations.md) [0]
 `;
 
 const MAX_DEMO_REPLICAS = 4;
@@ -58,6 +60,7 @@ interface Settings {
   replicas: number;
   replicaPorts: ReplicaPorts[];
   lbPort: number;
+  fastPath: boolean;
 }
 
 /** The stack's settings from MCPA_*; `installed`: also require what the builds install (redis-server). */
@@ -143,7 +146,10 @@ function readSettings(installed = true): Settings {
     if (seen.has(p)) throw new SettingError(`${name}: port ${p} is also used by ${seen.get(p)}`);
     seen.set(p, name);
   }
-  return { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort };
+  const fastPathRaw = process.env.MCPA_FAST_PATH || "0";
+  if (fastPathRaw !== "0" && fastPathRaw !== "1")
+    throw new SettingError(`MCPA_FAST_PATH must be 0 or 1, got "${fastPathRaw}"`);
+  return { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort, fastPath: fastPathRaw === "1" };
 }
 
 function portFree(port: number): Promise<boolean> {
@@ -237,7 +243,7 @@ async function main(): Promise<void> {
   settings(false);
   const prepared = spawnSync(process.execPath, [join(ROOT, "scripts", "prepare-stack.mjs")], { stdio: "inherit" });
   if (prepared.status !== 0) process.exit(prepared.status ?? 1);
-  const { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort } = settings(true);
+  const { ports, store, redisUrl, listens, replicas, replicaPorts, lbPort, fastPath } = settings(true);
   if (store === "memory" && !process.env.MCPA_STORE)
     console.log(`npm start: no redis-server at ${REDIS_SERVER}: using the sidecar's in-memory store`);
   for (const [name, p] of listens) {
@@ -290,6 +296,7 @@ async function main(): Promise<void> {
       redisUrl,
       replicas,
       replicaPorts,
+      fastPath,
       timing: DEMO_TIMING,
       pluginSettings: { staleAfterMs: String(DEMO_TIMING.staleAfterMs) },
     });
