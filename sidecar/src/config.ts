@@ -49,6 +49,7 @@ export interface SidecarConfig extends SidecarRedisConfig {
   traefikApi: string | null;
   traefikServices: string[];
   traefikPollIntervalMs: number;
+  traefikMetrics: string | null;
   probePath: string;
   probeIntervalMs: number;
   probeTimeoutMs: number;
@@ -188,6 +189,12 @@ export const SIDECAR_SETTINGS: SettingsSpec<SidecarConfig> = {
     def: 2000,
     help: "how often the Traefik API is polled",
   },
+  traefikMetrics: {
+    name: "traefik-metrics",
+    type: url(["http:", "https:"]),
+    help: "Traefik's Prometheus endpoint, where the fast path's requests are counted (default: /metrics on --traefik-api)",
+    secret: true,
+  },
   probePath: {
     name: "probe-path",
     type: text((v) => (v === "off" || v.startsWith("/") ? undefined : `"${v}" must start with / (or be off)`), "path"),
@@ -294,10 +301,10 @@ const SCHEMA: Schema<SidecarConfig> = {
     redisRules(c, ctx);
     if (!isLoopback(c.host) && !c.apiToken)
       ctx.fail("apiToken", `--api-token is required when --host (${c.host}) is not a loopback address`);
-    if (c.fastPathFile && !c.traefikApi)
+    if (c.fastPathFile && !c.traefikApi && !c.traefikMetrics)
       ctx.fail(
-        "traefikApi",
-        "--fast-path-file needs --traefik-api: the requests the fast path routes are counted from Traefik's metrics",
+        "traefikMetrics",
+        "--fast-path-file needs --traefik-metrics (or --traefik-api): the requests the fast path routes are counted from Traefik's metrics",
       );
     if (c.traefikApi && !c.traefikServices.length)
       ctx.fail("traefikServices", "--traefik-api needs --traefik-services");
@@ -305,6 +312,15 @@ const SCHEMA: Schema<SidecarConfig> = {
       ctx.fail("downLimitMs", `--down-limit (${c.downLimitMs} ms) must be at least --node-ttl (${c.nodeTtlMs} ms)`);
   },
 };
+
+/** Where Traefik's Prometheus metrics are read: --traefik-metrics, else /metrics on --traefik-api; null: neither. */
+export function traefikMetricsUrl(c: Pick<SidecarConfig, "traefikApi" | "traefikMetrics">): string | null {
+  if (c.traefikMetrics) return c.traefikMetrics;
+  if (!c.traefikApi) return null;
+  const u = new URL(c.traefikApi);
+  u.pathname = `${u.pathname.replace(/\/+$/, "")}/metrics`;
+  return u.toString();
+}
 
 export function helpText(): string {
   return settingsHelp(SCHEMA, [

@@ -6,6 +6,7 @@
 import type { Periodic, SidecarContext } from "./context.ts";
 import { FAST_PATH_SERVICE_PREFIX } from "./fast-path.ts";
 import { readTraefikServiceRequests } from "./traefik.ts";
+import { traefikMetricsUrl } from "./config.ts";
 import { errFields } from "../../lib/errors.ts";
 
 export class FastPathCounts {
@@ -22,10 +23,11 @@ export class FastPathCounts {
   /** One reading; resolves with the requests it added (0 on the first reading or on an error). */
   async poll(): Promise<number> {
     const { cfg, metrics, log, throttled } = this.ctx;
-    if (!cfg.traefikApi) return 0;
+    const url = traefikMetricsUrl(cfg);
+    if (!url) return 0;
     let counts: Map<string, number>;
     try {
-      counts = await readTraefikServiceRequests(cfg.traefikApi, FAST_PATH_SERVICE_PREFIX);
+      counts = await readTraefikServiceRequests(url, FAST_PATH_SERVICE_PREFIX);
     } catch (err) {
       metrics.traefikErrors.inc();
       throttled("fast-path-counts", () =>

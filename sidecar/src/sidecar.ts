@@ -137,7 +137,7 @@ export async function startSidecar(
   const watch = new NodeWatch(ctx);
   const ingest = new EventIngest(ctx, (id, hash, cookie) => watch.suspect(id, hash, cookie));
   const janitor = new LearnedJanitor(ctx, publisher);
-  const fastPathCounts = fastPath && cfg.traefikApi ? new FastPathCounts(ctx) : null;
+  const fastPathCounts = fastPath ? new FastPathCounts(ctx) : null;
   const isReady = () => lifecycle.state === "ready";
   addStateGauges(metrics, {
     mirror,

@@ -39,14 +39,14 @@ async function traefikGet(api: string, path: string, timeoutMs: number): Promise
 
 /**
  * Requests Traefik counted per service whose name starts with `prefix` (`traefik_service_requests_total`
- * summed over code, method and protocol), from its Prometheus endpoint on the API address.
+ * summed over code, method and protocol), from its Prometheus endpoint.
  */
 export async function readTraefikServiceRequests(
-  api: string,
+  metricsUrl: string,
   prefix: string,
   timeoutMs = 2000,
 ): Promise<Map<string, number>> {
-  const text = await (await traefikGet(api, "/metrics", timeoutMs)).text();
+  const text = await (await traefikGet(metricsUrl, "", timeoutMs)).text();
   return serviceRequestCounts(text, prefix);
 }
 

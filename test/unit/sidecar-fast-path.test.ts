@@ -21,7 +21,7 @@ import {
 import { createMetrics } from "../../sidecar/src/metrics.ts";
 import { FastPathCounts } from "../../sidecar/src/fast-path-counts.ts";
 import { serviceRequestCounts } from "../../sidecar/src/traefik.ts";
-import { makeConfig } from "../../sidecar/src/config.ts";
+import { makeConfig, traefikMetricsUrl } from "../../sidecar/src/config.ts";
 import { defaultViewFs, type ViewFs } from "../../lib/view/index.ts";
 import { mintSessionId, wrapSessionId } from "../../lib/token/index.ts";
 
@@ -185,6 +185,22 @@ describe("the fast path's request counts", () => {
         [sb, 1],
       ]),
     );
+  });
+
+  it("Traefik's metrics: --traefik-metrics, else /metrics on --traefik-api", () => {
+    expect(traefikMetricsUrl(makeConfig({ traefikApi: "http://127.0.0.1:8081", traefikServices: ["mcp@file"] }))).toBe(
+      "http://127.0.0.1:8081/metrics",
+    );
+    expect(
+      traefikMetricsUrl(
+        makeConfig({
+          traefikApi: "http://u:p@t:8080/",
+          traefikServices: ["mcp@file"],
+          traefikMetrics: "http://t:9100/metrics",
+        }),
+      ),
+    ).toBe("http://t:9100/metrics");
+    expect(traefikMetricsUrl(makeConfig({}))).toBeNull();
   });
 
   it("adds what each count grew by to the pin decisions: the first reading is a baseline, a new service counts from zero, a count that went down restarted", async () => {
