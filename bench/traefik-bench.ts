@@ -23,7 +23,7 @@ import { bool, file, int, nonEmpty, text } from "../lib/settings/index.ts";
 import { randomBytes } from "node:crypto";
 import { Agent, request } from "undici";
 import { Redis } from "ioredis";
-import { sessionHeaders } from "../dev/mcp-client.ts";
+import { rawInitialize, sessionHeaders } from "../dev/mcp-client.ts";
 import { metricSum, scrapeMetrics } from "../dev/metrics.ts";
 import { sleep, waitUntil } from "../dev/poll.ts";
 import { startStack, traefikBinary, type Stack } from "../dev/stack.ts";
@@ -40,7 +40,7 @@ import { lookupSession } from "../test/support/view-writers.ts";
 import { RedisRegistry } from "../lib/registry/index.ts";
 import { nodeRedisOptions } from "../node/src/index.ts";
 import { endResults, progressLog, runBench, startResults, writeResults, type BenchResults } from "./lib/results.ts";
-import { BenchError, counterBody, initSession, waitSessionsInView, type BenchSession } from "./lib/mcp.ts";
+import { BenchError, counterBody, counterOf, initSession, waitSessionsInView, type BenchSession } from "./lib/mcp.ts";
 import { runLoad, type LoadResult, type LoadTarget } from "./lib/load.ts";
 import { cpuMicros, openStreams, rssBytes } from "./lib/sse.ts";
 import { FAST_PATH_FILE } from "../dev/traefik-config.ts";
@@ -67,6 +67,8 @@ interface BenchConfig {
   warmupMs: number;
   rounds: number;
   streams: number;
+  /** Whole sessions per mode and round in the session-cycle phase. */
+  cycles: number;
   registrations: number;
   restarts: number;
   profile: boolean;
@@ -95,6 +97,12 @@ function readConfig(): BenchConfig {
     warmup: { name: "warmup", type: int(0, 30), def: 1, help: "seconds of warm-up per mode and round" },
     rounds: { name: "rounds", type: int(1, 10), def: 3, help: "alternating rounds" },
     streams: { name: "streams", type: int(0, 5000), def: 1000, help: "open SSE streams for the memory figures" },
+    cycles: {
+      name: "cycles",
+      type: int(0, 10_000),
+      def: 200,
+      help: "whole sessions (initialize to DELETE) per mode and round, for Traefik's CPU per session",
+    },
     registrations: { name: "registrations", type: int(0, 5000), def: 200, help: "registrations timed into the view" },
     restarts: { name: "restarts", type: int(0, 3), def: 3, help: "node restarts timed to the first edge 404" },
     profile: { name: "profile", type: bool, def: false, help: "CPU profile of Traefik during (c)" },
@@ -116,6 +124,7 @@ function readConfig(): BenchConfig {
     warmupMs: f.warmup * 1000,
     rounds: f.rounds,
     streams: f.streams,
+    cycles: f.cycles,
     registrations: noView ? 0 : f.registrations,
     restarts: noView ? 0 : f.restarts,
     profile: f.profile,
@@ -469,6 +478,7 @@ interface TraefikBenchResults extends BenchResults {
   viewSessions?: number;
   load?: LoadFigures;
   profile?: Record<string, ProfileFigures>;
+  sessionCycles?: SessionCycleFigures[];
   sse?: { plain: StreamFigures; plugin: StreamFigures; fast?: StreamFigures };
   registration?: RegistrationFigures;
   restart?: { samples: RestartSample[] };
@@ -848,6 +858,102 @@ async function measureStreamsOn(
   };
 }
 
+/** Whole sessions through one Traefik: what a session costs Traefik, initialize and close included. */
+interface SessionCycleFigures {
+  name: string;
+  label: string;
+  sessions: number;
+  errors: number;
+  errorSamples: string[];
+  /** Median over the rounds of the serving Traefik's CPU per session. */
+  traefikCpuUsPerSession: number;
+}
+
+/** Calls per session in the session-cycle phase (besides initialize, initialized and DELETE). */
+const CYCLE_CALLS = 3;
+
+/**
+ * Sessions from start to end (initialize, initialized, CYCLE_CALLS counter calls, DELETE) through
+ * plain Traefik (with its cookie), the plugin and the fast path (no cookie), in alternating rounds:
+ * the fast path runs the plugin for the initialize, so its saving depends on a session's length.
+ */
+async function measureSessionCycles(env: BenchEnv): Promise<SessionCycleFigures[]> {
+  const { cfg, stack, plain, fast } = env;
+  const modes = [
+    { name: "b", label: "(b) Traefik, sticky cookie only", base: plain.base, withCookie: true },
+    { name: "c", label: "(c) Traefik + plugin, no cookie", base: stack.httpBase, withCookie: false },
+    ...(fast ? [{ name: "f", label: "(f) Traefik + plugin + fast path", base: fast.base, withCookie: false }] : []),
+  ];
+  const perRound = cfg.cycles;
+  const concurrency = 4;
+  const byMode = new Map(
+    modes.map((m) => [m.name, { cpu: [] as number[], sessions: 0, errors: 0, samples: [] as string[] }]),
+  );
+  log(
+    `session cycles: ${perRound} sessions per mode and round (initialize, ${CYCLE_CALLS} calls, DELETE), concurrency ${concurrency}`,
+  );
+  for (let round = 0; round < cfg.rounds; round++) {
+    for (const m of round % 2 === 0 ? modes : [...modes].reverse()) {
+      const agent = new Agent({ connections: concurrency });
+      const pid = servingTraefik(env, m.name)!.pid;
+      const acc = byMode.get(m.name)!;
+      const fail = (what: string) => {
+        acc.errors++;
+        if (acc.samples.length < 5) acc.samples.push(what.slice(0, 200));
+      };
+      let next = 0;
+      const cpu0 = cpuMicros(pid);
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (next < perRound) {
+            next++;
+            try {
+              const s = await rawInitialize(m.base, {
+                dispatcher: agent,
+                withCookie: m.withCookie,
+                clientName: "bench-cycle",
+              });
+              const headers = sessionHeaders(s.sessionId, m.withCookie ? s.cookie : undefined);
+              for (let k = 0; k < CYCLE_CALLS; k++) {
+                const r = await request(`${m.base}/mcp`, {
+                  method: "POST",
+                  headers,
+                  body: counterBody(k + 2),
+                  dispatcher: agent,
+                });
+                const text = await r.body.text();
+                if (r.statusCode !== 200 || counterOf(text) !== k + 1) fail(`call ${k + 1}: ${r.statusCode} ${text}`);
+              }
+              const d = await request(`${m.base}/mcp`, { method: "DELETE", headers, dispatcher: agent });
+              await d.body.dump();
+              if (d.statusCode !== 200) fail(`DELETE: ${d.statusCode}`);
+              acc.sessions++;
+            } catch (err) {
+              fail((err as Error).message);
+            }
+          }
+        }),
+      );
+      acc.cpu.push((cpuMicros(pid) - cpu0) / perRound);
+      await agent.close();
+      log(
+        `  round ${round + 1} ${m.name.padEnd(2)}: ${fmt(acc.cpu.at(-1))} us of Traefik CPU per session, errors ${acc.errors}`,
+      );
+    }
+  }
+  return modes.map((m) => {
+    const acc = byMode.get(m.name)!;
+    return {
+      name: m.name,
+      label: m.label,
+      sessions: acc.sessions,
+      errors: acc.errors,
+      errorSamples: acc.samples,
+      traefikCpuUsPerSession: median(acc.cpu),
+    };
+  });
+}
+
 /** Registration -> view: sessions registered as a node does, timed into the view. */
 async function registrationFigures(env: BenchEnv): Promise<RegistrationFigures> {
   const { cfg, stack, shared } = env;
@@ -930,6 +1036,7 @@ async function main(): Promise<void> {
     const load = await measureLoad(env, sessions.load);
     results.load = load.figures;
     if (Object.keys(load.profiles).length) results.profile = summarizeProfiles(load.profiles);
+    if (cfg.cycles > 0) results.sessionCycles = await measureSessionCycles(env);
     if (cfg.streams > 0) results.sse = await measureStreams(env, sessions.streams);
     if (cfg.registrations > 0) results.registration = await registrationFigures(env);
     if (cfg.restarts > 0) results.restart = { samples: await measureRestarts(env, sessions.load) };
@@ -1042,6 +1149,16 @@ function benchTargets(results: TraefikBenchResults): Target[] {
       ok: null,
     });
   }
+  const cycles = results.sessionCycles;
+  const cycleOf = (n: string) => cycles?.find((m) => m.name === n)?.traefikCpuUsPerSession;
+  for (const n of ["c", "f"])
+    if (cycleOf(n) !== undefined && cycleOf("b") !== undefined)
+      targets.push({
+        what: `Traefik CPU per whole session (${n})/(b)`,
+        value: (cycleOf(n)! / cycleOf("b")!).toFixed(3),
+        target: "(reported)",
+        ok: null,
+      });
   if (results.sse?.fast) {
     const ratio = results.sse.fast.perStreamBytes / results.sse.plain.perStreamBytes;
     targets.push({
@@ -1087,6 +1204,19 @@ function printReport(results: TraefikBenchResults, cfg: BenchConfig): void {
     `Tool calls on existing sessions, latency pass: concurrency ${cfg.latencyConcurrency}, ${per}`,
     results.load!.latency.modes,
   );
+  if (results.sessionCycles) {
+    line();
+    line(
+      `Whole sessions (initialize, notifications/initialized, ${CYCLE_CALLS} tools/call, DELETE), concurrency 4, medians of ${cfg.rounds} alternating rounds x ${cfg.cycles} sessions`,
+    );
+    line(
+      `${"mode".padEnd(56)} ${"sessions".padStart(8)} ${"errors".padStart(7)} ${"Traefik CPU us/session".padStart(23)}`,
+    );
+    for (const m of results.sessionCycles)
+      line(
+        `${m.label.padEnd(56)} ${String(m.sessions).padStart(8)} ${String(m.errors).padStart(7)} ${fmt(m.traefikCpuUsPerSession).padStart(23)}${m.errorSamples.length ? `  (${m.errorSamples.join("; ")})` : ""}`,
+      );
+  }
   if (results.sse) {
     const { plain: p, plugin: q } = results.sse;
     line();
