@@ -202,9 +202,31 @@ export function createMcpHandlerV2(affinity: Affinity, opts: McpHandlerOptionsV2
   };
 }
 
+/**
+ * The answer's body, cancelled when its client goes away. v2's Node adapter (2.1.2) notices a
+ * closed connection only when the next chunk of the answer comes: a session's GET stream that
+ * carries no event stays registered on its session, and the client's reconnect gets 409 ("Conflict:
+ * Only one SSE stream is allowed per session") until the session ends. Piped through a stream
+ * tied to the request's signal (which the adapter aborts on close), the body is cancelled at once,
+ * and the transport lets the stream go.
+ */
+function endsWithClient(request: Request, response: Response): Response {
+  if (!response.body) return response;
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+  response.body.pipeTo(writable, { signal: request.signal }).catch(() => undefined);
+  return new Response(readable, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}
+
 /** The Node http handler of createMcpHandlerV2 (POST, GET and DELETE), through v2's own adapter. */
 export function nodeHandlerV2(handler: AffinityMcpHandler, maxRequestBodySize?: number): McpRequestHandler {
-  const adapted = toNodeHandler(handler, { maxRequestBodySize });
+  const adapted = toNodeHandler(
+    { fetch: async (request, ctx) => endsWithClient(request, await handler.fetch(request, ctx)) },
+    { maxRequestBodySize },
+  );
   return (req, res, parsedBody) =>
     adapted(
       req as unknown as Parameters<typeof adapted>[0],

@@ -92,6 +92,33 @@ describe.each([
     }
   });
 
+  it("lets a session's GET stream go when its client goes away: the client's reconnect is served, not refused 409", async () => {
+    const { sessionId } = await rawInitialize(node().url);
+    const open = async () => {
+      const stream = new AbortController();
+      const res = await fetch(`${node().url}/mcp`, {
+        headers: { accept: "text/event-stream", "mcp-session-id": sessionId, "mcp-protocol-version": PROTOCOL_VERSION },
+        signal: stream.signal,
+      });
+      return { status: res.status, close: () => stream.abort() };
+    };
+    try {
+      const first = await open();
+      expect(first.status).toBe(200);
+      first.close();
+      // The server sees the connection close within milliseconds; no event ever goes on the stream.
+      let again = await open();
+      for (let i = 0; i < 20 && again.status === 409; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        again = await open();
+      }
+      expect(again.status).toBe(200);
+      again.close();
+    } finally {
+      await rawMcp(node().url, "DELETE", sessionId);
+    }
+  });
+
   it("answers the SDK's 404 for a session it does not hold", async () => {
     const res = await rawMcp(node().url, "POST", "no-such-session", { jsonrpc: "2.0", id: 1, method: "tools/list" });
     expect(res.status).toBe(404);
