@@ -113,18 +113,43 @@ func (l *logSink) all() []logLine {
 type countingRuntime struct {
 	wazero.Runtime
 	instances *atomic.Int32
+	modules   *moduleList
+}
+
+// moduleList keeps every guest instance the middleware made, to read their memory sizes.
+type moduleList struct {
+	mu   sync.Mutex
+	list []wazeroapi.Module
 }
 
 func (r countingRuntime) InstantiateModule(ctx context.Context, m wazero.CompiledModule, c wazero.ModuleConfig) (wazeroapi.Module, error) {
 	r.instances.Add(1)
-	return r.Runtime.InstantiateModule(ctx, m, c)
+	mod, err := r.Runtime.InstantiateModule(ctx, m, c)
+	if err == nil && mod.Memory() != nil {
+		r.modules.mu.Lock()
+		r.modules.list = append(r.modules.list, mod)
+		r.modules.mu.Unlock()
+	}
+	return mod, err
 }
 
 type middleware struct {
 	handler   http.Handler
 	logs      *logSink
 	instances *atomic.Int32
+	modules   *moduleList
 	close     func()
+}
+
+// memoryPages is the linear memory of every guest instance made so far, in 64 KiB pages.
+func (m *middleware) memoryPages() []uint32 {
+	m.modules.mu.Lock()
+	defer m.modules.mu.Unlock()
+	out := make([]uint32, 0, len(m.modules.list))
+	for _, mod := range m.modules.list {
+		out = append(out, mod.Memory().Size()/65536)
+	}
+	return out
 }
 
 // mountsFS turns settings.mounts (`host`, `host:guest`, either with a `:ro` suffix) into wazero
@@ -173,7 +198,8 @@ func (p *pluginHost) newMiddleware(t testing.TB, mounts []string, config map[str
 	}
 	logs := &logSink{}
 	instances := &atomic.Int32{}
-	counted := countingRuntime{Runtime: rt, instances: instances}
+	modules := &moduleList{}
+	counted := countingRuntime{Runtime: rt, instances: instances, modules: modules}
 	mw, err := wasm.NewMiddleware(ctx, p.code,
 		handler.ModuleConfig(moduleConfig),
 		handler.Logger(logs),
@@ -183,7 +209,7 @@ func (p *pluginHost) newMiddleware(t testing.TB, mounts []string, config map[str
 	if err != nil {
 		t.Fatalf("creating middleware: %v", err)
 	}
-	m := &middleware{handler: mw.NewHandler(ctx, next), logs: logs, instances: instances}
+	m := &middleware{handler: mw.NewHandler(ctx, next), logs: logs, instances: instances, modules: modules}
 	m.close = func() { _ = mw.Close(ctx) }
 	t.Cleanup(m.close)
 	return m

@@ -134,3 +134,8 @@ test(
   300_000,
 );
 test("request bodies reach the upstream byte-identical on the real host", () => runGo("^TestRequestBodies$"), 300_000);
+test(
+  "every instance stays within its first 64 KiB page on the real host, whatever it serves",
+  () => runGo("^TestInstanceMemory$"),
+  300_000,
+);
