@@ -65,6 +65,20 @@ class Parser {
   str(): string | null {
     if (this.peek() != 34) return null;
     this.i++;
+    // Without escapes the string is one substring: building it a character at a time left
+    // garbage quadratic in its length, and parsing Traefik's configuration of a dozen settings
+    // grew a fresh instance past its first page before the first collection.
+    const start = this.i;
+    let end = start;
+    while (end < this.s.length) {
+      const c = this.s.charCodeAt(end);
+      if (c == 34) {
+        this.i = end + 1;
+        return this.s.substring(start, end);
+      }
+      if (c == 92) break;
+      end++;
+    }
     let out = "";
     while (this.i < this.s.length) {
       const c = this.s.charCodeAt(this.i++);

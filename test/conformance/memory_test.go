@@ -14,9 +14,10 @@ import (
 // (wazero, as Traefik configures it), whatever it serves: every open SSE stream holds an instance
 // in Traefik. Each kind of request is sent 2,000 times in a row (the garbage of many requests
 // between two collections must fit), then many at once, held by the upstream, so the pool makes
-// fresh instances and each serves that kind first. The TypeScript test host never showed the
-// growth this found: 15 wrapped-session POSTs in a row grew an instance to two pages while the
-// plugin collected every 16 requests.
+// fresh instances and each serves that kind first. The configuration is traefik/dynamic.yml's. The
+// TypeScript test host never showed the growth this found: parsing that configuration grew every
+// fresh instance to a second page before its first request (a string built a character at a
+// time), and 15 wrapped-session POSTs in a row grew one while the plugin collected every 16.
 func TestInstanceMemory(t *testing.T) {
 	host := plugin(t)
 	dir := t.TempDir()
@@ -46,7 +47,7 @@ func TestInstanceMemory(t *testing.T) {
 		}
 		initializeReply(w, r, nil)
 	})
-	mw := host.newMiddleware(t, mount(dir), pluginConfig(nil), next)
+	mw := host.newMiddleware(t, mount(dir), traefikTemplateConfig, next)
 	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"counter","arguments":{}}}`
 	post := func(id, cookie string) func() *http.Request {
 		return func() *http.Request {
@@ -77,11 +78,25 @@ func TestInstanceMemory(t *testing.T) {
 			r.Header.Set("Mcp-Session-Id", tokens["minted"])
 			return r
 		}},
+		{"GET stream, minted id, as Traefik passes it", func() *http.Request {
+			r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:43111/mcp", nil)
+			r.Header.Set("Accept", "text/event-stream")
+			r.Header.Set("Mcp-Session-Id", tokens["minted"])
+			r.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+			r.Header.Set("Connection", "close")
+			r.Header.Set("X-Forwarded-For", "127.0.0.1")
+			r.Header.Set("X-Forwarded-Host", "127.0.0.1:43111")
+			r.Header.Set("X-Forwarded-Port", "43111")
+			r.Header.Set("X-Forwarded-Proto", "http")
+			r.Header.Set("X-Forwarded-Server", "devbox")
+			r.Header.Set("X-Real-Ip", "127.0.0.1")
+			return r
+		}},
 		{"POST, minted id", post(tokens["minted"], "")},
 		{"POST, wrapped id", post(tokens["wrapped"], "")},
 		{"POST, wrapped id, cookie of another node (repaired)", post(tokens["wrapped"], cookieName+"="+cookies["a"]+"; theme=dark")},
 	}
-	check := func(t *testing.T) {
+	check := func(t *testing.T, mw *middleware) {
 		t.Helper()
 		for i, p := range mw.memoryPages() {
 			if p != 1 {
@@ -99,13 +114,14 @@ func TestInstanceMemory(t *testing.T) {
 				hold.Add(1)
 				mw.handler.ServeHTTP(httptest.NewRecorder(), k.build())
 			}
-			check(t)
+			check(t, mw)
 		})
 	}
-	// At once: fresh instances, each serving this kind first.
+	// At once, on a new middleware: fresh instances, each serving this kind first.
 	const concurrent = 12
 	for _, k := range kinds {
 		t.Run("12 at once: "+k.name, func(t *testing.T) {
+			mw := host.newMiddleware(t, mount(dir), traefikTemplateConfig, next)
 			release = make(chan struct{})
 			hold.Add(concurrent)
 			var done sync.WaitGroup
@@ -119,10 +135,17 @@ func TestInstanceMemory(t *testing.T) {
 			hold.Wait()
 			close(release)
 			done.Wait()
-			check(t)
+			check(t, mw)
+			if n := mw.instances.Load(); n < concurrent {
+				t.Errorf("%d instances: the requests at once did not each get one", n)
+			}
 		})
 	}
-	if n := mw.instances.Load(); n < concurrent {
-		t.Errorf("%d instances: the requests at once did not each get one", n)
-	}
+}
+
+// traefikTemplateConfig is the plugin's configuration in traefik/dynamic.yml, as the file provider gives it.
+var traefikTemplateConfig = map[string]any{
+	"viewDir": guestViewDir, "cookieName": cookieName, "cookiePath": "/", "cookieSecure": "true",
+	"cookieHttpOnly": "true", "cookieSameSite": "Strict", "onMisroute": "pin", "onOwnerDown": "unavailable",
+	"retryAfterSeconds": "2", "staleAfterMs": "600000", "logLevel": "info",
 }
