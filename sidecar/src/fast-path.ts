@@ -6,7 +6,7 @@
 // router here and reaches the plugin's router below them, which decides as before.
 import { dirname } from "node:path";
 import type { Logger } from "pino";
-import { MINTED_PREFIX } from "../../lib/token/index.ts";
+import { MINTED_PREFIX, MINTED_RANDOM_LENGTH } from "../../lib/token/index.ts";
 import { atomicWrite, defaultViewFs, type ViewFs } from "../../lib/view/index.ts";
 import { errFields } from "../../lib/errors.ts";
 import type { SidecarMetrics } from "./metrics.ts";
@@ -28,6 +28,15 @@ export interface FastPathSettings {
   /** POST bodies up to this size are read into memory before they go on (0: bodies stream). */
   maxBodyBytes: number;
 }
+
+/**
+ * A Cookie line of 1,025 characters or more (Go's RE2 repeats at most 1,000 times): such requests go
+ * through the plugin, which answers 431 with a JSON-RPC body when the lines are too large to read
+ * (4 KiB). Passed to the node, a line past Node.js's 16 KiB header limit comes back from Traefik as a
+ * 502 (the node closes the connection while the request is still being written). Characters, not
+ * bytes: 1,025 of them cover every line of 4,097 bytes or more.
+ */
+const LONG_COOKIE = "^(?s:.{1000}.{25})";
 
 /** Service name of an incarnation (one per token: a rebooted node gets new routers and a new service). */
 export const fastPathName = (t: Pick<FastPathTarget, "cookie" | "bootTag">) => `mcp-fast-${t.cookie}${t.bootTag}`;
@@ -69,9 +78,12 @@ export function renderFastPath(live: FastPathTarget[], s: FastPathSettings, reti
   }
   for (const t of [...live].sort(byName)) {
     const name = fastPathName(t);
-    // The token is hex only: nothing in it needs escaping in the rule or the regular expression.
-    const token = `^${MINTED_PREFIX.replace(".", "\\.")}${t.cookie}${t.bootTag}\\.`;
-    const match = `PathPrefix(\`${s.pathPrefix}\`) && HeaderRegexp(\`Mcp-Session-Id\`, \`${token}\`)`;
+    // A whole minted id of this incarnation (the token is hex only: nothing to escape). Anything
+    // else, a longer or malformed id included, gets the plugin's answer (400 for a bad id).
+    const id = `^${MINTED_PREFIX.replace(".", "\\.")}${t.cookie}${t.bootTag}\\.[A-Za-z0-9_-]{${MINTED_RANDOM_LENGTH}}$`;
+    const match =
+      `PathPrefix(\`${s.pathPrefix}\`) && HeaderRegexp(\`Mcp-Session-Id\`, \`${id}\`)` +
+      ` && !HeaderRegexp(\`Cookie\`, \`${LONG_COOKIE}\`)`;
     const entryPoints = s.entryPoints.length ? { entryPoints: s.entryPoints } : {};
     const post = [...s.middlewares, ...(buffered ? [FAST_PATH_BODY_MIDDLEWARE] : [])];
     // Above its sibling: Traefik orders routers of equal priority arbitrarily, and the other

@@ -101,6 +101,19 @@ describe("the fast path", () => {
     });
   }, 60_000);
 
+  it("bad input on a live incarnation's id still gets the plugin's answer: a Cookie line too large 431, an id too long 400, both with a JSON-RPC body", async () => {
+    const { sessionId } = await rawInitialize(stack.httpBase);
+    const big = await rawCall(stack.httpBase, sessionId, "counter", { cookie: `theme=${"x".repeat(5000)}` });
+    expect([big.status, header(big, "mcp-affinity")]).toEqual([431, "invalid"]);
+    expect(JSON.parse(big.body)).toMatchObject({ jsonrpc: "2.0", error: { code: expect.any(Number) } });
+    // Past the plugin's maxSessionIdLength (256), starting with the live incarnation's whole id.
+    const long = await rawCall(stack.httpBase, `${sessionId}${"x".repeat(300)}`, "counter");
+    expect([long.status, header(long, "mcp-affinity")]).toEqual([400, "invalid"]);
+    expect(JSON.parse(long.body)).toMatchObject({ jsonrpc: "2.0", error: { code: expect.any(Number) } });
+    // The session itself is untouched: its next call is its first.
+    expect((await rawCall(stack.httpBase, sessionId, "counter")).text).toBe("1");
+  });
+
   it("a killed node: its sessions get the edge 404 on both replicas within about a second (Traefik's 502 before), every other session sees no error", async () => {
     const victim = stack.nodes[1]!;
     const sessions: Array<{ id: string; node: NodePart }> = [];

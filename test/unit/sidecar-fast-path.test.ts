@@ -62,6 +62,10 @@ describe("renderFastPath", () => {
     expect(other).toMatchObject({ priority: 1010, middlewares: ["auth@file"], service: name });
     expect(post.rule).toBe(`Method(\`POST\`) && ${other.rule}`);
     expect(other.rule).toMatch(/^PathPrefix\(`\/mcp`\) && HeaderRegexp/);
+    // A long Cookie line goes through the plugin (431 with a JSON-RPC body past what it reads).
+    const cookie = new RegExp(/!HeaderRegexp\(`Cookie`, `\^\(\?s:(.+)\)`\)/.exec(other.rule)![1]!.replace(/^/, "^"), "s");
+    expect(cookie.test("x".repeat(1024))).toBe(false);
+    expect(cookie.test("é".repeat(1025))).toBe(true);
     expect(doc.http.services![name]).toEqual({ loadBalancer: { servers: [{ url: a.url }] } });
     const re = patternOf(other.rule);
     const mine = mintSessionId(a.cookie, a.bootTag);
@@ -71,6 +75,9 @@ describe("renderFastPath", () => {
     expect(re.test(mintSessionId(a.cookie, "00000001"))).toBe(false);
     expect(re.test(wrapSessionId("server-id", a.cookie, a.bootTag))).toBe(false);
     expect(re.test(`x${mine}`)).toBe(false);
+    // The whole id, not a prefix: a longer or shorter one is the plugin's to refuse.
+    expect(re.test(`${mine}x`)).toBe(false);
+    expect(re.test(mine.slice(0, -1))).toBe(false);
   });
 
   it("the body middleware reads POST bodies up to the bound and can never retry", () => {
