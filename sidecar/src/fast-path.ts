@@ -111,7 +111,9 @@ export function renderFastPath(live: FastPathTarget[], s: FastPathSettings, reti
     ...(Object.keys(middlewares).length ? { middlewares } : {}),
     ...(Object.keys(services).length ? { services } : {}),
   };
-  return `${JSON.stringify({ http }, null, 2)}\n`;
+  // An empty `http` is an error to Traefik ("http cannot be a standalone element"), and one bad
+  // file makes it drop the whole directory's configuration: nothing to say is an empty document.
+  return `${JSON.stringify(Object.keys(http).length ? { http } : {}, null, 2)}\n`;
 }
 
 /** Retired incarnations whose services (and request counts) the file keeps, newest first. */

@@ -5,6 +5,8 @@
 // Traefik routed exactly; a killed node's sessions get the edge 404 on both replicas within about a
 // second; a node that joins is never answered for before its router exists; a restarted node's
 // old sessions end with the edge 404 while its new ones take the new incarnation's router.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readAccessLog, type AccessLogRow } from "../../dev/access-log.ts";
 import { startL4Balancer, type L4Balancer } from "../../dev/l4-balancer.ts";
@@ -271,4 +273,14 @@ describe("the fast path", () => {
         `mcp-fast-${fresh.slice(4, 4 + 24)}-post@file`,
       ]);
   }, 90_000);
+
+  // Traefik drops every file of a directory when one is bad: each file the sidecars wrote (at
+  // every kill, join and restart above) must have loaded.
+  it("Traefik loaded every fast-path file the sidecars wrote", () => {
+    for (const r of stack.replicas) {
+      const log = readFileSync(join(stack.dir, "logs", `${r.name}.log`), "utf8");
+      const refused = log.split("\n").filter((l) => /"providerName":"file"/.test(l) && /"level":"error"/.test(l));
+      expect(refused, r.name).toEqual([]);
+    }
+  });
 });

@@ -99,7 +99,8 @@ describe("renderFastPath", () => {
     expect(Object.keys(doc.http.routers!)).toEqual([`${fastPathName(a)}-post`, fastPathName(a)]);
     expect(Object.keys(doc.http.services!)).toEqual([fastPathName(a), fastPathName(b)]);
     expect(renderFastPath([a, b], settings)).toBe(renderFastPath([b, a], settings));
-    expect(render([], settings)).toEqual({ http: {} });
+    // Not `http: {}`, which Traefik refuses (and then drops every file of the directory).
+    expect(renderFastPath([], settings)).toBe("{}\n");
     const bare = render([a], { ...settings, entryPoints: [], middlewares: [], maxBodyBytes: 0 });
     expect(Object.keys(bare.http.routers![fastPathName(a)]!).sort()).toEqual(["priority", "rule", "service"]);
   });
