@@ -63,7 +63,10 @@ describe("renderFastPath", () => {
     expect(post.rule).toBe(`Method(\`POST\`) && ${other.rule}`);
     expect(other.rule).toMatch(/^PathPrefix\(`\/mcp`\) && HeaderRegexp/);
     // A long Cookie line goes through the plugin (431 with a JSON-RPC body past what it reads).
-    const cookie = new RegExp(/!HeaderRegexp\(`Cookie`, `\^\(\?s:(.+)\)`\)/.exec(other.rule)![1]!.replace(/^/, "^"), "s");
+    const cookie = new RegExp(
+      /!HeaderRegexp\(`Cookie`, `\^\(\?s:(.+)\)`\)/.exec(other.rule)![1]!.replace(/^/, "^"),
+      "s",
+    );
     expect(cookie.test("x".repeat(1024))).toBe(false);
     expect(cookie.test("é".repeat(1025))).toBe(true);
     expect(doc.http.services![name]).toEqual({ loadBalancer: { servers: [{ url: a.url }] } });
