@@ -9,7 +9,7 @@
 // pass/fail against the bounds docs/operations.md ("Soak") justifies. Exit code 1 on a fail.
 // Flags: --minutes N (60), --sample-seconds N (30), --workers N (6), --idle-timeout-seconds N (60),
 //        --tombstone-seconds N (600), --json FILE. Logs and configs stay in .run/soak/.
-import { readdirSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { randomInt } from "node:crypto";
 import { Redis } from "ioredis";
 import { readFlags } from "./lib/flags.ts";
@@ -38,6 +38,11 @@ const f = readFlags("soak", "npm run soak -- [--minutes N] [--sample-seconds N] 
     help: "the sidecars' --tombstone-ttl (their default): closed sessions stay in the view this long",
   },
   json: { name: "json", type: text(nonEmpty, "file"), help: "write the samples and the verdicts to this JSON file" },
+  judge: {
+    name: "judge",
+    type: text(nonEmpty, "file"),
+    help: "judge the samples of a run's --json file again (with the bounds of this version), running nothing",
+  },
 });
 
 /** Share of sessions left open without a DELETE, and share that open an SSE stream. */
@@ -50,6 +55,14 @@ const MAX_EVENT_FILES = 2 * 4096;
 const MAX_QUARANTINE = 64;
 /** Growth per hour a series may show beyond its noise (2 standard errors), as a share of its median. */
 const GROWTH_SHARE_PER_HOUR = 0.05;
+/** RSS is judged by its peak in each window this long: the garbage collectors' troughs left out. */
+const RSS_WINDOW_MS = 5 * 60_000;
+/**
+ * Beyond idle timeout + sweep period, the bound on live sessions waits this much longer: a node's
+ * idle clock starts when it sees the session's last request end (an SSE stream closing through
+ * Traefik ends after the worker let it go) and its sweep timer fires late on a loaded machine.
+ */
+const LIVE_BOUND_SLACK_MS = 5000;
 
 interface Tally {
   sessions: number;
@@ -185,7 +198,9 @@ async function main(): Promise<void> {
     // one in flight per worker and the sessions a failure left behind.
     const sweepMs = Math.min(idleMs, 60_000);
     v["live bound"] =
-      f.workers + abandonedAt.filter((t) => t >= Date.now() - idleMs - sweepMs).length + tally.failures.length;
+      f.workers +
+      abandonedAt.filter((t) => t >= Date.now() - idleMs - sweepMs - LIVE_BOUND_SLACK_MS).length +
+      tally.failures.length;
     v["redis keys"] = await redis.dbsize();
     const memory = await redis.info("memory");
     const infoField = (text: string, field: string) => Number(new RegExp(`^${field}:(\\d+)`, "m").exec(text)?.[1] ?? 0);
@@ -238,33 +253,74 @@ async function main(): Promise<void> {
   await take();
 
   // --- verdicts ------------------------------------------------------------------------------
-  const verdicts: Array<{
-    series: string;
-    first: number;
-    last: number;
-    max: number;
-    slope: number;
-    se: number;
-    bound: string;
-    pass: boolean;
-  }> = [];
+  const run: Run = {
+    minutes,
+    start,
+    tally,
+    restarts,
+    samples,
+    settings: { idleMs, tombstoneMs: f.tombstoneSeconds * 1000, workers: f.workers, nodes: stack.nodes.length },
+  };
+  const pass = report(run, startedAt);
+  if (f.json)
+    writeFileSync(f.json, JSON.stringify({ ...run, verdicts: judge(run, startedAt).verdicts, pass }, null, 2));
+  redis.disconnect();
+  await stack.stop();
+  process.exit(pass ? 0 : 1);
+}
+
+type Sample = { t: number; v: Record<string, number>; pids: Record<string, number> };
+
+/** What a run leaves to be judged (its --json file). */
+interface Run {
+  minutes: number;
+  start: number;
+  tally: Tally;
+  restarts: Array<{ cookie: string; from: number; to: number }>;
+  samples: Sample[];
+  settings: { idleMs: number; tombstoneMs: number; workers: number; nodes: number };
+}
+
+interface Verdict {
+  series: string;
+  first: number;
+  last: number;
+  max: number;
+  slope: number;
+  se: number;
+  bound: string;
+  pass: boolean;
+}
+
+/**
+ * Every series against its bound (docs/operations.md, "Soak"). `startedAt`: when each node's
+ * current process started (its series count from then on).
+ */
+function judge(run: Run, startedAt: Map<string, number>): { verdicts: Verdict[]; warmupMs: number } {
+  const { samples, start, settings } = run;
+  const runMs = run.minutes * 60_000;
+  const { idleMs } = settings;
+  const verdicts: Verdict[] = [];
   const seriesNames = [...new Set(samples.flatMap((s) => Object.keys(s.v)))];
   // Warm-up, left out of the slopes: a process's first allocations (Traefik's Wasm instance pool,
   // V8's heap), the abandoned sessions piling up to their steady number (one idle timeout and one
   // sweep), and the sidecars' tombstones of closed sessions (kept --tombstone-ttl); at least the
   // first sixth of the run. A node's series restart with its process: only its current process's
   // samples count, from its own warm-up on.
-  const warmupMs = Math.max(runMs / 6, idleMs + Math.min(idleMs, 60_000), f.tombstoneSeconds * 1000);
+  const warmupMs = Math.max(runMs / 6, idleMs + Math.min(idleMs, 60_000), settings.tombstoneMs);
   for (const name of seriesNames) {
     const proc = name.split(" ")[0]!;
     const lastPid = samples.at(-1)!.pids[proc];
     const from = (startedAt.get(proc) ?? start) + warmupMs;
-    const points = samples
+    let points = samples
       .filter((s) => s.t >= from && s.v[name] !== undefined && (lastPid === undefined || s.pids[proc] === lastPid))
       .map((s) => [(s.t - start) / 3_600_000, s.v[name]!] as [number, number]);
     const all = samples.map((s) => s.v[name]).filter((x): x is number => x !== undefined);
-    let { slope, se } = fitSlope(points);
     const median = medianOf(points.map((p) => p[1]));
+    // RSS: the peak of each window (a leak raises the peaks; a collection only lowers the troughs,
+    // and a fit through a few early troughs reads as growth).
+    if (/ rss MiB$/.test(name) && points.length >= 3) points = windowPeaks(points, RSS_WINDOW_MS / 3_600_000);
+    let { slope, se } = fitSlope(points);
     const last = all.at(-1) ?? 0;
     const max = Math.max(...all);
     let bound: string;
@@ -284,10 +340,11 @@ async function main(): Promise<void> {
       pass = fit.n < 4 || slope <= allowed + 2 * se;
     } else if (/ (rss MiB|fds)$/.test(name)) {
       const allowed = GROWTH_SHARE_PER_HOUR * median;
+      const of = / rss MiB$/.test(name) ? "slope of 5-min peaks" : "slope";
       bound =
         points.length < 3
           ? "too few samples after warm-up (shown, not judged)"
-          : `slope <= ${allowed.toFixed(2)}/h + 2 SE`;
+          : `${of} <= ${allowed.toFixed(2)}/h + 2 SE`;
       pass = points.length < 3 || slope <= allowed + 2 * se;
     } else if (/ shards$/.test(name)) [bound, pass] = [`<= ${MAX_SHARDS}`, max <= MAX_SHARDS];
     else if (/ learned$/.test(name)) [bound, pass] = [`<= ${MAX_LEARNED}`, max <= MAX_LEARNED];
@@ -297,18 +354,25 @@ async function main(): Promise<void> {
       // Every key is a live session's, a node's, or the marker; sessions opening or closing between
       // the two reads are at most one per worker.
       const worst = Math.max(...samples.map((s) => s.v["redis keys"]! - s.v["node sessions"]!));
-      bound = `keys - node sessions <= ${stack.nodes.length + 1 + f.workers}`;
-      pass = worst <= stack.nodes.length + 1 + f.workers;
+      bound = `keys - node sessions <= ${settings.nodes + 1 + settings.workers}`;
+      pass = worst <= settings.nodes + 1 + settings.workers;
     } else if (name === "node sessions") {
       bound = "<= live bound (each sample)";
       pass = samples.every((s) => s.v["node sessions"]! <= s.v["live bound"]!);
     } else [bound, pass] = ["(counted)", true];
     verdicts.push({ series: name, first: all[0] ?? 0, last, max, slope, se, bound, pass });
   }
+  return { verdicts, warmupMs };
+}
+
+/** Prints the run's figures and verdicts; returns whether it passed. */
+function report(run: Run, startedAt: Map<string, number>): boolean {
+  const { tally, start, samples } = run;
+  const { verdicts, warmupMs } = judge(run, startedAt);
   const failuresOk = tally.failures.length === 0;
   console.log(`\nslopes from ${Math.round(warmupMs / 1000)} s into each process (warm-up left out)`);
   console.log(
-    `\nsoak: ${((Date.now() - start) / 60_000).toFixed(1)} min, ${tally.sessions} sessions (${tally.closed} closed, ${tally.abandoned} abandoned, ${tally.sse} with SSE), ${tally.calls} calls, ${restarts.length} node restarts, ${tally.endedByRestart} sessions ended by a restart, ${tally.failures.length} failures`,
+    `\nsoak: ${((samples.at(-1)!.t - start) / 60_000).toFixed(1)} min, ${tally.sessions} sessions (${tally.closed} closed, ${tally.abandoned} abandoned, ${tally.sse} with SSE), ${tally.calls} calls, ${run.restarts.length} node restarts, ${tally.endedByRestart} sessions ended by a restart, ${tally.failures.length} failures`,
   );
   for (const x of tally.failures.slice(0, 20)) console.log(`  failure: ${x}`);
   console.log(
@@ -320,11 +384,26 @@ async function main(): Promise<void> {
     );
   const pass = failuresOk && verdicts.every((v) => v.pass);
   console.log(`\nsoak: ${pass ? "PASS" : "FAIL"}`);
-  if (f.json)
-    writeFileSync(f.json, JSON.stringify({ minutes, start, tally, restarts, samples, verdicts, pass }, null, 2));
-  redis.disconnect();
-  await stack.stop();
-  process.exit(pass ? 0 : 1);
+  return pass;
+}
+
+/** Judges a saved run again (--judge FILE): node processes start at the first sample of their pid. */
+function judgeSaved(file: string): never {
+  const run = JSON.parse(readFileSync(file, "utf8")) as Run;
+  run.settings ??= {
+    idleMs: f.idleTimeoutSeconds * 1000,
+    tombstoneMs: f.tombstoneSeconds * 1000,
+    workers: f.workers,
+    nodes: 3,
+  };
+  const startedAt = new Map<string, number>();
+  const seenPid = new Map<string, number>();
+  for (const smp of run.samples)
+    for (const [proc, pid] of Object.entries(smp.pids)) {
+      if (seenPid.has(proc) && seenPid.get(proc) !== pid) startedAt.set(proc, smp.t);
+      seenPid.set(proc, pid);
+    }
+  process.exit(report(run, startedAt) ? 0 : 1);
 }
 
 const fmt = (x: number, w = 9) => (Number.isFinite(x) ? x.toFixed(1) : "-").padStart(w);
@@ -384,7 +463,17 @@ function fitSlope(points: Array<[number, number]>): { slope: number; se: number 
   return { slope, se: Math.sqrt(rss / (n - 2) / sxx) };
 }
 
-main().catch((err: unknown) => {
+/** The highest point of each window of `width` (hours), at the window's middle. */
+function windowPeaks(points: Array<[number, number]>, width: number): Array<[number, number]> {
+  const peaks = new Map<number, number>();
+  for (const [x, y] of points) {
+    const k = Math.floor(x / width);
+    peaks.set(k, Math.max(peaks.get(k) ?? -Infinity, y));
+  }
+  return [...peaks].sort((a, b) => a[0] - b[0]).map(([k, y]) => [(k + 0.5) * width, y]);
+}
+
+(f.judge ? Promise.resolve(judgeSaved(f.judge)) : main()).catch((err: unknown) => {
   console.error(`soak: ${(err as Error).stack ?? err}`);
   process.exit(2);
 });

@@ -75,15 +75,25 @@ describe("the fast path", () => {
       return { rows, fast: rows.filter(isFast), pins: (await pinCount()) - pinsBefore };
     };
     const t0 = Date.now();
+    let last = { fast: 0, pins: 0 };
     await waitUntil(
       "the fast path's requests counted as pins",
       async () => {
         const o = await observe();
+        last = { fast: o.fast.length, pins: o.pins };
         return o.fast.length >= 8 * 25 && o.pins === o.fast.length;
       },
       10_000,
       100,
-    );
+    ).catch((err: Error) => {
+      const byRouter = new Map<string, number>();
+      for (const row of stack.replicas.flatMap((r, k) => rowsOf(r, from[k]!)))
+        byRouter.set(
+          `${row.RouterName} ${row.RequestMethod} ${row.DownstreamStatus}`,
+          (byRouter.get(`${row.RouterName} ${row.RequestMethod} ${row.DownstreamStatus}`) ?? 0) + 1,
+        );
+      throw new Error(`${err.message}: ${JSON.stringify(last)} ${JSON.stringify([...byRouter])}`);
+    });
     const countedWithinMs = Date.now() - t0;
     await sleep(1500);
     const { rows, fast, pins } = await observe();
