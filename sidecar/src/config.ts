@@ -272,8 +272,10 @@ export const SIDECAR_SETTINGS: SettingsSpec<SidecarConfig> = {
   fastPathMaxBodyBytes: {
     name: "fast-path-max-body-bytes",
     type: int(0, 16 * 1024 * 1024),
-    def: 64 * 1024,
-    help: "fast-path POST bodies up to this size are read into memory before they go on, so the proxy cannot cut their answers (0 = bodies stream); the plugin's maxBufferedBodyBytes",
+    // Traefik's retry middleware allocates this + 1 bytes for every POST whatever its body: at
+    // 64 KiB that garbage made the fast path cost more CPU than the plugin (docs/operations.md).
+    def: 4096,
+    help: "fast-path POST bodies up to this size are read into memory before they go on, so the proxy cannot cut their answers; larger ones stream (0 = all stream). Traefik allocates this much for every POST",
   },
   learnedMaxAgeMs: {
     name: "learned-max-age",
