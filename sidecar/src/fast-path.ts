@@ -140,6 +140,8 @@ export class FastPathWriter {
   #writing: Promise<void> | null = null;
   /** Incarnations written as live before, by name: kept (as services) once they are no longer live. */
   readonly #seen = new Map<string, FastPathTarget>();
+  /** The temporary file goes beside the directory while it shares its file system; otherwise (EXDEV) inside it, from then on. */
+  #tmpBeside = true;
 
   constructor(private readonly o: FastPathWriterOptions) {
     for (const result of ["ok", "error"]) o.metrics.fastPathWrites.inc({ result }, 0);
@@ -171,8 +173,6 @@ export class FastPathWriter {
     return this.#writing ?? Promise.resolve();
   }
 
-  /** Beside the directory when it shares its file system; otherwise (EXDEV) inside it, from then on. */
-  #tmpBeside = true;
   private async write(text: string): Promise<void> {
     const { file, fs } = this.o;
     const io = { fs: fs ?? defaultViewFs };

@@ -87,11 +87,10 @@ describe("the fast path", () => {
       100,
     ).catch((err: Error) => {
       const byRouter = new Map<string, number>();
-      for (const row of stack.replicas.flatMap((r, k) => rowsOf(r, from[k]!)))
-        byRouter.set(
-          `${row.RouterName} ${row.RequestMethod} ${row.DownstreamStatus}`,
-          (byRouter.get(`${row.RouterName} ${row.RequestMethod} ${row.DownstreamStatus}`) ?? 0) + 1,
-        );
+      for (const row of stack.replicas.flatMap((r, k) => rowsOf(r, from[k]!))) {
+        const key = `${row.RouterName} ${row.RequestMethod} ${row.DownstreamStatus}`;
+        byRouter.set(key, (byRouter.get(key) ?? 0) + 1);
+      }
       throw new Error(`${err.message}: ${JSON.stringify(last)} ${JSON.stringify([...byRouter])}`);
     });
     const countedWithinMs = Date.now() - t0;
