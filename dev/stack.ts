@@ -320,6 +320,8 @@ export interface Stack extends Omit<ReplicaPart, ReplicaOnly> {
   addNode(): Promise<NodePart>;
   /** Waits until every replica serves the /mcp router with (or without) the plugin middleware. */
   waitMiddleware(on: boolean, timeoutMs?: number): Promise<void>;
+  /** Waits until every replica's view lists every node with an up incarnation (after a node came back). */
+  waitViewsUp(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -777,6 +779,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
         // The router object changes before every entrypoint has switched handlers: let it settle.
         await sleep(1000);
       },
+      waitViewsUp: () => waitViewsListNodes(replicas, nodes),
       stop: stopAll,
     };
     return stack;

@@ -136,8 +136,15 @@ describe("tasks on three Rust SDK nodes behind two Traefik replicas", () => {
     expect(slow.summary.completed + slow.summary.cancelled).toBe(6);
   }, 300_000);
 
-  /** Long tasks, spread over the nodes by the edge (a tools/call has no handle: it goes to an up node). */
+  /**
+   * Long tasks, spread over the nodes by the edge (a tools/call has no handle: it goes to an up node).
+   * First every replica's view must call every node up, and its plugin instances must have re-read
+   * it: a node a test brought back is otherwise up in one replica's view and still gone in the
+   * other's, which answers its new tasks with -32602.
+   */
   async function createLongTasks(n: number): Promise<string[]> {
+    await stack.waitViewsUp();
+    await sleep(3 * VIEW_REFRESH_MS);
     const handles: string[] = [];
     for (let i = 0; i < n; i++) {
       const r = await post2026(stack.replicas[i % 2]!.mcpUrl, {
