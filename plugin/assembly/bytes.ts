@@ -60,3 +60,10 @@ export class Bytes {
     return String.UTF16.decode(out);
   }
 }
+
+/** True when bytes [start, end) of b are the ASCII string s. */
+export function equalsAscii(b: Bytes, start: i32, end: i32, s: string): bool {
+  if (end - start != s.length) return false;
+  for (let i = 0; i < s.length; i++) if (<i32>b.at(start + i) != s.charCodeAt(i)) return false;
+  return true;
+}

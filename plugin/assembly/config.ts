@@ -216,7 +216,7 @@ function applyOne(c: Config, key: string, v: Scalar): string {
     if (t != "Strict" && t != "Lax" && t != "None" && t != "") return bad(key, "must be Strict, Lax, None or empty");
     c.cookieSameSite = t;
   } else if (key == "cookieSecure" || key == "cookieHttpOnly" || key == "learnSessions" || key == "wrapSessionIds" || key == "wrapTaskIds") {
-    const lt = t.trim().toLowerCase();
+    const lt = asciiLower(t.trim());
     if (lt != "true" && lt != "false") return bad(key, "must be true or false");
     const b = lt == "true";
     if (key == "cookieSecure") c.cookieSecure = b;
@@ -233,7 +233,7 @@ function applyOne(c: Config, key: string, v: Scalar): string {
     else if (t == "pass") c.onOwnerDown = DOWN_PASS;
     else return bad(key, "must be unavailable or pass");
   } else if (key == "logLevel") {
-    const lt = t.toLowerCase();
+    const lt = asciiLower(t);
     if (lt == "debug") c.logLevel = -1;
     else if (lt == "info") c.logLevel = 0;
     else if (lt == "warn") c.logLevel = 1;
@@ -319,4 +319,17 @@ export function parseConfig(json: string): Config {
       return c;
     }
   }
+}
+
+/**
+ * ASCII lower case: the settings' words are ASCII. String#toLowerCase would bring the Unicode case
+ * tables, about 10 KiB of static data, out of the 64 KiB page an instance has.
+ */
+function asciiLower(s: string): string {
+  const out = new ArrayBuffer(s.length << 1);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    store<u16>(changetype<usize>(out) + (<usize>i << 1), <u16>(c >= 65 && c <= 90 ? c + 32 : c));
+  }
+  return String.UTF16.decode(out);
 }

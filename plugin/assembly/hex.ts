@@ -16,13 +16,6 @@ export function pushHex(out: Bytes, src: usize, n: i32): void {
   return (c >= 48 && c <= 57) || (c >= 97 && c <= 102);
 }
 
-/** True when s is exactly n lowercase hex digits. */
-export function isHexString(s: string, n: i32): bool {
-  if (s.length != n) return false;
-  for (let i = 0; i < n; i++) if (!isLowerHexDigit(s.charCodeAt(i))) return false;
-  return true;
-}
-
 /** True when b[start, start + n) are lowercase hex digits. */
 export function isHexBytes(b: Bytes, start: i32, n: i32): bool {
   for (let i = 0; i < n; i++) if (!isLowerHexDigit(b.at(start + i))) return false;
@@ -41,13 +34,13 @@ export function sameHashHex(b: Bytes, hash: usize): bool {
 /** The largest integer both readers of the formats hold exactly (a JavaScript safe integer). */
 export const MAX_DECIMAL: i64 = 9007199254740991;
 
-/** A decimal integer without sign or leading zeros, at most MAX_DECIMAL; -1 otherwise. */
-export function parseDec(s: string): i64 {
-  const n = s.length;
-  if (n == 0 || n > 16 || (n > 1 && s.charCodeAt(0) == 48)) return -1;
+/** The decimal integer of bytes [start, end) of b, without sign or leading zeros, at most MAX_DECIMAL; -1 otherwise. */
+export function parseDecBytes(b: Bytes, start: i32, end: i32): i64 {
+  const n = end - start;
+  if (n <= 0 || n > 16 || (n > 1 && b.at(start) == 48)) return -1;
   let v: i64 = 0;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
+  for (let i = start; i < end; i++) {
+    const c = <i32>b.at(i);
     if (c < 48 || c > 57) return -1;
     v = v * 10 + <i64>(c - 48);
   }

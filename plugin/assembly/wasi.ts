@@ -10,6 +10,8 @@ declare function path_open(dirfd: u32, dirflags: u32, path: usize, pathLen: u32,
   rightsBase: u64, rightsInheriting: u64, fdflags: u16, fdOut: usize): u16;
 @external("wasi_snapshot_preview1", "fd_read")
 declare function fd_read(fd: u32, iovs: usize, iovsLen: u32, nread: usize): u16;
+@external("wasi_snapshot_preview1", "fd_pread")
+declare function fd_pread(fd: u32, iovs: usize, iovsLen: u32, offset: u64, nread: usize): u16;
 @external("wasi_snapshot_preview1", "fd_write")
 declare function fd_write(fd: u32, iovs: usize, iovsLen: u32, nwritten: usize): u16;
 @external("wasi_snapshot_preview1", "fd_close")
@@ -77,9 +79,11 @@ export function mkdir(dirfd: i32, path: string): void {
   path_create_directory(<u32>dirfd, changetype<usize>(b), <u32>b.byteLength);
 }
 
-/** Appends one read to `out` (growing it first); bytes read, or -1 on a read error. */
-export function readMore(fd: i32, out: Bytes): i32 {
-  out.ensure(out.len + 512);
+/**
+ * Appends what one read gives to `out`, into the room it has (it never grows: an instance that
+ * grew a buffer would keep a second page for the rest of its life); bytes read, or -1.
+ */
+export function readInto(fd: i32, out: Bytes): i32 {
   store<usize>(cell, out.ptr + <usize>out.len);
   store<u32>(cell, <u32>(out.buf.length - out.len), sizeof<usize>());
   if (fd_read(<u32>fd, cell, 1, cell + 16) != 0) return -1;
@@ -88,14 +92,22 @@ export function readMore(fd: i32, out: Bytes): i32 {
   return n;
 }
 
-/** Reads the whole file into `out` (growing it); false on a read error. */
-export function readAll(fd: i32, out: Bytes): bool {
+/**
+ * Reads up to `max` bytes (at most what `out` holds) from `offset` of the file into `out`, which it
+ * replaces; bytes read (fewer at the end of the file), or -1.
+ */
+export function readAt(fd: i32, out: Bytes, offset: u64, max: i32): i32 {
   out.clear();
-  while (true) {
-    const n = readMore(fd, out);
-    if (n < 0) return false;
-    if (n == 0) return true;
+  const want = min<i32>(max, out.buf.length);
+  while (out.len < want) {
+    store<usize>(cell, out.ptr + <usize>out.len);
+    store<u32>(cell, <u32>(want - out.len), sizeof<usize>());
+    if (fd_pread(<u32>fd, cell, 1, offset + <u64>out.len, cell + 16) != 0) return -1;
+    const n = <i32>load<u32>(cell + 16);
+    if (n == 0) break;
+    out.len += n;
   }
+  return out.len;
 }
 
 /** Writes all of `data`; false on any error or short write that makes no progress. */

@@ -52,6 +52,33 @@ function pushLine(state: u8, retry: u32): void {
 export function parseMeta(): bool {
   result.clear();
   if (!view.parseMeta(input)) return false;
+  pushMetaResult();
+  return true;
+}
+
+let streamedAt = 0;
+let streamedPiece = 0;
+
+/** Reads the input as a file would be read, at most `streamedPiece` bytes at a time. */
+function readInput(_fd: i32, out: Bytes): i32 {
+  const n = min<i32>(min<i32>(streamedPiece, out.buf.length - out.len), input.len - streamedAt);
+  memory.copy(out.ptr + <usize>out.len, input.ptr + <usize>streamedAt, <usize>n);
+  out.len += n;
+  streamedAt += n;
+  return n;
+}
+
+/** parseMeta as the plugin reads the file: through a buffer of `bufferBytes`, `pieceBytes` per read. */
+export function parseMetaStreamed(bufferBytes: i32, pieceBytes: i32): bool {
+  result.clear();
+  streamedAt = 0;
+  streamedPiece = pieceBytes;
+  if (!view.parseMetaFrom(readInput, 0, new Bytes(bufferBytes))) return false;
+  pushMetaResult();
+  return true;
+}
+
+function pushMetaResult(): void {
   result.pushAscii("epoch ");
   result.pushU64(view.epoch);
   result.pushAscii("\ngeneration ");
@@ -72,10 +99,9 @@ export function parseMeta(): bool {
     result.pushAscii("boot ");
     result.pushAscii(view.bootCookies[i]);
     result.pushByte(32);
-    result.pushAscii(view.bootTags[i]);
+    result.pushAscii(view.bootTag(i));
     pushLine(view.bootStates[i], view.bootRetry[i]);
   }
-  return true;
 }
 
 /** Freshness of a meta published at `published` seen at `now` (1: stale). */

@@ -50,6 +50,8 @@ interface GoViewSpec {
   shardBits?: ShardBits;
   nodes?: NodeSpec[];
   sessions?: { id: string; node: number; closed?: boolean }[];
+  /** This many more sessions (ids `filler-<i>`), spread over the nodes: shards of a large cluster. */
+  filler?: number;
   /** `boot` lines (node incarnations for routing tokens); added to the base's. */
   boots?: { node: string; bootTag: string; state: NodeViewState; retryAfterSeconds?: number }[];
 }
@@ -67,7 +69,13 @@ interface WriteInput {
   tokens?: Record<string, TokenSpec>;
 }
 
+/** Nodes `n1`, `n2`, ... beyond the named ones, for views of a large cluster. */
+const NUMBERED_NODE = /^n([1-9][0-9]{0,2})$/;
+
 function cookieOf(name: string): string {
+  const numbered = NUMBERED_NODE.exec(name);
+  if (numbered)
+    return cookieValueFor(`http://10.1.${Number(numbered[1]) % 256}.${1 + (Number(numbered[1]) >> 8)}:3000`);
   const c = NODE_COOKIES[name];
   if (!c)
     throw new Error(`fixtures.ts: no node ${JSON.stringify(name)} (known: ${Object.keys(NODE_COOKIES).join(", ")})`);
@@ -86,7 +94,13 @@ async function write(input: WriteInput): Promise<unknown> {
               state: n.state,
               retryAfterSeconds: n.retryAfterSeconds,
             })),
-            sessions: v.sessions ?? [],
+            sessions: [
+              ...(v.sessions ?? []),
+              ...Array.from({ length: v.filler ?? 0 }, (_, i) => ({
+                id: `filler-${i}`,
+                node: v.nodes![i % v.nodes!.length]!.id,
+              })),
+            ],
           };
     const boots = (v.boots ?? []).map((b) => ({
       cookie: cookieOf(b.node),

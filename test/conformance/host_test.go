@@ -469,6 +469,8 @@ type viewSpec struct {
 	Nodes          []nodeSpec    `json:"nodes,omitempty"`
 	Sessions       []sessionSpec `json:"sessions,omitempty"`
 	Boots          []bootSpec    `json:"boots,omitempty"` // added to the base's
+	ShardBits      int           `json:"shardBits,omitempty"`
+	Filler         int           `json:"filler,omitempty"` // more sessions (`filler-<i>`) over the nodes
 }
 
 // bootSpec is a `boot` line: a node incarnation that routing tokens are checked against.

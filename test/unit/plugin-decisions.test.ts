@@ -370,3 +370,58 @@ describe("view trouble fails open (invariants 1 and 3)", () => {
 test("the meta written by lib/view is what the plugin reads (sanity of the fixture)", () => {
   expect(encodeMeta(metaOf(SPEC))).toContain(`node 4 ${COOKIE.d} down 42`);
 });
+
+describe("shards larger than the plugin's 4 KiB file buffer (a window of records at a time)", () => {
+  // 16 shards of about 625 records (15 KiB, four windows): 4,096 shards at 2.5 million sessions.
+  const FILLER = 10_000;
+  // And 600 more in shard 0, all in the top quarter of its hashes: a skewed shard, where a record's
+  // place is far from where a uniform spread would put it.
+  const skewed: string[] = [];
+  for (let i = 0; skewed.length < 600; i++) {
+    const h = sessionHash(`filler-skewed-${i}`);
+    if (h[0]! >> 4 === 0 && (h[0]! & 15) >= 12) skewed.push(`filler-skewed-${i}`);
+  }
+  const spec = {
+    ...SPEC,
+    shardBits: 4 as const,
+    sessions: [
+      ...SPEC.sessions,
+      ...[...Array.from({ length: FILLER }, (_, i) => `filler-${i}`), ...skewed].map((id, i) => ({
+        id,
+        node: 1 + (i % 2),
+        closed: i % 7 === 3,
+      })),
+    ],
+  };
+  const big = useView(spec);
+
+  test("every record is found, wherever it sits in its shard; ids the shard lacks are unknown", () => {
+    const byShard = new Map<string, { id: string; hash: Buffer; node: number; closed: boolean }[]>();
+    for (const s of spec.sessions.filter((s) => s.id.startsWith("filler-"))) {
+      const hash = sessionHash(s.id);
+      const k = shardPrefix(hash, 4);
+      byShard.set(k, [...(byShard.get(k) ?? []), { ...s, hash, closed: s.closed ?? false }]);
+    }
+    expect(Math.min(...[...byShard.values()].map((l) => l.length))).toBeGreaterThan((3 * 4096) / 24);
+    // In every shard: the first and last records, those around the first window's end, and a sample.
+    const picked = [...byShard.values()].flatMap((l) => {
+      l.sort((a, b) => Buffer.compare(a.hash, b.hash));
+      const at = new Set([0, 1, 168, 169, 170, 171, 339, 340, 341, l.length - 2, l.length - 1]);
+      for (let i = 0; i < l.length; i += 17) at.add(i);
+      return [...at].filter((i) => i < l.length).map((i) => l[i]!);
+    });
+    const p = newPlugin({ dir: big.dir });
+    const owners: Record<number, string> = { 1: COOKIE.a, 2: COOKIE.b };
+    for (const s of picked) {
+      const ex = p.handle(mcp({ sessionId: s.id }), okUpstream);
+      if (s.closed) expectAnswer(ex, 404, "lost", -32001);
+      else expectPinned(ex, owners[s.node]!);
+    }
+    // Ids in no shard: between, before and after the records of their shards.
+    for (let i = 0; i < 200; i++) {
+      const ex = p.handle(mcp({ sessionId: `absent-${i}` }), okUpstream);
+      expectUntouched(ex, { sessionId: `absent-${i}` });
+    }
+    expect(picked.length).toBeGreaterThan(16 * 40);
+  });
+});

@@ -55,6 +55,7 @@ let plugin: {
   resultPtr(): number;
   resultLen(): number;
   parseMeta(): number;
+  parseMetaStreamed(bufferBytes: number, pieceBytes: number): number;
   isStale(published: bigint, now: bigint, staleAfterMs: bigint): number;
   searchShard(epoch: number): bigint;
   parseLearned(): number;
@@ -98,6 +99,15 @@ function pluginForm(m: ViewMeta): string {
   return lines.join("\n") + "\n";
 }
 
+/** [buffer, bytes per read]: the plugin's own, and smaller ones no valid line of a known key outgrows (52 bytes). */
+const STREAMED = [
+  [4096, 4096],
+  [4096, 1000],
+  [64, 64],
+  [64, 7],
+  [53, 1],
+] as const;
+
 describe("view/meta", () => {
   it("has vectors for every tolerance rule", () => expect(metaVectors.length).toBeGreaterThan(40));
   for (const v of metaVectors) {
@@ -107,6 +117,15 @@ describe("view/meta", () => {
       put(Buffer.from(v.text, "latin1"));
       expect(plugin.parseMeta() === 1, "the plugin's verdict").toBe(v.valid);
       if (v.valid) expect(result()).toBe(pluginForm(v.meta!));
+      // As the plugin reads the file: through its 4 KiB buffer, and through smaller ones (lines
+      // longer than the buffer, lines split between reads), a read at a time.
+      for (const [buffer, piece] of STREAMED) {
+        expect(
+          plugin.parseMetaStreamed(buffer, piece) === 1,
+          `the verdict through ${buffer} bytes, ${piece} a read`,
+        ).toBe(v.valid);
+        if (v.valid) expect(result()).toBe(pluginForm(v.meta!));
+      }
     });
   }
   for (const f of freshness) {
