@@ -310,6 +310,11 @@ export interface Stack extends Omit<ReplicaPart, ReplicaOnly> {
   /** Every Traefik replica; replicas[0] is the one the fields above describe. */
   replicas: ReplicaPart[];
   plugin: boolean;
+  /**
+   * Whether the sidecars write the fast-path routers (the `fastPath` option, or MCPA_E2E_FAST_PATH=1):
+   * then Traefik routes minted ids of live incarnations itself, with or without the plugin on /mcp.
+   */
+  fastPath: boolean;
   /** Rewrites dynamic.yml, which every replica reads (Traefik's file provider picks it up). */
   writeDynamic(o?: Partial<DynamicOptions>): void;
   /**
@@ -772,6 +777,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       nodes,
       replicas,
       plugin: usePlugin,
+      fastPath: useSidecar && fastPathOn(opts),
       writeDynamic,
       addNode,
       async waitMiddleware(on, timeoutMs) {
