@@ -1,9 +1,11 @@
-// npm run bench:plugin [-- --json FILE] [--quick]
+// npm run bench:plugin [-- --json FILE] [--quick] [--baseline OTHER.wasm]
 // Nanoseconds per request through the fake http-wasm host (test/host) for the plugin and for the
 // pass-through guest driven the same way, with 1,000 and 1,000,000 sessions in the view.
 // The figures include the host's own JavaScript work; the pass-through column is that baseline.
+// With --baseline, another build of the plugin (an earlier commit's) runs in the same alternating
+// rounds, in a column of its own: a change's effect, side by side.
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { bool, nonEmpty, text } from "../lib/settings/index.ts";
 import { readFlags } from "./lib/flags.ts";
@@ -31,9 +33,15 @@ import { bootTag, mintSessionId, wrapSessionId } from "../lib/token/index.ts";
 const flags = readFlags("plugin-bench", "npm run bench:plugin -- [--flag value ...]", {
   json: { name: "json", type: text(nonEmpty, "file"), help: "write the results to this JSON file" },
   quick: { name: "quick", type: bool, def: false, help: "fewer requests and rounds (a smoke run)" },
+  baseline: {
+    name: "baseline",
+    type: text(nonEmpty, "file"),
+    help: "another build of plugin.wasm to measure beside this one (same rounds)",
+  },
 });
 const jsonOut = flags.json;
 const quick = flags.quick;
+const baselineWasm = flags.baseline ? new WebAssembly.Module(readFileSync(flags.baseline)) : null;
 
 const GONE = cookieValueFor("http://10.0.0.5:3000");
 const SIZES = [1_000, 1_000_000];
@@ -98,9 +106,10 @@ interface Scenario {
 }
 const SCENARIOS: Scenario[] = [
   {
+    // Steered: the edge places a request that may start a session on an up node.
     name: "no session id",
     req: mcp({ body: TOOLS_LIST }),
-    check: (ex) => ex.nextCalled && ex.headerWrites.length === 0,
+    check: (ex) => ex.nextCalled && [bk(COOKIE.a), bk(COOKIE.b)].includes(ex.forwarded?.cookies[0] ?? ""),
   },
   {
     name: "hit",
@@ -153,10 +162,10 @@ function measureAll(fns: (() => Exchange)[]): number[] {
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const results: Record<string, Record<string, { plugin: number; passthrough: number }>> = {};
+  const results: Record<string, Record<string, { plugin: number; passthrough: number; baseline?: number }>> = {};
   const views: TempDir[] = [];
   try {
-    const hosts: { size: number; plugin: HttpWasmHost; pass: HttpWasmHost }[] = [];
+    const hosts: { size: number; plugin: HttpWasmHost; pass: HttpWasmHost; base: HttpWasmHost | null }[] = [];
     for (const size of SIZES) {
       const t0 = performance.now();
       const view = await buildView(size);
@@ -169,23 +178,38 @@ async function main(): Promise<void> {
         size,
         plugin: newPlugin({ dir: view.dir, config: cfg, wasm: pluginWasm() }).pool.instances[0]!,
         pass: newPlugin({ dir: view.dir, config: cfg, wasm: passthroughWasm() }).pool.instances[0]!,
+        base: baselineWasm ? newPlugin({ dir: view.dir, config: cfg, wasm: baselineWasm }).pool.instances[0]! : null,
       });
     }
     for (const s of SCENARIOS) {
       for (const h of hosts) {
-        const first = h.plugin.handle(s.req, s.name === "wrapped POST" ? () => ECHO : next);
-        if (!s.check(first) || first.trap || first.violations.length)
-          throw new Error(
-            `scenario "${s.name}" did not take its path: status ${first.response.status} ${first.trap?.message ?? ""} ${first.violations.join(", ")}`,
-          );
+        for (const [build, host] of [
+          ["plugin", h.plugin],
+          ["baseline", h.base],
+        ] as const) {
+          if (!host) continue;
+          const first = host.handle(s.req, s.name === "wrapped POST" ? () => ECHO : next);
+          if (!s.check(first) || first.trap || first.violations.length)
+            throw new Error(
+              `scenario "${s.name}" did not take its path (${build}): status ${first.response.status} ${first.trap?.message ?? ""} ${first.violations.join(", ")}`,
+            );
+        }
       }
       const up: NextHandler = s.name === "wrapped POST" ? () => ECHO : next;
-      const ns = measureAll(hosts.flatMap((h) => [() => h.plugin.handle(s.req, up), () => h.pass.handle(s.req, up)]));
+      const per = baselineWasm ? 3 : 2;
+      const ns = measureAll(
+        hosts.flatMap((h) => [
+          () => h.plugin.handle(s.req, up),
+          () => h.pass.handle(s.req, up),
+          ...(h.base ? [() => h.base!.handle(s.req, up)] : []),
+        ]),
+      );
       hosts.forEach(
         (h, k) =>
           ((results[s.name] ??= {})[String(h.size)] = {
-            plugin: Math.round(ns[2 * k]!),
-            passthrough: Math.round(ns[2 * k + 1]!),
+            plugin: Math.round(ns[per * k]!),
+            passthrough: Math.round(ns[per * k + 1]!),
+            ...(h.base ? { baseline: Math.round(ns[per * k + 2]!) } : {}),
           }),
       );
     }
@@ -200,6 +224,7 @@ async function main(): Promise<void> {
       `plugin@${s / 1000}k`.padStart(13),
       `pass@${s / 1000}k`.padStart(13),
       `+plugin@${s / 1000}k`.padStart(14),
+      ...(baselineWasm ? [`+baseline@${s / 1000}k`.padStart(16)] : []),
     ]),
   ];
   console.log(`ns per request through the fake host (median of alternating rounds${quick ? ", quick" : ""})`);
@@ -209,6 +234,7 @@ async function main(): Promise<void> {
     for (const size of SIZES) {
       const r = results[s.name]![String(size)]!;
       row.push(fmt(r.plugin).padStart(13), fmt(r.passthrough).padStart(13), fmt(r.plugin - r.passthrough).padStart(14));
+      if (r.baseline !== undefined) row.push(fmt(r.baseline - r.passthrough).padStart(16));
     }
     console.log(row.join(" "));
   }
@@ -223,6 +249,7 @@ async function main(): Promise<void> {
           node: process.version,
           date: new Date().toISOString(),
           quick,
+          baseline: flags.baseline ?? null,
           results,
         },
         null,

@@ -200,6 +200,15 @@ function byHandle(i: RouteInput, d: Decision): Decision {
   return d;
 }
 
+/**
+ * The lean path: a minted id (node library) whose incarnation a fresh view lists needs no record
+ * of the session, on any request but a DELETE (the edge reports the close of a session it holds):
+ * its token decides, as the fast path's routers decide without the plugin.
+ */
+export function tokenDecidesAlone(minted: bool, token: i32, fresh: bool, isDelete: bool): bool {
+  return minted && fresh && !isDelete && (token == T_LIVE || token == T_DOWN || token == T_DEAD);
+}
+
 export function decideRoute(i: RouteInput, d: Decision): Decision {
   d.target = TARGET_OWNER;
   if (i.id == ID_NONE) return set(d, PASS, R_SESSIONLESS);

@@ -266,9 +266,9 @@ describe("end to end through Traefik: failures", () => {
     const nodeLog = node3.proc.log().slice(logBefore);
     expect(nodeLog).toContain("local session close failed");
     expect(nodeLog).toContain(sessionTag(sid));
-    // Afterwards the edge answers 404 itself, before any node. With the fast path the session's
-    // token still names a live incarnation, so Traefik's router sends it to its node, which answers
-    // the same 404 itself (docs/architecture.md, the fast path: "a closed session of a live node").
+    // Afterwards its node answers 404 itself: the session's token names a live incarnation, which
+    // decides without the session's record, through the plugin as through the fast path's routers
+    // (docs/architecture.md, "a closed session of a live node").
     const after = await rawCall(base(), sid, "counter");
     expect(after.status).toBe(404);
     expect(JSON.parse(after.body)).toEqual({
@@ -276,7 +276,7 @@ describe("end to end through Traefik: failures", () => {
       error: { code: -32001, message: "Session not found" },
       id: null,
     });
-    expect(header(after, "mcp-affinity")).toBe(stack.fastPath ? undefined : "lost");
+    expect(header(after, "mcp-affinity")).toBeUndefined();
     await waitUntil(
       "the close to be counted",
       async () => (await metric("mcp_affinity_closes_total")) > closesBefore,

@@ -13,12 +13,12 @@ import { header, MCP_HEADERS, PROTOCOL_VERSION, raw, rawCall, rawInitialize } fr
 import { report } from "./helpers.ts";
 
 let stack: Stack;
-/** A session closed through Traefik: the edge answers 404 for it. */
+/** A session closed through Traefik: its node, or for a DELETE the edge, answers 404 for it. */
 let closedSession = "";
 
 beforeAll(async () => {
-  // The plugin's own answers are counted here (the edge 404 for a closed session of a live node):
-  // with the fast path that session's requests would reach its node, which answers 404 itself.
+  // The plugin's own answers are counted here (the edge 404 for a closed session's DELETE): with the
+  // fast path that session's requests would reach its node, which answers 404 itself.
   stack = await startStack({ name: "e2e-metrics", nodes: 2, fastPath: false });
 }, 120_000);
 
@@ -51,12 +51,18 @@ describe("edge decisions and closes on /metrics", () => {
 
     const N = 10;
     const lostBefore = await sidecarMetric("mcp_affinity_edge_decisions_total", 'reason="lost"');
+    // A call of the closed session: its token names a live incarnation, which decides without the
+    // session's record (as the fast path would): its node answers the 404 itself.
+    const call = await raw(`${stack.httpBase}/mcp`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+    });
+    expect([call.status, header(call, "mcp-affinity")]).toEqual([404, undefined]);
+    // A DELETE reads the record (the edge reports the closes of sessions it holds): a closed
+    // session's DELETE, repeated, is the edge's 404 each time.
     for (let i = 0; i < N; i++) {
-      const r = await raw(`${stack.httpBase}/mcp`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify({ jsonrpc: "2.0", id: i, method: "tools/list" }),
-      });
+      const r = await raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers });
       expect(r.status).toBe(404);
       expect(header(r, "mcp-affinity")).toBe("lost"); // answered by the edge, not a node
     }
@@ -96,12 +102,8 @@ describe("the scrapes", () => {
 describe("a plugin with a bad setting", () => {
   it("passes everything and reports nothing while Traefik counts the requests (what McpAffinityPluginSilent compares)", async () => {
     const headers = { ...MCP_HEADERS, "mcp-session-id": closedSession, "mcp-protocol-version": PROTOCOL_VERSION };
-    const post = () =>
-      raw(`${stack.httpBase}/mcp`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
-      });
+    // The closed session's DELETE: the edge's 404 while the plugin routes, its node's without it.
+    const post = () => raw(`${stack.httpBase}/mcp`, { method: "DELETE", headers });
     expect(header(await post(), "mcp-affinity")).toBe("lost");
     // eventFlushMs below its range: the plugin logs the setting once and passes every request.
     stack.writeDynamic({ pluginSettings: { staleAfterMs: String(stack.timing.staleAfterMs), eventFlushMs: "5" } });

@@ -115,14 +115,50 @@ describe("ids minted by the node library", () => {
     }
   });
 
-  test("the view's record of the session outranks its token", async () => {
+  test("a fresh view's incarnation decides without the session's record (as the fast path does); a DELETE still reads it", async () => {
+    const id = mintSessionId(COOKIE.a, BOOT_A);
+    const { publish } = await import("../support/plugin-fixture.ts");
+    // The record says closed: only a DELETE (the edge reports the close of a session it holds) reads it.
+    await publish(t.dir, { ...SPEC, sessions: [{ id, node: 1, closed: true }] });
+    const p = newPlugin({ dir: t.dir });
+    for (const method of ["POST", "GET"]) {
+      const ex = p.handle(mcp({ method, sessionId: id }), okUpstream);
+      clean(ex);
+      expect(ex.nextCalled, method).toBe(true);
+      expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
+    }
+    const del = p.handle(mcp({ method: "DELETE", sessionId: id }), okUpstream);
+    clean(del);
+    expect(del.nextCalled).toBe(false);
+    expect(del.response.status).toBe(404);
+    expect(del.response.header("Mcp-Affinity")).toBe("lost");
+    p.clock.advance(61_000);
+    p.handle({ method: "GET", uri: "/mcp" });
+    expect(readEvents(t.dir).all.decisions).toEqual({ pin: 2, lost: 1, sessionless: 1 });
+  });
+
+  test("a wrapped id keeps its record (the edge alone reports its use, close and loss): a closed one is answered 404", async () => {
+    const id = wrapSessionId("server-own-id-1", COOKIE.a, BOOT_A);
+    const { publish } = await import("../support/plugin-fixture.ts");
+    await publish(t.dir, { ...SPEC, sessions: [{ id, node: 1, closed: true }] });
+    const ex = newPlugin({ dir: t.dir }).handle(mcp({ sessionId: id }), okUpstream);
+    clean(ex);
+    expect(ex.nextCalled).toBe(false);
+    expect(ex.response.status).toBe(404);
+    expect(ex.response.header("Mcp-Affinity")).toBe("lost");
+  });
+
+  test("a record naming another node than the token: the record decides only where the token cannot (a stale view)", async () => {
     const id = mintSessionId(COOKIE.a, BOOT_A);
     const { publish } = await import("../support/plugin-fixture.ts");
     await publish(t.dir, { ...SPEC, sessions: [{ id, node: 2 }] });
-    const p = newPlugin({ dir: t.dir });
-    const ex = p.handle(mcp({ sessionId: id }), okUpstream);
-    clean(ex);
-    expect(forwardedBackends(ex)).toEqual([COOKIE.b]);
+    const fresh = newPlugin({ dir: t.dir }).handle(mcp({ sessionId: id }), okUpstream);
+    clean(fresh);
+    expect(forwardedBackends(fresh)).toEqual([COOKIE.a]);
+    await publish(t.dir, { ...SPEC, published: Date.now() - 3_600_000, sessions: [{ id, node: 2 }] });
+    const stale = newPlugin({ dir: t.dir }).handle(mcp({ sessionId: id }), okUpstream);
+    clean(stale);
+    expect(forwardedBackends(stale)).toEqual([COOKIE.b]);
   });
 
   test("no view at all: still pinned by the token, counted fail-open, never refused", () => {
