@@ -6,7 +6,7 @@
 // The parsers (parseMeta, searchShard, parseLearned) read a buffer only, so a test entry can run
 // them without WASI on the golden vectors of test/vectors/view.
 import { Bytes, equalsAscii } from "./bytes";
-import { openRead, readAt, readInto, close, ERRNO_NOENT } from "./wasi";
+import { openRead, readAt, readInto, close, fileVersion, ERRNO_NOENT } from "./wasi";
 import {
   T_LIVE, T_DOWN, T_DEAD, T_NEW_BOOT, T_UNKNOWN_NODE, S_UNUSABLE, S_OWNER, S_CLOSED, S_LEARNED, S_UNKNOWN,
   NODE_UP, NODE_DRAINING, NODE_DOWN, NODE_GONE,
@@ -80,6 +80,9 @@ export class RegistryView {
   learnedDigits: i32 = 3;
 
   private path: Bytes = new Bytes(128);
+  /** The version (fileVersion) of the meta last read, and of the file now. */
+  private metaKnown: StaticArray<u64> = new StaticArray<u64>(4);
+  private nextVersion: StaticArray<u64> = new StaticArray<u64>(4);
   private file: Bytes = new Bytes(4096);
   // The meta being parsed, a line at a time (beginMeta, metaLine, endMeta).
   private mLine: i32 = 0;
@@ -95,11 +98,21 @@ export class RegistryView {
 
   constructor(public refreshMs: u64) {}
 
-  /** True when the cached meta is usable and fresh enough; reloads it when due. */
+  /**
+   * True when the cached meta is usable and fresh enough; when due, checks whether the file
+   * changed (one stat) and reads it again only then. The sidecar replaces the meta by a rename,
+   * so a new meta is a new inode: a version can only be missed when its inode, size and times all
+   * equal the last one's, and then only until the next publish.
+   */
   refresh(now: u64, force: bool): bool {
     if (this.dirfd < 0) return false;
     if (!force && this.haveMeta && now - this.loadedAt < this.refreshMs && now >= this.loadedAt) return true;
     this.loadedAt = now;
+    this.setPath("view/meta");
+    const known = this.metaKnown;
+    if (!fileVersion(this.dirfd, this.path, this.nextVersion)) known.fill(0);
+    else if (!force && this.haveMeta && sameVersion(this.nextVersion, known)) return true;
+    else memory.copy(changetype<usize>(known), changetype<usize>(this.nextVersion), 32);
     this.haveMeta = this.loadMeta();
     // Parsing leaves a string per line and field behind. An instance that serves a request now and
     // then (the pool spreads them) reloads the meta on every one: collect at once, or that garbage
@@ -120,7 +133,6 @@ export class RegistryView {
   }
 
   private loadMeta(): bool {
-    this.setPath("view/meta");
     const fd = openRead(this.dirfd, this.path);
     if (fd < 0) return false;
     const ok = this.parseMetaFrom(readInto, fd, this.file);
@@ -508,6 +520,13 @@ export class RegistryView {
     owner.set(b.toAscii(33, 49), NODE_UP, 0);
     return S_LEARNED;
   }
+}
+
+/** Same file version; a host that gives no modification time proves nothing (always read). */
+function sameVersion(a: StaticArray<u64>, b: StaticArray<u64>): bool {
+  if (unchecked(a[2]) == 0) return false;
+  for (let i = 0; i < 4; i++) if (unchecked(a[i]) != unchecked(b[i])) return false;
+  return true;
 }
 
 /** Binary search of n sorted 24-byte records at `at` for the 16-byte hash at `hash`: its index, or -1. */

@@ -8,6 +8,8 @@ declare function fd_prestat_dir_name(fd: u32, path: usize, len: u32): u16;
 @external("wasi_snapshot_preview1", "path_open")
 declare function path_open(dirfd: u32, dirflags: u32, path: usize, pathLen: u32, oflags: u16,
   rightsBase: u64, rightsInheriting: u64, fdflags: u16, fdOut: usize): u16;
+@external("wasi_snapshot_preview1", "path_filestat_get")
+declare function path_filestat_get(fd: u32, flags: u32, path: usize, pathLen: u32, buf: usize): u16;
 @external("wasi_snapshot_preview1", "fd_read")
 declare function fd_read(fd: u32, iovs: usize, iovsLen: u32, nread: usize): u16;
 @external("wasi_snapshot_preview1", "fd_pread")
@@ -59,6 +61,22 @@ export function findPreopen(dir: string): i32 {
     if (got == want) return <i32>fd;
   }
   return -1;
+}
+
+// A WASI filestat: dev, ino, filetype, nlink, size, atim, mtim, ctim (u64 each but filetype).
+const stat = memory.data(64);
+
+/**
+ * What identifies a version of the file at `path`: its inode, size, modification and change times,
+ * into `out` (4 values); false when it cannot be read. A file replaced by a rename is a new inode.
+ */
+export function fileVersion(dirfd: i32, path: Bytes, out: StaticArray<u64>): bool {
+  if (path_filestat_get(<u32>dirfd, 0, path.ptr, <u32>path.len, stat) != 0) return false;
+  unchecked((out[0] = load<u64>(stat, 8)));
+  unchecked((out[1] = load<u64>(stat, 32)));
+  unchecked((out[2] = load<u64>(stat, 48)));
+  unchecked((out[3] = load<u64>(stat, 56)));
+  return true;
 }
 
 /** Opens `path` (relative to the preopened dirfd) for reading; returns fd or -errno. */

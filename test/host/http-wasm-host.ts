@@ -465,6 +465,8 @@ export class HttpWasmHost {
   /** proc_exit closed this instance: every later request errs (500), as on a closed wazero module. */
   closed?: GuestExit;
   requests = 0;
+  /** WASI calls the guest made, by function name (what a request costs the host in file calls). */
+  readonly wasiCalls = new Map<string, number>();
   private state?: RequestState;
   private u8: Uint8Array;
   private dv: DataView;
@@ -495,8 +497,17 @@ export class HttpWasmHost {
     });
     const wasiImports = (this.wasi.getImportObject() as Record<string, Record<string, HostFunction>>)
       .wasi_snapshot_preview1!;
+    const counted = Object.fromEntries(
+      Object.entries({ ...wasiImports, ...this.wazeroSys() }).map(([name, fn]) => [
+        name,
+        (...args: never[]) => {
+          this.wasiCalls.set(name, (this.wasiCalls.get(name) ?? 0) + 1);
+          return (fn as (...a: never[]) => unknown)(...args);
+        },
+      ]),
+    );
     const imports: WebAssembly.Imports = {
-      wasi_snapshot_preview1: { ...wasiImports, ...this.wazeroSys() },
+      wasi_snapshot_preview1: counted,
       http_handler: this.hostFunctions(),
     };
     // Unknown modules (env, ...) fail to link, as wazero fails to instantiate them.

@@ -135,7 +135,12 @@ test(
 );
 test("request bodies reach the upstream byte-identical on the real host", () => runGo("^TestRequestBodies$"), 300_000);
 test(
-  "every instance stays within its first 64 KiB page on the real host, whatever it serves",
+  "every instance stays within its first 64 KiB page on the real host, whatever it serves (a small view, a million sessions' shards)",
   () => runGo("^TestInstanceMemory$"),
+  300_000,
+);
+test(
+  "every new meta is seen within a refresh on the real host, though an unchanged one is only checked",
+  () => runGo("^TestMetaVersions$"),
   300_000,
 );

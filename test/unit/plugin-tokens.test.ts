@@ -161,6 +161,34 @@ describe("ids minted by the node library", () => {
     expect(forwardedBackends(stale)).toEqual([COOKIE.b]);
   });
 
+  test("the meta is read again only when its file changed: a stat per refresh otherwise", async () => {
+    const id = mintSessionId(COOKIE.a, BOOT_A);
+    const p = newPlugin({ dir: t.dir });
+    clean(p.handle(mcp({ sessionId: id }), okUpstream));
+    const host = p.pool.instances[0]!;
+    const before = new Map(host.wasiCalls);
+    const made = (name: string) => (host.wasiCalls.get(name) ?? 0) - (before.get(name) ?? 0);
+    for (let i = 0; i < 10; i++) {
+      p.clock.advance(150); // past viewRefreshMs (100): a refresh is due on every request
+      const ex = p.handle(mcp({ sessionId: id }), okUpstream);
+      clean(ex);
+      expect(forwardedBackends(ex)).toEqual([COOKIE.a]);
+    }
+    // The lean path reads no shard, and the unchanged meta is not read again.
+    expect([made("path_filestat_get"), made("fd_read"), made("fd_pread")]).toEqual([10, 0, 0]);
+    // A new meta (the sidecar renames it into place) is read at the next refresh.
+    const { republishMeta } = await import("../support/plugin-fixture.ts");
+    await republishMeta(t.dir, {
+      ...SPEC,
+      boots: SPEC.boots!.map((b) => (b.bootTag === BOOT_A ? { ...b, state: "down" as const } : b)),
+    });
+    p.clock.advance(150);
+    const down = p.handle(mcp({ sessionId: id }), okUpstream);
+    clean(down);
+    expect(down.response.status).toBe(503);
+    expect(made("fd_read")).toBeGreaterThan(0);
+  });
+
   test("no view at all: still pinned by the token, counted fail-open, never refused", () => {
     const empty = makeViewDir();
     try {
