@@ -9,7 +9,8 @@
 // registration to the session being in the view, and from a node restart to the first edge 404.
 // Flags: --json FILE, --sessions N, --concurrency N, --duration S, --rounds N, --streams N,
 //        --registrations N, --restarts N, --latency-concurrency N, --profile (CPU profile of
-//        Traefik during (c)), --plugin-wasm FILE (another plugin build for (c)), --sidecar-main FILE
+//        Traefik during (c)), --plugin-wasm FILE (another plugin build for (c)), --baseline-wasm FILE
+//        (an earlier build measured beside (c) as (c0), same rounds), --sidecar-main FILE
 //        (another sidecar entry, run with tsx), --no-sidecar (the plugin without a view: its
 //        fail-open path; skips what needs the view).
 // Logs, configs and profiles stay in .run/bench/. Each phase is one function returning its typed
@@ -47,6 +48,7 @@ import { FAST_PATH_FILE } from "../dev/traefik-config.ts";
 import {
   ensureBenchDeps,
   extraTraefikDynamicDir,
+  localPluginDir,
   waitFastRouters,
   preparePluginTraefik,
   startBenchSidecar,
@@ -76,6 +78,8 @@ interface BenchConfig {
   noSidecar: boolean;
   /** Another build of plugin.wasm for (c) (e.g. to compare memory per stream of two builds). */
   pluginWasm?: string;
+  /** An earlier build of plugin.wasm, measured beside (c) in the same rounds as (c0). */
+  baselineWasm?: string;
   /** Another sidecar entry (a TypeScript main run with tsx), to compare sidecar changes. */
   sidecarMain?: string;
   json?: string;
@@ -113,6 +117,11 @@ function readConfig(): BenchConfig {
       help: "the plugin without a view (its fail-open path); skips what needs the view",
     },
     pluginWasm: { name: "plugin-wasm", type: file, help: "another plugin build for (c)" },
+    baselineWasm: {
+      name: "baseline-wasm",
+      type: file,
+      help: "an earlier plugin build, measured beside (c) in the same rounds as (c0)",
+    },
     sidecarMain: { name: "sidecar-main", type: file, help: "another sidecar entry (TypeScript, run with tsx)" },
   });
   const noView = f.noSidecar;
@@ -130,6 +139,7 @@ function readConfig(): BenchConfig {
     profile: f.profile,
     noSidecar: f.noSidecar,
     pluginWasm: f.pluginWasm,
+    baselineWasm: f.baselineWasm,
     sidecarMain: f.sidecarMain,
     json: f.json,
   };
@@ -494,6 +504,8 @@ interface BenchEnv {
   plain: ExtraTraefik;
   /** Traefik with the plugin and the fast-path routers the sidecar writes (null: --no-sidecar). */
   fast: ExtraTraefik | null;
+  /** Traefik with the --baseline-wasm build of the plugin (null: none given). */
+  baseline: ExtraTraefik | null;
   /**
    * The directory shared by the sidecar and the plugin: a tmpfs when the machine has /dev/shm, as
    * in a deployment (an emptyDir with medium Memory), not the test stack's folder on disk.
@@ -570,6 +582,16 @@ function loadTargets(env: BenchEnv): ModeTarget[] {
             withCookie: false,
           },
         ]),
+    ...(env.baseline
+      ? [
+          {
+            name: "c0",
+            label: "(c0) Traefik + the baseline plugin build, no cookie",
+            originOf: () => env.baseline!.base,
+            withCookie: false,
+          },
+        ]
+      : []),
     {
       name: "c2",
       label: "(c') Traefik + plugin, client sends the cookie",
@@ -736,6 +758,7 @@ function servingTraefik(env: BenchEnv, mode: string): { pid: number; apiUrl: str
   if (mode === "a") return null;
   if (mode === "b") return { pid: env.plain.proc.pid!, apiUrl: env.plain.apiUrl };
   if (mode === "f") return { pid: env.fast!.proc.pid!, apiUrl: env.fast!.apiUrl };
+  if (mode === "c0") return { pid: env.baseline!.proc.pid!, apiUrl: env.baseline!.apiUrl };
   return { pid: env.stack.traefik.pid!, apiUrl: env.stack.apiUrl };
 }
 
@@ -1012,6 +1035,7 @@ async function main(): Promise<void> {
   let sidecar: Awaited<ReturnType<typeof startBenchSidecar>> | null = null;
   let plain: ExtraTraefik | null = null;
   let fast: ExtraTraefik | null = null;
+  let baseline: ExtraTraefik | null = null;
   try {
     // The fast-path Traefik's dynamic directory, where the sidecar writes its routers.
     const fastDynamic = extraTraefikDynamicDir(stack, "fast");
@@ -1025,10 +1049,15 @@ async function main(): Promise<void> {
       fast = await startExtraTraefik(stack, shared, "fast", { settings: { staleAfterMs: "5000" } });
       await waitFastRouters(fast, stack.nodes.length);
     }
+    if (cfg.baselineWasm)
+      baseline = await startExtraTraefik(stack, shared, "baseline", {
+        settings: { staleAfterMs: "5000" },
+        pluginsLocal: localPluginDir(join(stack.dir, "baseline-plugins"), cfg.baselineWasm),
+      });
     log(
       `plain Traefik at ${plain.base}, Traefik with the plugin at ${stack.httpBase}${fast ? `, with the fast path at ${fast.base}` : ""}`,
     );
-    const env: BenchEnv = { cfg, stack, plain, fast, shared };
+    const env: BenchEnv = { cfg, stack, plain, fast, baseline, shared };
 
     if (cfg.sessions > 0) results.registry = await loadRegistryIntoView(env, sidecar!);
     const sessions = await initSessions(env);
@@ -1048,6 +1077,7 @@ async function main(): Promise<void> {
   } finally {
     await plain?.proc.stop().catch(() => {});
     await fast?.proc.stop().catch(() => {});
+    await baseline?.proc.stop().catch(() => {});
     await sidecar?.proc.stop().catch(() => {});
     await stack.stop();
     if (shared.startsWith("/dev/shm/")) rmSync(shared, { recursive: true, force: true });
@@ -1122,6 +1152,23 @@ function benchTargets(results: TraefikBenchResults): Target[] {
     targets.push({
       what: "extra Go live heap per SSE stream",
       value: `${((q.liveHeapPerStreamBytes - p.liveHeapPerStreamBytes) / 1024).toFixed(1)} KiB`,
+      target: "(reported)",
+      ok: null,
+    });
+  }
+  // This build against the baseline build, per request (the same sessions, rounds and load).
+  for (const [pass, modes] of [
+    ["throughput", thr],
+    ["latency", lat],
+  ] as const) {
+    const c = modes.find((m) => m.name === "c");
+    const c0 = modes.find((m) => m.name === "c0");
+    const b = modes.find((m) => m.name === "b");
+    if (!c || !c0 || !b) continue;
+    const added = (m: ModeFigures) => (m.traefikCpuUsPerRequest ?? NaN) - (b.traefikCpuUsPerRequest ?? NaN);
+    targets.push({
+      what: `Traefik CPU per request (c)/(c0), ${pass} pass; added over (b): ${added(c).toFixed(0)} vs ${added(c0).toFixed(0)} us`,
+      value: ((c.traefikCpuUsPerRequest ?? NaN) / (c0.traefikCpuUsPerRequest ?? NaN)).toFixed(3),
       target: "(reported)",
       ok: null,
     });

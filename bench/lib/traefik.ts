@@ -38,7 +38,7 @@ export async function startExtraTraefik(
   stack: Stack,
   shared: string,
   name: string,
-  plugin: { settings: Record<string, string> } | null = null,
+  plugin: { settings: Record<string, string>; pluginsLocal?: string } | null = null,
 ): Promise<ExtraTraefik> {
   const dir = join(stack.dir, name);
   mkdirSync(join(dir, "logs"), { recursive: true });
@@ -57,7 +57,7 @@ export async function startExtraTraefik(
   if (plugin) {
     // Traefik loads local plugins from ./plugins-local under its working directory: the stack's.
     rmSync(join(dir, "plugins-local"), { force: true });
-    symlinkSync(join(stack.dir, "plugins-local"), join(dir, "plugins-local"));
+    symlinkSync(plugin.pluginsLocal ?? join(stack.dir, "plugins-local"), join(dir, "plugins-local"));
   }
   writeFileSync(join(dir, "traefik.yml"), benchStatic(vars, plugin !== null));
   extraTraefikDynamicDir(stack, name);
@@ -142,16 +142,23 @@ export async function preparePluginTraefik(
     nodeUrls: stack.nodes.map((n) => n.url),
   };
   writeFileSync(join(stack.dir, "traefik.yml"), benchStatic(vars, true));
-  if (pluginWasm) {
-    const dir = join(stack.dir, "plugins-local", "src", "github.com", "mcp-affinity", "mcp-affinity");
-    rmSync(dir, { recursive: true, force: true }); // the stack's symlink to plugin/build/local
-    mkdirSync(dir, { recursive: true });
-    copyFileSync(join(ROOT, "plugin", ".traefik.yml"), join(dir, ".traefik.yml"));
-    copyFileSync(pluginWasm, join(dir, "plugin.wasm"));
-  }
+  if (pluginWasm) localPluginDir(join(stack.dir, "plugins-local"), pluginWasm);
   await stack.traefik.stop();
   stack.traefik.start();
   await stack.waitTraefikReady();
+}
+
+/**
+ * Lays out `pluginsLocal` as Traefik's local plugin directory holding this build of the plugin
+ * (replacing the stack's symlink to plugin/build/local, if there). Returns the directory.
+ */
+export function localPluginDir(pluginsLocal: string, pluginWasm: string): string {
+  const dir = join(pluginsLocal, "src", "github.com", "mcp-affinity", "mcp-affinity");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(join(ROOT, "plugin", ".traefik.yml"), join(dir, ".traefik.yml"));
+  copyFileSync(pluginWasm, join(dir, "plugin.wasm"));
+  return pluginsLocal;
 }
 
 // ---------------------------------------------------------------------------------------------
