@@ -8,8 +8,8 @@
 // Also: Traefik's RSS with N open SSE streams with and without the plugin, the time from a node's
 // registration to the session being in the view, and from a node restart to the first edge 404.
 // Flags: --json FILE, --sessions N, --concurrency N, --duration S, --rounds N, --streams N,
-//        --registrations N, --restarts N, --latency-concurrency N, --profile (CPU profile of
-//        Traefik during (c)), --plugin-wasm FILE (another plugin build for (c)), --baseline-wasm FILE
+//        --registrations N, --restarts N, --latency-concurrency N, --profile (CPU profiles of
+//        Traefik during (b), (c) and (f)), --plugin-wasm FILE (another plugin build for (c)), --baseline-wasm FILE
 //        (an earlier build measured beside (c) as (c0), same rounds), --sidecar-main FILE
 //        (another sidecar entry, run with tsx), --no-sidecar (the plugin without a view: its
 //        fail-open path; skips what needs the view).
@@ -109,7 +109,7 @@ function readConfig(): BenchConfig {
     },
     registrations: { name: "registrations", type: int(0, 5000), def: 200, help: "registrations timed into the view" },
     restarts: { name: "restarts", type: int(0, 3), def: 3, help: "node restarts timed to the first edge 404" },
-    profile: { name: "profile", type: bool, def: false, help: "CPU profile of Traefik during (c)" },
+    profile: { name: "profile", type: bool, def: false, help: "CPU profiles of Traefik during (b), (c) and (f)" },
     noSidecar: {
       name: "no-sidecar",
       type: bool,
@@ -678,10 +678,10 @@ async function runPass(
   for (let round = 0; round < cfg.rounds; round++) {
     const order = round % 2 === 0 ? targets : [...targets].reverse();
     for (const t of order) {
-      // --profile: CPU profiles of the serving Traefik in the first throughput round of (b) and (c).
+      // --profile: CPU profiles of the serving Traefik in the first throughput round of (b), (c) and (f).
       const profTarget = cfg.noSidecar ? "c2" : "c";
       const profileThis =
-        cfg.profile && pass.name === "throughput" && round === 0 && (t.name === "b" || t.name === profTarget);
+        cfg.profile && pass.name === "throughput" && round === 0 && ["b", profTarget, "f"].includes(t.name);
       const { r, figures, profile } = await measureRound(env, t, sessions, pass, profileThis);
       if (profile) profiles[t.name] = { file: profile, requests: r.requests };
       const m = byMode.get(t.name)!;
