@@ -201,12 +201,12 @@ function byHandle(i: RouteInput, d: Decision): Decision {
 }
 
 /**
- * The lean path: a minted id (node library) whose incarnation a fresh view lists needs no record
- * of the session, on any request but a DELETE (the edge reports the close of a session it holds):
- * its token decides, as the fast path's routers decide without the plugin.
+ * The lean path, for a minted id (node library): when a fresh view lists its incarnation, no record
+ * of the session is read, on any request but a DELETE (the edge reports the close of a session it
+ * holds): its token decides, as the fast path's routers decide without the plugin.
  */
-export function tokenDecidesAlone(minted: bool, token: i32, fresh: bool, isDelete: bool): bool {
-  return minted && fresh && !isDelete && (token == T_LIVE || token == T_DOWN || token == T_DEAD);
+export function tokenDecidesAlone(token: i32, fresh: bool, isDelete: bool): bool {
+  return fresh && !isDelete && (token == T_LIVE || token == T_DOWN || token == T_DEAD);
 }
 
 export function decideRoute(i: RouteInput, d: Decision): Decision {

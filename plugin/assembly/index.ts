@@ -265,7 +265,7 @@ function readInput(now: u64, method: string): void {
 function leanPath(now: u64, method: string): bool {
   const fresh = dirfd >= 0 && view.refresh(now, false) && !view.isStale(now, cfg.staleAfterMs);
   if (fresh) checkToken(now);
-  if (!tokenDecidesAlone(true, input.token, fresh, method == "DELETE")) return false;
+  if (!tokenDecidesAlone(input.token, fresh, method == "DELETE")) return false;
   input.view = VIEW_FRESH;
   input.session = S_UNKNOWN;
   return true;

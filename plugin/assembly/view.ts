@@ -32,15 +32,15 @@ const MAX_FIELDS: i32 = 6;
 /** Keys a line longer than the file buffer cannot have and be valid (any other key is ignored). */
 const KNOWN_KEYS: string[] = ["epoch", "generation", "published", "shardBits", "node", "boot", "end"];
 
+/** Appends what one read of file `fd` gives into the room `out` has: bytes read, 0 at the end, -1 on an error (wasi.ts readInto). */
+export type ReadInto = (fd: i32, out: Bytes) => i32;
+
 /**
  * What a lookup found out about the node a request belongs to: its sticky cookie value, its state
  * and its Retry-After hint. The caller passes the record a lookup fills (one per kind of lookup,
  * allocated once when the instance starts: a request allocates none, and an instance stays in its
  * first page). A lookup that finds no owner leaves the record as it was.
  */
-/** Appends what one read of file `fd` gives into the room `out` has: bytes read, 0 at the end, -1 on an error (wasi.ts readInto). */
-export type ReadInto = (fd: i32, out: Bytes) => i32;
-
 export class OwnerFacts {
   cookie: string = "";
   state: u8 = NODE_UP;
@@ -114,9 +114,10 @@ export class RegistryView {
     else if (!force && this.haveMeta && sameVersion(this.nextVersion, known)) return true;
     else memory.copy(changetype<usize>(known), changetype<usize>(this.nextVersion), 32);
     this.haveMeta = this.loadMeta();
-    // Parsing leaves a string per line and field behind. An instance that serves a request now and
-    // then (the pool spreads them) reloads the meta on every one: collect at once, or that garbage
-    // outruns the periodic collection and the allocator grows the instance past its first page.
+    // A changed meta leaves the strings it replaced behind (and an array's old storage when it
+    // grew). An instance that serves a request now and then (the pool spreads them) may reload on
+    // every one: collect at once, or that garbage outruns the periodic collection and the
+    // allocator grows the instance past its first page. An unchanged meta returned above.
     __collect();
     return this.haveMeta;
   }

@@ -45,9 +45,22 @@ export async function readTraefikServiceRequests(
   metricsUrl: string,
   prefix: string,
   timeoutMs = 2000,
-): Promise<Map<string, number>> {
+): Promise<ServiceRequests> {
   const text = await (await traefikGet(metricsUrl, "", timeoutMs)).text();
-  return serviceRequestCounts(text, prefix);
+  return { counts: serviceRequestCounts(text, prefix), startedAtMs: processStartMs(text) };
+}
+
+/** Traefik's request counts of some services, and when its process started (null: not exported). */
+export interface ServiceRequests {
+  counts: Map<string, number>;
+  startedAtMs: number | null;
+}
+
+/** `process_start_time_seconds` of a Prometheus text page, in ms (null when absent). */
+export function processStartMs(text: string): number | null {
+  const m = /^process_start_time_seconds\s+(\S+)$/m.exec(text);
+  const v = m ? Number(m[1]) : NaN;
+  return Number.isFinite(v) && v > 0 ? Math.round(v * 1000) : null;
 }
 
 /** The sums of `traefik_service_requests_total` per service named `prefix...` in a Prometheus text page. */

@@ -214,13 +214,21 @@ describe("the fast path's request counts", () => {
     expect(traefikMetricsUrl(makeConfig({}))).toBeNull();
   });
 
-  it("adds what each count grew by to the pin decisions: the first reading is a baseline, a new service counts from zero, a count that went down restarted", async () => {
+  /** A page of a Traefik whose process started at `startedAtMs`. */
+  const startedAt = (startedAtMs: number, text: string) =>
+    `process_start_time_seconds ${(startedAtMs / 1000).toFixed(2)}\n${text}`;
+
+  it("adds what each count grew by to the pin decisions: the first reading of a Traefik older than the sidecar is a baseline, a new service counts from zero, a count that went down restarted", async () => {
+    const old = Date.now() - 3_600_000;
     const pages = [
-      page([[sa, "200", 10]]),
-      page([
-        [sa, "200", 13],
-        [sb, "200", 2],
-      ]),
+      startedAt(old, page([[sa, "200", 10]])),
+      startedAt(
+        old,
+        page([
+          [sa, "200", 13],
+          [sb, "200", 2],
+        ]),
+      ),
       page([
         [sa, "200", 1],
         [sb, "200", 2],
@@ -241,6 +249,37 @@ describe("the fast path's request counts", () => {
       expect(await counts.poll()).toBe(1);
       expect(await pin()).toBe(6);
       expect((await metrics.fastPathRequests.get()).values[0]?.value).toBe(6);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("a Traefik that started after the sidecar (the first readings failed while it started): every count is new; a new process start time is a restart", async () => {
+    const later = Date.now() + 1000;
+    const pages: (string | null)[] = [
+      null, // not listening yet
+      startedAt(later, page([[sa, "200", 4]])),
+      startedAt(later, page([[sa, "200", 6]])),
+      startedAt(later + 60_000, page([[sa, "200", 9]])),
+    ];
+    const server = createServer((_req, res) => {
+      const p = pages.shift();
+      if (p === null) res.destroy();
+      else res.end(p ?? "");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const metrics = createMetrics();
+    const cfg = makeConfig({
+      traefikApi: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      traefikServices: ["mcp@file"],
+    });
+    const counts = new FastPathCounts({ cfg, metrics, log: pino({ level: "silent" }), throttled: () => undefined });
+    try {
+      expect(await counts.poll()).toBe(0);
+      expect(await counts.poll()).toBe(4);
+      expect(await counts.poll()).toBe(2);
+      expect(await counts.poll()).toBe(9);
+      expect((await metrics.fastPathRequests.get()).values[0]?.value).toBe(15);
     } finally {
       server.close();
     }
