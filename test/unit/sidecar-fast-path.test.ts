@@ -214,6 +214,23 @@ describe("the fast path's request counts", () => {
     expect(traefikMetricsUrl(makeConfig({}))).toBeNull();
   });
 
+  /** FastPathCounts reading a Traefik that serves these pages in turn (null: the connection is cut). */
+  const countsOf = async (pages: (string | null)[]) => {
+    const server = createServer((_req, res) => {
+      const p = pages.shift();
+      if (p === null) res.destroy();
+      else res.end(p ?? "");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const metrics = createMetrics();
+    const cfg = makeConfig({
+      traefikApi: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      traefikServices: ["mcp@file"],
+    });
+    const counts = new FastPathCounts({ cfg, metrics, log: pino({ level: "silent" }), throttled: () => undefined });
+    return { server, metrics, counts };
+  };
+
   /** A page of a Traefik whose process started at `startedAtMs`. */
   const startedAt = (startedAtMs: number, text: string) =>
     `process_start_time_seconds ${(startedAtMs / 1000).toFixed(2)}\n${text}`;
@@ -234,14 +251,7 @@ describe("the fast path's request counts", () => {
         [sb, "200", 2],
       ]),
     ];
-    const server = createServer((_req, res) => res.end(pages.shift() ?? ""));
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const metrics = createMetrics();
-    const cfg = makeConfig({
-      traefikApi: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      traefikServices: ["mcp@file"],
-    });
-    const counts = new FastPathCounts({ cfg, metrics, log: pino({ level: "silent" }), throttled: () => undefined });
+    const { server, metrics, counts } = await countsOf(pages);
     const pin = async () => (await metrics.decisions.get()).values.find((v) => v.labels.reason === "pin")?.value ?? 0;
     try {
       expect(await counts.poll()).toBe(0);
@@ -262,18 +272,7 @@ describe("the fast path's request counts", () => {
       startedAt(later, page([[sa, "200", 6]])),
       startedAt(later + 60_000, page([[sa, "200", 9]])),
     ];
-    const server = createServer((_req, res) => {
-      const p = pages.shift();
-      if (p === null) res.destroy();
-      else res.end(p ?? "");
-    });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const metrics = createMetrics();
-    const cfg = makeConfig({
-      traefikApi: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      traefikServices: ["mcp@file"],
-    });
-    const counts = new FastPathCounts({ cfg, metrics, log: pino({ level: "silent" }), throttled: () => undefined });
+    const { server, metrics, counts } = await countsOf(pages);
     try {
       expect(await counts.poll()).toBe(0);
       expect(await counts.poll()).toBe(4);
