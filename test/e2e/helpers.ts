@@ -397,7 +397,7 @@ export interface ClientEvent {
   node?: string;
   value?: number;
   error?: string;
-  /** Python: the call id (`X-E2e-Call`, kept by Traefik's access log) of the request whose error ended the session. */
+  /** The call id (`X-E2e-Call`, kept by Traefik's access log): Python, of the request whose error ended the session; Go, of a session's initialize. */
   call?: string;
   /** Python: the session's HTTP exchanges that got no 2xx (call id, JSON-RPC method, status), when the SDK ended it. */
   failed?: Array<{ call: string; rpc: string; status: number | null }>;

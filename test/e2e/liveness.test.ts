@@ -454,9 +454,10 @@ describe("liveness end to end: all four SDK clients through the real Traefik", (
           start <= edge404At
         );
       };
-      // A 2026-07-28 request excused so (it has no session) is one the killed node would have served.
-      for (const e of events)
-        if (((e.client === "py" && e.ev === "init") || e.client === "v2") && crash502(e)) e.node = victim!.name;
+      // An initialize the edge placed on the node before it could know it dead (the Python and Go
+      // clients name theirs by call id), and a 2026-07-28 request excused so (it has no session),
+      // are ones the killed node would have served.
+      for (const e of events) if ((e.ev === "init" || e.client === "v2") && crash502(e)) e.node = victim!.name;
       const end = Math.max(...events.map((e) => e.at + e.ms)) + 1;
       const phases: Phase[] = [
         { name: "before", from: 0, to: killAt },

@@ -20,6 +20,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -79,18 +80,40 @@ type session struct {
 // with which it first probes server/discover and speaks 2026-07-28 to a server that answers it.
 var protocolVersion string
 
+var initSeq atomic.Int64
+
+// firstCall labels the first request it carries, a session's initialize, with an X-E2e-Call id,
+// which Traefik's access log keeps: a failed initialize is then named by its row.
+type firstCall struct {
+	base http.RoundTripper
+	call string
+	once sync.Once
+}
+
+func (f *firstCall) RoundTrip(r *http.Request) (*http.Response, error) {
+	first := false
+	f.once.Do(func() { first = true })
+	if first {
+		r = r.Clone(r.Context())
+		r.Header.Set("X-E2e-Call", f.call)
+	}
+	return f.base.RoundTrip(r)
+}
+
 // open initializes a session and asks which node serves it (whoami); events are printed.
 func open(ctx context.Context, hc *http.Client, url string, s int, timeout time.Duration) *session {
 	client := mcp.NewClient(&mcp.Implementation{Name: "mcp-affinity-e2e-go", Version: "0.1.0"}, nil)
 	t0 := since()
+	call := fmt.Sprintf("go-init-%d-%d", s, initSeq.Add(1))
+	ihc := &http.Client{Transport: &firstCall{base: hc.Transport, call: call}}
 	ictx, cancel := context.WithTimeout(ctx, timeout)
-	cs, err := client.Connect(ictx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc}, &mcp.ClientSessionOptions{ProtocolVersion: protocolVersion})
+	cs, err := client.Connect(ictx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: ihc}, &mcp.ClientSessionOptions{ProtocolVersion: protocolVersion})
 	cancel()
 	if err != nil {
-		emit(map[string]any{"ev": "init", "s": s, "t": t0, "ms": since() - t0, "error": errText(err)})
+		emit(map[string]any{"ev": "init", "s": s, "t": t0, "ms": since() - t0, "call": call, "error": errText(err)})
 		return nil
 	}
-	emit(map[string]any{"ev": "init", "s": s, "t": t0, "ms": since() - t0, "session": tag(cs.ID())})
+	emit(map[string]any{"ev": "init", "s": s, "t": t0, "ms": since() - t0, "call": call, "session": tag(cs.ID())})
 	t0 = since()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	who, err := cs.CallTool(wctx, &mcp.CallToolParams{Name: "whoami"})
