@@ -4,7 +4,7 @@
 //   plugin     Traefik + the plugin, defaults (bodies up to 64 KiB copied into memory); no cookie
 //   unbuffered Traefik + the plugin with maxBufferedBodyBytes 0 (bodies stream, as before); no cookie
 //   fast       Traefik + the plugin + the fast path (the sidecar's routers: tokened sessions never
-//              run the plugin; POST bodies read into memory by Traefik's retry middleware); no cookie
+//              run the plugin; POST bodies read into memory by a Traefik failover service); no cookie
 // The same `tools/call counter` POSTs on existing sessions at concurrency 16 and 1, in rounds that
 // alternate the sides (order reversed every other round). A cut answer: a call that got a 200 without
 // its answer, or whose connection ended before the answer. Figures: cuts per 100,000 calls (summed

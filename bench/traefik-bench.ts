@@ -1188,6 +1188,15 @@ function benchTargets(results: TraefikBenchResults): Target[] {
         target: "<= 1.05",
         ok: ratio <= 1.05,
       });
+      // The same ratio round by round (each round runs both modes within seconds of each other):
+      // its spread shows how much of a difference the machine's noise alone can make.
+      const perRound = f.rounds.map((x, i) => (x.traefikCpuUs ?? NaN) / (b.rounds[i]?.traefikCpuUs ?? NaN));
+      targets.push({
+        what: `  the same, median of the rounds' own ratios [lowest, highest]`,
+        value: `${median(perRound).toFixed(3)} [${Math.min(...perRound).toFixed(2)}, ${Math.max(...perRound).toFixed(2)}]`,
+        target: "(reported)",
+        ok: null,
+      });
     }
     targets.push({
       what: "throughput (f)/(b)",

@@ -261,7 +261,7 @@ export const SIDECAR_SETTINGS: SettingsSpec<SidecarConfig> = {
     name: "fast-path-middlewares",
     type: list,
     def: [],
-    help: "middlewares every fast-path router runs, comma-separated (e.g. mcp-fast-body@file)",
+    help: "middlewares every fast-path router runs, comma-separated (e.g. auth@file)",
   },
   fastPathPriority: {
     name: "fast-path-priority",
@@ -272,10 +272,10 @@ export const SIDECAR_SETTINGS: SettingsSpec<SidecarConfig> = {
   fastPathMaxBodyBytes: {
     name: "fast-path-max-body-bytes",
     type: int(0, 16 * 1024 * 1024),
-    // Traefik's retry middleware allocates this + 1 bytes for every POST whatever its body: at
-    // 64 KiB that garbage made the fast path cost more CPU than the plugin (docs/operations.md).
-    def: 4096,
-    help: "fast-path POST bodies up to this size are read into memory before they go on, so the proxy cannot cut their answers; larger ones stream (0 = all stream). Traefik allocates this much for every POST",
+    // The plugin's maxBufferedBodyBytes default: a body either path would read is read on both.
+    // Traefik allocates what a body holds, not this bound (docs/operations.md).
+    def: 65536,
+    help: "fast-path POST bodies declared up to this size are read into memory before they go on, so the proxy cannot cut their answers; larger ones and bodies without a Content-Length take the plugin's path (0 = fast-path bodies stream)",
   },
   learnedMaxAgeMs: {
     name: "learned-max-age",

@@ -25,7 +25,10 @@ export interface FastPathSettings {
   /** Middlewares every fast router runs first (the operator's: authentication and the like). */
   middlewares: string[];
   priority: number;
-  /** POST bodies up to this size are read into memory before they go on (0: bodies stream). */
+  /**
+   * POST bodies declared up to this size are read into memory before they go on; larger ones and
+   * bodies without a Content-Length take the plugin's path (0: fast-path bodies stream).
+   */
   maxBodyBytes: number;
 }
 
@@ -42,40 +45,50 @@ const LONG_COOKIE = "^(?s:.{1000}.{25})";
 export const fastPathName = (t: Pick<FastPathTarget, "cookie" | "bootTag">) => `mcp-fast-${t.cookie}${t.bootTag}`;
 /** The service names this file defines start with this (what the request counts are read by). */
 export const FAST_PATH_SERVICE_PREFIX = "mcp-fast-";
-/** The middleware that reads POST bodies into memory (defined in the same file). */
-export const FAST_PATH_BODY_MIDDLEWARE = "mcp-fast-body";
+/**
+ * The service in front of an incarnation's service that reads POST bodies into memory. Outside the
+ * counted prefix: Traefik records requests only at the load balancer behind it, so each is counted once.
+ */
+export const fastPathBodyName = (t: Pick<FastPathTarget, "cookie" | "bootTag">) => `mcp-body-${t.cookie}${t.bootTag}`;
+/** Where a body service would send a request its node answered with a status it must not see: nowhere (503). */
+export const FAST_PATH_NOWHERE = "mcp-body-nowhere";
+
+/**
+ * A pattern (RE2 and JavaScript alike) matching the decimal numbers 0 to `n`: any with fewer digits
+ * than `n`, and those with as many that are not above it (leading zeros included: still not above
+ * it). A longer string matches nothing, whatever its value: such a request takes the plugin's path.
+ */
+export function decimalAtMost(n: number): string {
+  const d = String(n);
+  const alternatives = d.length > 1 ? [`[0-9]{1,${d.length - 1}}`] : [];
+  for (let i = 0; i < d.length; i++) {
+    const digit = Number(d[i]);
+    if (digit === 0) continue;
+    const rest = d.length - i - 1;
+    alternatives.push(`${d.slice(0, i)}${digit === 1 ? "0" : `[0-${digit - 1}]`}${rest ? `[0-9]{${rest}}` : ""}`);
+  }
+  alternatives.push(d);
+  return `^(?:${alternatives.join("|")})$`;
+}
 
 /**
  * The dynamic configuration, as text (JSON, which Traefik's YAML reader takes). Per live
- * incarnation: a POST router (bodies read into memory first, the cut answers of golang/go#40747
- * avoided as the plugin avoids them), a router for every other method (GET streams, DELETE: no
- * body, so nothing is held for a stream's life), and a service with only its node. `retired`
- * incarnations keep their service, without routers, so Traefik keeps their request counts (it
- * deletes a service's series once the service leaves its configuration). Sorted: the same input
- * always gives the same bytes, and an unchanged table never makes Traefik reload.
+ * incarnation: a POST router whose body goes through a body service (read into memory first, the
+ * cut answers of golang/go#40747 avoided as the plugin avoids them), a router for every other
+ * method (GET streams, DELETE: no body, so nothing is held for a stream's life), and a service with
+ * only its node. `retired` incarnations keep their service, without routers, so Traefik keeps their
+ * request counts (it deletes a service's series once the service leaves its configuration). Sorted:
+ * the same input always gives the same bytes, and an unchanged table never makes Traefik reload.
  */
 export function renderFastPath(live: FastPathTarget[], s: FastPathSettings, retired: FastPathTarget[] = []): string {
   const byName = (a: FastPathTarget, b: FastPathTarget) => fastPathName(a).localeCompare(fastPathName(b));
   const routers: Record<string, unknown> = {};
   const services: Record<string, unknown> = {};
-  const middlewares: Record<string, unknown> = {};
   const buffered = s.maxBodyBytes > 0;
-  if (live.length && buffered) {
-    // Traefik's retry middleware reads a POST body into memory when it may retry on a status
-    // (retryNonIdempotentMethod), up to maxRequestBodyBytes (larger bodies stream). It never
-    // retries here: with a timeout of 1 ns every answer and every network error counts as past the
-    // timeout, so the first attempt's answer goes to the client (a POST is never sent twice).
-    middlewares[FAST_PATH_BODY_MIDDLEWARE] = {
-      retry: {
-        attempts: 2,
-        status: ["599"],
-        retryNonIdempotentMethod: true,
-        disableRetryOnNetworkError: true,
-        timeout: "1ns",
-        maxRequestBodyBytes: s.maxBodyBytes,
-      },
-    };
-  }
+  // A POST the fast path takes declares a body within the bound; a larger one, or one without a
+  // Content-Length (chunked), goes through the plugin, which reads it or counts it as streamed.
+  const postRule = buffered ? ` && HeaderRegexp(\`Content-Length\`, \`${decimalAtMost(s.maxBodyBytes)}\`)` : "";
+  if (live.length && buffered) services[FAST_PATH_NOWHERE] = { loadBalancer: { servers: [] } };
   for (const t of [...live].sort(byName)) {
     const name = fastPathName(t);
     // A whole minted id of this incarnation (the token is hex only: nothing to escape). Anything
@@ -85,30 +98,39 @@ export function renderFastPath(live: FastPathTarget[], s: FastPathSettings, reti
       `PathPrefix(\`${s.pathPrefix}\`) && HeaderRegexp(\`Mcp-Session-Id\`, \`${id}\`)` +
       ` && !HeaderRegexp(\`Cookie\`, \`${LONG_COOKIE}\`)`;
     const entryPoints = s.entryPoints.length ? { entryPoints: s.entryPoints } : {};
-    const post = [...s.middlewares, ...(buffered ? [FAST_PATH_BODY_MIDDLEWARE] : [])];
-    // Above its sibling: Traefik orders routers of equal priority arbitrarily, and the other
-    // router's rule matches a POST too.
+    const middlewares = s.middlewares.length ? { middlewares: s.middlewares } : {};
+    // The two rules are disjoint; the POST router sits one above (as --fast-path-priority says), so
+    // an operator's router placed between the plugin's and these sees the same order either way.
     routers[`${name}-post`] = {
-      rule: `Method(\`POST\`) && ${match}`,
+      rule: `Method(\`POST\`) && ${match}${postRule}`,
       priority: s.priority + 1,
       ...entryPoints,
-      ...(post.length ? { middlewares: post } : {}),
-      service: name,
+      ...middlewares,
+      service: buffered ? fastPathBodyName(t) : name,
     };
+    // No POST here: one the POST router does not take (a body too large, or chunked) is the plugin's.
     routers[name] = {
-      rule: match,
+      rule: `!Method(\`POST\`) && ${match}`,
       priority: s.priority,
       ...entryPoints,
-      ...(s.middlewares.length ? { middlewares: s.middlewares } : {}),
+      ...middlewares,
       service: name,
     };
     services[name] = { loadBalancer: { servers: [{ url: t.url }] } };
+    if (buffered)
+      // Traefik's failover service with a status rule reads the whole body into memory (a buffer
+      // of the body's size; the router's Content-Length rule bounds it, and Go's server never
+      // reads past a declared length) and passes on a copy. Status 0 is no answer an HTTP server
+      // gives, and were it given, the fallback has no server (503): a POST is never sent twice.
+      // Answers stream as they come (the failover's writer flushes).
+      services[fastPathBodyName(t)] = {
+        failover: { service: name, fallback: FAST_PATH_NOWHERE, errors: { status: ["0"], maxRequestBodyBytes: -1 } },
+      };
   }
   for (const t of [...retired].sort(byName))
     services[fastPathName(t)] ??= { loadBalancer: { servers: [{ url: t.url }] } };
   const http = {
     ...(Object.keys(routers).length ? { routers } : {}),
-    ...(Object.keys(middlewares).length ? { middlewares } : {}),
     ...(Object.keys(services).length ? { services } : {}),
   };
   // An empty `http` is an error to Traefik ("http cannot be a standalone element"), and one bad

@@ -7,10 +7,12 @@
 // old sessions end with the edge 404 while its new ones take the new incarnation's router.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { Readable } from "node:stream";
+import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readAccessLog, type AccessLogRow } from "../../dev/access-log.ts";
 import { startL4Balancer, type L4Balancer } from "../../dev/l4-balancer.ts";
-import { header, rawCall, rawInitialize } from "../../dev/mcp-client.ts";
+import { header, raw, rawCall, rawInitialize, sessionHeaders } from "../../dev/mcp-client.ts";
 import { sleep, waitUntil } from "../../dev/poll.ts";
 import { startStack, type NodePart, type ReplicaPart, type Stack } from "../../dev/stack.ts";
 import { CALL_ID_HEADER } from "../../dev/traefik-config.ts";
@@ -123,6 +125,68 @@ describe("the fast path", () => {
     expect(JSON.parse(long.body)).toMatchObject({ jsonrpc: "2.0", error: { code: expect.any(Number) } });
     // The session itself is untouched: its next call is its first.
     expect((await rawCall(stack.httpBase, sessionId, "counter")).text).toBe("1");
+  });
+
+  it("POST bodies: declared within the bound, read into memory on the fast router; larger or chunked, through the plugin (counted as streamed); each call runs once", async () => {
+    const r = stack.replicas[0]!;
+    const { sessionId } = await rawInitialize(r.httpBase);
+    const streamed = async () =>
+      metricSum(
+        await scrapeMetrics(`${r.sidecarUrl}/metrics`),
+        "mcp_affinity_edge_post_bodies_total",
+        'body="streamed"',
+      );
+    const streamedBefore = await streamed();
+    const from = readAccessLog(r.accessLogFile).length;
+    const small = await rawCall(r.httpBase, sessionId, "counter", { headers: { [CALL_ID_HEADER]: "body-small" } });
+    // Above the sidecar's default bound (64 KiB, the plugin's maxBufferedBodyBytes too).
+    const large = await rawCall(r.httpBase, sessionId, "counter", {
+      headers: { [CALL_ID_HEADER]: "body-large" },
+      args: { pad: "x".repeat(70_000) },
+    });
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 7,
+      method: "tools/call",
+      params: { name: "counter", arguments: {} },
+    });
+    const chunked = await request(`${r.httpBase}/mcp`, {
+      method: "POST",
+      headers: { ...sessionHeaders(sessionId), [CALL_ID_HEADER]: "body-chunked" },
+      body: Readable.from([body.slice(0, 20), body.slice(20)]),
+    });
+    const chunkedText = await chunked.body.text();
+    expect([small.status, small.text, large.status, large.text]).toEqual([200, "1", 200, "2"]);
+    expect([chunked.statusCode, chunked.headers["content-length"], /"text":"3"/.test(chunkedText)]).toEqual([
+      200,
+      undefined,
+      true,
+    ]);
+    const callKey = `request_${CALL_ID_HEADER}`;
+    let rows: AccessLogRow[] = [];
+    await waitUntil(
+      "the three calls' access-log rows",
+      async () => (rows = rowsOf(r, from).filter((row) => String(row[callKey] ?? "").startsWith("body-"))).length === 3,
+      5000,
+      50,
+    );
+    expect(Object.fromEntries(rows.map((row) => [row[callKey], row.RouterName]))).toEqual({
+      "body-small": `mcp-fast-${sessionId.slice(4, 4 + 24)}-post@file`,
+      "body-large": "mcp@file",
+      "body-chunked": "mcp@file",
+    });
+    // An instance writes its counts when it serves a request a second or more after its last batch.
+    const counted = await waitUntil(
+      "the plugin's streamed bodies counted",
+      async () => {
+        await raw(`${r.httpBase}/mcp`, { method: "GET", headers: { accept: "text/event-stream" } });
+        const n = (await streamed()) - streamedBefore;
+        return n >= 2 ? n : null;
+      },
+      10_000,
+      250,
+    );
+    expect(counted).toBe(2);
   });
 
   it("a killed node: its sessions get the edge 404 on both replicas within about a second (Traefik's 502 before), every other session sees no error", async () => {

@@ -1,5 +1,5 @@
-// The fast-path file: per live incarnation a POST router (body read into memory first) and a router
-// for other methods, both matching exactly its routing token, to a service holding only its node;
+// The fast-path file: per live incarnation a POST router (bodies within the bound read into memory
+// first, by a body service) and a router for other methods, both matching exactly its routing token, to a service holding only its node;
 // retired incarnations keep their service (their request counts); the same table gives the same
 // bytes, and only a change is written.
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
@@ -11,9 +11,11 @@ import { pino } from "pino";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import {
-  FAST_PATH_BODY_MIDDLEWARE,
+  FAST_PATH_NOWHERE,
   FAST_PATH_SERVICE_PREFIX,
   FastPathWriter,
+  decimalAtMost,
+  fastPathBodyName,
   fastPathName,
   renderFastPath,
   type FastPathTarget,
@@ -39,7 +41,6 @@ interface Doc {
   http: {
     routers?: Record<string, { rule: string; priority: number; middlewares?: string[]; service: string }>;
     services?: Record<string, unknown>;
-    middlewares?: Record<string, { retry: Record<string, unknown> }>;
   };
 }
 const render = (...args: Parameters<typeof renderFastPath>) => parse(renderFastPath(...args)) as Doc;
@@ -53,15 +54,15 @@ describe("renderFastPath", () => {
     expect(Object.keys(doc.http.routers!)).toEqual([`${name}-post`, name, `${fastPathName(b)}-post`, fastPathName(b)]);
     const post = doc.http.routers![`${name}-post`]!;
     const other = doc.http.routers![name]!;
-    // Above its sibling, whose rule matches a POST too (Traefik orders equal priorities arbitrarily).
-    expect(post).toMatchObject({
-      priority: 1011,
-      middlewares: ["auth@file", FAST_PATH_BODY_MIDDLEWARE],
-      service: name,
-    });
+    expect(post).toMatchObject({ priority: 1011, middlewares: ["auth@file"], service: fastPathBodyName(a) });
     expect(other).toMatchObject({ priority: 1010, middlewares: ["auth@file"], service: name });
-    expect(post.rule).toBe(`Method(\`POST\`) && ${other.rule}`);
-    expect(other.rule).toMatch(/^PathPrefix\(`\/mcp`\) && HeaderRegexp/);
+    // Disjoint: a POST the POST router does not take (too large, chunked) is the plugin's.
+    const match = other.rule.replace(/^!Method\(`POST`\) && /, "");
+    expect(other.rule).toBe(`!Method(\`POST\`) && ${match}`);
+    expect(post.rule).toBe(
+      `Method(\`POST\`) && ${match} && HeaderRegexp(\`Content-Length\`, \`${decimalAtMost(65536)}\`)`,
+    );
+    expect(match).toMatch(/^PathPrefix\(`\/mcp`\) && HeaderRegexp/);
     // A long Cookie line goes through the plugin (431 with a JSON-RPC body past what it reads).
     const cookie = new RegExp(
       /!HeaderRegexp\(`Cookie`, `\^\(\?s:(.+)\)`\)/.exec(other.rule)![1]!.replace(/^/, "^"),
@@ -83,28 +84,59 @@ describe("renderFastPath", () => {
     expect(re.test(mine.slice(0, -1))).toBe(false);
   });
 
-  it("the body middleware reads POST bodies up to the bound and can never retry", () => {
-    const retry = render([a], settings).http.middlewares![FAST_PATH_BODY_MIDDLEWARE]!.retry;
-    expect(retry).toMatchObject({
-      attempts: 2,
-      retryNonIdempotentMethod: true,
-      disableRetryOnNetworkError: true,
-      timeout: "1ns",
-      maxRequestBodyBytes: 65536,
+  it("the body service reads a POST body into memory and can never send it twice; without a bound, bodies stream", () => {
+    const doc = render([a], settings);
+    expect(doc.http.services![fastPathBodyName(a)]).toEqual({
+      failover: {
+        service: fastPathName(a),
+        // No server: were a node's answer ever status 0, the client gets a 503, never a second send.
+        fallback: FAST_PATH_NOWHERE,
+        // Unbounded here: the router's Content-Length rule bounds what reaches it.
+        errors: { status: ["0"], maxRequestBodyBytes: -1 },
+      },
     });
+    expect(doc.http.services![FAST_PATH_NOWHERE]).toEqual({ loadBalancer: { servers: [] } });
+    // Neither name is counted as a fast-path request (Traefik counts at the load balancer behind).
+    expect(fastPathBodyName(a).startsWith(FAST_PATH_SERVICE_PREFIX)).toBe(false);
+    expect(FAST_PATH_NOWHERE.startsWith(FAST_PATH_SERVICE_PREFIX)).toBe(false);
     const streaming = render([a], { ...settings, maxBodyBytes: 0 });
-    expect(streaming.http.middlewares).toBeUndefined();
-    expect(streaming.http.routers![`${fastPathName(a)}-post`]!.middlewares).toEqual(["auth@file"]);
+    expect(Object.keys(streaming.http.services!)).toEqual([fastPathName(a)]);
+    const post = streaming.http.routers![`${fastPathName(a)}-post`]!;
+    expect(post).toMatchObject({ middlewares: ["auth@file"], service: fastPathName(a) });
+    expect(post.rule).not.toContain("Content-Length");
+  });
+
+  it("the Content-Length pattern takes exactly the numbers up to the bound", () => {
+    for (const n of [1, 9, 10, 11, 99, 100, 101, 909, 1000, 4096, 65536, 100000, 16 * 1024 * 1024]) {
+      const re = new RegExp(decimalAtMost(n));
+      const probes = [0, 1, 9, 10, 99, 100, n - 1, n, n + 1, n + 9, n * 10, Math.floor(n / 10)];
+      for (let i = 0; i < 200; i++) probes.push(Math.floor(Math.random() * 2 * n));
+      for (const v of probes.filter((x) => x >= 0)) expect([n, v, re.test(String(v))]).toEqual([n, v, v <= n]);
+      // Leading zeros: still a number; within the bound's length only.
+      expect(re.test(String(n).replace(/^./, "0"))).toBe(true);
+      expect(re.test(`0${n}`)).toBe(false);
+      for (const bad of ["", "-1", "+1", " 1", "1 ", "1e3", "0x10", "١"])
+        expect([n, bad, re.test(bad)]).toEqual([n, bad, false]);
+    }
+    // Exhaustively for one bound with every digit kind.
+    const re = new RegExp(decimalAtMost(2050));
+    for (let v = 0; v <= 99999; v++) if (re.test(String(v)) !== v <= 2050) throw new Error(`2050: ${v}`);
   });
 
   it("retired incarnations keep their service, without routers; the same input gives the same bytes", () => {
     const doc = render([a], settings, [b]);
     expect(Object.keys(doc.http.routers!)).toEqual([`${fastPathName(a)}-post`, fastPathName(a)]);
-    expect(Object.keys(doc.http.services!)).toEqual([fastPathName(a), fastPathName(b)]);
+    expect(Object.keys(doc.http.services!)).toEqual([
+      FAST_PATH_NOWHERE,
+      fastPathName(a),
+      fastPathBodyName(a),
+      fastPathName(b),
+    ]);
     expect(renderFastPath([a, b], settings)).toBe(renderFastPath([b, a], settings));
     // Not `http: {}`, which Traefik refuses (and then drops every file of the directory).
     expect(renderFastPath([], settings)).toBe("{}\n");
     const bare = render([a], { ...settings, entryPoints: [], middlewares: [], maxBodyBytes: 0 });
+    expect(Object.keys(bare.http.routers![`${fastPathName(a)}-post`]!).sort()).toEqual(["priority", "rule", "service"]);
     expect(Object.keys(bare.http.routers![fastPathName(a)]!).sort()).toEqual(["priority", "rule", "service"]);
   });
 });
