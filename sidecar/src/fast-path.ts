@@ -99,8 +99,8 @@ export function renderFastPath(live: FastPathTarget[], s: FastPathSettings, reti
       ` && !HeaderRegexp(\`Cookie\`, \`${LONG_COOKIE}\`)`;
     const entryPoints = s.entryPoints.length ? { entryPoints: s.entryPoints } : {};
     const middlewares = s.middlewares.length ? { middlewares: s.middlewares } : {};
-    // The two rules are disjoint; the POST router sits one above (as --fast-path-priority says), so
-    // an operator's router placed between the plugin's and these sees the same order either way.
+    // The two rules are disjoint; the POST router keeps the priority one above its sibling that
+    // --fast-path-priority documents.
     routers[`${name}-post`] = {
       rule: `Method(\`POST\`) && ${match}${postRule}`,
       priority: s.priority + 1,
