@@ -8,7 +8,8 @@
 // Also: Traefik's RSS with N open SSE streams with and without the plugin, the time from a node's
 // registration to the session being in the view, and from a node restart to the first edge 404.
 // Flags: --json FILE, --sessions N, --concurrency N, --duration S, --rounds N, --streams N,
-//        --registrations N, --restarts N, --latency-concurrency N, --profile (CPU profiles of
+//        --registrations N, --restarts N, --latency-concurrency N, --pairs N (2 s window pairs of
+//        (b) and (f) per concurrency, default 40), --profile (CPU profiles of
 //        Traefik during (b), (c) and (f)), --plugin-wasm FILE (another plugin build for (c)), --baseline-wasm FILE
 //        (an earlier build measured beside (c) as (c0), same rounds), --sidecar-main FILE
 //        (another sidecar entry, run with tsx), --no-sidecar (the plugin without a view: its
@@ -73,6 +74,8 @@ interface BenchConfig {
   cycles: number;
   registrations: number;
   restarts: number;
+  /** Short (b)/(f) window pairs per concurrency, for the fast path's CPU ratio (0: none). */
+  pairs: number;
   profile: boolean;
   /** No sidecar: the plugin has no view and fails open (its cheapest path); no 1M, no view timings. */
   noSidecar: boolean;
@@ -109,6 +112,12 @@ function readConfig(): BenchConfig {
     },
     registrations: { name: "registrations", type: int(0, 5000), def: 200, help: "registrations timed into the view" },
     restarts: { name: "restarts", type: int(0, 3), def: 3, help: "node restarts timed to the first edge 404" },
+    pairs: {
+      name: "pairs",
+      type: int(0, 200),
+      def: 40,
+      help: "2 s window pairs of (b) and (f) per concurrency: the fast path's CPU ratio, pair by pair",
+    },
     profile: { name: "profile", type: bool, def: false, help: "CPU profiles of Traefik during (b), (c) and (f)" },
     noSidecar: {
       name: "no-sidecar",
@@ -136,6 +145,7 @@ function readConfig(): BenchConfig {
     cycles: f.cycles,
     registrations: noView ? 0 : f.registrations,
     restarts: noView ? 0 : f.restarts,
+    pairs: noView ? 0 : f.pairs,
     profile: f.profile,
     noSidecar: f.noSidecar,
     pluginWasm: f.pluginWasm,
@@ -489,6 +499,7 @@ interface TraefikBenchResults extends BenchResults {
   load?: LoadFigures;
   profile?: Record<string, ProfileFigures>;
   sessionCycles?: SessionCycleFigures[];
+  pairs?: PairFigures[];
   sse?: { plain: StreamFigures; plugin: StreamFigures; fast?: StreamFigures };
   registration?: RegistrationFigures;
   restart?: { samples: RestartSample[] };
@@ -781,6 +792,59 @@ function modeFigures(t: ModeTarget, m: ModeTotals): ModeFigures {
   };
 }
 
+/** The fast path against plain Traefik in short windows, pair by pair, at one concurrency. */
+interface PairFigures {
+  concurrency: number;
+  pairs: number;
+  /** Each pair's (f)/(b) Traefik CPU per call, in the order measured. */
+  ratios: number[];
+  median: number;
+  /** The middle half of the ratios: how far one pair's noise reaches. */
+  quartiles: [number, number];
+  errors: { b: number; f: number };
+}
+
+/**
+ * (b) and (f) alternate in 2 s windows, `pairs` times per concurrency (who goes first alternates
+ * too), and each pair gives one ratio of Traefik CPU per call. Seconds apart, the two windows of a
+ * pair meet the same machine: many short pairs resolve a few percent where a few long rounds, each
+ * disturbed differently, scatter by more than that.
+ */
+async function measurePairs(env: BenchEnv, loadSessions: BenchSession[]): Promise<PairFigures[]> {
+  const { cfg } = env;
+  const targets = loadTargets(env).filter((t) => t.name === "b" || t.name === "f");
+  const out: PairFigures[] = [];
+  for (const concurrency of [cfg.concurrency, cfg.latencyConcurrency]) {
+    log(`(b)/(f) in ${cfg.pairs} pairs of 2 s windows, concurrency ${concurrency}`);
+    const sessions = loadSessions.slice(0, concurrency * SESSIONS_PER_WORKER);
+    const ratios: number[] = [];
+    const errors = { b: 0, f: 0 };
+    for (let i = 0; i < cfg.pairs; i++) {
+      const cpu: Record<string, number> = {};
+      for (const t of i % 2 === 0 ? targets : [...targets].reverse()) {
+        const pid = servingTraefik(env, t.name)!.pid;
+        let c0 = 0;
+        let c1 = 0;
+        const r = await runLoad(t, sessions, {
+          concurrency,
+          warmupMs: 300,
+          durationMs: 2000,
+          onWindowStart: () => (c0 = cpuMicros(pid)),
+          onWindowEnd: () => (c1 = cpuMicros(pid)),
+        });
+        cpu[t.name] = (c1 - c0) / r.requests;
+        errors[t.name as "b" | "f"] += r.errors;
+      }
+      ratios.push(cpu.f! / cpu.b!);
+    }
+    const sorted = [...ratios].sort((x, y) => x - y);
+    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+    out.push({ concurrency, pairs: cfg.pairs, ratios, median: median(ratios), quartiles: [q(0.25), q(0.75)], errors });
+    log(`  median (f)/(b) ${median(ratios).toFixed(3)}, middle half ${q(0.25).toFixed(2)}-${q(0.75).toFixed(2)}`);
+  }
+  return out;
+}
+
 /** The CPU profiles' shares, per request; the pprof listings are written beside each profile. */
 function summarizeProfiles(profiles: Record<string, ProfileCapture>): Record<string, ProfileFigures> {
   const out: Record<string, ProfileFigures> = {};
@@ -1065,6 +1129,7 @@ async function main(): Promise<void> {
     const load = await measureLoad(env, sessions.load);
     results.load = load.figures;
     if (Object.keys(load.profiles).length) results.profile = summarizeProfiles(load.profiles);
+    if (cfg.pairs > 0 && env.fast) results.pairs = await measurePairs(env, sessions.load);
     if (cfg.cycles > 0) results.sessionCycles = await measureSessionCycles(env);
     if (cfg.streams > 0) results.sse = await measureStreams(env, sessions.streams);
     if (cfg.registrations > 0) results.registration = await registrationFigures(env);
@@ -1205,6 +1270,13 @@ function benchTargets(results: TraefikBenchResults): Target[] {
       ok: null,
     });
   }
+  for (const p of results.pairs ?? [])
+    targets.push({
+      what: `Traefik CPU per request (f)/(b), ${p.pairs} pairs of 2 s windows, c=${p.concurrency} [middle half]`,
+      value: `${p.median.toFixed(3)} [${p.quartiles[0].toFixed(2)}, ${p.quartiles[1].toFixed(2)}]`,
+      target: "<= 1.05",
+      ok: p.median <= 1.05,
+    });
   const cycles = results.sessionCycles;
   const cycleOf = (n: string) => cycles?.find((m) => m.name === n)?.traefikCpuUsPerSession;
   for (const n of ["c", "f"])
