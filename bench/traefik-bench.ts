@@ -721,6 +721,7 @@ async function measureRound(
   sessions: BenchSession[],
   pass: Pass,
   profileThis: boolean,
+  window: { warmupMs: number; durationMs: number } = env.cfg,
 ): Promise<{ r: LoadResult; figures: RoundFigures; profile: string | null }> {
   const { cfg, stack } = env;
   const serving = servingTraefik(env, t.name);
@@ -735,8 +736,8 @@ async function measureRound(
   let profiling: Promise<string | null> | null = null;
   const r = await runLoad(t, sessions, {
     concurrency: pass.concurrency,
-    warmupMs: cfg.warmupMs,
-    durationMs: cfg.durationMs,
+    warmupMs: window.warmupMs,
+    durationMs: window.durationMs,
     onWindowStart: () => {
       cpu0 = cpuNow();
       if (profileThis)
@@ -792,6 +793,9 @@ function modeFigures(t: ModeTarget, m: ModeTotals): ModeFigures {
   };
 }
 
+/** One window of a (b)/(f) pair. */
+const PAIR_WINDOW = { warmupMs: 300, durationMs: 2000 };
+
 /** The fast path against plain Traefik in short windows, pair by pair, at one concurrency. */
 interface PairFigures {
   concurrency: number;
@@ -817,30 +821,22 @@ async function measurePairs(env: BenchEnv, loadSessions: BenchSession[]): Promis
   for (const concurrency of [cfg.concurrency, cfg.latencyConcurrency]) {
     log(`(b)/(f) in ${cfg.pairs} pairs of 2 s windows, concurrency ${concurrency}`);
     const sessions = loadSessions.slice(0, concurrency * SESSIONS_PER_WORKER);
+    const pass: Pass = { name: concurrency === cfg.concurrency ? "throughput" : "latency", concurrency };
     const ratios: number[] = [];
     const errors = { b: 0, f: 0 };
     for (let i = 0; i < cfg.pairs; i++) {
       const cpu: Record<string, number> = {};
       for (const t of i % 2 === 0 ? targets : [...targets].reverse()) {
-        const pid = servingTraefik(env, t.name)!.pid;
-        let c0 = 0;
-        let c1 = 0;
-        const r = await runLoad(t, sessions, {
-          concurrency,
-          warmupMs: 300,
-          durationMs: 2000,
-          onWindowStart: () => (c0 = cpuMicros(pid)),
-          onWindowEnd: () => (c1 = cpuMicros(pid)),
-        });
-        cpu[t.name] = (c1 - c0) / r.requests;
+        const { r, figures } = await measureRound(env, t, sessions, pass, false, PAIR_WINDOW);
+        cpu[t.name] = figures.traefikCpuUs!;
         errors[t.name as "b" | "f"] += r.errors;
       }
       ratios.push(cpu.f! / cpu.b!);
     }
-    const sorted = [...ratios].sort((x, y) => x - y);
-    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
-    out.push({ concurrency, pairs: cfg.pairs, ratios, median: median(ratios), quartiles: [q(0.25), q(0.75)], errors });
-    log(`  median (f)/(b) ${median(ratios).toFixed(3)}, middle half ${q(0.25).toFixed(2)}-${q(0.75).toFixed(2)}`);
+    const sorted = Float64Array.from(ratios).sort();
+    const q = (p: number) => percentile(sorted, p);
+    out.push({ concurrency, pairs: cfg.pairs, ratios, median: median(ratios), quartiles: [q(25), q(75)], errors });
+    log(`  median (f)/(b) ${median(ratios).toFixed(3)}, middle half ${q(25).toFixed(2)}-${q(75).toFixed(2)}`);
   }
   return out;
 }
